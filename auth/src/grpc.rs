@@ -1,0 +1,389 @@
+//! The tonic adapter: a tower [`AuthLayer`] for `Server::builder().layer(..)`, the
+//! [`principal`] helper for handlers, and the one mapping from [`Error`] to [`Status`].
+//!
+//! The layer reads the `api-key` request metadata, authenticates it with a [`KeyStore`]
+//! and puts the resulting [`Principal`] into the request extensions. Requests without a
+//! valid key get a trailers-only `UNAUTHENTICATED` response and never reach the service.
+//! Health checks and reflection pass without a key, so probes and `grpcurl list` work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::{debug, error};
+
+use crate::{Error, KeyStore, Principal, Result};
+
+/// The request metadata (HTTP/2 header) that carries the key.
+pub const API_KEY_HEADER: &str = "api-key";
+
+/// Path prefixes of services reachable without a key.
+const PUBLIC_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'api-key' request metadata";
+
+/// Maps every crate error to the gRPC status a client sees. The one place that does so.
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        match err {
+            Error::MissingKey => Status::unauthenticated(MISSING_KEY_MESSAGE),
+            // Never echo the key, nor say which part of it was wrong.
+            Error::InvalidKey | Error::Malformed(_) => Status::unauthenticated("invalid api key"),
+            Error::UnknownRole(_) => Status::invalid_argument(err.to_string()),
+            Error::Io { .. } | Error::InvalidKeyFile { .. } => {
+                error!(error = &err as &dyn std::error::Error, "key storage failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// The principal attached by [`AuthLayer`], for use in handlers.
+///
+/// # Errors
+///
+/// `UNAUTHENTICATED` if there is none, which only happens when the service was mounted
+/// without the layer (or on a public path); it is a defensive check, not a normal outcome.
+pub fn principal<T>(req: &tonic::Request<T>) -> Result<&Principal, Status> {
+    req.extensions().get::<Principal>().ok_or_else(|| {
+        error!("request has no principal; is the service mounted behind AuthLayer?");
+        Status::unauthenticated(MISSING_KEY_MESSAGE)
+    })
+}
+
+/// A tower [`Layer`] that authenticates every gRPC request except health and reflection.
+///
+/// ```no_run
+/// # async fn run(store: larch_auth::KeyStore, routes: tonic::service::Routes)
+/// #     -> Result<(), tonic::transport::Error> {
+/// let addr = "127.0.0.1:5081".parse().expect("valid address");
+/// tonic::transport::Server::builder()
+///     .layer(larch_auth::grpc::AuthLayer::new(store))
+///     .add_routes(routes)
+///     .serve(addr)
+///     .await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    store: KeyStore,
+}
+
+impl AuthLayer {
+    /// A layer checking keys against `store` (a shared handle, so later key changes apply).
+    pub fn new(store: KeyStore) -> Self {
+        AuthLayer { store }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The service built by [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    store: KeyStore,
+}
+
+impl<S> AuthService<S> {
+    /// Checks the request's key; `Ok` carries the principal, or `None` for a public path.
+    fn check<B>(&self, req: &http::Request<B>) -> Result<Option<Principal>> {
+        let path = req.uri().path();
+        if PUBLIC_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
+            return Ok(None);
+        }
+        let presented = match req.headers().get(API_KEY_HEADER) {
+            None => return Err(Error::MissingKey),
+            // Metadata that is not visible ASCII cannot be a key we issued or accepted.
+            Some(value) => value.to_str().map_err(|_| Error::InvalidKey)?,
+        };
+        self.store.authenticate(presented).map(Some)
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match self.check(&req) {
+            Ok(principal) => {
+                if let Some(principal) = principal {
+                    req.extensions_mut().insert(principal);
+                }
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Err(err) => {
+                debug!(path = req.uri().path(), error = %err, "rejected request");
+                ResponseFuture::rejected(Status::from(err))
+            }
+        }
+    }
+}
+
+/// Future of [`AuthService`]: the inner service's response, or an immediate rejection.
+pub struct ResponseFuture<F> {
+    kind: Kind<F>,
+}
+
+enum Kind<F> {
+    // Boxed so this future is `Unpin` without pin projection (the crate has no `unsafe`).
+    Inner(Pin<Box<F>>),
+    Rejected(Option<Status>),
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner(Box::pin(future)),
+        }
+    }
+
+    fn rejected(status: Status) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected(Some(status)),
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().kind {
+            Kind::Inner(future) => future.as_mut().poll(cx),
+            Kind::Rejected(status) => {
+                let status = status
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                // Trailers-only response: grpc-status and grpc-message in the headers.
+                Poll::Ready(Ok(status.into_http()))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner(_) => "Inner",
+            Kind::Rejected(_) => "Rejected",
+        };
+        f.debug_tuple("ResponseFuture").field(&state).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ApiKey, Grant, StoredKey};
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tonic::Code;
+
+    /// An AuthService around an inner service that records the principal it saw.
+    fn service(
+        store: KeyStore,
+    ) -> (
+        impl Service<http::Request<()>, Response = http::Response<Body>, Error = Infallible>,
+        Arc<AtomicUsize>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let inner = tower::service_fn(move |req: http::Request<()>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut response = http::Response::new(Body::empty());
+            if let Some(principal) = req.extensions().get::<Principal>() {
+                response.extensions_mut().insert(principal.clone());
+            }
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        (AuthLayer::new(store).layer(inner), calls)
+    }
+
+    fn request(path: &str, key: Option<&str>) -> http::Request<()> {
+        let mut builder = http::Request::builder().uri(format!("http://localhost{path}"));
+        if let Some(key) = key {
+            builder = builder.header(API_KEY_HEADER, key);
+        }
+        builder.body(()).expect("valid request")
+    }
+
+    async fn send(
+        svc: &mut impl Service<http::Request<()>, Response = http::Response<Body>, Error = Infallible>,
+        req: http::Request<()>,
+    ) -> http::Response<Body> {
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .expect("infallible");
+        svc.call(req).await.expect("infallible")
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .map(|value| value.to_str().expect("ascii"))
+    }
+
+    const QUERY: &str = "/larch.data.v1.VectorService/Query";
+
+    #[tokio::test]
+    async fn rejects_a_request_without_a_key() {
+        let (mut svc, calls) = service(KeyStore::new());
+        let response = send(&mut svc, request(QUERY, None)).await;
+        assert_eq!(grpc_status(&response), Some("16"));
+        let status = Status::from_header_map(response.headers()).expect("status in headers");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), MISSING_KEY_MESSAGE);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn rejects_a_bad_key_without_echoing_it() {
+        let store = KeyStore::new();
+        store.insert(StoredKey::new(&ApiKey::generate(), Grant::admin()));
+        let (mut svc, calls) = service(store);
+        let bad = ApiKey::generate();
+        for key in [bad.as_str(), "pclocal", ""] {
+            let response = send(&mut svc, request(QUERY, Some(key))).await;
+            assert_eq!(grpc_status(&response), Some("16"));
+            let status = Status::from_header_map(response.headers()).expect("status");
+            if !key.is_empty() {
+                assert_eq!(status.message(), "invalid api key");
+            }
+        }
+        let non_ascii = http::Request::builder()
+            .uri(QUERY)
+            .header(
+                API_KEY_HEADER,
+                http::HeaderValue::from_bytes(b"\xffkey").expect("obs-text"),
+            )
+            .body(())
+            .expect("valid request");
+        assert_eq!(grpc_status(&send(&mut svc, non_ascii).await), Some("16"));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn good_key_reaches_the_service_with_its_principal() {
+        let store = KeyStore::new();
+        let key = ApiKey::generate();
+        store.insert(StoredKey::new(&key, Grant::admin()));
+        let (mut svc, calls) = service(store);
+        let response = send(&mut svc, request(QUERY, Some(key.as_str()))).await;
+        assert_eq!(grpc_status(&response), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let principal = response.extensions().get::<Principal>().expect("attached");
+        assert_eq!(principal.key_id, key.key_id());
+        assert!(principal.is_admin);
+    }
+
+    #[tokio::test]
+    async fn health_and_reflection_pass_without_a_key() {
+        let (mut svc, calls) = service(KeyStore::new());
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            let response = send(&mut svc, request(path, None)).await;
+            assert_eq!(grpc_status(&response), None, "{path}");
+            assert!(response.extensions().get::<Principal>().is_none());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // A look-alike path is not public.
+        let response = send(&mut svc, request("/grpc.health.v1.HealthX/Check", None)).await;
+        assert_eq!(grpc_status(&response), Some("16"));
+    }
+
+    #[test]
+    fn principal_helper_reads_the_extension() {
+        let mut req = tonic::Request::new(());
+        assert_eq!(
+            principal(&req).expect_err("none attached").code(),
+            Code::Unauthenticated
+        );
+        let attached = Principal::new("k", Grant::admin());
+        req.extensions_mut().insert(attached.clone());
+        assert_eq!(principal(&req).expect("attached"), &attached);
+    }
+
+    #[test]
+    fn errors_map_to_the_documented_codes() {
+        let io = Error::Io {
+            action: "read",
+            path: "/x".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        let cases = [
+            (Error::MissingKey, Code::Unauthenticated),
+            (Error::InvalidKey, Code::Unauthenticated),
+            (Error::Malformed("x"), Code::Unauthenticated),
+            (Error::UnknownRole("Owner".into()), Code::InvalidArgument),
+            (io, Code::Internal),
+        ];
+        for (err, code) in cases {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            assert!(
+                !status.message().contains("disk on fire"),
+                "internal detail leaked"
+            );
+        }
+    }
+
+    #[test]
+    fn layered_service_fits_tonic_server() {
+        // Compile-time check that the layer satisfies `Server::builder().layer(..)`'s
+        // bounds; the server itself is never started.
+        fn assert_serveable<L>(_: &tonic::transport::server::Router<L>)
+        where
+            L: Layer<tonic::service::Routes> + Clone,
+            L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
+                + Clone
+                + Send
+                + 'static,
+            <L::Service as Service<http::Request<Body>>>::Future: Send,
+            <L::Service as Service<http::Request<Body>>>::Error:
+                Into<tonic::codegen::StdError> + Send,
+        {
+        }
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(KeyStore::new()))
+            .add_routes(tonic::service::Routes::default());
+        assert_serveable(&router);
+    }
+}

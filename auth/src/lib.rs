@@ -1,0 +1,62 @@
+//! API keys for Larch: key format, salted hashes, constant-time verification, and a
+//! tonic/tower layer. Used by both the control plane and the data plane.
+//!
+//! Only the hash of a key is ever held, verification is constant-time, and keys are
+//! never logged (key ids, which are not secret, may be).
+//!
+//! Keys look like `larch_<key-id>_<secret>`: a 12-hex-character random id and a 256-bit
+//! secret as 64 hex characters. An operator may also choose a bootstrap key of their own
+//! (e.g. `LARCH_API_KEY=pclocal`, see [`ApiKey::from_configured`]).
+//!
+//! # Layout
+//!
+//! - [`key`]: the key format, [`ApiKey`] (plaintext) and [`ParsedKey`].
+//! - [`stored`]: [`StoredKey`], the salted hash plus the key's [`Grant`], and why a fast
+//!   hash is the right choice.
+//! - [`store`]: [`KeyStore`], the shared verifier: `authenticate(key) -> Principal`.
+//! - [`principal`]: [`Role`], [`Grant`] and [`Principal`] (who is calling).
+//! - [`bootstrap`](mod@bootstrap): the admin key created or loaded at first start.
+//! - [`grpc`]: the tonic adapter: [`grpc::AuthLayer`], [`grpc::principal`], and the mapping
+//!   from [`Error`] to `tonic::Status`.
+//! - [`error`]: the crate's [`Error`] and [`Result`].
+//!
+//! Roles and index allow-lists are carried but not yet enforced, and keys other than the
+//! bootstrap key are managed in memory only; the admin API builds on [`KeyStore::insert`],
+//! [`KeyStore::remove`] and the serializable [`StoredKey`].
+//!
+//! # Example
+//!
+//! ```
+//! use larch_auth::{ApiKey, Error, Grant, KeyStore, StoredKey};
+//!
+//! let key = ApiKey::generate(); // show `key.as_str()` to its owner once, then drop it
+//! let store = KeyStore::new();
+//! store.insert(StoredKey::new(&key, Grant::admin()));
+//!
+//! let principal = store.authenticate(key.as_str())?;
+//! assert_eq!(principal.key_id, key.key_id());
+//! assert!(principal.is_admin);
+//!
+//! assert!(matches!(store.authenticate("guess"), Err(Error::InvalidKey)));
+//! assert!(matches!(store.authenticate(""), Err(Error::MissingKey)));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! A server mounts [`grpc::AuthLayer::new(store)`](grpc::AuthLayer::new) with
+//! `Server::builder().layer(..)`, and handlers call [`grpc::principal`] to learn who is
+//! calling.
+
+pub mod bootstrap;
+pub mod error;
+pub mod grpc;
+pub mod key;
+pub mod principal;
+pub mod store;
+pub mod stored;
+
+pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap};
+pub use error::{Error, Result};
+pub use key::{ApiKey, BOOTSTRAP_KEY_ID, KEY_PREFIX, ParsedKey};
+pub use principal::{Grant, Principal, Role};
+pub use store::KeyStore;
+pub use stored::StoredKey;

@@ -1,0 +1,190 @@
+//! [`KeyStore`]: the in-memory verifier shared by both planes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::key::Presented;
+use crate::stored::verify_against_dummy;
+use crate::{Error, Principal, Result, StoredKey};
+
+/// Maps key ids to [`StoredKey`]s and authenticates presented keys against them.
+///
+/// A cheap, clonable handle: clones share the same keys, so a key inserted or removed
+/// through one handle (e.g. by the admin API) takes effect for every server at once.
+#[derive(Clone, Default)]
+pub struct KeyStore {
+    /// Read on every request, written only when keys change: a `RwLock` suits that. It is
+    /// never held across an `.await` (no method here is async).
+    keys: Arc<RwLock<HashMap<String, StoredKey>>>,
+}
+
+impl KeyStore {
+    /// An empty store: every key is rejected until one is inserted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key, replacing any key with the same id.
+    pub fn insert(&self, stored: StoredKey) {
+        let key_id = stored.key_id().to_owned();
+        self.write().insert(key_id, stored);
+    }
+
+    /// Revokes a key; returns whether it existed.
+    pub fn remove(&self, key_id: &str) -> bool {
+        self.write().remove(key_id).is_some()
+    }
+
+    /// Whether a key with this id exists.
+    pub fn contains(&self, key_id: &str) -> bool {
+        self.read().contains_key(key_id)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there are no keys at all.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Checks a key as presented by a client and returns who it belongs to.
+    ///
+    /// A `larch_<id>_<secret>` key is looked up by its id; any other string is compared
+    /// with the operator-chosen bootstrap key (id [`BOOTSTRAP_KEY_ID`](crate::BOOTSTRAP_KEY_ID)).
+    /// The comparison is constant-time on the salted hash, and an unknown id costs the same
+    /// hashing work as a known one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingKey`] for an empty string, [`Error::InvalidKey`] for anything else
+    /// that does not match (unknown id, wrong secret, revoked).
+    pub fn authenticate(&self, presented: &str) -> Result<Principal> {
+        if presented.is_empty() {
+            return Err(Error::MissingKey);
+        }
+        let presented = Presented::classify(presented);
+        let keys = self.read();
+        match keys.get(presented.key_id()) {
+            Some(stored) if stored.verify_presented(presented) => Ok(stored.principal()),
+            Some(_) => Err(Error::InvalidKey),
+            None => {
+                verify_against_dummy(presented);
+                Err(Error::InvalidKey)
+            }
+        }
+    }
+
+    // A panic while holding the lock cannot leave the map half-updated (every write is a
+    // single `insert`/`remove`), so a poisoned lock is still safe to use.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, StoredKey>> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, StoredKey>> {
+        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ApiKey, Grant, Role};
+
+    fn viewer(project: &str) -> Grant {
+        Grant {
+            project_id: project.into(),
+            roles: vec![Role::DataPlaneViewer],
+            index_names: None,
+            is_admin: false,
+        }
+    }
+
+    #[test]
+    fn authenticates_each_key_as_its_own_principal() {
+        let store = KeyStore::new();
+        let (a, b) = (ApiKey::generate(), ApiKey::generate());
+        store.insert(StoredKey::new(&a, viewer("pa")));
+        store.insert(StoredKey::new(&b, Grant::admin()));
+        assert_eq!(store.len(), 2);
+
+        let pa = store.authenticate(a.as_str()).expect("a is valid");
+        assert_eq!(
+            (pa.key_id.as_str(), pa.project_id.as_str()),
+            (a.key_id(), "pa")
+        );
+        assert!(!pa.is_admin);
+        let pb = store.authenticate(b.as_str()).expect("b is valid");
+        assert_eq!(pb.key_id, b.key_id());
+        assert!(pb.is_admin);
+    }
+
+    #[test]
+    fn rejects_missing_unknown_wrong_and_revoked_keys() {
+        let store = KeyStore::new();
+        let key = ApiKey::generate();
+        store.insert(StoredKey::new(&key, viewer("p")));
+
+        assert!(matches!(store.authenticate(""), Err(Error::MissingKey)));
+        assert!(matches!(
+            store.authenticate(ApiKey::generate().as_str()),
+            Err(Error::InvalidKey)
+        ));
+        let text = key.as_str();
+        assert!(matches!(
+            store.authenticate(&text[..text.len() - 1]),
+            Err(Error::InvalidKey)
+        ));
+        // Opaque strings are checked against the bootstrap key, which does not exist here.
+        assert!(matches!(
+            store.authenticate("pclocal"),
+            Err(Error::InvalidKey)
+        ));
+
+        assert!(store.remove(key.key_id()));
+        assert!(!store.remove(key.key_id()));
+        assert!(matches!(store.authenticate(text), Err(Error::InvalidKey)));
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn custom_bootstrap_key_authenticates_as_bootstrap() {
+        let store = KeyStore::new();
+        let custom = ApiKey::from_configured("pclocal").expect("valid");
+        store.insert(StoredKey::new(&custom, Grant::admin()));
+        assert!(store.contains("bootstrap"));
+
+        let principal = store.authenticate("pclocal").expect("valid");
+        assert_eq!(principal.key_id, "bootstrap");
+        assert!(principal.is_admin);
+        assert!(matches!(
+            store.authenticate("pclocal "),
+            Err(Error::InvalidKey)
+        ));
+        assert!(matches!(
+            store.authenticate("other"),
+            Err(Error::InvalidKey)
+        ));
+    }
+
+    #[test]
+    fn clones_share_keys() {
+        let store = KeyStore::new();
+        let handle = store.clone();
+        let key = ApiKey::generate();
+        handle.insert(StoredKey::new(&key, viewer("p")));
+        assert!(store.authenticate(key.as_str()).is_ok());
+        assert_eq!(format!("{store:?}"), "KeyStore { keys: 1 }");
+    }
+}

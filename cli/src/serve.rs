@@ -1,0 +1,176 @@
+//! `larch serve`: both planes in one process.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use larch_catalog::{Catalog, PortPolicy};
+use larch_data_plane::DataPlane;
+
+/// Flags of `larch serve`; each has an environment twin.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Where Larch keeps its state (the bootstrap key's hash for now).
+    #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
+    data_dir: PathBuf,
+    /// Address of the control plane (gRPC). Port 0 picks a free port.
+    #[arg(long, env = "LARCH_CONTROL_ADDR", default_value = "127.0.0.1:5080")]
+    control_addr: SocketAddr,
+    /// Data-plane ports: each index gets its own port from this range ("0" = any free port).
+    #[arg(long, env = "LARCH_DATA_PORTS", default_value = "5081-5199")]
+    data_ports: String,
+    /// Host shown in each index's `host` [default: the control address' IP, or 127.0.0.1 when
+    /// that is unspecified].
+    #[arg(long, env = "LARCH_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
+    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+}
+
+/// Validated configuration of `larch serve`.
+#[derive(Debug)]
+pub(crate) struct Config {
+    data_dir: PathBuf,
+    control_addr: SocketAddr,
+    data_ports: PortPolicy,
+    advertise_host: String,
+    drain_timeout: Duration,
+    /// `LARCH_API_KEY`, read here so library crates never touch the environment.
+    api_key: Option<String>,
+}
+
+impl ServeArgs {
+    pub(crate) fn into_config(self) -> Result<Config, String> {
+        let data_ports =
+            PortPolicy::parse(&self.data_ports).map_err(|e| format!("--data-ports: {e}"))?;
+        let advertise_host = match self.advertise_host {
+            Some(host) if host.is_empty() || host.contains('/') => {
+                return Err(format!(
+                    "--advertise-host: {host:?} is not a host name or IP address"
+                ));
+            }
+            Some(host) => host,
+            None if self.control_addr.ip().is_unspecified() => {
+                IpAddr::V4(Ipv4Addr::LOCALHOST).to_string()
+            }
+            None => self.control_addr.ip().to_string(),
+        };
+        let api_key = match std::env::var("LARCH_API_KEY") {
+            Ok(key) if key.is_empty() => None,
+            Ok(key) => Some(key),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err("LARCH_API_KEY is not valid UTF-8".into());
+            }
+        };
+        Ok(Config {
+            data_dir: self.data_dir,
+            control_addr: self.control_addr,
+            data_ports,
+            advertise_host,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            api_key,
+        })
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then drains and returns.
+pub(crate) fn run(config: Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
+        .with_context(|| format!("cannot set up API keys in {}", config.data_dir.display()))?;
+    if let Some(key) = &bootstrap.generated {
+        // Printed once, never logged: only the hash is kept on disk.
+        println!(
+            "Generated the bootstrap API key (shown only now; set LARCH_API_KEY to choose your own):\n\n    {}\n",
+            key.as_str()
+        );
+    }
+    let keys = bootstrap.store;
+
+    let listener = tokio::net::TcpListener::bind(config.control_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.control_addr))?;
+    let control_addr = listener.local_addr()?;
+    let data_plane = DataPlane::new(keys.clone(), control_addr.ip());
+    let catalog = Arc::new(Catalog::new(
+        Arc::new(data_plane.clone()),
+        config.data_ports,
+        config.advertise_host.clone(),
+    ));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut control = tokio::spawn(larch_control_plane::serve(
+        listener,
+        catalog,
+        keys,
+        wait_for(stopped),
+    ));
+    tracing::info!(
+        addr = %control_addr,
+        data_ports = %config.data_ports,
+        advertise_host = %config.advertise_host,
+        data_dir = %config.data_dir.display(),
+        "larch control plane listening",
+    );
+
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down: draining in-flight requests");
+        }
+        result = &mut control => {
+            // The control plane stopped on its own: report why.
+            return result.context("control plane task failed")?.context("control plane failed");
+        }
+    }
+    let _ = stop.send(true);
+    let drain = async {
+        let (control, ()) = tokio::join!(control, data_plane.shutdown(config.drain_timeout));
+        control
+    };
+    match tokio::time::timeout(config.drain_timeout, drain).await {
+        Ok(result) => result.context("control plane task failed")??,
+        Err(_) => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM, naming it.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops Larch");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,26 @@
+//! The control plane's model of indexes: what exists, with which settings, served where.
+//!
+//! The catalog validates index settings (Pinecone's naming and limits), keeps one
+//! [`IndexRecord`] per index, hands each index a data-plane port, and tells the data plane
+//! to open or drop the index through the [`DataPlaneHost`] trait. It knows nothing of gRPC:
+//! the control-plane server translates its requests into [`CreateIndex`] /
+//! [`ConfigureIndex`] and its records back into protobuf.
+//!
+//! # Layout
+//! - [`error`]: the crate's [`Error`] and its [`larch_engine::ErrorCode`] class.
+//! - [`record`]: typed index settings ([`IndexName`], [`Cloud`], [`DeletionProtection`], ...)
+//!   and the validated [`IndexRecord`].
+//! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
+//!
+//! State is in memory for now; durability of the catalog arrives with the storage engine.
+
+pub mod catalog;
+pub mod error;
+pub mod record;
+
+pub use catalog::{AttachError, Catalog, DataPlaneHost, PortPolicy};
+pub use error::{Error, Result};
+pub use record::{
+    Cloud, ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState,
+    VectorType,
+};

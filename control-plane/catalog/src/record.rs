@@ -1,0 +1,488 @@
+//! Typed, validated index settings and the record the catalog keeps per index.
+//!
+//! Every constructor validates, so a value of these types is always within Pinecone's
+//! limits; nothing past [`CreateIndex::validate`] re-checks them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use larch_engine::limits::MAX_DIMENSION;
+use larch_engine::{Dimension, IndexConfig, Metric};
+
+use crate::error::{Error, Result};
+
+/// Longest index name Pinecone accepts.
+pub const MAX_INDEX_NAME_LEN: usize = 45;
+/// Longest tag key.
+pub const MAX_TAG_KEY_LEN: usize = 80;
+/// Longest tag value.
+pub const MAX_TAG_VALUE_LEN: usize = 120;
+/// Most tags one index may carry.
+pub const MAX_TAGS: usize = 64;
+
+/// An index name: 1–45 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IndexName(String);
+
+impl IndexName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<IndexName> {
+        let field = "name";
+        if name.is_empty() {
+            return Err(Error::invalid(field, "index name is required"));
+        }
+        if name.len() > MAX_INDEX_NAME_LEN {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "index name must be at most {MAX_INDEX_NAME_LEN} characters, got {}",
+                    name.chars().count()
+                ),
+            ));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "index name may contain only lowercase letters a-z, digits and '-', found {bad:?}"
+                ),
+            ));
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return Err(Error::invalid(
+                field,
+                "index name must not start or end with '-'",
+            ));
+        }
+        Ok(IndexName(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IndexName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The cloud named in a serverless spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// Amazon Web Services.
+    Aws,
+    /// Google Cloud.
+    Gcp,
+    /// Microsoft Azure.
+    Azure,
+}
+
+impl Cloud {
+    /// Parses Pinecone's spelling (`aws`, `gcp`, `azure`).
+    pub fn parse(s: &str) -> Result<Cloud> {
+        match s {
+            "aws" => Ok(Cloud::Aws),
+            "gcp" => Ok(Cloud::Gcp),
+            "azure" => Ok(Cloud::Azure),
+            other => Err(Error::invalid(
+                "spec.serverless.cloud",
+                format!("unknown cloud {other:?}; use one of \"aws\", \"gcp\", \"azure\""),
+            )),
+        }
+    }
+
+    /// Pinecone's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws",
+            Cloud::Gcp => "gcp",
+            Cloud::Azure => "azure",
+        }
+    }
+}
+
+/// Whether an index may be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletionProtection {
+    /// Delete is refused until protection is disabled with configure.
+    Enabled,
+    /// Delete is allowed.
+    #[default]
+    Disabled,
+}
+
+impl DeletionProtection {
+    /// Parses `enabled` / `disabled`; `field` names the request field in errors.
+    pub fn parse(s: &str, field: &'static str) -> Result<DeletionProtection> {
+        match s {
+            "enabled" => Ok(DeletionProtection::Enabled),
+            "disabled" => Ok(DeletionProtection::Disabled),
+            other => Err(Error::invalid(
+                field,
+                format!("unknown value {other:?}; use \"enabled\" or \"disabled\""),
+            )),
+        }
+    }
+
+    /// Pinecone's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionProtection::Enabled => "enabled",
+            DeletionProtection::Disabled => "disabled",
+        }
+    }
+}
+
+/// What kind of vectors an index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VectorType {
+    /// Dense vectors of a fixed dimension (optionally with sparse values on dotproduct).
+    #[default]
+    Dense,
+}
+
+impl VectorType {
+    /// Parses `dense`; `sparse` is refused with an explanation.
+    pub fn parse(s: &str) -> Result<VectorType> {
+        match s {
+            "dense" => Ok(VectorType::Dense),
+            "sparse" => Err(Error::invalid(
+                "vector_type",
+                "sparse-only indexes are not supported yet; create a dense index with metric \
+                 \"dotproduct\" and upsert sparse_values alongside dense values for hybrid search",
+            )),
+            other => Err(Error::invalid(
+                "vector_type",
+                format!("unknown vector type {other:?}; use \"dense\""),
+            )),
+        }
+    }
+
+    /// Pinecone's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorType::Dense => "dense",
+        }
+    }
+}
+
+/// The lifecycle state shown in `status.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    /// Accepting reads and writes.
+    Ready,
+}
+
+impl IndexState {
+    /// Pinecone's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexState::Ready => "Ready",
+        }
+    }
+
+    /// Whether the index takes requests.
+    pub fn is_ready(self) -> bool {
+        matches!(self, IndexState::Ready)
+    }
+}
+
+/// A request to create an index, as raw values from any transport.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateIndex {
+    /// Index name.
+    pub name: String,
+    /// Dense dimension; required.
+    pub dimension: Option<i64>,
+    /// `cosine` when absent.
+    pub metric: Option<String>,
+    /// `aws` when absent (with region `us-east-1`).
+    pub cloud: Option<String>,
+    /// Region string, required when `cloud` is given.
+    pub region: Option<String>,
+    /// `disabled` when absent.
+    pub deletion_protection: Option<String>,
+    /// Free-form labels.
+    pub tags: BTreeMap<String, String>,
+    /// `dense` when absent.
+    pub vector_type: Option<String>,
+}
+
+/// Validated settings of a new index (all but its port).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ValidIndex {
+    pub(crate) name: IndexName,
+    pub(crate) config: IndexConfig,
+    pub(crate) vector_type: VectorType,
+    pub(crate) cloud: Cloud,
+    pub(crate) region: String,
+    pub(crate) deletion_protection: DeletionProtection,
+    pub(crate) tags: BTreeMap<String, String>,
+}
+
+impl CreateIndex {
+    /// Checks every field; the first problem found is returned.
+    pub(crate) fn validate(self) -> Result<ValidIndex> {
+        let name = IndexName::new(&self.name)?;
+        let vector_type = self
+            .vector_type
+            .as_deref()
+            .map(VectorType::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let dimension = match self.dimension {
+            None => {
+                return Err(Error::invalid(
+                    "dimension",
+                    format!("dimension is required for dense indexes (1 to {MAX_DIMENSION})"),
+                ));
+            }
+            Some(d) => u32::try_from(d)
+                .ok()
+                .and_then(|d| Dimension::new(d).ok())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "dimension",
+                        format!("must be between 1 and {MAX_DIMENSION}, got {d}"),
+                    )
+                })?,
+        };
+        let metric = match self.metric.as_deref() {
+            None | Some("") => Metric::Cosine,
+            Some(m) => m.parse::<Metric>().map_err(|_| {
+                Error::invalid(
+                    "metric",
+                    format!(
+                        "unknown metric {m:?}; use \"cosine\", \"euclidean\" or \"dotproduct\""
+                    ),
+                )
+            })?,
+        };
+        let (cloud, region) = match (self.cloud.as_deref(), self.region) {
+            (None, None) => (Cloud::Aws, "us-east-1".to_owned()),
+            (Some(cloud), Some(region)) if !region.is_empty() => (Cloud::parse(cloud)?, region),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "spec.serverless.cloud",
+                    "cloud is required with a region (\"aws\", \"gcp\" or \"azure\")",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(Error::invalid(
+                    "spec.serverless.region",
+                    "region is required, e.g. \"us-east-1\"",
+                ));
+            }
+        };
+        if region.len() > 64
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(Error::invalid(
+                "spec.serverless.region",
+                "region must be at most 64 characters of letters, digits and '-'",
+            ));
+        }
+        let deletion_protection = self
+            .deletion_protection
+            .as_deref()
+            .map(|s| DeletionProtection::parse(s, "deletion_protection"))
+            .transpose()?
+            .unwrap_or_default();
+        let mut tags = BTreeMap::new();
+        merge_tags(&mut tags, self.tags)?;
+        Ok(ValidIndex {
+            name,
+            config: IndexConfig { dimension, metric },
+            vector_type,
+            cloud,
+            region,
+            deletion_protection,
+            tags,
+        })
+    }
+}
+
+/// Merges `changes` into `tags`: a value of `""` removes the key. Validates every entry
+/// before changing anything.
+pub(crate) fn merge_tags(
+    tags: &mut BTreeMap<String, String>,
+    changes: BTreeMap<String, String>,
+) -> Result<()> {
+    for (key, value) in &changes {
+        if key.is_empty()
+            || key.len() > MAX_TAG_KEY_LEN
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Error::invalid(
+                "tags",
+                format!(
+                    "tag key {key:?} must be 1-{MAX_TAG_KEY_LEN} characters of letters, digits, '_' and '-'"
+                ),
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE_LEN
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.' | ':'))
+        {
+            return Err(Error::invalid(
+                "tags",
+                format!(
+                    "tag {key:?}: value must be at most {MAX_TAG_VALUE_LEN} characters of letters, digits, spaces and '_-.:'"
+                ),
+            ));
+        }
+    }
+    let mut merged = tags.clone();
+    for (key, value) in changes {
+        if value.is_empty() {
+            merged.remove(&key);
+        } else {
+            merged.insert(key, value);
+        }
+    }
+    if merged.len() > MAX_TAGS {
+        return Err(Error::invalid(
+            "tags",
+            format!("an index may have at most {MAX_TAGS} tags"),
+        ));
+    }
+    *tags = merged;
+    Ok(())
+}
+
+/// A request to change an index's settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigureIndex {
+    /// The index to change.
+    pub name: String,
+    /// New deletion protection, if it changes.
+    pub deletion_protection: Option<String>,
+    /// Tags to merge; `""` removes a tag.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Everything the catalog knows about one index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRecord {
+    /// Unique name.
+    pub name: IndexName,
+    /// Dimension and metric, fixed at creation.
+    pub config: IndexConfig,
+    /// Dense (the only kind for now).
+    pub vector_type: VectorType,
+    /// Cloud of the serverless spec.
+    pub cloud: Cloud,
+    /// Region of the serverless spec.
+    pub region: String,
+    /// Whether delete is refused.
+    pub deletion_protection: DeletionProtection,
+    /// Labels.
+    pub tags: BTreeMap<String, String>,
+    /// Lifecycle state.
+    pub state: IndexState,
+    /// `host:port` clients dial for this index's data plane.
+    pub host: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_pinecone_rules() {
+        assert!(IndexName::new("my-index-1").is_ok());
+        assert!(IndexName::new(&"a".repeat(45)).is_ok());
+        for bad in ["", "-a", "a-", "My", "a_b", "a.b", &"a".repeat(46)] {
+            let err = IndexName::new(bad).unwrap_err();
+            assert!(err.to_string().starts_with("name: "), "{bad:?}: {err}");
+        }
+    }
+
+    fn create(dimension: i64) -> CreateIndex {
+        CreateIndex {
+            name: "idx".into(),
+            dimension: Some(dimension),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_pinecone_defaults() {
+        let v = create(8).validate().unwrap();
+        assert_eq!(v.config.metric, Metric::Cosine);
+        assert_eq!(v.config.dimension.get(), 8);
+        assert_eq!(v.cloud, Cloud::Aws);
+        assert_eq!(v.region, "us-east-1");
+        assert_eq!(v.deletion_protection, DeletionProtection::Disabled);
+        assert_eq!(v.vector_type, VectorType::Dense);
+    }
+
+    #[test]
+    fn dimension_metric_and_spec_are_checked() {
+        for d in [0, -1, 20001, i64::MAX] {
+            let err = create(d).validate().unwrap_err();
+            assert!(err.to_string().starts_with("dimension: "), "{err}");
+        }
+        let mut c = create(4);
+        c.dimension = None;
+        assert!(c.validate().unwrap_err().to_string().contains("required"));
+        let mut c = create(4);
+        c.metric = Some("manhattan".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("metric: ")
+        );
+        let mut c = create(4);
+        c.cloud = Some("ibm".into());
+        c.region = Some("x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("aws"));
+        let mut c = create(4);
+        c.cloud = Some("gcp".into());
+        assert!(c.validate().unwrap_err().to_string().contains("region"));
+        let mut c = create(4);
+        c.vector_type = Some("sparse".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not supported")
+        );
+    }
+
+    #[test]
+    fn tags_merge_and_empty_value_removes() {
+        let mut tags = BTreeMap::from([("env".to_owned(), "dev".to_owned())]);
+        merge_tags(
+            &mut tags,
+            BTreeMap::from([
+                ("env".to_owned(), String::new()),
+                ("team".to_owned(), "search".to_owned()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            tags,
+            BTreeMap::from([("team".to_owned(), "search".to_owned())])
+        );
+        let before = tags.clone();
+        let bad = BTreeMap::from([
+            ("ok".to_owned(), "x".to_owned()),
+            ("bad key!".to_owned(), "x".to_owned()),
+        ]);
+        assert!(merge_tags(&mut tags, bad).is_err());
+        assert_eq!(tags, before, "a rejected change leaves tags untouched");
+    }
+}

@@ -1,0 +1,166 @@
+//! `larch.control.v1.IndexService`: protobuf in, [`Catalog`] call, protobuf out.
+
+use std::sync::Arc;
+
+use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, Error, IndexRecord};
+use larch_engine::ErrorCode;
+use larch_proto::control::{
+    ConfigureIndexRequest, CreateIndexRequest, DeleteIndexRequest, DeleteIndexResponse,
+    DescribeIndexRequest, IndexModel, IndexSpec, IndexStatus, ListIndexesRequest,
+    ListIndexesResponse, ServerlessSpec, index_service_server::IndexService,
+};
+use tonic::{Request, Response, Status};
+
+/// The gRPC face of the catalog.
+pub struct IndexApi {
+    catalog: Arc<Catalog>,
+}
+
+impl IndexApi {
+    /// Serves `catalog`.
+    pub fn new(catalog: Arc<Catalog>) -> IndexApi {
+        IndexApi { catalog }
+    }
+}
+
+#[tonic::async_trait]
+impl IndexService for IndexApi {
+    async fn create_index(
+        &self,
+        request: Request<CreateIndexRequest>,
+    ) -> Result<Response<IndexModel>, Status> {
+        let CreateIndexRequest {
+            name,
+            dimension,
+            metric,
+            spec,
+            deletion_protection,
+            tags,
+            vector_type,
+        } = request.into_inner();
+        let (cloud, region) = match spec.and_then(|IndexSpec { serverless }| serverless) {
+            Some(ServerlessSpec { cloud, region }) => (non_empty(cloud), non_empty(region)),
+            None => (None, None),
+        };
+        let record = self
+            .catalog
+            .create_index(CreateIndex {
+                name,
+                dimension: dimension.map(i64::from),
+                metric,
+                cloud,
+                region,
+                deletion_protection,
+                tags: tags.into_iter().collect(),
+                vector_type,
+            })
+            .map_err(status)?;
+        Ok(Response::new(index_model(record)))
+    }
+
+    async fn list_indexes(
+        &self,
+        request: Request<ListIndexesRequest>,
+    ) -> Result<Response<ListIndexesResponse>, Status> {
+        let ListIndexesRequest {} = request.into_inner();
+        let indexes = self
+            .catalog
+            .list_indexes()
+            .into_iter()
+            .map(index_model)
+            .collect();
+        Ok(Response::new(ListIndexesResponse { indexes }))
+    }
+
+    async fn describe_index(
+        &self,
+        request: Request<DescribeIndexRequest>,
+    ) -> Result<Response<IndexModel>, Status> {
+        let DescribeIndexRequest { name } = request.into_inner();
+        let record = self.catalog.describe_index(&name).map_err(status)?;
+        Ok(Response::new(index_model(record)))
+    }
+
+    async fn configure_index(
+        &self,
+        request: Request<ConfigureIndexRequest>,
+    ) -> Result<Response<IndexModel>, Status> {
+        let ConfigureIndexRequest {
+            name,
+            deletion_protection,
+            tags,
+        } = request.into_inner();
+        let record = self
+            .catalog
+            .configure_index(ConfigureIndex {
+                name,
+                deletion_protection,
+                tags: tags.into_iter().collect(),
+            })
+            .map_err(status)?;
+        Ok(Response::new(index_model(record)))
+    }
+
+    async fn delete_index(
+        &self,
+        request: Request<DeleteIndexRequest>,
+    ) -> Result<Response<DeleteIndexResponse>, Status> {
+        let DeleteIndexRequest { name } = request.into_inner();
+        self.catalog.delete_index(&name).map_err(status)?;
+        Ok(Response::new(DeleteIndexResponse {}))
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn index_model(record: IndexRecord) -> IndexModel {
+    let IndexRecord {
+        name,
+        config,
+        vector_type,
+        cloud,
+        region,
+        deletion_protection,
+        tags,
+        state,
+        host,
+    } = record;
+    IndexModel {
+        name: name.to_string(),
+        dimension: i32::try_from(config.dimension.get()).ok(),
+        metric: config.metric.to_string(),
+        host,
+        spec: Some(IndexSpec {
+            serverless: Some(ServerlessSpec {
+                cloud: cloud.as_str().to_owned(),
+                region,
+            }),
+        }),
+        status: Some(IndexStatus {
+            ready: state.is_ready(),
+            state: state.as_str().to_owned(),
+        }),
+        deletion_protection: deletion_protection.as_str().to_owned(),
+        tags: tags.into_iter().collect(),
+        vector_type: vector_type.as_str().to_owned(),
+    }
+}
+
+/// The one place catalog errors become gRPC statuses.
+fn status(err: Error) -> Status {
+    let message = err.to_string();
+    match err.code() {
+        ErrorCode::InvalidArgument => Status::invalid_argument(message),
+        ErrorCode::NotFound => Status::not_found(message),
+        ErrorCode::AlreadyExists => Status::already_exists(message),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
+        ErrorCode::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorCode::Unavailable => Status::unavailable(message),
+        ErrorCode::Internal => {
+            tracing::error!(error = %message, "control-plane request failed");
+            Status::internal("internal error; see the server log")
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The crate's error type and its transport-neutral class.
+//!
+//! Transports map [`ErrorCode`] exhaustively to their own status codes (gRPC,
+//! HTTP) in one place each; they never inspect messages.
+
+/// Shorthand for results whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Transport-neutral error class; the server maps it exhaustively to gRPC codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed or breaks a limit.
+    InvalidArgument,
+    /// The index, namespace or vector does not exist.
+    NotFound,
+    /// The index or namespace already exists.
+    AlreadyExists,
+    /// The request is valid but the current state does not allow it.
+    FailedPrecondition,
+    /// A quota or backpressure limit was hit; the client may retry later.
+    ResourceExhausted,
+    /// The engine is not serving (for example while draining).
+    Unavailable,
+    /// A bug or a broken invariant; the message is not for clients.
+    Internal,
+}
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid; `field` is the path as the client wrote it, e.g. `vectors[3].values`.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// Path of the offending field, e.g. `filter.genre.$in`.
+        field: String,
+        /// What is wrong with it, naming the limit where there is one.
+        message: String,
+    },
+    /// The index, namespace or vector does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The index or namespace already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the current state does not allow it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Internal state is unusable, e.g. a lock was poisoned by an earlier panic.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The transport-neutral class of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The offending field path of an [`Error::InvalidArgument`], for
+    /// structured error details (e.g. gRPC `BadRequest`).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Builds an [`Error::InvalidArgument`].
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_displays_field_and_message() {
+        let err = Error::invalid(
+            "vectors[2].values",
+            "has 3 values but the index dimension is 4",
+        );
+        assert_eq!(
+            err.to_string(),
+            "vectors[2].values: has 3 values but the index dimension is 4"
+        );
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert_eq!(err.field(), Some("vectors[2].values"));
+    }
+
+    #[test]
+    fn each_variant_has_its_code() {
+        assert_eq!(Error::NotFound("x".into()).code(), ErrorCode::NotFound);
+        assert_eq!(
+            Error::AlreadyExists("x".into()).code(),
+            ErrorCode::AlreadyExists
+        );
+        assert_eq!(
+            Error::FailedPrecondition("x".into()).code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert_eq!(Error::Internal("x".into()).code(), ErrorCode::Internal);
+        assert_eq!(Error::NotFound("x".into()).field(), None);
+    }
+}

@@ -1,0 +1,474 @@
+//! The per-namespace store: records in columnar rows, a sorted id map, and the
+//! typed write operations it applies.
+//!
+//! Dense values of all records live in one contiguous, row-major `Vec<f32>`
+//! (`dim` floats per row), so a scan streams through memory; cosine norms
+//! are kept per row. The id map is a `BTreeMap`, which makes listing ids in
+//! order and paginating a range scan. Removing a record moves the last row
+//! into its place, keeping rows dense.
+//!
+//! Every change goes through [`NamespaceStore::apply`] with a [`WriteOp`]
+//! built from already validated values, so applying never fails and the
+//! operation itself is what a write-ahead log will record.
+
+use std::{collections::BTreeMap, ops::Bound};
+
+use crate::{
+    Filter, IndexConfig, Metadata, Namespace, NamespaceInfo, Record, ScoredRecord, SparseVector,
+    VectorId, distance, metadata,
+    search::{ExactSearch, Hit, SearchQuery, VectorSearch},
+};
+
+/// A validated record, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewRecord {
+    pub(crate) id: VectorId,
+    pub(crate) values: Vec<f32>,
+    pub(crate) sparse: Option<SparseVector>,
+    /// `None` when the client gave no metadata or an empty object.
+    pub(crate) metadata: Option<Metadata>,
+}
+
+/// One validated mutation of a namespace. Applying it cannot fail; records it
+/// names that do not exist are skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WriteOp {
+    /// Insert or replace whole records, in order (a repeated id: the last wins).
+    Upsert(Vec<NewRecord>),
+    /// Remove these records.
+    Delete(Vec<VectorId>),
+    /// Remove every record; the namespace stays.
+    DeleteAll,
+    /// Change parts of one record.
+    Update {
+        id: VectorId,
+        values: Option<Vec<f32>>,
+        sparse: Option<SparseVector>,
+        /// Keys to set in the record's metadata.
+        patch: Option<Metadata>,
+    },
+    /// Set `patch`'s keys in the metadata of each record.
+    MergeMetadata { ids: Vec<VectorId>, patch: Metadata },
+}
+
+/// The records of one namespace, column by column; row `i` of every column
+/// belongs to the same record.
+#[derive(Debug)]
+pub(crate) struct Rows {
+    dim: usize,
+    /// Row-major dense values, `dim` per row.
+    values: Vec<f32>,
+    /// Euclidean norm of each row, for cosine.
+    norms: Vec<f32>,
+    ids: Vec<VectorId>,
+    sparse: Vec<Option<SparseVector>>,
+    metadata: Vec<Option<Metadata>>,
+}
+
+impl Rows {
+    fn new(dim: usize) -> Self {
+        Rows {
+            dim,
+            values: Vec::new(),
+            norms: Vec::new(),
+            ids: Vec::new(),
+            sparse: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// Number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Dense values of `row`.
+    pub(crate) fn dense(&self, row: usize) -> &[f32] {
+        &self.values[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// Norm of `row`'s dense values.
+    pub(crate) fn norm(&self, row: usize) -> f32 {
+        self.norms[row]
+    }
+
+    /// Id of `row`.
+    pub(crate) fn id(&self, row: usize) -> &VectorId {
+        &self.ids[row]
+    }
+
+    /// Sparse values of `row`.
+    pub(crate) fn sparse(&self, row: usize) -> Option<&SparseVector> {
+        self.sparse[row].as_ref()
+    }
+
+    /// Metadata of `row`.
+    pub(crate) fn metadata(&self, row: usize) -> Option<&Metadata> {
+        self.metadata[row].as_ref()
+    }
+
+    fn push(&mut self, record: NewRecord) -> usize {
+        debug_assert_eq!(record.values.len(), self.dim);
+        self.norms.push(distance::norm(&record.values));
+        self.values.extend_from_slice(&record.values);
+        self.ids.push(record.id);
+        self.sparse.push(record.sparse);
+        self.metadata.push(record.metadata);
+        self.len() - 1
+    }
+
+    fn set_dense(&mut self, row: usize, values: &[f32]) {
+        debug_assert_eq!(values.len(), self.dim);
+        self.values[row * self.dim..(row + 1) * self.dim].copy_from_slice(values);
+        self.norms[row] = distance::norm(values);
+    }
+
+    /// Removes `row` by moving the last row into it; returns the old position
+    /// of the moved row, if one moved.
+    fn swap_remove(&mut self, row: usize) -> Option<usize> {
+        let last = self.len() - 1;
+        if row != last {
+            self.values
+                .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
+        }
+        self.values.truncate(last * self.dim);
+        self.norms.swap_remove(row);
+        self.ids.swap_remove(row);
+        self.sparse.swap_remove(row);
+        self.metadata.swap_remove(row);
+        (row != last).then_some(last)
+    }
+
+    fn clear(&mut self) {
+        *self = Rows::new(self.dim);
+    }
+
+    /// Bytes of `row` beyond its dense values: id, sparse values and metadata.
+    fn payload_bytes(&self, row: usize) -> u64 {
+        let sparse = self.sparse(row).map_or(0, |s| s.len() * 8);
+        let metadata = self.metadata(row).map_or(0, metadata::estimated_bytes);
+        (self.ids[row].as_str().len() + sparse + metadata) as u64
+    }
+}
+
+/// One namespace: its records, id map and search structure.
+#[derive(Debug)]
+pub(crate) struct NamespaceStore {
+    /// Id → row, sorted so listing and pagination are range scans.
+    by_id: BTreeMap<VectorId, usize>,
+    rows: Rows,
+    search: Box<dyn VectorSearch>,
+    /// Metadata fields declared by `create_namespace`; informational for now.
+    schema_fields: Option<Vec<String>>,
+    /// Sum of [`Rows::payload_bytes`] over all rows, kept current by `apply`.
+    payload_bytes: u64,
+    /// Set when `delete_namespace` removed this store from its index; a writer
+    /// that locked it afterwards must look the namespace up again.
+    dropped: bool,
+}
+
+impl NamespaceStore {
+    /// An empty namespace of an index with `config`.
+    pub(crate) fn new(config: IndexConfig, schema_fields: Option<Vec<String>>) -> Self {
+        NamespaceStore {
+            by_id: BTreeMap::new(),
+            rows: Rows::new(config.dimension.len()),
+            search: Box::new(ExactSearch),
+            schema_fields,
+            payload_bytes: 0,
+            dropped: false,
+        }
+    }
+
+    /// Number of records.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The record rows.
+    pub(crate) fn rows(&self) -> &Rows {
+        &self.rows
+    }
+
+    /// The row of record `id`, if it exists.
+    pub(crate) fn row_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Ids and rows in ascending id order, starting at `start`.
+    pub(crate) fn ids_from<'a>(
+        &'a self,
+        start: Bound<&str>,
+    ) -> impl Iterator<Item = (&'a VectorId, usize)> + use<'a> {
+        self.by_id
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(id, row)| (id, *row))
+    }
+
+    /// Whether row `row` satisfies `filter` (no filter: every row does).
+    pub(crate) fn row_matches(&self, row: usize, filter: Option<&Filter>) -> bool {
+        filter.is_none_or(|f| f.matches_record(self.rows.metadata(row)))
+    }
+
+    /// Ids and rows of the records matching `filter`, in ascending id order.
+    pub(crate) fn matching<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> impl Iterator<Item = (&'a VectorId, usize)> {
+        self.by_id
+            .iter()
+            .map(|(id, row)| (id, *row))
+            .filter(|(_, row)| self.row_matches(*row, Some(filter)))
+    }
+
+    /// Number of records matching `filter`.
+    pub(crate) fn count_matching(&self, filter: Option<&Filter>) -> u64 {
+        match filter {
+            None => self.len() as u64,
+            Some(_) => (0..self.len())
+                .filter(|row| self.row_matches(*row, filter))
+                .count() as u64,
+        }
+    }
+
+    /// The best rows for `query` among those matching `filter`.
+    pub(crate) fn search(&self, query: &SearchQuery<'_>, filter: Option<&Filter>) -> Vec<Hit> {
+        self.search
+            .search(&self.rows, query, &|row| self.row_matches(row, filter))
+    }
+
+    /// The whole record at `row`.
+    pub(crate) fn record(&self, row: usize) -> Record {
+        Record {
+            id: self.rows.id(row).to_string(),
+            values: self.rows.dense(row).to_vec(),
+            sparse_values: self.rows.sparse(row).cloned(),
+            metadata: self.rows.metadata(row).cloned(),
+        }
+    }
+
+    /// A query match, carrying values and metadata only when asked for.
+    pub(crate) fn scored(
+        &self,
+        hit: Hit,
+        include_values: bool,
+        include_metadata: bool,
+    ) -> ScoredRecord {
+        let row = hit.row;
+        ScoredRecord {
+            id: self.rows.id(row).to_string(),
+            score: hit.score,
+            values: if include_values {
+                self.rows.dense(row).to_vec()
+            } else {
+                Vec::new()
+            },
+            sparse_values: if include_values {
+                self.rows.sparse(row).cloned()
+            } else {
+                None
+            },
+            metadata: if include_metadata {
+                self.rows.metadata(row).cloned()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Counts and size of this namespace, reported under `name`.
+    pub(crate) fn info(&self, name: &Namespace) -> NamespaceInfo {
+        let per_row = (self.rows.dim * size_of::<f32>() + size_of::<f32>()) as u64;
+        NamespaceInfo {
+            name: name.as_str().to_owned(),
+            record_count: self.len() as u64,
+            size_bytes: self.len() as u64 * per_row + self.payload_bytes,
+            schema_fields: self.schema_fields.clone(),
+        }
+    }
+
+    /// Whether `delete_namespace` has removed this store.
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.dropped
+    }
+
+    /// Marks this store as removed from its index and frees its records.
+    pub(crate) fn mark_dropped(&mut self) {
+        self.apply(WriteOp::DeleteAll);
+        self.dropped = true;
+    }
+
+    /// Applies one validated mutation.
+    pub(crate) fn apply(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::Upsert(records) => records.into_iter().for_each(|record| self.put(record)),
+            WriteOp::Delete(ids) => ids.iter().for_each(|id| self.remove(id)),
+            WriteOp::DeleteAll => {
+                self.by_id.clear();
+                self.rows.clear();
+                self.payload_bytes = 0;
+                self.search.cleared();
+            }
+            WriteOp::Update {
+                id,
+                values,
+                sparse,
+                patch,
+            } => {
+                let Some(row) = self.row_of(id.as_str()) else {
+                    return;
+                };
+                self.payload_bytes -= self.rows.payload_bytes(row);
+                if let Some(values) = values {
+                    self.rows.set_dense(row, &values);
+                }
+                if let Some(sparse) = sparse {
+                    self.rows.sparse[row] = Some(sparse);
+                }
+                if let Some(patch) = patch {
+                    self.merge_metadata(row, &patch);
+                }
+                self.payload_bytes += self.rows.payload_bytes(row);
+                self.search.row_written(&self.rows, row);
+            }
+            WriteOp::MergeMetadata { ids, patch } => {
+                for id in &ids {
+                    if let Some(row) = self.row_of(id.as_str()) {
+                        self.payload_bytes -= self.rows.payload_bytes(row);
+                        self.merge_metadata(row, &patch);
+                        self.payload_bytes += self.rows.payload_bytes(row);
+                    }
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, record: NewRecord) {
+        if let Some(row) = self.row_of(record.id.as_str()) {
+            self.payload_bytes -= self.rows.payload_bytes(row);
+            self.rows.set_dense(row, &record.values);
+            self.rows.sparse[row] = record.sparse;
+            self.rows.metadata[row] = record.metadata;
+            self.payload_bytes += self.rows.payload_bytes(row);
+            self.search.row_written(&self.rows, row);
+        } else {
+            let id = record.id.clone();
+            let row = self.rows.push(record);
+            self.by_id.insert(id, row);
+            self.payload_bytes += self.rows.payload_bytes(row);
+            self.search.row_written(&self.rows, row);
+        }
+    }
+
+    fn remove(&mut self, id: &VectorId) {
+        let Some(row) = self.by_id.remove(id.as_str()) else {
+            return;
+        };
+        self.payload_bytes -= self.rows.payload_bytes(row);
+        let moved_from = self.rows.swap_remove(row);
+        if moved_from.is_some() {
+            let moved = self.by_id.get_mut(self.rows.ids[row].as_str());
+            debug_assert!(moved.is_some(), "every row's id is in the id map");
+            if let Some(slot) = moved {
+                *slot = row;
+            }
+        }
+        self.search.row_removed(&self.rows, row, moved_from);
+    }
+
+    fn merge_metadata(&mut self, row: usize, patch: &Metadata) {
+        if patch.is_empty() {
+            return;
+        }
+        let metadata = self.rows.metadata[row].get_or_insert_with(Metadata::new);
+        metadata.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dimension, MetadataValue, Metric};
+
+    fn store() -> NamespaceStore {
+        NamespaceStore::new(
+            IndexConfig {
+                dimension: Dimension::new(2).unwrap(),
+                metric: Metric::Cosine,
+            },
+            None,
+        )
+    }
+
+    fn record(id: &str, values: [f32; 2]) -> NewRecord {
+        NewRecord {
+            id: VectorId::parse("id", id).unwrap(),
+            values: values.to_vec(),
+            sparse: None,
+            metadata: None,
+        }
+    }
+
+    fn id(s: &str) -> VectorId {
+        VectorId::parse("id", s).unwrap()
+    }
+
+    /// Every id maps to the row holding it, and the columns agree in length.
+    fn assert_consistent(store: &NamespaceStore) {
+        assert_eq!(store.by_id.len(), store.rows.len());
+        assert_eq!(store.rows.values.len(), store.rows.len() * store.rows.dim);
+        assert_eq!(store.rows.norms.len(), store.rows.len());
+        for (id, row) in &store.by_id {
+            assert_eq!(store.rows.id(*row), id);
+        }
+        let payload: u64 = (0..store.len())
+            .map(|row| store.rows.payload_bytes(row))
+            .sum();
+        assert_eq!(payload, store.payload_bytes);
+    }
+
+    #[test]
+    fn removal_moves_the_last_row_into_the_hole() {
+        let mut store = store();
+        store.apply(WriteOp::Upsert(vec![
+            record("a", [1.0, 0.0]),
+            record("b", [0.0, 2.0]),
+            record("c", [3.0, 4.0]),
+        ]));
+        store.apply(WriteOp::Delete(vec![id("a"), id("missing")]));
+        assert_consistent(&store);
+        let row = store.row_of("c").unwrap();
+        assert_eq!(row, 0);
+        assert_eq!(store.rows.dense(row), [3.0, 4.0]);
+        assert_eq!(store.rows.norm(row), 5.0);
+        store.apply(WriteOp::Delete(vec![id("c"), id("b")]));
+        assert_eq!(store.len(), 0);
+        assert_consistent(&store);
+    }
+
+    #[test]
+    fn upsert_overwrites_in_place_and_updates_merge() {
+        let mut store = store();
+        store.apply(WriteOp::Upsert(vec![
+            record("a", [1.0, 0.0]),
+            record("a", [0.0, 3.0]),
+        ]));
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.rows.dense(0), [0.0, 3.0]);
+        assert_eq!(store.rows.norm(0), 3.0);
+        let patch = Metadata::from([("k".to_owned(), MetadataValue::Bool(true))]);
+        store.apply(WriteOp::Update {
+            id: id("a"),
+            values: Some(vec![6.0, 8.0]),
+            sparse: None,
+            patch: Some(patch.clone()),
+        });
+        assert_eq!(store.rows.norm(0), 10.0);
+        assert_eq!(store.rows.metadata(0), Some(&patch));
+        assert_consistent(&store);
+        store.apply(WriteOp::DeleteAll);
+        assert_eq!(store.len(), 0);
+        assert_consistent(&store);
+        assert_eq!(store.info(&Namespace::default()).size_bytes, 0);
+    }
+}

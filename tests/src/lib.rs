@@ -1,0 +1,236 @@
+//! Test harness for Larch's integration tests.
+//!
+//! [`TestServer::start`] runs the real embedded service in-process — the same
+//! [`larch_control_plane::serve`], [`larch_data_plane::DataPlane`] and catalog the `larch`
+//! binary wires — on `127.0.0.1` port 0 with ephemeral data-plane ports, waits for gRPC health
+//! to report SERVING, and hands out tonic clients that send the API key.
+//!
+//! # Layout
+//! - [`TestServer`]: start/stop a server; make control-plane and data-plane clients.
+//! - [`KeyInterceptor`]: adds the `api-key` metadata to every request.
+//! - [`json`] / [`to_struct`]: build `google.protobuf.Struct` values from `serde_json::json!`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use larch_catalog::{Catalog, PortPolicy};
+use larch_data_plane::DataPlane;
+use larch_proto::control::index_service_client::IndexServiceClient;
+use larch_proto::control::{CreateIndexRequest, IndexModel};
+use larch_proto::pinecone::vector_service_client::VectorServiceClient;
+use prost_types::value::Kind;
+use prost_types::{ListValue, Struct, Value};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Adds `api-key: <key>` to every request (or nothing, for unauthenticated tests).
+#[derive(Clone)]
+pub struct KeyInterceptor(Option<String>);
+
+impl tonic::service::Interceptor for KeyInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            req.metadata_mut()
+                .insert("api-key", MetadataValue::try_from(key.as_str()).unwrap());
+        }
+        Ok(req)
+    }
+}
+
+pub type ControlClient = IndexServiceClient<InterceptedService<Channel, KeyInterceptor>>;
+pub type DataClient = VectorServiceClient<InterceptedService<Channel, KeyInterceptor>>;
+
+/// A running embedded Larch (both planes) with its own temporary data directory.
+pub struct TestServer {
+    pub control_addr: SocketAddr,
+    /// The bootstrap admin key.
+    pub key: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    control: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    data_plane: DataPlane,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts both planes on 127.0.0.1 port 0 and waits until the control plane is SERVING.
+    pub async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        let keys = larch_auth::bootstrap(data_dir.path(), Some(&key))
+            .unwrap()
+            .store;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control_addr = listener.local_addr().unwrap();
+        let data_plane = DataPlane::new(keys.clone(), control_addr.ip());
+        let catalog = Arc::new(Catalog::new(
+            Arc::new(data_plane.clone()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        ));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let control = tokio::spawn(larch_control_plane::serve(
+            listener,
+            catalog,
+            keys,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        let server = TestServer {
+            control_addr,
+            key,
+            stop,
+            control,
+            data_plane,
+            _data_dir: data_dir,
+        };
+        wait_serving(&server.control_addr.to_string()).await;
+        server
+    }
+
+    /// A control-plane client sending the admin key.
+    pub async fn control(&self) -> ControlClient {
+        self.control_with_key(Some(&self.key)).await
+    }
+
+    /// A control-plane client sending `key` (None: no key at all).
+    pub async fn control_with_key(&self, key: Option<&str>) -> ControlClient {
+        let channel = connect(&self.control_addr.to_string()).await;
+        IndexServiceClient::with_interceptor(channel, KeyInterceptor(key.map(str::to_owned)))
+    }
+
+    /// A data-plane client for `host` (as returned in `IndexModel.host`) sending the admin key.
+    pub async fn data(&self, host: &str) -> DataClient {
+        self.data_with_key(host, Some(&self.key)).await
+    }
+
+    /// A data-plane client for `host` sending `key` (None: no key at all).
+    pub async fn data_with_key(&self, host: &str, key: Option<&str>) -> DataClient {
+        let channel = connect(host).await;
+        VectorServiceClient::with_interceptor(channel, KeyInterceptor(key.map(str::to_owned)))
+    }
+
+    /// Creates a serverless index and returns its model and a data-plane client for it, after
+    /// its data plane reports SERVING.
+    pub async fn create_index(
+        &self,
+        name: &str,
+        dimension: i32,
+        metric: &str,
+    ) -> (IndexModel, DataClient) {
+        let model = self
+            .control()
+            .await
+            .create_index(CreateIndexRequest {
+                name: name.into(),
+                dimension: Some(dimension),
+                metric: Some(metric.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        wait_serving(&model.host).await;
+        let client = self.data(&model.host).await;
+        (model, client)
+    }
+
+    /// Graceful stop: NOT_SERVING, drain, then return.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.control.await.unwrap().unwrap();
+        self.data_plane.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Opens a plaintext HTTP/2 channel to `host:port`.
+pub async fn connect(host: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{host}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {host}: {e}"))
+}
+
+/// Polls gRPC health (overall status `""`) until SERVING; panics after 10 s.
+pub async fn wait_serving(host: &str) {
+    let mut health = HealthClient::new(connect(host).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host} never became SERVING: {status:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A `google.protobuf.Value` from JSON.
+pub fn to_value(json: serde_json::Value) -> Value {
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// A `google.protobuf.Struct` from a JSON object; panics on other JSON.
+pub fn to_struct(json: serde_json::Value) -> Struct {
+    match to_value(json).kind {
+        Some(Kind::StructValue(s)) => s,
+        other => panic!("expected a JSON object, got {other:?}"),
+    }
+}
+
+/// Shorthand: `json(serde_json::json!({...}))` → `Some(Struct)`, for filter and metadata fields.
+pub fn json(value: serde_json::Value) -> Option<Struct> {
+    Some(to_struct(value))
+}
+
+/// A `google.protobuf.Value` back to JSON, for comparing returned metadata.
+pub fn from_value(value: &Value) -> serde_json::Value {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(from_value).collect())
+        }
+        Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+/// A `google.protobuf.Struct` back to a JSON object.
+pub fn from_struct(s: &Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect(),
+    )
+}

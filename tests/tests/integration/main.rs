@@ -1,0 +1,8 @@
+//! Larch's integration tests: one binary, one module per area.
+//!
+//! Every test starts a real embedded server on 127.0.0.1 port 0 through
+//! [`larch_tests::TestServer`] and talks to it with generated tonic clients.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod lifecycle;
