@@ -114,7 +114,8 @@ impl<S> AuthService<S> {
         let presented = match req.headers().get(API_KEY_HEADER) {
             None => return Err(Error::MissingKey),
             // Metadata that is not visible ASCII cannot be a key we issued or accepted.
-            Some(value) => value.to_str().map_err(|_| Error::InvalidKey)?,
+            // Pinecone's clients may send a key with edge spaces or tabs; they are not part of it.
+            Some(value) => value.to_str().map_err(|_| Error::InvalidKey)?.trim(),
         };
         self.store.authenticate(presented).map(Some)
     }

@@ -5,4 +5,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod control;
+mod data;
+mod exploration;
+mod filters;
 mod lifecycle;
+mod scores;
