@@ -8,11 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
+use larch_engine::Engine;
+
+/// Folder of the data dir holding one sub-folder per index.
+const INDEXES_DIR: &str = "indexes";
 
 /// Flags of `larch serve`; each has an environment twin.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Where Larch keeps its state (the bootstrap key's hash for now).
+    /// Where Larch keeps its state: catalog, index data, the bootstrap key's hash.
     #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
     data_dir: PathBuf,
     /// Address of the control plane (gRPC). Port 0 picks a free port.
@@ -87,6 +91,10 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    // Held until the process exits: a second server on the same data dir is refused.
+    let _lock = lock_data_dir(&config.data_dir)?;
     let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
         .with_context(|| format!("cannot set up API keys in {}", config.data_dir.display()))?;
     if let Some(key) = &bootstrap.generated {
@@ -102,12 +110,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.control_addr))?;
     let control_addr = listener.local_addr()?;
-    let data_plane = DataPlane::new(keys.clone(), control_addr.ip());
-    let catalog = Arc::new(Catalog::new(
-        Arc::new(data_plane.clone()),
-        config.data_ports,
-        config.advertise_host.clone(),
-    ));
+    let engine = Engine::open(config.data_dir.join(INDEXES_DIR));
+    let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
+    // Recovery replays every index's log: blocking work, kept off the async workers.
+    let catalog = {
+        let (data_plane, data_dir) = (data_plane.clone(), config.data_dir.clone());
+        let (ports, advertise_host) = (config.data_ports, config.advertise_host.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Catalog> {
+            let catalog = Catalog::open(
+                &data_dir,
+                Arc::new(data_plane.clone()),
+                ports,
+                advertise_host,
+            )?;
+            data_plane.collect_orphans(&catalog.index_names())?;
+            Ok(catalog)
+        })
+        .await
+        .context("recovery task failed")?
+        .context("cannot recover the stored indexes")?
+    };
+    let catalog = Arc::new(catalog);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut control = tokio::spawn(larch_control_plane::serve(
@@ -144,6 +167,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes an exclusive lock on `<data_dir>/LOCK` for the life of the process.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another larch server is using the data dir {} (its lock file {} is held); stop it or \
+             choose another --data-dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

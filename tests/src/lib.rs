@@ -55,25 +55,36 @@ pub struct TestServer {
     stop: tokio::sync::watch::Sender<bool>,
     control: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     data_plane: DataPlane,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    /// Starts both planes on 127.0.0.1 port 0 and waits until the control plane is SERVING.
+    /// Starts both planes on 127.0.0.1 port 0 with a new data directory and waits until the
+    /// control plane is SERVING.
     pub async fn start() -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        TestServer::start_in(data_dir, key).await
+    }
+
+    /// Starts both planes on an existing data directory (recovering what it holds).
+    pub async fn start_in(data_dir: tempfile::TempDir, key: String) -> TestServer {
         let keys = larch_auth::bootstrap(data_dir.path(), Some(&key))
             .unwrap()
             .store;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control_addr = listener.local_addr().unwrap();
-        let data_plane = DataPlane::new(keys.clone(), control_addr.ip());
-        let catalog = Arc::new(Catalog::new(
-            Arc::new(data_plane.clone()),
-            PortPolicy::Ephemeral,
-            "127.0.0.1",
-        ));
+        let engine = larch_engine::Engine::open(data_dir.path().join("indexes"));
+        let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
+        let catalog = Arc::new(
+            Catalog::open(
+                data_dir.path(),
+                Arc::new(data_plane.clone()),
+                PortPolicy::Ephemeral,
+                "127.0.0.1",
+            )
+            .unwrap(),
+        );
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let control = tokio::spawn(larch_control_plane::serve(
             listener,
@@ -89,7 +100,7 @@ impl TestServer {
             stop,
             control,
             data_plane,
-            _data_dir: data_dir,
+            data_dir,
         };
         wait_serving(&server.control_addr.to_string()).await;
         server
@@ -144,9 +155,21 @@ impl TestServer {
 
     /// Graceful stop: NOT_SERVING, drain, then return.
     pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Graceful stop that hands back the data directory and key, for a restart.
+    pub async fn stop_keeping_data(self) -> (tempfile::TempDir, String) {
         let _ = self.stop.send(true);
         self.control.await.unwrap().unwrap();
         self.data_plane.shutdown(Duration::from_secs(5)).await;
+        (self.data_dir, self.key)
+    }
+
+    /// Stops gracefully and starts again on the same data directory and key.
+    pub async fn restart(self) -> TestServer {
+        let (data_dir, key) = self.stop_keeping_data().await;
+        TestServer::start_in(data_dir, key).await
     }
 }
 

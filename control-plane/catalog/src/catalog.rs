@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::IndexConfig;
@@ -10,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::record::{
     ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState, merge_tags,
 };
+use crate::store::{CatalogStore, StoredIndex};
 
 /// Which ports the data plane may use for indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +73,29 @@ pub enum AttachError {
     Failed(String),
 }
 
+/// Whether the data plane starts an index afresh or recovers its stored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// A new, empty index (any stale data of that name is discarded).
+    Create,
+    /// An index the catalog knew before a restart: its data is recovered.
+    Recover,
+}
+
 /// The data plane as the catalog sees it: it opens and drops indexes on request.
 ///
-/// Both calls are synchronous and quick (bind a socket, spawn a task), so the catalog can make
-/// them while holding its lock and keep its state and the data plane's in step.
+/// Both calls are synchronous (bind a socket, create or recover the index's storage, spawn a
+/// task), so the catalog can make them while holding its lock and keep its state and the data
+/// plane's in step. Recovery replays an index's log, so it may take a while at start-up.
 pub trait DataPlaneHost: Send + Sync {
-    /// Starts serving a new, empty index on `port` (0 = any free port); returns the bound port.
-    fn attach(&self, name: &IndexName, config: IndexConfig, port: u16) -> Result<u16, AttachError>;
+    /// Starts serving an index on `port` (0 = any free port); returns the bound port.
+    fn attach(
+        &self,
+        name: &IndexName,
+        config: IndexConfig,
+        port: u16,
+        mode: AttachMode,
+    ) -> Result<u16, AttachError>;
     /// Stops serving `name` and drops its data.
     fn detach(&self, name: &IndexName) -> Result<(), String>;
 }
@@ -90,6 +108,8 @@ struct Entry {
 /// Every index of this control plane.
 pub struct Catalog {
     indexes: Mutex<BTreeMap<IndexName, Entry>>,
+    /// Where records are persisted; `None` keeps them in memory only.
+    store: Option<CatalogStore>,
     data_plane: Arc<dyn DataPlaneHost>,
     ports: PortPolicy,
     /// Host part of every index's `host`, as clients should dial it.
@@ -106,10 +126,107 @@ impl Catalog {
     ) -> Catalog {
         Catalog {
             indexes: Mutex::new(BTreeMap::new()),
+            store: None,
             data_plane,
             ports,
             advertise_host: advertise_host.into(),
         }
+    }
+
+    /// A durable catalog kept in `dir` (file [`CATALOG_FILE`]): every index recorded there is
+    /// recovered by the data plane — on its old port when that is free, so its `host` stays
+    /// the same — before this returns.
+    pub fn open(
+        dir: &Path,
+        data_plane: Arc<dyn DataPlaneHost>,
+        ports: PortPolicy,
+        advertise_host: impl Into<String>,
+    ) -> Result<Catalog> {
+        let store = CatalogStore::new(dir);
+        let stored = store.load()?;
+        let mut catalog = Catalog::new(data_plane, ports, advertise_host);
+        let mut moved = false;
+        {
+            let mut indexes = catalog.lock();
+            for stored in stored {
+                let loaded = stored.load(store.path())?;
+                let port = match catalog.data_plane.attach(
+                    &loaded.name,
+                    loaded.config,
+                    loaded.port,
+                    AttachMode::Recover,
+                ) {
+                    Ok(port) => port,
+                    Err(AttachError::PortInUse) => {
+                        tracing::warn!(
+                            index = %loaded.name,
+                            port = loaded.port,
+                            "the index's port is taken by another program; serving it on a new port, so its host changes",
+                        );
+                        moved = true;
+                        catalog.attach(
+                            &indexes,
+                            &loaded.name,
+                            loaded.config,
+                            AttachMode::Recover,
+                        )?
+                    }
+                    Err(AttachError::Failed(reason)) => {
+                        return Err(Error::DataPlane(format!(
+                            "cannot recover index '{}': {reason}",
+                            loaded.name
+                        )));
+                    }
+                };
+                let record = IndexRecord {
+                    host: host_port(&catalog.advertise_host, port),
+                    name: loaded.name.clone(),
+                    config: loaded.config,
+                    vector_type: loaded.vector_type,
+                    cloud: loaded.cloud,
+                    region: loaded.region,
+                    deletion_protection: loaded.deletion_protection,
+                    tags: loaded.tags,
+                    state: IndexState::Ready,
+                };
+                tracing::info!(index = %record.name, host = %record.host, "index recovered");
+                indexes.insert(loaded.name, Entry { record, port });
+            }
+        }
+        catalog.store = Some(store);
+        if moved {
+            let indexes = catalog.lock();
+            catalog.save(&indexes)?;
+        }
+        Ok(catalog)
+    }
+
+    /// Persists `indexes` (durable catalogs only).
+    fn save(&self, indexes: &BTreeMap<IndexName, Entry>) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store.save(
+            indexes
+                .values()
+                .map(|Entry { record, port }| StoredIndex {
+                    name: record.name.to_string(),
+                    dimension: record.config.dimension.get(),
+                    metric: record.config.metric.to_string(),
+                    vector_type: record.vector_type.as_str().to_owned(),
+                    cloud: record.cloud.as_str().to_owned(),
+                    region: record.region.clone(),
+                    deletion_protection: record.deletion_protection.as_str().to_owned(),
+                    tags: record.tags.clone(),
+                    port: *port,
+                })
+                .collect(),
+        )
+    }
+
+    /// The names of every index, for garbage-collecting data the catalog no longer knows.
+    pub fn index_names(&self) -> Vec<IndexName> {
+        self.lock().keys().cloned().collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<IndexName, Entry>> {
@@ -127,7 +244,7 @@ impl Catalog {
         if indexes.contains_key(&valid.name) {
             return Err(Error::AlreadyExists(valid.name.to_string()));
         }
-        let port = self.attach(&indexes, &valid.name, valid.config)?;
+        let port = self.attach(&indexes, &valid.name, valid.config, AttachMode::Create)?;
         let record = IndexRecord {
             host: host_port(&self.advertise_host, port),
             name: valid.name.clone(),
@@ -139,14 +256,22 @@ impl Catalog {
             tags: valid.tags,
             state: IndexState::Ready,
         };
-        tracing::info!(index = %record.name, host = %record.host, "index created");
         indexes.insert(
-            valid.name,
+            valid.name.clone(),
             Entry {
                 record: record.clone(),
                 port,
             },
         );
+        if let Err(err) = self.save(&indexes) {
+            // Not recorded, so not created: undo the data plane's side too.
+            indexes.remove(&valid.name);
+            if let Err(detach) = self.data_plane.detach(&valid.name) {
+                tracing::warn!(index = %valid.name, error = %detach, "cannot drop the unrecorded index");
+            }
+            return Err(err);
+        }
+        tracing::info!(index = %record.name, host = %record.host, "index created");
         Ok(record)
     }
 
@@ -156,6 +281,7 @@ impl Catalog {
         indexes: &BTreeMap<IndexName, Entry>,
         name: &IndexName,
         config: IndexConfig,
+        mode: AttachMode,
     ) -> Result<u16> {
         let candidates: Box<dyn Iterator<Item = u16>> = match self.ports {
             PortPolicy::Ephemeral => Box::new(std::iter::once(0)),
@@ -164,7 +290,7 @@ impl Catalog {
             }
         };
         for port in candidates {
-            match self.data_plane.attach(name, config, port) {
+            match self.data_plane.attach(name, config, port, mode) {
                 Ok(bound) => return Ok(bound),
                 Err(AttachError::PortInUse) => {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
@@ -206,7 +332,13 @@ impl Catalog {
         if let Some(protection) = protection {
             record.deletion_protection = protection;
         }
-        entry.record = record.clone();
+        let previous = std::mem::replace(&mut entry.record, record.clone());
+        if let Err(err) = self.save(&indexes) {
+            if let Some(entry) = indexes.get_mut(&name) {
+                entry.record = previous;
+            }
+            return Err(err);
+        }
         Ok(record)
     }
 
@@ -223,8 +355,15 @@ impl Catalog {
                  ConfigureIndex {{\"name\":\"{name}\",\"deletion_protection\":\"disabled\"}}"
             )));
         }
+        let entry = indexes
+            .remove(&name)
+            .expect("looked up above under the same lock");
+        if let Err(err) = self.save(&indexes) {
+            indexes.insert(name, entry);
+            return Err(err);
+        }
+        // Recorded as gone first: a crash now leaves only orphaned data, collected at start.
         self.data_plane.detach(&name).map_err(Error::DataPlane)?;
-        indexes.remove(&name);
         tracing::info!(index = %name, "index deleted");
         Ok(())
     }
@@ -252,7 +391,13 @@ mod tests {
     }
 
     impl DataPlaneHost for FakeDataPlane {
-        fn attach(&self, name: &IndexName, _: IndexConfig, port: u16) -> Result<u16, AttachError> {
+        fn attach(
+            &self,
+            name: &IndexName,
+            _: IndexConfig,
+            port: u16,
+            _: AttachMode,
+        ) -> Result<u16, AttachError> {
             if self.busy.contains(&port) {
                 return Err(AttachError::PortInUse);
             }
@@ -349,6 +494,64 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert!(catalog.list_indexes().is_empty());
+    }
+
+    #[test]
+    fn durable_catalog_recovers_records_and_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = PortPolicy::parse("6001-6010").unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        catalog.create_index(create("a")).unwrap();
+        catalog.create_index(create("b")).unwrap();
+        catalog.create_index(create("c")).unwrap();
+        catalog
+            .configure_index(ConfigureIndex {
+                name: "b".into(),
+                deletion_protection: Some("enabled".into()),
+                tags: BTreeMap::from([("env".into(), "prod".into())]),
+            })
+            .unwrap();
+        catalog.delete_index("a").unwrap();
+        let before = catalog.list_indexes();
+        drop(catalog);
+
+        // Restart: same records, same hosts; recovered, not created.
+        let dp = Arc::new(FakeDataPlane::default());
+        let reopened = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        assert_eq!(reopened.list_indexes(), before);
+        assert_eq!(
+            dp.attached.lock().unwrap().clone(),
+            BTreeMap::from([("b".to_owned(), 6002), ("c".to_owned(), 6003)])
+        );
+        drop(reopened);
+
+        // A port taken by another program moves the index and records the new port.
+        let dp = Arc::new(FakeDataPlane {
+            busy: BTreeSet::from([6002]),
+            ..Default::default()
+        });
+        let moved = Catalog::open(dir.path(), dp, policy, "127.0.0.1").unwrap();
+        assert_eq!(moved.describe_index("b").unwrap().host, "127.0.0.1:6001");
+        drop(moved);
+        let dp = Arc::new(FakeDataPlane::default());
+        let again = Catalog::open(dir.path(), dp, policy, "127.0.0.1").unwrap();
+        assert_eq!(again.describe_index("b").unwrap().host, "127.0.0.1:6001");
+    }
+
+    #[test]
+    fn unreadable_catalog_stops_startup_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::CATALOG_FILE), b"{not json").unwrap();
+        let err = Catalog::open(
+            dir.path(),
+            Arc::new(FakeDataPlane::default()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        )
+        .err()
+        .expect("a corrupt catalog is refused");
+        assert!(err.to_string().contains("catalog.json"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum Error {
     /// Every data-plane port of the configured range is taken.
     #[error("no free data-plane port in {0}: delete an index or widen --data-ports")]
     NoFreePort(String),
+    /// The catalog file could not be read or written.
+    #[error("catalog storage: {0}")]
+    Storage(String),
     /// The data plane could not open or drop the index.
     #[error("data plane: {0}")]
     DataPlane(String),
@@ -42,6 +45,7 @@ impl Error {
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::NoFreePort(_) => ErrorCode::ResourceExhausted,
+            Error::Storage(_) => ErrorCode::Unavailable,
             Error::DataPlane(_) => ErrorCode::Internal,
         }
     }

@@ -11,16 +11,20 @@
 //! - [`record`]: typed index settings ([`IndexName`], [`Cloud`], [`DeletionProtection`], ...)
 //!   and the validated [`IndexRecord`].
 //! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
+//! - `store`: the catalog file, written atomically.
 //!
-//! State is in memory for now; durability of the catalog arrives with the storage engine.
+//! A catalog made with [`Catalog::open`] persists every change to `catalog.json` (atomic
+//! replace) before acknowledging it, and recovers every index at start-up.
 
 pub mod catalog;
 pub mod error;
 pub mod record;
+mod store;
 
-pub use catalog::{AttachError, Catalog, DataPlaneHost, PortPolicy};
+pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
 pub use error::{Error, Result};
 pub use record::{
     Cloud, ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState,
     VectorType,
 };
+pub use store::CATALOG_FILE;

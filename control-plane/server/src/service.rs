@@ -21,6 +21,22 @@ impl IndexApi {
     pub fn new(catalog: Arc<Catalog>) -> IndexApi {
         IndexApi { catalog }
     }
+
+    /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk.
+    async fn run<T, F>(&self, op: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> larch_catalog::Result<T> + Send + 'static,
+    {
+        let catalog = Arc::clone(&self.catalog);
+        tokio::task::spawn_blocking(move || op(&catalog))
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "catalog task failed");
+                Status::internal("internal error; see the server log")
+            })?
+            .map_err(status)
+    }
 }
 
 #[tonic::async_trait]
@@ -42,19 +58,17 @@ impl IndexService for IndexApi {
             Some(ServerlessSpec { cloud, region }) => (non_empty(cloud), non_empty(region)),
             None => (None, None),
         };
-        let record = self
-            .catalog
-            .create_index(CreateIndex {
-                name,
-                dimension: dimension.map(i64::from),
-                metric,
-                cloud,
-                region,
-                deletion_protection,
-                tags: tags.into_iter().collect(),
-                vector_type,
-            })
-            .map_err(status)?;
+        let request = CreateIndex {
+            name,
+            dimension: dimension.map(i64::from),
+            metric,
+            cloud,
+            region,
+            deletion_protection,
+            tags: tags.into_iter().collect(),
+            vector_type,
+        };
+        let record = self.run(move |c| c.create_index(request)).await?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -90,14 +104,12 @@ impl IndexService for IndexApi {
             deletion_protection,
             tags,
         } = request.into_inner();
-        let record = self
-            .catalog
-            .configure_index(ConfigureIndex {
-                name,
-                deletion_protection,
-                tags: tags.into_iter().collect(),
-            })
-            .map_err(status)?;
+        let request = ConfigureIndex {
+            name,
+            deletion_protection,
+            tags: tags.into_iter().collect(),
+        };
+        let record = self.run(move |c| c.configure_index(request)).await?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -106,7 +118,7 @@ impl IndexService for IndexApi {
         request: Request<DeleteIndexRequest>,
     ) -> Result<Response<DeleteIndexResponse>, Status> {
         let DeleteIndexRequest { name } = request.into_inner();
-        self.catalog.delete_index(&name).map_err(status)?;
+        self.run(move |c| c.delete_index(&name)).await?;
         Ok(Response::new(DeleteIndexResponse {}))
     }
 }

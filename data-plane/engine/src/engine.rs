@@ -1,49 +1,102 @@
-//! All indexes of this node, by name.
+//! All indexes of this node, by name, and where their data lives.
 
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::{Arc, RwLock},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use crate::{
     Error, Index, IndexConfig, Result,
     index::{read_lock, write_lock},
+    storage,
 };
 
 /// All indexes of this node, by name. Cheap to clone: clones share the same
 /// indexes.
 ///
-/// Index names are validated by the control plane; here they are opaque keys.
+/// [`Engine::new`] keeps everything in memory; [`Engine::open`] keeps each
+/// index durable in its own directory (see the crate's `# Durability`).
+///
+/// Index names are validated by the control plane; here they only have to be
+/// usable as directory names.
 #[derive(Clone, Default)]
 pub struct Engine {
     indexes: Arc<RwLock<BTreeMap<String, Arc<Index>>>>,
+    /// Where index directories live; `None` keeps everything in memory.
+    root: Option<Arc<Path>>,
+    /// Serializes creating, opening, dropping and removing indexes, so their
+    /// directory work never races while lookups stay on the quick map lock.
+    lifecycle: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names = self.index_names().unwrap_or_default();
-        f.debug_struct("Engine").field("indexes", &names).finish()
+        f.debug_struct("Engine")
+            .field("root", &self.root)
+            .field("indexes", &names)
+            .finish()
     }
 }
 
 impl Engine {
-    /// An engine without indexes.
+    /// An in-memory engine without indexes: nothing is written to disk.
     pub fn new() -> Self {
         Engine::default()
     }
 
-    /// Creates an empty index; `AlreadyExists` if the name is taken.
-    pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
-        let mut indexes = write_lock(&self.indexes)?;
-        if indexes.contains_key(name) {
-            return Err(Error::AlreadyExists(format!(
-                "index '{name}' already exists"
-            )));
+    /// A durable engine keeping each index in `<root>/<index name>/`. Does no
+    /// IO: [`Engine::create_index`] creates directories, and
+    /// [`Engine::open_index`] recovers existing ones.
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        Engine {
+            root: Some(Arc::from(root.into())),
+            ..Engine::default()
         }
-        let index = Arc::new(Index::new(name, config));
-        indexes.insert(name.to_owned(), Arc::clone(&index));
-        Ok(index)
+    }
+
+    /// The directory holding index directories; `None` for an in-memory engine.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    /// Creates an empty index; `AlreadyExists` if the name is taken. A
+    /// durable engine first replaces any stale directory of that name (left
+    /// by a crash) with a fresh one holding the index description and an
+    /// empty log, synced to disk.
+    pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
+        storage::check_name(name)?;
+        let _lifecycle = self.lifecycle()?;
+        self.check_free(name)?;
+        let index = match &self.root {
+            None => Index::new(name, config),
+            Some(root) => {
+                let wal = storage::create(root, name, config)?;
+                Index::durable(name, config, BTreeMap::new(), wal)
+            }
+        };
+        self.register(name, index)
+    }
+
+    /// Recovers an index created by an earlier run: checks that its stored
+    /// description matches `config` (`FailedPrecondition` if not), replays its
+    /// write-ahead log into memory and registers it. `NotFound` if it has no
+    /// directory; [`Error::Corrupt`] if its files are damaged, in which case
+    /// nothing is served. An in-memory engine has nothing to open
+    /// (`FailedPrecondition`).
+    pub fn open_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
+        storage::check_name(name)?;
+        let Some(root) = &self.root else {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot open index '{name}': the engine keeps indexes in memory only"
+            )));
+        };
+        let _lifecycle = self.lifecycle()?;
+        self.check_free(name)?;
+        let (namespaces, wal) = storage::open(root, name, config)?;
+        self.register(name, Index::durable(name, config, namespaces, wal))
     }
 
     /// The index called `name`; `NotFound` if there is none.
@@ -55,23 +108,97 @@ impl Engine {
     }
 
     /// Removes the index called `name` and its data; `NotFound` if there is
-    /// none. Requests already holding the index finish against it.
+    /// none. Requests already holding the index finish against it. If its
+    /// directory cannot be deleted, the index is dropped all the same and the
+    /// failure is logged; the directory then shows up in
+    /// [`Engine::index_dirs`] for [`Engine::remove_orphan`].
     pub fn drop_index(&self, name: &str) -> Result<()> {
+        let _lifecycle = self.lifecycle()?;
         write_lock(&self.indexes)?
             .remove(name)
-            .map(drop)
-            .ok_or_else(|| index_not_found(name))
+            .ok_or_else(|| index_not_found(name))?;
+        if let Some(root) = &self.root
+            && let Err(err) = storage::remove(root, name)
+        {
+            tracing::warn!(index = %name, error = %err, "cannot delete the data of a dropped index; it is left for orphan collection");
+        }
+        Ok(())
     }
 
     /// Names of all indexes, sorted.
     pub fn index_names(&self) -> Result<Vec<String>> {
         Ok(read_lock(&self.indexes)?.keys().cloned().collect())
     }
+
+    /// Names of the directories under the root, sorted, whether or not an
+    /// index is open on them: directories of indexes, and leftovers of
+    /// interrupted work (names starting with `.`, never an index name). The
+    /// server removes those its catalog does not know with
+    /// [`Engine::remove_orphan`]. Empty for an in-memory engine or a root
+    /// that does not exist yet.
+    pub fn index_dirs(&self) -> Result<Vec<String>> {
+        match &self.root {
+            None => Ok(Vec::new()),
+            Some(root) => storage::list(root),
+        }
+    }
+
+    /// Deletes the directory `name` (an entry of [`Engine::index_dirs`]) of
+    /// an index that is not open; does nothing if it does not exist.
+    /// `FailedPrecondition` for an open index: drop it instead.
+    pub fn remove_orphan(&self, name: &str) -> Result<()> {
+        let valid =
+            !name.is_empty() && !matches!(name, "." | "..") && !name.contains(['/', '\\', '\0']);
+        if !valid {
+            return Err(Error::invalid(
+                "name",
+                format!("'{name}' is not a directory name"),
+            ));
+        }
+        let _lifecycle = self.lifecycle()?;
+        if read_lock(&self.indexes)?.contains_key(name) {
+            return Err(Error::FailedPrecondition(format!(
+                "index '{name}' is open; drop it instead"
+            )));
+        }
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
+        storage::remove(root, name).map_err(|err| {
+            Error::storage(format!("cannot delete {}", root.join(name).display()), &err)
+        })
+    }
+
+    fn lifecycle(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.lifecycle.lock().map_err(|_| {
+            Error::Internal("engine state is unavailable after an earlier panic".to_owned())
+        })
+    }
+
+    /// `AlreadyExists` if an index called `name` is registered.
+    fn check_free(&self, name: &str) -> Result<()> {
+        if read_lock(&self.indexes)?.contains_key(name) {
+            return Err(Error::AlreadyExists(format!(
+                "index '{name}' already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers `index`; the caller holds the lifecycle lock and checked the name.
+    fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
+        let index = Arc::new(index);
+        write_lock(&self.indexes)?.insert(name.to_owned(), Arc::clone(&index));
+        Ok(index)
+    }
 }
 
 fn index_not_found(name: &str) -> Error {
     Error::NotFound(format!("index '{name}' not found"))
 }
+
+#[cfg(test)]
+mod durable_tests;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! Transports map [`ErrorCode`] exhaustively to their own status codes (gRPC,
 //! HTTP) in one place each; they never inspect messages.
 
+use std::{io, path::PathBuf};
+
 /// Shorthand for results whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -48,6 +50,27 @@ pub enum Error {
     /// Internal state is unusable, e.g. a lock was poisoned by an earlier panic.
     #[error("{0}")]
     Internal(String),
+    /// Storage refused an operation: disk full ([`ErrorCode::ResourceExhausted`]),
+    /// a read-only or failing disk, or a write-ahead log that refuses writes
+    /// after a failed fsync ([`ErrorCode::Unavailable`]). Reads keep working.
+    #[error("{message}")]
+    Storage {
+        /// [`ErrorCode::ResourceExhausted`] or [`ErrorCode::Unavailable`].
+        code: ErrorCode,
+        /// What failed, for which index, and the operating system's reason.
+        message: String,
+    },
+    /// Stored data is damaged or is not Larch's: recovery stops rather than
+    /// serve partial data. The message is for operators, not clients.
+    #[error("corrupt data in {}: at byte {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset in `file` where the damage starts.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -59,6 +82,8 @@ impl Error {
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::Storage { code, .. } => *code,
+            Error::Corrupt { .. } => ErrorCode::Internal,
         }
     }
 
@@ -71,6 +96,27 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::Storage`] from an IO error: `disk full: {what}: {err}`
+    /// as [`ErrorCode::ResourceExhausted`] when the disk or quota is full,
+    /// otherwise `{what}: {err}` as [`ErrorCode::Unavailable`].
+    pub(crate) fn storage(what: impl std::fmt::Display, err: &io::Error) -> Self {
+        let (code, message) = storage_failure(what, err);
+        Error::Storage { code, message }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
     /// Builds an [`Error::InvalidArgument`].
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
@@ -78,6 +124,29 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// The code and message of an [`Error::Storage`] for `err` while doing `what`.
+pub(crate) fn storage_failure(
+    what: impl std::fmt::Display,
+    err: &io::Error,
+) -> (ErrorCode, String) {
+    if is_disk_full(err) {
+        (
+            ErrorCode::ResourceExhausted,
+            format!("disk full: {what}: {err}; free disk space and retry"),
+        )
+    } else {
+        (ErrorCode::Unavailable, format!("{what}: {err}"))
+    }
+}
+
+/// Whether `err` means the disk (or the user's quota) is full.
+fn is_disk_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 #[cfg(test)]
@@ -111,5 +180,36 @@ mod tests {
         );
         assert_eq!(Error::Internal("x".into()).code(), ErrorCode::Internal);
         assert_eq!(Error::NotFound("x".into()).field(), None);
+        let corrupt = Error::corrupt("/d/wal-000001.log", 42, "checksum mismatch");
+        assert_eq!(corrupt.code(), ErrorCode::Internal);
+        assert_eq!(
+            corrupt.to_string(),
+            "corrupt data in /d/wal-000001.log: at byte 42: checksum mismatch"
+        );
+    }
+
+    #[test]
+    fn storage_errors_tell_disk_full_from_unavailable() {
+        let full = Error::storage(
+            "cannot write the write-ahead log of index 'x'",
+            &io::Error::from(io::ErrorKind::StorageFull),
+        );
+        assert_eq!(full.code(), ErrorCode::ResourceExhausted);
+        assert!(
+            full.to_string()
+                .starts_with("disk full: cannot write the write-ahead log of index 'x': "),
+            "{full}"
+        );
+        let read_only = Error::storage(
+            "cannot write the write-ahead log of index 'x'",
+            &io::Error::from(io::ErrorKind::ReadOnlyFilesystem),
+        );
+        assert_eq!(read_only.code(), ErrorCode::Unavailable);
+        assert!(
+            read_only
+                .to_string()
+                .starts_with("cannot write the write-ahead log of index 'x': "),
+            "{read_only}"
+        );
     }
 }

@@ -9,6 +9,18 @@
 //! `Index::write`, which locks the namespace, lets the caller check the
 //! request against stored data and build a [`WriteOp`], and hands that to
 //! `Index::commit`, the one place every record change passes through.
+//!
+//! # Durability
+//!
+//! A durable index has a write-ahead log. Every change (record writes in
+//! `commit`, `create_namespace`, `delete_namespace`) is appended and synced
+//! to it *before* memory changes, while the namespace is write-locked: so the
+//! log holds each namespace's changes in the order they were applied, a
+//! reader never sees a change that is not durable, and a failed append
+//! leaves memory untouched. Writers of different namespaces share syncs
+//! (group commit, see `wal`).
+//!
+//! Lock order: the namespace map before a namespace, never the reverse.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +30,7 @@ use std::{
 };
 
 use crate::{
-    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, VectorId, limits, metadata,
+    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, VectorId, codec, limits, metadata,
     namespace::{NamespaceStore, WriteOp},
     pagination::Cursor,
     requests::{
@@ -28,6 +40,7 @@ use crate::{
     },
     search::SearchQuery,
     validate::{self, DeleteTarget, FetchByMetadata, Page, QueryTarget, Update, UpdateTarget},
+    wal::Wal,
 };
 
 #[cfg(test)]
@@ -71,6 +84,8 @@ pub struct Index {
     config: IndexConfig,
     /// Sorted by name, so listing namespaces is a range scan.
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
+    /// The write-ahead log; `None` for an in-memory index.
+    wal: Option<Wal>,
 }
 
 impl fmt::Debug for Index {
@@ -78,17 +93,39 @@ impl fmt::Debug for Index {
         f.debug_struct("Index")
             .field("name", &self.name)
             .field("config", &self.config)
+            .field("durable", &self.wal.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Index {
-    /// An empty index.
+    /// An empty in-memory index.
     pub(crate) fn new(name: impl Into<String>, config: IndexConfig) -> Self {
         Index {
             name: name.into(),
             config,
             namespaces: RwLock::new(BTreeMap::new()),
+            wal: None,
+        }
+    }
+
+    /// A durable index holding `namespaces` (recovered from `wal`, or empty),
+    /// logging every change to `wal`.
+    pub(crate) fn durable(
+        name: impl Into<String>,
+        config: IndexConfig,
+        namespaces: BTreeMap<Namespace, NamespaceStore>,
+        wal: Wal,
+    ) -> Self {
+        let namespaces = namespaces
+            .into_iter()
+            .map(|(name, store)| (name, Arc::new(RwLock::new(store))))
+            .collect();
+        Index {
+            name: name.into(),
+            config,
+            namespaces: RwLock::new(namespaces),
+            wal: Some(wal),
         }
     }
 
@@ -331,7 +368,12 @@ impl Index {
                 "namespace '{name}' already exists"
             )));
         }
-        // Durability: a write-ahead log append for the new namespace goes here.
+        if let Some(wal) = &self.wal {
+            wal.append(&codec::encode_create_namespace(
+                &namespace,
+                schema_fields.as_deref(),
+            ))?;
+        }
         let store = NamespaceStore::new(self.config, schema_fields);
         let info = store.info(&namespace);
         namespaces.insert(namespace, Arc::new(RwLock::new(store)));
@@ -396,30 +438,29 @@ impl Index {
     /// Deletes a namespace and all its records.
     pub fn delete_namespace(&self, name: &str) -> Result<()> {
         let namespace = Namespace::parse("namespace", name)?;
-        // Durability: a write-ahead log append for the removal goes here.
-        let removed = write_lock(&self.namespaces)?.remove(&namespace);
-        let shared = removed.ok_or_else(|| namespace_not_found(&namespace))?;
+        let mut namespaces = write_lock(&self.namespaces)?;
+        let shared = namespaces
+            .get(&namespace)
+            .cloned()
+            .ok_or_else(|| namespace_not_found(&namespace))?;
+        // Waits for a write in flight, so the removal is logged after it (the
+        // map stays locked meanwhile: deleting a namespace is rare).
+        let mut store = write_lock(&shared)?;
+        debug_assert!(!store.is_dropped(), "a dropped store is not in the map");
+        if let Some(wal) = &self.wal {
+            wal.append(&codec::encode_delete_namespace(&namespace))?;
+        }
+        namespaces.remove(&namespace);
+        drop(namespaces);
         // Writers that looked the namespace up before its removal see the mark
         // and look it up again (see `write`), so no write is lost in a dead store.
-        write_lock(&shared)?.mark_dropped();
+        store.mark_dropped();
         Ok(())
     }
 
     /// The store of `namespace`, if it exists.
     fn existing(&self, namespace: &Namespace) -> Result<Option<SharedStore>> {
         Ok(read_lock(&self.namespaces)?.get(namespace).cloned())
-    }
-
-    /// The store of `namespace`, created empty if needed.
-    fn get_or_create(&self, namespace: &Namespace) -> Result<SharedStore> {
-        if let Some(shared) = self.existing(namespace)? {
-            return Ok(shared);
-        }
-        let mut namespaces = write_lock(&self.namespaces)?;
-        let shared = namespaces
-            .entry(namespace.clone())
-            .or_insert_with(|| Arc::new(RwLock::new(NamespaceStore::new(self.config, None))));
-        Ok(Arc::clone(shared))
     }
 
     /// All namespaces with their stores, sorted by name.
@@ -443,12 +484,30 @@ impl Index {
         plan: impl FnOnce(&NamespaceStore) -> Result<(Option<WriteOp>, T)>,
     ) -> Result<Option<T>> {
         loop {
-            let shared = if create {
-                self.get_or_create(namespace)?
-            } else {
-                match self.existing(namespace)? {
-                    Some(shared) => shared,
-                    None => return Ok(None),
+            let shared = match self.existing(namespace)? {
+                Some(shared) => shared,
+                None if !create => return Ok(None),
+                None => {
+                    let mut namespaces = write_lock(&self.namespaces)?;
+                    match namespaces.get(namespace) {
+                        // Another writer created it meanwhile.
+                        Some(shared) => Arc::clone(shared),
+                        None => {
+                            // A new namespace appears only once its first write
+                            // is durable, so the map stays locked through the
+                            // append: namespace creation is rare, and the
+                            // writers of other namespaces that are already
+                            // committing do not need the map.
+                            let mut store = NamespaceStore::new(self.config, None);
+                            let (op, output) = plan(&store)?;
+                            if let Some(op) = op {
+                                self.commit(namespace, &mut store, op)?;
+                                let store = Arc::new(RwLock::new(store));
+                                namespaces.insert(namespace.clone(), store);
+                            }
+                            return Ok(Some(output));
+                        }
+                    }
                 }
             };
             let mut store = write_lock(&shared)?;
@@ -458,17 +517,21 @@ impl Index {
             }
             let (op, output) = plan(&store)?;
             if let Some(op) = op {
-                Self::commit(&mut store, op);
+                self.commit(namespace, &mut store, op)?;
             }
             return Ok(Some(output));
         }
     }
 
-    /// Applies a validated mutation to a locked namespace. Every record change
-    /// passes through here: once Larch is durable, the write-ahead log append
-    /// goes right before `apply`.
-    fn commit(store: &mut NamespaceStore, op: WriteOp) {
+    /// Logs a validated mutation of a locked namespace, then applies it.
+    /// Every record change passes through here. If the log append fails,
+    /// memory stays untouched.
+    fn commit(&self, namespace: &Namespace, store: &mut NamespaceStore, op: WriteOp) -> Result<()> {
+        if let Some(wal) = &self.wal {
+            wal.append(&codec::encode_write(namespace, &op))?;
+        }
         store.apply(op);
+        Ok(())
     }
 }
 

@@ -37,3 +37,8 @@ pub const MAX_FETCH_BY_METADATA_LIMIT: u32 = 10_000;
 pub const DEFAULT_FETCH_BY_METADATA_LIMIT: u32 = 100;
 /// Most fields in a namespace's metadata schema.
 pub const MAX_SCHEMA_FIELDS: usize = 50;
+/// Largest single write-ahead log record (one write, encoded), 256 MiB: above
+/// the largest upsert the other limits allow, so it only ever refuses a
+/// delete or metadata update by filter that matches millions of records.
+/// Recovery never allocates more than this for one record.
+pub const MAX_LOG_RECORD_BYTES: usize = 256 * 1024 * 1024;

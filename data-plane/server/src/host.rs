@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::{AttachError, DataPlaneHost, IndexName};
+use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexName};
 use larch_engine::{Engine, IndexConfig};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -38,12 +38,13 @@ struct Inner {
 }
 
 impl DataPlane {
-    /// A data plane that binds index ports on `bind_ip` and checks requests against `keys`.
-    /// Must be called inside a Tokio runtime: servers are spawned on it.
-    pub fn new(keys: KeyStore, bind_ip: IpAddr) -> DataPlane {
+    /// A data plane serving the indexes of `engine`, binding index ports on `bind_ip` and
+    /// checking requests against `keys`. Must be called inside a Tokio runtime: servers are
+    /// spawned on it.
+    pub fn new(engine: Engine, keys: KeyStore, bind_ip: IpAddr) -> DataPlane {
         DataPlane {
             inner: Arc::new(Inner {
-                engine: Arc::new(Engine::new()),
+                engine: Arc::new(engine),
                 keys,
                 bind_ip,
                 runtime: Handle::current(),
@@ -91,6 +92,18 @@ impl DataPlane {
         }
     }
 
+    /// Deletes stored data of indexes that are not in `known` (left behind by a crash between
+    /// the catalog's record and the data plane's work).
+    pub fn collect_orphans(&self, known: &[IndexName]) -> larch_engine::Result<()> {
+        for dir in self.inner.engine.index_dirs()? {
+            if !known.iter().any(|name| name.as_str() == dir) {
+                tracing::warn!(index = %dir, "removing data of an index the catalog does not know");
+                self.inner.engine.remove_orphan(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
     fn bind(&self, port: u16) -> Result<tokio::net::TcpListener, AttachError> {
         let addr = SocketAddr::new(self.inner.bind_ip, port);
         let listener = std::net::TcpListener::bind(addr).map_err(|err| match err.kind() {
@@ -107,15 +120,23 @@ impl DataPlane {
 }
 
 impl DataPlaneHost for DataPlane {
-    fn attach(&self, name: &IndexName, config: IndexConfig, port: u16) -> Result<u16, AttachError> {
+    fn attach(
+        &self,
+        name: &IndexName,
+        config: IndexConfig,
+        port: u16,
+        mode: AttachMode,
+    ) -> Result<u16, AttachError> {
         let listener = self.bind(port)?;
         let bound = listener
             .local_addr()
             .map_err(|err| AttachError::Failed(format!("cannot read bound address: {err}")))?;
-        self.inner
-            .engine
-            .create_index(name.as_str(), config)
-            .map_err(|err| AttachError::Failed(err.to_string()))?;
+        let engine = &self.inner.engine;
+        match mode {
+            AttachMode::Create => engine.create_index(name.as_str(), config),
+            AttachMode::Recover => engine.open_index(name.as_str(), config),
+        }
+        .map_err(|err| AttachError::Failed(err.to_string()))?;
         let engine = Arc::clone(&self.inner.engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();

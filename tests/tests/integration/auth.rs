@@ -357,7 +357,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
     let keys = restarted.store;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let data_plane = DataPlane::new(keys.clone(), addr.ip());
+    let data_plane = DataPlane::new(larch_engine::Engine::new(), keys.clone(), addr.ip());
     let catalog = Arc::new(Catalog::new(
         Arc::new(data_plane.clone()),
         PortPolicy::Ephemeral,

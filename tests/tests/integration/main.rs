@@ -8,6 +8,7 @@
 mod auth;
 mod control;
 mod data;
+mod durability;
 mod exploration;
 mod filters;
 mod lifecycle;

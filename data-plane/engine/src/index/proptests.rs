@@ -380,10 +380,12 @@ fn run(case: Case) -> std::result::Result<(), TestCaseError> {
         .collect();
     let higher_is_better = case.metric.higher_is_better();
     expected.sort_by(|a, b| {
+        // Adding 0.0 makes -0.0 and +0.0 the tie they are (broken by id).
+        let (a_score, b_score) = (a.1 + 0.0, b.1 + 0.0);
         let by_score = if higher_is_better {
-            b.1.total_cmp(&a.1)
+            b_score.total_cmp(&a_score)
         } else {
-            a.1.total_cmp(&b.1)
+            a_score.total_cmp(&b_score)
         };
         by_score.then_with(|| a.0.cmp(b.0))
     });

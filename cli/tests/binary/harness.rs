@@ -1,11 +1,7 @@
-//! The real `larch serve` binary: the bootstrap key printed once, the control plane found
-//! through its log line, gRPC health and index creation with that key, a clean exit on
-//! SIGTERM, restarts on the same data directory, `LARCH_API_KEY`, and exit code 64 for bad
-//! configuration.
-//!
-//! Every child process is owned by a [`Larch`] guard that kills it when a test fails.
+//! Running the real `larch` binary in tests: a [`Larch`] guard per child process (killed if a
+//! test fails), its control address read from the log, and small gRPC helpers.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -16,25 +12,22 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use larch_proto::control::ListIndexesRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
-use larch_proto::control::{CreateIndexRequest, ListIndexesRequest};
-use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use larch_proto::pinecone::{DescribeIndexStatsRequest, UpsertRequest, Vector};
-use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// How long the binary may take to start, and to exit after SIGTERM.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The message of the log line that carries the bound control-plane address.
-const LISTENING: &str = "larch control plane listening";
+pub(crate) const LISTENING: &str = "larch control plane listening";
 
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-const LARCH_ENV: [&str; 7] = [
+pub(crate) const LARCH_ENV: [&str; 7] = [
     "LARCH_API_KEY",
     "LARCH_DATA_DIR",
     "LARCH_CONTROL_ADDR",
@@ -46,7 +39,7 @@ const LARCH_ENV: [&str; 7] = [
 
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
 /// failing test never leaves a server behind.
-struct Larch {
+pub(crate) struct Larch {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -55,7 +48,7 @@ struct Larch {
 }
 
 /// Copies `pipe` into `all`, line by line, also sending each line to `lines`.
-fn read_lines(
+pub(crate) fn read_lines(
     pipe: impl Read + Send + 'static,
     all: Arc<Mutex<String>>,
     lines: Option<std::sync::mpsc::Sender<String>>,
@@ -78,7 +71,7 @@ fn read_lines(
 }
 
 /// Removes ANSI colour sequences (`ESC [ … letter`), in case the log is coloured anyway.
-fn strip_ansi(line: &str) -> String {
+pub(crate) fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -97,7 +90,7 @@ fn strip_ansi(line: &str) -> String {
 
 impl Larch {
     /// Starts `larch <args>` with a clean `LARCH_…` environment plus `env`.
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Larch {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Larch {
         let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
         command
             .args(args)
@@ -132,7 +125,7 @@ impl Larch {
     }
 
     /// Starts `larch serve` on 127.0.0.1 port 0 with ephemeral data-plane ports.
-    fn serve(data_dir: &Path, env: &[(&str, &str)]) -> Larch {
+    pub(crate) fn serve(data_dir: &Path, env: &[(&str, &str)]) -> Larch {
         let data_dir = data_dir.to_str().expect("a UTF-8 temp path");
         Larch::spawn(
             &[
@@ -149,7 +142,7 @@ impl Larch {
     }
 
     /// Waits for the `larch control plane listening addr=…` log line and returns the address.
-    fn control_addr(&self) -> SocketAddr {
+    pub(crate) fn control_addr(&self) -> SocketAddr {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -175,16 +168,16 @@ impl Larch {
         }
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Waits up to [`TIMEOUT`] for the process to exit on its own, then collects its output.
-    fn wait(&mut self) -> ExitStatus {
+    pub(crate) fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -204,8 +197,14 @@ impl Larch {
         status
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -224,7 +223,7 @@ impl Drop for Larch {
     }
 }
 
-async fn connect(addr: &str) -> Channel {
+pub(crate) async fn connect(addr: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -233,7 +232,7 @@ async fn connect(addr: &str) -> Channel {
 }
 
 /// Polls gRPC health of `service` (no API key) until SERVING; panics after [`TIMEOUT`].
-async fn wait_serving(addr: &str, service: &str) {
+pub(crate) async fn wait_serving(addr: &str, service: &str) {
     let mut health = HealthClient::new(connect(addr).await);
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
@@ -255,7 +254,7 @@ async fn wait_serving(addr: &str, service: &str) {
 }
 
 /// `message` with `api-key: key` metadata (none for `None`).
-fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+pub(crate) fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(key) = key {
         request
@@ -265,7 +264,10 @@ fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
     request
 }
 
-async fn list_indexes(addr: &str, key: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+pub(crate) async fn list_indexes(
+    addr: &str,
+    key: Option<&str>,
+) -> Result<Vec<String>, tonic::Status> {
     let mut control = IndexServiceClient::new(connect(addr).await);
     let listed = control
         .list_indexes(with_key(ListIndexesRequest {}, key))
@@ -281,7 +283,7 @@ async fn list_indexes(addr: &str, key: Option<&str>) -> Result<Vec<String>, toni
 /// The generated key in what `larch serve` printed, checking its shape: exactly one
 /// `larch_<12 hex>_<64 hex>` token.
 #[track_caller]
-fn printed_key(stdout: &str) -> String {
+pub(crate) fn printed_key(stdout: &str) -> String {
     let keys: Vec<&str> = stdout
         .split_whitespace()
         .filter(|t| t.starts_with("larch_"))
@@ -297,203 +299,4 @@ fn printed_key(stdout: &str) -> String {
         "malformed key {key:?}"
     );
     key.to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_start_prints_a_key_that_works_and_survives_a_restart() {
-    let data_dir = tempfile::tempdir().unwrap();
-
-    let mut larch = Larch::serve(data_dir.path(), &[]);
-    let addr = larch.control_addr().to_string();
-    assert!(
-        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-        "{addr}"
-    );
-    wait_serving(&addr, "").await;
-    wait_serving(&addr, "larch.control.v1.IndexService").await;
-
-    // The key is printed before the control plane listens, so it is there by now.
-    let key = printed_key(&larch.stdout());
-
-    let status = list_indexes(&addr, None).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-
-    let mut control = IndexServiceClient::new(connect(&addr).await);
-    let model = control
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "served".into(),
-                dimension: Some(3),
-                ..Default::default()
-            },
-            Some(&key),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(model.name, "served");
-    assert_eq!(model.dimension, Some(3));
-    assert!(
-        model.host.starts_with("127.0.0.1:") && model.host != addr,
-        "{}",
-        model.host
-    );
-    assert_eq!(list_indexes(&addr, Some(&key)).await.unwrap(), ["served"]);
-
-    // The index's own port serves its data plane with the same key.
-    wait_serving(&model.host, "VectorService").await;
-    let mut data = VectorServiceClient::new(connect(&model.host).await);
-    let upserted = data
-        .upsert(with_key(
-            UpsertRequest {
-                vectors: vec![Vector {
-                    id: "a".into(),
-                    values: vec![1.0, 0.0, 0.0],
-                    ..Default::default()
-                }],
-                namespace: String::new(),
-            },
-            Some(&key),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(upserted.upserted_count, 1);
-    let stats = data
-        .describe_index_stats(with_key(
-            DescribeIndexStatsRequest { filter: None },
-            Some(&key),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((stats.dimension, stats.total_vector_count), (Some(3), 1));
-    let status = data
-        .describe_index_stats(with_key(DescribeIndexStatsRequest { filter: None }, None))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
-
-    let exit = larch.terminate();
-    assert_eq!(
-        exit.code(),
-        Some(0),
-        "SIGTERM exits cleanly; stderr:\n{}",
-        larch.stderr()
-    );
-    let stderr = larch.stderr();
-    assert!(
-        stderr.contains("SIGTERM"),
-        "the drain names its signal:\n{stderr}"
-    );
-    assert!(!stderr.contains(&key), "the key is never logged");
-    // Printed once, and only the key's hash is on disk.
-    assert_eq!(printed_key(&larch.stdout()), key);
-    let stored = std::fs::read_to_string(data_dir.path().join("bootstrap-key.json")).unwrap();
-    let secret = key.rsplit('_').next().unwrap();
-    assert!(
-        !stored.contains(secret),
-        "the secret is not stored:\n{stored}"
-    );
-
-    // A second start on the same directory prints nothing and accepts the same key.
-    let mut again = Larch::serve(data_dir.path(), &[]);
-    let addr = again.control_addr().to_string();
-    wait_serving(&addr, "").await;
-    list_indexes(&addr, Some(&key)).await.unwrap();
-    let other =
-        "larch_0123456789ab_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let status = list_indexes(&addr, Some(other)).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    let exit = again.terminate();
-    assert_eq!(exit.code(), Some(0), "stderr:\n{}", again.stderr());
-    assert_eq!(again.stdout(), "", "no new key on a restart");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn larch_api_key_is_the_admin_key() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut larch = Larch::serve(data_dir.path(), &[("LARCH_API_KEY", "mykey-123")]);
-    let addr = larch.control_addr().to_string();
-    wait_serving(&addr, "").await;
-
-    assert_eq!(
-        list_indexes(&addr, Some("mykey-123")).await.unwrap(),
-        Vec::<String>::new()
-    );
-    for wrong in ["mykey-1234", "mykey-12", "MYKEY-123"] {
-        let status = list_indexes(&addr, Some(wrong)).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated, "{wrong}: {status:?}");
-    }
-    let exit = larch.terminate();
-    assert_eq!(exit.code(), Some(0), "stderr:\n{}", larch.stderr());
-    assert_eq!(larch.stdout(), "", "a configured key is not printed");
-    assert!(!larch.stderr().contains("mykey-123"), "nor logged");
-}
-
-#[test]
-fn bad_configuration_exits_64_naming_the_flag() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let never_created = data_dir.path().join("never-created");
-    let dir = never_created.to_str().unwrap();
-    for (args, names) in [
-        (
-            &[
-                "serve",
-                "--data-dir",
-                dir,
-                "--control-addr",
-                "127.0.0.1:0",
-                "--data-ports",
-                "9-1",
-            ][..],
-            &["--data-ports", "9-1"][..],
-        ),
-        (
-            &[
-                "serve",
-                "--data-dir",
-                dir,
-                "--control-addr",
-                "127.0.0.1:0",
-                "--data-ports",
-                "lots",
-            ][..],
-            &["--data-ports", "lots"][..],
-        ),
-        (
-            &[
-                "serve",
-                "--data-dir",
-                dir,
-                "--control-addr",
-                "not-an-address",
-            ][..],
-            &["--control-addr"][..],
-        ),
-        (
-            &["serve", "--data-dir", dir, "--no-such-flag"][..],
-            &["--no-such-flag"][..],
-        ),
-    ] {
-        let mut larch = Larch::spawn(args, &[]);
-        let exit = larch.wait();
-        let stderr = larch.stderr();
-        assert_eq!(exit.code(), Some(64), "{args:?}; stderr:\n{stderr}");
-        for name in names {
-            assert!(
-                stderr.contains(name),
-                "{args:?}: stderr should name {name:?}:\n{stderr}"
-            );
-        }
-        assert_eq!(
-            larch.stdout(),
-            "",
-            "{args:?}: no key is generated for a bad configuration"
-        );
-    }
-    assert!(
-        !never_created.exists(),
-        "bad configuration touches no data directory"
-    );
 }

@@ -1,0 +1,8 @@
+//! Tests of the real `larch` binary, one module per area; each child process is owned by a
+//! [`harness::Larch`] guard that kills it when a test fails.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+mod harness;
+mod serve;

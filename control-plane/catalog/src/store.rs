@@ -1,0 +1,161 @@
+//! The catalog file: every index record, written atomically so a crash leaves either the old
+//! or the new catalog, never a mix.
+//!
+//! Format: `catalog.json`, `{"version":1,"indexes":[{...}]}`. Written to a temporary file,
+//! fsynced, renamed over the old one, and the directory fsynced so the rename itself is durable.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use larch_engine::{Dimension, IndexConfig, Metric};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::record::{Cloud, DeletionProtection, IndexName, VectorType};
+
+/// Name of the catalog file inside the data directory.
+pub const CATALOG_FILE: &str = "catalog.json";
+const VERSION: u32 = 1;
+
+/// One index as stored on disk: plain values, validated again when loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredIndex {
+    pub(crate) name: String,
+    pub(crate) dimension: u32,
+    pub(crate) metric: String,
+    pub(crate) vector_type: String,
+    pub(crate) cloud: String,
+    pub(crate) region: String,
+    pub(crate) deletion_protection: String,
+    pub(crate) tags: BTreeMap<String, String>,
+    /// The data-plane port, kept so an index has the same `host` after a restart.
+    pub(crate) port: u16,
+}
+
+/// What a stored index turns back into.
+pub(crate) struct LoadedIndex {
+    pub(crate) name: IndexName,
+    pub(crate) config: IndexConfig,
+    pub(crate) vector_type: VectorType,
+    pub(crate) cloud: Cloud,
+    pub(crate) region: String,
+    pub(crate) deletion_protection: DeletionProtection,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) port: u16,
+}
+
+impl StoredIndex {
+    /// Re-validates a stored index; `file` names the catalog in errors.
+    pub(crate) fn load(self, file: &Path) -> Result<LoadedIndex> {
+        let corrupt = |what: String| {
+            Error::Storage(format!(
+                "{}: index '{}': {what}; fix or remove the entry",
+                file.display(),
+                self.name
+            ))
+        };
+        Ok(LoadedIndex {
+            name: IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?,
+            config: IndexConfig {
+                dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
+                metric: self
+                    .metric
+                    .parse::<Metric>()
+                    .map_err(|e| corrupt(e.to_string()))?,
+            },
+            vector_type: VectorType::parse(&self.vector_type)
+                .map_err(|e| corrupt(e.to_string()))?,
+            cloud: Cloud::parse(&self.cloud).map_err(|e| corrupt(e.to_string()))?,
+            deletion_protection: DeletionProtection::parse(
+                &self.deletion_protection,
+                "deletion_protection",
+            )
+            .map_err(|e| corrupt(e.to_string()))?,
+            region: self.region,
+            tags: self.tags,
+            port: self.port,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogFile {
+    version: u32,
+    indexes: Vec<StoredIndex>,
+}
+
+/// Where the catalog lives on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogStore {
+    path: PathBuf,
+}
+
+impl CatalogStore {
+    pub(crate) fn new(dir: &Path) -> CatalogStore {
+        CatalogStore {
+            path: dir.join(CATALOG_FILE),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every stored index; none if the file does not exist yet (first start).
+    pub(crate) fn load(&self) -> Result<Vec<StoredIndex>> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => {
+                return Err(Error::Storage(format!(
+                    "cannot read {}: {err}",
+                    self.path.display()
+                )));
+            }
+        };
+        let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|err| {
+            Error::Storage(format!(
+                "{} is not a valid catalog: {err}",
+                self.path.display()
+            ))
+        })?;
+        if file.version != VERSION {
+            return Err(Error::Storage(format!(
+                "{} has version {}, this larch reads version {VERSION}",
+                self.path.display(),
+                file.version
+            )));
+        }
+        Ok(file.indexes)
+    }
+
+    /// Replaces the stored catalog with `indexes`, durably.
+    pub(crate) fn save(&self, indexes: Vec<StoredIndex>) -> Result<()> {
+        let file = CatalogFile {
+            version: VERSION,
+            indexes,
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("catalog records always serialize");
+        write_atomically(&self.path, &bytes)
+            .map_err(|err| Error::Storage(format!("cannot write {}: {err}", self.path.display())))
+    }
+}
+
+/// Temp file + fsync + rename + fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    // Makes the rename durable; directories can be opened and synced on unix.
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
