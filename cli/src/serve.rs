@@ -83,11 +83,14 @@ impl ServeArgs {
 
 /// Runs until SIGINT or SIGTERM, then drains and returns.
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve(config))
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(config));
+    // A recovery interrupted by a signal may still be running; do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -112,8 +115,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_addr = listener.local_addr()?;
     let engine = Engine::open(config.data_dir.join(INDEXES_DIR));
     let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
+
+    // The control port answers (health NOT_SERVING) while stored indexes are recovered.
+    let (ready, recovered) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut control = tokio::spawn(larch_control_plane::serve(
+        listener,
+        async move { recovered.await.ok() },
+        keys,
+        wait_for(stopped),
+    ));
+    tracing::info!(
+        addr = %control_addr,
+        data_ports = %config.data_ports,
+        advertise_host = %config.advertise_host,
+        data_dir = %config.data_dir.display(),
+        "larch control plane listening",
+    );
+
     // Recovery replays every index's log: blocking work, kept off the async workers.
-    let catalog = {
+    let recovery = {
         let (data_plane, data_dir) = (data_plane.clone(), config.data_dir.clone());
         let (ports, advertise_host) = (config.data_ports, config.advertise_host.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<Catalog> {
@@ -126,36 +147,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             data_plane.collect_orphans(&catalog.index_names())?;
             Ok(catalog)
         })
-        .await
-        .context("recovery task failed")?
-        .context("cannot recover the stored indexes")?
     };
-    let catalog = Arc::new(catalog);
-
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut control = tokio::spawn(larch_control_plane::serve(
-        listener,
-        catalog,
-        keys,
-        wait_for(stopped),
-    ));
-    tracing::info!(
-        addr = %control_addr,
-        data_ports = %config.data_ports,
-        advertise_host = %config.advertise_host,
-        data_dir = %config.data_dir.display(),
-        "larch control plane listening",
-    );
-
-    tokio::select! {
-        signal = shutdown_signal() => {
-            tracing::info!(signal, "shutting down: draining in-flight requests");
+    let signal = tokio::select! {
+        recovered = recovery => {
+            let catalog = recovered
+                .context("recovery task failed")?
+                .context("cannot recover the stored indexes")?;
+            let _ = ready.send(Arc::new(catalog));
+            tracing::info!("recovery complete; serving");
+            tokio::select! {
+                signal = shutdown_signal() => signal,
+                result = &mut control => {
+                    // The control plane stopped on its own: report why.
+                    return result.context("control plane task failed")?.context("control plane failed");
+                }
+            }
         }
-        result = &mut control => {
-            // The control plane stopped on its own: report why.
-            return result.context("control plane task failed")?.context("control plane failed");
-        }
-    }
+        signal = shutdown_signal() => signal,
+    };
+    tracing::info!(signal, "shutting down: draining in-flight requests");
     let _ = stop.send(true);
     let drain = async {
         let (control, ()) = tokio::join!(control, data_plane.shutdown(config.drain_timeout));

@@ -88,7 +88,7 @@ impl TestServer {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let control = tokio::spawn(larch_control_plane::serve(
             listener,
-            catalog,
+            async move { Some(catalog) },
             keys,
             async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -25,18 +25,42 @@ pub use service::IndexApi;
 
 /// Serves the control plane on `listener` until `shutdown` completes, then reports
 /// NOT_SERVING on gRPC health and drains in-flight requests before returning.
+///
+/// The port answers at once, but health reports NOT_SERVING (and index calls UNAVAILABLE)
+/// until `catalog` resolves — i.e. until every stored index has been recovered. If it resolves
+/// to `None` (recovery failed), the server stops.
 pub async fn serve(
     listener: TcpListener,
-    catalog: Arc<Catalog>,
+    catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     keys: KeyStore,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
-    // The catalog is in memory and ready once constructed.
-    health.set_serving::<IndexServiceServer<IndexApi>>().await;
-    let drain = async move {
-        shutdown.await;
+    health
+        .set_not_serving::<IndexServiceServer<IndexApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let api = IndexApi::recovering();
+    let ready = api.clone();
+    let lifetime = async move {
+        let serving = async {
+            let Some(catalog) = catalog.await else {
+                return;
+            };
+            ready.set_ready(catalog);
+            health.set_serving::<IndexServiceServer<IndexApi>>().await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = serving => {}
+        }
         health
             .set_not_serving::<IndexServiceServer<IndexApi>>()
             .await;
@@ -49,7 +73,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IndexServiceServer::new(IndexApi::new(catalog)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .add_service(IndexServiceServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), lifetime)
         .await
 }

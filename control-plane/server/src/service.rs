@@ -1,6 +1,6 @@
 //! `larch.control.v1.IndexService`: protobuf in, [`Catalog`] call, protobuf out.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, Error, IndexRecord};
 use larch_engine::ErrorCode;
@@ -11,15 +11,37 @@ use larch_proto::control::{
 };
 use tonic::{Request, Response, Status};
 
-/// The gRPC face of the catalog.
+/// The gRPC face of the catalog. Clones share the same catalog slot.
+#[derive(Clone)]
 pub struct IndexApi {
-    catalog: Arc<Catalog>,
+    /// Empty while stored indexes are being recovered at start-up.
+    catalog: Arc<OnceLock<Arc<Catalog>>>,
 }
 
 impl IndexApi {
     /// Serves `catalog`.
     pub fn new(catalog: Arc<Catalog>) -> IndexApi {
-        IndexApi { catalog }
+        IndexApi {
+            catalog: Arc::new(OnceLock::from(catalog)),
+        }
+    }
+
+    /// An API that answers UNAVAILABLE until [`IndexApi::set_ready`].
+    pub fn recovering() -> IndexApi {
+        IndexApi {
+            catalog: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Starts serving `catalog` (once; later calls are ignored).
+    pub fn set_ready(&self, catalog: Arc<Catalog>) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    fn catalog(&self) -> Result<&Arc<Catalog>, Status> {
+        self.catalog.get().ok_or_else(|| {
+            Status::unavailable("larch is recovering its indexes after a restart; retry shortly")
+        })
     }
 
     /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk.
@@ -28,7 +50,7 @@ impl IndexApi {
         T: Send + 'static,
         F: FnOnce(&Catalog) -> larch_catalog::Result<T> + Send + 'static,
     {
-        let catalog = Arc::clone(&self.catalog);
+        let catalog = Arc::clone(self.catalog()?);
         tokio::task::spawn_blocking(move || op(&catalog))
             .await
             .map_err(|err| {
@@ -78,7 +100,7 @@ impl IndexService for IndexApi {
     ) -> Result<Response<ListIndexesResponse>, Status> {
         let ListIndexesRequest {} = request.into_inner();
         let indexes = self
-            .catalog
+            .catalog()?
             .list_indexes()
             .into_iter()
             .map(index_model)
@@ -91,7 +113,7 @@ impl IndexService for IndexApi {
         request: Request<DescribeIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
         let DescribeIndexRequest { name } = request.into_inner();
-        let record = self.catalog.describe_index(&name).map_err(status)?;
+        let record = self.catalog()?.describe_index(&name).map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 

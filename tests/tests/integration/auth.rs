@@ -366,7 +366,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(larch_control_plane::serve(
         listener,
-        catalog,
+        async move { Some(catalog) },
         keys,
         async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -250,3 +250,90 @@ async fn reflection_describes_the_package_less_vector_service() {
     }
     server.stop().await;
 }
+
+/// Health status of `service` on `host`.
+async fn health_of(host: &str, service: &str) -> i32 {
+    HealthClient::new(connect(host).await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn control_plane_is_not_serving_until_recovery_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "recovery-test-key";
+    let keys = larch_auth::bootstrap(dir.path(), Some(key)).unwrap().store;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let data_plane = larch_data_plane::DataPlane::new(
+        larch_engine::Engine::new(),
+        keys.clone(),
+        "127.0.0.1".parse().unwrap(),
+    );
+    let catalog = std::sync::Arc::new(larch_catalog::Catalog::new(
+        std::sync::Arc::new(data_plane),
+        larch_catalog::PortPolicy::Ephemeral,
+        "127.0.0.1",
+    ));
+    let (ready, recovered) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(larch_control_plane::serve(
+        listener,
+        async move { recovered.await.ok() },
+        keys,
+        std::future::pending(),
+    ));
+
+    // Recovering: the port answers, health says NOT_SERVING, index calls are UNAVAILABLE.
+    for service in ["", "larch.control.v1.IndexService"] {
+        assert_eq!(
+            health_of(&addr, service).await,
+            ServingStatus::NotServing as i32
+        );
+    }
+    let mut control =
+        larch_proto::control::index_service_client::IndexServiceClient::new(connect(&addr).await);
+    let mut request = tonic::Request::new(larch_proto::control::ListIndexesRequest {});
+    request
+        .metadata_mut()
+        .insert("api-key", key.parse().unwrap());
+    let err = control.list_indexes(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("recovering"), "{}", err.message());
+
+    // Recovered: SERVING, and the same connection now gets answers.
+    ready.send(catalog).ok().unwrap();
+    larch_tests::wait_serving(&addr).await;
+    let mut request = tonic::Request::new(larch_proto::control::ListIndexesRequest {});
+    request
+        .metadata_mut()
+        .insert("api-key", key.parse().unwrap());
+    assert!(
+        control
+            .list_indexes(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .indexes
+            .is_empty()
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn control_plane_stops_when_recovery_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = larch_auth::bootstrap(dir.path(), Some("k")).unwrap().store;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // `None`: recovery failed; the server must stop on its own instead of serving nothing.
+    let stopped =
+        larch_control_plane::serve(listener, async { None }, keys, std::future::pending());
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
