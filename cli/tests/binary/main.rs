@@ -4,5 +4,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod crash;
+mod faults;
 mod harness;
 mod serve;
