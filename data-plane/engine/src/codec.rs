@@ -28,6 +28,8 @@
 //!
 //! Integers are little-endian. Every record of one index has the index's
 //! dimension; the decoder checks it, so replay can never misplace values.
+//! Segment blocks (see `segment`) use the same value encodings through
+//! [`Encoder`] and [`Decoder`].
 
 use crate::{
     Metadata, MetadataValue, Namespace, SparseVector, VectorId,
@@ -182,8 +184,9 @@ pub(crate) fn decode(payload: &[u8], dimension: usize) -> Result<LogRecord, Stri
     Ok(LogRecord { namespace, entry })
 }
 
-/// Appends little-endian values to a payload.
-struct Encoder(Vec<u8>);
+/// Appends little-endian values to a payload; segment blocks (see
+/// `segment`) reuse it, so a value has one encoding everywhere.
+pub(crate) struct Encoder(Vec<u8>);
 
 impl Encoder {
     fn new(kind: u8, namespace: &Namespace) -> Self {
@@ -193,41 +196,51 @@ impl Encoder {
         out
     }
 
+    /// An empty buffer.
+    pub(crate) fn empty() -> Self {
+        Encoder(Vec::new())
+    }
+
+    /// The bytes written so far.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// A length or count. Every length the engine stores is far below 4 Gi
     /// (requests are capped by `limits`).
-    fn len(&mut self, len: usize) {
+    pub(crate) fn len(&mut self, len: usize) {
         let len = u32::try_from(len).expect("lengths are bounded by the engine's limits");
         self.0.extend_from_slice(&len.to_le_bytes());
     }
 
-    fn str(&mut self, s: &str) {
+    pub(crate) fn str(&mut self, s: &str) {
         self.len(s.len());
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn strings(&mut self, strings: &[String]) {
+    pub(crate) fn strings(&mut self, strings: &[String]) {
         self.len(strings.len());
         strings.iter().for_each(|s| self.str(s));
     }
 
-    fn ids(&mut self, ids: &[VectorId]) {
+    pub(crate) fn ids(&mut self, ids: &[VectorId]) {
         self.len(ids.len());
         ids.iter().for_each(|id| self.str(id.as_str()));
     }
 
-    fn f32s(&mut self, values: &[f32]) {
+    pub(crate) fn f32s(&mut self, values: &[f32]) {
         self.0.reserve(values.len() * 4);
         values
             .iter()
             .for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
     }
 
-    fn dense(&mut self, values: &[f32]) {
+    pub(crate) fn dense(&mut self, values: &[f32]) {
         self.len(values.len());
         self.f32s(values);
     }
 
-    fn sparse(&mut self, sparse: &SparseVector) {
+    pub(crate) fn sparse(&mut self, sparse: &SparseVector) {
         debug_assert_eq!(sparse.indices.len(), sparse.values.len());
         self.len(sparse.len());
         sparse
@@ -237,7 +250,7 @@ impl Encoder {
         self.f32s(&sparse.values);
     }
 
-    fn metadata(&mut self, metadata: &Metadata) {
+    pub(crate) fn metadata(&mut self, metadata: &Metadata) {
         self.len(metadata.len());
         for (key, value) in metadata {
             self.str(key);
@@ -262,7 +275,11 @@ impl Encoder {
         }
     }
 
-    fn option<T: ?Sized>(&mut self, value: Option<&T>, write: impl FnOnce(&mut Self, &T)) {
+    pub(crate) fn option<T: ?Sized>(
+        &mut self,
+        value: Option<&T>,
+        write: impl FnOnce(&mut Self, &T),
+    ) {
         match value {
             None => self.0.push(0),
             Some(value) => {
@@ -275,12 +292,28 @@ impl Encoder {
 
 /// Reads little-endian values from a payload, checking every length against
 /// the bytes left.
-struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     bytes: &'a [u8],
     dimension: usize,
 }
 
 impl<'a> Decoder<'a> {
+    /// Reads `bytes` of an index whose vectors have `dimension` values.
+    pub(crate) fn new(bytes: &'a [u8], dimension: usize) -> Self {
+        Decoder { bytes, dimension }
+    }
+
+    /// Fails unless every byte has been read.
+    pub(crate) fn finish(&self) -> Result<(), String> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} unexpected bytes after the last value",
+                self.bytes.len()
+            ))
+        }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.bytes.len() {
             return Err(format!(
@@ -308,9 +341,13 @@ impl<'a> Decoder<'a> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
     /// A count of items taking at least `min_item_bytes` each, checked
     /// against the bytes left before anything is allocated for them.
-    fn count(&mut self, min_item_bytes: usize) -> Result<usize, String> {
+    pub(crate) fn count(&mut self, min_item_bytes: usize) -> Result<usize, String> {
         let count = self.u32()? as usize;
         if count.saturating_mul(min_item_bytes) > self.bytes.len() {
             return Err(format!(
@@ -321,27 +358,27 @@ impl<'a> Decoder<'a> {
         Ok(count)
     }
 
-    fn str(&mut self) -> Result<String, String> {
+    pub(crate) fn str(&mut self) -> Result<String, String> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "a string is not valid UTF-8".to_owned())
     }
 
-    fn strings(&mut self) -> Result<Vec<String>, String> {
+    pub(crate) fn strings(&mut self) -> Result<Vec<String>, String> {
         let count = self.count(4)?;
         (0..count).map(|_| self.str()).collect()
     }
 
-    fn id(&mut self) -> Result<VectorId, String> {
+    pub(crate) fn id(&mut self) -> Result<VectorId, String> {
         VectorId::parse("id", self.str()?).map_err(|e| e.to_string())
     }
 
-    fn ids(&mut self) -> Result<Vec<VectorId>, String> {
+    pub(crate) fn ids(&mut self) -> Result<Vec<VectorId>, String> {
         let count = self.count(4)?;
         (0..count).map(|_| self.id()).collect()
     }
 
-    fn f32s(&mut self, count: usize) -> Result<Vec<f32>, String> {
+    pub(crate) fn f32s(&mut self, count: usize) -> Result<Vec<f32>, String> {
         let bytes = self.take(count.saturating_mul(4))?;
         Ok(bytes
             .chunks_exact(4)
@@ -349,7 +386,7 @@ impl<'a> Decoder<'a> {
             .collect())
     }
 
-    fn dense(&mut self) -> Result<Vec<f32>, String> {
+    pub(crate) fn dense(&mut self) -> Result<Vec<f32>, String> {
         let count = self.count(4)?;
         if count != self.dimension {
             return Err(format!(
@@ -360,7 +397,7 @@ impl<'a> Decoder<'a> {
         self.f32s(count)
     }
 
-    fn sparse(&mut self) -> Result<SparseVector, String> {
+    pub(crate) fn sparse(&mut self) -> Result<SparseVector, String> {
         let count = self.count(8)?;
         let indices = self
             .take(count * 4)?
@@ -371,7 +408,7 @@ impl<'a> Decoder<'a> {
         Ok(SparseVector { indices, values })
     }
 
-    fn metadata(&mut self) -> Result<Metadata, String> {
+    pub(crate) fn metadata(&mut self) -> Result<Metadata, String> {
         // A key length and a value tag at the least.
         let count = self.count(4 + 1)?;
         let mut metadata = Metadata::new();
@@ -393,7 +430,7 @@ impl<'a> Decoder<'a> {
         Ok(metadata)
     }
 
-    fn option<T>(
+    pub(crate) fn option<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, String>,
     ) -> Result<Option<T>, String> {

@@ -8,9 +8,9 @@ use std::{
 };
 
 use crate::{
-    Error, Index, IndexConfig, Result,
+    Error, FlushPolicy, Index, IndexConfig, Result, dir,
     index::{read_lock, write_lock},
-    storage,
+    storage::Placement,
 };
 
 /// All indexes of this node, by name. Cheap to clone: clones share the same
@@ -29,6 +29,10 @@ pub struct Engine {
     /// Serializes creating, opening, dropping and removing indexes, so their
     /// directory work never races while lookups stay on the quick map lock.
     lifecycle: Arc<Mutex<()>>,
+    /// When durable indexes flush and compact.
+    policy: FlushPolicy,
+    /// Where durable indexes keep their segments and manifests.
+    placement: Placement,
 }
 
 impl fmt::Debug for Engine {
@@ -37,6 +41,7 @@ impl fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("root", &self.root)
             .field("indexes", &names)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -51,9 +56,30 @@ impl Engine {
     /// IO: [`Engine::create_index`] creates directories, and
     /// [`Engine::open_index`] recovers existing ones.
     pub fn open(root: impl Into<PathBuf>) -> Self {
+        Engine::open_with(root, FlushPolicy::default())
+    }
+
+    /// [`Engine::open`] with a flush and compaction policy other than the
+    /// default (64 MiB of log per flush, at most 8 segments per namespace).
+    pub fn open_with(root: impl Into<PathBuf>, policy: FlushPolicy) -> Self {
         Engine {
             root: Some(Arc::from(root.into())),
+            policy,
             ..Engine::default()
+        }
+    }
+
+    /// A durable engine whose indexes keep their log under `root` and their
+    /// segments and manifests in `store`, each under its own prefix.
+    #[cfg(test)]
+    pub(crate) fn open_shared(
+        root: impl Into<PathBuf>,
+        policy: FlushPolicy,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Self {
+        Engine {
+            placement: Placement::Shared(store),
+            ..Engine::open_with(root, policy)
         }
     }
 
@@ -67,27 +93,28 @@ impl Engine {
     /// by a crash) with a fresh one holding the index description and an
     /// empty log, synced to disk.
     pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
-        storage::check_name(name)?;
+        dir::check_name(name)?;
         let _lifecycle = self.lifecycle()?;
         self.check_free(name)?;
         let index = match &self.root {
             None => Index::new(name, config),
             Some(root) => {
-                let wal = storage::create(root, name, config)?;
-                Index::durable(name, config, BTreeMap::new(), wal)
+                let durable = dir::create(root, name, config, &self.placement, self.policy)?;
+                Index::durable(name, config, BTreeMap::new(), durable)
             }
         };
         self.register(name, index)
     }
 
     /// Recovers an index created by an earlier run: checks that its stored
-    /// description matches `config` (`FailedPrecondition` if not), replays its
-    /// write-ahead log into memory and registers it. `NotFound` if it has no
+    /// description matches `config` (`FailedPrecondition` if not), loads its
+    /// segments, replays the rest of its write-ahead log into memory and
+    /// registers it. `NotFound` if it has no
     /// directory; [`Error::Corrupt`] if its files are damaged, in which case
     /// nothing is served. An in-memory engine has nothing to open
     /// (`FailedPrecondition`).
     pub fn open_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
-        storage::check_name(name)?;
+        dir::check_name(name)?;
         let Some(root) = &self.root else {
             return Err(Error::FailedPrecondition(format!(
                 "cannot open index '{name}': the engine keeps indexes in memory only"
@@ -95,8 +122,8 @@ impl Engine {
         };
         let _lifecycle = self.lifecycle()?;
         self.check_free(name)?;
-        let (namespaces, wal) = storage::open(root, name, config)?;
-        self.register(name, Index::durable(name, config, namespaces, wal))
+        let (namespaces, durable) = dir::open(root, name, config, &self.placement, self.policy)?;
+        self.register(name, Index::durable(name, config, namespaces, durable))
     }
 
     /// The index called `name`; `NotFound` if there is none.
@@ -114,13 +141,19 @@ impl Engine {
     /// [`Engine::index_dirs`] for [`Engine::remove_orphan`].
     pub fn drop_index(&self, name: &str) -> Result<()> {
         let _lifecycle = self.lifecycle()?;
-        write_lock(&self.indexes)?
+        let index = write_lock(&self.indexes)?
             .remove(name)
             .ok_or_else(|| index_not_found(name))?;
+        // Requests still holding the index may write to its log, but no
+        // flush writes files any more once this returns.
+        index.close();
         if let Some(root) = &self.root
-            && let Err(err) = storage::remove(root, name)
+            && let Err(err) = dir::remove(root, name)
         {
             tracing::warn!(index = %name, error = %err, "cannot delete the data of a dropped index; it is left for orphan collection");
+        }
+        if let Err(err) = self.placement.remove(name) {
+            tracing::warn!(index = %name, error = %err, "cannot delete the stored segments of a dropped index");
         }
         Ok(())
     }
@@ -139,7 +172,7 @@ impl Engine {
     pub fn index_dirs(&self) -> Result<Vec<String>> {
         match &self.root {
             None => Ok(Vec::new()),
-            Some(root) => storage::list(root),
+            Some(root) => dir::list(root),
         }
     }
 
@@ -164,9 +197,10 @@ impl Engine {
         let Some(root) = &self.root else {
             return Ok(());
         };
-        storage::remove(root, name).map_err(|err| {
+        dir::remove(root, name).map_err(|err| {
             Error::storage(format!("cannot delete {}", root.join(name).display()), &err)
-        })
+        })?;
+        self.placement.remove(name)
     }
 
     fn lifecycle(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
@@ -199,6 +233,10 @@ fn index_not_found(name: &str) -> Error {
 
 #[cfg(test)]
 mod durable_tests;
+#[cfg(test)]
+mod flush_proptests;
+#[cfg(test)]
+mod flush_tests;
 
 #[cfg(test)]
 mod tests {

@@ -20,17 +20,27 @@
 //! leaves memory untouched. Writers of different namespaces share syncs
 //! (group commit, see `wal`).
 //!
-//! Lock order: the namespace map before a namespace, never the reverse.
+//! Every logged change runs inside `Index::logged`, which holds the flush
+//! gate shared from before its append until it is applied. A flush takes the
+//! gate exclusively for a moment to cut the log and the memtable at the same
+//! point (see `flush`), then writes segments with no index lock held; the
+//! write that finds the log past the policy's threshold runs it, once its
+//! own change is durable and applied.
+//!
+//! Lock order: the flush state, the flush gate, the namespace map, a
+//! namespace; never the reverse.
 
 use std::{
     collections::BTreeMap,
-    fmt,
+    fmt, mem,
     ops::Bound,
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use crate::{
-    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, VectorId, codec, limits, metadata,
+    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, VectorId, codec,
+    flush::{Pending, Segments, State, StorageStats},
+    limits, metadata,
     namespace::{NamespaceStore, WriteOp},
     pagination::Cursor,
     requests::{
@@ -40,7 +50,7 @@ use crate::{
     },
     search::SearchQuery,
     validate::{self, DeleteTarget, FetchByMetadata, Page, QueryTarget, Update, UpdateTarget},
-    wal::Wal,
+    wal::{self, Wal},
 };
 
 #[cfg(test)]
@@ -76,6 +86,37 @@ fn namespace_not_found(namespace: &Namespace) -> Error {
     Error::NotFound(format!("namespace '{}' not found", namespace.label()))
 }
 
+/// What a durable index has beyond its memory: its log, its segments, and
+/// what the next flush needs to know.
+pub(crate) struct Durable {
+    wal: Wal,
+    segments: Segments,
+    /// Held shared by every logged change from before its append until it
+    /// is applied, and exclusively by a flush while it cuts.
+    gate: RwLock<()>,
+    /// Namespaces deleted since the last cut.
+    dropped: Mutex<Vec<Namespace>>,
+}
+
+impl Durable {
+    /// `dropped`: namespaces deleted since the segments were written (by
+    /// the replayed log).
+    pub(crate) fn new(wal: Wal, segments: Segments, dropped: Vec<Namespace>) -> Self {
+        Durable {
+            wal,
+            segments,
+            gate: RwLock::new(()),
+            dropped: Mutex::new(dropped),
+        }
+    }
+
+    /// The segments, for tests that inject failures.
+    #[cfg(test)]
+    pub(crate) fn segments(&self) -> &Segments {
+        &self.segments
+    }
+}
+
 /// One index: its config and its namespaces. All methods take `&self` and are
 /// thread-safe (RwLock inside; one lock per namespace so namespaces do not
 /// block each other).
@@ -84,8 +125,8 @@ pub struct Index {
     config: IndexConfig,
     /// Sorted by name, so listing namespaces is a range scan.
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
-    /// The write-ahead log; `None` for an in-memory index.
-    wal: Option<Wal>,
+    /// The log and segments; `None` for an in-memory index.
+    durable: Option<Durable>,
 }
 
 impl fmt::Debug for Index {
@@ -93,7 +134,7 @@ impl fmt::Debug for Index {
         f.debug_struct("Index")
             .field("name", &self.name)
             .field("config", &self.config)
-            .field("durable", &self.wal.is_some())
+            .field("durable", &self.durable.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -105,17 +146,17 @@ impl Index {
             name: name.into(),
             config,
             namespaces: RwLock::new(BTreeMap::new()),
-            wal: None,
+            durable: None,
         }
     }
 
-    /// A durable index holding `namespaces` (recovered from `wal`, or empty),
-    /// logging every change to `wal`.
+    /// A durable index holding `namespaces` (recovered, or empty), logging
+    /// every change and flushing to segments.
     pub(crate) fn durable(
         name: impl Into<String>,
         config: IndexConfig,
         namespaces: BTreeMap<Namespace, NamespaceStore>,
-        wal: Wal,
+        durable: Durable,
     ) -> Self {
         let namespaces = namespaces
             .into_iter()
@@ -125,7 +166,7 @@ impl Index {
             name: name.into(),
             config,
             namespaces: RwLock::new(namespaces),
-            wal: Some(wal),
+            durable: Some(durable),
         }
     }
 
@@ -144,8 +185,10 @@ impl Index {
     pub fn upsert(&self, request: UpsertRequest) -> Result<u32> {
         let (namespace, records) = validate::upsert(request, self.config)?;
         let count = u32::try_from(records.len()).expect("an upsert holds at most 1000 vectors");
-        self.write(&namespace, true, |_| {
-            Ok((Some(WriteOp::Upsert(records)), ()))
+        self.logged(|| {
+            self.write(&namespace, true, |_| {
+                Ok((Some(WriteOp::Upsert(records)), ()))
+            })
         })?;
         Ok(count)
     }
@@ -239,7 +282,11 @@ impl Index {
     /// namespaces are not an error; the namespace itself stays.
     pub fn delete(&self, request: DeleteRequest) -> Result<()> {
         let (namespace, target) = validate::delete(request)?;
-        self.write(&namespace, false, |store| {
+        self.logged(|| self.delete_in(&namespace, target))
+    }
+
+    fn delete_in(&self, namespace: &Namespace, target: DeleteTarget) -> Result<()> {
+        self.write(namespace, false, |store| {
             let ids: Vec<VectorId> = match target {
                 DeleteTarget::All => return Ok((Some(WriteOp::DeleteAll), ())),
                 DeleteTarget::Ids(ids) => ids
@@ -259,11 +306,16 @@ impl Index {
     /// matching a filter (returns how many matched). With `dry_run` nothing
     /// changes, but the count and all checks are the same.
     pub fn update(&self, request: UpdateRequest) -> Result<u32> {
+        let update = validate::update(request, self.config)?;
+        self.logged(|| self.update_in(update))
+    }
+
+    fn update_in(&self, update: Update) -> Result<u32> {
         let Update {
             namespace,
             target,
             dry_run,
-        } = validate::update(request, self.config)?;
+        } = update;
         match target {
             UpdateTarget::Id {
                 id,
@@ -362,19 +414,28 @@ impl Index {
     ) -> Result<NamespaceInfo> {
         let namespace = validate::new_namespace(name)?;
         let schema_fields = validate::schema_fields(schema_fields)?;
+        self.logged(|| self.create_namespace_in(name, namespace, schema_fields))
+    }
+
+    fn create_namespace_in(
+        &self,
+        name: &str,
+        namespace: Namespace,
+        schema_fields: Option<Vec<String>>,
+    ) -> Result<NamespaceInfo> {
         let mut namespaces = write_lock(&self.namespaces)?;
         if namespaces.contains_key(&namespace) {
             return Err(Error::AlreadyExists(format!(
                 "namespace '{name}' already exists"
             )));
         }
-        if let Some(wal) = &self.wal {
-            wal.append(&codec::encode_create_namespace(
+        if let Some(durable) = &self.durable {
+            durable.wal.append(&codec::encode_create_namespace(
                 &namespace,
                 schema_fields.as_deref(),
             ))?;
         }
-        let store = NamespaceStore::new(self.config, schema_fields);
+        let store = self.new_store(schema_fields);
         let info = store.info(&namespace);
         namespaces.insert(namespace, Arc::new(RwLock::new(store)));
         Ok(info)
@@ -438,6 +499,10 @@ impl Index {
     /// Deletes a namespace and all its records.
     pub fn delete_namespace(&self, name: &str) -> Result<()> {
         let namespace = Namespace::parse("namespace", name)?;
+        self.logged(|| self.delete_namespace_in(namespace))
+    }
+
+    fn delete_namespace_in(&self, namespace: Namespace) -> Result<()> {
         let mut namespaces = write_lock(&self.namespaces)?;
         let shared = namespaces
             .get(&namespace)
@@ -447,8 +512,11 @@ impl Index {
         // map stays locked meanwhile: deleting a namespace is rare).
         let mut store = write_lock(&shared)?;
         debug_assert!(!store.is_dropped(), "a dropped store is not in the map");
-        if let Some(wal) = &self.wal {
-            wal.append(&codec::encode_delete_namespace(&namespace))?;
+        if let Some(durable) = &self.durable {
+            durable
+                .wal
+                .append(&codec::encode_delete_namespace(&namespace))?;
+            lock(&durable.dropped)?.push(namespace.clone());
         }
         namespaces.remove(&namespace);
         drop(namespaces);
@@ -456,6 +524,17 @@ impl Index {
         // and look it up again (see `write`), so no write is lost in a dead store.
         store.mark_dropped();
         Ok(())
+    }
+
+    /// An empty namespace store: tracking its changes for the next flush
+    /// only in a durable index.
+    fn new_store(&self, schema_fields: Option<Vec<String>>) -> NamespaceStore {
+        let store = NamespaceStore::new(self.config, schema_fields);
+        if self.durable.is_some() {
+            store
+        } else {
+            store.untracked()
+        }
     }
 
     /// The store of `namespace`, if it exists.
@@ -498,7 +577,7 @@ impl Index {
                             // append: namespace creation is rare, and the
                             // writers of other namespaces that are already
                             // committing do not need the map.
-                            let mut store = NamespaceStore::new(self.config, None);
+                            let mut store = self.new_store(None);
                             let (op, output) = plan(&store)?;
                             if let Some(op) = op {
                                 self.commit(namespace, &mut store, op)?;
@@ -527,12 +606,139 @@ impl Index {
     /// Every record change passes through here. If the log append fails,
     /// memory stays untouched.
     fn commit(&self, namespace: &Namespace, store: &mut NamespaceStore, op: WriteOp) -> Result<()> {
-        if let Some(wal) = &self.wal {
-            wal.append(&codec::encode_write(namespace, &op))?;
+        if let Some(durable) = &self.durable {
+            durable.wal.append(&codec::encode_write(namespace, &op))?;
         }
         store.apply(op);
         Ok(())
     }
+
+    /// Runs `change`, which may log changes, holding the flush gate shared
+    /// so that a flush never cuts between a change's append and its apply;
+    /// then, with no lock held, flushes if the log has grown past the
+    /// threshold.
+    fn logged<T>(&self, change: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(durable) = &self.durable else {
+            return change();
+        };
+        let output = {
+            let _gate = read_lock(&durable.gate)?;
+            change()?
+        };
+        if durable.wal.len() >= durable.segments.policy().wal_bytes
+            && let Err(err) = self.flush_segments(false)
+        {
+            // The change is durable in the log, which keeps everything until a flush succeeds.
+            tracing::warn!(index = %self.name, error = %err, "flushing or compacting segments failed; the write-ahead log keeps every change and the flush is retried");
+        }
+        Ok(output)
+    }
+
+    /// Flushes every change logged so far to segments and swaps the
+    /// manifest (then compacts if a namespace has too many segments), even
+    /// below the flush threshold. Returns whether anything was written;
+    /// `false` for an in-memory index. Writes continue meanwhile, except
+    /// for the moment of the cut (see the crate's `# Durability`).
+    pub fn flush(&self) -> Result<bool> {
+        self.flush_segments(true)
+    }
+
+    /// Segment and log figures of a durable index; `None` in memory.
+    pub fn storage_stats(&self) -> Option<StorageStats> {
+        let durable = self.durable.as_ref()?;
+        Some(durable.segments.stats(&durable.wal))
+    }
+
+    /// Stops writing files for good, once a flush in progress is done: the
+    /// index is being dropped and its directory removed.
+    pub(crate) fn close(&self) {
+        if let Some(durable) = &self.durable {
+            durable.segments.close();
+        }
+    }
+
+    /// The log and segments, for tests.
+    #[cfg(test)]
+    pub(crate) fn durable_parts(&self) -> Option<&Durable> {
+        self.durable.as_ref()
+    }
+
+    /// A flush (see `flush`). `force`: wait for a flush in progress, and
+    /// flush whatever there is; otherwise give up if another flush runs,
+    /// the last one failed moments ago, or the log is below the threshold.
+    fn flush_segments(&self, force: bool) -> Result<bool> {
+        let Some(durable) = &self.durable else {
+            return Ok(false);
+        };
+        let Some(mut state) = durable.segments.begin(force)? else {
+            return Ok(false);
+        };
+        let (wal_start, cut) = match self.cut(durable, &state, force) {
+            Ok(Some(cut)) => cut,
+            Ok(None) => return Ok(false),
+            Err(err) => {
+                state.back_off();
+                return Err(err);
+            }
+        };
+        durable.segments.write(&mut state, wal_start, cut)?;
+        Ok(true)
+    }
+
+    /// Step 1 of a flush (see `flush`): with writers paused, starts the next
+    /// log file and takes every change since the last cut. Returns the
+    /// number of the new file (where replay will start) and the changes;
+    /// `None` if there is nothing to flush (or, unless `force`, the log is
+    /// below the threshold after all). A failure before the new file exists
+    /// takes nothing; after it, nothing can fail.
+    fn cut(
+        &self,
+        durable: &Durable,
+        state: &State,
+        force: bool,
+    ) -> Result<Option<(u64, Vec<Pending>)>> {
+        let _gate = write_lock(&durable.gate)?;
+        let wal = &durable.wal;
+        if !force && wal.len() < durable.segments.policy().wal_bytes {
+            // Another flush got there first.
+            return Ok(None);
+        }
+        let empty_log = wal.len() <= wal::HEADER_LEN;
+        if empty_log && wal.number() == state.wal_start() && !state.has_pending() {
+            return Ok(None);
+        }
+        // Take every lock first, so the cut cannot stop halfway.
+        let namespaces = read_lock(&self.namespaces)?;
+        let stores = namespaces
+            .iter()
+            .map(|(name, shared)| Ok((name, read_lock(shared)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut dropped = lock(&durable.dropped)?;
+        let wal_start = if empty_log {
+            wal.number()
+        } else {
+            wal.rotate()?
+        };
+        let mut cut: Vec<Pending> = mem::take(&mut *dropped)
+            .into_iter()
+            .map(Pending::Dropped)
+            .collect();
+        for (name, store) in &stores {
+            if let Some((bytes, cleared)) = store.take_changes(name) {
+                cut.push(Pending::Segment {
+                    namespace: (*name).clone(),
+                    cleared,
+                    bytes,
+                    written: None,
+                });
+            }
+        }
+        Ok(Some((wal_start, cut)))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    mutex.lock().map_err(|_| poisoned())
 }
 
 /// Where a page of keys with `prefix` starts: right after the token's key, or

@@ -21,10 +21,14 @@
 //! |---|---|
 //! | `engine` | [`Engine`]: all indexes of this node, by name, in memory or each in its own directory |
 //! | `index` | [`Index`]: one index; validates requests, locks namespaces, runs reads and the single write path |
-//! | `namespace` | the per-namespace store: rows in one contiguous `Vec<f32>`, a sorted id map, and the mutations it applies |
-//! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, replay |
-//! | `codec` | the binary (little-endian) encoding of one logged change |
-//! | `storage` | index directories: the checksummed `index.meta`, creation, recovery, removal |
+//! | `namespace` | the per-namespace store: rows in one contiguous `Vec<f32>`, a sorted id map, the mutations it applies, and what changed since the last flush |
+//! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, rotation, replay |
+//! | `codec` | the binary (little-endian) encoding of one logged change, and of values in segment blocks |
+//! | `flush` | flushing the memtable to segments, the manifest swap, compaction, loading segments at recovery; [`FlushPolicy`], [`StorageStats`] |
+//! | `segment` | the segment file: one namespace's records (vectors contiguous) and tombstones, a checksum per block |
+//! | `manifest` | the manifest: live segments per namespace, and where log replay starts |
+//! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
+//! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `search` | the `VectorSearch` trait an ANN index can slot into, the exact (brute-force) implementation and a bounded top-k heap |
 //! | `distance` | dense distance kernels (auto-vectorized loops) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
@@ -44,43 +48,85 @@
 //! root:
 //!
 //! ```text
-//! <root>/<index>/index.meta        dimension and metric, checksummed
-//! <root>/<index>/wal-000001.log    the write-ahead log
-//! <root>/.<index>.tmp/             an index being created or removed (a crash leftover)
+//! <root>/<index>/index.meta              dimension and metric, checksummed
+//! <root>/<index>/wal-000042.log          write-ahead log files from the manifest's first one on
+//! <root>/<index>/manifest                the live segments per namespace, and where replay starts
+//! <root>/<index>/segments/seg-000007.seg immutable segments: records and tombstones of one namespace
+//! <root>/.<index>.tmp/                   an index being created or removed (a crash leftover)
 //! ```
+//!
+//! **Writes.** Every change (upsert, update, delete, delete all, namespace
+//! creation and deletion) is validated, encoded as one checksummed log
+//! record, appended and `fdatasync`ed *before* it is applied in memory and
+//! the call returns. Concurrent writers share one sync (group commit).
+//! Memory (the memtable) always holds the whole index, and reads are served
+//! from it.
+//!
+//! **Flush.** When the active log file passes [`FlushPolicy::wal_bytes`]
+//! (64 MiB by default; [`Engine::open_with`] sets another), the write that
+//! noticed it, once its own change is durable and applied, flushes: with
+//! writers paused for a moment (readers are not), it starts the next log
+//! file and takes what each namespace changed since the last flush; then,
+//! holding no index lock, it writes one segment per namespace touched (the
+//! current state of each changed id, a tombstone for each deleted one, a
+//! *cleared* mark after `delete_all` or for a new namespace, its schema
+//! fields), swaps in a new manifest listing them (dropping the segments of
+//! deleted or cleared namespaces) and naming the new log file as where
+//! replay starts, and only then deletes the older log files and the
+//! segments no longer listed. [`Index::flush`] flushes on demand;
+//! [`Index::storage_stats`] reports segment and log sizes.
+//!
+//! **Compaction.** After a flush, a namespace with more than
+//! [`FlushPolicy::max_segments`] segments (8 by default) has them all merged,
+//! oldest first, into one holding only the newest version of each live
+//! record (no tombstones); the merged segment is written, the manifest
+//! swapped, then the inputs deleted. Deleted and overwritten records leave
+//! the disk.
+//!
+//! **Storage.** `index.meta` and the log are plain `std::fs` files, because
+//! `object_store` can neither append nor `fsync`. Segments and the manifest
+//! go through one small `Storage` trait built on `object_store` (local
+//! filesystem by default, with every file synced before it counts; an
+//! in-memory store in tests): files are immutable once written and the
+//! manifest is swapped atomically (a rename locally, a conditional PUT on
+//! stores that support it), so an S3-compatible store can be plugged in
+//! later. `object_store` is async; the engine drives its futures on the
+//! calling thread, which is a blocking thread (the server calls the engine
+//! through `spawn_blocking`).
 //!
 //! What is guaranteed:
 //!
-//! - **An acknowledged write has been `fdatasync`ed to the write-ahead log.**
-//!   Every change (upsert, update, delete, delete all, namespace creation and
-//!   deletion) is validated, encoded as one checksummed log record, appended
-//!   and synced *before* it is applied in memory and the call returns.
-//!   Concurrent writers share one sync (group commit). A reader never sees a
-//!   change that is not durable yet, and a change whose append fails is not
-//!   applied. [`Engine::create_index`] returns once the index directory is on
-//!   disk.
+//! - **An acknowledged write has been `fdatasync`ed to the write-ahead log**
+//!   and stays there until a manifest that covers it is durable. A reader
+//!   never sees a change that is not durable yet, and a change whose append
+//!   fails is not applied. [`Engine::create_index`] returns once the index
+//!   directory is on disk.
 //! - **Process crash** (kill -9, panic, out of memory): every acknowledged
-//!   write survives; [`Engine::open_index`] replays the log at the next start
-//!   and reproduces exactly the namespaces and records there were. A write
-//!   that was in flight may or may not be there, but never half-applied.
+//!   write survives; [`Engine::open_index`] loads the segments the manifest
+//!   lists, replays the log from the manifest's first file and reproduces
+//!   exactly the namespaces and records there were. A write that was in
+//!   flight may or may not be there, but never half-applied. A crash in the
+//!   middle of a flush or compaction loses nothing: until the new manifest
+//!   is in place the old one and the log files stand, and the files written
+//!   meanwhile (not listed) are deleted at the next start.
 //! - **Power loss or kernel crash**: the same, given a disk that honours
 //!   flushes (no volatile write cache that acknowledges `fdatasync` early).
 //! - **Damage**: a torn record at the very end of the log (a crash in the
 //!   middle of an unacknowledged write) is dropped with a warning and cut off.
-//!   Anything else — a bad record followed by more data, a bad file header, a
-//!   damaged `index.meta` — stops recovery with [`Error::Corrupt`], naming the
-//!   file and byte offset: partial data is never served.
+//!   Anything else stops recovery with [`Error::Corrupt`], naming the file
+//!   and byte offset: a bad log record followed by more data, a bad log
+//!   header, a missing log file, a damaged `index.meta` or manifest, a listed
+//!   segment that is missing, has the wrong size, or fails the checksum of
+//!   its header or any block (vectors, ids, sparse values, metadata,
+//!   tombstones, namespace). Partial data is never served, and nothing is
+//!   deleted from an index that fails to open.
 //! - **Faults**: when the disk is full ([`ErrorCode::ResourceExhausted`]) or
 //!   read-only or failing ([`ErrorCode::Unavailable`]), writes fail with the
 //!   reason and reads keep working. After a failed `fdatasync` an index
 //!   refuses every write until it is reopened, since the kernel may have
-//!   dropped the unsynced data.
-//!
-//! The log files are written with plain `std::fs` (appends and
-//! `fdatasync`), because `object_store` can neither append nor fsync; the
-//! immutable segment files and manifest that come next will go through it.
-//! For now the log grows without bound and recovery replays all of it;
-//! numbered log files are the seam for flushing to segments.
+//!   dropped the unsynced data. A failed flush changes nothing on disk that
+//!   matters; it is retried (after a second) by a later write, and what it
+//!   took from memory is written by the next flush.
 //!
 //! ```
 //! use larch_engine::{Dimension, Engine, IndexConfig, Metric, UpsertRequest, VectorInput, FetchRequest};
@@ -128,17 +174,21 @@
 //! ```
 
 mod codec;
+mod dir;
 mod distance;
 mod engine;
 mod error;
 mod filter;
+mod flush;
 mod index;
 pub mod limits;
+mod manifest;
 mod metadata;
 mod namespace;
 mod pagination;
 mod requests;
 mod search;
+mod segment;
 mod storage;
 mod types;
 mod validate;
@@ -151,6 +201,7 @@ mod test_support;
 pub use engine::Engine;
 pub use error::{Error, ErrorCode, Result};
 pub use filter::Filter;
+pub use flush::{FlushPolicy, StorageStats};
 pub use index::Index;
 pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
 pub use requests::{

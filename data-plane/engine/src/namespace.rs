@@ -10,13 +10,22 @@
 //! Every change goes through [`NamespaceStore::apply`] with a [`WriteOp`]
 //! built from already validated values, so applying never fails and the
 //! operation itself is what a write-ahead log will record.
+//!
+//! The store also remembers what changed since the last flush (see
+//! `flush`): the ids written or deleted, and whether everything older was
+//! cleared. [`NamespaceStore::take_changes`] turns that into a segment.
 
-use std::{collections::BTreeMap, ops::Bound};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::Bound,
+    sync::{Mutex, PoisonError},
+};
 
 use crate::{
     Filter, IndexConfig, Metadata, Namespace, NamespaceInfo, Record, ScoredRecord, SparseVector,
     VectorId, distance, metadata,
     search::{ExactSearch, Hit, SearchQuery, VectorSearch},
+    segment::{self, RecordRef},
 };
 
 /// A validated record, ready to store.
@@ -151,6 +160,18 @@ impl Rows {
     }
 }
 
+/// What changed in a namespace since the last flush.
+#[derive(Debug)]
+struct Changes {
+    /// Off in an in-memory index, which never flushes.
+    tracking: bool,
+    /// Nothing older than this store survives: it was created (or
+    /// re-created) or emptied by `delete_all` since the last flush.
+    cleared: bool,
+    /// Ids written or deleted since the last flush (or since `cleared`).
+    dirty: BTreeSet<VectorId>,
+}
+
 /// One namespace: its records, id map and search structure.
 #[derive(Debug)]
 pub(crate) struct NamespaceStore {
@@ -165,6 +186,11 @@ pub(crate) struct NamespaceStore {
     /// Set when `delete_namespace` removed this store from its index; a writer
     /// that locked it afterwards must look the namespace up again.
     dropped: bool,
+    /// What changed since the last flush. Writers update it through `&mut
+    /// self` (no locking); a flush takes it under a *read* lock of the
+    /// store while no writer runs (the index's flush gate), so readers are
+    /// not held up.
+    changes: Mutex<Changes>,
 }
 
 impl NamespaceStore {
@@ -177,7 +203,76 @@ impl NamespaceStore {
             schema_fields,
             payload_bytes: 0,
             dropped: false,
+            changes: Mutex::new(Changes {
+                tracking: true,
+                cleared: true,
+                dirty: BTreeSet::new(),
+            }),
         }
+    }
+
+    /// This store without change tracking, for an index that never flushes.
+    pub(crate) fn untracked(mut self) -> Self {
+        let changes = self.changes();
+        changes.tracking = false;
+        changes.cleared = false;
+        self
+    }
+
+    fn changes(&mut self) -> &mut Changes {
+        self.changes
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the changes since the last flush: for a store just loaded
+    /// from segments, which hold all of it.
+    pub(crate) fn mark_clean(&mut self) {
+        let changes = self.changes();
+        changes.cleared = false;
+        changes.dirty.clear();
+    }
+
+    /// Sets the declared metadata fields, as a loaded segment says.
+    pub(crate) fn restore_schema(&mut self, schema_fields: Option<Vec<String>>) {
+        self.schema_fields = schema_fields;
+    }
+
+    /// If anything changed since the last flush, the segment of namespace
+    /// `name` holding it (the current state of every changed id, a
+    /// tombstone for each deleted one) and whether it clears everything
+    /// older; the store then counts as flushed. The caller makes sure no
+    /// writer runs meanwhile.
+    pub(crate) fn take_changes(&self, name: &Namespace) -> Option<(Vec<u8>, bool)> {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        if !changes.cleared && changes.dirty.is_empty() {
+            return None;
+        }
+        let mut records = Vec::new();
+        let mut tombstones = Vec::new();
+        for id in &changes.dirty {
+            match self.row_of(id.as_str()) {
+                Some(row) => records.push(RecordRef {
+                    id,
+                    values: self.rows.dense(row),
+                    sparse: self.rows.sparse(row),
+                    metadata: self.rows.metadata(row),
+                }),
+                // After a clear there is nothing older for a tombstone to hide.
+                None if !changes.cleared => tombstones.push(id),
+                None => {}
+            }
+        }
+        let header = segment::Header {
+            namespace: name.clone(),
+            cleared: changes.cleared,
+            schema_fields: self.schema_fields.clone(),
+        };
+        let bytes = segment::encode(&header, self.rows.dim, &records, &tombstones);
+        let cleared = changes.cleared;
+        changes.cleared = false;
+        changes.dirty.clear();
+        Some((bytes, cleared))
     }
 
     /// Number of records.
@@ -298,8 +393,14 @@ impl NamespaceStore {
         self.dropped = true;
     }
 
-    /// Applies one validated mutation.
+    /// Applies one validated mutation, remembering it for the next flush.
     pub(crate) fn apply(&mut self, op: WriteOp) {
+        self.track(&op);
+        self.restore(op);
+    }
+
+    /// Applies a mutation read back from a segment: it is already flushed.
+    pub(crate) fn restore(&mut self, op: WriteOp) {
         match op {
             WriteOp::Upsert(records) => records.into_iter().for_each(|record| self.put(record)),
             WriteOp::Delete(ids) => ids.iter().for_each(|id| self.remove(id)),
@@ -341,6 +442,38 @@ impl NamespaceStore {
                 }
             }
         }
+    }
+
+    /// Remembers which ids `op` is about to change, for the next flush.
+    fn track(&mut self, op: &WriteOp) {
+        if !self.changes().tracking {
+            return;
+        }
+        let existing: Vec<VectorId> = match op {
+            WriteOp::Upsert(records) => {
+                let ids = records.iter().map(|r| r.id.clone());
+                self.changes().dirty.extend(ids);
+                return;
+            }
+            WriteOp::DeleteAll => {
+                let changes = self.changes();
+                changes.cleared = true;
+                changes.dirty.clear();
+                return;
+            }
+            WriteOp::Delete(ids) | WriteOp::MergeMetadata { ids, .. } => ids
+                .iter()
+                .filter(|id| self.by_id.contains_key(id.as_str()))
+                .cloned()
+                .collect(),
+            WriteOp::Update { id, .. } => self
+                .by_id
+                .contains_key(id.as_str())
+                .then(|| id.clone())
+                .into_iter()
+                .collect(),
+        };
+        self.changes().dirty.extend(existing);
     }
 
     fn put(&mut self, record: NewRecord) {
@@ -425,6 +558,63 @@ mod tests {
             .map(|row| store.rows.payload_bytes(row))
             .sum();
         assert_eq!(payload, store.payload_bytes);
+    }
+
+    /// The segment a flush would take now, decoded: (cleared, records, tombstones).
+    fn taken(store: &NamespaceStore) -> Option<(bool, Vec<String>, Vec<String>)> {
+        let (bytes, cleared) = store.take_changes(&Namespace::default())?;
+        let segment = segment::decode(&bytes, 2).unwrap();
+        assert_eq!(segment.header.cleared, cleared);
+        let names = |ids: Vec<&VectorId>| ids.into_iter().map(|id| id.to_string()).collect();
+        Some((
+            cleared,
+            names(segment.records.iter().map(|r| &r.id).collect()),
+            names(segment.tombstones.iter().collect()),
+        ))
+    }
+
+    #[test]
+    fn changes_since_the_last_flush_become_one_segment() {
+        let mut store = store();
+        assert_eq!(
+            taken(&store),
+            Some((true, vec![], vec![])),
+            "a new namespace"
+        );
+        assert_eq!(taken(&store), None, "nothing changed since");
+        store.apply(WriteOp::Upsert(vec![
+            record("b", [1.0, 0.0]),
+            record("a", [0.0, 1.0]),
+        ]));
+        assert_eq!(
+            taken(&store),
+            Some((false, vec!["a".into(), "b".into()], vec![]))
+        );
+        store.apply(WriteOp::Delete(vec![id("a"), id("never")]));
+        store.apply(WriteOp::Update {
+            id: id("b"),
+            values: Some(vec![2.0, 2.0]),
+            sparse: None,
+            patch: None,
+        });
+        store.apply(WriteOp::Upsert(vec![record("c", [1.0, 1.0])]));
+        store.apply(WriteOp::Delete(vec![id("c")]));
+        assert_eq!(
+            taken(&store),
+            Some((false, vec!["b".into()], vec!["a".into(), "c".into()]))
+        );
+        // After a clear, nothing older survives: no tombstones are needed.
+        store.apply(WriteOp::Upsert(vec![record("d", [1.0, 1.0])]));
+        store.apply(WriteOp::DeleteAll);
+        store.apply(WriteOp::Upsert(vec![record("e", [1.0, 1.0])]));
+        store.apply(WriteOp::Delete(vec![id("e")]));
+        assert_eq!(taken(&store), Some((true, vec![], vec![])));
+
+        // An in-memory index keeps no record of changes.
+        let mut untracked = self::store().untracked();
+        untracked.apply(WriteOp::Upsert(vec![record("a", [1.0, 0.0])]));
+        untracked.apply(WriteOp::DeleteAll);
+        assert_eq!(taken(&untracked), None);
     }
 
     #[test]

@@ -1,359 +1,509 @@
-//! Index directories on the local disk: creating, opening (recovery),
-//! removing and listing them.
+//! The one interface through which an index stores its segments and its
+//! manifest, and its implementation on the `object_store` crate.
 //!
-//! # Layout
+//! [`Storage`] offers only what every object store can do: whole immutable
+//! files (put once, read, list, delete) and one small file, the manifest,
+//! that is replaced atomically. Nothing above this module assumes more
+//! (no appends, no renames, no directories, no `fsync`), so an S3-compatible
+//! store can be plugged in later without touching the flush, compaction or
+//! recovery code.
 //!
-//! ```text
-//! <root>/<index>/index.meta       dimension and metric, checksummed
-//! <root>/<index>/wal-000001.log   the write-ahead log (see `wal`)
-//! <root>/.<index>.tmp/            an index being created or removed
-//! ```
+//! [`ObjectStorage`] implements it on any [`ObjectStore`]:
 //!
-//! A new index is built complete in `.<index>.tmp` and renamed into place,
-//! and a dropped one is renamed away before it is deleted, so a crash never
-//! leaves a half-made `<index>` directory: only a leftover whose name starts
-//! with a dot, which is never an index name.
+//! - **Local disk** (the default, [`ObjectStorage::local`]):
+//!   `LocalFileSystem` rooted at the index directory, with `fsync` on: a put
+//!   writes a staging file, syncs it, renames it into place and syncs the
+//!   directory, so a file is durable and complete once `put` returns, and
+//!   the manifest swap is an atomic rename. The engine is the only writer of
+//!   an index directory, so the manifest is replaced unconditionally.
+//! - **Shared stores** ([`Placement::Shared`]): one store for all indexes,
+//!   each under its own prefix; `InMemory` in tests, S3-compatible stores
+//!   later. Files are created with `PutMode::Create` and the manifest is
+//!   swapped with `PutMode::Update` (a conditional PUT against the version
+//!   read or written last), so a second writer is detected instead of
+//!   silently overwritten.
 //!
-//! `index.meta` is 21 bytes: magic `LARCHIDX`, format version (u32),
-//! dimension (u32), metric (u8: 0 cosine, 1 euclidean, 2 dotproduct), and a
-//! crc32 of the preceding 17 bytes; integers little-endian.
+//! The write-ahead log does **not** go through here: it needs appends and
+//! `fdatasync`, which `object_store` cannot offer, so it stays on plain
+//! `std::fs` files in the index directory (see `wal`).
+//!
+//! # Async bridge
+//!
+//! `object_store`'s API is async; the engine is synchronous. [`wait`] is the
+//! one place that bridges them: it drives a future to completion on the
+//! calling thread (`futures_executor::block_on`). That is sound because
+//! engine calls already run on blocking threads (the server calls the
+//! engine through `spawn_blocking`) or on plain threads. Inside a Tokio
+//! context `LocalFileSystem` hands its file IO to Tokio's blocking pool and
+//! this thread just waits; elsewhere it does the IO inline.
 
 use std::{
-    collections::BTreeMap,
-    fs::{self, File, OpenOptions},
-    io::{self, Write},
+    error::Error as _,
+    fmt,
+    future::Future,
+    io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
-use crate::{
-    Dimension, Error, IndexConfig, Metric, Namespace, Result,
-    codec::{self, LogEntry, LogRecord},
-    namespace::{NamespaceStore, WriteOp},
-    wal::{self, Wal},
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+    local::LocalFileSystem,
+    path::{Path as ObjectPath, PathPart},
 };
 
-/// Name of the index description file.
-pub(crate) const META_FILE: &str = "index.meta";
-const META_MAGIC: &[u8; 8] = b"LARCHIDX";
-const META_VERSION: u32 = 1;
-const META_LEN: usize = 21;
+use crate::{Error, ErrorCode, Result};
 
-/// Checks that an index name can be a directory name: non-empty, at most 255
-/// bytes, no path separator or NUL, and not starting with a dot (those names
-/// are reserved for leftovers of interrupted work and for `.`/`..`).
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        "must not be empty"
-    } else if name.len() > 255 {
-        "must be at most 255 bytes"
-    } else if name.contains(['/', '\\', '\0']) {
-        "must not contain '/', '\\' or NUL"
-    } else if name.starts_with('.') {
-        "must not start with '.'"
-    } else {
-        return Ok(());
-    };
-    Err(Error::invalid(
-        "name",
-        format!("index name '{name}' {problem}"),
-    ))
+/// Runs an `object_store` future to completion on this thread: the single
+/// async-to-sync bridge of the engine (see the module docs).
+fn wait<F: Future>(future: F) -> F::Output {
+    futures_executor::block_on(future)
 }
 
-/// Where an index being created or removed sits.
-fn staging_dir(root: &Path, name: &str) -> PathBuf {
-    root.join(format!(".{name}.tmp"))
+/// Why a storage operation failed, before the caller adds what it was doing.
+#[derive(Debug)]
+pub(crate) enum StoreError {
+    /// The file does not exist.
+    NotFound,
+    /// The file exists although it should not, or the manifest changed since
+    /// this index last read or wrote it (another writer).
+    Conflict(String),
+    /// Anything else; `full` when the store ran out of space.
+    Failed { full: bool, message: String },
 }
 
-/// Creates the directory of a new, empty index under `root`, replacing any
-/// stale one, and opens its log.
-pub(crate) fn create(root: &Path, name: &str, config: IndexConfig) -> Result<Wal> {
-    let failed = |err: io::Error| {
-        Error::storage(
-            format!("cannot create the data directory of index '{name}'"),
-            &err,
-        )
-    };
-    let dir = root.join(name);
-    let staging = staging_dir(root, name);
-    if !root.exists() {
-        fs::create_dir_all(root).map_err(failed)?;
-        // Make the new root's own entry durable too.
-        let parent = root
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        sync_dir(parent).map_err(failed)?;
-    }
-    if dir.exists() {
-        tracing::warn!(index = %name, dir = %dir.display(), "replacing a stale directory of an index that is being created");
-        remove(root, name).map_err(failed)?;
-    }
-    remove_if_present(&staging).map_err(failed)?;
-    let built = build(&staging, config).and_then(|()| {
-        fs::rename(&staging, &dir)?;
-        sync_dir(root)
-    });
-    if let Err(err) = built {
-        // Best effort: a leftover is harmless and removed on the next try.
-        let _ = remove_if_present(&staging);
-        return Err(failed(err));
-    }
-    let wal_path = dir.join(wal::file_name(1));
-    Wal::open(name, &wal_path, wal::HEADER_LEN)
-}
-
-/// Fills a fresh index directory at `dir` and syncs it.
-fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
-    fs::create_dir(dir)?;
-    let mut meta = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dir.join(META_FILE))?;
-    meta.write_all(&encode_meta(config))?;
-    meta.sync_all()?;
-    wal::create_file(dir, 1)?;
-    sync_dir(dir)
-}
-
-/// Opens the existing index `name` under `root`: checks its description
-/// against `config` and replays its log into namespaces.
-pub(crate) fn open(
-    root: &Path,
-    name: &str,
-    config: IndexConfig,
-) -> Result<(BTreeMap<Namespace, NamespaceStore>, Wal)> {
-    let dir = root.join(name);
-    let meta_path = dir.join(META_FILE);
-    let bytes = match fs::read(&meta_path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            if !dir.exists() {
-                return Err(Error::NotFound(format!(
-                    "index '{name}' has no data directory {}",
-                    dir.display()
-                )));
-            }
-            return Err(Error::corrupt(&meta_path, 0, "the file is missing"));
-        }
-        Err(err) => {
-            return Err(Error::storage(
-                format!("cannot read {}", meta_path.display()),
-                &err,
-            ));
-        }
-    };
-    let stored = decode_meta(&bytes)
-        .map_err(|(offset, reason)| Error::corrupt(&meta_path, offset, reason))?;
-    if stored != config {
-        return Err(Error::FailedPrecondition(format!(
-            "index '{name}' is stored with dimension {} and metric {}, but was opened with dimension {} and metric {}",
-            stored.dimension, stored.metric, config.dimension, config.metric
-        )));
-    }
-
-    let mut namespaces = BTreeMap::new();
-    let dimension = config.dimension.len();
-    let replayed = wal::replay(&dir, |file, offset, payload| {
-        let record = codec::decode(payload, dimension).map_err(|reason| {
-            Error::corrupt(file, offset, format!("undecodable record: {reason}"))
-        })?;
-        apply(&mut namespaces, config, record)
-            .map_err(|reason| Error::corrupt(file, offset, reason))
-    })?;
-    let wal = Wal::open(name, &replayed.path, replayed.len)?;
-    Ok((namespaces, wal))
-}
-
-/// Applies one replayed record. A record that contradicts the ones before it
-/// means the log is not a history this engine could have written.
-fn apply(
-    namespaces: &mut BTreeMap<Namespace, NamespaceStore>,
-    config: IndexConfig,
-    LogRecord { namespace, entry }: LogRecord,
-) -> Result<(), String> {
-    match entry {
-        LogEntry::CreateNamespace { schema_fields } => {
-            if namespaces.contains_key(&namespace) {
-                return Err(format!(
-                    "namespace '{}' is created but already exists",
-                    namespace.label()
-                ));
-            }
-            namespaces.insert(namespace, NamespaceStore::new(config, schema_fields));
-        }
-        LogEntry::DeleteNamespace => {
-            if namespaces.remove(&namespace).is_none() {
-                return Err(format!(
-                    "namespace '{}' is deleted but does not exist",
-                    namespace.label()
-                ));
-            }
-        }
-        LogEntry::Write(op) => match namespaces.get_mut(&namespace) {
-            Some(store) => store.apply(op),
-            // An upsert creates its namespace.
-            None if matches!(op, WriteOp::Upsert(_)) => {
-                let mut store = NamespaceStore::new(config, None);
-                store.apply(op);
-                namespaces.insert(namespace, store);
-            }
-            None => {
-                return Err(format!(
-                    "a change of namespace '{}', which does not exist",
-                    namespace.label()
-                ));
-            }
-        },
-    }
-    Ok(())
-}
-
-/// Deletes the directory `name` under `root` if it exists: renamed away
-/// first (for an index directory), so a crash leaves only a dot-leftover.
-pub(crate) fn remove(root: &Path, name: &str) -> io::Result<()> {
-    let dir = root.join(name);
-    if name.starts_with('.') {
-        return remove_if_present(&dir);
-    }
-    if !dir.exists() {
-        return Ok(());
-    }
-    let staging = staging_dir(root, name);
-    remove_if_present(&staging)?;
-    fs::rename(&dir, &staging)?;
-    sync_dir(root)?;
-    fs::remove_dir_all(&staging)
-}
-
-/// Names of the directories under `root`, sorted: index directories and
-/// leftovers of interrupted work (names starting with a dot).
-pub(crate) fn list(root: &Path) -> Result<Vec<String>> {
-    let failed = |err: io::Error| Error::storage(format!("cannot list {}", root.display()), &err);
-    let entries = match fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(failed(err)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        if !entry.file_type().map_err(failed)?.is_dir() {
-            continue;
-        }
-        match entry.file_name().into_string() {
-            Ok(name) => names.push(name),
-            Err(name) => {
-                tracing::warn!(dir = ?name, root = %root.display(), "ignoring a directory whose name is not UTF-8");
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-/// Makes the entries of `dir` (created, renamed or removed files) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn encode_meta(config: IndexConfig) -> [u8; META_LEN] {
-    let mut meta = [0; META_LEN];
-    meta[..8].copy_from_slice(META_MAGIC);
-    meta[8..12].copy_from_slice(&META_VERSION.to_le_bytes());
-    meta[12..16].copy_from_slice(&config.dimension.get().to_le_bytes());
-    meta[16] = match config.metric {
-        Metric::Cosine => 0,
-        Metric::Euclidean => 1,
-        Metric::DotProduct => 2,
-    };
-    let crc = crc32fast::hash(&meta[..17]);
-    meta[17..].copy_from_slice(&crc.to_le_bytes());
-    meta
-}
-
-/// Reads `index.meta`; on failure, the offset of the bad field and why.
-fn decode_meta(meta: &[u8]) -> Result<IndexConfig, (u64, String)> {
-    let field =
-        |range: std::ops::Range<usize>| -> [u8; 4] { meta[range].try_into().expect("4 bytes") };
-    if meta.len() != META_LEN {
-        return Err((
-            0,
-            format!("the file is {} bytes; expected {META_LEN}", meta.len()),
-        ));
-    }
-    if &meta[..8] != META_MAGIC {
-        return Err((
-            0,
-            "not a larch index description (wrong magic bytes)".to_owned(),
-        ));
-    }
-    if crc32fast::hash(&meta[..17]) != u32::from_le_bytes(field(17..21)) {
-        return Err((17, "the file fails its checksum".to_owned()));
-    }
-    let version = u32::from_le_bytes(field(8..12));
-    if version != META_VERSION {
-        return Err((
-            8,
-            format!(
-                "unsupported format version {version}; this build reads version {META_VERSION}"
+impl StoreError {
+    /// The engine error for this failure while doing `what`.
+    pub(crate) fn into_error(self, what: impl fmt::Display) -> Error {
+        let (code, message) = match self {
+            StoreError::NotFound => (ErrorCode::Unavailable, format!("{what}: not found")),
+            StoreError::Conflict(message) => (
+                ErrorCode::Unavailable,
+                format!("{what}: changed by another writer ({message})"),
             ),
-        ));
+            StoreError::Failed {
+                full: true,
+                message,
+            } => (
+                ErrorCode::ResourceExhausted,
+                format!("disk full: {what}: {message}; free disk space and retry"),
+            ),
+            StoreError::Failed {
+                full: false,
+                message,
+            } => (ErrorCode::Unavailable, format!("{what}: {message}")),
+        };
+        Error::Storage { code, message }
     }
-    let dimension =
-        Dimension::new(u32::from_le_bytes(field(12..16))).map_err(|err| (12, err.to_string()))?;
-    let metric = match meta[16] {
-        0 => Metric::Cosine,
-        1 => Metric::Euclidean,
-        2 => Metric::DotProduct,
-        other => return Err((16, format!("unknown metric code {other}"))),
-    };
-    Ok(IndexConfig { dimension, metric })
+}
+
+/// The version of a manifest as the store reported it, for the next
+/// conditional replacement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Version {
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+/// A file found by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// Its path, relative to the storage root (`segments/seg-000001.seg`).
+    pub(crate) path: String,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+}
+
+/// Immutable files and one atomically replaced manifest, under one root
+/// (an index). Paths are relative, `/`-separated and plain ASCII.
+pub(crate) trait Storage: Send + Sync + fmt::Debug {
+    /// Where `path` is, for messages and [`Error::Corrupt`].
+    fn location(&self, path: &str) -> PathBuf;
+
+    /// Stores a new immutable file; it is complete and durable on return.
+    /// Paths are never reused, so the file must not exist yet.
+    fn put_immutable(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// The whole content of a file.
+    fn get(&self, path: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Deletes a file; deleting a missing file is not an error.
+    fn delete(&self, path: &str) -> Result<(), StoreError>;
+
+    /// Every file whose path starts with `prefix/`, in no particular order.
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
+
+    /// The manifest at `path` and its version; `None` if there is none yet.
+    fn get_manifest(&self, path: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError>;
+
+    /// Replaces the manifest at `path` atomically: a reader sees the old or
+    /// the new content, never a mix. `expected` is the version this writer
+    /// last read or wrote (`None`: there must be no manifest yet); a store
+    /// that can check it fails with [`StoreError::Conflict`] when another
+    /// writer got there first.
+    fn put_manifest(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError>;
+}
+
+/// Where the engine keeps the segments and manifests of its indexes.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Placement {
+    /// Each index in its own directory, beside its log (`LocalFileSystem`).
+    #[default]
+    IndexDirs,
+    /// One shared store, each index under a prefix named after it; the
+    /// store must support conditional puts (`InMemory` in tests, S3 later).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Shared(Arc<dyn ObjectStore>),
+}
+
+impl Placement {
+    /// The storage of index `name`, whose directory is `dir`.
+    pub(crate) fn storage(&self, dir: &Path, name: &str) -> Result<Arc<dyn Storage>> {
+        Ok(match self {
+            Placement::IndexDirs => Arc::new(ObjectStorage::local(dir)?),
+            Placement::Shared(store) => Arc::new(ObjectStorage::shared(Arc::clone(store), name)),
+        })
+    }
+
+    /// Deletes everything a shared store holds for index `name` (a local
+    /// index's files go with its directory).
+    pub(crate) fn remove(&self, name: &str) -> Result<()> {
+        match self {
+            Placement::IndexDirs => Ok(()),
+            Placement::Shared(store) => {
+                let storage = ObjectStorage::shared(Arc::clone(store), name);
+                let what = || format!("cannot delete the stored files of index '{name}'");
+                for file in storage.list("").map_err(|err| err.into_error(what()))? {
+                    storage
+                        .delete(&file.path)
+                        .map_err(|err| err.into_error(what()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// [`Storage`] on an [`ObjectStore`], under a prefix.
+#[derive(Debug)]
+pub(crate) struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    /// Where this index's files live in the store.
+    prefix: ObjectPath,
+    /// What [`Storage::location`] joins paths to.
+    display_root: PathBuf,
+    /// Whether the store checks `PutMode::Create` / `PutMode::Update`; if
+    /// not, the engine's single writer per index makes plain puts safe.
+    conditional: bool,
+}
+
+impl ObjectStorage {
+    /// The local directory `dir` (which must exist), with every write
+    /// synced to disk before it returns.
+    pub(crate) fn local(dir: &Path) -> Result<Self> {
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|err| {
+                failure(err).into_error(format!("cannot open the directory {}", dir.display()))
+            })?
+            .with_fsync(true);
+        Ok(ObjectStorage {
+            store: Arc::new(store),
+            prefix: ObjectPath::default(),
+            display_root: dir.to_owned(),
+            conditional: false,
+        })
+    }
+
+    /// The files of index `name` in a shared store that supports
+    /// conditional puts.
+    pub(crate) fn shared(store: Arc<dyn ObjectStore>, name: &str) -> Self {
+        ObjectStorage {
+            display_root: PathBuf::from(format!("{store}")).join(name),
+            prefix: ObjectPath::from_iter([PathPart::from(name)]),
+            store,
+            conditional: true,
+        }
+    }
+
+    fn object_path(&self, path: &str) -> ObjectPath {
+        ObjectPath::from_iter(
+            self.prefix.parts().chain(
+                path.split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(PathPart::from),
+            ),
+        )
+    }
+
+    fn put(&self, path: &str, bytes: &[u8], mode: PutMode) -> Result<Version, StoreError> {
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let location = self.object_path(path);
+        // One copy, so a failed put leaves the caller its bytes to retry with.
+        let payload = PutPayload::from(bytes.to_vec());
+        let result = wait(self.store.put_opts(&location, payload, options)).map_err(failure)?;
+        Ok(Version {
+            e_tag: result.e_tag,
+            version: result.version,
+        })
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn location(&self, path: &str) -> PathBuf {
+        self.display_root.join(path)
+    }
+
+    fn put_immutable(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mode = if self.conditional {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        self.put(path, bytes, mode).map(drop)
+    }
+
+    fn get(&self, path: &str) -> Result<Vec<u8>, StoreError> {
+        let location = self.object_path(path);
+        wait(async {
+            let result = self.store.get(&location).await?;
+            result.bytes().await
+        })
+        .map(Vec::from)
+        .map_err(failure)
+    }
+
+    fn delete(&self, path: &str) -> Result<(), StoreError> {
+        match wait(self.store.delete(&self.object_path(path))).map_err(failure) {
+            Err(StoreError::NotFound) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let root = self.object_path(prefix);
+        let mut listed = Vec::new();
+        for meta in futures_executor::block_on_stream(self.store.list(Some(&root))) {
+            let meta = meta.map_err(failure)?;
+            let Some(parts) = meta.location.prefix_match(&self.prefix) else {
+                continue;
+            };
+            let path = parts
+                .map(|part| part.as_ref().to_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            listed.push(Listed {
+                path,
+                size: meta.size,
+            });
+        }
+        Ok(listed)
+    }
+
+    fn get_manifest(&self, path: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        let location = self.object_path(path);
+        let result = wait(async {
+            let result = self.store.get(&location).await?;
+            let version = Version {
+                e_tag: result.meta.e_tag.clone(),
+                version: result.meta.version.clone(),
+            };
+            Ok((result.bytes().await?, version))
+        });
+        match result.map_err(failure) {
+            Ok((bytes, version)) => Ok(Some((Vec::from(bytes), version))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn put_manifest(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let mode = match expected {
+            // A local directory has one writer: the rename alone is atomic.
+            _ if !self.conditional => PutMode::Overwrite,
+            None => PutMode::Create,
+            Some(Version { e_tag, version }) => PutMode::Update(UpdateVersion {
+                e_tag: e_tag.clone(),
+                version: version.clone(),
+            }),
+        };
+        self.put(path, bytes, mode)
+    }
+}
+
+/// Classifies an `object_store` error.
+fn failure(err: object_store::Error) -> StoreError {
+    match err {
+        object_store::Error::NotFound { .. } => StoreError::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            StoreError::Conflict(err.to_string())
+        }
+        other => {
+            // The top message often repeats its source; add only what is new.
+            let mut message = other.to_string();
+            let mut full = false;
+            let mut source = other.source();
+            while let Some(cause) = source {
+                if let Some(io) = cause.downcast_ref::<io::Error>() {
+                    full |= matches!(
+                        io.kind(),
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                    );
+                }
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
+                source = cause.source();
+            }
+            StoreError::Failed { full, message }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use object_store::memory::InMemory;
+
     use super::*;
 
-    #[test]
-    fn meta_round_trips_and_rejects_damage() {
-        for metric in Metric::ALL {
-            let config = IndexConfig {
-                dimension: Dimension::new(384).unwrap(),
-                metric,
-            };
-            let meta = encode_meta(config);
-            assert_eq!(decode_meta(&meta).unwrap(), config);
-            for byte in 0..META_LEN {
-                let mut bad = meta;
-                bad[byte] ^= 0x04;
-                assert!(decode_meta(&bad).is_err(), "flipped byte {byte}");
-            }
-            assert_eq!(decode_meta(&meta[..20]).unwrap_err().0, 0);
-        }
+    fn exercise(storage: &dyn Storage) {
+        assert!(matches!(storage.get("a/x"), Err(StoreError::NotFound)));
+        assert!(storage.list("a").unwrap().is_empty());
+        storage.put_immutable("a/x", b"one").unwrap();
+        storage.put_immutable("a/y", b"three").unwrap();
+        storage.put_immutable("b", b"other").unwrap();
+        assert_eq!(storage.get("a/x").unwrap(), b"one");
+        let mut listed = storage.list("a").unwrap();
+        listed.sort_by(|l, r| l.path.cmp(&r.path));
+        assert_eq!(
+            listed,
+            [
+                Listed {
+                    path: "a/x".into(),
+                    size: 3
+                },
+                Listed {
+                    path: "a/y".into(),
+                    size: 5
+                }
+            ]
+        );
+        storage.delete("a/x").unwrap();
+        storage.delete("a/x").unwrap();
+        assert_eq!(storage.list("a").unwrap().len(), 1);
+
+        assert!(storage.get_manifest("manifest").unwrap().is_none());
+        let first = storage.put_manifest("manifest", b"v1", None).unwrap();
+        let (bytes, read) = storage.get_manifest("manifest").unwrap().unwrap();
+        assert_eq!(bytes, b"v1");
+        let second = storage
+            .put_manifest("manifest", b"v2", Some(&read))
+            .unwrap();
+        assert_eq!(storage.get_manifest("manifest").unwrap().unwrap().0, b"v2");
+        drop((first, second));
     }
 
     #[test]
-    fn index_names_must_be_plain_directory_names() {
-        assert!(check_name("movies-2").is_ok());
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".hidden",
-            "a/b",
-            "a\\b",
-            "a\0b",
-            &"x".repeat(256),
-        ] {
-            let err = check_name(bad).unwrap_err();
-            assert_eq!(err.field(), Some("name"), "{bad:?}");
+    fn local_directories_store_files_and_swap_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = ObjectStorage::local(dir.path()).unwrap();
+        exercise(&storage);
+        assert_eq!(fs_read(dir.path(), "manifest"), b"v2");
+        assert_eq!(
+            storage.location("segments/x"),
+            dir.path().join("segments/x")
+        );
+    }
+
+    fn fs_read(dir: &Path, name: &str) -> Vec<u8> {
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn shared_stores_keep_indexes_apart_and_check_versions() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let storage = ObjectStorage::shared(Arc::clone(&store), "movies");
+        exercise(&storage);
+        let other = ObjectStorage::shared(Arc::clone(&store), "books");
+        assert!(other.list("").unwrap().is_empty());
+        assert!(other.get_manifest("manifest").unwrap().is_none());
+
+        // A stale version or a second creation is a conflict, not an overwrite.
+        let (_, current) = storage.get_manifest("manifest").unwrap().unwrap();
+        storage
+            .put_manifest("manifest", b"v3", Some(&current))
+            .unwrap();
+        let stale = storage.put_manifest("manifest", b"v4", Some(&current));
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        let again = storage.put_manifest("manifest", b"v4", None);
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        let twice = storage.put_immutable("b", b"x");
+        assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+        assert_eq!(storage.get_manifest("manifest").unwrap().unwrap().0, b"v3");
+
+        Placement::Shared(Arc::clone(&store))
+            .remove("movies")
+            .unwrap();
+        assert!(storage.list("").unwrap().is_empty());
+    }
+
+    /// The server calls the engine on Tokio's blocking threads, where
+    /// `LocalFileSystem` hands its IO to the blocking pool; even a
+    /// current-thread runtime's own thread must not deadlock.
+    #[test]
+    fn the_bridge_works_inside_tokio() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(ObjectStorage::local(dir.path()).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let shared = Arc::clone(&storage);
+        let task = runtime.spawn_blocking(move || {
+            shared.put_immutable("segments/a", b"one").unwrap();
+            assert_eq!(shared.get("segments/a").unwrap(), b"one");
+            assert_eq!(shared.list("segments").unwrap().len(), 1);
+        });
+        runtime.block_on(task).unwrap();
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        current.block_on(async {
+            storage.put_manifest("manifest", b"v1", None).unwrap();
+            assert_eq!(storage.get_manifest("manifest").unwrap().unwrap().0, b"v1");
+            storage.delete("segments/a").unwrap();
+        });
+    }
+
+    #[test]
+    fn errors_say_what_failed() {
+        let err = StoreError::Failed {
+            full: true,
+            message: "no space left on device".into(),
         }
+        .into_error("cannot write segment x");
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+        assert_eq!(
+            err.to_string(),
+            "disk full: cannot write segment x: no space left on device; free disk space and retry"
+        );
+        let err = StoreError::NotFound.into_error("cannot read y");
+        assert_eq!(
+            (err.code(), err.to_string()),
+            (ErrorCode::Unavailable, "cannot read y: not found".into())
+        );
     }
 }

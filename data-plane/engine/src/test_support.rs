@@ -1,8 +1,15 @@
 //! Helpers shared by the unit tests.
 
+use std::{path::Path, sync::Arc};
+
+use object_store::memory::InMemory;
 use serde_json::Value;
 
-use crate::{Dimension, Index, IndexConfig, JsonObject, Metric, SparseInput, VectorInput};
+use crate::{
+    Dimension, FetchRequest, FetchResponse, FlushPolicy, Index, IndexConfig, IndexStats,
+    JsonObject, ListNamespacesRequest, ListNamespacesResponse, ListRequest, ListResponse, Metric,
+    QueryRequest, QueryResponse, SparseInput, VectorInput, flush::Segments, storage::ObjectStorage,
+};
 
 /// The JSON object inside `value`; panics if it is not an object.
 pub(crate) fn object(value: Value) -> JsonObject {
@@ -45,5 +52,70 @@ pub(crate) fn sparse(pairs: &[(u32, f32)]) -> SparseInput {
     SparseInput {
         indices: pairs.iter().map(|p| p.0).collect(),
         values: pairs.iter().map(|p| p.1).collect(),
+    }
+}
+
+/// Empty segments of index `name` in a fresh in-memory store, for a durable
+/// index whose log is not a file (it never flushes).
+pub(crate) fn memory_segments(name: &str, config: IndexConfig) -> Segments {
+    let storage = ObjectStorage::shared(Arc::new(InMemory::new()), name);
+    Segments::new(
+        name,
+        Path::new("/nonexistent"),
+        config,
+        FlushPolicy::default(),
+        Arc::new(storage),
+    )
+}
+
+/// Everything a client can read from an index (of dimension 3).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Snapshot {
+    pub(crate) stats: IndexStats,
+    pub(crate) namespaces: ListNamespacesResponse,
+    pub(crate) contents: Vec<(ListResponse, Option<FetchResponse>, QueryResponse)>,
+}
+
+pub(crate) fn snapshot(index: &Index) -> Snapshot {
+    let namespaces = index
+        .list_namespaces(ListNamespacesRequest::default())
+        .unwrap();
+    let contents = namespaces
+        .namespaces
+        .iter()
+        .map(|info| {
+            let namespace = info.name.clone();
+            let list = index
+                .list(ListRequest {
+                    namespace: namespace.clone(),
+                    ..Default::default()
+                })
+                .unwrap();
+            // A fetch needs at least one id.
+            let fetch = (!list.ids.is_empty()).then(|| {
+                index
+                    .fetch(FetchRequest {
+                        namespace: namespace.clone(),
+                        ids: list.ids.clone(),
+                    })
+                    .unwrap()
+            });
+            let query = index
+                .query(QueryRequest {
+                    namespace,
+                    top_k: 100,
+                    vector: vec![1.0, 0.5, -0.25],
+                    include_values: true,
+                    include_metadata: true,
+                    ..Default::default()
+                })
+                .unwrap();
+            (list, fetch, query)
+        })
+        .collect();
+    Snapshot {
+        stats: index.describe_stats(None).unwrap(),
+        namespaces,
+        contents,
     }
 }

@@ -3,10 +3,11 @@
 //! # Files
 //!
 //! An index directory holds numbered log files, `wal-000001.log`,
-//! `wal-000002.log`, …, replayed in order. Today an index only ever has one
-//! (the log grows without bound); the numbering is the seam for flushing the
-//! memtable into segments, which will start a new file and delete the ones
-//! the segments cover. Each file is:
+//! `wal-000002.log`, …, replayed in order. A flush starts the next file
+//! ([`Wal::rotate`]) at the moment it cuts the memtable, so every file before
+//! it is wholly covered by the segments the flush writes; once the manifest
+//! says so, those files are deleted ([`remove_before`]) and recovery replays
+//! from the manifest's first file on. Each file is:
 //!
 //! ```text
 //! header = magic "LARCHWAL" | version:u32 | file number:u64 | crc32 of the previous 20 bytes:u32
@@ -16,7 +17,9 @@
 //! All integers are little-endian. The files are written with plain
 //! `std::fs`: a log needs appends and `fdatasync`, which the `object_store`
 //! abstraction (immutable whole objects) does not offer; segments and the
-//! manifest will go through it.
+//! manifest go through it (see `storage`). A new file is written as
+//! `wal-NNNNNN.log.tmp`, synced and renamed into place, so a crash never
+//! leaves a half-made log file; a leftover `.tmp` is deleted.
 //!
 //! # Group commit
 //!
@@ -43,7 +46,10 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Read, Write},
     path::{Path, PathBuf},
-    sync::{Condvar, Mutex, MutexGuard},
+    sync::{
+        Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use crate::{Error, ErrorCode, Result, error::storage_failure, limits};
@@ -90,17 +96,68 @@ fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
     buffer.extend_from_slice(payload);
 }
 
-/// Creates log file number `number` in `dir` with just its header, synced.
-/// The caller syncs the directory.
+/// Creates log file number `number` in `dir` with just its header, synced:
+/// written under a temporary name and renamed into place, so the file either
+/// does not exist or is complete. The caller syncs the directory.
 pub(crate) fn create_file(dir: &Path, number: u64) -> io::Result<PathBuf> {
     let path = dir.join(file_name(number));
-    let mut file = OpenOptions::new()
+    let staging = dir.join(format!("{}{TMP_SUFFIX}", file_name(number)));
+    let written = OpenOptions::new()
         .write(true)
-        .create_new(true)
-        .open(&path)?;
-    file.write_all(&header(number))?;
-    file.sync_all()?;
+        .create(true)
+        .truncate(true)
+        .open(&staging)
+        .and_then(|mut file| {
+            file.write_all(&header(number))?;
+            file.sync_all()
+        });
+    let renamed = written.and_then(|()| {
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", path.display()),
+            ));
+        }
+        fs::rename(&staging, &path)
+    });
+    if let Err(err) = renamed {
+        // Best effort: a leftover is deleted at the next flush or start.
+        let _ = fs::remove_file(&staging);
+        return Err(err);
+    }
     Ok(path)
+}
+
+/// Suffix of a log file being created.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Deletes the log files of `dir` numbered below `start` (covered by
+/// segments) and leftovers of interrupted file creation, then syncs `dir`.
+pub(crate) fn remove_before(dir: &Path, start: u64) -> io::Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let stale = match name.strip_suffix(TMP_SUFFIX) {
+            Some(base) => parse_file_name(base).is_some(),
+            None => parse_file_name(&name).is_some_and(|number| number < start),
+        };
+        if stale {
+            fs::remove_file(entry.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the entries of `dir` (created, renamed or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Where log records are appended: a file, or a fake in tests.
@@ -168,6 +225,13 @@ struct Tail {
 pub(crate) struct Wal {
     /// The index, for error messages.
     index: String,
+    /// The index directory, where [`Wal::rotate`] starts new files; `None`
+    /// for a log that is not a file (tests).
+    dir: Option<PathBuf>,
+    /// Number of the file appended to.
+    number: AtomicU64,
+    /// Durable length of that file, readable without waiting for a sync.
+    len: AtomicU64,
     tail: Mutex<Tail>,
     commit: Mutex<Commit>,
     /// Signalled whenever a batch finishes.
@@ -175,10 +239,14 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// A log appending to `file`, whose first `durable_len` bytes are durable.
+    /// A log appending to `file`, whose first `durable_len` bytes are
+    /// durable; it cannot rotate (see [`Wal::open`]).
     pub(crate) fn new(index: impl Into<String>, file: Box<dyn LogFile>, durable_len: u64) -> Self {
         Wal {
             index: index.into(),
+            dir: None,
+            number: AtomicU64::new(1),
+            len: AtomicU64::new(durable_len),
             tail: Mutex::new(Tail { file, durable_len }),
             commit: Mutex::new(Commit {
                 pending: Vec::new(),
@@ -195,19 +263,67 @@ impl Wal {
         }
     }
 
-    /// Opens the log file at `path` for appending; its first `durable_len`
-    /// bytes (its whole length after replay) are durable.
-    pub(crate) fn open(index: &str, path: &Path, durable_len: u64) -> Result<Self> {
-        let file = OpenOptions::new().append(true).open(path).map_err(|err| {
-            Error::storage(
-                format!(
-                    "cannot open the write-ahead log {} of index '{index}'",
-                    path.display()
-                ),
-                &err,
-            )
+    /// Opens log file number `number` of the index directory `dir` for
+    /// appending; its first `durable_len` bytes (its whole length after
+    /// replay) are durable.
+    pub(crate) fn open(index: &str, dir: &Path, number: u64, durable_len: u64) -> Result<Self> {
+        let file = open_append(index, &dir.join(file_name(number)))?;
+        let mut wal = Wal::new(index, Box::new(file), durable_len);
+        wal.dir = Some(dir.to_owned());
+        wal.number = AtomicU64::new(number);
+        Ok(wal)
+    }
+
+    /// Number of the file appended to.
+    pub(crate) fn number(&self) -> u64 {
+        self.number.load(Ordering::Acquire)
+    }
+
+    /// Durable length of the file appended to, header included.
+    pub(crate) fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Starts the next log file and sends every later append there; returns
+    /// its number. The caller must make sure that no append is in flight
+    /// (the index's flush gate), so every record before the switch is in
+    /// an earlier file and every later one in the new file. A failure
+    /// changes nothing: appends go on to the current file.
+    pub(crate) fn rotate(&self) -> Result<u64> {
+        let Some(dir) = &self.dir else {
+            return Err(Error::Internal(
+                "this write-ahead log is not a file and cannot start a new one".to_owned(),
+            ));
+        };
+        let commit = self.lock_commit()?;
+        if let Some(message) = &commit.poisoned {
+            return Err(unavailable(message));
+        }
+        debug_assert!(!commit.leader && commit.pending.is_empty());
+        let number = self.number() + 1;
+        let path = create_file(dir, number)
+            .and_then(|path| sync_dir(dir).map(|()| path))
+            .map_err(|err| {
+                Error::storage(
+                    format!(
+                        "cannot start the write-ahead log file {} of index '{}'",
+                        file_name(number),
+                        self.index
+                    ),
+                    &err,
+                )
+            })?;
+        let file = open_append(&self.index, &path).inspect_err(|_| {
+            // Best effort, so a later rotation can create the file again.
+            let _ = fs::remove_file(&path).and_then(|()| sync_dir(dir));
         })?;
-        Ok(Wal::new(index, Box::new(file), durable_len))
+        let mut tail = self.tail.lock().map_err(|_| poisoned_lock())?;
+        tail.file = Box::new(file);
+        tail.durable_len = HEADER_LEN;
+        self.len.store(HEADER_LEN, Ordering::Release);
+        self.number.store(number, Ordering::Release);
+        drop((tail, commit));
+        Ok(number)
     }
 
     /// Appends one record and returns once it is durable (written and
@@ -338,6 +454,7 @@ impl Wal {
             });
         }
         tail.durable_len += bytes.len() as u64;
+        self.len.store(tail.durable_len, Ordering::Release);
         Ok(())
     }
 
@@ -371,6 +488,19 @@ fn unavailable(cause: &str) -> Error {
     }
 }
 
+/// Opens the log file at `path` for appending.
+fn open_append(index: &str, path: &Path) -> Result<File> {
+    OpenOptions::new().append(true).open(path).map_err(|err| {
+        Error::storage(
+            format!(
+                "cannot open the write-ahead log {} of index '{index}'",
+                path.display()
+            ),
+            &err,
+        )
+    })
+}
+
 fn poisoned_lock() -> Error {
     Error::Internal("the write-ahead log is unavailable after an earlier panic".to_owned())
 }
@@ -378,25 +508,39 @@ fn poisoned_lock() -> Error {
 /// The file to append to after replay, and its length.
 #[derive(Debug)]
 pub(crate) struct Replayed {
-    pub(crate) path: PathBuf,
+    pub(crate) number: u64,
     pub(crate) len: u64,
 }
 
-/// Replays every log file of `dir` in order, calling `visit(file, offset,
-/// payload)` for each good record. Drops and truncates a torn record at the
-/// end of the last file; any other damage is [`Error::Corrupt`].
+/// Replays the log files of `dir` numbered `start` and up, in order, calling
+/// `visit(file, offset, payload)` for each good record (older files are
+/// covered by segments and ignored). Drops and truncates a torn record at
+/// the end of the last file; any other damage, or a missing file, is
+/// [`Error::Corrupt`].
 pub(crate) fn replay(
     dir: &Path,
+    start: u64,
     mut visit: impl FnMut(&Path, u64, &[u8]) -> Result<()>,
 ) -> Result<Replayed> {
-    let numbers = file_numbers(dir)?;
+    let mut numbers = file_numbers(dir)?;
+    numbers.retain(|number| *number >= start);
     let (Some(&first), Some(&last)) = (numbers.first(), numbers.last()) else {
         return Err(Error::corrupt(
-            dir,
+            dir.join(file_name(start)),
             0,
-            "no write-ahead log file (wal-NNNNNN.log) in the index directory",
+            "missing: no write-ahead log file from here on in the index directory",
         ));
     };
+    if first != start {
+        return Err(Error::corrupt(
+            dir.join(file_name(start)),
+            0,
+            format!(
+                "missing: replay must start here, but the write-ahead log starts at {}",
+                file_name(first)
+            ),
+        ));
+    }
     if let Some(pair) = numbers.windows(2).find(|pair| pair[1] != pair[0] + 1) {
         return Err(Error::corrupt(
             dir.join(file_name(pair[0] + 1)),
@@ -449,7 +593,7 @@ pub(crate) fn replay(
             })?;
         }
         replayed = Some(Replayed {
-            path,
+            number,
             len: scan.good_len,
         });
     }

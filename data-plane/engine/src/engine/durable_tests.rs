@@ -9,10 +9,10 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::{
-    DeleteRequest, Dimension, ErrorCode, FetchRequest, FetchResponse, IndexStats,
-    ListNamespacesRequest, ListNamespacesResponse, ListRequest, ListResponse, Metric, QueryRequest,
-    QueryResponse, UpdateRequest, UpsertRequest, VectorInput,
-    test_support::{object, sparse, vector, vector_with},
+    DeleteRequest, Dimension, ErrorCode, ListRequest, Metric, UpdateRequest, UpsertRequest,
+    VectorInput,
+    index::Durable,
+    test_support::{self, object, snapshot, sparse, vector, vector_with},
     wal::{self, Wal, testing::MemoryFile},
 };
 
@@ -36,58 +36,6 @@ fn upsert(index: &Index, namespace: &str, vectors: Vec<VectorInput>) {
             vectors,
         })
         .unwrap();
-}
-
-/// Everything a client can read from an index.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    stats: IndexStats,
-    namespaces: ListNamespacesResponse,
-    contents: Vec<(ListResponse, Option<FetchResponse>, QueryResponse)>,
-}
-
-fn snapshot(index: &Index) -> Snapshot {
-    let namespaces = index
-        .list_namespaces(ListNamespacesRequest::default())
-        .unwrap();
-    let contents = namespaces
-        .namespaces
-        .iter()
-        .map(|info| {
-            let namespace = info.name.clone();
-            let list = index
-                .list(ListRequest {
-                    namespace: namespace.clone(),
-                    ..Default::default()
-                })
-                .unwrap();
-            // A fetch needs at least one id.
-            let fetch = (!list.ids.is_empty()).then(|| {
-                index
-                    .fetch(FetchRequest {
-                        namespace: namespace.clone(),
-                        ids: list.ids.clone(),
-                    })
-                    .unwrap()
-            });
-            let query = index
-                .query(QueryRequest {
-                    namespace,
-                    top_k: 100,
-                    vector: vec![1.0, 0.5, -0.25],
-                    include_values: true,
-                    include_metadata: true,
-                    ..Default::default()
-                })
-                .unwrap();
-            (list, fetch, query)
-        })
-        .collect();
-    Snapshot {
-        stats: index.describe_stats(None).unwrap(),
-        namespaces,
-        contents,
-    }
 }
 
 fn ids(index: &Index, namespace: &str) -> Vec<String> {
@@ -336,7 +284,7 @@ fn a_damaged_or_mismatched_description_stops_recovery() {
     Engine::open(root.path())
         .create_index(NAME, config())
         .unwrap();
-    let meta = root.path().join(NAME).join(storage::META_FILE);
+    let meta = root.path().join(NAME).join(dir::META_FILE);
 
     let other = IndexConfig {
         dimension: Dimension::new(4).unwrap(),
@@ -368,7 +316,16 @@ fn a_damaged_or_mismatched_description_stops_recovery() {
 fn a_failing_log_refuses_writes_and_leaves_memory_and_reads_alone() {
     let file = MemoryFile::with_header();
     let wal = Wal::new(NAME, Box::new(file.clone()), file.len());
-    let index = Index::durable(NAME, config(), BTreeMap::new(), wal);
+    let index = Index::durable(
+        NAME,
+        config(),
+        BTreeMap::new(),
+        Durable::new(
+            wal,
+            test_support::memory_segments(NAME, config()),
+            Vec::new(),
+        ),
+    );
     upsert(&index, "", vec![vector("a", &[1.0, 0.0, 0.0])]);
     index.create_namespace("kept", None).unwrap();
     let before = snapshot(&index);
