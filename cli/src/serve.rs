@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
-use larch_engine::Engine;
+use larch_engine::{Engine, FlushPolicy};
 
 /// Folder of the data dir holding one sub-folder per index.
 const INDEXES_DIR: &str = "indexes";
@@ -29,6 +29,10 @@ pub(crate) struct ServeArgs {
     /// that is unspecified].
     #[arg(long, env = "LARCH_ADVERTISE_HOST")]
     advertise_host: Option<String>,
+    /// Flush an index's write-ahead log into segment files once it holds this many MiB
+    /// (bounds restart time: recovery replays at most about this much log).
+    #[arg(long, env = "LARCH_WAL_FLUSH_MB", default_value_t = 64)]
+    wal_flush_mb: u64,
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
     #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     drain_timeout_secs: u64,
@@ -42,6 +46,7 @@ pub(crate) struct Config {
     data_ports: PortPolicy,
     advertise_host: String,
     drain_timeout: Duration,
+    flush: FlushPolicy,
     /// `LARCH_API_KEY`, read here so library crates never touch the environment.
     api_key: Option<String>,
 }
@@ -62,6 +67,13 @@ impl ServeArgs {
             }
             None => self.control_addr.ip().to_string(),
         };
+        if self.wal_flush_mb == 0 {
+            return Err("--wal-flush-mb: must be at least 1".into());
+        }
+        let flush = FlushPolicy {
+            wal_bytes: self.wal_flush_mb.saturating_mul(1024 * 1024),
+            ..FlushPolicy::default()
+        };
         let api_key = match std::env::var("LARCH_API_KEY") {
             Ok(key) if key.is_empty() => None,
             Ok(key) => Some(key),
@@ -76,6 +88,7 @@ impl ServeArgs {
             data_ports,
             advertise_host,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            flush,
             api_key,
         })
     }
@@ -113,7 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.control_addr))?;
     let control_addr = listener.local_addr()?;
-    let engine = Engine::open(config.data_dir.join(INDEXES_DIR));
+    let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush);
     let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
 
     // The control port answers (health NOT_SERVING) while stored indexes are recovered.

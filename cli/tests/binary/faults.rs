@@ -27,7 +27,15 @@ struct Running {
 }
 
 async fn start(data_dir: &Path, create: bool) -> Running {
-    let larch = Larch::serve(data_dir, &[("LARCH_API_KEY", KEY)]);
+    start_with(data_dir, create, &[]).await
+}
+
+async fn start_with(data_dir: &Path, create: bool, env: &[(&str, &str)]) -> Running {
+    let env: Vec<(&str, &str)> = [("LARCH_API_KEY", KEY)]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let larch = Larch::serve(data_dir, &env);
     let addr = larch.control_addr().to_string();
     wait_serving(&addr, "").await;
     let mut control = IndexServiceClient::new(connect(&addr).await);
@@ -210,6 +218,51 @@ async fn corruption_inside_the_log_stops_startup_naming_file_and_offset() {
         stderr.contains(&format!("at byte {header}")),
         "names the offset of the bad record:\n{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_segment_stops_startup_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    // Flush the log into segments after every MiB.
+    let small_log = [("LARCH_WAL_FLUSH_MB", "1")];
+    let mut running = start_with(dir.path(), true, &small_log).await;
+    for batch in 0..3 {
+        upsert(&mut running.data, &format!("s{batch}-"), 1000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(running.larch.terminate().code(), Some(0));
+    let segments = dir.path().join("indexes").join("f").join("segments");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&segments)
+        .unwrap_or_else(|e| panic!("{}: {e}", segments.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    let segment = files.first().expect("at least one segment was flushed");
+
+    // A clean restart reads the segments back.
+    let mut running = start_with(dir.path(), false, &small_log).await;
+    assert_eq!(
+        fetch_ids(&mut running.data, &ids("s0-", 1000)).await,
+        ids("s0-", 1000)
+    );
+    assert_eq!(running.larch.terminate().code(), Some(0));
+
+    // One flipped bit in the middle of the vectors block.
+    let mut bytes = std::fs::read(segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(segment, &bytes).unwrap();
+    let mut larch = Larch::serve(dir.path(), &[("LARCH_API_KEY", KEY)]);
+    assert!(
+        !larch.wait().success(),
+        "larch must refuse to serve a damaged segment"
+    );
+    let stderr = larch.stderr();
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert!(stderr.contains(name), "names the segment:\n{stderr}");
+    assert!(stderr.contains("at byte"), "names an offset:\n{stderr}");
 }
 
 /// A tmpfs of `size` mounted on a new temp dir, unmounted on drop; `None` without privilege.
