@@ -365,3 +365,26 @@ async fn a_full_disk_refuses_writes_with_resource_exhausted_and_keeps_reads() {
     );
     assert_eq!(running.larch.terminate().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path(), true).await;
+    upsert(&mut first.data, "a", 3).await.unwrap();
+
+    let mut second = Larch::serve(dir.path(), &[("LARCH_API_KEY", KEY)]);
+    assert!(!second.wait().success(), "the second server must not start");
+    let stderr = second.stderr();
+    assert!(
+        stderr.contains("another larch server is using the data dir"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("LOCK"), "names the lock file: {stderr}");
+
+    // The first one is untouched and still serves its data.
+    assert_eq!(fetch_ids(&mut first.data, &ids("a", 3)).await, ids("a", 3));
+    assert_eq!(first.larch.terminate().code(), Some(0));
+    // Once it is gone, the data dir can be opened again.
+    let mut again = start(dir.path(), false).await;
+    assert_eq!(fetch_ids(&mut again.data, &ids("a", 3)).await, ids("a", 3));
+}
