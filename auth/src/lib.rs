@@ -1,5 +1,6 @@
-//! API keys for Larch: key format, salted hashes, constant-time verification, and a
-//! tonic/tower layer. Used by both the control plane and the data plane.
+//! API keys for Larch: key format, salted hashes, constant-time verification, a tonic/tower
+//! layer for gRPC and an axum middleware for REST. Used by both the control plane and the
+//! data plane.
 //!
 //! Only the hash of a key is ever held, verification is constant-time, and keys are
 //! never logged (key ids, which are not secret, may be).
@@ -18,6 +19,8 @@
 //! - [`bootstrap`](mod@bootstrap): the admin key created or loaded at first start.
 //! - [`grpc`]: the tonic adapter: [`grpc::AuthLayer`], [`grpc::principal`], and the mapping
 //!   from [`Error`] to `tonic::Status`.
+//! - [`http`]: the axum adapter for the REST twins: [`http::require_key`] (the `Api-Key`
+//!   header) and the mapping from [`Error`] to an HTTP status.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! Roles and index allow-lists are carried but not yet enforced, and keys other than the
@@ -44,11 +47,12 @@
 //!
 //! A server mounts [`grpc::AuthLayer::new(store)`](grpc::AuthLayer::new) with
 //! `Server::builder().layer(..)`, and handlers call [`grpc::principal`] to learn who is
-//! calling.
+//! calling. REST routers mount [`http::require_key`] with `axum::middleware::from_fn_with_state`.
 
 pub mod bootstrap;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod key;
 pub mod principal;
 pub mod store;

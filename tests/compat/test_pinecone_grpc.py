@@ -1,57 +1,23 @@
 """Pinecone's own Python client (pinecone==10.2.0, unmodified) against a real `larch serve`.
 
-The server is the real binary on 127.0.0.1 with OS-chosen ports; the index is created over
-gRPC through server reflection (grpc_requests), exactly as a user exploring with a reflection
-client would, and then driven with `pinecone.grpc.GrpcIndex`.
+The server is the real binary (see conftest.py); the index is created over gRPC through server
+reflection (grpc_requests), exactly as a user exploring with a reflection client would, and then
+driven with `pinecone.grpc.GrpcIndex`.
 
 Run: LARCH_BIN=target/debug/larch python -m pytest tests/compat
 """
 
-import os
 import re
-import subprocess
-import tempfile
-import time
 
 import pytest
 from grpc_requests import Client
 from pinecone.errors import ApiError, NotFoundError, UnauthorizedError
 from pinecone.grpc import GrpcIndex
 
-KEY = "larch-compat-test-key"
-LISTENING = re.compile(r"larch control plane listening addr=(\S+)")
-
 
 @pytest.fixture(scope="module")
-def server():
-    binary = os.environ.get("LARCH_BIN", "target/debug/larch")
-    with tempfile.TemporaryDirectory() as data_dir:
-        proc = subprocess.Popen(
-            [binary, "serve", "--control-addr", "127.0.0.1:0", "--data-ports", "0", "--data-dir", data_dir],
-            env={**os.environ, "LARCH_API_KEY": KEY, "LARCH_LOG": "info"},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            addr = None
-            deadline = time.monotonic() + 30
-            while addr is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                if not line:
-                    break
-                match = LISTENING.search(line)
-                if match:
-                    addr = match.group(1)
-            assert addr, "larch did not report its control address"
-            yield addr
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=15) == 0, "larch did not exit cleanly on SIGTERM"
-
-
-@pytest.fixture(scope="module")
-def host(server):
-    control = Client.get_by_endpoint(server).service("larch.control.v1.IndexService")
+def host(larch):
+    control = Client.get_by_endpoint(larch.addr).service("larch.control.v1.IndexService")
     model = control.CreateIndex(
         {
             "name": "compat",
@@ -61,7 +27,7 @@ def host(server):
             "deletion_protection": "disabled",
             "tags": {"env": "dev"},
         },
-        metadata=[("api-key", KEY)],
+        metadata=[("api-key", larch.key)],
     )
     assert model["status"] == {"ready": True, "state": "Ready"}
     assert model["deletion_protection"] == "disabled"
@@ -70,8 +36,8 @@ def host(server):
 
 
 @pytest.fixture(scope="module")
-def index(host):
-    return GrpcIndex(host=host, api_key=KEY, grpc_scheme="http")
+def index(larch, host):
+    return GrpcIndex(host=host, api_key=larch.key, grpc_scheme="http")
 
 
 def test_upsert_query_fetch_update_delete(index):

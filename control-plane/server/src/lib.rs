@@ -1,34 +1,49 @@
-//! Larch's control-plane server: index lifecycle over gRPC.
+//! Larch's control-plane server: index lifecycle over gRPC and Pinecone's REST API, on one
+//! port.
 //!
-//! [`serve`] runs `larch.control.v1.IndexService` on a listener, next to gRPC health
-//! (`grpc.health.v1`) and server reflection (v1 and v1alpha), behind the API-key layer of
-//! [`larch_auth`]. The handlers in [`service`] only translate protobuf to the
-//! [`larch_catalog`] types and back; the catalog holds the rules.
+//! [`serve`] runs `larch.control.v1.IndexService` next to gRPC health (`grpc.health.v1`) and
+//! server reflection (v1 and v1alpha), behind the gRPC API-key layer of [`larch_auth`], and
+//! Pinecone's REST control plane (`/indexes…`, `Api-Key` header) on the same listener. HTTP/1.1
+//! and HTTP/2 (h2c, prior knowledge) are both accepted; requests are routed by path (gRPC
+//! methods live under `/<package.Service>/`, REST under `/indexes`), and a path that is
+//! neither gets gRPC's UNIMPLEMENTED or a JSON 404, by its content type. Both transports only
+//! translate their wire format to the [`larch_catalog`] types and call the same [`Indexes`];
+//! the catalog holds the rules.
 //!
 //! # Layout
-//! - [`service`]: the `IndexService` implementation and the one catalog-error → status map.
+//! - [`indexes`]: [`Indexes`], the one service both transports call, its [`Failure`] type,
+//!   and [`ApiVersion`] (which JSON shape and which `host` a client gets).
+//! - [`service`]: the `IndexService` gRPC handlers and the one failure → gRPC status map.
+//! - [`rest`]: the REST handlers and the one failure → HTTP status map.
+//! - [`json`]: Pinecone's control-plane JSON (2025-10 and 2026-07 shapes) ⇄ catalog types.
 //! - [`serve`]: the server as a library function, used by the `larch` binary and the tests.
 
+pub mod indexes;
+pub mod json;
+pub mod rest;
 pub mod service;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use larch_auth::KeyStore;
-use larch_auth::grpc::AuthLayer;
 use larch_catalog::Catalog;
 use larch_proto::control::index_service_server::IndexServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
+pub use indexes::{ApiVersion, Failure, Indexes};
 pub use service::IndexApi;
 
 /// Serves the control plane on `listener` until `shutdown` completes, then reports
 /// NOT_SERVING on gRPC health and drains in-flight requests before returning.
 ///
-/// The port answers at once, but health reports NOT_SERVING (and index calls UNAVAILABLE)
-/// until `catalog` resolves — i.e. until every stored index has been recovered. If it resolves
-/// to `None` (recovery failed), the server stops.
+/// The port answers at once, but health reports NOT_SERVING (and index calls UNAVAILABLE, or
+/// 503 over REST) until `catalog` resolves — i.e. until every stored index has been recovered.
+/// If it resolves to `None` (recovery failed), the server stops.
 pub async fn serve(
     listener: TcpListener,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
@@ -43,8 +58,8 @@ pub async fn serve(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    let api = IndexApi::recovering();
-    let ready = api.clone();
+    let indexes = Indexes::recovering();
+    let ready = indexes.clone();
     let lifetime = async move {
         let serving = async {
             let Some(catalog) = catalog.await else {
@@ -68,12 +83,38 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    tonic::transport::Server::builder()
-        .layer(AuthLayer::new(keys))
-        .add_service(health_service)
+    let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IndexServiceServer::new(api))
+        .add_service(IndexServiceServer::new(IndexApi::from(indexes.clone())))
+        .into_axum_router();
+    let grpc = larch_auth::http::protect_grpc(grpc, keys.clone());
+    let app = grpc.merge(rest::router(indexes, keys)).fallback(unrouted);
+    // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
+    // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), lifetime)
         .await
+}
+
+/// A path that is neither a gRPC method nor a REST route: gRPC's UNIMPLEMENTED for gRPC
+/// callers, a JSON 404 for everyone else.
+async fn unrouted(request: Request) -> Response {
+    if is_grpc(&request) {
+        let status =
+            tonic::Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()));
+        status.into_http::<axum::body::Body>().into_response()
+    } else {
+        rest::not_found(request).await
+    }
+}
+
+/// Whether `request` is gRPC (as opposed to REST), by its content type.
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }

@@ -1,8 +1,8 @@
-//! `larch.control.v1.IndexService`: protobuf in, [`Catalog`] call, protobuf out.
+//! `larch.control.v1.IndexService`: protobuf in, one [`Indexes`] call, protobuf out.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, Error, IndexRecord};
+use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord};
 use larch_engine::ErrorCode;
 use larch_proto::control::{
     ConfigureIndexRequest, CreateIndexRequest, DeleteIndexRequest, DeleteIndexResponse,
@@ -11,53 +11,35 @@ use larch_proto::control::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::indexes::{Failure, Indexes};
+
 /// The gRPC face of the catalog. Clones share the same catalog slot.
 #[derive(Clone)]
 pub struct IndexApi {
-    /// Empty while stored indexes are being recovered at start-up.
-    catalog: Arc<OnceLock<Arc<Catalog>>>,
+    indexes: Indexes,
 }
 
 impl IndexApi {
     /// Serves `catalog`.
     pub fn new(catalog: Arc<Catalog>) -> IndexApi {
-        IndexApi {
-            catalog: Arc::new(OnceLock::from(catalog)),
-        }
+        IndexApi::from(Indexes::new(catalog))
     }
 
     /// An API that answers UNAVAILABLE until [`IndexApi::set_ready`].
     pub fn recovering() -> IndexApi {
-        IndexApi {
-            catalog: Arc::new(OnceLock::new()),
-        }
+        IndexApi::from(Indexes::recovering())
     }
 
     /// Starts serving `catalog` (once; later calls are ignored).
     pub fn set_ready(&self, catalog: Arc<Catalog>) {
-        let _ = self.catalog.set(catalog);
+        self.indexes.set_ready(catalog);
     }
+}
 
-    fn catalog(&self) -> Result<&Arc<Catalog>, Status> {
-        self.catalog.get().ok_or_else(|| {
-            Status::unavailable("larch is recovering its indexes after a restart; retry shortly")
-        })
-    }
-
-    /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk.
-    async fn run<T, F>(&self, op: F) -> Result<T, Status>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Catalog) -> larch_catalog::Result<T> + Send + 'static,
-    {
-        let catalog = Arc::clone(self.catalog()?);
-        tokio::task::spawn_blocking(move || op(&catalog))
-            .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "catalog task failed");
-                Status::internal("internal error; see the server log")
-            })?
-            .map_err(status)
+impl From<Indexes> for IndexApi {
+    /// The gRPC face of `indexes` (sharing its catalog slot with every other transport).
+    fn from(indexes: Indexes) -> IndexApi {
+        IndexApi { indexes }
     }
 }
 
@@ -90,7 +72,7 @@ impl IndexService for IndexApi {
             tags: tags.into_iter().collect(),
             vector_type,
         };
-        let record = self.run(move |c| c.create_index(request)).await?;
+        let record = self.indexes.create(request).await.map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -100,8 +82,9 @@ impl IndexService for IndexApi {
     ) -> Result<Response<ListIndexesResponse>, Status> {
         let ListIndexesRequest {} = request.into_inner();
         let indexes = self
-            .catalog()?
-            .list_indexes()
+            .indexes
+            .list()
+            .map_err(status)?
             .into_iter()
             .map(index_model)
             .collect();
@@ -113,7 +96,7 @@ impl IndexService for IndexApi {
         request: Request<DescribeIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
         let DescribeIndexRequest { name } = request.into_inner();
-        let record = self.catalog()?.describe_index(&name).map_err(status)?;
+        let record = self.indexes.describe(&name).map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -131,7 +114,7 @@ impl IndexService for IndexApi {
             deletion_protection,
             tags: tags.into_iter().collect(),
         };
-        let record = self.run(move |c| c.configure_index(request)).await?;
+        let record = self.indexes.configure(request).await.map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -140,7 +123,7 @@ impl IndexService for IndexApi {
         request: Request<DeleteIndexRequest>,
     ) -> Result<Response<DeleteIndexResponse>, Status> {
         let DeleteIndexRequest { name } = request.into_inner();
-        self.run(move |c| c.delete_index(&name)).await?;
+        self.indexes.delete(name).await.map_err(status)?;
         Ok(Response::new(DeleteIndexResponse {}))
     }
 }
@@ -182,8 +165,8 @@ fn index_model(record: IndexRecord) -> IndexModel {
     }
 }
 
-/// The one place catalog errors become gRPC statuses.
-fn status(err: Error) -> Status {
+/// The one place control-plane failures become gRPC statuses.
+fn status(err: Failure) -> Status {
     let message = err.to_string();
     match err.code() {
         ErrorCode::InvalidArgument => Status::invalid_argument(message),

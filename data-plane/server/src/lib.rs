@@ -1,35 +1,51 @@
-//! Larch's data-plane server: Pinecone's `VectorService` over gRPC.
+//! Larch's data-plane server: Pinecone's `VectorService` over gRPC and its REST twin, on one
+//! port per index.
 //!
 //! In the embedded mode every index has its own port, as with Pinecone Local: the control
 //! plane's catalog asks the [`DataPlane`] (through [`larch_catalog::DataPlaneHost`]) to open
 //! an index, and the data plane binds a listener and runs [`serve_index`] on it. Each such
-//! server answers `VectorService`, gRPC health and reflection, behind the API-key layer.
+//! server answers `VectorService`, gRPC health and reflection behind the gRPC API-key layer,
+//! and Pinecone's data-plane REST API behind the `Api-Key` header check — HTTP/1.1 and h2c on
+//! the same port, routed by path (`/VectorService/…` is gRPC, `/vectors/…`, `/query`, … REST).
+//! Both transports call the same [`api::IndexHandle`] with the same engine request structs;
+//! the engine validates.
 //!
 //! # Layout
-//! - [`service`]: the `VectorService` handlers (protobuf ⇄ [`larch_engine`] requests) and the
-//!   one engine-error → status map.
+//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool) and
+//!   the wire rules both transports share.
+//! - [`service`]: the `VectorService` gRPC handlers (protobuf ⇄ [`larch_engine`] requests)
+//!   and the one engine-error → gRPC status map.
+//! - [`rest`]: the REST handlers and the one engine-error → HTTP status map.
+//! - [`json`]: Pinecone's data-plane REST JSON bodies.
 //! - [`convert`]: `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
 //! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers.
 
+pub mod api;
 pub mod convert;
 pub mod host;
+pub mod json;
+pub mod rest;
 pub mod service;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use larch_auth::KeyStore;
-use larch_auth::grpc::AuthLayer;
 use larch_engine::Engine;
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::api::IndexHandle;
 
 pub use host::DataPlane;
 pub use service::VectorApi;
 
-/// Serves one index's data plane on `listener` until `shutdown` completes, then reports
-/// NOT_SERVING on gRPC health and drains in-flight requests before returning.
+/// Serves one index's data plane (gRPC and REST) on `listener` until `shutdown` completes,
+/// then reports NOT_SERVING on gRPC health and drains in-flight requests before returning.
 pub async fn serve_index(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -50,12 +66,40 @@ pub async fn serve_index(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    tonic::transport::Server::builder()
-        .layer(AuthLayer::new(keys))
-        .add_service(health_service)
+    let index = IndexHandle::new(engine, index);
+    let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(VectorServiceServer::new(VectorApi::new(engine, index)))
+        .add_service(VectorServiceServer::new(VectorApi::from(index.clone())))
+        .into_axum_router();
+    let app = larch_auth::http::protect_grpc(grpc, keys.clone())
+        .merge(rest::router(index, keys))
+        .fallback(unrouted);
+    // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
+    // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
+}
+
+/// A path that is neither a gRPC method nor a REST route: gRPC's UNIMPLEMENTED for gRPC
+/// callers, a JSON 404 for everyone else.
+async fn unrouted(request: Request) -> Response {
+    if is_grpc(&request) {
+        let status =
+            tonic::Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()));
+        status.into_http::<axum::body::Body>().into_response()
+    } else {
+        rest::not_found(request).await
+    }
+}
+
+/// Whether `request` is gRPC (as opposed to REST), by its content type.
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }

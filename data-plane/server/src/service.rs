@@ -1,14 +1,14 @@
-//! Pinecone's `VectorService`: protobuf in, one [`Index`] call, protobuf out.
+//! Pinecone's `VectorService`: protobuf in, one [`IndexHandle`] call, protobuf out.
 //!
 //! Handlers destructure every request field (a new proto field breaks the build instead of
-//! being silently ignored), hand raw values to the engine — which validates them — and run
-//! the engine call on the blocking pool so searches never stall the async runtime.
+//! being silently ignored) and hand raw values to the engine, which validates them; the REST
+//! twin ([`crate::rest`]) makes the same calls with the same engine request structs.
 
 use std::sync::Arc;
 
 use larch_engine::{
     DeleteRequest as EngineDelete, Engine, Error, ErrorCode,
-    FetchByMetadataRequest as EngineFetchByMeta, FetchRequest as EngineFetch, Index,
+    FetchByMetadataRequest as EngineFetchByMeta, FetchRequest as EngineFetch,
     ListNamespacesRequest as EngineListNamespaces, ListRequest as EngineList, NamespaceInfo,
     QueryRequest as EngineQuery, Record, UpdateRequest as EngineUpdate,
     UpsertRequest as EngineUpsert, VectorInput,
@@ -25,41 +25,39 @@ use larch_proto::pinecone::{
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::api::{
+    API_VERSION_HEADER, IndexHandle, VECTOR_TYPE, declared_fields, display_namespace,
+    refuse_batch_queries,
+};
 use crate::convert::{
     metadata_to_struct, optional_json, sparse_input, sparse_values, struct_to_json,
 };
 
 /// The gRPC face of one index.
 pub struct VectorApi {
-    engine: Arc<Engine>,
-    /// The index this server answers for. Looked up per request, so a deleted index answers
-    /// NOT_FOUND at once even while its server is still draining.
-    index: String,
+    index: IndexHandle,
 }
 
 impl VectorApi {
     /// Serves the index called `index` of `engine`.
     pub fn new(engine: Arc<Engine>, index: impl Into<String>) -> VectorApi {
-        VectorApi {
-            engine,
-            index: index.into(),
-        }
+        VectorApi::from(IndexHandle::new(engine, index))
     }
 
-    /// Runs `op` on the blocking pool (engine calls are CPU-bound and synchronous).
+    /// Runs `op` on the index (see [`IndexHandle::run`]).
     async fn run<T, F>(&self, op: F) -> Result<T, Status>
     where
         T: Send + 'static,
-        F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
+        F: FnOnce(&larch_engine::Index) -> larch_engine::Result<T> + Send + 'static,
     {
-        let index = self.engine.index(&self.index).map_err(status)?;
-        tokio::task::spawn_blocking(move || op(&index))
-            .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "engine task failed");
-                Status::internal("internal error; see the server log")
-            })?
-            .map_err(status)
+        self.index.run(op).await.map_err(status)
+    }
+}
+
+impl From<IndexHandle> for VectorApi {
+    /// The gRPC face of `index`.
+    fn from(index: IndexHandle) -> VectorApi {
+        VectorApi { index }
     }
 }
 
@@ -176,12 +174,7 @@ impl VectorService for VectorApi {
             scan_factor: _,
             max_candidates: _,
         } = request.into_inner();
-        if !queries.is_empty() {
-            return Err(Status::invalid_argument(
-                "queries: the deprecated batch form is not supported; send one query per request \
-                 with `vector` or `id`",
-            ));
-        }
+        refuse_batch_queries(queries.len()).map_err(status)?;
         let filter = optional_json(filter, "filter")?;
         let response = self
             .run(move |index| {
@@ -276,7 +269,7 @@ impl VectorService for VectorApi {
             index_fullness: 0.0,
             total_vector_count: saturating_u32(stats.total_vector_count),
             metric: Some(stats.metric.to_string()),
-            vector_type: Some("dense".to_owned()),
+            vector_type: Some(VECTOR_TYPE.to_owned()),
             memory_fullness: None,
             storage_fullness: None,
         }))
@@ -340,18 +333,16 @@ impl VectorService for VectorApi {
     ) -> Result<Response<NamespaceDescription>, Status> {
         let default_name = default_namespace_name(request.metadata());
         let CreateNamespaceRequest { name, schema } = request.into_inner();
-        let fields = match schema {
-            None => None,
-            Some(MetadataSchema { fields }) => {
-                if let Some((field, _)) = fields.iter().find(|(_, props)| !props.filterable) {
-                    return Err(Status::invalid_argument(format!(
-                        "schema.fields.{field}.filterable: only filterable fields can be declared; \
-                         leave a field out of the schema instead of setting filterable to false"
-                    )));
-                }
-                Some(fields.into_keys().collect())
-            }
-        };
+        let fields = schema
+            .map(|MetadataSchema { fields }| {
+                declared_fields(
+                    fields
+                        .into_iter()
+                        .map(|(field, MetadataFieldProperties { filterable })| (field, filterable)),
+                )
+            })
+            .transpose()
+            .map_err(status)?;
         let info = self
             .run(move |index| index.create_namespace(&name, fields))
             .await?;
@@ -439,27 +430,14 @@ fn namespace_description(info: NamespaceInfo, default_name: &str) -> NamespaceDe
     }
 }
 
-/// How the default namespace is named in responses: Pinecone calls it `__default__` from API
-/// version 2025-04 on (sent by clients in `x-pinecone-api-version`) and `""` before.
+/// How the default namespace is named for the caller (see
+/// [`crate::api::default_namespace_name`]).
 fn default_namespace_name(metadata: &MetadataMap) -> &'static str {
-    let version = metadata
-        .get("x-pinecone-api-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // Versions are ISO dates (YYYY-MM), so text order is time order.
-    if version.len() >= 7 && version >= "2025-04" {
-        "__default__"
-    } else {
-        ""
-    }
-}
-
-fn display_namespace(name: String, default_name: &str) -> String {
-    if name.is_empty() {
-        default_name.to_owned()
-    } else {
-        name
-    }
+    crate::api::default_namespace_name(
+        metadata
+            .get(API_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// The one place engine errors become gRPC statuses.

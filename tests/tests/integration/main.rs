@@ -1,7 +1,8 @@
 //! Larch's integration tests: one binary, one module per area.
 //!
 //! Every test starts a real embedded server on 127.0.0.1 port 0 through
-//! [`larch_tests::TestServer`] and talks to it with generated tonic clients.
+//! [`larch_tests::TestServer`] and talks to it with generated tonic clients, or — for the REST
+//! twins (`rest_control`, `rest_data`) — with a plain HTTP client (`rest_client`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,4 +13,7 @@ mod durability;
 mod exploration;
 mod filters;
 mod lifecycle;
+mod rest_client;
+mod rest_control;
+mod rest_data;
 mod scores;

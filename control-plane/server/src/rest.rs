@@ -1,0 +1,289 @@
+//! Pinecone's REST control plane: `GET/POST /indexes`, `GET/PATCH/DELETE /indexes/{name}`.
+//!
+//! JSON in, one [`Indexes`] call, JSON out — in the shape the `X-Pinecone-Api-Version` header
+//! asks for (see [`crate::json`]). Status codes are Pinecone's: 201 for create, 202 for
+//! configure and delete, 200 otherwise; errors are `{"error":{"code","message"},"status"}`,
+//! mapped from the transport-neutral error class in [`RestError`]'s one `From` impl.
+//! Endpoints Larch does not implement (collections, backups, restore jobs, integrated
+//! inference) answer 501 with a message, rather than 404.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use larch_auth::KeyStore;
+use larch_auth::http::{HttpAuth, require_key};
+use larch_engine::ErrorCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::indexes::{ApiVersion, Failure, Indexes};
+use crate::json::{ConfigureIndexBody, CreateIndexBody, IndexList, index_model};
+
+/// The request header naming the API version, and so the JSON shape.
+pub const API_VERSION_HEADER: &str = "x-pinecone-api-version";
+
+/// The REST routes of the control plane over `indexes`, behind `Api-Key` auth.
+pub fn router(indexes: Indexes, keys: KeyStore) -> Router {
+    Router::new()
+        .route("/indexes", get(list_indexes).post(create_index))
+        .route(
+            "/indexes/{name}",
+            get(describe_index)
+                .patch(configure_index)
+                .delete(delete_index),
+        )
+        .route("/indexes/create-for-model", post(not_implemented))
+        .route("/indexes/{name}/backups", any(not_implemented))
+        .route("/collections", any(not_implemented))
+        .route("/collections/{name}", any(not_implemented))
+        .route("/backups", any(not_implemented))
+        .route("/backups/{*rest}", any(not_implemented))
+        .route("/restore-jobs", any(not_implemented))
+        .route("/restore-jobs/{id}", any(not_implemented))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(indexes)
+        .layer(axum::middleware::from_fn_with_state(
+            HttpAuth::new(keys, render_error),
+            require_key,
+        ))
+}
+
+/// The answer for a path that is neither a REST route nor a gRPC method.
+pub async fn not_found(request: Request) -> Response {
+    RestError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!(
+            "no route {} {}; the control plane serves /indexes and /indexes/{{name}}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn list_indexes(
+    State(indexes): State<Indexes>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    let version = api_version(&headers);
+    let indexes = indexes
+        .list()?
+        .into_iter()
+        .map(|record| index_model(record, version))
+        .collect();
+    Ok(json(StatusCode::OK, &IndexList { indexes }))
+}
+
+async fn create_index(
+    State(indexes): State<Indexes>,
+    headers: HeaderMap,
+    Json(body): Json<CreateIndexBody>,
+) -> Result<Response, RestError> {
+    let record = indexes.create(body.into_request()?).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &index_model(record, api_version(&headers)),
+    ))
+}
+
+async fn describe_index(
+    State(indexes): State<Indexes>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, RestError> {
+    let record = indexes.describe(&name)?;
+    Ok(json(
+        StatusCode::OK,
+        &index_model(record, api_version(&headers)),
+    ))
+}
+
+async fn configure_index(
+    State(indexes): State<Indexes>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<ConfigureIndexBody>,
+) -> Result<Response, RestError> {
+    let record = indexes.configure(body.into_request(name)?).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &index_model(record, api_version(&headers)),
+    ))
+}
+
+async fn delete_index(
+    State(indexes): State<Indexes>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, RestError> {
+    indexes.delete(name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn not_implemented(request: Request) -> RestError {
+    RestError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "UNIMPLEMENTED",
+        format!(
+            "{} {} is not implemented by Larch: collections, backups, restore jobs and \
+             integrated inference (create-for-model) are not available; see the README's \
+             compatibility table",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> RestError {
+    RestError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "INVALID_ARGUMENT",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+fn api_version(headers: &HeaderMap) -> ApiVersion {
+    ApiVersion::parse(
+        headers
+            .get(API_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// `value` as a JSON response.
+fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(err) => RestError::from(Failure::TaskFailed(format!("cannot encode JSON: {err}")))
+            .into_response(),
+    }
+}
+
+/// A control-plane error response: `{"error":{"code","message"},"status"}`.
+#[derive(Debug)]
+pub struct RestError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl RestError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RestError {
+        RestError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The one place control-plane failures become HTTP statuses and Pinecone error codes.
+impl From<Failure> for RestError {
+    fn from(err: Failure) -> RestError {
+        let message = err.to_string();
+        let (status, code) = match err.code() {
+            ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            ErrorCode::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ErrorCode::AlreadyExists => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
+            // The catalog's one precondition is deletion protection, which Pinecone answers
+            // with 403 FORBIDDEN ("Deletion protection is enabled for this index").
+            ErrorCode::FailedPrecondition => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ErrorCode::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
+            ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ErrorCode::Internal => {
+                tracing::error!(error = %message, "control-plane request failed");
+                return RestError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error; see the server log",
+                );
+            }
+        };
+        RestError::new(status, code, message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+    status: u16,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let RestError {
+            status,
+            code,
+            message,
+        } = self;
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: &message,
+            },
+            status: status.as_u16(),
+        };
+        // Two strings and a number always encode.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// Renders an authentication refusal in the control plane's error shape.
+fn render_error(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
+    };
+    RestError::new(status, code, message).into_response()
+}
+
+/// A JSON request body. Unlike axum's own extractor it ignores `Content-Type` (curl users often
+/// omit it) and answers in the control plane's error shape: 400 for text that is not JSON, 422
+/// for JSON that does not fit the request type, as Pinecone does.
+struct Json<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = RestError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, RestError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                RestError::new(
+                    rejection.status(),
+                    "INVALID_ARGUMENT",
+                    rejection.body_text(),
+                )
+            })?;
+        serde_json::from_slice(&bytes).map(Json).map_err(|err| {
+            if err.is_data() {
+                RestError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "UNPROCESSABLE_ENTITY",
+                    format!("Failed to deserialize the JSON body into the target type: {err}"),
+                )
+            } else {
+                RestError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    format!("Failed to parse the request body as JSON: {err}"),
+                )
+            }
+        })
+    }
+}

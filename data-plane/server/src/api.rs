@@ -1,0 +1,148 @@
+//! The transport-neutral side of the data plane, shared by the gRPC and REST handlers.
+//!
+//! [`IndexHandle`] is the one service both transports call: each handler translates its wire
+//! request into an engine request struct, makes one [`IndexHandle::run`] call (the engine
+//! validates), and translates the result back. The few wire-level rules that are not the
+//! engine's — how the default namespace is named for each API version, the refused batch
+//! query, what a namespace schema may declare — live here too, so the transports cannot drift.
+
+use std::sync::Arc;
+
+use larch_engine::{Engine, Error, Index};
+
+/// One index of an engine, looked up per request, so a deleted index answers NOT_FOUND at once
+/// even while its server is still draining.
+#[derive(Clone)]
+pub struct IndexHandle {
+    engine: Arc<Engine>,
+    index: String,
+}
+
+impl IndexHandle {
+    /// The index called `index` of `engine`.
+    pub fn new(engine: Arc<Engine>, index: impl Into<String>) -> IndexHandle {
+        IndexHandle {
+            engine,
+            index: index.into(),
+        }
+    }
+
+    /// Runs `op` on the index, on the blocking pool (engine calls are CPU-bound and
+    /// synchronous, and writes wait for an fsync).
+    pub async fn run<T, F>(&self, op: F) -> larch_engine::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
+    {
+        let index = self.engine.index(&self.index)?;
+        tokio::task::spawn_blocking(move || op(&index))
+            .await
+            .map_err(|err| Error::Internal(format!("engine task failed: {err}")))?
+    }
+}
+
+/// The header (gRPC metadata or HTTP) carrying Pinecone's API version.
+pub const API_VERSION_HEADER: &str = "x-pinecone-api-version";
+
+/// How the default namespace is named in responses: Pinecone calls it `__default__` from API
+/// version 2025-04 on (sent by clients in `x-pinecone-api-version`) and `""` before.
+pub fn default_namespace_name(api_version: Option<&str>) -> &'static str {
+    match api_version.map(str::trim) {
+        // Versions are dates (YYYY-MM), so text order is time order.
+        Some(v) if is_date(v) && v >= "2025-04" => "__default__",
+        _ => "",
+    }
+}
+
+/// Whether `v` is a `YYYY-MM` version.
+fn is_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 7
+        && b[4] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_digit())
+}
+
+/// The engine's name of a namespace (`""` for the default one) as a response shows it.
+pub fn display_namespace(name: String, default_name: &str) -> String {
+    if name.is_empty() {
+        default_name.to_owned()
+    } else {
+        name
+    }
+}
+
+/// Refuses the deprecated batch form of query (`queries`), which neither Pinecone's current
+/// clients nor Larch use.
+pub fn refuse_batch_queries(count: usize) -> larch_engine::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        field: "queries".to_owned(),
+        message: "the deprecated batch form is not supported; send one query per request \
+                  with `vector` or `id`"
+            .to_owned(),
+    })
+}
+
+/// The field names a namespace schema declares, from `(name, filterable)` pairs: only
+/// filterable fields can be declared.
+pub fn declared_fields(
+    fields: impl IntoIterator<Item = (String, bool)>,
+) -> larch_engine::Result<Vec<String>> {
+    fields
+        .into_iter()
+        .map(|(field, filterable)| {
+            if filterable {
+                Ok(field)
+            } else {
+                Err(Error::InvalidArgument {
+                    field: format!("schema.fields.{field}.filterable"),
+                    message: "only filterable fields can be declared; leave a field out of \
+                              the schema instead of setting filterable to false"
+                        .to_owned(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// The `vector_type` every Larch index reports.
+pub const VECTOR_TYPE: &str = "dense";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_namespace_is_named_by_api_version() {
+        assert_eq!(default_namespace_name(None), "");
+        assert_eq!(default_namespace_name(Some("2025-01")), "");
+        assert_eq!(default_namespace_name(Some("garbage")), "");
+        assert_eq!(default_namespace_name(Some("2025-04")), "__default__");
+        assert_eq!(default_namespace_name(Some("2026-07")), "__default__");
+        assert_eq!(
+            display_namespace(String::new(), "__default__"),
+            "__default__"
+        );
+        assert_eq!(display_namespace("films".into(), "__default__"), "films");
+    }
+
+    #[test]
+    fn shared_rules_name_their_field() {
+        assert!(refuse_batch_queries(0).is_ok());
+        let err = refuse_batch_queries(2).unwrap_err();
+        assert!(err.to_string().starts_with("queries: "), "{err}");
+        assert_eq!(
+            declared_fields([("a".to_owned(), true)]).unwrap(),
+            vec!["a".to_owned()]
+        );
+        let err = declared_fields([("b".to_owned(), false)]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("schema.fields.b.filterable: "),
+            "{err}"
+        );
+    }
+}
