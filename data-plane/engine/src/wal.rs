@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! header = magic "LARCHWAL" | version:u32 | file number:u64 | crc32 of the previous 20 bytes:u32
-//! record = payload length:u32 | crc32 of the payload:u32 | payload   (see `codec`)
+//! record = payload length:u32 | crc32 of the payload:u32 | crc32 of the previous 8 bytes:u32 | payload   (see `codec`)
 //! ```
 //!
 //! All integers are little-endian. The files are written with plain
@@ -36,10 +36,14 @@
 //! checksum with nothing but zeros after it), truncates the file to the last
 //! good record and logs a warning. Damage anywhere else is
 //! [`Error::Corrupt`] with the file and offset: recovery stops instead of
-//! serving partial data. One case cannot be told apart: a damaged length
-//! field that points past the end of the file looks like a torn write, so the
-//! records after it are dropped; lengths above
-//! [`limits::MAX_LOG_RECORD_BYTES`] are always reported as corruption.
+//! serving partial data.
+//!
+//! The frame carries its own checksum, so a damaged length is never mistaken
+//! for a record cut short by a crash: a frame that passes its checksum has a
+//! true length (a record running past the end of the file is then torn), and
+//! a frame that fails it is torn only if no intact record follows it anywhere
+//! in the file — a crash cannot leave acknowledged records behind a torn one,
+//! while damage to an old record does.
 
 use std::{
     collections::HashMap,
@@ -56,12 +60,13 @@ use crate::{Error, ErrorCode, Result, error::storage_failure, limits};
 
 /// First bytes of every log file.
 const MAGIC: &[u8; 8] = b"LARCHWAL";
-/// Format version written in the header.
-const VERSION: u32 = 1;
+/// Format version written in the header (2: frames carry their own checksum).
+const VERSION: u32 = 2;
 /// Bytes of a file header.
 pub(crate) const HEADER_LEN: u64 = 24;
-/// Bytes of a record's frame before its payload: length and checksum.
-pub(crate) const FRAME_LEN: u64 = 8;
+/// Bytes of a record's frame before its payload: length, payload checksum and
+/// the frame's own checksum.
+pub(crate) const FRAME_LEN: u64 = 12;
 
 /// The name of log file number `number`.
 pub(crate) fn file_name(number: u64) -> String {
@@ -91,8 +96,12 @@ fn header(number: u64) -> [u8; HEADER_LEN as usize] {
 /// Appends `payload`, framed, to `buffer`.
 fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("payloads are checked against the record limit");
-    buffer.extend_from_slice(&len.to_le_bytes());
-    buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let mut frame = [0; FRAME_LEN as usize];
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let frame_crc = crc32fast::hash(&frame[..8]);
+    frame[8..].copy_from_slice(&frame_crc.to_le_bytes());
+    buffer.extend_from_slice(&frame);
     buffer.extend_from_slice(payload);
 }
 
@@ -686,11 +695,29 @@ fn scan(
         let mut frame = [0; FRAME_LEN as usize];
         input.read_exact(&mut frame).map_err(read_error)?;
         let size = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
-        if size == 0 || size as usize > limits::MAX_LOG_RECORD_BYTES {
-            if frame == [0; FRAME_LEN as usize] && rest_is_zero(&mut input).map_err(read_error)? {
-                return torn(offset, "zeros where a record should start".to_owned());
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        let frame_crc = u32::from_le_bytes(frame[8..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&frame[..8]) != frame_crc {
+            // Torn only if nothing intact follows; damage to an old frame leaves
+            // intact records behind it.
+            let mut rest = Vec::new();
+            input.read_to_end(&mut rest).map_err(read_error)?;
+            if let Some(at) = next_intact_record(&rest) {
+                return Err(Error::corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "a record frame fails its checksum, and an intact record follows at byte {}",
+                        offset + FRAME_LEN + at as u64
+                    ),
+                ));
             }
+            return torn(
+                offset,
+                "the last record's frame fails its checksum".to_owned(),
+            );
+        }
+        if size == 0 || size as usize > limits::MAX_LOG_RECORD_BYTES {
             return Err(Error::corrupt(
                 path,
                 offset,
@@ -759,6 +786,26 @@ fn check_header(head: &[u8; HEADER_LEN as usize], number: u64) -> Result<(), (u6
         ));
     }
     Ok(())
+}
+
+/// The position in `bytes` of the first intact record (a frame passing its
+/// checksum, with a payload that fits and passes its own), if any. A frame
+/// checksum is cheap, so every position is tried; a false match needs two
+/// 32-bit checksums to agree by chance.
+fn next_intact_record(bytes: &[u8]) -> Option<usize> {
+    let frame_len = FRAME_LEN as usize;
+    (0..bytes.len().saturating_sub(frame_len - 1)).find(|&at| {
+        let frame = &bytes[at..at + frame_len];
+        let stored = u32::from_le_bytes(frame[8..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&frame[..8]) != stored {
+            return false;
+        }
+        let size = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        bytes
+            .get(at + frame_len..at + frame_len + size)
+            .is_some_and(|payload| size > 0 && crc32fast::hash(payload) == crc)
+    })
 }
 
 /// Whether everything left in `input` is zero bytes (or nothing).
@@ -963,7 +1010,18 @@ mod tests {
         absurd[second + 3] = 0xff;
         let (offset, reason) = corrupt_offset(records(&absurd, true).unwrap_err());
         assert_eq!(offset, second as u64);
-        assert!(reason.contains("out of range"), "{reason}");
+        assert!(reason.contains("fails its checksum"), "{reason}");
+        // A length damaged to point past the end of the file is not mistaken
+        // for a torn write: an intact record follows it.
+        let mut past_end = full.clone();
+        past_end[second + 1] ^= 0x01;
+        let (offset, reason) = corrupt_offset(records(&past_end, true).unwrap_err());
+        assert_eq!(offset, second as u64);
+        let third = log_of(&[b"one", b"two"]).len();
+        assert!(
+            reason.contains(&format!("an intact record follows at byte {third}")),
+            "{reason}"
+        );
         // A zero length followed by data.
         let mut zero = full.clone();
         zero[second..second + 4].fill(0);
