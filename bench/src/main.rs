@@ -197,8 +197,7 @@ fn fill(index: &Arc<Index>, args: &RestartArgs) -> anyhow::Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("writer thread panicked"))
-            .collect::<anyhow::Result<()>>()
+            .try_for_each(|h| h.join().expect("writer thread panicked"))
     })
 }
 
