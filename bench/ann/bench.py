@@ -555,7 +555,9 @@ class Larch(System):
                                 capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
-        return {"larch_commit": commit + ("+dirty" if dirty else ""), "client": self.client_kind,
+        built = dt.datetime.fromtimestamp(self.binary.stat().st_mtime).astimezone().isoformat()
+        return {"larch_commit": commit + ("+dirty" if dirty else ""), "binary": str(self.binary),
+                "binary_built": built, "client": self.client_kind,
                 "grpcio": _dist("grpcio"), "pinecone": _dist("pinecone"),
                 "search": "exact brute force (no ANN index yet)"}
 
@@ -880,6 +882,10 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
     return res
 
 
+def fmt_ratio(r: float) -> str:
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.3f}×"
+
+
 def fmt_bytes(b) -> str:
     return "–" if b is None else f"{b / 2**20:,.0f} MiB"
 
@@ -897,8 +903,8 @@ def table(results: list[dict], clients: int) -> str:
         one, many = r["one_client"], r["n_clients"]
         restart = f"{r['restart']['first_query_s']:.2f}" if "restart" in r else "–"
         if larch and r is not larch:
-            ratio1 = f"{larch['one_client']['qps'] / one['qps']:.2f}×"
-            ration = f"{larch['n_clients']['qps'] / many['qps']:.2f}×"
+            ratio1 = fmt_ratio(larch["one_client"]["qps"] / one["qps"])
+            ration = fmt_ratio(larch["n_clients"]["qps"] / many["qps"])
         else:
             ratio1 = ration = "–"
         lines.append(
@@ -1073,7 +1079,8 @@ def main() -> None:
                   "server is restarted on the same path after each ef change.",
         "milvus": "`milvus-lite server` (milvus-lite 3.x is a pure-Python gRPC server using faiss "
                   "HNSW per segment) + pymilvus. Loaded as insert, flush, create_index, "
-                  "load_collection.",
+                  "load_collection. pymilvus' keepalive pings can make the server answer GOAWAY "
+                  "(too_many_pings) under load; the client reconnects and the stall counts.",
         "clients": f"QPS@N: {args.clients} client processes (servers; one connection each) or "
                    f"threads (in-process libraries); client CPU shares the same {info['cores']} cores.",
         "hnsw_build": f"M={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION} for every HNSW peer; "
