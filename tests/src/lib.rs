@@ -257,3 +257,55 @@ pub fn from_struct(s: &Struct) -> serde_json::Value {
             .collect(),
     )
 }
+
+/// A control plane whose recovery is held back: health is NOT_SERVING and index calls are
+/// refused until [`Recovering::finish`] hands it an (empty, in-memory) catalog.
+pub struct Recovering {
+    pub addr: String,
+    ready: tokio::sync::oneshot::Sender<Arc<Catalog>>,
+    catalog: Arc<Catalog>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Recovering {
+    /// Starts the control plane on 127.0.0.1 port 0 with `key` as its admin key.
+    pub async fn start(key: &str) -> Recovering {
+        let data_dir = tempfile::tempdir().unwrap();
+        let keys = larch_auth::bootstrap(data_dir.path(), Some(key))
+            .unwrap()
+            .store;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let data_plane = DataPlane::new(
+            larch_engine::Engine::new(),
+            keys.clone(),
+            "127.0.0.1".parse().unwrap(),
+        );
+        let catalog = Arc::new(Catalog::new(
+            Arc::new(data_plane),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        ));
+        let (ready, recovered) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(larch_control_plane::serve(
+            listener,
+            async move { recovered.await.ok() },
+            keys,
+            std::future::pending(),
+        ));
+        Recovering {
+            addr,
+            ready,
+            catalog,
+            server,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Ends recovery: the control plane starts serving its catalog. Returns the server task.
+    pub fn finish(self) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+        self.ready.send(self.catalog).ok().unwrap();
+        self.server
+    }
+}

@@ -265,28 +265,9 @@ async fn health_of(host: &str, service: &str) -> i32 {
 
 #[tokio::test]
 async fn control_plane_is_not_serving_until_recovery_completes() {
-    let dir = tempfile::tempdir().unwrap();
     let key = "recovery-test-key";
-    let keys = larch_auth::bootstrap(dir.path(), Some(key)).unwrap().store;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let data_plane = larch_data_plane::DataPlane::new(
-        larch_engine::Engine::new(),
-        keys.clone(),
-        "127.0.0.1".parse().unwrap(),
-    );
-    let catalog = std::sync::Arc::new(larch_catalog::Catalog::new(
-        std::sync::Arc::new(data_plane),
-        larch_catalog::PortPolicy::Ephemeral,
-        "127.0.0.1",
-    ));
-    let (ready, recovered) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(larch_control_plane::serve(
-        listener,
-        async move { recovered.await.ok() },
-        keys,
-        std::future::pending(),
-    ));
+    let recovering = larch_tests::Recovering::start(key).await;
+    let addr = recovering.addr.clone();
 
     // Recovering: the port answers, health says NOT_SERVING, index calls are UNAVAILABLE.
     for service in ["", "larch.control.v1.IndexService"] {
@@ -306,7 +287,7 @@ async fn control_plane_is_not_serving_until_recovery_completes() {
     assert!(err.message().contains("recovering"), "{}", err.message());
 
     // Recovered: SERVING, and the same connection now gets answers.
-    ready.send(catalog).ok().unwrap();
+    let server = recovering.finish();
     larch_tests::wait_serving(&addr).await;
     let mut request = tonic::Request::new(larch_proto::control::ListIndexesRequest {});
     request

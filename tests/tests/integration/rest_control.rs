@@ -399,28 +399,9 @@ async fn rest_needs_a_valid_api_key() {
 
 #[tokio::test]
 async fn rest_answers_503_until_recovery_completes() {
-    let dir = tempfile::tempdir().unwrap();
     let key = "recovery-rest-key";
-    let keys = larch_auth::bootstrap(dir.path(), Some(key)).unwrap().store;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let data_plane = larch_data_plane::DataPlane::new(
-        larch_engine::Engine::new(),
-        keys.clone(),
-        "127.0.0.1".parse().unwrap(),
-    );
-    let catalog = std::sync::Arc::new(larch_catalog::Catalog::new(
-        std::sync::Arc::new(data_plane),
-        larch_catalog::PortPolicy::Ephemeral,
-        "127.0.0.1",
-    ));
-    let (ready, recovered) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(larch_control_plane::serve(
-        listener,
-        async move { recovered.await.ok() },
-        keys,
-        std::future::pending(),
-    ));
+    let control = larch_tests::Recovering::start(key).await;
+    let addr = control.addr.clone();
     let rest = Rest::new(&addr).key(key);
     let recovering = rest
         .get("/indexes")
@@ -436,7 +417,7 @@ async fn rest_answers_503_until_recovery_completes() {
         .await
         .expect(StatusCode::SERVICE_UNAVAILABLE);
 
-    ready.send(catalog).ok().unwrap();
+    let server = control.finish();
     wait_serving(&addr).await;
     rest.get("/indexes").await.expect(StatusCode::OK);
     server.abort();
