@@ -38,7 +38,7 @@ use std::{
 };
 
 use crate::{
-    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, VectorId, codec,
+    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, SearchParams, VectorId, codec,
     flush::{Pending, Segments, State, StorageStats},
     limits, metadata,
     namespace::{NamespaceStore, WriteOp},
@@ -123,6 +123,8 @@ impl Durable {
 pub struct Index {
     name: String,
     config: IndexConfig,
+    /// ANN graph parameters; changeable at any time.
+    search_params: RwLock<SearchParams>,
     /// Sorted by name, so listing namespaces is a range scan.
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
     /// The log and segments; `None` for an in-memory index.
@@ -145,6 +147,7 @@ impl Index {
         Index {
             name: name.into(),
             config,
+            search_params: RwLock::new(SearchParams::default()),
             namespaces: RwLock::new(BTreeMap::new()),
             durable: None,
         }
@@ -165,6 +168,7 @@ impl Index {
         Index {
             name: name.into(),
             config,
+            search_params: RwLock::new(SearchParams::default()),
             namespaces: RwLock::new(namespaces),
             durable: Some(durable),
         }
@@ -178,6 +182,25 @@ impl Index {
     /// The dimension and metric, fixed at creation.
     pub fn config(&self) -> IndexConfig {
         self.config
+    }
+
+    /// The ANN graph parameters in force.
+    pub fn search_params(&self) -> SearchParams {
+        *self
+            .search_params
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the ANN graph parameters: `ef_search` and `quantization` apply
+    /// to the next query, `m` and `ef_construction` to graphs built from now on.
+    /// The control plane owns (and persists) these settings and sets them
+    /// whenever it attaches or reconfigures the index.
+    pub fn set_search_params(&self, params: SearchParams) {
+        *self
+            .search_params
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = params;
     }
 
     /// Inserts or replaces records, creating the namespace if needed; returns

@@ -186,6 +186,7 @@ mod manifest;
 mod metadata;
 mod namespace;
 mod pagination;
+mod params;
 mod requests;
 mod search;
 mod segment;
@@ -204,6 +205,7 @@ pub use filter::Filter;
 pub use flush::{FlushPolicy, StorageStats};
 pub use index::Index;
 pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
+pub use params::{Quantization, SearchParams};
 pub use requests::{
     DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest, FetchResponse,
     IndexStats, ListNamespacesRequest, ListNamespacesResponse, ListRequest, ListResponse,
