@@ -106,6 +106,11 @@ impl TestServer {
         server
     }
 
+    /// The data plane, to check what reached the engine where no RPC shows it.
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.data_plane
+    }
+
     /// A control-plane client sending the admin key.
     pub async fn control(&self) -> ControlClient {
         self.control_with_key(Some(&self.key)).await

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use larch_engine::IndexConfig;
+use larch_engine::{IndexConfig, SearchParams};
 
 use crate::error::{Error, Result};
 use crate::record::{
@@ -82,20 +82,28 @@ pub enum AttachMode {
     Recover,
 }
 
-/// The data plane as the catalog sees it: it opens and drops indexes on request.
+/// The data plane as the catalog sees it: it opens, reconfigures and drops indexes on request.
 ///
-/// Both calls are synchronous (bind a socket, create or recover the index's storage, spawn a
+/// Every call is synchronous (bind a socket, create or recover the index's storage, spawn a
 /// task), so the catalog can make them while holding its lock and keep its state and the data
 /// plane's in step. Recovery replays an index's log, so it may take a while at start-up.
+///
+/// The catalog owns (and persists) each index's [`SearchParams`]; the data plane only applies
+/// them: at attach, so an index never answers a query with other parameters, and at
+/// [`configure`](DataPlaneHost::configure) when they change.
 pub trait DataPlaneHost: Send + Sync {
-    /// Starts serving an index on `port` (0 = any free port); returns the bound port.
+    /// Starts serving an index with ANN parameters `search` on `port` (0 = any free port);
+    /// returns the bound port.
     fn attach(
         &self,
         name: &IndexName,
         config: IndexConfig,
+        search: SearchParams,
         port: u16,
         mode: AttachMode,
     ) -> Result<u16, AttachError>;
+    /// Applies new ANN parameters to the attached index `name`.
+    fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String>;
     /// Stops serving `name` and drops its data.
     fn detach(&self, name: &IndexName) -> Result<(), String>;
 }
@@ -153,6 +161,7 @@ impl Catalog {
                 let port = match catalog.data_plane.attach(
                     &loaded.name,
                     loaded.config,
+                    loaded.search,
                     loaded.port,
                     AttachMode::Recover,
                 ) {
@@ -168,6 +177,7 @@ impl Catalog {
                             &indexes,
                             &loaded.name,
                             loaded.config,
+                            loaded.search,
                             AttachMode::Recover,
                         )?
                     }
@@ -187,6 +197,7 @@ impl Catalog {
                     region: loaded.region,
                     deletion_protection: loaded.deletion_protection,
                     tags: loaded.tags,
+                    search: loaded.search,
                     state: IndexState::Ready,
                 };
                 tracing::info!(index = %record.name, host = %record.host, "index recovered");
@@ -219,6 +230,7 @@ impl Catalog {
                     deletion_protection: record.deletion_protection.as_str().to_owned(),
                     tags: record.tags.clone(),
                     port: *port,
+                    search: record.search.into(),
                 })
                 .collect(),
         )
@@ -244,7 +256,13 @@ impl Catalog {
         if indexes.contains_key(&valid.name) {
             return Err(Error::AlreadyExists(valid.name.to_string()));
         }
-        let port = self.attach(&indexes, &valid.name, valid.config, AttachMode::Create)?;
+        let port = self.attach(
+            &indexes,
+            &valid.name,
+            valid.config,
+            valid.search,
+            AttachMode::Create,
+        )?;
         let record = IndexRecord {
             host: host_port(&self.advertise_host, port),
             name: valid.name.clone(),
@@ -254,6 +272,7 @@ impl Catalog {
             region: valid.region,
             deletion_protection: valid.deletion_protection,
             tags: valid.tags,
+            search: valid.search,
             state: IndexState::Ready,
         };
         indexes.insert(
@@ -281,6 +300,7 @@ impl Catalog {
         indexes: &BTreeMap<IndexName, Entry>,
         name: &IndexName,
         config: IndexConfig,
+        search: SearchParams,
         mode: AttachMode,
     ) -> Result<u16> {
         let candidates: Box<dyn Iterator<Item = u16>> = match self.ports {
@@ -290,7 +310,7 @@ impl Catalog {
             }
         };
         for port in candidates {
-            match self.data_plane.attach(name, config, port, mode) {
+            match self.data_plane.attach(name, config, search, port, mode) {
                 Ok(bound) => return Ok(bound),
                 Err(AttachError::PortInUse) => {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
@@ -315,11 +335,17 @@ impl Catalog {
             .ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
-    /// Changes deletion protection and merges tags (`""` removes a tag).
+    /// Changes deletion protection, merges tags (`""` removes a tag) and changes the given ANN
+    /// parameters, which the data plane applies before this returns.
     pub fn configure_index(&self, request: ConfigureIndex) -> Result<IndexRecord> {
-        let name = IndexName::new(&request.name)?;
-        let protection = request
-            .deletion_protection
+        let ConfigureIndex {
+            name,
+            deletion_protection,
+            tags,
+            search,
+        } = request;
+        let name = IndexName::new(&name)?;
+        let protection = deletion_protection
             .as_deref()
             .map(|s| DeletionProtection::parse(s, "deletion_protection"))
             .transpose()?;
@@ -328,16 +354,33 @@ impl Catalog {
             .get_mut(&name)
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
         let mut record = entry.record.clone();
-        merge_tags(&mut record.tags, request.tags)?;
+        merge_tags(&mut record.tags, tags)?;
         if let Some(protection) = protection {
             record.deletion_protection = protection;
         }
+        record.search = search.apply_to(record.search)?;
         let previous = std::mem::replace(&mut entry.record, record.clone());
-        if let Err(err) = self.save(&indexes) {
+        let search_changed = record.search != previous.search;
+        let restore = |indexes: &mut BTreeMap<IndexName, Entry>, previous: IndexRecord| {
             if let Some(entry) = indexes.get_mut(&name) {
                 entry.record = previous;
             }
+        };
+        // Applied before it is recorded, as create attaches before recording.
+        if search_changed && let Err(reason) = self.data_plane.configure(&name, record.search) {
+            restore(&mut indexes, previous);
+            return Err(Error::DataPlane(reason));
+        }
+        if let Err(err) = self.save(&indexes) {
+            if search_changed && let Err(reason) = self.data_plane.configure(&name, previous.search)
+            {
+                tracing::warn!(index = %name, error = %reason, "cannot restore the previous search parameters");
+            }
+            restore(&mut indexes, previous);
             return Err(err);
+        }
+        if search_changed {
+            tracing::info!(index = %name, search = ?record.search, "search parameters changed");
         }
         Ok(record)
     }
@@ -381,6 +424,8 @@ fn host_port(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::SearchSettings;
+    use larch_engine::Quantization;
     use std::collections::BTreeSet;
 
     /// A data plane that records calls and refuses the ports it is told are busy.
@@ -388,6 +433,14 @@ mod tests {
     struct FakeDataPlane {
         busy: BTreeSet<u16>,
         attached: Mutex<BTreeMap<String, u16>>,
+        /// The search parameters each index was last given.
+        search: Mutex<BTreeMap<String, SearchParams>>,
+    }
+
+    impl FakeDataPlane {
+        fn search_of(&self, name: &str) -> Option<SearchParams> {
+            self.search.lock().unwrap().get(name).copied()
+        }
     }
 
     impl DataPlaneHost for FakeDataPlane {
@@ -395,6 +448,7 @@ mod tests {
             &self,
             name: &IndexName,
             _: IndexConfig,
+            search: SearchParams,
             port: u16,
             _: AttachMode,
         ) -> Result<u16, AttachError> {
@@ -403,10 +457,19 @@ mod tests {
             }
             let port = if port == 0 { 40000 } else { port };
             self.attached.lock().unwrap().insert(name.to_string(), port);
+            self.search.lock().unwrap().insert(name.to_string(), search);
             Ok(port)
+        }
+        fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String> {
+            if !self.attached.lock().unwrap().contains_key(name.as_str()) {
+                return Err(format!("index '{name}' is not attached"));
+            }
+            self.search.lock().unwrap().insert(name.to_string(), search);
+            Ok(())
         }
         fn detach(&self, name: &IndexName) -> Result<(), String> {
             self.attached.lock().unwrap().remove(name.as_str());
+            self.search.lock().unwrap().remove(name.as_str());
             Ok(())
         }
     }
@@ -470,6 +533,7 @@ mod tests {
                 name: "a".into(),
                 deletion_protection: Some("enabled".into()),
                 tags: BTreeMap::from([("env".into(), "dev".into())]),
+                search: SearchSettings::default(),
             })
             .unwrap();
         let err = catalog.delete_index("a").unwrap_err();
@@ -486,6 +550,7 @@ mod tests {
                 name: "a".into(),
                 deletion_protection: Some("disabled".into()),
                 tags: BTreeMap::new(),
+                search: SearchSettings::default(),
             })
             .unwrap();
         catalog.delete_index("a").unwrap();
@@ -510,6 +575,10 @@ mod tests {
                 name: "b".into(),
                 deletion_protection: Some("enabled".into()),
                 tags: BTreeMap::from([("env".into(), "prod".into())]),
+                search: SearchSettings {
+                    ef_search: Some(40),
+                    ..Default::default()
+                },
             })
             .unwrap();
         catalog.delete_index("a").unwrap();
@@ -524,6 +593,14 @@ mod tests {
             dp.attached.lock().unwrap().clone(),
             BTreeMap::from([("b".to_owned(), 6002), ("c".to_owned(), 6003)])
         );
+        let b_search = SearchParams::default().with_ef_search(40).unwrap();
+        assert_eq!(reopened.describe_index("b").unwrap().search, b_search);
+        assert_eq!(
+            dp.search_of("b"),
+            Some(b_search),
+            "recovery applies the stored search parameters"
+        );
+        assert_eq!(dp.search_of("c"), Some(SearchParams::default()));
         drop(reopened);
 
         // A port taken by another program moves the index and records the new port.
@@ -537,6 +614,102 @@ mod tests {
         let dp = Arc::new(FakeDataPlane::default());
         let again = Catalog::open(dir.path(), dp, policy, "127.0.0.1").unwrap();
         assert_eq!(again.describe_index("b").unwrap().host, "127.0.0.1:6001");
+    }
+
+    #[test]
+    fn search_params_reach_the_data_plane_at_create_and_configure() {
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::new(dp.clone(), PortPolicy::Ephemeral, "127.0.0.1");
+        let mut request = create("a");
+        request.search = SearchSettings {
+            m: Some(24),
+            ef_search: Some(100),
+            quantization: Some("int8".into()),
+            ..Default::default()
+        };
+        let created = catalog.create_index(request).unwrap().search;
+        let expected = SearchParams::default()
+            .with_m(24)
+            .and_then(|p| p.with_ef_search(100))
+            .unwrap()
+            .with_quantization(Quantization::Int8);
+        assert_eq!(created, expected);
+        assert_eq!(dp.search_of("a"), Some(expected));
+
+        let configure = |search: SearchSettings| {
+            catalog.configure_index(ConfigureIndex {
+                name: "a".into(),
+                search,
+                ..Default::default()
+            })
+        };
+        let changed = configure(SearchSettings {
+            ef_search: Some(40),
+            ..Default::default()
+        })
+        .unwrap()
+        .search;
+        let expected = expected.with_ef_search(40).unwrap();
+        assert_eq!(changed, expected, "only ef_search changes");
+        assert_eq!(dp.search_of("a"), Some(expected));
+
+        let err = configure(SearchSettings {
+            m: Some(2),
+            ef_search: Some(50),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "search.m: must be between 4 and 64; got 2");
+        assert_eq!(
+            catalog.describe_index("a").unwrap().search,
+            expected,
+            "a refused change changes nothing"
+        );
+        assert_eq!(dp.search_of("a"), Some(expected));
+    }
+
+    #[test]
+    fn catalog_written_before_search_params_loads_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        // catalog.json as written before `search` existed.
+        std::fs::write(
+            dir.path().join(crate::CATALOG_FILE),
+            r#"{"version":1,"indexes":[{"name":"old","dimension":4,"metric":"cosine",
+                "vector_type":"dense","cloud":"aws","region":"us-east-1",
+                "deletion_protection":"disabled","tags":{},"port":0}]}"#,
+        )
+        .unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog =
+            Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "127.0.0.1").unwrap();
+        assert_eq!(
+            catalog.describe_index("old").unwrap().search,
+            SearchParams::default()
+        );
+        assert_eq!(dp.search_of("old"), Some(SearchParams::default()));
+    }
+
+    #[test]
+    fn stored_search_params_out_of_range_are_refused_naming_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(crate::CATALOG_FILE),
+            r#"{"version":1,"indexes":[{"name":"bad","dimension":4,"metric":"cosine",
+                "vector_type":"dense","cloud":"aws","region":"us-east-1",
+                "deletion_protection":"disabled","tags":{},"port":0,
+                "search":{"m":1000}}]}"#,
+        )
+        .unwrap();
+        let err = Catalog::open(
+            dir.path(),
+            Arc::new(FakeDataPlane::default()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        )
+        .err()
+        .expect("an out-of-range m is refused");
+        assert!(err.to_string().contains("index 'bad'"), "{err}");
+        assert!(err.to_string().contains("search.m"), "{err}");
     }
 
     #[test]

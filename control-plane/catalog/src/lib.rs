@@ -2,13 +2,14 @@
 //!
 //! The catalog validates index settings (Pinecone's naming and limits), keeps one
 //! [`IndexRecord`] per index, hands each index a data-plane port, and tells the data plane
-//! to open or drop the index through the [`DataPlaneHost`] trait. It knows nothing of gRPC:
-//! the control-plane server translates its requests into [`CreateIndex`] /
+//! to open, reconfigure or drop the index through the [`DataPlaneHost`] trait. It knows
+//! nothing of gRPC: the control-plane server translates its requests into [`CreateIndex`] /
 //! [`ConfigureIndex`] and its records back into protobuf.
 //!
 //! # Layout
 //! - [`error`]: the crate's [`Error`] and its [`larch_engine::ErrorCode`] class.
-//! - [`record`]: typed index settings ([`IndexName`], [`Cloud`], [`DeletionProtection`], ...)
+//! - [`record`]: typed index settings ([`IndexName`], [`Cloud`], [`DeletionProtection`], ...),
+//!   the raw [`SearchSettings`] of a request (validated into [`larch_engine::SearchParams`])
 //!   and the validated [`IndexRecord`].
 //! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
 //! - `store`: the catalog file, written atomically.
@@ -25,6 +26,6 @@ pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
 pub use error::{Error, Result};
 pub use record::{
     Cloud, ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState,
-    VectorType,
+    SearchSettings, VectorType,
 };
 pub use store::CATALOG_FILE;

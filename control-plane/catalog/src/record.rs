@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use larch_engine::limits::MAX_DIMENSION;
-use larch_engine::{Dimension, IndexConfig, Metric};
+use larch_engine::{Dimension, IndexConfig, Metric, Quantization, SearchParams};
 
 use crate::error::{Error, Result};
 
@@ -212,6 +212,65 @@ pub struct CreateIndex {
     pub tags: BTreeMap<String, String>,
     /// `dense` when absent.
     pub vector_type: Option<String>,
+    /// ANN parameters; absent fields take [`SearchParams::default`]'s values.
+    pub search: SearchSettings,
+}
+
+/// ANN parameters as raw values from any transport; `None` keeps the value they are applied
+/// to (the defaults at creation, the current value at configure).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchSettings {
+    /// Graph degree.
+    pub m: Option<u32>,
+    /// Candidate list size while inserting.
+    pub ef_construction: Option<u32>,
+    /// Candidate list size while searching.
+    pub ef_search: Option<u32>,
+    /// `none` or `int8`.
+    pub quantization: Option<String>,
+}
+
+impl SearchSettings {
+    /// `base` with the given fields replaced; every given field is validated, and errors
+    /// name it as `search.<field>`.
+    pub fn apply_to(self, base: SearchParams) -> Result<SearchParams> {
+        let SearchSettings {
+            m,
+            ef_construction,
+            ef_search,
+            quantization,
+        } = self;
+        let mut params = base;
+        if let Some(m) = m {
+            params = params.with_m(m).map_err(search_error("search.m"))?;
+        }
+        if let Some(ef) = ef_construction {
+            params = params
+                .with_ef_construction(ef)
+                .map_err(search_error("search.ef_construction"))?;
+        }
+        if let Some(ef) = ef_search {
+            params = params
+                .with_ef_search(ef)
+                .map_err(search_error("search.ef_search"))?;
+        }
+        if let Some(quantization) = quantization {
+            let field = "search.quantization";
+            let quantization =
+                Quantization::parse(field, &quantization).map_err(search_error(field))?;
+            params = params.with_quantization(quantization);
+        }
+        Ok(params)
+    }
+}
+
+/// The engine names a search parameter by its bare name (`m`); requests nest it under
+/// `search`, so the catalog's error names `field` instead.
+fn search_error(field: &'static str) -> impl FnOnce(larch_engine::Error) -> Error {
+    move |err| match err {
+        larch_engine::Error::InvalidArgument { message, .. } => Error::invalid(field, message),
+        other => Error::invalid(field, other.to_string()),
+    }
 }
 
 /// Validated settings of a new index (all but its port).
@@ -224,6 +283,7 @@ pub(crate) struct ValidIndex {
     pub(crate) region: String,
     pub(crate) deletion_protection: DeletionProtection,
     pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) search: SearchParams,
 }
 
 impl CreateIndex {
@@ -298,6 +358,7 @@ impl CreateIndex {
             .unwrap_or_default();
         let mut tags = BTreeMap::new();
         merge_tags(&mut tags, self.tags)?;
+        let search = self.search.apply_to(SearchParams::default())?;
         Ok(ValidIndex {
             name,
             config: IndexConfig { dimension, metric },
@@ -306,6 +367,7 @@ impl CreateIndex {
             region,
             deletion_protection,
             tags,
+            search,
         })
     }
 }
@@ -370,6 +432,8 @@ pub struct ConfigureIndex {
     pub deletion_protection: Option<String>,
     /// Tags to merge; `""` removes a tag.
     pub tags: BTreeMap<String, String>,
+    /// ANN parameters to change; the fields left `None` stay as they are.
+    pub search: SearchSettings,
 }
 
 /// Everything the catalog knows about one index.
@@ -389,6 +453,8 @@ pub struct IndexRecord {
     pub deletion_protection: DeletionProtection,
     /// Labels.
     pub tags: BTreeMap<String, String>,
+    /// ANN parameters in force; the data plane is told of every change.
+    pub search: SearchParams,
     /// Lifecycle state.
     pub state: IndexState,
     /// `host:port` clients dial for this index's data plane.
@@ -459,6 +525,92 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not supported")
+        );
+    }
+
+    #[test]
+    fn search_settings_default_and_validate_naming_the_field() {
+        assert_eq!(
+            create(8).validate().unwrap().search,
+            SearchParams::default()
+        );
+        let mut c = create(8);
+        c.search = SearchSettings {
+            m: Some(24),
+            ef_search: Some(100),
+            quantization: Some("INT8".into()),
+            ..Default::default()
+        };
+        let search = c.validate().unwrap().search;
+        assert_eq!(
+            (
+                search.m(),
+                search.ef_construction(),
+                search.ef_search(),
+                search.quantization()
+            ),
+            (24, 128, 100, Quantization::Int8)
+        );
+        let cases = [
+            (
+                SearchSettings {
+                    m: Some(2),
+                    ..Default::default()
+                },
+                "search.m: must be between 4 and 64; got 2",
+            ),
+            (
+                SearchSettings {
+                    ef_construction: Some(5000),
+                    ..Default::default()
+                },
+                "search.ef_construction: must be between 8 and 4096; got 5000",
+            ),
+            (
+                SearchSettings {
+                    ef_search: Some(0),
+                    ..Default::default()
+                },
+                "search.ef_search: must be between 8 and 4096; got 0",
+            ),
+            (
+                SearchSettings {
+                    quantization: Some("pq".into()),
+                    ..Default::default()
+                },
+                r#"search.quantization: must be one of none, int8; got "pq""#,
+            ),
+        ];
+        for (search, message) in cases {
+            let mut c = create(8);
+            c.search = search;
+            let err = c.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn search_settings_change_only_the_given_fields() {
+        let base = SearchSettings {
+            m: Some(24),
+            ef_construction: Some(200),
+            ef_search: Some(100),
+            quantization: Some("int8".into()),
+        }
+        .apply_to(SearchParams::default())
+        .unwrap();
+        let changed = SearchSettings {
+            ef_search: Some(40),
+            ..Default::default()
+        }
+        .apply_to(base)
+        .unwrap();
+        assert_eq!(changed, base.with_ef_search(40).unwrap());
+        assert_eq!(
+            SearchSettings::default().apply_to(base).unwrap(),
+            base,
+            "nothing given, nothing changes"
         );
     }
 

@@ -3,17 +3,19 @@
 //!
 //! Format: `catalog.json`, `{"version":1,"indexes":[{...}]}`. Written to a temporary file,
 //! fsynced, renamed over the old one, and the directory fsynced so the rename itself is durable.
+//! Fields added later (`search`) default when absent, so files written by older versions load
+//! without a version bump.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use larch_engine::{Dimension, IndexConfig, Metric};
+use larch_engine::{Dimension, IndexConfig, Metric, SearchParams};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::{Cloud, DeletionProtection, IndexName, VectorType};
+use crate::record::{Cloud, DeletionProtection, IndexName, SearchSettings, VectorType};
 
 /// Name of the catalog file inside the data directory.
 pub const CATALOG_FILE: &str = "catalog.json";
@@ -32,6 +34,36 @@ pub(crate) struct StoredIndex {
     pub(crate) tags: BTreeMap<String, String>,
     /// The data-plane port, kept so an index has the same `host` after a restart.
     pub(crate) port: u16,
+    /// ANN parameters; absent in catalogs written before they existed (defaults then).
+    #[serde(default)]
+    pub(crate) search: StoredSearch,
+}
+
+/// [`SearchParams`] as stored; a missing field takes its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct StoredSearch {
+    pub(crate) m: u32,
+    pub(crate) ef_construction: u32,
+    pub(crate) ef_search: u32,
+    pub(crate) quantization: String,
+}
+
+impl From<SearchParams> for StoredSearch {
+    fn from(params: SearchParams) -> StoredSearch {
+        StoredSearch {
+            m: params.m(),
+            ef_construction: params.ef_construction(),
+            ef_search: params.ef_search(),
+            quantization: params.quantization().as_str().to_owned(),
+        }
+    }
+}
+
+impl Default for StoredSearch {
+    fn default() -> StoredSearch {
+        SearchParams::default().into()
+    }
 }
 
 /// What a stored index turns back into.
@@ -43,6 +75,7 @@ pub(crate) struct LoadedIndex {
     pub(crate) region: String,
     pub(crate) deletion_protection: DeletionProtection,
     pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) search: SearchParams,
     pub(crate) port: u16,
 }
 
@@ -73,6 +106,22 @@ impl StoredIndex {
                 "deletion_protection",
             )
             .map_err(|e| corrupt(e.to_string()))?,
+            search: {
+                let StoredSearch {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    quantization,
+                } = self.search;
+                SearchSettings {
+                    m: Some(m),
+                    ef_construction: Some(ef_construction),
+                    ef_search: Some(ef_search),
+                    quantization: Some(quantization),
+                }
+                .apply_to(SearchParams::default())
+                .map_err(|e| corrupt(e.to_string()))?
+            },
             region: self.region,
             tags: self.tags,
             port: self.port,

@@ -115,7 +115,7 @@ impl Indexes {
         Ok(self.catalog()?.describe_index(name)?)
     }
 
-    /// Changes deletion protection and merges tags.
+    /// Changes deletion protection, merges tags and changes ANN search parameters.
     pub async fn configure(&self, request: ConfigureIndex) -> Result<IndexRecord, Failure> {
         self.run(move |c| c.configure_index(request)).await
     }

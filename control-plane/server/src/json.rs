@@ -9,11 +9,12 @@
 //!
 //! Only what the catalog can express is accepted; anything else (pod or BYOC deployments,
 //! read-capacity modes, collections, document schemas) is refused with
-//! [`Failure::Unsupported`] naming the field.
+//! [`Failure::Unsupported`] naming the field. Larch's own ANN parameters (`search`) are neither
+//! accepted nor shown here: this JSON stays exactly Pinecone's, and gRPC carries them.
 
 use std::collections::BTreeMap;
 
-use larch_catalog::{ConfigureIndex, CreateIndex, IndexRecord};
+use larch_catalog::{ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -202,6 +203,9 @@ impl CreateIndexBody {
             deletion_protection,
             tags: tags.unwrap_or_default(),
             vector_type,
+            // Pinecone's REST API has no ANN parameters, so REST-created indexes get the
+            // defaults; they are set and shown over gRPC (`larch.control.v1`) only.
+            search: SearchSettings::default(),
         })
     }
 }
@@ -348,6 +352,8 @@ impl ConfigureIndexBody {
             name,
             deletion_protection,
             tags: tags.unwrap_or_default(),
+            // Not settable over REST (Pinecone's API has no such field); see `CreateIndex`.
+            search: SearchSettings::default(),
         })
     }
 }
@@ -466,6 +472,9 @@ pub fn index_model(record: IndexRecord, version: ApiVersion) -> IndexModel {
         region,
         deletion_protection,
         tags,
+        // Not shown: Pinecone's SDKs parse index models strictly in places, so the REST JSON
+        // stays exactly Pinecone's. gRPC's IndexModel carries the ANN parameters.
+        search: _,
         state,
         host: _,
     } = record;

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord};
+use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
 use larch_engine::ErrorCode;
 use larch_proto::control::{
     ConfigureIndexRequest, CreateIndexRequest, DeleteIndexRequest, DeleteIndexResponse,
     DescribeIndexRequest, IndexModel, IndexSpec, IndexStatus, ListIndexesRequest,
-    ListIndexesResponse, ServerlessSpec, index_service_server::IndexService,
+    ListIndexesResponse, SearchParams, ServerlessSpec, index_service_server::IndexService,
 };
 use tonic::{Request, Response, Status};
 
@@ -57,6 +57,7 @@ impl IndexService for IndexApi {
             deletion_protection,
             tags,
             vector_type,
+            search,
         } = request.into_inner();
         let (cloud, region) = match spec.and_then(|IndexSpec { serverless }| serverless) {
             Some(ServerlessSpec { cloud, region }) => (non_empty(cloud), non_empty(region)),
@@ -71,6 +72,7 @@ impl IndexService for IndexApi {
             deletion_protection,
             tags: tags.into_iter().collect(),
             vector_type,
+            search: search_settings(search),
         };
         let record = self.indexes.create(request).await.map_err(status)?;
         Ok(Response::new(index_model(record)))
@@ -108,11 +110,13 @@ impl IndexService for IndexApi {
             name,
             deletion_protection,
             tags,
+            search,
         } = request.into_inner();
         let request = ConfigureIndex {
             name,
             deletion_protection,
             tags: tags.into_iter().collect(),
+            search: search_settings(search),
         };
         let record = self.indexes.configure(request).await.map_err(status)?;
         Ok(Response::new(index_model(record)))
@@ -132,6 +136,22 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The raw ANN parameters of a request; an absent message changes (or sets) nothing.
+fn search_settings(search: Option<SearchParams>) -> SearchSettings {
+    let SearchParams {
+        m,
+        ef_construction,
+        ef_search,
+        quantization,
+    } = search.unwrap_or_default();
+    SearchSettings {
+        m,
+        ef_construction,
+        ef_search,
+        quantization,
+    }
+}
+
 fn index_model(record: IndexRecord) -> IndexModel {
     let IndexRecord {
         name,
@@ -141,6 +161,7 @@ fn index_model(record: IndexRecord) -> IndexModel {
         region,
         deletion_protection,
         tags,
+        search,
         state,
         host,
     } = record;
@@ -162,6 +183,12 @@ fn index_model(record: IndexRecord) -> IndexModel {
         deletion_protection: deletion_protection.as_str().to_owned(),
         tags: tags.into_iter().collect(),
         vector_type: vector_type.as_str().to_owned(),
+        search: Some(SearchParams {
+            m: Some(search.m()),
+            ef_construction: Some(search.ef_construction()),
+            ef_search: Some(search.ef_search()),
+            quantization: Some(search.quantization().as_str().to_owned()),
+        }),
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Filter {
 
 /// One condition of a filter object.
 #[derive(Debug, Clone)]
-enum Clause {
+pub(crate) enum Clause {
     /// `$and`: every sub-filter holds.
     And(Vec<Filter>),
     /// `$or`: at least one sub-filter holds.
@@ -48,7 +48,7 @@ enum Clause {
 
 /// A field-level operator with its operand.
 #[derive(Debug, Clone)]
-enum Condition {
+pub(crate) enum Condition {
     Eq(Scalar),
     Ne(Scalar),
     Gt(f64),
@@ -62,7 +62,7 @@ enum Condition {
 
 /// An operand of `$eq` / `$ne`.
 #[derive(Debug, Clone, PartialEq)]
-enum Scalar {
+pub(crate) enum Scalar {
     String(String),
     Number(f64),
     Bool(bool),
@@ -71,9 +71,9 @@ enum Scalar {
 /// The operand of `$in` / `$nin`: up to 10000 strings and numbers. Strings are
 /// hashed because long `$in` lists of ids or tags are common.
 #[derive(Debug, Clone, Default)]
-struct ValueSet {
-    strings: HashSet<String>,
-    numbers: Vec<f64>,
+pub(crate) struct ValueSet {
+    pub(crate) strings: HashSet<String>,
+    pub(crate) numbers: Vec<f64>,
 }
 
 impl ValueSet {
@@ -100,6 +100,12 @@ impl Filter {
     /// Whether this filter has no conditions (and so matches everything).
     pub fn is_empty(&self) -> bool {
         self.clauses.is_empty()
+    }
+
+    /// The clauses, all of which must hold; read by the metadata index
+    /// (`bitmap`), which evaluates them as set operations.
+    pub(crate) fn clauses(&self) -> &[Clause] {
+        &self.clauses
     }
 
     /// Whether a record with this metadata satisfies the filter.

@@ -32,6 +32,7 @@
 //! | `search` | the `VectorSearch` trait an ANN index can slot into, the exact (brute-force) implementation and a bounded top-k heap |
 //! | `distance` | dense distance kernels (auto-vectorized loops) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
+//! | `bitmap` | the metadata index of a namespace: per field and value, a compressed bitmap of its rows; a filter's exact matching rows by set algebra |
 //! | `metadata` | [`Metadata`] values, their validation and JSON conversion |
 //! | `vectors` | dense and sparse value validation, [`SparseVector`] |
 //! | `validate` | request structs → typed, validated values |
@@ -173,6 +174,7 @@
 //! # Ok::<(), larch_engine::Error>(())
 //! ```
 
+mod bitmap;
 mod codec;
 mod dir;
 mod distance;

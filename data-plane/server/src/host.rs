@@ -1,8 +1,9 @@
 //! [`DataPlane`]: the per-index servers of the embedded mode.
 //!
 //! Opening an index binds its port synchronously (so the catalog learns at once whether the
-//! port is free) and spawns [`crate::serve_index`] on the runtime. Dropping an index stops its
-//! server gracefully and frees its memory once in-flight requests finish.
+//! port is free), applies the catalog's search parameters and spawns [`crate::serve_index`] on
+//! the runtime. Dropping an index stops its server gracefully and frees its memory once
+//! in-flight requests finish.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use larch_auth::KeyStore;
 use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexName};
-use larch_engine::{Engine, IndexConfig};
+use larch_engine::{Engine, IndexConfig, SearchParams};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -124,6 +125,7 @@ impl DataPlaneHost for DataPlane {
         &self,
         name: &IndexName,
         config: IndexConfig,
+        search: SearchParams,
         port: u16,
         mode: AttachMode,
     ) -> Result<u16, AttachError> {
@@ -132,11 +134,13 @@ impl DataPlaneHost for DataPlane {
             .local_addr()
             .map_err(|err| AttachError::Failed(format!("cannot read bound address: {err}")))?;
         let engine = &self.inner.engine;
-        match mode {
+        let index = match mode {
             AttachMode::Create => engine.create_index(name.as_str(), config),
             AttachMode::Recover => engine.open_index(name.as_str(), config),
         }
         .map_err(|err| AttachError::Failed(err.to_string()))?;
+        // Before the server starts, so no query runs with the engine's defaults instead.
+        index.set_search_params(search);
         let engine = Arc::clone(&self.inner.engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();
@@ -156,6 +160,16 @@ impl DataPlaneHost for DataPlane {
         self.servers()
             .insert(name.to_string(), Running { stop, task });
         Ok(bound.port())
+    }
+
+    fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String> {
+        let index = self
+            .inner
+            .engine
+            .index(name.as_str())
+            .map_err(|err| err.to_string())?;
+        index.set_search_params(search);
+        Ok(())
     }
 
     fn detach(&self, name: &IndexName) -> Result<(), String> {

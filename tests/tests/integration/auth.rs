@@ -63,6 +63,7 @@ async fn call_every_control_rpc(
                     name: name(),
                     deletion_protection: Some("disabled".into()),
                     tags: HashMap::new(),
+                    search: None,
                 })
                 .await
                 .map(|_| ()),

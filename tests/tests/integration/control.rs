@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use larch_proto::control::{
     ConfigureIndexRequest, CreateIndexRequest, DeleteIndexRequest, DescribeIndexRequest,
-    IndexModel, IndexSpec, IndexStatus, ListIndexesRequest, ServerlessSpec,
+    IndexModel, IndexSpec, IndexStatus, ListIndexesRequest, SearchParams, ServerlessSpec,
 };
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use larch_proto::pinecone::{
@@ -97,6 +97,17 @@ fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// The ANN parameters of an index created without any: m 16, ef_construction 128,
+/// ef_search 64, no quantization.
+fn default_search() -> Option<SearchParams> {
+    Some(SearchParams {
+        m: Some(16),
+        ef_construction: Some(128),
+        ef_search: Some(64),
+        quantization: Some("none".into()),
+    })
+}
+
 fn serverless(cloud: &str, region: &str) -> Option<IndexSpec> {
     Some(IndexSpec {
         serverless: Some(ServerlessSpec {
@@ -162,6 +173,7 @@ async fn create_index_returns_pinecone_defaults_and_a_dialable_host() {
         deletion_protection: "disabled".into(),
         tags: HashMap::new(),
         vector_type: "dense".into(),
+        search: default_search(),
     };
     assert_eq!(model, expected);
     assert_eq!(describe(&server, "movies").await.unwrap(), expected);
@@ -194,6 +206,7 @@ async fn create_index_records_every_given_setting() {
             deletion_protection: Some("enabled".into()),
             tags: tags(&[("env", "dev"), ("team", "search")]),
             vector_type: Some("dense".into()),
+            search: None,
         },
     )
     .await
@@ -211,6 +224,7 @@ async fn create_index_records_every_given_setting() {
         deletion_protection: "enabled".into(),
         tags: tags(&[("env", "dev"), ("team", "search")]),
         vector_type: "dense".into(),
+        search: default_search(),
     };
     assert_eq!(model, expected);
     assert_eq!(describe(&server, "docs-2").await.unwrap(), expected);
@@ -519,6 +533,7 @@ async fn deletion_protection_blocks_delete_until_disabled() {
             name: "guarded".into(),
             deletion_protection: Some("enabled".into()),
             tags: HashMap::new(),
+            search: None,
         },
     )
     .await
@@ -551,6 +566,7 @@ async fn deletion_protection_blocks_delete_until_disabled() {
             name: "guarded".into(),
             deletion_protection: Some("disabled".into()),
             tags: HashMap::new(),
+            search: None,
         },
     )
     .await
@@ -584,6 +600,7 @@ async fn configure_merges_tags_and_empty_value_removes_one() {
             name: "tagged".into(),
             deletion_protection: None,
             tags: tags(&[("env", ""), ("owner", "ana"), ("team", "ranking")]),
+            search: None,
         },
     )
     .await
@@ -610,6 +627,7 @@ async fn configure_merges_tags_and_empty_value_removes_one() {
             name: "tagged".into(),
             deletion_protection: None,
             tags: tags(&[("never-set", "")]),
+            search: None,
         },
     )
     .await
@@ -628,6 +646,7 @@ async fn configure_rejects_unknown_index_and_bad_values() {
                 name: "ghost".into(),
                 deletion_protection: Some("enabled".into()),
                 tags: HashMap::new(),
+                search: None,
             },
         )
         .await,
@@ -653,6 +672,7 @@ async fn configure_rejects_unknown_index_and_bad_values() {
                     name: "conf".into(),
                     deletion_protection: Some(bad.into()),
                     tags: tags(&[("env", "prod")]),
+                    search: None,
                 },
             )
             .await,
@@ -671,6 +691,7 @@ async fn configure_rejects_unknown_index_and_bad_values() {
                 name: "conf".into(),
                 deletion_protection: None,
                 tags: tags(&[("env", "prod"), ("bad key!", "x")]),
+                search: None,
             },
         )
         .await,
@@ -682,6 +703,148 @@ async fn configure_rejects_unknown_index_and_bad_values() {
         created,
         "a rejected configure changes nothing"
     );
+    server.stop().await;
+}
+
+/// The ANN parameters the engine holds for `name` (no RPC shows them yet).
+fn engine_search(server: &TestServer, name: &str) -> larch_engine::SearchParams {
+    server
+        .data_plane()
+        .engine()
+        .index(name)
+        .expect("the index is in the engine")
+        .search_params()
+}
+
+#[tokio::test]
+async fn search_params_are_set_at_create_changed_by_configure_and_kept_across_restart() {
+    let server = TestServer::start().await;
+    let model = create(
+        &server,
+        CreateIndexRequest {
+            search: Some(SearchParams {
+                m: Some(24),
+                ef_construction: None,
+                ef_search: Some(100),
+                quantization: Some("int8".into()),
+            }),
+            ..create_request("tuned", 4)
+        },
+    )
+    .await
+    .unwrap();
+    let created = SearchParams {
+        m: Some(24),
+        ef_construction: Some(128),
+        ef_search: Some(100),
+        quantization: Some("int8".into()),
+    };
+    assert_eq!(model.search, Some(created.clone()), "absent fields default");
+    assert_eq!(describe(&server, "tuned").await.unwrap(), model);
+    let in_engine = larch_engine::SearchParams::default()
+        .with_m(24)
+        .and_then(|p| p.with_ef_search(100))
+        .unwrap()
+        .with_quantization(larch_engine::Quantization::Int8);
+    assert_eq!(engine_search(&server, "tuned"), in_engine);
+
+    // Configure changes only the fields given.
+    let model = configure(
+        &server,
+        ConfigureIndexRequest {
+            name: "tuned".into(),
+            deletion_protection: None,
+            tags: HashMap::new(),
+            search: Some(SearchParams {
+                ef_search: Some(40),
+                ..Default::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let configured = SearchParams {
+        ef_search: Some(40),
+        ..created
+    };
+    assert_eq!(model.search, Some(configured.clone()), "m stays 24");
+    assert_eq!(describe(&server, "tuned").await.unwrap(), model);
+    let in_engine = in_engine.with_ef_search(40).unwrap();
+    assert_eq!(engine_search(&server, "tuned"), in_engine);
+
+    // Out-of-range and unknown values are refused naming the field, and change nothing.
+    let status = assert_status(
+        create(
+            &server,
+            CreateIndexRequest {
+                search: Some(SearchParams {
+                    m: Some(2),
+                    ..Default::default()
+                }),
+                ..create_request("bad-m", 4)
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+        "search.m: ",
+    );
+    assert_eq!(
+        status.message(),
+        "search.m: must be between 4 and 64; got 2"
+    );
+    assert_status(
+        describe(&server, "bad-m").await,
+        Code::NotFound,
+        "index 'bad-m' not found",
+    );
+    for (search, message) in [
+        (
+            SearchParams {
+                quantization: Some("pq".into()),
+                ..Default::default()
+            },
+            r#"search.quantization: must be one of none, int8; got "pq""#,
+        ),
+        (
+            SearchParams {
+                m: Some(2),
+                ..Default::default()
+            },
+            "search.m: must be between 4 and 64; got 2",
+        ),
+        (
+            SearchParams {
+                ef_search: Some(5000),
+                ..Default::default()
+            },
+            "search.ef_search: must be between 8 and 4096; got 5000",
+        ),
+    ] {
+        let status = assert_status(
+            configure(
+                &server,
+                ConfigureIndexRequest {
+                    name: "tuned".into(),
+                    deletion_protection: None,
+                    tags: HashMap::new(),
+                    search: Some(search),
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "search.",
+        );
+        assert_eq!(status.message(), message);
+    }
+    assert_eq!(describe(&server, "tuned").await.unwrap(), model);
+    assert_eq!(engine_search(&server, "tuned"), in_engine);
+
+    // Stored in the catalog and applied again when the index is recovered.
+    let server = server.restart().await;
+    let restarted = describe(&server, "tuned").await.unwrap();
+    assert_eq!(restarted.search, Some(configured));
+    assert_eq!(list(&server).await, [restarted]);
+    assert_eq!(engine_search(&server, "tuned"), in_engine);
     server.stop().await;
 }
 
@@ -847,6 +1010,7 @@ fn json_names_of_snake_case_fields_match_pinecone_rest() {
             &["deletion_protection", "vector_type"][..],
         ),
         ("ConfigureIndexRequest", &["deletion_protection"][..]),
+        ("SearchParams", &["ef_construction", "ef_search"][..]),
     ] {
         for field in fields {
             let descriptor = message(msg)

@@ -85,6 +85,7 @@ async fn everything_is_the_same_after_a_restart() {
             name: "kept".into(),
             deletion_protection: Some("enabled".into()),
             tags: [("env".to_owned(), "prod".to_owned())].into(),
+            search: None,
         })
         .await
         .unwrap();
