@@ -45,14 +45,6 @@
 //! those comparisons. Metadata and filter operands are always finite, so NaN
 //! never reaches it.
 
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the namespace store and the ANN search start using the metadata index in a following change"
-    )
-)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 

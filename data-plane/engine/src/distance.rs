@@ -1,51 +1,213 @@
 //! Distance kernels.
 //!
-//! Dense kernels walk both slices in `chunks_exact(8)` with eight independent
-//! accumulators, a shape LLVM turns into SIMD without `unsafe`; the tail is
-//! summed separately. Cosine uses norms precomputed per stored row.
+//! Every dense kernel has a portable build: chunks of [`LANES`] with that
+//! many independent accumulators. On x86-64 CPUs with AVX2 and FMA (checked
+//! at run time; the standard library caches the answer) the `avx2` module's
+//! hand-written versions run instead: four 8-lane fused multiply-add chains,
+//! about four times faster at dimension 384 than what the compiler makes of
+//! the portable loops (it packs them into 2-lane operations). The ANN graph
+//! and exact scans spend their time here. Cosine uses norms precomputed per
+//! stored row.
+//!
+//! A SIMD crate would do the same, but the ones measured (SimSIMD/NumKong,
+//! through `usearch`) compile hundreds of kernels in C for minutes on two
+//! cores; three kernels are a few dozen lines.
 
 use crate::{Metric, SparseVector};
 
-/// Lanes per step; eight `f32` fill one AVX register.
+/// Lanes per portable step: one AVX register's worth.
 const LANES: usize = 8;
 
-/// Inner product of two equally long slices.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+/// Whether this CPU runs the `avx2` kernels.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Declares a kernel that runs its `avx2` version where the CPU allows and
+/// its portable body elsewhere.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* $name:ident($a:ident: &[f32], $b:ident: &[$bt:ty]) = $body:ident) => {
+        $(#[$doc])*
+        pub(crate) fn $name($a: &[f32], $b: &[$bt]) -> f32 {
+            debug_assert_eq!($a.len(), $b.len());
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                #[allow(unsafe_code)]
+                // SAFETY: the kernel needs AVX2 and FMA, which the CPU was just checked to have.
+                return unsafe { avx2::$name($a, $b) };
+            }
+            $body($a, $b)
+        }
+    };
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let ((chunks_a, tail_a), (chunks_b, tail_b)) = (a.as_chunks::<LANES>(), b.as_chunks::<LANES>());
+    let tail: f32 = tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum();
     let mut acc = [0.0f32; LANES];
-    for (xs, ys) in chunks_a.zip(chunks_b) {
-        for ((sum, x), y) in acc.iter_mut().zip(xs).zip(ys) {
-            *sum += x * y;
+    for (xs, ys) in chunks_a.iter().zip(chunks_b) {
+        for i in 0..LANES {
+            acc[i] += xs[i] * ys[i];
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
-/// Squared euclidean distance of two equally long slices.
-pub(crate) fn squared_euclidean(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = chunks_a
-        .remainder()
+fn squared_euclidean_portable(a: &[f32], b: &[f32]) -> f32 {
+    let ((chunks_a, tail_a), (chunks_b, tail_b)) = (a.as_chunks::<LANES>(), b.as_chunks::<LANES>());
+    let tail: f32 = tail_a
         .iter()
-        .zip(chunks_b.remainder())
+        .zip(tail_b)
         .map(|(x, y)| (x - y) * (x - y))
         .sum();
     let mut acc = [0.0f32; LANES];
-    for (xs, ys) in chunks_a.zip(chunks_b) {
-        for ((sum, x), y) in acc.iter_mut().zip(xs).zip(ys) {
-            let d = x - y;
-            *sum += d * d;
+    for (xs, ys) in chunks_a.iter().zip(chunks_b) {
+        for i in 0..LANES {
+            let d = xs[i] - ys[i];
+            acc[i] += d * d;
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+fn dot_i8_portable(a: &[f32], b: &[i8]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * f32::from(*y)).sum()
+}
+
+dispatched! {
+    /// Inner product of two equally long slices.
+    dot(a: &[f32], b: &[f32]) = dot_portable
+}
+
+dispatched! {
+    /// Squared euclidean distance of two equally long slices.
+    squared_euclidean(a: &[f32], b: &[f32]) = squared_euclidean_portable
+}
+
+dispatched! {
+    /// Inner product of `f32` values with signed-byte codes (int8 quantization).
+    dot_i8(a: &[f32], b: &[i8]) = dot_i8_portable
+}
+
+/// AVX2 + FMA kernels. Callers must have checked that the CPU has both.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm_loadl_epi64, _mm256_add_ps,
+        _mm256_castps256_ps128, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps, _mm256_extractf128_ps,
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_sub_ps,
+    };
+
+    /// Eight lanes at a time; four independent accumulators per 32 values.
+    const STEP: usize = 8;
+
+    /// Evaluates `$step` (an `__m256` from block start `$i` and accumulator
+    /// `$acc`) for every 8-value block below `$len`, spreading blocks over
+    /// four accumulators; yields their horizontal sum and where the tail
+    /// starts. A macro, so the code lands inside each `#[target_feature]`
+    /// function.
+    macro_rules! blocks {
+        ($len:expr, |$i:ident, $acc:ident| $step:expr) => {{
+            let len: usize = $len;
+            let mut lanes = [_mm256_setzero_ps(); 4];
+            let mut start = 0;
+            while start + 4 * STEP <= len {
+                for (j, lane) in lanes.iter_mut().enumerate() {
+                    let ($i, $acc) = (start + j * STEP, *lane);
+                    *lane = $step;
+                }
+                start += 4 * STEP;
+            }
+            while start + STEP <= len {
+                let ($i, $acc) = (start, lanes[0]);
+                lanes[0] = $step;
+                start += STEP;
+            }
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(lanes[0], lanes[1]),
+                _mm256_add_ps(lanes[2], lanes[3]),
+            );
+            let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
+            let quarter = _mm_hadd_ps(half, half);
+            (_mm_cvtss_f32(_mm_hadd_ps(quarter, quarter)), start)
+        }};
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
+        let (sum, tail) = blocks!(len, |i, acc| {
+            {
+                // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr().add(i)),
+                        _mm256_loadu_ps(b.as_ptr().add(i)),
+                    )
+                };
+                _mm256_fmadd_ps(x, y, acc)
+            }
+        });
+        sum + a[tail..len]
+            .iter()
+            .zip(&b[tail..len])
+            .map(|(x, y)| x * y)
+            .sum::<f32>()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn squared_euclidean(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
+        let (sum, tail) = blocks!(len, |i, acc| {
+            {
+                // SAFETY: as in `dot`.
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr().add(i)),
+                        _mm256_loadu_ps(b.as_ptr().add(i)),
+                    )
+                };
+                let d = _mm256_sub_ps(x, y);
+                _mm256_fmadd_ps(d, d, acc)
+            }
+        });
+        sum + a[tail..len]
+            .iter()
+            .zip(&b[tail..len])
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+        let len = a.len().min(b.len());
+        let (sum, tail) = blocks!(len, |i, acc| {
+            {
+                // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
+                let (x, codes) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr().add(i)),
+                        _mm_loadl_epi64(b.as_ptr().add(i).cast()),
+                    )
+                };
+                let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+                _mm256_fmadd_ps(x, y, acc)
+            }
+        });
+        sum + a[tail..len]
+            .iter()
+            .zip(&b[tail..len])
+            .map(|(x, y)| x * f32::from(*y))
+            .sum::<f32>()
+    }
 }
 
 /// Euclidean length of a vector.
@@ -117,6 +279,24 @@ mod tests {
                 (squared_euclidean(&a, &b) - naive_l2).abs() < 1e-4,
                 "len {len}"
             );
+        }
+    }
+
+    #[test]
+    fn dispatched_kernels_match_the_portable_build() {
+        for len in [1, 31, 32, 33, 64, 100, 384] {
+            let (a, b) = (ramp(len, 0.5), ramp(len + 1, 0.25)[1..].to_vec());
+            let codes: Vec<i8> = (0..len)
+                .map(|i| (i as i32 * 37 % 255 - 127) as i8)
+                .collect();
+            let close = |x: f32, y: f32| (x - y).abs() <= 1e-3 * (1.0 + x.abs());
+            assert!(close(dot(&a, &b), dot_portable(&a, &b)), "len {len}");
+            assert!(close(
+                squared_euclidean(&a, &b),
+                squared_euclidean_portable(&a, &b)
+            ));
+            let naive: f32 = a.iter().zip(&codes).map(|(x, c)| x * f32::from(*c)).sum();
+            assert!(close(dot_i8(&a, &codes), naive), "len {len}");
         }
     }
 

@@ -8,8 +8,11 @@ use std::{
 };
 
 use crate::{
-    Error, FlushPolicy, Index, IndexConfig, Result, dir,
+    Error, FlushPolicy, Index, IndexConfig, Result,
+    ann::Ann,
+    dir,
     index::{read_lock, write_lock},
+    indexer::Indexer,
     storage::Placement,
 };
 
@@ -33,6 +36,10 @@ pub struct Engine {
     policy: FlushPolicy,
     /// Where durable indexes keep their segments and manifests.
     placement: Placement,
+    /// The background thread building ANN graphs, shared by all clones.
+    indexer: Arc<Indexer>,
+    /// Namespaces with fewer records get no graph; `None`: the default.
+    ann_min_rows: Option<usize>,
 }
 
 impl fmt::Debug for Engine {
@@ -220,9 +227,22 @@ impl Engine {
     }
 
     /// Registers `index`; the caller holds the lifecycle lock and checked the name.
+    /// Namespaces with fewer than `min_rows` records are searched exactly
+    /// and get no ANN graph (default 5,000); applies to indexes created or
+    /// opened from now on.
+    pub fn with_ann_min_rows(mut self, min_rows: usize) -> Self {
+        self.ann_min_rows = Some(min_rows);
+        self
+    }
+
     fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
         let index = Arc::new(index);
+        index.attach_indexer(
+            self.indexer.signal(),
+            self.ann_min_rows.unwrap_or(Ann::MIN_ROWS),
+        );
         write_lock(&self.indexes)?.insert(name.to_owned(), Arc::clone(&index));
+        self.indexer.start(Arc::downgrade(&self.indexes));
         Ok(index)
     }
 }

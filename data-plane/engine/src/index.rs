@@ -34,12 +34,18 @@ use std::{
     collections::BTreeMap,
     fmt, mem,
     ops::Bound,
-    sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{
+        Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use crate::{
-    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, SearchParams, VectorId, codec,
+    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, SearchParams, VectorId,
+    ann::{self, Ann},
+    codec,
     flush::{Pending, Segments, State, StorageStats},
+    indexer::Signal,
     limits, metadata,
     namespace::{NamespaceStore, WriteOp},
     pagination::Cursor,
@@ -117,6 +123,20 @@ impl Durable {
     }
 }
 
+/// How far an index's ANN graphs have caught up (see [`Index::indexing_status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexingStatus {
+    /// Records in all namespaces.
+    pub records: u64,
+    /// Records not in a graph yet, in namespaces large enough to have one;
+    /// zero means fully indexed (queries are exact over pending records).
+    pub pending: u64,
+    /// Nodes in the published graphs, including stale ones.
+    pub graph_nodes: u64,
+    /// Memory of the graphs, their row maps and the metadata indexes.
+    pub index_bytes: u64,
+}
+
 /// One index: its config and its namespaces. All methods take `&self` and are
 /// thread-safe (RwLock inside; one lock per namespace so namespaces do not
 /// block each other).
@@ -125,6 +145,10 @@ pub struct Index {
     config: IndexConfig,
     /// ANN graph parameters; changeable at any time.
     search_params: RwLock<SearchParams>,
+    /// Wakes the engine's indexer after writes; unset until registered.
+    indexer: OnceLock<Arc<Signal>>,
+    /// Namespaces with fewer records are searched exactly, without a graph.
+    ann_min_rows: AtomicUsize,
     /// Sorted by name, so listing namespaces is a range scan.
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
     /// The log and segments; `None` for an in-memory index.
@@ -148,6 +172,8 @@ impl Index {
             name: name.into(),
             config,
             search_params: RwLock::new(SearchParams::default()),
+            indexer: OnceLock::new(),
+            ann_min_rows: AtomicUsize::new(Ann::MIN_ROWS),
             namespaces: RwLock::new(BTreeMap::new()),
             durable: None,
         }
@@ -169,6 +195,8 @@ impl Index {
             name: name.into(),
             config,
             search_params: RwLock::new(SearchParams::default()),
+            indexer: OnceLock::new(),
+            ann_min_rows: AtomicUsize::new(Ann::MIN_ROWS),
             namespaces: RwLock::new(namespaces),
             durable: Some(durable),
         }
@@ -242,7 +270,7 @@ impl Index {
             query.top_k,
         );
         response.matches = store
-            .search(&search, query.filter.as_ref())
+            .search(&search, query.filter.as_ref(), &self.search_params())
             .into_iter()
             .map(|hit| store.scored(hit, query.include_values, query.include_metadata))
             .collect();
@@ -633,7 +661,68 @@ impl Index {
             durable.wal.append(&codec::encode_write(namespace, &op))?;
         }
         store.apply(op);
+        if let Some(indexer) = self.indexer.get()
+            && store.ann().pending() > 0
+            && store.len() >= self.ann_min_rows()
+        {
+            indexer.wake();
+        }
         Ok(())
+    }
+
+    fn ann_min_rows(&self) -> usize {
+        self.ann_min_rows.load(Ordering::Relaxed)
+    }
+
+    /// Lets the engine's indexer keep this index's graphs up to date;
+    /// namespaces below `min_rows` records are left to exact search. Wakes
+    /// the indexer for what a recovered index already holds.
+    pub(crate) fn attach_indexer(&self, signal: Arc<Signal>, min_rows: usize) {
+        self.ann_min_rows.store(min_rows, Ordering::Relaxed);
+        let signal = self.indexer.get_or_init(|| signal);
+        signal.wake();
+    }
+
+    /// One build step for every namespace with graph work (see `ann`);
+    /// returns whether any namespace had some. Errors are logged: the
+    /// namespace stays exact-searched until a later step succeeds.
+    pub(crate) fn build_step(&self) -> bool {
+        let Ok(namespaces) = self.snapshot() else {
+            return false;
+        };
+        let params = self.search_params();
+        let min_rows = self.ann_min_rows();
+        let mut worked = false;
+        for (name, shared) in namespaces {
+            match ann::build_step(&self.name, &name, &shared, self.config, &params, min_rows) {
+                Ok(did) => worked |= did,
+                Err(err) => {
+                    tracing::warn!(index = %self.name, namespace = name.as_str(), error = %err, "building the ANN graph failed; the namespace is searched exactly meanwhile");
+                }
+            }
+        }
+        worked
+    }
+
+    /// Runs build steps until no namespace has graph work left (tests).
+    #[cfg(test)]
+    pub(crate) fn build_pending(&self) {
+        while self.build_step() {}
+    }
+
+    /// How far the ANN graphs have caught up with the writes.
+    pub fn indexing_status(&self) -> Result<IndexingStatus> {
+        let mut status = IndexingStatus::default();
+        for (_, shared) in self.snapshot()? {
+            let store = read_lock(&shared)?;
+            status.records += store.len() as u64;
+            if store.len() >= self.ann_min_rows() {
+                status.pending += store.ann().pending() as u64;
+            }
+            status.graph_nodes += store.ann().graph_nodes() as u64;
+            status.index_bytes += store.index_bytes() as u64;
+        }
+        Ok(status)
     }
 
     /// Runs `change`, which may log changes, holding the flush gate shared

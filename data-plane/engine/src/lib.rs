@@ -1,5 +1,6 @@
 //! Larch's storage and search engine: indexes, namespaces, records, metadata
-//! filters and exact vector search.
+//! filters, and vector search (HNSW graphs built in the background, exact
+//! scans where they are cheaper or the graph has not caught up).
 //!
 //! This crate is the transport-free core of the data plane. It is plain,
 //! synchronous Rust: no async runtime, no gRPC, no protobuf. The gRPC server
@@ -29,8 +30,11 @@
 //! | `manifest` | the manifest: live segments per namespace, and where log replay starts |
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
-//! | `search` | the `VectorSearch` trait an ANN index can slot into, the exact (brute-force) implementation and a bounded top-k heap |
-//! | `distance` | dense distance kernels (auto-vectorized loops) and the sparse dot product |
+//! | `search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
+| `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
+| `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones |
+| `indexer` | the engine's background thread running build steps when writes leave rows pending |
+//! | `distance` | dense distance kernels (AVX2 + FMA where the CPU has them, portable loops elsewhere) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
 //! | `bitmap` | the metadata index of a namespace: per field and value, a compressed bitmap of its rows; a filter's exact matching rows by set algebra |
 //! | `metadata` | [`Metadata`] values, their validation and JSON conversion |
@@ -174,6 +178,7 @@
 //! # Ok::<(), larch_engine::Error>(())
 //! ```
 
+mod ann;
 mod bitmap;
 mod codec;
 mod dir;
@@ -182,7 +187,9 @@ mod engine;
 mod error;
 mod filter;
 mod flush;
+mod hnsw;
 mod index;
+mod indexer;
 pub mod limits;
 mod manifest;
 mod metadata;
@@ -205,7 +212,7 @@ pub use engine::Engine;
 pub use error::{Error, ErrorCode, Result};
 pub use filter::Filter;
 pub use flush::{FlushPolicy, StorageStats};
-pub use index::Index;
+pub use index::{Index, IndexingStatus};
 pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
 pub use params::{Quantization, SearchParams};
 pub use requests::{

@@ -21,10 +21,17 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
+use std::sync::Arc;
+
 use crate::{
-    Filter, IndexConfig, Metadata, Namespace, NamespaceInfo, Record, ScoredRecord, SparseVector,
-    VectorId, distance, metadata,
-    search::{ExactSearch, Hit, SearchQuery, VectorSearch},
+    Filter, IndexConfig, Metadata, Namespace, NamespaceInfo, Record, ScoredRecord, SearchParams,
+    SparseVector, VectorId,
+    ann::{Ann, Candidates},
+    bitmap::MetadataIndex,
+    distance,
+    hnsw::{Graph, Node},
+    metadata,
+    search::{Hit, SearchQuery},
     segment::{self, RecordRef},
 };
 
@@ -178,7 +185,10 @@ pub(crate) struct NamespaceStore {
     /// Id → row, sorted so listing and pagination are range scans.
     by_id: BTreeMap<VectorId, usize>,
     rows: Rows,
-    search: Box<dyn VectorSearch>,
+    /// The ANN graph over the rows and which rows it covers.
+    ann: Ann,
+    /// Metadata value → rows, answering filters without visiting every row.
+    metadata_index: MetadataIndex,
     /// Metadata fields declared by `create_namespace`; informational for now.
     schema_fields: Option<Vec<String>>,
     /// Sum of [`Rows::payload_bytes`] over all rows, kept current by `apply`.
@@ -199,7 +209,8 @@ impl NamespaceStore {
         NamespaceStore {
             by_id: BTreeMap::new(),
             rows: Rows::new(config.dimension.len()),
-            search: Box::new(ExactSearch),
+            ann: Ann::new(),
+            metadata_index: MetadataIndex::new(),
             schema_fields,
             payload_bytes: 0,
             dropped: false,
@@ -320,16 +331,52 @@ impl NamespaceStore {
     pub(crate) fn count_matching(&self, filter: Option<&Filter>) -> u64 {
         match filter {
             None => self.len() as u64,
-            Some(_) => (0..self.len())
-                .filter(|row| self.row_matches(*row, filter))
-                .count() as u64,
+            Some(filter) => self
+                .metadata_index
+                .matching(filter, self.len() as u32)
+                .len(),
         }
     }
 
     /// The best rows for `query` among those matching `filter`.
-    pub(crate) fn search(&self, query: &SearchQuery<'_>, filter: Option<&Filter>) -> Vec<Hit> {
-        self.search
-            .search(&self.rows, query, &|row| self.row_matches(row, filter))
+    pub(crate) fn search(
+        &self,
+        query: &SearchQuery<'_>,
+        filter: Option<&Filter>,
+        params: &SearchParams,
+    ) -> Vec<Hit> {
+        let allowed = filter.map(|filter| self.metadata_index.matching(filter, self.len() as u32));
+        let candidates = Candidates {
+            rows: &self.rows,
+            allowed: allowed.as_ref(),
+        };
+        self.ann.search(&candidates, query, params)
+    }
+
+    /// The ANN state, for the indexer.
+    pub(crate) fn ann(&self) -> &Ann {
+        &self.ann
+    }
+
+    /// Memory held by the ANN graph and the metadata index.
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.ann.memory_bytes() + self.metadata_index.memory_bytes()
+    }
+
+    /// Swaps in a graph the indexer built (see `ann::build_step`).
+    pub(crate) fn publish_graph(
+        &mut self,
+        epoch: u64,
+        rebuild: bool,
+        published: Arc<Graph>,
+        working: Graph,
+        inserted: &[(Node, VectorId, u64)],
+    ) -> (usize, usize) {
+        let by_id = &self.by_id;
+        self.ann
+            .publish(epoch, rebuild, published, working, inserted, |id| {
+                by_id.get(id).copied()
+            })
     }
 
     /// The whole record at `row`.
@@ -408,7 +455,8 @@ impl NamespaceStore {
                 self.by_id.clear();
                 self.rows.clear();
                 self.payload_bytes = 0;
-                self.search.cleared();
+                self.ann.cleared();
+                self.metadata_index.clear();
             }
             WriteOp::Update {
                 id,
@@ -422,6 +470,7 @@ impl NamespaceStore {
                 self.payload_bytes -= self.rows.payload_bytes(row);
                 if let Some(values) = values {
                     self.rows.set_dense(row, &values);
+                    self.ann.row_changed(row);
                 }
                 if let Some(sparse) = sparse {
                     self.rows.sparse[row] = Some(sparse);
@@ -430,7 +479,6 @@ impl NamespaceStore {
                     self.merge_metadata(row, &patch);
                 }
                 self.payload_bytes += self.rows.payload_bytes(row);
-                self.search.row_written(&self.rows, row);
             }
             WriteOp::MergeMetadata { ids, patch } => {
                 for id in &ids {
@@ -479,17 +527,23 @@ impl NamespaceStore {
     fn put(&mut self, record: NewRecord) {
         if let Some(row) = self.row_of(record.id.as_str()) {
             self.payload_bytes -= self.rows.payload_bytes(row);
+            self.metadata_index
+                .remove(row as u32, self.rows.metadata[row].as_ref());
             self.rows.set_dense(row, &record.values);
             self.rows.sparse[row] = record.sparse;
             self.rows.metadata[row] = record.metadata;
+            self.metadata_index
+                .insert(row as u32, self.rows.metadata[row].as_ref());
             self.payload_bytes += self.rows.payload_bytes(row);
-            self.search.row_written(&self.rows, row);
+            self.ann.row_changed(row);
         } else {
             let id = record.id.clone();
             let row = self.rows.push(record);
             self.by_id.insert(id, row);
             self.payload_bytes += self.rows.payload_bytes(row);
-            self.search.row_written(&self.rows, row);
+            self.metadata_index
+                .insert(row as u32, self.rows.metadata[row].as_ref());
+            self.ann.row_added();
         }
     }
 
@@ -498,7 +552,13 @@ impl NamespaceStore {
             return;
         };
         self.payload_bytes -= self.rows.payload_bytes(row);
+        self.metadata_index
+            .remove(row as u32, self.rows.metadata[row].as_ref());
         let moved_from = self.rows.swap_remove(row);
+        if let Some(last) = moved_from {
+            self.metadata_index
+                .move_row(last as u32, row as u32, self.rows.metadata[row].as_ref());
+        }
         if moved_from.is_some() {
             let moved = self.by_id.get_mut(self.rows.ids[row].as_str());
             debug_assert!(moved.is_some(), "every row's id is in the id map");
@@ -506,15 +566,19 @@ impl NamespaceStore {
                 *slot = row;
             }
         }
-        self.search.row_removed(&self.rows, row, moved_from);
+        self.ann.row_removed(row, moved_from);
     }
 
     fn merge_metadata(&mut self, row: usize, patch: &Metadata) {
         if patch.is_empty() {
             return;
         }
+        self.metadata_index
+            .remove(row as u32, self.rows.metadata[row].as_ref());
         let metadata = self.rows.metadata[row].get_or_insert_with(Metadata::new);
         metadata.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.metadata_index
+            .insert(row as u32, self.rows.metadata[row].as_ref());
     }
 }
 

@@ -1,13 +1,9 @@
-//! Vector search behind a small trait, so an approximate (ANN) index can
-//! replace the exact scan without touching the rest of the engine.
-//!
-//! A [`VectorSearch`] implementation sees every change to a namespace's rows
-//! through its hooks and answers top-k queries over them. [`ExactSearch`]
-//! ignores the hooks and scans every row: exact, and fine for small
-//! namespaces. Both rank with the bounded heap [`TopK`], whose order is the
-//! contract of a query: best score first, ties by id ascending.
+//! What every search shares: a validated query that scores rows
+//! ([`SearchQuery`]), and the bounded heap [`TopK`] that ranks hits, whose
+//! order is the contract of a query: best score first, ties by id ascending.
+//! Exact scans and the ANN graph (see `ann`) both end here.
 
-use std::{cmp::Ordering, collections::BinaryHeap, fmt};
+use std::{cmp::Ordering, collections::BinaryHeap};
 
 use crate::{Metric, SparseVector, distance, namespace::Rows};
 
@@ -54,6 +50,26 @@ impl<'a> SearchQuery<'a> {
         }
     }
 
+    /// How many hits are wanted.
+    pub(crate) fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// The dense query values.
+    pub(crate) fn dense(&self) -> &[f32] {
+        self.dense
+    }
+
+    /// The sparse part of a hybrid query.
+    pub(crate) fn sparse(&self) -> Option<&SparseVector> {
+        self.sparse
+    }
+
+    /// The metric scores are computed with.
+    pub(crate) fn metric(&self) -> Metric {
+        self.metric
+    }
+
     /// Score of `row`: the dense score, plus the sparse dot product for hybrid queries.
     pub(crate) fn score(&self, rows: &Rows, row: usize) -> f32 {
         let dense = distance::score(
@@ -67,64 +83,6 @@ impl<'a> SearchQuery<'a> {
             (Some(query), Some(stored)) => dense + distance::sparse_dot(query, stored),
             _ => dense,
         }
-    }
-}
-
-/// Finds the best rows of one namespace for a query.
-///
-/// The namespace calls the hooks after every change to its rows, so an index
-/// can keep its own structure in sync; rows are dense (`0..rows.len()`) and
-/// removal moves the last row into the hole.
-pub(crate) trait VectorSearch: Send + Sync + fmt::Debug {
-    /// Row `row` was added or its dense or sparse values changed.
-    fn row_written(&mut self, rows: &Rows, row: usize);
-
-    /// Row `row` was removed; if `moved_from` is set, the row that was at that
-    /// position now lives at `row`.
-    fn row_removed(&mut self, rows: &Rows, row: usize, moved_from: Option<usize>);
-
-    /// Every row was removed.
-    fn cleared(&mut self);
-
-    /// The best `top_k` rows that `accept` allows, best first, ties by id
-    /// ascending. Every returned row must satisfy `accept`.
-    fn search(
-        &self,
-        rows: &Rows,
-        query: &SearchQuery<'_>,
-        accept: &dyn Fn(usize) -> bool,
-    ) -> Vec<Hit>;
-}
-
-/// Brute-force search: scores every accepted row. Exact, so it is also the
-/// reference an ANN index is measured against.
-#[derive(Debug, Default)]
-pub(crate) struct ExactSearch;
-
-impl VectorSearch for ExactSearch {
-    fn row_written(&mut self, _rows: &Rows, _row: usize) {}
-
-    fn row_removed(&mut self, _rows: &Rows, _row: usize, _moved_from: Option<usize>) {}
-
-    fn cleared(&mut self) {}
-
-    fn search(
-        &self,
-        rows: &Rows,
-        query: &SearchQuery<'_>,
-        accept: &dyn Fn(usize) -> bool,
-    ) -> Vec<Hit> {
-        let mut top = TopK::new(query.top_k.min(rows.len()), query.metric.higher_is_better());
-        for row in (0..rows.len()).filter(|row| accept(*row)) {
-            top.push(
-                rows.id(row).as_str(),
-                Hit {
-                    row,
-                    score: query.score(rows, row),
-                },
-            );
-        }
-        top.into_hits()
     }
 }
 

@@ -1,0 +1,411 @@
+//! ANN search through the public index API: recall against exact search on
+//! a fixed seeded dataset, filters, and writes interleaved with builds.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::{
+    DeleteRequest, Index, Metric, Quantization, QueryRequest, QueryResponse, SearchParams,
+    UpdateRequest, UpsertRequest, VectorInput,
+    indexer::Signal,
+    test_support::{index, object, vector, vector_with},
+};
+
+/// Deterministic clustered vectors (a linear congruential generator).
+fn dataset(count: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centers: Vec<Vec<f32>> = (0..20)
+        .map(|_| (0..dim).map(|_| next()).collect())
+        .collect();
+    (0..count)
+        .map(|i| {
+            let center = &centers[i % centers.len()];
+            center.iter().map(|c| c + 0.25 * next()).collect()
+        })
+        .collect()
+}
+
+/// An index that builds graphs for namespaces of `min_rows` records or more,
+/// when the test says so (no indexer thread).
+fn ann_index(dim: u32, metric: Metric, min_rows: usize) -> Index {
+    let index = index(dim, metric);
+    index.attach_indexer(Arc::new(Signal::default()), min_rows);
+    index
+}
+
+fn upsert(index: &Index, records: Vec<VectorInput>) {
+    for chunk in records.chunks(1000) {
+        index
+            .upsert(UpsertRequest {
+                namespace: "ns".into(),
+                vectors: chunk.to_vec(),
+            })
+            .expect("upsert");
+    }
+}
+
+fn query(
+    index: &Index,
+    values: &[f32],
+    top_k: u32,
+    filter: Option<serde_json::Value>,
+) -> QueryResponse {
+    index
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            top_k,
+            vector: values.to_vec(),
+            filter: filter.map(object),
+            ..Default::default()
+        })
+        .expect("query")
+}
+
+fn ids(response: &QueryResponse) -> Vec<String> {
+    response.matches.iter().map(|m| m.id.clone()).collect()
+}
+
+/// Recall@10 of `ann` against `exact` over `queries`, checking on the way
+/// that every score the graph path returns is the exact score of that id.
+fn recall(ann: &Index, exact: &Index, queries: &[Vec<f32>]) -> f64 {
+    let mut hits = 0;
+    for q in queries {
+        let truth = query(exact, q, 10, None);
+        let found = query(ann, q, 10, None);
+        assert_eq!(found.matches.len(), 10);
+        for m in &found.matches {
+            let reference = query(
+                exact,
+                q,
+                10_000,
+                Some(json!({"n": {"$eq": m.id[1..].parse::<i64>().unwrap()}})),
+            );
+            assert_eq!(
+                reference.matches[0].score, m.score,
+                "exact score for {}",
+                m.id
+            );
+        }
+        hits += ids(&found)
+            .iter()
+            .filter(|id| ids(&truth).contains(id))
+            .count();
+    }
+    hits as f64 / (queries.len() * 10) as f64
+}
+
+fn records(data: &[Vec<f32>]) -> Vec<VectorInput> {
+    data.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            vector_with(
+                &format!("v{i}"),
+                v,
+                json!({"n": i, "bucket": i % 100, "half": i % 2}),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn graph_search_matches_exact_search_on_a_seeded_dataset() {
+    let data = dataset(6000, 16, 42);
+    let queries = dataset(30, 16, 7);
+    for metric in Metric::ALL {
+        let ann = ann_index(16, metric, 1000);
+        if metric == Metric::DotProduct {
+            // Inner products of unnormalized vectors are harder to navigate
+            // (see `hnsw`): such indexes want a larger ef_search.
+            ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
+        }
+        let exact = index(16, metric);
+        upsert(&ann, records(&data));
+        upsert(&exact, records(&data));
+        let before = ann.indexing_status().expect("status");
+        assert_eq!((before.pending, before.graph_nodes), (6000, 0));
+        ann.build_pending();
+        let after = ann.indexing_status().expect("status");
+        assert_eq!((after.pending, after.graph_nodes), (0, 6000), "{metric}");
+        assert!(after.index_bytes > 6000 * 16 * 4);
+        let r = recall(&ann, &exact, &queries);
+        assert!(r >= 0.95, "{metric}: recall@10 {r}");
+    }
+}
+
+#[test]
+fn int8_quantized_graph_keeps_recall_with_exact_scores() {
+    let data = dataset(6000, 16, 42);
+    let queries = dataset(30, 16, 9);
+    let ann = ann_index(16, Metric::Cosine, 1000);
+    ann.set_search_params(SearchParams::default().with_quantization(Quantization::Int8));
+    let exact = index(16, Metric::Cosine);
+    upsert(&ann, records(&data));
+    upsert(&exact, records(&data));
+    ann.build_pending();
+    let r = recall(&ann, &exact, &queries);
+    assert!(r >= 0.9, "recall@10 {r}");
+}
+
+#[test]
+fn filtered_queries_satisfy_the_filter_and_fill_top_k() {
+    let data = dataset(6000, 8, 3);
+    let ann = ann_index(8, Metric::Euclidean, 1000);
+    upsert(&ann, records(&data));
+    ann.build_pending();
+    let q = &data[17];
+    // Selective (60 rows: scanned exactly), broad (3000 rows: graph), empty.
+    for (filter, matching) in [
+        (json!({"bucket": 3}), 60),
+        (json!({"half": 1}), 3000),
+        (
+            json!({"bucket": {"$in": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}, "half": 0}),
+            300,
+        ),
+        (json!({"bucket": 1000}), 0),
+    ] {
+        for top_k in [10, 100] {
+            let response = ann
+                .query(QueryRequest {
+                    namespace: "ns".into(),
+                    top_k,
+                    vector: q.clone(),
+                    filter: Some(object(filter.clone())),
+                    include_metadata: true,
+                    ..Default::default()
+                })
+                .expect("query");
+            assert_eq!(
+                response.matches.len(),
+                matching.min(top_k as usize),
+                "{filter}"
+            );
+            let parsed = crate::Filter::parse(&object(filter.clone())).expect("filter");
+            for m in &response.matches {
+                assert!(
+                    parsed.matches_record(m.metadata.as_ref()),
+                    "{} fails {filter}",
+                    m.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn writes_after_a_build_are_seen_and_deleted_ids_never_return() {
+    let data = dataset(6000, 8, 5);
+    let ann = ann_index(8, Metric::Cosine, 1000);
+    upsert(&ann, records(&data));
+    ann.build_pending();
+    let check = |ann: &Index| {
+        // Deleted: v0..v499 never come back, even when queried by their own values.
+        for i in (0..500).step_by(50) {
+            let found = ids(&query(ann, &data[i], 50, None));
+            assert!(
+                found
+                    .iter()
+                    .all(|id| id[1..].parse::<usize>().unwrap() >= 500),
+                "{found:?}"
+            );
+        }
+        // Updated: v1000..v1199 now hold a far-away vector and rank first for it.
+        let moved: Vec<f32> = (0..8)
+            .map(|d| if d == 0 { 5.0 } else { -0.01 * d as f32 })
+            .collect();
+        let top = query(ann, &moved, 200, None);
+        let mut found = ids(&top);
+        found.sort();
+        let mut expected: Vec<String> = (1000..1200).map(|i| format!("v{i}")).collect();
+        expected.sort();
+        assert_eq!(found, expected);
+        // New records are found by their own values.
+        let fresh: Vec<f32> = (0..8).map(|d| if d == 7 { -3.0 } else { 0.1 }).collect();
+        assert_eq!(ids(&query(ann, &fresh, 1, None)), ["new"]);
+    };
+    ann.delete(DeleteRequest {
+        namespace: "ns".into(),
+        ids: (0..500).map(|i| format!("v{i}")).collect(),
+        ..Default::default()
+    })
+    .expect("delete");
+    let moved: Vec<f32> = (0..8)
+        .map(|d| if d == 0 { 5.0 } else { -0.01 * d as f32 })
+        .collect();
+    for i in 1000..1200 {
+        ann.update(UpdateRequest {
+            namespace: "ns".into(),
+            id: format!("v{i}"),
+            values: moved.clone(),
+            ..Default::default()
+        })
+        .expect("update");
+    }
+    let fresh: Vec<f32> = (0..8).map(|d| if d == 7 { -3.0 } else { 0.1 }).collect();
+    upsert(&ann, vec![vector("new", &fresh)]);
+    // Before the graph catches up (pending rows are scanned) and after.
+    assert!(ann.indexing_status().expect("status").pending > 0);
+    check(&ann);
+    ann.build_pending();
+    assert_eq!(ann.indexing_status().expect("status").pending, 0);
+    check(&ann);
+
+    // Deleting everything resets the graph; new records are found again.
+    ann.delete(DeleteRequest {
+        namespace: "ns".into(),
+        delete_all: true,
+        ..Default::default()
+    })
+    .expect("delete all");
+    assert!(query(&ann, &data[0], 10, None).matches.is_empty());
+    upsert(&ann, records(&data[..2000]));
+    ann.build_pending();
+    assert_eq!(ids(&query(&ann, &data[1500], 1, None)), ["v1500"]);
+}
+
+#[test]
+fn a_mostly_stale_graph_is_rebuilt_over_live_records() {
+    let data = dataset(6000, 8, 8);
+    let ann = ann_index(8, Metric::Euclidean, 1000);
+    upsert(&ann, records(&data));
+    ann.build_pending();
+    ann.delete(DeleteRequest {
+        namespace: "ns".into(),
+        ids: (0..1000).map(|i| format!("v{i}")).collect(),
+        ..Default::default()
+    })
+    .expect("delete");
+    // Stale but below a third: the graph stays; one more record pending.
+    upsert(&ann, vec![vector("x", &data[0])]);
+    ann.build_pending();
+    assert_eq!(ann.indexing_status().expect("status").graph_nodes, 6001);
+    for range in [1000..2000, 2000..2500] {
+        ann.delete(DeleteRequest {
+            namespace: "ns".into(),
+            ids: range.map(|i| format!("v{i}")).collect(),
+            ..Default::default()
+        })
+        .expect("delete");
+    }
+    upsert(&ann, vec![vector("y", &data[1])]);
+    ann.build_pending();
+    let status = ann.indexing_status().expect("status");
+    assert_eq!((status.graph_nodes, status.pending), (3502, 0));
+    assert_eq!(ids(&query(&ann, &data[0], 1, None)), ["x"]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(usize, [i8; 3], u8),
+    Update(usize, [i8; 3]),
+    SetTag(usize, u8),
+    Delete(usize),
+    DeleteAll,
+    Build,
+    Query([i8; 3], u32, Option<u8>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let values = prop::array::uniform3(-4i8..=4);
+    prop_oneof![
+        6 => (0..40usize, values.clone(), 0..3u8).prop_map(|(i, v, t)| Op::Upsert(i, v, t)),
+        2 => (0..40usize, values.clone()).prop_map(|(i, v)| Op::Update(i, v)),
+        1 => (0..40usize, 0..3u8).prop_map(|(i, t)| Op::SetTag(i, t)),
+        2 => (0..40usize).prop_map(Op::Delete),
+        1 => Just(Op::DeleteAll),
+        3 => Just(Op::Build),
+        4 => (values, 1..12u32, prop::option::of(0..3u8)).prop_map(|(v, k, t)| Op::Query(v, k, t)),
+    ]
+}
+
+fn nonzero(values: [i8; 3]) -> Vec<f32> {
+    let mut v: Vec<f32> = values.iter().map(|x| f32::from(*x)).collect();
+    if v.iter().all(|x| *x == 0.0) {
+        v[0] = 1.0;
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Writes interleaved with graph builds and queries: every match is a
+    /// live record with its current values' exact score and satisfies the
+    /// filter, and a query returns `min(top_k, matching)` matches.
+    #[test]
+    fn interleaved_writes_never_return_stale_or_deleted_records(ops in prop::collection::vec(op(), 1..120)) {
+        let ann = ann_index(3, Metric::Euclidean, 8);
+        let mut model: BTreeMap<usize, (Vec<f32>, u8)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Upsert(i, v, tag) => {
+                    let v = nonzero(v);
+                    upsert(&ann, vec![vector_with(&format!("r{i}"), &v, json!({"tag": tag}))]);
+                    model.insert(i, (v, tag));
+                }
+                Op::Update(i, v) => {
+                    let v = nonzero(v);
+                    let result = ann.update(UpdateRequest { namespace: "ns".into(), id: format!("r{i}"), values: v.clone(), ..Default::default() });
+                    if let Some(entry) = model.get_mut(&i) {
+                        prop_assert!(result.is_ok());
+                        entry.0 = v;
+                    }
+                }
+                Op::SetTag(i, tag) => {
+                    let result = ann.update(UpdateRequest { namespace: "ns".into(), id: format!("r{i}"), set_metadata: Some(object(json!({"tag": tag}))), ..Default::default() });
+                    if let Some(entry) = model.get_mut(&i) {
+                        prop_assert!(result.is_ok());
+                        entry.1 = tag;
+                    }
+                }
+                Op::Delete(i) => {
+                    ann.delete(DeleteRequest { namespace: "ns".into(), ids: vec![format!("r{i}")], ..Default::default() }).expect("delete");
+                    model.remove(&i);
+                }
+                Op::DeleteAll => {
+                    let _ = ann.delete(DeleteRequest { namespace: "ns".into(), delete_all: true, ..Default::default() });
+                    model.clear();
+                }
+                Op::Build => {
+                    let _ = ann.build_step();
+                }
+                Op::Query(q, top_k, tag) => {
+                    let q = nonzero(q);
+                    let Ok(response) = ann.query(QueryRequest {
+                        namespace: "ns".into(),
+                        top_k,
+                        vector: q.clone(),
+                        filter: tag.map(|t| object(json!({"tag": t}))),
+                        ..Default::default()
+                    }) else {
+                        prop_assert!(model.is_empty());
+                        continue;
+                    };
+                    let matching = model.values().filter(|(_, t)| tag.is_none_or(|want| *t == want)).count();
+                    prop_assert_eq!(response.matches.len(), matching.min(top_k as usize));
+                    for m in &response.matches {
+                        let i: usize = m.id[1..].parse().expect("id");
+                        let (values, t) = model.get(&i).expect("a live record");
+                        prop_assert!(tag.is_none_or(|want| *t == want));
+                        let expected: f32 = values.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                        prop_assert_eq!(m.score, expected);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_is_cheaper_for_selective_filters() {
+    assert!(super::exact_is_cheaper(1_000, 100_000, 64));
+    assert!(!super::exact_is_cheaper(50_000, 100_000, 64));
+    assert!(!super::exact_is_cheaper(100_000, 100_000, 64));
+}

@@ -1,0 +1,741 @@
+//! A hierarchical navigable small world (HNSW) graph: the approximate
+//! nearest-neighbour index of a namespace.
+//!
+//! The algorithm is Malkov & Yashunin's (2016): every node sits on layer 0
+//! and, with geometrically falling probability, on higher layers too; a
+//! search descends greedily from the top layer's entry point, then explores
+//! layer 0 keeping the `ef` closest nodes. Links are chosen with the paper's
+//! neighbour-selection heuristic (a candidate is kept only if it is closer to
+//! the new node than to any link already kept), which keeps the graph
+//! navigable on clustered data such as sentence embeddings.
+//!
+//! A graph is written by one thread (the indexer) and read by many: readers
+//! search an immutable snapshot (`Arc<Graph>`), and the indexer publishes a
+//! new one by cloning (see `ann`). Cloning is cheap where it matters: vectors
+//! sit in fixed-size chunks behind `Arc`s, so a clone shares every chunk and
+//! the indexer copies only the one it appends to; the links (a few dozen
+//! `u32` per node) are copied.
+//!
+//! Distances are "lower is closer" for every metric: the negated inner
+//! product for cosine (whose vectors are normalized on the way in), the
+//! squared distance for euclidean. Dotproduct is reduced to euclidean
+//! (Bachrach et al., 2014): each stored vector `x` gets one more value,
+//! `sqrt(M² - |x|²)` where `M` bounds the norms, and each query a `0`, so
+//! the squared distance is `|q|² + M² - 2 q·x` and ranks exactly as the
+//! inner product does, while the graph stays a metric one (HNSW's
+//! neighbour heuristic needs the triangle inequality to hold roughly). With int8 quantization each
+//! vector is held as signed bytes with one scale, and distances multiply the
+//! full-precision query with the codes; the caller rescores candidates with
+//! the exact values.
+
+use std::{
+    cell::RefCell,
+    cmp::{Ordering, Reverse},
+    collections::BinaryHeap,
+    sync::Arc,
+};
+
+use crate::{Metric, Quantization, SearchParams, distance};
+
+/// Vectors per storage chunk; a clone of the graph shares full chunks.
+const CHUNK: usize = 4096;
+
+/// A graph node: its position in insertion order.
+pub(crate) type Node = u32;
+
+/// How distances are computed in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    /// Negated inner product of normalized vectors.
+    Cosine,
+    /// Squared euclidean distance; dotproduct indexes use it too, on
+    /// vectors with one extra dimension (see [`Graph::new`]).
+    L2,
+}
+
+/// Append-only storage of fixed-length rows in shared chunks.
+#[derive(Debug, Clone)]
+struct Chunked<T> {
+    width: usize,
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
+
+impl<T: Copy> Chunked<T> {
+    fn new(width: usize) -> Self {
+        Chunked {
+            width,
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn get(&self, row: usize) -> &[T] {
+        let chunk = &self.chunks[row / CHUNK];
+        let start = (row % CHUNK) * self.width;
+        &chunk[start..start + self.width]
+    }
+
+    fn push(&mut self, values: &[T]) {
+        debug_assert_eq!(values.len(), self.width);
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks
+                .push(Arc::new(Vec::with_capacity(CHUNK * self.width)));
+        }
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        // Copies the chunk only if a published snapshot still shares it.
+        Arc::make_mut(last).extend_from_slice(values);
+        self.len += 1;
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * self.width * size_of::<T>()
+    }
+}
+
+/// The vectors of the graph, as the index's quantization says.
+#[derive(Debug, Clone)]
+enum Vectors {
+    F32(Chunked<f32>),
+    Int8 {
+        codes: Chunked<i8>,
+        /// Per node: the value of code 1.
+        scales: Vec<f32>,
+        /// Per node: the squared norm of the original vector (euclidean).
+        sq_norms: Vec<f32>,
+    },
+}
+
+/// A query prepared for the graph's space.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    values: Vec<f32>,
+    sq_norm: f32,
+}
+
+/// A node and its distance, ordered by distance then node.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    dist: f32,
+    node: Node,
+}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.dist
+            .total_cmp(&other.dist)
+            .then(self.node.cmp(&other.node))
+    }
+}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Scored {}
+
+/// Marks of visited nodes, reused across searches on one thread: a node is
+/// visited when its mark equals the current epoch.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    /// Starts a new search over `len` nodes.
+    fn reset(&mut self, len: usize) {
+        if self.marks.len() < len {
+            self.marks.resize(len, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `node`; returns whether it was unvisited.
+    fn insert(&mut self, node: Node) -> bool {
+        let mark = &mut self.marks[node as usize];
+        let fresh = *mark != self.epoch;
+        *mark = self.epoch;
+        fresh
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+/// An HNSW graph over vectors of one dimension. See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct Graph {
+    space: Space,
+    /// Values per stored vector: the index dimension, plus one for dotproduct.
+    width: usize,
+    /// Dotproduct only: `M²`, the squared bound on stored norms.
+    norm_bound: Option<f32>,
+    /// Vectors inserted with a norm above the bound (their extra value is 0,
+    /// so they rank slightly off); many of them call for a rebuild.
+    over_bound: usize,
+    /// Links kept per node on upper layers, and chosen for a new node.
+    m: usize,
+    /// Links kept per node on layer 0.
+    m0: usize,
+    ef_construction: usize,
+    /// `1 / ln(m)`: scales the random level of a new node.
+    level_mult: f64,
+    vectors: Vectors,
+    /// Layer-0 links, `m0 + 1` slots per node: the count, then the links.
+    layer0: Vec<Node>,
+    /// Links on layers 1 and up: `upper[node][level - 1]`.
+    upper: Vec<Vec<Vec<Node>>>,
+    /// The node on the top layer where every search starts, and that layer.
+    entry: Option<(Node, usize)>,
+    /// State of the level generator (xorshift64*), seeded for repeatable builds.
+    rng: u64,
+}
+
+impl Graph {
+    /// An empty graph for `dim`-dimensional vectors compared by `metric`.
+    /// For dotproduct, `max_norm` bounds the norms of the vectors to come
+    /// (the largest among those at hand, with some headroom); see the
+    /// module docs.
+    pub(crate) fn new(dim: usize, metric: Metric, params: &SearchParams, max_norm: f32) -> Self {
+        let norm_bound = (metric == Metric::DotProduct).then_some(max_norm * max_norm);
+        let width = dim + usize::from(norm_bound.is_some());
+        let m = params.m() as usize;
+        let vectors = match params.quantization() {
+            Quantization::None => Vectors::F32(Chunked::new(width)),
+            Quantization::Int8 => Vectors::Int8 {
+                codes: Chunked::new(width),
+                scales: Vec::new(),
+                sq_norms: Vec::new(),
+            },
+        };
+        Graph {
+            space: match metric {
+                Metric::Cosine => Space::Cosine,
+                Metric::DotProduct | Metric::Euclidean => Space::L2,
+            },
+            width,
+            norm_bound,
+            over_bound: 0,
+            m,
+            m0: 2 * m,
+            ef_construction: (params.ef_construction() as usize).max(m),
+            level_mult: 1.0 / (m as f64).ln(),
+            vectors,
+            layer0: Vec::new(),
+            upper: Vec::new(),
+            entry: None,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// Number of nodes.
+    pub(crate) fn len(&self) -> usize {
+        self.upper.len()
+    }
+
+    /// Whether the graph was built with `params`' shape (degree and
+    /// quantization); if not, it should be rebuilt.
+    pub(crate) fn built_with(&self, params: &SearchParams) -> bool {
+        let quantized = matches!(self.vectors, Vectors::Int8 { .. });
+        self.m == params.m() as usize && quantized == (params.quantization() == Quantization::Int8)
+    }
+
+    /// Approximate memory held: vectors and links.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let vectors = match &self.vectors {
+            Vectors::F32(values) => values.bytes(),
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            } => codes.bytes() + (scales.capacity() + sq_norms.capacity()) * size_of::<f32>(),
+        };
+        let upper: usize = self
+            .upper
+            .iter()
+            .map(|levels| {
+                size_of::<Vec<Vec<Node>>>()
+                    + levels
+                        .iter()
+                        .map(|links| size_of::<Vec<Node>>() + links.capacity() * size_of::<Node>())
+                        .sum::<usize>()
+            })
+            .sum();
+        vectors + self.layer0.capacity() * size_of::<Node>() + upper
+    }
+
+    /// Vectors inserted with a norm above the dotproduct bound.
+    pub(crate) fn over_bound(&self) -> usize {
+        self.over_bound
+    }
+
+    /// A query as the graph compares it: normalized for cosine, a `0`
+    /// appended for dotproduct.
+    pub(crate) fn prepare(&self, values: &[f32]) -> Prepared {
+        let mut values = values.to_vec();
+        if self.space == Space::Cosine {
+            let norm = distance::norm(&values);
+            if norm > 0.0 {
+                values.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
+        if self.norm_bound.is_some() {
+            values.push(0.0);
+        }
+        let sq_norm = distance::dot(&values, &values);
+        Prepared { values, sq_norm }
+    }
+
+    /// A vector to store, as the graph holds it: as a query, but for
+    /// dotproduct the extra value lifts it onto the sphere of radius `M`.
+    fn prepare_stored(&mut self, values: &[f32]) -> Prepared {
+        let mut prepared = self.prepare(values);
+        if let Some(bound) = self.norm_bound {
+            let extra = bound - prepared.sq_norm;
+            // Rounding may leave the largest vector a hair above its own norm.
+            if extra < -1e-4 * bound {
+                self.over_bound += 1;
+            }
+            let extra = extra.max(0.0);
+            *prepared.values.last_mut().expect("one value was appended") = extra.sqrt();
+            prepared.sq_norm += extra;
+        }
+        prepared
+    }
+
+    /// Distance from a prepared query to `node`.
+    fn dist(&self, query: &Prepared, node: Node) -> f32 {
+        let node = node as usize;
+        match &self.vectors {
+            Vectors::F32(values) => match self.space {
+                Space::Cosine => -distance::dot(&query.values, values.get(node)),
+                Space::L2 => distance::squared_euclidean(&query.values, values.get(node)),
+            },
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            } => {
+                let dot = distance::dot_i8(&query.values, codes.get(node)) * scales[node];
+                match self.space {
+                    Space::Cosine => -dot,
+                    Space::L2 => query.sq_norm + sq_norms[node] - 2.0 * dot,
+                }
+            }
+        }
+    }
+
+    /// Distance between two stored nodes; without quantization no copy is made.
+    fn between(&self, a: Node, b: Node) -> f32 {
+        match &self.vectors {
+            Vectors::F32(values) => {
+                let (a, b) = (values.get(a as usize), values.get(b as usize));
+                match self.space {
+                    Space::Cosine => -distance::dot(a, b),
+                    Space::L2 => distance::squared_euclidean(a, b),
+                }
+            }
+            Vectors::Int8 { .. } => self.dist(&self.node_query(a), b),
+        }
+    }
+
+    /// The vector of `node` as a query (decoded if quantized).
+    fn node_query(&self, node: Node) -> Prepared {
+        let node = node as usize;
+        let values = match &self.vectors {
+            Vectors::F32(values) => values.get(node).to_vec(),
+            Vectors::Int8 { codes, scales, .. } => codes
+                .get(node)
+                .iter()
+                .map(|c| f32::from(*c) * scales[node])
+                .collect(),
+        };
+        let sq_norm = distance::dot(&values, &values);
+        Prepared { values, sq_norm }
+    }
+
+    fn links(&self, node: Node, level: usize) -> &[Node] {
+        if level == 0 {
+            let start = node as usize * (self.m0 + 1);
+            let count = self.layer0[start] as usize;
+            &self.layer0[start + 1..start + 1 + count]
+        } else {
+            &self.upper[node as usize][level - 1]
+        }
+    }
+
+    fn set_links(&mut self, node: Node, level: usize, links: &[Node]) {
+        if level == 0 {
+            let start = node as usize * (self.m0 + 1);
+            self.layer0[start] = links.len() as Node;
+            self.layer0[start + 1..start + 1 + links.len()].copy_from_slice(links);
+        } else {
+            let slot = &mut self.upper[node as usize][level - 1];
+            slot.clear();
+            slot.extend_from_slice(links);
+        }
+    }
+
+    fn random_level(&mut self) -> usize {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let bits = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        // Uniform in (0, 1]: never 0, whose logarithm is infinite.
+        let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
+        ((-uniform.ln() * self.level_mult) as usize).min(16)
+    }
+
+    /// Adds a vector; returns its node.
+    pub(crate) fn insert(&mut self, values: &[f32]) -> Node {
+        let query = self.prepare_stored(values);
+        debug_assert_eq!(query.values.len(), self.width);
+        let node = self.len() as Node;
+        match &mut self.vectors {
+            Vectors::F32(stored) => stored.push(&query.values),
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            } => {
+                let max = query.values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let code: Vec<i8> = query
+                    .values
+                    .iter()
+                    .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+                    .collect();
+                codes.push(&code);
+                scales.push(scale);
+                sq_norms.push(query.sq_norm);
+            }
+        }
+        let level = self.random_level();
+        self.layer0.extend(std::iter::repeat_n(0, self.m0 + 1));
+        self.upper.push(vec![Vec::new(); level]);
+
+        let Some((entry, top)) = self.entry else {
+            self.entry = Some((node, level));
+            return node;
+        };
+        let mut nearest = Scored {
+            dist: self.dist(&query, entry),
+            node: entry,
+        };
+        for layer in (level + 1..=top).rev() {
+            nearest = self.greedy(&query, nearest, layer);
+        }
+        let mut entries = vec![nearest];
+        for layer in (0..=level.min(top)).rev() {
+            let found = self.search_layer(&query, &entries, self.ef_construction, layer, None);
+            let chosen = self.select(&found, self.m);
+            let links: Vec<Node> = chosen.iter().map(|s| s.node).collect();
+            self.set_links(node, layer, &links);
+            for peer in chosen {
+                self.link(peer.node, node, peer.dist, layer);
+            }
+            entries = found;
+        }
+        if level > top {
+            self.entry = Some((node, level));
+        }
+        node
+    }
+
+    /// Adds a link `from → to` (at distance `dist`) on `layer`, pruning
+    /// `from`'s links with the heuristic if they overflow.
+    fn link(&mut self, from: Node, to: Node, dist: f32, layer: usize) {
+        let cap = if layer == 0 { self.m0 } else { self.m };
+        let current = self.links(from, layer);
+        if current.len() < cap {
+            let mut links = current.to_vec();
+            links.push(to);
+            self.set_links(from, layer, &links);
+            return;
+        }
+        let mut candidates: Vec<Scored> = current
+            .iter()
+            .map(|&node| Scored {
+                dist: self.between(from, node),
+                node,
+            })
+            .collect();
+        candidates.push(Scored { dist, node: to });
+        candidates.sort_unstable();
+        let kept: Vec<Node> = self
+            .select(&candidates, cap)
+            .iter()
+            .map(|s| s.node)
+            .collect();
+        self.set_links(from, layer, &kept);
+    }
+
+    /// The neighbour-selection heuristic: walks `candidates` (sorted by
+    /// distance to the new node) and keeps one only if it is closer to the
+    /// new node than to every candidate kept so far; at most `limit`.
+    fn select(&self, candidates: &[Scored], limit: usize) -> Vec<Scored> {
+        let mut kept: Vec<Scored> = Vec::with_capacity(limit);
+        for candidate in candidates {
+            if kept.len() == limit {
+                break;
+            }
+            let diverse = kept
+                .iter()
+                .all(|k| self.between(candidate.node, k.node) >= candidate.dist);
+            if diverse {
+                kept.push(*candidate);
+            }
+        }
+        kept
+    }
+
+    /// Moves greedily to closer nodes on `layer` until none is closer.
+    fn greedy(&self, query: &Prepared, mut nearest: Scored, layer: usize) -> Scored {
+        loop {
+            let mut moved = false;
+            for &node in self.links(nearest.node, layer) {
+                let dist = self.dist(query, node);
+                if dist < nearest.dist {
+                    nearest = Scored { dist, node };
+                    moved = true;
+                }
+            }
+            if !moved {
+                return nearest;
+            }
+        }
+    }
+
+    /// Best-first search of one layer from `entries`, keeping the `ef`
+    /// closest nodes that `accept` allows (all nodes when `None`), sorted
+    /// closest first. Rejected nodes are still walked through.
+    fn search_layer(
+        &self,
+        query: &Prepared,
+        entries: &[Scored],
+        ef: usize,
+        layer: usize,
+        accept: Option<&dyn Fn(Node) -> bool>,
+    ) -> Vec<Scored> {
+        VISITED.with_borrow_mut(|visited| {
+            visited.reset(self.len());
+            let allowed = |node: Node| accept.is_none_or(|accept| accept(node));
+            let mut candidates: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+            let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+            for entry in entries {
+                if visited.insert(entry.node) {
+                    candidates.push(Reverse(*entry));
+                    if allowed(entry.node) {
+                        found.push(*entry);
+                    }
+                }
+            }
+            while found.len() > ef {
+                found.pop();
+            }
+            while let Some(Reverse(closest)) = candidates.pop() {
+                let bound = found.peek().map_or(f32::INFINITY, |worst| worst.dist);
+                if closest.dist > bound && found.len() >= ef {
+                    break;
+                }
+                for &node in self.links(closest.node, layer) {
+                    if !visited.insert(node) {
+                        continue;
+                    }
+                    let dist = self.dist(query, node);
+                    let bound = found.peek().map_or(f32::INFINITY, |worst| worst.dist);
+                    if found.len() < ef || dist < bound {
+                        let scored = Scored { dist, node };
+                        candidates.push(Reverse(scored));
+                        if allowed(node) {
+                            found.push(scored);
+                            if found.len() > ef {
+                                found.pop();
+                            }
+                        }
+                    }
+                }
+            }
+            found.into_sorted_vec()
+        })
+    }
+
+    /// Up to `ef` nodes closest to `query` among those `accept` allows,
+    /// closest first, with their graph distances.
+    pub(crate) fn search(
+        &self,
+        query: &Prepared,
+        ef: usize,
+        accept: &dyn Fn(Node) -> bool,
+    ) -> Vec<(Node, f32)> {
+        let Some((entry, top)) = self.entry else {
+            return Vec::new();
+        };
+        let mut nearest = Scored {
+            dist: self.dist(query, entry),
+            node: entry,
+        };
+        for layer in (1..=top).rev() {
+            nearest = self.greedy(query, nearest, layer);
+        }
+        self.search_layer(query, &[nearest], ef.max(1), 0, Some(accept))
+            .into_iter()
+            .map(|s| (s.node, s.dist))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random vectors with some cluster structure.
+    fn dataset(count: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let centers: Vec<Vec<f32>> = (0..16)
+            .map(|_| (0..dim).map(|_| next()).collect())
+            .collect();
+        (0..count)
+            .map(|i| {
+                let center = &centers[i % centers.len()];
+                center.iter().map(|c| c + 0.3 * next()).collect()
+            })
+            .collect()
+    }
+
+    /// The `k` nearest by the metric's own score, in full precision.
+    fn exact(data: &[Vec<f32>], metric: Metric, query: &[f32], k: usize) -> Vec<Node> {
+        let qn = distance::norm(query);
+        let mut all: Vec<Scored> = (0..data.len())
+            .map(|i| {
+                let score = distance::score(metric, query, qn, &data[i], distance::norm(&data[i]));
+                Scored {
+                    dist: if metric.higher_is_better() {
+                        -score
+                    } else {
+                        score
+                    },
+                    node: i as Node,
+                }
+            })
+            .collect();
+        all.sort_unstable();
+        all.iter().take(k).map(|s| s.node).collect()
+    }
+
+    fn recall(metric: Metric, params: SearchParams, ef: usize) -> f64 {
+        let (dim, k) = (24, 10);
+        let data = dataset(3000, dim, 7);
+        let queries = dataset(100, dim, 99);
+        let max_norm = data.iter().map(|v| distance::norm(v)).fold(0.0, f32::max);
+        let mut graph = Graph::new(dim, metric, &params, max_norm);
+        for v in &data {
+            graph.insert(v);
+        }
+        assert_eq!(graph.over_bound(), 0);
+        let mut hits = 0;
+        for q in &queries {
+            let truth = exact(&data, metric, q, k);
+            let found: Vec<Node> = graph
+                .search(&graph.prepare(q), ef, &|_| true)
+                .iter()
+                .take(k)
+                .map(|(node, _)| *node)
+                .collect();
+            hits += found.iter().filter(|n| truth.contains(n)).count();
+        }
+        hits as f64 / (queries.len() * k) as f64
+    }
+
+    #[test]
+    fn recall_is_high_for_every_metric() {
+        // Dotproduct ranks by an unbounded score, which a graph navigates
+        // less well: it gets a larger candidate list for the same bound.
+        for (metric, ef) in [
+            (Metric::Cosine, 64),
+            (Metric::Euclidean, 64),
+            (Metric::DotProduct, 128),
+        ] {
+            let r = recall(metric, SearchParams::default(), ef);
+            assert!(r >= 0.95, "{metric}: recall {r}");
+        }
+    }
+
+    #[test]
+    fn int8_graph_finds_nearly_the_same_neighbours() {
+        let params = SearchParams::default().with_quantization(Quantization::Int8);
+        let r = recall(Metric::Cosine, params, 64);
+        assert!(r >= 0.85, "recall {r}");
+    }
+
+    #[test]
+    fn search_only_returns_accepted_nodes_and_fills_up() {
+        let data = dataset(2000, 16, 3);
+        let mut graph = Graph::new(16, Metric::Euclidean, &SearchParams::default(), 0.0);
+        for v in &data {
+            graph.insert(v);
+        }
+        let query = graph.prepare(&data[5]);
+        let found = graph.search(&query, 20, &|node| node % 7 == 0);
+        assert_eq!(found.len(), 20);
+        assert!(found.iter().all(|(node, _)| node % 7 == 0));
+        assert!(found.windows(2).all(|w| w[0].1 <= w[1].1), "sorted");
+        assert!(graph.search(&query, 20, &|_| false).is_empty());
+    }
+
+    #[test]
+    fn the_stored_vector_is_its_own_nearest() {
+        let data = dataset(500, 8, 11);
+        let mut graph = Graph::new(8, Metric::Cosine, &SearchParams::default(), 0.0);
+        for v in &data {
+            graph.insert(v);
+        }
+        for (i, v) in data.iter().enumerate().step_by(37) {
+            let found = graph.search(&graph.prepare(v), 10, &|_| true);
+            assert_eq!(found[0].0, i as Node);
+        }
+    }
+
+    #[test]
+    fn clones_share_vector_chunks_and_stay_independent() {
+        let data = dataset(CHUNK + 10, 4, 5);
+        let mut graph = Graph::new(4, Metric::Euclidean, &SearchParams::default(), 0.0);
+        for v in &data[..CHUNK + 5] {
+            graph.insert(v);
+        }
+        let snapshot = graph.clone();
+        for v in &data[CHUNK + 5..] {
+            graph.insert(v);
+        }
+        assert_eq!(snapshot.len(), CHUNK + 5);
+        assert_eq!(graph.len(), CHUNK + 10);
+        let Vectors::F32(values) = &graph.vectors else {
+            unreachable!("f32 graph")
+        };
+        let Vectors::F32(shared) = &snapshot.vectors else {
+            unreachable!("f32 graph")
+        };
+        assert!(Arc::ptr_eq(&values.chunks[0], &shared.chunks[0]));
+        assert!(!Arc::ptr_eq(&values.chunks[1], &shared.chunks[1]));
+        assert!(graph.memory_bytes() > 0);
+    }
+}
