@@ -33,6 +33,10 @@ pub(crate) struct ServeArgs {
     /// (bounds restart time: recovery replays at most about this much log).
     #[arg(long, env = "LARCH_WAL_FLUSH_MB", default_value_t = 64)]
     wal_flush_mb: u64,
+    /// Namespaces with fewer records are searched exactly; larger ones get an HNSW graph, built
+    /// in the background.
+    #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
+    ann_min_rows: usize,
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
     #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     drain_timeout_secs: u64,
@@ -47,6 +51,7 @@ pub(crate) struct Config {
     advertise_host: String,
     drain_timeout: Duration,
     flush: FlushPolicy,
+    ann_min_rows: usize,
     /// `LARCH_API_KEY`, read here so library crates never touch the environment.
     api_key: Option<String>,
 }
@@ -89,6 +94,7 @@ impl ServeArgs {
             advertise_host,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             flush,
+            ann_min_rows: self.ann_min_rows,
             api_key,
         })
     }
@@ -126,7 +132,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.control_addr))?;
     let control_addr = listener.local_addr()?;
-    let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush);
+    let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
+        .with_ann_min_rows(config.ann_min_rows);
     let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
 
     // The control port answers (health NOT_SERVING) while stored indexes are recovered.

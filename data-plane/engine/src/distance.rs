@@ -90,6 +90,26 @@ dispatched! {
     dot_i8(a: &[f32], b: &[i8]) = dot_i8_portable
 }
 
+/// Asks the CPU to start loading every cache line of `values`. A hint only: it reads
+/// nothing and cannot fault. The graph walk issues it for all the
+/// neighbours it is about to score, so their loads overlap.
+#[inline(always)]
+pub(crate) fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = values.as_ptr().cast::<i8>();
+        let bytes = size_of_val(values);
+        for offset in (0..bytes).step_by(64) {
+            #[allow(unsafe_code)]
+            // SAFETY: prefetching is a hint that never faults, and the address is within `values`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(start.add(offset));
+            }
+        }
+    }
+}
+
 /// AVX2 + FMA kernels. Callers must have checked that the CPU has both.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]

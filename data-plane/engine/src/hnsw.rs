@@ -147,6 +147,8 @@ impl Eq for Scored {}
 struct Visited {
     marks: Vec<u32>,
     epoch: u32,
+    /// Scratch: the unvisited neighbours of the node being expanded.
+    fresh: Vec<Node>,
 }
 
 impl Visited {
@@ -172,7 +174,7 @@ impl Visited {
 }
 
 thread_local! {
-    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0, fresh: Vec::new() }) };
 }
 
 /// An HNSW graph over vectors of one dimension. See the module docs.
@@ -367,6 +369,14 @@ impl Graph {
         Prepared { values, sq_norm }
     }
 
+    /// Starts loading `node`'s vector into the cache.
+    fn prefetch(&self, node: Node) {
+        match &self.vectors {
+            Vectors::F32(values) => distance::prefetch(values.get(node as usize)),
+            Vectors::Int8 { codes, .. } => distance::prefetch(codes.get(node as usize)),
+        }
+    }
+
     fn links(&self, node: Node, level: usize) -> &[Node] {
         if level == 0 {
             let start = node as usize * (self.m0 + 1);
@@ -551,10 +561,17 @@ impl Graph {
                 if closest.dist > bound && found.len() >= ef {
                     break;
                 }
+                // Unvisited neighbours first, their vectors prefetched, then
+                // scored: the memory loads overlap instead of queueing.
+                let mut fresh = std::mem::take(&mut visited.fresh);
+                fresh.clear();
                 for &node in self.links(closest.node, layer) {
-                    if !visited.insert(node) {
-                        continue;
+                    if visited.insert(node) {
+                        self.prefetch(node);
+                        fresh.push(node);
                     }
+                }
+                for &node in &fresh {
                     let dist = self.dist(query, node);
                     let bound = found.peek().map_or(f32::INFINITY, |worst| worst.dist);
                     if found.len() < ef || dist < bound {
@@ -568,6 +585,7 @@ impl Graph {
                         }
                     }
                 }
+                visited.fresh = fresh;
             }
             found.into_sorted_vec()
         })

@@ -31,9 +31,9 @@
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
-| `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
-| `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones |
-| `indexer` | the engine's background thread running build steps when writes leave rows pending |
+//! | `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
+//! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones |
+//! | `indexer` | the engine's background thread running build steps when writes leave rows pending |
 //! | `distance` | dense distance kernels (AVX2 + FMA where the CPU has them, portable loops elsewhere) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
 //! | `bitmap` | the metadata index of a namespace: per field and value, a compressed bitmap of its rows; a filter's exact matching rows by set algebra |

@@ -39,6 +39,19 @@ impl IndexHandle {
             .await
             .map_err(|err| Error::Internal(format!("engine task failed: {err}")))?
     }
+
+    /// Runs the read `op` on the query pool (see `pool`): one thread per core
+    /// for every read of every index.
+    pub async fn read<T, F>(&self, op: F) -> larch_engine::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
+    {
+        let index = self.engine.index(&self.index)?;
+        crate::pool::run(move || op(&index))
+            .await
+            .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?
+    }
 }
 
 /// The header (gRPC metadata or HTTP) carrying Pinecone's API version.

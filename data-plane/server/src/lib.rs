@@ -24,6 +24,7 @@ pub mod api;
 pub mod convert;
 pub mod host;
 pub mod json;
+mod pool;
 pub mod rest;
 pub mod service;
 

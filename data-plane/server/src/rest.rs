@@ -162,7 +162,7 @@ async fn query(
         sparse_vector: sparse_vector.map(Into::into),
         id: id.unwrap_or_default(),
     };
-    let response = index.run(move |index| index.query(request)).await?;
+    let response = index.read(move |index| index.query(request)).await?;
     let matches = response
         .matches
         .into_iter()
@@ -201,7 +201,7 @@ async fn fetch(
             _ => {}
         }
     }
-    let response = index.run(move |index| index.fetch(request)).await?;
+    let response = index.read(move |index| index.fetch(request)).await?;
     Ok(ok(&json::FetchResponse {
         vectors: vector_map(response.vectors),
         namespace: response.namespace,
@@ -225,7 +225,7 @@ async fn fetch_by_metadata(
         pagination_token,
     };
     let response = index
-        .run(move |index| index.fetch_by_metadata(request))
+        .read(move |index| index.fetch_by_metadata(request))
         .await?;
     Ok(ok(&json::FetchByMetadataResponse {
         vectors: vector_map(response.vectors),
@@ -287,7 +287,9 @@ async fn describe_index_stats(
 ) -> Result<Response, RestError> {
     let json::DescribeIndexStatsBody { filter } = body;
     let default_name = default_namespace(&headers);
-    let stats = index.run(move |index| index.describe_stats(filter)).await?;
+    let stats = index
+        .read(move |index| index.describe_stats(filter))
+        .await?;
     let namespaces = stats
         .namespaces
         .into_iter()
@@ -335,7 +337,7 @@ async fn list(
             _ => {}
         }
     }
-    let response = index.run(move |index| index.list(request)).await?;
+    let response = index.read(move |index| index.list(request)).await?;
     Ok(ok(&json::ListResponse {
         vectors: response
             .ids
@@ -363,7 +365,7 @@ async fn list_namespaces(
     }
     let default_name = default_namespace(&headers);
     let response = index
-        .run(move |index| index.list_namespaces(request))
+        .read(move |index| index.list_namespaces(request))
         .await?;
     Ok(ok(&json::ListNamespacesResponse {
         namespaces: response
@@ -406,7 +408,7 @@ async fn describe_namespace(
 ) -> Result<Response, RestError> {
     let default_name = default_namespace(&headers);
     let info = index
-        .run(move |index| index.describe_namespace(&namespace))
+        .read(move |index| index.describe_namespace(&namespace))
         .await?;
     Ok(ok(&namespace_description(info, default_name)))
 }

@@ -52,6 +52,15 @@ impl VectorApi {
     {
         self.index.run(op).await.map_err(status)
     }
+
+    /// Runs the read `op` on the index (see [`IndexHandle::read`]).
+    async fn read<T, F>(&self, op: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&larch_engine::Index) -> larch_engine::Result<T> + Send + 'static,
+    {
+        self.index.read(op).await.map_err(status)
+    }
 }
 
 impl From<IndexHandle> for VectorApi {
@@ -121,7 +130,7 @@ impl VectorService for VectorApi {
     ) -> Result<Response<FetchResponse>, Status> {
         let FetchRequest { ids, namespace } = request.into_inner();
         let response = self
-            .run(move |index| index.fetch(EngineFetch { namespace, ids }))
+            .read(move |index| index.fetch(EngineFetch { namespace, ids }))
             .await?;
         Ok(Response::new(FetchResponse {
             vectors: vector_map(response.vectors),
@@ -138,7 +147,7 @@ impl VectorService for VectorApi {
             namespace,
         } = request.into_inner();
         let response = self
-            .run(move |index| {
+            .read(move |index| {
                 index.list(EngineList {
                     namespace,
                     prefix,
@@ -170,14 +179,14 @@ impl VectorService for VectorApi {
             vector,
             sparse_vector,
             id,
-            // Tuning knobs of Pinecone's dedicated read nodes; exact search needs neither.
+            // Tuning knobs of Pinecone's dedicated read nodes; the HNSW graph has its own (ef_search, set per index).
             scan_factor: _,
             max_candidates: _,
         } = request.into_inner();
         refuse_batch_queries(queries.len()).map_err(status)?;
         let filter = optional_json(filter, "filter")?;
         let response = self
-            .run(move |index| {
+            .read(move |index| {
                 index.query(EngineQuery {
                     namespace,
                     top_k,
@@ -250,7 +259,7 @@ impl VectorService for VectorApi {
         let default_name = default_namespace_name(request.metadata());
         let DescribeIndexStatsRequest { filter } = request.into_inner();
         let filter = optional_json(filter, "filter")?;
-        let stats = self.run(move |index| index.describe_stats(filter)).await?;
+        let stats = self.read(move |index| index.describe_stats(filter)).await?;
         let namespaces = stats
             .namespaces
             .into_iter()
@@ -286,7 +295,7 @@ impl VectorService for VectorApi {
             prefix,
         } = request.into_inner();
         let response = self
-            .run(move |index| {
+            .read(move |index| {
                 index.list_namespaces(EngineListNamespaces {
                     prefix,
                     limit,
@@ -312,7 +321,7 @@ impl VectorService for VectorApi {
         let default_name = default_namespace_name(request.metadata());
         let DescribeNamespaceRequest { namespace } = request.into_inner();
         let info = self
-            .run(move |index| index.describe_namespace(&namespace))
+            .read(move |index| index.describe_namespace(&namespace))
             .await?;
         Ok(Response::new(namespace_description(info, default_name)))
     }
@@ -361,7 +370,7 @@ impl VectorService for VectorApi {
         } = request.into_inner();
         let filter = filter.map(|f| struct_to_json(f, "filter")).transpose()?;
         let response = self
-            .run(move |index| {
+            .read(move |index| {
                 index.fetch_by_metadata(EngineFetchByMeta {
                     namespace,
                     filter,
