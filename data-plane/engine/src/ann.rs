@@ -43,7 +43,7 @@ use crate::{
     hnsw::{Graph, Node},
     index::{read_lock, write_lock},
     namespace::{NamespaceStore, Rows},
-    search::{Hit, SearchQuery, TopK},
+    search::{Hit, SearchQuery},
 };
 
 /// "No row" / "no node" in the maps.
@@ -243,19 +243,8 @@ impl Ann {
                 .allowed
                 .is_none_or(|allowed| allowed.contains(row))
         };
-        let mut top = TopK::new(
-            query.top_k().min(rows.len()),
-            query.metric().higher_is_better(),
-        );
-        let mut offer = |row: usize| {
-            top.push(
-                rows.id(row).as_str(),
-                Hit {
-                    row,
-                    score: query.score(rows, row),
-                },
-            );
-        };
+        let mut top = query.ranking(rows);
+        let mut offer = |row: usize| query.offer(&mut top, rows, row);
         match graph {
             Some(graph) => {
                 let prepared = graph.prepare(query.dense());
@@ -295,19 +284,8 @@ impl Ann {
 /// The best `query.top_k` of the allowed rows, each scored.
 fn exact(candidates: &Candidates<'_>, query: &SearchQuery<'_>) -> Vec<Hit> {
     let rows = candidates.rows;
-    let mut top = TopK::new(
-        query.top_k().min(rows.len()),
-        query.metric().higher_is_better(),
-    );
-    let mut offer = |row: usize| {
-        top.push(
-            rows.id(row).as_str(),
-            Hit {
-                row,
-                score: query.score(rows, row),
-            },
-        );
-    };
+    let mut top = query.ranking(rows);
+    let mut offer = |row: usize| query.offer(&mut top, rows, row);
     match candidates.allowed {
         Some(allowed) => allowed.iter().for_each(|row| offer(row as usize)),
         None => (0..rows.len()).for_each(offer),

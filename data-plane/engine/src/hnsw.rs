@@ -620,24 +620,8 @@ impl Graph {
 mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random vectors with some cluster structure.
     fn dataset(count: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
-        let centers: Vec<Vec<f32>> = (0..16)
-            .map(|_| (0..dim).map(|_| next()).collect())
-            .collect();
-        (0..count)
-            .map(|i| {
-                let center = &centers[i % centers.len()];
-                center.iter().map(|c| c + 0.3 * next()).collect()
-            })
-            .collect()
+        crate::test_support::clustered(count, dim, seed, 16, 0.3)
     }
 
     /// The `k` nearest by the metric's own score, in full precision.

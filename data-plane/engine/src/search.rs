@@ -65,9 +65,20 @@ impl<'a> SearchQuery<'a> {
         self.sparse
     }
 
-    /// The metric scores are computed with.
-    pub(crate) fn metric(&self) -> Metric {
-        self.metric
+    /// An empty ranking of at most `top_k` of `rows`.
+    pub(crate) fn ranking<'r>(&self, rows: &Rows) -> TopK<'r> {
+        TopK::new(self.top_k.min(rows.len()), self.metric.higher_is_better())
+    }
+
+    /// Scores `row` and offers it to `top`.
+    pub(crate) fn offer<'r>(&self, top: &mut TopK<'r>, rows: &'r Rows, row: usize) {
+        top.push(
+            rows.id(row).as_str(),
+            Hit {
+                row,
+                score: self.score(rows, row),
+            },
+        );
     }
 
     /// Score of `row`: the dense score, plus the sparse dot product for hybrid queries.

@@ -30,6 +30,34 @@ pub(crate) fn index(dimension: u32, metric: Metric) -> Index {
     )
 }
 
+/// `count` deterministic `dim`-dimensional vectors around `centers` random
+/// cluster centres (a linear congruential generator seeded with `seed`),
+/// each value within `spread / 2` of its centre's.
+pub(crate) fn clustered(
+    count: usize,
+    dim: usize,
+    seed: u64,
+    centers: usize,
+    spread: f32,
+) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centers: Vec<Vec<f32>> = (0..centers)
+        .map(|_| (0..dim).map(|_| next()).collect())
+        .collect();
+    (0..count)
+        .map(|i| {
+            let center = &centers[i % centers.len()];
+            center.iter().map(|c| c + spread * next()).collect()
+        })
+        .collect()
+}
+
 /// A record with dense values only.
 pub(crate) fn vector(id: &str, values: &[f32]) -> VectorInput {
     VectorInput {

@@ -10,27 +10,12 @@ use crate::{
     DeleteRequest, Index, Metric, Quantization, QueryRequest, QueryResponse, SearchParams,
     UpdateRequest, UpsertRequest, VectorInput,
     indexer::Signal,
-    test_support::{index, object, vector, vector_with},
+    test_support::{clustered, index, object, vector, vector_with},
 };
 
-/// Deterministic clustered vectors (a linear congruential generator).
+/// The clustered test vectors of these tests.
 fn dataset(count: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    };
-    let centers: Vec<Vec<f32>> = (0..20)
-        .map(|_| (0..dim).map(|_| next()).collect())
-        .collect();
-    (0..count)
-        .map(|i| {
-            let center = &centers[i % centers.len()];
-            center.iter().map(|c| c + 0.25 * next()).collect()
-        })
-        .collect()
+    clustered(count, dim, seed, 20, 0.25)
 }
 
 /// An index that builds graphs for namespaces of `min_rows` records or more,
