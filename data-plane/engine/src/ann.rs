@@ -329,9 +329,15 @@ fn norm_bound(rows: &Rows, metric: Metric) -> f32 {
     largest * 1.02
 }
 
-/// Whether a namespace has graph work to do.
-pub(crate) fn wants_build(store: &NamespaceStore, min_rows: usize) -> bool {
-    store.ann().pending() > 0 && store.len() >= min_rows
+/// Whether a namespace has graph work to do: records the graph lacks, or a
+/// graph built with another degree or quantization than `params` now ask for.
+fn wants_build(store: &NamespaceStore, min_rows: usize, params: &SearchParams) -> bool {
+    let ann = store.ann();
+    let outdated = ann
+        .graph
+        .as_ref()
+        .is_some_and(|graph| !graph.built_with(params));
+    store.len() >= min_rows && (ann.pending() > 0 || outdated)
 }
 
 /// One build step for the namespace `shared` (see the module docs). Returns
@@ -409,7 +415,7 @@ fn take_batch(
     params: &SearchParams,
     min_rows: usize,
 ) -> Option<Batch> {
-    if !wants_build(store, min_rows) {
+    if !wants_build(store, min_rows, params) {
         return None;
     }
     let ann = store.ann();

@@ -220,8 +220,9 @@ impl Index {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Changes the ANN graph parameters: `ef_search` and `quantization` apply
-    /// to the next query, `m` and `ef_construction` to graphs built from now on.
+    /// Changes the ANN graph parameters: `ef_search` applies to the next
+    /// query; a new `m` or `quantization` has the indexer rebuild the graphs
+    /// in the background; `ef_construction` applies to graphs built from now on.
     /// The control plane owns (and persists) these settings and sets them
     /// whenever it attaches or reconfigures the index.
     pub fn set_search_params(&self, params: SearchParams) {
@@ -229,6 +230,10 @@ impl Index {
             .search_params
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = params;
+        // A new degree or quantization means new graphs.
+        if let Some(indexer) = self.indexer.get() {
+            indexer.wake();
+        }
     }
 
     /// Inserts or replaces records, creating the namespace if needed; returns

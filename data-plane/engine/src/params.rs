@@ -2,8 +2,9 @@
 //!
 //! The defaults reach recall@10 above 0.95 on real 384-dimension sentence
 //! embeddings (see `bench/ann`); every value can be set per index at creation
-//! and changed later (`ef_search` and `quantization` take effect at once, `m`
-//! and `ef_construction` for graphs built from then on).
+//! and changed later (`ef_search` takes effect at once; a new `m` or
+//! `quantization` has the graphs rebuilt in the background; `ef_construction`
+//! applies to graphs built from then on).
 
 use std::fmt;
 

@@ -256,6 +256,33 @@ fn writes_after_a_build_are_seen_and_deleted_ids_never_return() {
 }
 
 #[test]
+fn changing_the_graph_shape_rebuilds_it_without_a_write() {
+    let data = dataset(3000, 8, 4);
+    let ann = ann_index(8, Metric::Cosine, 1000);
+    upsert(&ann, records(&data));
+    ann.build_pending();
+    let before = ann.indexing_status().expect("status").index_bytes;
+    ann.set_search_params(SearchParams::default().with_quantization(Quantization::Int8));
+    ann.build_pending();
+    let after = ann.indexing_status().expect("status");
+    assert_eq!((after.graph_nodes, after.pending), (3000, 0));
+    assert!(
+        after.index_bytes < before,
+        "{} vs {before}",
+        after.index_bytes
+    );
+    assert_eq!(ids(&query(&ann, &data[42], 1, None)), ["v42"]);
+    // Only ef_search changed: nothing to rebuild.
+    ann.set_search_params(
+        SearchParams::default()
+            .with_quantization(Quantization::Int8)
+            .with_ef_search(100)
+            .expect("valid"),
+    );
+    assert!(!ann.build_step());
+}
+
+#[test]
 fn a_mostly_stale_graph_is_rebuilt_over_live_records() {
     let data = dataset(6000, 8, 8);
     let ann = ann_index(8, Metric::Euclidean, 1000);
