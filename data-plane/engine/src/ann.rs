@@ -30,9 +30,23 @@
 //! When a third of the graph is stale, or the index's graph parameters
 //! changed, the step builds a new graph over every row instead and swaps it
 //! in whole. Namespaces below [`Ann::MIN_ROWS`] rows are searched exactly.
+//!
+//! # Saved graphs
+//!
+//! A durable index saves a namespace's graph to a graph file (see
+//! `hnsw::file`) whenever the namespace becomes fully indexed and the graph
+//! grew by a tenth (at least 1,000 nodes) since the last save, or was
+//! rebuilt. After a restart the first build step loads that file instead of
+//! building: each node is mapped to the record it names only if the record
+//! still holds exactly the values the node was built from, so records
+//! written after the save are simply pending. A missing, damaged or
+//! outdated file means a rebuild, never a wrong answer.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
@@ -40,7 +54,8 @@ use roaring::RoaringBitmap;
 
 use crate::{
     IndexConfig, Metric, Namespace, Quantization, SearchParams, VectorId,
-    hnsw::{Graph, Node},
+    flush::Segments,
+    hnsw::{Graph, Loaded, Node},
     index::{read_lock, write_lock},
     namespace::{NamespaceStore, Rows},
     search::{Hit, SearchQuery},
@@ -49,7 +64,9 @@ use crate::{
 /// "No row" / "no node" in the maps.
 const NONE: u32 = u32::MAX;
 
-/// Records inserted per build step before the graph is published.
+/// Records inserted per build step before the graph is published, at least;
+/// a step also takes a sixteenth of the graph's size, so the cost of
+/// cloning the graph to publish it stays a small share of the work.
 const BATCH: usize = 2048;
 
 /// Records whose values are copied under one read lock.
@@ -78,6 +95,11 @@ pub(crate) struct Ann {
     epoch: u64,
     /// The graph the indexer extends; taken out while a step runs.
     working: Mutex<Option<Graph>>,
+    /// Nodes of the graph when it was last saved to (or loaded from) its
+    /// file; `usize::MAX` when it never was.
+    saved: AtomicUsize,
+    /// Whether loading a saved graph was tried (or makes no sense any more).
+    load_tried: AtomicBool,
 }
 
 /// What a query needs from the namespace besides [`Ann`].
@@ -105,6 +127,8 @@ impl Ann {
             stale: 0,
             epoch: 0,
             working: Mutex::new(None),
+            saved: AtomicUsize::new(usize::MAX),
+            load_tried: AtomicBool::new(false),
         }
     }
 
@@ -215,6 +239,8 @@ impl Ann {
         *self = Ann::new();
         self.epoch = epoch;
         self.next_version = next_version;
+        // A saved graph holds only records that are gone now.
+        *self.load_tried.get_mut() = true;
     }
 
     /// The best `query.top_k` rows among those allowed: from the graph when
@@ -349,7 +375,13 @@ pub(crate) fn build_step(
     config: IndexConfig,
     params: &SearchParams,
     min_rows: usize,
+    segments: Option<&Segments>,
 ) -> crate::Result<bool> {
+    if let Some(segments) = segments
+        && load_saved(index, namespace, shared, config, params, min_rows, segments)?
+    {
+        return Ok(true);
+    }
     let started = Instant::now();
     let Some(batch) = take_batch(&*read_lock(shared)?, config, params, min_rows) else {
         return Ok(false);
@@ -396,6 +428,10 @@ pub(crate) fn build_step(
     if pending == 0 {
         let ann = store.ann();
         let bytes = ann.memory_bytes();
+        let saved = ann.saved.load(Ordering::Relaxed);
+        let nodes = ann.graph_nodes();
+        let stale_save =
+            saved == usize::MAX || nodes >= saved.saturating_add((saved / 10).max(1000));
         tracing::info!(
             index,
             namespace = namespace.as_str(),
@@ -404,7 +440,133 @@ pub(crate) fn build_step(
             graph_bytes_per_vector = bytes / store.len().max(1),
             "namespace fully indexed"
         );
+        if let Some(segments) = segments
+            && stale_save
+            && let Some(graph) = ann.graph.clone()
+        {
+            let ids: Vec<Option<String>> = ann
+                .node_row
+                .iter()
+                .map(|&row| {
+                    (row != NONE).then(|| store.rows().id(row as usize).as_str().to_owned())
+                })
+                .collect();
+            drop(store);
+            save(index, namespace, shared, segments, &graph, &ids);
+        }
     }
+    Ok(true)
+}
+
+/// Writes the graph file of a fully indexed namespace (see `hnsw::file`).
+/// A failure is logged: the graph is only rebuilt after the next restart.
+fn save(
+    index: &str,
+    namespace: &Namespace,
+    shared: &RwLock<NamespaceStore>,
+    segments: &Segments,
+    graph: &Graph,
+    ids: &[Option<String>],
+) {
+    let started = Instant::now();
+    let ids: Vec<Option<&str>> = ids.iter().map(Option::as_deref).collect();
+    let bytes = graph.encode(namespace.as_str(), &ids);
+    match segments.save_graph(namespace, &bytes) {
+        Ok(true) => {
+            if let Ok(store) = read_lock(shared) {
+                store.ann().saved.store(graph.len(), Ordering::Relaxed);
+            }
+            tracing::debug!(
+                index,
+                namespace = namespace.as_str(),
+                bytes = bytes.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "saved the ANN graph"
+            );
+        }
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(index, namespace = namespace.as_str(), error = %err, "cannot save the ANN graph; it will be rebuilt after a restart");
+        }
+    }
+}
+
+/// Before a namespace's first graph is built: loads its saved graph, if it
+/// has a usable one, and publishes it with every node whose record still
+/// holds the values it was built from. Returns whether it did.
+fn load_saved(
+    index: &str,
+    namespace: &Namespace,
+    shared: &RwLock<NamespaceStore>,
+    config: IndexConfig,
+    params: &SearchParams,
+    min_rows: usize,
+    segments: &Segments,
+) -> crate::Result<bool> {
+    {
+        let store = read_lock(shared)?;
+        let ann = store.ann();
+        if ann.graph.is_some()
+            || ann.load_tried.swap(true, Ordering::Relaxed)
+            || !wants_build(&store, min_rows, params)
+        {
+            return Ok(false);
+        }
+    }
+    let started = Instant::now();
+    let bytes = match segments.load_graph(namespace) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(false),
+        Err(err) => {
+            tracing::warn!(index, namespace = namespace.as_str(), error = %err, "cannot read the saved ANN graph; building it anew");
+            return Ok(false);
+        }
+    };
+    let usable = Graph::decode(&bytes).filter(|(name, loaded)| {
+        name == namespace.as_str()
+            && loaded.graph.built_with(params)
+            && loaded.graph.fits(config.dimension.len(), config.metric)
+    });
+    let Some((_, Loaded { graph, ids })) = usable else {
+        tracing::warn!(
+            index,
+            namespace = namespace.as_str(),
+            "the saved ANN graph is damaged or was built with other parameters; building it anew"
+        );
+        return Ok(false);
+    };
+    let (epoch, inserted) = {
+        let store = read_lock(shared)?;
+        let inserted: Vec<(Node, VectorId, u64)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(node, id)| {
+                let row = store.row_of(id.as_deref()?)?;
+                graph.holds(node as Node, store.rows().dense(row)).then(|| {
+                    (
+                        node as Node,
+                        store.rows().id(row).clone(),
+                        store.ann().versions[row],
+                    )
+                })
+            })
+            .collect();
+        (store.ann().epoch, inserted)
+    };
+    let nodes = graph.len();
+    let published = Arc::new(graph.clone());
+    let mut store = write_lock(shared)?;
+    let (mapped, pending) = store.publish_graph(epoch, true, published, graph, &inserted);
+    store.ann().saved.store(nodes, Ordering::Relaxed);
+    tracing::info!(
+        index,
+        namespace = namespace.as_str(),
+        nodes,
+        mapped,
+        pending,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded the saved ANN graph"
+    );
     Ok(true)
 }
 
@@ -444,7 +606,7 @@ fn take_batch(
     } else {
         ann.pending
             .iter()
-            .take(BATCH)
+            .take(BATCH.max(graph.len() / 16))
             .map(|&row| (rows.id(row as usize).clone(), ann.versions[row as usize]))
             .collect()
     };

@@ -62,6 +62,22 @@ use crate::{
     wal,
 };
 
+/// Where graph files live, beside `segments/`.
+const GRAPHS: &str = "graphs";
+
+/// The file-name key of a namespace's graph files: a 64-bit FNV-1a hash of
+/// its name (names may be longer than a file name may be; the file itself
+/// names its namespace, and loading checks it).
+fn graph_key(namespace: &Namespace) -> String {
+    let hash = namespace
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 /// How long a flush that failed waits before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -332,6 +348,65 @@ impl Segments {
             return Ok(None);
         }
         Ok(Some(state))
+    }
+
+    /// Saves the graph file of `namespace` (see `hnsw::file`) and deletes
+    /// its older ones. Skipped (false) while a flush or compaction runs or
+    /// once the index is closed; graph files are derived data, so a skipped
+    /// or failed save only means a rebuild after the next restart.
+    pub(crate) fn save_graph(&self, namespace: &Namespace, bytes: &[u8]) -> Result<bool> {
+        match self.state.try_lock() {
+            Ok(state) if !state.closed => {}
+            _ => return Ok(false),
+        }
+        let key = graph_key(namespace);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = format!("{GRAPHS}/{key}-{nanos:032}.graph");
+        let what = || {
+            format!(
+                "cannot save the graph of namespace '{}'",
+                namespace.as_str()
+            )
+        };
+        self.storage
+            .put_immutable(&path, bytes)
+            .map_err(|err| err.into_error(what()))?;
+        for old in self.graph_files(&key)? {
+            if old != path
+                && let Err(err) = self.storage.delete(&old)
+            {
+                tracing::warn!(index = %self.index, file = %old, error = %err.into_error("cannot delete an old graph file"), "old graph file left behind");
+            }
+        }
+        Ok(true)
+    }
+
+    /// The newest graph file of `namespace`, if there is one.
+    pub(crate) fn load_graph(&self, namespace: &Namespace) -> Result<Option<Vec<u8>>> {
+        let Some(newest) = self.graph_files(&graph_key(namespace))?.into_iter().max() else {
+            return Ok(None);
+        };
+        let what = || format!("cannot read graph file {newest}");
+        self.storage
+            .get(&newest)
+            .map(Some)
+            .map_err(|err| err.into_error(what()))
+    }
+
+    /// Graph files of the namespace whose key is `key`.
+    fn graph_files(&self, key: &str) -> Result<Vec<String>> {
+        let prefix = format!("{GRAPHS}/{key}-");
+        let listed = self
+            .storage
+            .list(GRAPHS)
+            .map_err(|err| err.into_error("cannot list graph files"))?;
+        Ok(listed
+            .into_iter()
+            .map(|file| file.path)
+            .filter(|path| path.starts_with(&prefix))
+            .collect())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>> {

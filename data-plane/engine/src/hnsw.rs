@@ -37,6 +37,10 @@ use std::{
 
 use crate::{Metric, Quantization, SearchParams, distance};
 
+mod file;
+
+pub(crate) use file::Loaded;
+
 /// Vectors per storage chunk; a clone of the graph shares full chunks.
 const CHUNK: usize = 4096;
 
@@ -177,6 +181,17 @@ thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0, fresh: Vec::new() }) };
 }
 
+/// Signed-byte codes of `values` and the value of code 1.
+fn quantize(values: &[f32]) -> (Vec<i8>, f32) {
+    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let code = values
+        .iter()
+        .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (code, scale)
+}
+
 /// An HNSW graph over vectors of one dimension. See the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct Graph {
@@ -303,19 +318,19 @@ impl Graph {
 
     /// A vector to store, as the graph holds it: as a query, but for
     /// dotproduct the extra value lifts it onto the sphere of radius `M`.
-    fn prepare_stored(&mut self, values: &[f32]) -> Prepared {
+    /// Also says whether its norm is above that bound.
+    fn stored_form(&self, values: &[f32]) -> (Prepared, bool) {
         let mut prepared = self.prepare(values);
+        let mut over = false;
         if let Some(bound) = self.norm_bound {
             let extra = bound - prepared.sq_norm;
             // Rounding may leave the largest vector a hair above its own norm.
-            if extra < -1e-4 * bound {
-                self.over_bound += 1;
-            }
+            over = extra < -1e-4 * bound;
             let extra = extra.max(0.0);
             *prepared.values.last_mut().expect("one value was appended") = extra.sqrt();
             prepared.sq_norm += extra;
         }
-        prepared
+        (prepared, over)
     }
 
     /// Distance from a prepared query to `node`.
@@ -411,7 +426,8 @@ impl Graph {
 
     /// Adds a vector; returns its node.
     pub(crate) fn insert(&mut self, values: &[f32]) -> Node {
-        let query = self.prepare_stored(values);
+        let (query, over) = self.stored_form(values);
+        self.over_bound += usize::from(over);
         debug_assert_eq!(query.values.len(), self.width);
         let node = self.len() as Node;
         match &mut self.vectors {
@@ -421,13 +437,7 @@ impl Graph {
                 scales,
                 sq_norms,
             } => {
-                let max = query.values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                let code: Vec<i8> = query
-                    .values
-                    .iter()
-                    .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
-                    .collect();
+                let (code, scale) = quantize(&query.values);
                 codes.push(&code);
                 scales.push(scale);
                 sq_norms.push(query.sq_norm);
@@ -739,5 +749,45 @@ mod tests {
         assert!(Arc::ptr_eq(&values.chunks[0], &shared.chunks[0]));
         assert!(!Arc::ptr_eq(&values.chunks[1], &shared.chunks[1]));
         assert!(graph.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn a_graph_survives_its_file_and_a_damaged_file_is_refused() {
+        for quantization in [Quantization::None, Quantization::Int8] {
+            let data = dataset(1500, 12, 17);
+            let params = SearchParams::default().with_quantization(quantization);
+            let max_norm = data.iter().map(|v| distance::norm(v)).fold(0.0, f32::max);
+            let mut graph = Graph::new(12, Metric::DotProduct, &params, max_norm);
+            for v in &data {
+                graph.insert(v);
+            }
+            let ids: Vec<String> = (0..data.len()).map(|i| format!("r{i}")).collect();
+            let names: Vec<Option<&str>> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (i % 10 != 0).then_some(id.as_str()))
+                .collect();
+            let bytes = graph.encode("ns", &names);
+            let (namespace, loaded) = Graph::decode(&bytes).expect("decodes");
+            assert_eq!(namespace, "ns");
+            assert_eq!(loaded.ids[3].as_deref(), Some("r3"));
+            assert_eq!(loaded.ids[10], None);
+            assert!(loaded.graph.fits(12, Metric::DotProduct));
+            assert!(!loaded.graph.fits(12, Metric::Cosine));
+            assert!(loaded.graph.built_with(&params));
+            for (i, q) in data.iter().enumerate().step_by(101) {
+                let before = graph.search(&graph.prepare(q), 10, &|_| true);
+                let after = loaded.graph.search(&loaded.graph.prepare(q), 10, &|_| true);
+                assert_eq!(before, after);
+                assert!(loaded.graph.holds(i as Node, q));
+                assert!(!loaded.graph.holds(i as Node, &data[i + 1]));
+            }
+            for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
+                let mut damaged = bytes.clone();
+                damaged[cut] ^= 0x10;
+                assert!(Graph::decode(&damaged).is_none(), "flipped byte {cut}");
+            }
+            assert!(Graph::decode(&bytes[..bytes.len() - 3]).is_none());
+        }
     }
 }

@@ -116,8 +116,7 @@ impl Durable {
         }
     }
 
-    /// The segments, for tests that inject failures.
-    #[cfg(test)]
+    /// The segments (and graph files).
     pub(crate) fn segments(&self) -> &Segments {
         &self.segments
     }
@@ -699,7 +698,16 @@ impl Index {
         let min_rows = self.ann_min_rows();
         let mut worked = false;
         for (name, shared) in namespaces {
-            match ann::build_step(&self.name, &name, &shared, self.config, &params, min_rows) {
+            let segments = self.durable.as_ref().map(Durable::segments);
+            match ann::build_step(
+                &self.name,
+                &name,
+                &shared,
+                self.config,
+                &params,
+                min_rows,
+                segments,
+            ) {
                 Ok(did) => worked |= did,
                 Err(err) => {
                     tracing::warn!(index = %self.name, namespace = name.as_str(), error = %err, "building the ANN graph failed; the namespace is searched exactly meanwhile");

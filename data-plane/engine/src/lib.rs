@@ -32,7 +32,7 @@
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
 //! | `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
-//! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones |
+//! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones, its file format |
 //! | `indexer` | the engine's background thread running build steps when writes leave rows pending |
 //! | `distance` | dense distance kernels (AVX2 + FMA where the CPU has them, portable loops elsewhere) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
@@ -57,6 +57,7 @@
 //! <root>/<index>/wal-000042.log          write-ahead log files from the manifest's first one on
 //! <root>/<index>/manifest                the live segments per namespace, and where replay starts
 //! <root>/<index>/segments/seg-000007.seg immutable segments: records and tombstones of one namespace
+//! <root>/<index>/graphs/<hash>-<time>.graph the last saved HNSW graph of a namespace (derived data)
 //! <root>/.<index>.tmp/                   an index being created or removed (a crash leftover)
 //! ```
 //!

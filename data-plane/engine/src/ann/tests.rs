@@ -421,3 +421,80 @@ fn exact_is_cheaper_for_selective_filters() {
     assert!(!super::exact_is_cheaper(50_000, 100_000, 64));
     assert!(!super::exact_is_cheaper(100_000, 100_000, 64));
 }
+
+/// Polls until the index's graphs have caught up.
+fn wait_indexed(index: &Index) -> crate::IndexingStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = index.indexing_status().expect("status");
+        if status.pending == 0 && status.graph_nodes > 0 {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never indexed: {status:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn graph_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(root.join("idx").join("graphs"))
+        .map(|dir| dir.map(|entry| entry.expect("entry").path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_saved_graph_is_loaded_after_a_restart_and_a_damaged_one_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::IndexConfig {
+        dimension: crate::Dimension::new(8).expect("dimension"),
+        metric: Metric::Euclidean,
+    };
+    let data = dataset(2000, 8, 21);
+    let open = || crate::Engine::open(dir.path()).with_ann_min_rows(100);
+    {
+        let engine = open();
+        let index = engine.create_index("idx", config).expect("create");
+        upsert(&index, records(&data));
+        wait_indexed(&index);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while graph_files(dir.path()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no graph file saved");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Deleted after the save: their nodes come back stale, never as results.
+        index
+            .delete(DeleteRequest {
+                namespace: "ns".into(),
+                ids: (0..100).map(|i| format!("v{i}")).collect(),
+                ..Default::default()
+            })
+            .expect("delete");
+    }
+    assert_eq!(graph_files(dir.path()).len(), 1);
+    {
+        let engine = open();
+        let index = engine.open_index("idx", config).expect("open");
+        // Loaded: the 100 deleted records are stale nodes (a rebuild would have 1900).
+        assert_eq!(wait_indexed(&index).graph_nodes, 2000);
+        assert_eq!(ids(&query(&index, &data[150], 1, None)), ["v150"]);
+        let found = ids(&query(&index, &data[50], 10, None));
+        assert!(
+            found
+                .iter()
+                .all(|id| id[1..].parse::<usize>().unwrap() >= 100),
+            "{found:?}"
+        );
+    }
+    // A damaged file is ignored and the graph built anew from the records.
+    let file = graph_files(dir.path()).pop().expect("graph file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&file, bytes).expect("write");
+    let engine = open();
+    let index = engine.open_index("idx", config).expect("open");
+    assert_eq!(wait_indexed(&index).graph_nodes, 1900);
+    assert_eq!(ids(&query(&index, &data[150], 1, None)), ["v150"]);
+}

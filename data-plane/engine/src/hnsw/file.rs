@@ -1,0 +1,275 @@
+//! The graph file: a published graph of one namespace, saved so a restart
+//! does not have to build it again.
+//!
+//! A graph file is derived data. It is written once a namespace is fully
+//! indexed, read when the namespace has no graph yet (after recovery), and
+//! ignored — the graph is simply rebuilt — when it is missing, damaged, or
+//! built with other parameters. Loading never trusts it for results: each
+//! node names the record it was built from, and is used only if that
+//! record still holds exactly the values the node was built from (see
+//! [`Graph::holds`]).
+//!
+//! Layout (little-endian), then a CRC-32 of everything before it:
+//!
+//! ```text
+//! "LGRF" version:u32 namespace:str space:u8 quantization:u8 width:u32 m:u32
+//! ef_construction:u32 norm_bound:f32 (NaN: none) over_bound:u64 rng:u64
+//! entry_node:u32 entry_level:u32 (u32::MAX: empty) nodes:u64
+//! per node: id:str (empty: a stale node) levels:u8, links per level 0..=levels: count:u32 u32*
+//! vectors: f32 * width * nodes, or i8 * width * nodes, scales f32 * nodes, sq_norms f32 * nodes
+//! ```
+//! where `str` is a `u32` byte length and UTF-8 bytes.
+
+use super::{Chunked, Graph, Node, Space, Vectors, quantize};
+
+const MAGIC: &[u8; 4] = b"LGRF";
+const VERSION: u32 = 1;
+
+/// A graph read back from its file, with the record id of each node
+/// (`None` for nodes that were stale when it was saved).
+pub(crate) struct Loaded {
+    pub(crate) graph: Graph,
+    pub(crate) ids: Vec<Option<String>>,
+}
+
+impl Graph {
+    /// The file of this graph for namespace `namespace`; `ids[node]` names
+    /// the record each node stands for (`None`: stale).
+    pub(crate) fn encode(&self, namespace: &str, ids: &[Option<&str>]) -> Vec<u8> {
+        debug_assert_eq!(ids.len(), self.len());
+        let mut out = Vec::with_capacity(self.memory_bytes() + ids.len() * 16 + 64);
+        out.extend_from_slice(MAGIC);
+        put_u32(&mut out, VERSION);
+        put_str(&mut out, namespace);
+        out.push(match self.space {
+            Space::Cosine => 0,
+            Space::L2 => 1,
+        });
+        out.push(u8::from(matches!(self.vectors, Vectors::Int8 { .. })));
+        put_u32(&mut out, self.width as u32);
+        put_u32(&mut out, self.m as u32);
+        put_u32(&mut out, self.ef_construction as u32);
+        put_f32(&mut out, self.norm_bound.unwrap_or(f32::NAN));
+        out.extend_from_slice(&(self.over_bound as u64).to_le_bytes());
+        out.extend_from_slice(&self.rng.to_le_bytes());
+        let (entry, level) = self
+            .entry
+            .map_or((u32::MAX, u32::MAX), |(n, l)| (n, l as u32));
+        put_u32(&mut out, entry);
+        put_u32(&mut out, level);
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        for (node, id) in ids.iter().enumerate() {
+            put_str(&mut out, id.unwrap_or(""));
+            let levels = self.upper[node].len();
+            out.push(levels as u8);
+            for level in 0..=levels {
+                let links = self.links(node as Node, level);
+                put_u32(&mut out, links.len() as u32);
+                links.iter().for_each(|link| put_u32(&mut out, *link));
+            }
+        }
+        match &self.vectors {
+            Vectors::F32(values) => (0..self.len())
+                .flat_map(|node| values.get(node))
+                .for_each(|v| put_f32(&mut out, *v)),
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            } => {
+                (0..self.len())
+                    .flat_map(|node| codes.get(node))
+                    .for_each(|c| out.push(*c as u8));
+                scales
+                    .iter()
+                    .chain(sq_norms)
+                    .for_each(|v| put_f32(&mut out, *v));
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        put_u32(&mut out, crc);
+        out
+    }
+
+    /// Reads a graph file; `None` if it is damaged or not one (the caller
+    /// then builds the graph anew).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<(String, Loaded)> {
+        let (body, crc) = bytes.split_last_chunk::<4>()?;
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return None;
+        }
+        let mut r = Reader(body);
+        if r.take(4)? != MAGIC || r.u32()? != VERSION {
+            return None;
+        }
+        let namespace = r.str()?;
+        let space = match r.u8()? {
+            0 => Space::Cosine,
+            1 => Space::L2,
+            _ => return None,
+        };
+        let quantized = r.u8()? == 1;
+        let width = r.u32()? as usize;
+        let m = r.u32()? as usize;
+        let ef_construction = r.u32()? as usize;
+        let norm_bound = Some(r.f32()?).filter(|b| !b.is_nan());
+        let over_bound = usize::try_from(r.u64()?).ok()?;
+        let rng = r.u64()?;
+        let (entry, level) = (r.u32()?, r.u32()?);
+        let count = usize::try_from(r.u64()?).ok()?;
+        if width == 0 || !(2..=1024).contains(&m) || count > r.0.len() {
+            return None;
+        }
+        let m0 = 2 * m;
+        let mut ids = Vec::with_capacity(count);
+        let mut layer0 = Vec::with_capacity(count * (m0 + 1));
+        let mut upper = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = r.str()?;
+            ids.push((!id.is_empty()).then_some(id));
+            let levels = r.u8()? as usize;
+            let mut node_upper = Vec::with_capacity(levels);
+            for level in 0..=levels {
+                let n = r.u32()? as usize;
+                let cap = if level == 0 { m0 } else { m };
+                if n > cap {
+                    return None;
+                }
+                let links = (0..n)
+                    .map(|_| r.u32().filter(|link| (*link as usize) < count))
+                    .collect::<Option<Vec<Node>>>()?;
+                if level == 0 {
+                    layer0.push(n as Node);
+                    layer0.extend_from_slice(&links);
+                    layer0.extend(std::iter::repeat_n(0, m0 - n));
+                } else {
+                    node_upper.push(links);
+                }
+            }
+            upper.push(node_upper);
+        }
+        let vectors = if quantized {
+            let mut codes = Chunked::new(width);
+            for _ in 0..count {
+                let row: Vec<i8> = r.take(width)?.iter().map(|b| *b as i8).collect();
+                codes.push(&row);
+            }
+            let scales = (0..count).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+            let sq_norms = (0..count).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            }
+        } else {
+            let mut values = Chunked::new(width);
+            for _ in 0..count {
+                let row = (0..width).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+                values.push(&row);
+            }
+            Vectors::F32(values)
+        };
+        let entry = match (entry, level) {
+            (u32::MAX, _) if count == 0 => None,
+            (node, level)
+                if (node as usize) < count && upper[node as usize].len() == level as usize =>
+            {
+                Some((node, level as usize))
+            }
+            _ => return None,
+        };
+        if !r.0.is_empty() {
+            return None;
+        }
+        let graph = Graph {
+            space,
+            width,
+            norm_bound,
+            over_bound,
+            m,
+            m0,
+            ef_construction,
+            level_mult: 1.0 / (m as f64).ln(),
+            vectors,
+            layer0,
+            upper,
+            entry,
+            rng,
+        };
+        Some((namespace, Loaded { graph, ids }))
+    }
+
+    /// Whether this graph indexes `dim`-dimensional vectors under `metric`.
+    pub(crate) fn fits(&self, dim: usize, metric: crate::Metric) -> bool {
+        let space = match metric {
+            crate::Metric::Cosine => Space::Cosine,
+            crate::Metric::DotProduct | crate::Metric::Euclidean => Space::L2,
+        };
+        let extra = usize::from(metric == crate::Metric::DotProduct);
+        self.space == space
+            && self.width == dim + extra
+            && self.norm_bound.is_some() == (extra == 1)
+    }
+
+    /// Whether `node` was built from exactly `values` (as this graph
+    /// prepares them), so it may stand for a record holding them.
+    pub(crate) fn holds(&self, node: Node, values: &[f32]) -> bool {
+        let (prepared, _) = self.stored_form(values);
+        let node = node as usize;
+        match &self.vectors {
+            Vectors::F32(stored) => stored.get(node) == prepared.values.as_slice(),
+            Vectors::Int8 { codes, scales, .. } => {
+                let (code, scale) = quantize(&prepared.values);
+                codes.get(node) == code.as_slice() && scales[node] == scale
+            }
+        }
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_f32(out: &mut Vec<u8>, v: f32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, s.len() as u32);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads fixed-size values off the front of a slice; `None` past its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn f32(&mut self) -> Option<f32> {
+        Some(f32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<String> {
+        let len = self.u32()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
