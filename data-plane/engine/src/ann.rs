@@ -426,20 +426,12 @@ pub(crate) fn build_step(
         "published an ANN graph"
     );
     if pending == 0 {
+        log_fully_indexed(index, namespace, &store);
         let ann = store.ann();
-        let bytes = ann.memory_bytes();
         let saved = ann.saved.load(Ordering::Relaxed);
         let nodes = ann.graph_nodes();
         let stale_save =
             saved == usize::MAX || nodes >= saved.saturating_add((saved / 10).max(1000));
-        tracing::info!(
-            index,
-            namespace = namespace.as_str(),
-            records = store.len(),
-            graph_bytes = bytes,
-            graph_bytes_per_vector = bytes / store.len().max(1),
-            "namespace fully indexed"
-        );
         if let Some(segments) = segments
             && stale_save
             && let Some(graph) = ann.graph.clone()
@@ -456,6 +448,20 @@ pub(crate) fn build_step(
         }
     }
     Ok(true)
+}
+
+/// The event telling operators (and the benchmark) that a namespace's graph
+/// covers all its records.
+fn log_fully_indexed(index: &str, namespace: &Namespace, store: &NamespaceStore) {
+    let bytes = store.ann().memory_bytes();
+    tracing::info!(
+        index,
+        namespace = namespace.as_str(),
+        records = store.len(),
+        graph_bytes = bytes,
+        graph_bytes_per_vector = bytes / store.len().max(1),
+        "namespace fully indexed"
+    );
 }
 
 /// Writes the graph file of a fully indexed namespace (see `hnsw::file`).
@@ -567,6 +573,9 @@ fn load_saved(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded the saved ANN graph"
     );
+    if pending == 0 {
+        log_fully_indexed(index, namespace, &store);
+    }
     Ok(true)
 }
 
