@@ -16,6 +16,9 @@
 //!   hash is the right choice.
 //! - [`store`]: [`KeyStore`], the shared verifier: `authenticate(key) -> Principal`.
 //! - [`principal`]: [`Role`], [`Grant`] and [`Principal`] (who is calling).
+//! - [`access`]: what each RPC needs ([`Action`], [`action_of`]) and whether a principal has it
+//!   ([`Principal::authorize`], [`Denied`]): the role × action matrix and index allow-lists.
+//!   Not enforced by the layers yet: only admin keys exist until key administration lands.
 //! - [`bootstrap`](mod@bootstrap): the admin key created or loaded at first start.
 //! - [`grpc`]: the tonic adapter: [`grpc::AuthLayer`], [`grpc::principal`], and the mapping
 //!   from [`Error`] to `tonic::Status`.
@@ -49,6 +52,7 @@
 //! `Server::builder().layer(..)`, and handlers call [`grpc::principal`] to learn who is
 //! calling. REST routers mount [`http::require_key`] with `axum::middleware::from_fn_with_state`.
 
+pub mod access;
 pub mod bootstrap;
 pub mod error;
 pub mod grpc;
@@ -58,6 +62,7 @@ pub mod principal;
 pub mod store;
 pub mod stored;
 
+pub use access::{Action, Denied, action_of};
 pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap};
 pub use error::{Error, Result};
 pub use key::{ApiKey, BOOTSTRAP_KEY_ID, KEY_PREFIX, ParsedKey};
