@@ -412,9 +412,7 @@ pub(crate) fn build_step(
             inserted.push((graph.insert(&values), id, version));
         }
     }
-    let published = Arc::new(graph.clone());
-    let mut store = write_lock(shared)?;
-    let (mapped, pending) = store.publish_graph(epoch, rebuild, published, graph, &inserted);
+    let (store, mapped, pending) = publish(shared, epoch, rebuild, graph, &inserted)?;
     tracing::debug!(
         index,
         namespace = namespace.as_str(),
@@ -427,27 +425,38 @@ pub(crate) fn build_step(
     );
     if pending == 0 {
         log_fully_indexed(index, namespace, &store);
-        let ann = store.ann();
-        let saved = ann.saved.load(Ordering::Relaxed);
-        let nodes = ann.graph_nodes();
-        let stale_save =
-            saved == usize::MAX || nodes >= saved.saturating_add((saved / 10).max(1000));
+        let saved = store.ann().saved.load(Ordering::Relaxed);
+        let nodes = store.ann().graph_nodes();
+        drop(store);
+        let grown = saved == usize::MAX || nodes >= saved.saturating_add((saved / 10).max(1000));
         if let Some(segments) = segments
-            && stale_save
-            && let Some(graph) = ann.graph.clone()
+            && grown
         {
-            let ids: Vec<Option<String>> = ann
-                .node_row
-                .iter()
-                .map(|&row| {
-                    (row != NONE).then(|| store.rows().id(row as usize).as_str().to_owned())
-                })
-                .collect();
-            drop(store);
-            save(index, namespace, shared, segments, &graph, &ids);
+            save(index, namespace, shared, segments)?;
         }
     }
     Ok(true)
+}
+
+/// Step 3 of a build: clones `graph` (with no lock held) and, under the
+/// namespace's write lock, publishes the clone and maps the `inserted`
+/// nodes. Returns the still locked store, how many nodes were mapped and
+/// how many rows are still pending.
+fn publish<'a>(
+    shared: &'a RwLock<NamespaceStore>,
+    epoch: u64,
+    rebuild: bool,
+    graph: Graph,
+    inserted: &[(Node, VectorId, u64)],
+) -> crate::Result<(
+    std::sync::RwLockWriteGuard<'a, NamespaceStore>,
+    usize,
+    usize,
+)> {
+    let published = Arc::new(graph.clone());
+    let mut store = write_lock(shared)?;
+    let (mapped, pending) = store.publish_graph(epoch, rebuild, published, graph, inserted);
+    Ok((store, mapped, pending))
 }
 
 /// The event telling operators (and the benchmark) that a namespace's graph
@@ -471,11 +480,21 @@ fn save(
     namespace: &Namespace,
     shared: &RwLock<NamespaceStore>,
     segments: &Segments,
-    graph: &Graph,
-    ids: &[Option<String>],
-) {
+) -> crate::Result<()> {
+    let (graph, ids) = {
+        let store = read_lock(shared)?;
+        let ann = store.ann();
+        let Some(graph) = ann.graph.clone() else {
+            return Ok(());
+        };
+        let ids: Vec<Option<String>> = ann
+            .node_row
+            .iter()
+            .map(|&row| (row != NONE).then(|| store.rows().id(row as usize).as_str().to_owned()))
+            .collect();
+        (graph, ids)
+    };
     let started = Instant::now();
-    let ids: Vec<Option<&str>> = ids.iter().map(Option::as_deref).collect();
     let bytes = graph.encode(namespace.as_str(), &ids);
     match segments.save_graph(namespace, &bytes) {
         Ok(true) => {
@@ -495,6 +514,7 @@ fn save(
             tracing::warn!(index, namespace = namespace.as_str(), error = %err, "cannot save the ANN graph; it will be rebuilt after a restart");
         }
     }
+    Ok(())
 }
 
 /// Before a namespace's first graph is built: loads its saved graph, if it
@@ -560,9 +580,7 @@ fn load_saved(
         (store.ann().epoch, inserted)
     };
     let nodes = graph.len();
-    let published = Arc::new(graph.clone());
-    let mut store = write_lock(shared)?;
-    let (mapped, pending) = store.publish_graph(epoch, true, published, graph, &inserted);
+    let (store, mapped, pending) = publish(shared, epoch, true, graph, &inserted)?;
     store.ann().saved.store(nodes, Ordering::Relaxed);
     tracing::info!(
         index,
@@ -655,6 +673,7 @@ impl Ann {
                 }
             }
         }
+        let known = self.node_row.len();
         self.node_row.resize(published.len(), NONE);
         let mut mapped = 0;
         for (node, id, version) in inserted {
@@ -668,7 +687,13 @@ impl Ann {
                 _ => {}
             }
         }
-        self.stale = published.len() - self.node_row.iter().filter(|row| **row != NONE).count();
+        // Nodes inserted now and not mapped (their records changed meanwhile) are stale too.
+        self.stale += (published.len() - known) - mapped;
+        debug_assert_eq!(
+            self.stale,
+            self.node_row.iter().filter(|row| **row == NONE).count(),
+            "stale nodes are counted as they go"
+        );
         self.graph = Some(published);
         *self.working.lock().unwrap_or_else(PoisonError::into_inner) = Some(working);
         (mapped, self.pending.len())

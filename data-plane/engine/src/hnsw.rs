@@ -761,11 +761,8 @@ mod tests {
             for v in &data {
                 graph.insert(v);
             }
-            let ids: Vec<String> = (0..data.len()).map(|i| format!("r{i}")).collect();
-            let names: Vec<Option<&str>> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (i % 10 != 0).then_some(id.as_str()))
+            let names: Vec<Option<String>> = (0..data.len())
+                .map(|i| (i % 10 != 0).then(|| format!("r{i}")))
                 .collect();
             let bytes = graph.encode("ns", &names);
             let (namespace, loaded) = Graph::decode(&bytes).expect("decodes");

@@ -20,7 +20,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Handle to the process-wide query pool.
 struct Pool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 fn pool() -> &'static Pool {
@@ -50,9 +50,7 @@ fn pool() -> &'static Pool {
                 tracing::error!(error = %err, "cannot start a query thread");
             }
         }
-        Pool {
-            jobs: Mutex::new(sender),
-        }
+        Pool { jobs: sender }
     })
 }
 
@@ -71,12 +69,7 @@ where
             let _ = done.send(value);
         }
     });
-    let sent = pool()
-        .jobs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .send(job);
-    if sent.is_err() {
+    if pool().jobs.send(job).is_err() {
         return None;
     }
     result.await.ok()

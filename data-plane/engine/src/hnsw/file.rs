@@ -35,7 +35,7 @@ pub(crate) struct Loaded {
 impl Graph {
     /// The file of this graph for namespace `namespace`; `ids[node]` names
     /// the record each node stands for (`None`: stale).
-    pub(crate) fn encode(&self, namespace: &str, ids: &[Option<&str>]) -> Vec<u8> {
+    pub(crate) fn encode(&self, namespace: &str, ids: &[Option<String>]) -> Vec<u8> {
         debug_assert_eq!(ids.len(), self.len());
         let mut out = Vec::with_capacity(self.memory_bytes() + ids.len() * 16 + 64);
         out.extend_from_slice(MAGIC);
@@ -59,7 +59,7 @@ impl Graph {
         put_u32(&mut out, level);
         out.extend_from_slice(&(self.len() as u64).to_le_bytes());
         for (node, id) in ids.iter().enumerate() {
-            put_str(&mut out, id.unwrap_or(""));
+            put_str(&mut out, id.as_deref().unwrap_or(""));
             let levels = self.upper[node].len();
             out.push(levels as u8);
             for level in 0..=levels {
