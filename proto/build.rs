@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "proto";
-const FILES: &[&str] = &["vector_service.proto", "larch/control/v1/index.proto"];
+const FILES: &[&str] = &[
+    "vector_service.proto",
+    "larch/control/v1/index.proto",
+    "larch/control/v1/access.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not emit rerun-if-changed for fds input; watch the folder ourselves.

@@ -4,8 +4,9 @@
 //! - [`pinecone`]: Pinecone's data-plane API (package-less `VectorService`, API 2026-07),
 //!   written for Larch with Pinecone's message names and field numbers so Pinecone's own
 //!   gRPC clients work unmodified. Sources: `proto/vector_service.proto`.
-//! - [`control`]: `larch.control.v1`, Larch's control plane (`IndexService`).
-//!   Sources: `proto/larch/control/v1/index.proto`.
+//! - [`control`]: `larch.control.v1`, Larch's control plane: `IndexService`, and
+//!   `ApiKeyService`/`ProjectService` for administration.
+//!   Sources: `proto/larch/control/v1/index.proto`, `proto/larch/control/v1/access.proto`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of both (with their imports), for
 //!   gRPC server reflection.
 //!
