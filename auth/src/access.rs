@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::{Principal, Role};
+use crate::{Principal, Role, Scope};
 
 /// What an RPC does, as far as permissions go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,6 +106,8 @@ impl fmt::Display for Denied {
     }
 }
 
+impl std::error::Error for Denied {}
+
 impl Principal {
     /// Whether this principal may do `action`, on `index` when the action targets one.
     pub fn authorize(&self, action: Action, index: Option<&str>) -> Result<(), Denied> {
@@ -163,6 +165,30 @@ pub fn action_of(path: &str) -> Option<Action> {
         "larch.control.v1.ApiKeyService" | "larch.control.v1.ProjectService" => Some(Action::Admin),
         _ => None,
     }
+}
+
+/// The action of a REST request with `method` and `path` in `scope`; `None` never happens for
+/// the two planes (every REST route is a read or a write) but keeps the shape of [`action_of`].
+///
+/// Reads: every `GET`/`HEAD`, and on the data plane the `POST`s that only read (`/query`,
+/// `/vectors/fetch_by_metadata`, `/describe_index_stats`). Everything else writes.
+pub fn rest_action(scope: &Scope, method: &http::Method, path: &str) -> Option<Action> {
+    let reads = method == http::Method::GET || method == http::Method::HEAD;
+    Some(match scope {
+        Scope::ControlPlane if reads => Action::ControlRead,
+        Scope::ControlPlane => Action::ControlWrite,
+        Scope::Index { .. } => {
+            let read_post = matches!(
+                path.trim_end_matches('/'),
+                "/query" | "/vectors/fetch_by_metadata" | "/describe_index_stats"
+            );
+            if reads || (method == http::Method::POST && read_post) {
+                Action::DataRead
+            } else {
+                Action::DataWrite
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -314,27 +340,105 @@ mod tests {
     #[test]
     fn the_table_covers_every_rpc_in_the_protos() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto");
-        for (file, service) in [
-            ("vector_service.proto", "VectorService"),
-            (
-                "larch/control/v1/index.proto",
-                "larch.control.v1.IndexService",
-            ),
+        let mut seen = 0;
+        for (file, package) in [
+            ("vector_service.proto", ""),
+            ("larch/control/v1/index.proto", "larch.control.v1."),
+            ("larch/control/v1/access.proto", "larch.control.v1."),
         ] {
             let text = std::fs::read_to_string(format!("{root}/{file}")).expect("proto file");
-            let methods: Vec<&str> = text
-                .lines()
-                .filter_map(|line| line.trim().strip_prefix("rpc "))
-                .filter_map(|rest| rest.split('(').next())
-                .map(str::trim)
-                .collect();
-            assert!(!methods.is_empty(), "{file}");
-            for method in methods {
-                assert!(
-                    action_of(&format!("/{service}/{method}")).is_some(),
-                    "{service}/{method} has no action"
-                );
+            let mut service = None;
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next();
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().expect("rpc name").trim();
+                    let service = service.expect("rpc inside a service");
+                    assert!(
+                        action_of(&format!("/{package}{service}/{method}")).is_some(),
+                        "{service}/{method} has no action"
+                    );
+                    seen += 1;
+                }
             }
+        }
+        // 12 data-plane RPCs, 5 index RPCs, 5 key RPCs, 4 project RPCs.
+        assert_eq!(seen, 26);
+    }
+
+    #[test]
+    fn rest_routes_read_or_write() {
+        use http::Method;
+        let index = Scope::Index {
+            project: "p".into(),
+            name: "i".into(),
+        };
+        let cases = [
+            (
+                &Scope::ControlPlane,
+                Method::GET,
+                "/indexes",
+                Action::ControlRead,
+            ),
+            (
+                &Scope::ControlPlane,
+                Method::GET,
+                "/indexes/a",
+                Action::ControlRead,
+            ),
+            (
+                &Scope::ControlPlane,
+                Method::POST,
+                "/indexes",
+                Action::ControlWrite,
+            ),
+            (
+                &Scope::ControlPlane,
+                Method::PATCH,
+                "/indexes/a",
+                Action::ControlWrite,
+            ),
+            (
+                &Scope::ControlPlane,
+                Method::DELETE,
+                "/indexes/a",
+                Action::ControlWrite,
+            ),
+            (&index, Method::POST, "/query", Action::DataRead),
+            (&index, Method::GET, "/vectors/fetch", Action::DataRead),
+            (&index, Method::GET, "/vectors/list", Action::DataRead),
+            (
+                &index,
+                Method::POST,
+                "/vectors/fetch_by_metadata",
+                Action::DataRead,
+            ),
+            (
+                &index,
+                Method::POST,
+                "/describe_index_stats",
+                Action::DataRead,
+            ),
+            (
+                &index,
+                Method::GET,
+                "/describe_index_stats",
+                Action::DataRead,
+            ),
+            (&index, Method::GET, "/namespaces", Action::DataRead),
+            (&index, Method::GET, "/namespaces/n", Action::DataRead),
+            (&index, Method::POST, "/vectors/upsert", Action::DataWrite),
+            (&index, Method::POST, "/vectors/update", Action::DataWrite),
+            (&index, Method::POST, "/vectors/delete", Action::DataWrite),
+            (&index, Method::POST, "/namespaces", Action::DataWrite),
+            (&index, Method::DELETE, "/namespaces/n", Action::DataWrite),
+        ];
+        for (scope, method, path, action) in cases {
+            assert_eq!(
+                rest_action(scope, &method, path),
+                Some(action),
+                "{method} {path}"
+            );
         }
     }
 }

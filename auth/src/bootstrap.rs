@@ -9,14 +9,13 @@
 //! }
 //! ```
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::{ApiKey, Error, Grant, KeyStore, Result, StoredKey};
+use crate::{Admin, ApiKey, Error, Grant, KeyStore, Result, StoredKey, file};
 
 /// Name of the file, inside the state directory, that holds the bootstrap key's hash.
 pub const BOOTSTRAP_FILE: &str = "bootstrap-key.json";
@@ -31,18 +30,14 @@ struct BootstrapFile<K> {
     key: K,
 }
 
-/// Read first, so that a file written by a newer build gets a clear message instead of a
-/// confusing parse error about some field.
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u32,
-}
-
 /// Result of loading or creating the bootstrap admin key in a data directory.
 #[derive(Debug)]
 pub struct Bootstrap {
-    /// A key store holding the bootstrap admin key; insert further keys as they appear.
+    /// The key store every server checks requests against: the bootstrap admin key and the
+    /// keys made through the admin API.
     pub store: KeyStore,
+    /// Projects and keys (from [`ACCESS_FILE`](crate::admin::ACCESS_FILE)), for the admin API.
+    pub admin: Admin,
     /// Some(plaintext) only when a key was generated now and must be printed once
     pub generated: Option<ApiKey>,
 }
@@ -113,90 +108,35 @@ pub fn bootstrap(state_dir: &Path, configured: Option<&str>) -> Result<Bootstrap
 
     let store = KeyStore::new();
     store.insert(stored);
-    Ok(Bootstrap { store, generated })
+    let admin = Admin::open(state_dir, store.clone())?;
+    Ok(Bootstrap {
+        store,
+        admin,
+        generated,
+    })
 }
 
 /// The stored key, or `None` if the file does not exist.
 fn load(path: &Path) -> Result<Option<StoredKey>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(Error::io("read", path)(err)),
-    };
-    let invalid = |reason: String| Error::InvalidKeyFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let VersionOnly { version } =
-        serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
-    if version != FILE_VERSION {
-        return Err(invalid(format!(
-            "unsupported version {version} (this build reads version {FILE_VERSION})"
-        )));
-    }
-    let BootstrapFile { version: _, key } = serde_json::from_str::<BootstrapFile<StoredKey>>(&text)
-        .map_err(|err| invalid(err.to_string()))?;
-    Ok(Some(key))
+    Ok(file::read::<BootstrapFile<StoredKey>>(path, FILE_VERSION)?.map(|f| f.key))
 }
 
-/// Writes the file atomically: temp file (mode 0600 on unix) + fsync + rename + fsync of
-/// the directory, so a crash leaves either the old file or the new one, never half of one.
 fn save(dir: &Path, path: &Path, stored: &StoredKey) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(&BootstrapFile {
-        version: FILE_VERSION,
-        key: stored,
-    })
-    .expect("a stored key always serializes to json");
-    json.push(b'\n');
-
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    if let Err(err) = write_new_file(&tmp, &json) {
-        // Best effort: do not leave a partial temp file behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(err);
-    }
-    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-    sync_dir(dir)
-}
-
-fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
-    // A temp file left by a crash may have other permissions; start from scratch so the
-    // mode below applies.
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(Error::io("remove stale", path)(err)),
-    }
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(Error::io("create", path))?;
-    file.write_all(contents).map_err(Error::io("write", path))?;
-    file.sync_all().map_err(Error::io("sync", path))
-}
-
-/// Makes the rename durable. Only possible on unix: other platforms cannot open a
-/// directory as a file, and there the rename is all we can do.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(Error::io("sync directory", dir))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
+    file::write(
+        dir,
+        path,
+        &BootstrapFile {
+            version: FILE_VERSION,
+            key: stored,
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Role;
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory under the system temp dir, removed on drop.

@@ -26,6 +26,66 @@ pub enum Error {
     #[error("malformed api key: {0}")]
     Malformed(&'static str),
 
+    /// The key was valid but its `expires_at` has passed. Only said to a caller who holds
+    /// the whole key, so it reveals nothing to a guesser.
+    #[error("api key expired at {0}; ask an admin for a new one")]
+    ExpiredKey(crate::Timestamp),
+
+    /// The key is valid but may not do this (role or index allow-list).
+    #[error("{0}")]
+    Denied(#[from] crate::Denied),
+
+    /// The index is not one of the key's project; said exactly as for an index that does
+    /// not exist, so names do not leak across projects.
+    #[error("index '{0}' not found")]
+    IndexNotFound(String),
+
+    /// The key sent more requests than its rate limit allows.
+    #[error(
+        "rate limit exceeded: API key {key_id} may send {per_second} requests per second; retry in {} ms",
+        retry_after.as_millis()
+    )]
+    RateLimited {
+        /// The key (its id, not secret).
+        key_id: String,
+        /// The configured limit.
+        per_second: u32,
+        /// When a request will be accepted again.
+        retry_after: std::time::Duration,
+    },
+
+    /// A key or project named in an admin request does not exist.
+    #[error("{what} '{id}' not found")]
+    NotFound {
+        /// "api key" or "project".
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+
+    /// A project with this name exists already.
+    #[error("{what} '{name}' already exists")]
+    AlreadyExists {
+        /// "project".
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+
+    /// A field of an admin request is not acceptable; the reason says what would be.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, e.g. `expires_at`.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+
+    /// The request is well-formed but the current state forbids it (e.g. deleting a project
+    /// that still has indexes).
+    #[error("{0}")]
+    FailedPrecondition(String),
+
     /// A role name that is not one of Pinecone's role names.
     #[error(
         "unknown role '{0}': expected one of ProjectEditor, ProjectViewer, ControlPlaneEditor, ControlPlaneViewer, DataPlaneEditor, DataPlaneViewer"
@@ -56,6 +116,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The gRPC code name of the status this error becomes (`UNAUTHENTICATED`, …), for logs.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Error::MissingKey | Error::InvalidKey | Error::Malformed(_) | Error::ExpiredKey(_) => {
+                "UNAUTHENTICATED"
+            }
+            Error::Denied(_) => "PERMISSION_DENIED",
+            Error::IndexNotFound(_) | Error::NotFound { .. } => "NOT_FOUND",
+            Error::RateLimited { .. } => "RESOURCE_EXHAUSTED",
+            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Error::Invalid { .. } | Error::UnknownRole(_) => "INVALID_ARGUMENT",
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Error::Io { .. } | Error::InvalidKeyFile { .. } => "INTERNAL",
+        }
+    }
+
     /// Builds a closure for `map_err` that wraps an [`std::io::Error`] with its context.
     pub(crate) fn io(
         action: &'static str,

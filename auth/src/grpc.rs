@@ -15,7 +15,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::{debug, error};
 
-use crate::{Error, KeyStore, Principal, Result};
+use crate::gate::{Attempt, Presented, Rejection, Scope};
+use crate::{Error, KeyStore, Principal, Result, action_of};
 
 /// The request metadata (HTTP/2 header) that carries the key.
 pub const API_KEY_HEADER: &str = "api-key";
@@ -29,6 +30,10 @@ const PUBLIC_PREFIXES: [&str; 3] = [
 
 const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'api-key' request metadata";
 
+/// Trailer (here: trailers-only header) telling gRPC clients when to retry; Pinecone's
+/// clients honour it.
+pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+
 /// Maps every crate error to the gRPC status a client sees. The one place that does so.
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
@@ -36,7 +41,20 @@ impl From<Error> for Status {
             Error::MissingKey => Status::unauthenticated(MISSING_KEY_MESSAGE),
             // Never echo the key, nor say which part of it was wrong.
             Error::InvalidKey | Error::Malformed(_) => Status::unauthenticated("invalid api key"),
-            Error::UnknownRole(_) => Status::invalid_argument(err.to_string()),
+            Error::ExpiredKey(_) => Status::unauthenticated(err.to_string()),
+            Error::Denied(_) => Status::permission_denied(err.to_string()),
+            Error::IndexNotFound(_) | Error::NotFound { .. } => Status::not_found(err.to_string()),
+            Error::RateLimited { retry_after, .. } => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                metadata.insert(RETRY_PUSHBACK_HEADER, millis.into());
+                Status::with_metadata(tonic::Code::ResourceExhausted, err.to_string(), metadata)
+            }
+            Error::AlreadyExists { .. } => Status::already_exists(err.to_string()),
+            Error::Invalid { .. } | Error::UnknownRole(_) => {
+                Status::invalid_argument(err.to_string())
+            }
+            Error::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
             Error::Io { .. } | Error::InvalidKeyFile { .. } => {
                 error!(error = &err as &dyn std::error::Error, "key storage failed");
                 Status::internal("internal error")
@@ -74,12 +92,19 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<&Principal, Status> {
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     store: KeyStore,
+    scope: Scope,
 }
 
 impl AuthLayer {
-    /// A layer checking keys against `store` (a shared handle, so later key changes apply).
+    /// A control-plane layer checking keys against `store` (a shared handle, so later key
+    /// changes apply) and roles against each RPC.
     pub fn new(store: KeyStore) -> Self {
-        AuthLayer { store }
+        AuthLayer::scoped(store, Scope::ControlPlane)
+    }
+
+    /// A layer for requests acting in `scope` (e.g. one index's data plane).
+    pub fn scoped(store: KeyStore, scope: Scope) -> Self {
+        AuthLayer { store, scope }
     }
 }
 
@@ -90,6 +115,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             store: self.store.clone(),
+            scope: self.scope.clone(),
         }
     }
 }
@@ -99,11 +125,12 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     store: KeyStore,
+    scope: Scope,
 }
 
 impl<S> AuthService<S> {
-    /// Checks the request's key; `Ok` carries the principal, or `None` for a public path.
-    fn check<B>(&self, req: &http::Request<B>) -> Result<Option<Principal>> {
+    /// Admits the request; `Ok` carries the principal, or `None` for a public path.
+    fn check<B>(&self, req: &http::Request<B>) -> Result<Option<Principal>, Rejection> {
         let path = req.uri().path();
         if PUBLIC_PREFIXES
             .iter()
@@ -111,14 +138,33 @@ impl<S> AuthService<S> {
         {
             return Ok(None);
         }
-        let presented = match req.headers().get(API_KEY_HEADER) {
-            None => return Err(Error::MissingKey),
-            // Metadata that is not visible ASCII cannot be a key we issued or accepted.
-            // Pinecone's clients may send a key with edge spaces or tabs; they are not part of it.
-            Some(value) => value.to_str().map_err(|_| Error::InvalidKey)?.trim(),
+        let presented = presented_key(req.headers());
+        let attempt = Attempt {
+            rpc: path,
+            action: action_of(path),
+            presented,
+            peer: peer_ip(req.extensions()),
         };
-        self.store.authenticate(presented).map(Some)
+        self.store.admit(&self.scope, attempt).map(Some)
     }
+}
+
+/// The key in the `api-key` header. Pinecone's clients may send a key with edge spaces or
+/// tabs; they are not part of it.
+pub(crate) fn presented_key(headers: &http::HeaderMap) -> Presented<'_> {
+    match headers.get(API_KEY_HEADER).map(|value| value.to_str()) {
+        None => Presented::Missing,
+        Some(Ok(text)) => Presented::Key(text.trim()),
+        Some(Err(_)) => Presented::Unreadable,
+    }
+}
+
+/// The peer's IP address, from the connection info tonic's server attaches to requests.
+pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|addr| addr.ip())
 }
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
@@ -141,9 +187,9 @@ where
                 }
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(err) => {
-                debug!(path = req.uri().path(), error = %err, "rejected request");
-                ResponseFuture::rejected(Status::from(err))
+            Err(Rejection { error, delay }) => {
+                debug!(path = req.uri().path(), error = %error, "rejected request");
+                ResponseFuture::rejected(Status::from(error), delay)
             }
         }
     }
@@ -158,6 +204,8 @@ enum Kind<F> {
     // Boxed so this future is `Unpin` without pin projection (the crate has no `unsafe`).
     Inner(Pin<Box<F>>),
     Rejected(Option<Status>),
+    /// A refusal held back by the failed-authentication slowdown.
+    Delayed(Pin<Box<tokio::time::Sleep>>, Option<Status>),
 }
 
 impl<F> ResponseFuture<F> {
@@ -167,10 +215,13 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    fn rejected(status: Status) -> Self {
-        ResponseFuture {
-            kind: Kind::Rejected(Some(status)),
-        }
+    fn rejected(status: Status, delay: std::time::Duration) -> Self {
+        let kind = if delay.is_zero() {
+            Kind::Rejected(Some(status))
+        } else {
+            Kind::Delayed(Box::pin(tokio::time::sleep(delay)), Some(status))
+        };
+        ResponseFuture { kind }
     }
 }
 
@@ -183,15 +234,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().kind {
             Kind::Inner(future) => future.as_mut().poll(cx),
-            Kind::Rejected(status) => {
-                let status = status
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                // Trailers-only response: grpc-status and grpc-message in the headers.
-                Poll::Ready(Ok(status.into_http()))
+            Kind::Rejected(status) => Poll::Ready(Ok(trailers_only(status))),
+            Kind::Delayed(sleep, status) => {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                Poll::Ready(Ok(trailers_only(status)))
             }
         }
     }
+}
+
+/// The refusal as a trailers-only response: grpc-status, grpc-message and any metadata (such
+/// as the retry pushback) in the headers.
+fn trailers_only(status: &mut Option<Status>) -> http::Response<Body> {
+    status
+        .take()
+        .expect("ResponseFuture polled after completion")
+        .into_http()
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
@@ -199,6 +257,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
         let state = match &self.kind {
             Kind::Inner(_) => "Inner",
             Kind::Rejected(_) => "Rejected",
+            Kind::Delayed(..) => "Delayed",
         };
         f.debug_tuple("ResponseFuture").field(&state).finish()
     }

@@ -25,79 +25,116 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use tracing::{debug, error};
 
-use crate::grpc::{API_KEY_HEADER, AuthLayer};
-use crate::{Error, KeyStore, Principal, Result};
+use crate::access::rest_action;
+use crate::gate::{Attempt, Rejection, Scope};
+use crate::grpc::{AuthLayer, peer_ip, presented_key};
+use crate::{Error, KeyStore};
 
 /// Renders a refused request as `status` with `message`, in the plane's error shape.
 pub type Render = fn(StatusCode, &str) -> Response;
 
 const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'Api-Key' header";
 
-/// The state of [`require_key`]: where keys are checked and how refusals look.
+/// The state of [`require_key`]: where keys are checked, what requests act on, and how
+/// refusals look.
 #[derive(Clone)]
 pub struct HttpAuth {
     store: KeyStore,
+    scope: Scope,
     render: Render,
 }
 
 impl HttpAuth {
-    /// Checks keys against `store` (a shared handle, so later key changes apply) and answers
-    /// refusals with `render`.
+    /// Control-plane REST: checks keys against `store` (a shared handle, so later key changes
+    /// apply) and roles against each route, and answers refusals with `render`.
     pub fn new(store: KeyStore, render: Render) -> HttpAuth {
-        HttpAuth { store, render }
+        HttpAuth::scoped(store, Scope::ControlPlane, render)
     }
 
-    /// Authenticates the key in `headers`.
-    fn check(&self, headers: &HeaderMap) -> Result<Principal> {
-        let presented = match headers.get(API_KEY_HEADER) {
-            None => return Err(Error::MissingKey),
-            // A header that is not visible ASCII cannot be a key we issued or accepted; edge
-            // spaces and tabs some clients send are not part of the key.
-            Some(value) => value.to_str().map_err(|_| Error::InvalidKey)?.trim(),
-        };
-        self.store.authenticate(presented)
+    /// REST whose requests act in `scope` (e.g. one index's data plane).
+    pub fn scoped(store: KeyStore, scope: Scope, render: Render) -> HttpAuth {
+        HttpAuth {
+            store,
+            scope,
+            render,
+        }
     }
 }
 
 impl std::fmt::Debug for HttpAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpAuth").finish_non_exhaustive()
+        f.debug_struct("HttpAuth")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
 /// The HTTP status and client-facing message of every crate error. The one place that does so.
-pub fn rejection(err: &Error) -> (StatusCode, &'static str) {
+pub fn rejection(err: &Error) -> (StatusCode, String) {
     match err {
-        Error::MissingKey => (StatusCode::UNAUTHORIZED, MISSING_KEY_MESSAGE),
+        Error::MissingKey => (StatusCode::UNAUTHORIZED, MISSING_KEY_MESSAGE.to_owned()),
         // Never echo the key, nor say which part of it was wrong.
-        Error::InvalidKey | Error::Malformed(_) => (StatusCode::UNAUTHORIZED, "invalid api key"),
-        Error::UnknownRole(_) => (StatusCode::BAD_REQUEST, "unknown role"),
+        Error::InvalidKey | Error::Malformed(_) => {
+            (StatusCode::UNAUTHORIZED, "invalid api key".to_owned())
+        }
+        Error::ExpiredKey(_) => (StatusCode::UNAUTHORIZED, err.to_string()),
+        Error::Denied(_) => (StatusCode::FORBIDDEN, err.to_string()),
+        Error::IndexNotFound(_) | Error::NotFound { .. } => {
+            (StatusCode::NOT_FOUND, err.to_string())
+        }
+        Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, err.to_string()),
+        Error::AlreadyExists { .. } => (StatusCode::CONFLICT, err.to_string()),
+        Error::Invalid { .. } | Error::UnknownRole(_) => (StatusCode::BAD_REQUEST, err.to_string()),
+        Error::FailedPrecondition(_) => (StatusCode::PRECONDITION_FAILED, err.to_string()),
         Error::Io { .. } | Error::InvalidKeyFile { .. } => {
             error!(error = err as &dyn std::error::Error, "key storage failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            )
         }
     }
 }
 
 /// Axum middleware (use with `axum::middleware::from_fn_with_state`): lets a request with a
-/// valid `Api-Key` through with its [`Principal`] attached, and answers any other with 401.
+/// valid `Api-Key` that may do what the route does through with its [`Principal`] attached,
+/// and answers any other in the plane's error shape (401, 403, 404 for another project's
+/// index, 429 with `Retry-After` when rate limited).
 pub async fn require_key(
     State(auth): State<HttpAuth>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match auth.check(request.headers()) {
+    let rpc = format!("{} {}", request.method(), request.uri().path());
+    let attempt = Attempt {
+        rpc: &rpc,
+        action: rest_action(&auth.scope, request.method(), request.uri().path()),
+        presented: presented_key(request.headers()),
+        peer: peer_ip(request.extensions()),
+    };
+    let admitted = auth.store.admit(&auth.scope, attempt);
+    match admitted {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(err) => {
-            debug!(path = request.uri().path(), error = %err, "rejected request");
-            let (status, message) = rejection(&err);
-            (auth.render)(status, message)
+        Err(Rejection { error, delay }) => {
+            debug!(path = request.uri().path(), error = %error, "rejected request");
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let (status, message) = rejection(&error);
+            let mut response = (auth.render)(status, &message);
+            if let Error::RateLimited { retry_after, .. } = error {
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, seconds.into());
+            }
+            response
         }
     }
 }
@@ -105,10 +142,16 @@ pub async fn require_key(
 /// Puts the gRPC [`AuthLayer`] in front of every route of `router` — the gRPC services of a
 /// `tonic::service::Routes` turned into an axum router — so they authenticate exactly as in a
 /// plain tonic server (health and reflection stay public) while sharing a port with REST.
+/// Requests act on the control plane; see [`protect_grpc_scoped`] for other scopes.
 pub fn protect_grpc(router: axum::Router, keys: KeyStore) -> axum::Router {
+    protect_grpc_scoped(router, keys, Scope::ControlPlane)
+}
+
+/// [`protect_grpc`] for requests acting in `scope` (e.g. one index's data plane).
+pub fn protect_grpc_scoped(router: axum::Router, keys: KeyStore, scope: Scope) -> axum::Router {
     router.layer(
         tower::ServiceBuilder::new()
-            .layer(AuthLayer::new(keys))
+            .layer(AuthLayer::scoped(keys, scope))
             // The layer speaks tonic bodies; axum routes answer with axum bodies.
             .map_response(|response: Response| response.map(tonic::body::Body::new)),
     )
@@ -117,7 +160,7 @@ pub fn protect_grpc(router: axum::Router, keys: KeyStore) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ApiKey, Grant, StoredKey};
+    use crate::{ApiKey, Grant, Principal, StoredKey};
     use axum::body::Body;
     use axum::response::IntoResponse;
     use tower::ServiceExt;

@@ -53,19 +53,29 @@
 //! calling. REST routers mount [`http::require_key`] with `axum::middleware::from_fn_with_state`.
 
 pub mod access;
+pub mod admin;
+pub mod audit;
 pub mod bootstrap;
 pub mod error;
+mod file;
+pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod key;
+pub mod limit;
 pub mod principal;
 pub mod store;
 pub mod stored;
+pub mod time;
 
-pub use access::{Action, Denied, action_of};
+pub use access::{Action, Denied, action_of, rest_action};
+pub use admin::{Admin, KeyInfo, KeyUpdate, NewKey, Project};
 pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap};
 pub use error::{Error, Result};
+pub use gate::{Attempt, Presented, Rejection, Scope};
 pub use key::{ApiKey, BOOTSTRAP_KEY_ID, KEY_PREFIX, ParsedKey};
+pub use limit::RateLimit;
 pub use principal::{Grant, Principal, Role};
 pub use store::KeyStore;
 pub use stored::StoredKey;
+pub use time::Timestamp;

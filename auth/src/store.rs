@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::key::Presented;
+use crate::limit::{Buckets, Failures, RateLimit};
 use crate::stored::verify_against_dummy;
 use crate::{Error, Principal, Result, StoredKey};
 
@@ -17,6 +18,15 @@ pub struct KeyStore {
     /// Read on every request, written only when keys change: a `RwLock` suits that. It is
     /// never held across an `.await` (no method here is async).
     keys: Arc<RwLock<HashMap<String, StoredKey>>>,
+    /// Rate limit and failed-authentication slowdown, shared by every server using the store.
+    guard: Arc<Guard>,
+}
+
+#[derive(Default)]
+pub(crate) struct Guard {
+    /// Set once at start-up when a per-key rate limit is configured.
+    pub(crate) rate: OnceLock<Buckets>,
+    pub(crate) failures: Failures,
 }
 
 impl KeyStore {
@@ -33,7 +43,37 @@ impl KeyStore {
 
     /// Revokes a key; returns whether it existed.
     pub fn remove(&self, key_id: &str) -> bool {
+        if let Some(rate) = self.guard.rate.get() {
+            rate.forget(key_id);
+        }
         self.write().remove(key_id).is_some()
+    }
+
+    /// The stored key with this id.
+    pub fn get(&self, key_id: &str) -> Option<StoredKey> {
+        self.read().get(key_id).cloned()
+    }
+
+    /// Every stored key, ordered by id.
+    pub fn all(&self) -> Vec<StoredKey> {
+        let mut keys: Vec<StoredKey> = self.read().values().cloned().collect();
+        keys.sort_by(|a, b| a.key_id().cmp(b.key_id()));
+        keys
+    }
+
+    /// Limits every key to `limit` (for the life of the store; a second call is ignored and
+    /// returns false). Off unless called.
+    pub fn limit_rate(&self, limit: RateLimit) -> bool {
+        self.guard.rate.set(Buckets::new(limit)).is_ok()
+    }
+
+    /// The per-key rate limit in force, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.guard.rate.get().map(Buckets::limit)
+    }
+
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Whether a key with this id exists.
@@ -60,8 +100,9 @@ impl KeyStore {
     ///
     /// # Errors
     ///
-    /// [`Error::MissingKey`] for an empty string, [`Error::InvalidKey`] for anything else
-    /// that does not match (unknown id, wrong secret, revoked).
+    /// [`Error::MissingKey`] for an empty string, [`Error::ExpiredKey`] for a right key past
+    /// its `expires_at`, [`Error::InvalidKey`] for anything else that does not match (unknown
+    /// id, wrong secret, revoked).
     pub fn authenticate(&self, presented: &str) -> Result<Principal> {
         if presented.is_empty() {
             return Err(Error::MissingKey);
@@ -69,7 +110,10 @@ impl KeyStore {
         let presented = Presented::classify(presented);
         let keys = self.read();
         match keys.get(presented.key_id()) {
-            Some(stored) if stored.verify_presented(presented) => Ok(stored.principal()),
+            Some(stored) if stored.verify_presented(presented) => match stored.expires_at() {
+                Some(at) if at.is_past() => Err(Error::ExpiredKey(at)),
+                _ => Ok(stored.principal()),
+            },
             Some(_) => Err(Error::InvalidKey),
             None => {
                 verify_against_dummy(presented);
@@ -86,6 +130,14 @@ impl KeyStore {
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, StoredKey>> {
         self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("rate", &self.rate.get().map(Buckets::limit))
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,6 +228,26 @@ mod tests {
             store.authenticate("other"),
             Err(Error::InvalidKey)
         ));
+    }
+
+    #[test]
+    fn expired_keys_are_refused_as_such_only_to_their_holder() {
+        let store = KeyStore::new();
+        let key = ApiKey::generate();
+        let past = "2001-01-01T00:00:00Z".parse().expect("time");
+        store.insert(StoredKey::new(&key, viewer("p")).expiring(Some(past)));
+        assert!(matches!(
+            store.authenticate(key.as_str()),
+            Err(Error::ExpiredKey(at)) if at == past
+        ));
+        // A wrong secret under the same id learns nothing about expiry.
+        let wrong = format!("larch_{}_{}", key.key_id(), "0".repeat(64));
+        assert!(matches!(store.authenticate(&wrong), Err(Error::InvalidKey)));
+
+        let future = "2999-01-01T00:00:00Z".parse().expect("time");
+        let later = ApiKey::generate();
+        store.insert(StoredKey::new(&later, viewer("p")).expiring(Some(future)));
+        assert!(store.authenticate(later.as_str()).is_ok());
     }
 
     #[test]

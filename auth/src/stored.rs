@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::key::{Presented, random_bytes};
-use crate::{ApiKey, Grant, Principal};
+use crate::{ApiKey, Grant, Principal, Timestamp};
 
 /// Bytes of random salt per key.
 const SALT_LEN: usize = 16;
@@ -48,6 +48,15 @@ pub struct StoredKey {
     hash: [u8; HASH_LEN],
     /// What the key may do.
     grant: Grant,
+    /// A label for people (empty for keys stored before keys had names).
+    #[serde(default)]
+    name: String,
+    /// When the key was made (absent in bootstrap files written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<Timestamp>,
+    /// When the key stops working; `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Timestamp>,
 }
 
 impl StoredKey {
@@ -64,7 +73,47 @@ impl StoredKey {
             salt,
             hash: digest(&salt, presented.secret()),
             grant,
+            name: String::new(),
+            created_at: Some(Timestamp::now()),
+            expires_at: None,
         }
+    }
+
+    /// The same key with a name for people.
+    pub fn named(mut self, name: impl Into<String>) -> StoredKey {
+        self.name = name.into();
+        self
+    }
+
+    /// The same key, expiring at `at` (`None`: never).
+    pub fn expiring(mut self, at: Option<Timestamp>) -> StoredKey {
+        self.expires_at = at;
+        self
+    }
+
+    /// The key's name for people.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When the key was made, if known.
+    pub fn created_at(&self) -> Option<Timestamp> {
+        self.created_at
+    }
+
+    /// When the key stops working, if ever.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+
+    /// Replaces what the key may do (the admin API's update).
+    pub(crate) fn set_grant(&mut self, grant: Grant) {
+        self.grant = grant;
+    }
+
+    /// Renames the key.
+    pub(crate) fn set_name(&mut self, name: String) {
+        self.name = name;
     }
 
     /// The key id (not secret).
@@ -122,6 +171,8 @@ impl fmt::Debug for StoredKey {
         f.debug_struct("StoredKey")
             .field("key_id", &self.key_id)
             .field("grant", &self.grant)
+            .field("name", &self.name)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }

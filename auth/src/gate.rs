@@ -1,0 +1,306 @@
+//! The admission decision both transports share: authenticate the key, check the caller's
+//! project, roles and index allow-list for the RPC, apply the rate limit, and audit refusals.
+//! [`crate::grpc`] and [`crate::http`] only read the request and write the refusal in their
+//! protocol.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::{Action, ApiKey, Error, KeyStore, Principal, audit};
+
+/// What a server's requests act on, for authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The control plane: the layer checks roles; handlers check index allow-lists, since
+    /// the index is named in the request body.
+    #[default]
+    ControlPlane,
+    /// One index's data plane: every request acts on this index of this project.
+    Index {
+        /// The project owning the index.
+        project: String,
+        /// The index name.
+        name: String,
+    },
+}
+
+/// A refused request: the error to answer with, after holding the answer for `delay` (the
+/// slowdown of repeated failed authentications; zero otherwise).
+#[derive(Debug)]
+pub struct Rejection {
+    /// Why; maps to the transport's status in one place per transport.
+    pub error: Error,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+/// The key header of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No key header at all.
+    Missing,
+    /// A header that is not visible ASCII: it cannot be a key we issued or accepted.
+    Unreadable,
+    /// The header's text, edge whitespace removed.
+    Key(&'a str),
+}
+
+/// One request as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The RPC, for the audit log (`/Service/Method`, or `METHOD /path` for REST).
+    pub rpc: &'a str,
+    /// What the RPC does; `None` for a path that is not an RPC of this plane (it is still
+    /// authenticated, and then answered as unknown by the router).
+    pub action: Option<Action>,
+    /// The key as sent.
+    pub presented: Presented<'a>,
+    /// The peer's address, for the failed-authentication slowdown.
+    pub peer: Option<IpAddr>,
+}
+
+impl KeyStore {
+    /// Decides whether `attempt` may proceed in `scope`, and as whom.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] whose error is one of [`Error::MissingKey`], [`Error::InvalidKey`],
+    /// [`Error::ExpiredKey`] (unauthenticated), [`Error::IndexNotFound`] (an index of another
+    /// project), [`Error::Denied`] (role or allow-list) or [`Error::RateLimited`].
+    pub fn admit(&self, scope: &Scope, attempt: Attempt<'_>) -> Result<Principal, Rejection> {
+        let (project, index) = match scope {
+            Scope::ControlPlane => (None, None),
+            Scope::Index { project, name } => (Some(project.as_str()), Some(name.as_str())),
+        };
+        let refuse = |key_id: &str, error: Error, delay: Duration| {
+            audit::refused(key_id, attempt.rpc, project, index, attempt.peer, &error);
+            Rejection { error, delay }
+        };
+        let presented = match attempt.presented {
+            Presented::Missing => return Err(refuse("-", Error::MissingKey, Duration::ZERO)),
+            Presented::Unreadable => "",
+            Presented::Key(presented) => presented,
+        };
+        let authenticated = match attempt.presented {
+            Presented::Unreadable => Err(Error::InvalidKey),
+            _ => self.authenticate(presented),
+        };
+        let principal = match authenticated {
+            Ok(principal) => principal,
+            Err(error) => {
+                // Name the key only if it is one of ours in form; an opaque string may be
+                // someone's whole secret.
+                let key_id = ApiKey::parse(presented).map_or("-", |parsed| parsed.key_id());
+                let delay = match (&error, attempt.peer) {
+                    (Error::InvalidKey | Error::Malformed(_), Some(peer)) => {
+                        self.guard().failures.record(peer, Instant::now())
+                    }
+                    _ => Duration::ZERO,
+                };
+                let key_id = if matches!(error, Error::ExpiredKey(_)) {
+                    crate::key::Presented::classify(presented).key_id()
+                } else {
+                    key_id
+                };
+                return Err(refuse(key_id, error, delay));
+            }
+        };
+        if let Some(action) = attempt.action {
+            if let (Some(project), Some(index)) = (project, index)
+                && principal.project_id != project
+            {
+                let error = Error::IndexNotFound(index.to_owned());
+                return Err(refuse(&principal.key_id, error, Duration::ZERO));
+            }
+            if let Err(denied) = principal.authorize(action, index) {
+                return Err(refuse(&principal.key_id, denied.into(), Duration::ZERO));
+            }
+        }
+        if let Some(rate) = self.guard().rate.get()
+            && let Err(retry_after) = rate.take(&principal.key_id, Instant::now())
+        {
+            let error = Error::RateLimited {
+                key_id: principal.key_id.clone(),
+                per_second: rate.limit().per_second,
+                retry_after,
+            };
+            return Err(refuse(&principal.key_id, error, Duration::ZERO));
+        }
+        Ok(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Grant, RateLimit, Role, StoredKey};
+
+    fn key(store: &KeyStore, project: &str, roles: &[Role], only: Option<&[&str]>) -> ApiKey {
+        let key = ApiKey::generate();
+        store.insert(StoredKey::new(
+            &key,
+            Grant {
+                project_id: project.into(),
+                roles: roles.to_vec(),
+                index_names: only.map(|names| names.iter().map(|n| n.to_string()).collect()),
+                is_admin: false,
+            },
+        ));
+        key
+    }
+
+    fn attempt<'a>(key: &'a str, action: Action) -> Attempt<'a> {
+        Attempt {
+            rpc: "/VectorService/Query",
+            action: Some(action),
+            presented: Presented::Key(key),
+            peer: Some("192.0.2.7".parse().expect("ip")),
+        }
+    }
+
+    fn index(project: &str, name: &str) -> Scope {
+        Scope::Index {
+            project: project.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_error() {
+        let store = KeyStore::new();
+        let viewer = key(&store, "p1", &[Role::DataPlaneViewer], None);
+        let only_b = key(&store, "p1", &[Role::DataPlaneEditor], Some(&["b"]));
+        let scope = index("p1", "a");
+
+        let ok = store.admit(&scope, attempt(viewer.as_str(), Action::DataRead));
+        assert_eq!(ok.expect("viewer reads").key_id, viewer.key_id());
+        let write = store.admit(&scope, attempt(viewer.as_str(), Action::DataWrite));
+        assert!(matches!(
+            write,
+            Err(Rejection {
+                error: Error::Denied(_),
+                ..
+            })
+        ));
+        let elsewhere = store.admit(&scope, attempt(only_b.as_str(), Action::DataRead));
+        assert!(matches!(
+            elsewhere,
+            Err(Rejection {
+                error: Error::Denied(_),
+                ..
+            })
+        ));
+        let other_project = store.admit(
+            &index("p2", "a"),
+            attempt(viewer.as_str(), Action::DataRead),
+        );
+        assert!(
+            matches!(other_project, Err(Rejection { error: Error::IndexNotFound(ref name), .. }) if name == "a")
+        );
+        let missing = Attempt {
+            presented: Presented::Missing,
+            ..attempt("", Action::DataRead)
+        };
+        assert!(matches!(
+            store.admit(&scope, missing),
+            Err(Rejection {
+                error: Error::MissingKey,
+                ..
+            })
+        ));
+        let unreadable = Attempt {
+            presented: Presented::Unreadable,
+            ..attempt("", Action::DataRead)
+        };
+        assert!(matches!(
+            store.admit(&scope, unreadable),
+            Err(Rejection {
+                error: Error::InvalidKey,
+                ..
+            })
+        ));
+        // Control plane: roles only.
+        let control = store.admit(
+            &Scope::ControlPlane,
+            attempt(viewer.as_str(), Action::ControlRead),
+        );
+        assert!(matches!(
+            control,
+            Err(Rejection {
+                error: Error::Denied(_),
+                ..
+            })
+        ));
+        // A path of neither plane is only authenticated.
+        let unknown = Attempt {
+            action: None,
+            ..attempt(viewer.as_str(), Action::DataRead)
+        };
+        assert!(store.admit(&index("p2", "a"), unknown).is_ok());
+    }
+
+    #[test]
+    fn repeated_failures_from_one_peer_are_slowed_but_valid_keys_are_not() {
+        let store = KeyStore::new();
+        let good = key(&store, "p", &[Role::DataPlaneViewer], None);
+        let scope = index("p", "a");
+        let wrong = ApiKey::generate();
+        let delays: Vec<Duration> = (0..8)
+            .map(|_| {
+                store
+                    .admit(&scope, attempt(wrong.as_str(), Action::DataRead))
+                    .expect_err("wrong key")
+                    .delay
+            })
+            .collect();
+        assert!(delays[..5].iter().all(Duration::is_zero), "{delays:?}");
+        assert!(
+            delays[5] > Duration::ZERO && delays[7] > delays[6],
+            "{delays:?}"
+        );
+        // The same peer with a valid key is admitted at once.
+        assert!(
+            store
+                .admit(&scope, attempt(good.as_str(), Action::DataRead))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rate_limit_refuses_with_a_retry_time() {
+        let store = KeyStore::new();
+        assert!(store.limit_rate(RateLimit {
+            per_second: 1,
+            burst: 2
+        }));
+        assert!(!store.limit_rate(RateLimit {
+            per_second: 5,
+            burst: 5
+        }));
+        let a = key(&store, "p", &[Role::DataPlaneViewer], None);
+        let b = key(&store, "p", &[Role::DataPlaneViewer], None);
+        let scope = index("p", "i");
+        for _ in 0..2 {
+            store
+                .admit(&scope, attempt(a.as_str(), Action::DataRead))
+                .expect("burst");
+        }
+        let refused = store
+            .admit(&scope, attempt(a.as_str(), Action::DataRead))
+            .expect_err("limited");
+        match refused.error {
+            Error::RateLimited {
+                retry_after,
+                per_second,
+                ..
+            } => {
+                assert_eq!(per_second, 1);
+                assert!(retry_after > Duration::from_millis(900), "{retry_after:?}");
+            }
+            other => panic!("expected RateLimited, got {other}"),
+        }
+        store
+            .admit(&scope, attempt(b.as_str(), Action::DataRead))
+            .expect("another key has its own budget");
+    }
+}
