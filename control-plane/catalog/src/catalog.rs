@@ -1,4 +1,8 @@
-//! The catalog: the set of indexes and the data-plane ports they are served on.
+//! The catalog: the set of indexes of every project and the data-plane ports they are served
+//! on.
+//!
+//! Indexes are keyed by [`IndexKey`] (project and name): every lookup is scoped to the caller's
+//! project, and an index of another project is as invisible as one that does not exist.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +13,8 @@ use larch_engine::{IndexConfig, SearchParams};
 
 use crate::error::{Error, Result};
 use crate::record::{
-    ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState, merge_tags,
+    ConfigureIndex, CreateIndex, DeletionProtection, IndexKey, IndexName, IndexRecord, IndexState,
+    check_project_id, merge_tags,
 };
 use crate::store::{CatalogStore, StoredIndex};
 
@@ -91,21 +96,24 @@ pub enum AttachMode {
 /// The catalog owns (and persists) each index's [`SearchParams`]; the data plane only applies
 /// them: at attach, so an index never answers a query with other parameters, and at
 /// [`configure`](DataPlaneHost::configure) when they change.
+///
+/// Indexes are named by their [`IndexKey`]; the data plane stores each under
+/// [`IndexKey::storage_name`], so indexes of the same name in two projects never share data.
 pub trait DataPlaneHost: Send + Sync {
     /// Starts serving an index with ANN parameters `search` on `port` (0 = any free port);
     /// returns the bound port.
     fn attach(
         &self,
-        name: &IndexName,
+        key: &IndexKey,
         config: IndexConfig,
         search: SearchParams,
         port: u16,
         mode: AttachMode,
     ) -> Result<u16, AttachError>;
-    /// Applies new ANN parameters to the attached index `name`.
-    fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String>;
-    /// Stops serving `name` and drops its data.
-    fn detach(&self, name: &IndexName) -> Result<(), String>;
+    /// Applies new ANN parameters to the attached index `key`.
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String>;
+    /// Stops serving `key` and drops its data.
+    fn detach(&self, key: &IndexKey) -> Result<(), String>;
 }
 
 struct Entry {
@@ -113,9 +121,12 @@ struct Entry {
     port: u16,
 }
 
-/// Every index of this control plane.
+/// The indexes of one project or another, by project and name.
+type Indexes = BTreeMap<IndexKey, Entry>;
+
+/// Every index of this control plane, of every project.
 pub struct Catalog {
-    indexes: Mutex<BTreeMap<IndexName, Entry>>,
+    indexes: Mutex<Indexes>,
     /// Where records are persisted; `None` keeps them in memory only.
     store: Option<CatalogStore>,
     data_plane: Arc<dyn DataPlaneHost>,
@@ -141,9 +152,9 @@ impl Catalog {
         }
     }
 
-    /// A durable catalog kept in `dir` (file [`CATALOG_FILE`]): every index recorded there is
-    /// recovered by the data plane — on its old port when that is free, so its `host` stays
-    /// the same — before this returns.
+    /// A durable catalog kept in `dir` (file [`CATALOG_FILE`](crate::CATALOG_FILE)): every
+    /// index recorded there, of every project, is recovered by the data plane — on its old port
+    /// when that is free, so its `host` stays the same — before this returns.
     pub fn open(
         dir: &Path,
         data_plane: Arc<dyn DataPlaneHost>,
@@ -159,7 +170,7 @@ impl Catalog {
             for stored in stored {
                 let loaded = stored.load(store.path())?;
                 let port = match catalog.data_plane.attach(
-                    &loaded.name,
+                    &loaded.key,
                     loaded.config,
                     loaded.search,
                     loaded.port,
@@ -168,14 +179,14 @@ impl Catalog {
                     Ok(port) => port,
                     Err(AttachError::PortInUse) => {
                         tracing::warn!(
-                            index = %loaded.name,
+                            index = %loaded.key,
                             port = loaded.port,
                             "the index's port is taken by another program; serving it on a new port, so its host changes",
                         );
                         moved = true;
                         catalog.attach(
                             &indexes,
-                            &loaded.name,
+                            &loaded.key,
                             loaded.config,
                             loaded.search,
                             AttachMode::Recover,
@@ -184,13 +195,14 @@ impl Catalog {
                     Err(AttachError::Failed(reason)) => {
                         return Err(Error::DataPlane(format!(
                             "cannot recover index '{}': {reason}",
-                            loaded.name
+                            loaded.key
                         )));
                     }
                 };
                 let record = IndexRecord {
                     host: host_port(&catalog.advertise_host, port),
-                    name: loaded.name.clone(),
+                    project_id: loaded.key.project().to_owned(),
+                    name: loaded.key.name().clone(),
                     config: loaded.config,
                     vector_type: loaded.vector_type,
                     cloud: loaded.cloud,
@@ -200,8 +212,8 @@ impl Catalog {
                     search: loaded.search,
                     state: IndexState::Ready,
                 };
-                tracing::info!(index = %record.name, host = %record.host, "index recovered");
-                indexes.insert(loaded.name, Entry { record, port });
+                tracing::info!(index = %loaded.key, host = %record.host, "index recovered");
+                indexes.insert(loaded.key, Entry { record, port });
             }
         }
         catalog.store = Some(store);
@@ -213,7 +225,7 @@ impl Catalog {
     }
 
     /// Persists `indexes` (durable catalogs only).
-    fn save(&self, indexes: &BTreeMap<IndexName, Entry>) -> Result<()> {
+    fn save(&self, indexes: &Indexes) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -221,6 +233,7 @@ impl Catalog {
             indexes
                 .values()
                 .map(|Entry { record, port }| StoredIndex {
+                    project: record.project_id.clone(),
                     name: record.name.to_string(),
                     dimension: record.config.dimension.get(),
                     metric: record.config.metric.to_string(),
@@ -236,12 +249,21 @@ impl Catalog {
         )
     }
 
-    /// The names of every index, for garbage-collecting data the catalog no longer knows.
-    pub fn index_names(&self) -> Vec<IndexName> {
+    /// The key of every index of every project, for garbage-collecting data the catalog no
+    /// longer knows (compare [`IndexKey::storage_name`]s).
+    pub fn index_keys(&self) -> Vec<IndexKey> {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<IndexName, Entry>> {
+    /// How many indexes `project` has (a project is deleted only once it has none).
+    pub fn index_count(&self, project: &str) -> usize {
+        self.lock()
+            .keys()
+            .filter(|key| key.project() == project)
+            .count()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Indexes> {
         // A panic while holding the lock cannot leave a half-written entry (entries are
         // inserted whole), so a poisoned lock is still consistent.
         self.indexes
@@ -249,23 +271,27 @@ impl Catalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Creates an index and starts serving it; it is ready when this returns.
-    pub fn create_index(&self, request: CreateIndex) -> Result<IndexRecord> {
+    /// Creates an index in `project` and starts serving it; it is ready when this returns.
+    /// The name must be free in `project` only.
+    pub fn create_index(&self, project: &str, request: CreateIndex) -> Result<IndexRecord> {
+        check_project_id(project)?;
         let valid = request.validate()?;
+        let key = IndexKey::new(project, valid.name.clone())?;
         let mut indexes = self.lock();
-        if indexes.contains_key(&valid.name) {
+        if indexes.contains_key(&key) {
             return Err(Error::AlreadyExists(valid.name.to_string()));
         }
         let port = self.attach(
             &indexes,
-            &valid.name,
+            &key,
             valid.config,
             valid.search,
             AttachMode::Create,
         )?;
         let record = IndexRecord {
             host: host_port(&self.advertise_host, port),
-            name: valid.name.clone(),
+            project_id: key.project().to_owned(),
+            name: valid.name,
             config: valid.config,
             vector_type: valid.vector_type,
             cloud: valid.cloud,
@@ -276,7 +302,7 @@ impl Catalog {
             state: IndexState::Ready,
         };
         indexes.insert(
-            valid.name.clone(),
+            key.clone(),
             Entry {
                 record: record.clone(),
                 port,
@@ -284,21 +310,22 @@ impl Catalog {
         );
         if let Err(err) = self.save(&indexes) {
             // Not recorded, so not created: undo the data plane's side too.
-            indexes.remove(&valid.name);
-            if let Err(detach) = self.data_plane.detach(&valid.name) {
-                tracing::warn!(index = %valid.name, error = %detach, "cannot drop the unrecorded index");
+            indexes.remove(&key);
+            if let Err(detach) = self.data_plane.detach(&key) {
+                tracing::warn!(index = %key, error = %detach, "cannot drop the unrecorded index");
             }
             return Err(err);
         }
-        tracing::info!(index = %record.name, host = %record.host, "index created");
+        tracing::info!(index = %key, host = %record.host, "index created");
         Ok(record)
     }
 
-    /// Asks the data plane to serve `name` on the first port that works.
+    /// Asks the data plane to serve `key` on the first port that works (ports are shared by
+    /// every project).
     fn attach(
         &self,
-        indexes: &BTreeMap<IndexName, Entry>,
-        name: &IndexName,
+        indexes: &Indexes,
+        key: &IndexKey,
         config: IndexConfig,
         search: SearchParams,
         mode: AttachMode,
@@ -310,7 +337,7 @@ impl Catalog {
             }
         };
         for port in candidates {
-            match self.data_plane.attach(name, config, search, port, mode) {
+            match self.data_plane.attach(key, config, search, port, mode) {
                 Ok(bound) => return Ok(bound),
                 Err(AttachError::PortInUse) => {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
@@ -321,38 +348,42 @@ impl Catalog {
         Err(Error::NoFreePort(self.ports.to_string()))
     }
 
-    /// Every index, ordered by name.
-    pub fn list_indexes(&self) -> Vec<IndexRecord> {
-        self.lock().values().map(|e| e.record.clone()).collect()
+    /// Every index of `project`, ordered by name.
+    pub fn list_indexes(&self, project: &str) -> Vec<IndexRecord> {
+        // Keys order by project first, so this project's indexes come by name.
+        self.lock()
+            .iter()
+            .filter(|(key, _)| key.project() == project)
+            .map(|(_, e)| e.record.clone())
+            .collect()
     }
 
-    /// One index.
-    pub fn describe_index(&self, name: &str) -> Result<IndexRecord> {
-        let name = IndexName::new(name)?;
+    /// One index of `project`.
+    pub fn describe_index(&self, project: &str, name: &str) -> Result<IndexRecord> {
+        let key = key_of(project, name)?;
         self.lock()
-            .get(&name)
+            .get(&key)
             .map(|e| e.record.clone())
-            .ok_or_else(|| Error::NotFound(name.to_string()))
+            .ok_or_else(|| not_found(&key))
     }
 
     /// Changes deletion protection, merges tags (`""` removes a tag) and changes the given ANN
-    /// parameters, which the data plane applies before this returns.
-    pub fn configure_index(&self, request: ConfigureIndex) -> Result<IndexRecord> {
+    /// parameters, which the data plane applies before this returns. The index is looked up in
+    /// `project`.
+    pub fn configure_index(&self, project: &str, request: ConfigureIndex) -> Result<IndexRecord> {
         let ConfigureIndex {
             name,
             deletion_protection,
             tags,
             search,
         } = request;
-        let name = IndexName::new(&name)?;
+        let key = key_of(project, &name)?;
         let protection = deletion_protection
             .as_deref()
             .map(|s| DeletionProtection::parse(s, "deletion_protection"))
             .transpose()?;
         let mut indexes = self.lock();
-        let entry = indexes
-            .get_mut(&name)
-            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
         let mut record = entry.record.clone();
         merge_tags(&mut record.tags, tags)?;
         if let Some(protection) = protection {
@@ -361,37 +392,36 @@ impl Catalog {
         record.search = search.apply_to(record.search)?;
         let previous = std::mem::replace(&mut entry.record, record.clone());
         let search_changed = record.search != previous.search;
-        let restore = |indexes: &mut BTreeMap<IndexName, Entry>, previous: IndexRecord| {
-            if let Some(entry) = indexes.get_mut(&name) {
+        let restore = |indexes: &mut Indexes, previous: IndexRecord| {
+            if let Some(entry) = indexes.get_mut(&key) {
                 entry.record = previous;
             }
         };
         // Applied before it is recorded, as create attaches before recording.
-        if search_changed && let Err(reason) = self.data_plane.configure(&name, record.search) {
+        if search_changed && let Err(reason) = self.data_plane.configure(&key, record.search) {
             restore(&mut indexes, previous);
             return Err(Error::DataPlane(reason));
         }
         if let Err(err) = self.save(&indexes) {
-            if search_changed && let Err(reason) = self.data_plane.configure(&name, previous.search)
+            if search_changed && let Err(reason) = self.data_plane.configure(&key, previous.search)
             {
-                tracing::warn!(index = %name, error = %reason, "cannot restore the previous search parameters");
+                tracing::warn!(index = %key, error = %reason, "cannot restore the previous search parameters");
             }
             restore(&mut indexes, previous);
             return Err(err);
         }
         if search_changed {
-            tracing::info!(index = %name, search = ?record.search, "search parameters changed");
+            tracing::info!(index = %key, search = ?record.search, "search parameters changed");
         }
         Ok(record)
     }
 
-    /// Deletes an index and its data, unless deletion protection is enabled.
-    pub fn delete_index(&self, name: &str) -> Result<()> {
-        let name = IndexName::new(name)?;
+    /// Deletes an index of `project` and its data, unless deletion protection is enabled.
+    pub fn delete_index(&self, project: &str, name: &str) -> Result<()> {
+        let key = key_of(project, name)?;
+        let name = key.name();
         let mut indexes = self.lock();
-        let entry = indexes
-            .get(&name)
-            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let entry = indexes.get(&key).ok_or_else(|| not_found(&key))?;
         if entry.record.deletion_protection == DeletionProtection::Enabled {
             return Err(Error::FailedPrecondition(format!(
                 "index '{name}' has deletion protection enabled; disable it first with \
@@ -399,17 +429,29 @@ impl Catalog {
             )));
         }
         let entry = indexes
-            .remove(&name)
+            .remove(&key)
             .expect("looked up above under the same lock");
         if let Err(err) = self.save(&indexes) {
-            indexes.insert(name, entry);
+            indexes.insert(key, entry);
             return Err(err);
         }
         // Recorded as gone first: a crash now leaves only orphaned data, collected at start.
-        self.data_plane.detach(&name).map_err(Error::DataPlane)?;
-        tracing::info!(index = %name, "index deleted");
+        self.data_plane.detach(&key).map_err(Error::DataPlane)?;
+        tracing::info!(index = %key, "index deleted");
         Ok(())
     }
+}
+
+/// The key of index `name` in `project`, both validated.
+fn key_of(project: &str, name: &str) -> Result<IndexKey> {
+    check_project_id(project)?;
+    IndexKey::new(project, IndexName::new(name)?)
+}
+
+/// "Not found" for `key`, naming only the index: whether another project has an index of that
+/// name is none of the caller's business.
+fn not_found(key: &IndexKey) -> Error {
+    Error::NotFound(key.name().to_string())
 }
 
 /// `host:port`, with IPv6 literals in brackets.
@@ -427,6 +469,9 @@ mod tests {
     use crate::record::SearchSettings;
     use larch_engine::Quantization;
     use std::collections::BTreeSet;
+
+    /// The project of the tests that predate projects.
+    const P: &str = crate::DEFAULT_PROJECT;
 
     /// A data plane that records calls and refuses the ports it is told are busy.
     #[derive(Default)]
@@ -446,7 +491,7 @@ mod tests {
     impl DataPlaneHost for FakeDataPlane {
         fn attach(
             &self,
-            name: &IndexName,
+            key: &IndexKey,
             _: IndexConfig,
             search: SearchParams,
             port: u16,
@@ -456,20 +501,23 @@ mod tests {
                 return Err(AttachError::PortInUse);
             }
             let port = if port == 0 { 40000 } else { port };
-            self.attached.lock().unwrap().insert(name.to_string(), port);
-            self.search.lock().unwrap().insert(name.to_string(), search);
+            let name = key.storage_name();
+            self.attached.lock().unwrap().insert(name.clone(), port);
+            self.search.lock().unwrap().insert(name, search);
             Ok(port)
         }
-        fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String> {
-            if !self.attached.lock().unwrap().contains_key(name.as_str()) {
-                return Err(format!("index '{name}' is not attached"));
+        fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
+            let name = key.storage_name();
+            if !self.attached.lock().unwrap().contains_key(&name) {
+                return Err(format!("index '{key}' is not attached"));
             }
-            self.search.lock().unwrap().insert(name.to_string(), search);
+            self.search.lock().unwrap().insert(name, search);
             Ok(())
         }
-        fn detach(&self, name: &IndexName) -> Result<(), String> {
-            self.attached.lock().unwrap().remove(name.as_str());
-            self.search.lock().unwrap().remove(name.as_str());
+        fn detach(&self, key: &IndexKey) -> Result<(), String> {
+            let name = key.storage_name();
+            self.attached.lock().unwrap().remove(&name);
+            self.search.lock().unwrap().remove(&name);
             Ok(())
         }
     }
@@ -494,18 +542,18 @@ mod tests {
             "127.0.0.1",
         );
         assert_eq!(
-            catalog.create_index(create("a")).unwrap().host,
+            catalog.create_index(P, create("a")).unwrap().host,
             "127.0.0.1:5082"
         );
         assert_eq!(
-            catalog.create_index(create("b")).unwrap().host,
+            catalog.create_index(P, create("b")).unwrap().host,
             "127.0.0.1:5083"
         );
-        let err = catalog.create_index(create("c")).unwrap_err();
+        let err = catalog.create_index(P, create("c")).unwrap_err();
         assert!(matches!(err, Error::NoFreePort(_)), "{err}");
-        catalog.delete_index("a").unwrap();
+        catalog.delete_index(P, "a").unwrap();
         assert_eq!(
-            catalog.create_index(create("c")).unwrap().host,
+            catalog.create_index(P, create("c")).unwrap().host,
             "127.0.0.1:5082"
         );
         assert_eq!(dp.attached.lock().unwrap().len(), 2);
@@ -518,47 +566,53 @@ mod tests {
             PortPolicy::Ephemeral,
             "::1",
         );
-        let rec = catalog.create_index(create("a")).unwrap();
+        let rec = catalog.create_index(P, create("a")).unwrap();
         assert_eq!(rec.host, "[::1]:40000");
         assert!(matches!(
-            catalog.create_index(create("a")),
+            catalog.create_index(P, create("a")),
             Err(Error::AlreadyExists(_))
         ));
         assert!(matches!(
-            catalog.describe_index("zz"),
+            catalog.describe_index(P, "zz"),
             Err(Error::NotFound(_))
         ));
         catalog
-            .configure_index(ConfigureIndex {
-                name: "a".into(),
-                deletion_protection: Some("enabled".into()),
-                tags: BTreeMap::from([("env".into(), "dev".into())]),
-                search: SearchSettings::default(),
-            })
+            .configure_index(
+                P,
+                ConfigureIndex {
+                    name: "a".into(),
+                    deletion_protection: Some("enabled".into()),
+                    tags: BTreeMap::from([("env".into(), "dev".into())]),
+                    search: SearchSettings::default(),
+                },
+            )
             .unwrap();
-        let err = catalog.delete_index("a").unwrap_err();
+        let err = catalog.delete_index(P, "a").unwrap_err();
         assert!(matches!(err, Error::FailedPrecondition(_)));
         assert!(
             err.to_string()
                 .contains("\"deletion_protection\":\"disabled\""),
             "{err}"
         );
-        let rec = catalog.describe_index("a").unwrap();
+        let rec = catalog.describe_index(P, "a").unwrap();
         assert_eq!(rec.tags.get("env").map(String::as_str), Some("dev"));
         catalog
-            .configure_index(ConfigureIndex {
-                name: "a".into(),
-                deletion_protection: Some("disabled".into()),
-                tags: BTreeMap::new(),
-                search: SearchSettings::default(),
-            })
+            .configure_index(
+                P,
+                ConfigureIndex {
+                    name: "a".into(),
+                    deletion_protection: Some("disabled".into()),
+                    tags: BTreeMap::new(),
+                    search: SearchSettings::default(),
+                },
+            )
             .unwrap();
-        catalog.delete_index("a").unwrap();
+        catalog.delete_index(P, "a").unwrap();
         assert!(matches!(
-            catalog.describe_index("a"),
+            catalog.describe_index(P, "a"),
             Err(Error::NotFound(_))
         ));
-        assert!(catalog.list_indexes().is_empty());
+        assert!(catalog.list_indexes(P).is_empty());
     }
 
     #[test]
@@ -567,34 +621,37 @@ mod tests {
         let policy = PortPolicy::parse("6001-6010").unwrap();
         let dp = Arc::new(FakeDataPlane::default());
         let catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
-        catalog.create_index(create("a")).unwrap();
-        catalog.create_index(create("b")).unwrap();
-        catalog.create_index(create("c")).unwrap();
+        catalog.create_index(P, create("a")).unwrap();
+        catalog.create_index(P, create("b")).unwrap();
+        catalog.create_index(P, create("c")).unwrap();
         catalog
-            .configure_index(ConfigureIndex {
-                name: "b".into(),
-                deletion_protection: Some("enabled".into()),
-                tags: BTreeMap::from([("env".into(), "prod".into())]),
-                search: SearchSettings {
-                    ef_search: Some(40),
-                    ..Default::default()
+            .configure_index(
+                P,
+                ConfigureIndex {
+                    name: "b".into(),
+                    deletion_protection: Some("enabled".into()),
+                    tags: BTreeMap::from([("env".into(), "prod".into())]),
+                    search: SearchSettings {
+                        ef_search: Some(40),
+                        ..Default::default()
+                    },
                 },
-            })
+            )
             .unwrap();
-        catalog.delete_index("a").unwrap();
-        let before = catalog.list_indexes();
+        catalog.delete_index(P, "a").unwrap();
+        let before = catalog.list_indexes(P);
         drop(catalog);
 
         // Restart: same records, same hosts; recovered, not created.
         let dp = Arc::new(FakeDataPlane::default());
         let reopened = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
-        assert_eq!(reopened.list_indexes(), before);
+        assert_eq!(reopened.list_indexes(P), before);
         assert_eq!(
             dp.attached.lock().unwrap().clone(),
             BTreeMap::from([("b".to_owned(), 6002), ("c".to_owned(), 6003)])
         );
         let b_search = SearchParams::default().with_ef_search(40).unwrap();
-        assert_eq!(reopened.describe_index("b").unwrap().search, b_search);
+        assert_eq!(reopened.describe_index(P, "b").unwrap().search, b_search);
         assert_eq!(
             dp.search_of("b"),
             Some(b_search),
@@ -609,11 +666,11 @@ mod tests {
             ..Default::default()
         });
         let moved = Catalog::open(dir.path(), dp, policy, "127.0.0.1").unwrap();
-        assert_eq!(moved.describe_index("b").unwrap().host, "127.0.0.1:6001");
+        assert_eq!(moved.describe_index(P, "b").unwrap().host, "127.0.0.1:6001");
         drop(moved);
         let dp = Arc::new(FakeDataPlane::default());
         let again = Catalog::open(dir.path(), dp, policy, "127.0.0.1").unwrap();
-        assert_eq!(again.describe_index("b").unwrap().host, "127.0.0.1:6001");
+        assert_eq!(again.describe_index(P, "b").unwrap().host, "127.0.0.1:6001");
     }
 
     #[test]
@@ -627,7 +684,7 @@ mod tests {
             quantization: Some("int8".into()),
             ..Default::default()
         };
-        let created = catalog.create_index(request).unwrap().search;
+        let created = catalog.create_index(P, request).unwrap().search;
         let expected = SearchParams::default()
             .with_m(24)
             .and_then(|p| p.with_ef_search(100))
@@ -637,11 +694,14 @@ mod tests {
         assert_eq!(dp.search_of("a"), Some(expected));
 
         let configure = |search: SearchSettings| {
-            catalog.configure_index(ConfigureIndex {
-                name: "a".into(),
-                search,
-                ..Default::default()
-            })
+            catalog.configure_index(
+                P,
+                ConfigureIndex {
+                    name: "a".into(),
+                    search,
+                    ..Default::default()
+                },
+            )
         };
         let changed = configure(SearchSettings {
             ef_search: Some(40),
@@ -661,7 +721,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "search.m: must be between 4 and 64; got 2");
         assert_eq!(
-            catalog.describe_index("a").unwrap().search,
+            catalog.describe_index(P, "a").unwrap().search,
             expected,
             "a refused change changes nothing"
         );
@@ -683,7 +743,7 @@ mod tests {
         let catalog =
             Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "127.0.0.1").unwrap();
         assert_eq!(
-            catalog.describe_index("old").unwrap().search,
+            catalog.describe_index(P, "old").unwrap().search,
             SearchParams::default()
         );
         assert_eq!(dp.search_of("old"), Some(SearchParams::default()));
@@ -725,6 +785,296 @@ mod tests {
         .err()
         .expect("a corrupt catalog is refused");
         assert!(err.to_string().contains("catalog.json"), "{err}");
+    }
+
+    /// A project other than the default, with an id shaped like the auth crate's.
+    const OTHER: &str = "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f";
+
+    #[test]
+    fn the_same_name_in_two_projects_is_two_indexes() {
+        let dp = Arc::new(FakeDataPlane::default());
+        let policy = PortPolicy::parse("5081-5089").unwrap();
+        let catalog = Catalog::new(dp.clone(), policy, "127.0.0.1");
+        let mine = catalog.create_index(P, create("movies")).unwrap();
+        let mut request = create("movies");
+        request.dimension = Some(8);
+        let theirs = catalog.create_index(OTHER, request).unwrap();
+        assert_eq!(
+            (mine.host.as_str(), mine.project_id.as_str()),
+            ("127.0.0.1:5081", P)
+        );
+        assert_eq!(
+            (theirs.host.as_str(), theirs.project_id.as_str()),
+            ("127.0.0.1:5082", OTHER),
+            "its own port"
+        );
+        assert_eq!(
+            dp.attached.lock().unwrap().clone(),
+            BTreeMap::from([
+                ("movies".to_owned(), 5081),
+                (format!("movies@{OTHER}"), 5082)
+            ]),
+            "its own data: the data plane knows them by distinct storage names"
+        );
+        assert_eq!(
+            catalog
+                .describe_index(P, "movies")
+                .unwrap()
+                .config
+                .dimension
+                .get(),
+            4
+        );
+        assert_eq!(
+            catalog
+                .describe_index(OTHER, "movies")
+                .unwrap()
+                .config
+                .dimension
+                .get(),
+            8
+        );
+        assert!(matches!(
+            catalog.create_index(OTHER, create("movies")),
+            Err(Error::AlreadyExists(_))
+        ));
+        let mut keys: Vec<String> = catalog
+            .index_keys()
+            .iter()
+            .map(IndexKey::storage_name)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["movies".to_owned(), format!("movies@{OTHER}")]);
+    }
+
+    #[test]
+    fn every_call_is_scoped_to_its_project() {
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::new(dp.clone(), PortPolicy::Ephemeral, "127.0.0.1");
+        for name in ["b", "a", "shared"] {
+            catalog.create_index(OTHER, create(name)).unwrap();
+        }
+        for name in ["shared", "c"] {
+            catalog.create_index(P, create(name)).unwrap();
+        }
+        let names = |project: &str| -> Vec<String> {
+            catalog
+                .list_indexes(project)
+                .into_iter()
+                .map(|record| {
+                    assert_eq!(record.project_id, project);
+                    record.name.to_string()
+                })
+                .collect()
+        };
+        assert_eq!(names(OTHER), ["a", "b", "shared"], "only its own, by name");
+        assert_eq!(names(P), ["c", "shared"]);
+        assert!(names("nobody").is_empty());
+        assert_eq!(
+            (
+                catalog.index_count(P),
+                catalog.index_count(OTHER),
+                catalog.index_count("nobody")
+            ),
+            (2, 3, 0)
+        );
+
+        // Configure changes only the caller's index of that name.
+        catalog
+            .configure_index(
+                OTHER,
+                ConfigureIndex {
+                    name: "shared".into(),
+                    deletion_protection: Some("enabled".into()),
+                    tags: BTreeMap::from([("team".into(), "x".into())]),
+                    search: SearchSettings {
+                        ef_search: Some(99),
+                        ..Default::default()
+                    },
+                },
+            )
+            .unwrap();
+        let theirs = catalog.describe_index(OTHER, "shared").unwrap();
+        let mine = catalog.describe_index(P, "shared").unwrap();
+        assert_eq!(theirs.deletion_protection, DeletionProtection::Enabled);
+        assert_eq!(mine.deletion_protection, DeletionProtection::Disabled);
+        assert!(mine.tags.is_empty());
+        assert_eq!(mine.search, SearchParams::default());
+        assert_eq!(dp.search_of("shared"), Some(SearchParams::default()));
+        assert_eq!(
+            dp.search_of(&format!("shared@{OTHER}")),
+            Some(theirs.search),
+            "the data plane applied it to the other project's index only"
+        );
+
+        // Delete removes only the caller's index; protection is per index too.
+        catalog.delete_index(P, "shared").unwrap();
+        assert!(matches!(
+            catalog.describe_index(P, "shared"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(catalog.describe_index(OTHER, "shared").is_ok());
+        assert!(matches!(
+            catalog.delete_index(OTHER, "shared"),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(!dp.attached.lock().unwrap().contains_key("shared"));
+        assert!(
+            dp.attached
+                .lock()
+                .unwrap()
+                .contains_key(&format!("shared@{OTHER}"))
+        );
+        assert_eq!((catalog.index_count(P), catalog.index_count(OTHER)), (1, 3));
+    }
+
+    #[test]
+    fn an_index_of_another_project_is_not_found_without_a_hint() {
+        let catalog = Catalog::new(
+            Arc::new(FakeDataPlane::default()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        );
+        catalog.create_index(OTHER, create("secret")).unwrap();
+        let absent = catalog
+            .describe_index(P, "nothing")
+            .unwrap_err()
+            .to_string();
+        let errors = [
+            catalog.describe_index(P, "secret").unwrap_err(),
+            catalog
+                .configure_index(
+                    P,
+                    ConfigureIndex {
+                        name: "secret".into(),
+                        deletion_protection: Some("enabled".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_err(),
+            catalog.delete_index(P, "secret").unwrap_err(),
+        ];
+        for err in errors {
+            assert!(matches!(err, Error::NotFound(_)), "{err}");
+            assert_eq!(err.to_string(), "index 'secret' not found");
+            assert_eq!(
+                err.to_string(),
+                absent.replace("nothing", "secret"),
+                "worded exactly as for a name nobody has"
+            );
+        }
+        assert!(catalog.list_indexes(P).is_empty());
+        assert_eq!(
+            catalog
+                .describe_index(OTHER, "secret")
+                .unwrap()
+                .deletion_protection,
+            DeletionProtection::Disabled,
+            "the refused configure changed nothing"
+        );
+    }
+
+    #[test]
+    fn project_ids_are_checked() {
+        let catalog = Catalog::new(
+            Arc::new(FakeDataPlane::default()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        );
+        for bad in ["", "a/b", "a@b", "a b", &"p".repeat(65)] {
+            let err = catalog.create_index(bad, create("x")).unwrap_err();
+            assert!(err.to_string().starts_with("project: "), "{bad:?}: {err}");
+            assert!(catalog.describe_index(bad, "x").is_err());
+            assert!(catalog.delete_index(bad, "x").is_err());
+        }
+        assert!(catalog.index_keys().is_empty());
+    }
+
+    #[test]
+    fn projects_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = PortPolicy::parse("6001-6010").unwrap();
+        let catalog = Catalog::open(
+            dir.path(),
+            Arc::new(FakeDataPlane::default()),
+            policy,
+            "127.0.0.1",
+        )
+        .unwrap();
+        catalog.create_index(P, create("a")).unwrap();
+        catalog.create_index(OTHER, create("a")).unwrap();
+        let before = (catalog.list_indexes(P), catalog.list_indexes(OTHER));
+        drop(catalog);
+
+        let dp = Arc::new(FakeDataPlane::default());
+        let reopened = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        assert_eq!(
+            (reopened.list_indexes(P), reopened.list_indexes(OTHER)),
+            before
+        );
+        assert_eq!(
+            dp.attached.lock().unwrap().clone(),
+            BTreeMap::from([("a".to_owned(), 6001), (format!("a@{OTHER}"), 6002)]),
+            "each recovered from its own storage"
+        );
+    }
+
+    #[test]
+    fn catalog_written_before_projects_loads_into_the_default_project() {
+        let dir = tempfile::tempdir().unwrap();
+        // catalog.json as written before `project` existed.
+        std::fs::write(
+            dir.path().join(crate::CATALOG_FILE),
+            r#"{"version":1,"indexes":[{"name":"old","dimension":4,"metric":"cosine",
+                "vector_type":"dense","cloud":"aws","region":"us-east-1",
+                "deletion_protection":"disabled","tags":{},"port":6003,
+                "search":{"m":16,"ef_construction":128,"ef_search":64,"quantization":"none"}}]}"#,
+        )
+        .unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let policy = PortPolicy::parse("6001-6010").unwrap();
+        let catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        let record = catalog.describe_index(P, "old").unwrap();
+        assert_eq!(record.project_id, "default");
+        assert_eq!(record.host, "127.0.0.1:6003");
+        assert_eq!(
+            dp.attached.lock().unwrap().clone(),
+            BTreeMap::from([("old".to_owned(), 6003)]),
+            "recovered from the same data directory as before"
+        );
+        assert!(matches!(
+            catalog.describe_index(OTHER, "old"),
+            Err(Error::NotFound(_))
+        ));
+        // The next save writes the project out.
+        catalog.create_index(OTHER, create("new")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(crate::CATALOG_FILE)).unwrap();
+        assert!(text.contains(r#""project": "default""#), "{text}");
+        assert!(text.contains(&format!(r#""project": "{OTHER}""#)), "{text}");
+    }
+
+    #[test]
+    fn a_stored_bad_project_id_is_refused_naming_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(crate::CATALOG_FILE),
+            r#"{"version":1,"indexes":[{"project":"a@b","name":"bad","dimension":4,
+                "metric":"cosine","vector_type":"dense","cloud":"aws","region":"us-east-1",
+                "deletion_protection":"disabled","tags":{},"port":0}]}"#,
+        )
+        .unwrap();
+        let err = Catalog::open(
+            dir.path(),
+            Arc::new(FakeDataPlane::default()),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        )
+        .err()
+        .expect("a bad project id is refused");
+        assert!(
+            err.to_string().contains("index 'bad' of project 'a@b'"),
+            "{err}"
+        );
     }
 
     #[test]

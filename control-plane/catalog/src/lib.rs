@@ -1,14 +1,26 @@
-//! The control plane's model of indexes: what exists, with which settings, served where.
+//! The control plane's model of indexes: what exists, in which project, with which settings,
+//! served where.
 //!
 //! The catalog validates index settings (Pinecone's naming and limits), keeps one
 //! [`IndexRecord`] per index, hands each index a data-plane port, and tells the data plane
-//! to open, reconfigure or drop the index through the [`DataPlaneHost`] trait. It knows
+//! to open, reconfigure or drop the index through the [`DataPlaneHost`] trait.
+//!
+//! # Projects
+//!
+//! As in Pinecone, a project owns indexes (and API keys, which the auth crate keeps). An index
+//! is identified by its [`IndexKey`] — project id and name — so names are unique per project:
+//! two projects may each have an index `movies`, with separate data and ports. Every catalog
+//! call names the caller's project and sees only that project's indexes; a name that exists only
+//! in another project is NOT_FOUND, with nothing in the message to say otherwise. Indexes of the
+//! [`DEFAULT_PROJECT`] keep their bare name as storage name ([`IndexKey::storage_name`]), so data
+//! directories and `catalog.json` files written before projects existed load unchanged. It knows
 //! nothing of gRPC: the control-plane server translates its requests into [`CreateIndex`] /
 //! [`ConfigureIndex`] and its records back into protobuf.
 //!
 //! # Layout
 //! - [`error`]: the crate's [`Error`] and its [`larch_engine::ErrorCode`] class.
-//! - [`record`]: typed index settings ([`IndexName`], [`Cloud`], [`DeletionProtection`], ...),
+//! - [`record`]: typed index settings ([`IndexName`], [`IndexKey`], [`Cloud`],
+//!   [`DeletionProtection`], ...),
 //!   the raw [`SearchSettings`] of a request (validated into [`larch_engine::SearchParams`])
 //!   and the validated [`IndexRecord`].
 //! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
@@ -25,7 +37,7 @@ mod store;
 pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
 pub use error::{Error, Result};
 pub use record::{
-    Cloud, ConfigureIndex, CreateIndex, DeletionProtection, IndexName, IndexRecord, IndexState,
-    SearchSettings, VectorType,
+    Cloud, ConfigureIndex, CreateIndex, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName,
+    IndexRecord, IndexState, SearchSettings, VectorType, check_project_id,
 };
 pub use store::CATALOG_FILE;

@@ -1,7 +1,8 @@
-//! Typed, validated index settings and the record the catalog keeps per index.
+//! Typed, validated index settings, the [`IndexKey`] (project and name) that identifies an
+//! index, and the record the catalog keeps per index.
 //!
 //! Every constructor validates, so a value of these types is always within Pinecone's
-//! limits; nothing past [`CreateIndex::validate`] re-checks them.
+//! limits; nothing past the validation of a [`CreateIndex`] re-checks them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +70,90 @@ impl IndexName {
 impl fmt::Display for IndexName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The project every index belonged to before projects existed, and the project of the
+/// bootstrap admin key (the same id as `larch_auth::Grant::DEFAULT_PROJECT`).
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Longest project id accepted (ids are `"default"` or a UUID).
+pub const MAX_PROJECT_ID_LEN: usize = 64;
+
+/// Checks a project id: 1–64 characters, none of them `/`, `@` or whitespace — so that
+/// `name@project` names one index's storage unambiguously and `project/name` reads clearly.
+///
+/// Project ids come from the auth crate, not from request bodies, so a bad one is a bug or a
+/// damaged file rather than a typo; it is refused all the same.
+pub fn check_project_id(project: &str) -> Result<()> {
+    let field = "project";
+    if project.is_empty() {
+        return Err(Error::invalid(field, "project id is required"));
+    }
+    if project.chars().count() > MAX_PROJECT_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("project id must be at most {MAX_PROJECT_ID_LEN} characters"),
+        ));
+    }
+    if let Some(bad) = project
+        .chars()
+        .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            field,
+            format!("project id must not contain {bad:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What identifies an index: its project and its name. Names are unique per project only, so
+/// two projects may each have an index `movies`, with separate data and ports.
+///
+/// Ordered by project, then name. Displayed as `project/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IndexKey {
+    project: String,
+    name: IndexName,
+}
+
+impl IndexKey {
+    /// The index `name` of `project`; the project id is checked with [`check_project_id`].
+    pub fn new(project: &str, name: IndexName) -> Result<IndexKey> {
+        check_project_id(project)?;
+        Ok(IndexKey {
+            project: project.to_owned(),
+            name,
+        })
+    }
+
+    /// The project owning the index.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The index name, unique within its project.
+    pub fn name(&self) -> &IndexName {
+        &self.name
+    }
+
+    /// The name the engine (and so the index's data directory) knows the index by: the bare
+    /// name in the [`DEFAULT_PROJECT`] — so data written before projects existed is found
+    /// unchanged — and `name@project` in any other. Index names never contain `@` and project
+    /// ids never do either, so no two keys share a storage name.
+    pub fn storage_name(&self) -> String {
+        if self.project == DEFAULT_PROJECT {
+            self.name.to_string()
+        } else {
+            format!("{}@{}", self.name, self.project)
+        }
+    }
+}
+
+impl fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.project, self.name)
     }
 }
 
@@ -439,7 +524,9 @@ pub struct ConfigureIndex {
 /// Everything the catalog knows about one index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexRecord {
-    /// Unique name.
+    /// The project owning the index.
+    pub project_id: String,
+    /// Name, unique within the project.
     pub name: IndexName,
     /// Dimension and metric, fixed at creation.
     pub config: IndexConfig,
@@ -472,6 +559,39 @@ mod tests {
         for bad in ["", "-a", "a-", "My", "a_b", "a.b", &"a".repeat(46)] {
             let err = IndexName::new(bad).unwrap_err();
             assert!(err.to_string().starts_with("name: "), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn storage_names_keep_the_default_project_bare() {
+        let name = || IndexName::new("movies").unwrap();
+        let default = IndexKey::new(DEFAULT_PROJECT, name()).unwrap();
+        assert_eq!(
+            default.storage_name(),
+            "movies",
+            "existing data dirs keep working"
+        );
+        assert_eq!(default.to_string(), "default/movies");
+        let other = IndexKey::new("3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f", name()).unwrap();
+        assert_eq!(
+            other.storage_name(),
+            "movies@3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f"
+        );
+        assert_eq!(other.project(), "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f");
+        assert_eq!(other.name().as_str(), "movies");
+        // A project literally named like a storage suffix still cannot collide: '@' is
+        // refused in both parts.
+        assert!(IndexKey::new("x@y", name()).is_err());
+        assert!(IndexName::new("movies@x").is_err());
+    }
+
+    #[test]
+    fn project_ids_are_checked() {
+        assert!(check_project_id("default").is_ok());
+        assert!(check_project_id(&"p".repeat(MAX_PROJECT_ID_LEN)).is_ok());
+        for bad in ["", "a/b", "a@b", "a b", "a\tb", "a\nb", &"p".repeat(65)] {
+            let err = check_project_id(bad).unwrap_err();
+            assert!(err.to_string().starts_with("project: "), "{bad:?}: {err}");
         }
     }
 

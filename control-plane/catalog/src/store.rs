@@ -3,8 +3,9 @@
 //!
 //! Format: `catalog.json`, `{"version":1,"indexes":[{...}]}`. Written to a temporary file,
 //! fsynced, renamed over the old one, and the directory fsynced so the rename itself is durable.
-//! Fields added later (`search`) default when absent, so files written by older versions load
-//! without a version bump.
+//! Fields added later default when absent, so files written by older versions load without a
+//! version bump: `search` (the default ANN parameters) and `project` (the default project,
+//! which is what every index belonged to before projects existed).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +16,9 @@ use larch_engine::{Dimension, IndexConfig, Metric, SearchParams};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::{Cloud, DeletionProtection, IndexName, SearchSettings, VectorType};
+use crate::record::{
+    Cloud, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName, SearchSettings, VectorType,
+};
 
 /// Name of the catalog file inside the data directory.
 pub const CATALOG_FILE: &str = "catalog.json";
@@ -24,6 +27,9 @@ const VERSION: u32 = 1;
 /// One index as stored on disk: plain values, validated again when loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StoredIndex {
+    /// The owning project; absent in catalogs written before projects existed.
+    #[serde(default = "default_project")]
+    pub(crate) project: String,
     pub(crate) name: String,
     pub(crate) dimension: u32,
     pub(crate) metric: String,
@@ -37,6 +43,10 @@ pub(crate) struct StoredIndex {
     /// ANN parameters; absent in catalogs written before they existed (defaults then).
     #[serde(default)]
     pub(crate) search: StoredSearch,
+}
+
+fn default_project() -> String {
+    DEFAULT_PROJECT.to_owned()
 }
 
 /// [`SearchParams`] as stored; a missing field takes its default.
@@ -68,7 +78,7 @@ impl Default for StoredSearch {
 
 /// What a stored index turns back into.
 pub(crate) struct LoadedIndex {
-    pub(crate) name: IndexName,
+    pub(crate) key: IndexKey,
     pub(crate) config: IndexConfig,
     pub(crate) vector_type: VectorType,
     pub(crate) cloud: Cloud,
@@ -84,13 +94,15 @@ impl StoredIndex {
     pub(crate) fn load(self, file: &Path) -> Result<LoadedIndex> {
         let corrupt = |what: String| {
             Error::Storage(format!(
-                "{}: index '{}': {what}; fix or remove the entry",
+                "{}: index '{}' of project '{}': {what}; fix or remove the entry",
                 file.display(),
-                self.name
+                self.name,
+                self.project,
             ))
         };
+        let name = IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?;
         Ok(LoadedIndex {
-            name: IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?,
+            key: IndexKey::new(&self.project, name).map_err(|e| corrupt(e.to_string()))?,
             config: IndexConfig {
                 dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
                 metric: self

@@ -4,10 +4,16 @@
 //! call here and translate the [`IndexRecord`] back; every rule lives in the catalog. Errors
 //! come back as a [`Failure`] with a transport-neutral [`ErrorCode`], which each transport
 //! maps to its own status in one place.
+//!
+//! Every call is scoped to a project — the caller's, `Principal::project_id` — so a caller
+//! sees and changes only its own project's indexes. Before a call names an index, the
+//! transport checks the caller's index allow-list (and roles) with [`authorize`]; a refusal is
+//! [`Failure::Denied`]. Lists keep only the indexes the caller [may see](Principal::may_see).
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use larch_auth::{Action, Denied, Principal};
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord};
 use larch_engine::ErrorCode;
 
@@ -30,13 +36,21 @@ pub enum Failure {
     Unsupported(String),
     /// The blocking task running the catalog call died (a panic).
     TaskFailed(String),
+    /// The caller's key may not do this (its roles, or its index allow-list).
+    Denied(Denied),
 }
 
 impl Failure {
     /// The transport-neutral class of this failure.
+    ///
+    /// [`Failure::Denied`] has no class of its own among the engine's codes: the transports
+    /// answer it with PERMISSION_DENIED (gRPC) or 403 `PERMISSION_DENIED` (REST) before they
+    /// look at the code, which says `FailedPrecondition` for it (the request is valid, but not
+    /// for this caller).
     pub fn code(&self) -> ErrorCode {
         match self {
             Failure::Catalog(err) => err.code(),
+            Failure::Denied(_) => ErrorCode::FailedPrecondition,
             Failure::Recovering => ErrorCode::Unavailable,
             Failure::Unsupported(_) => ErrorCode::InvalidArgument,
             Failure::TaskFailed(_) => ErrorCode::Internal,
@@ -53,6 +67,7 @@ impl fmt::Display for Failure {
             }
             Failure::Unsupported(message) => f.write_str(message),
             Failure::TaskFailed(reason) => write!(f, "catalog task failed: {reason}"),
+            Failure::Denied(denied) => denied.fmt(f),
         }
     }
 }
@@ -61,6 +76,19 @@ impl From<larch_catalog::Error> for Failure {
     fn from(err: larch_catalog::Error) -> Failure {
         Failure::Catalog(err)
     }
+}
+
+impl From<Denied> for Failure {
+    fn from(denied: Denied) -> Failure {
+        Failure::Denied(denied)
+    }
+}
+
+/// Whether `principal` may do `action` on index `name`: its roles grant the action and its
+/// allow-list (if any) names the index. Checked before the catalog is asked, so a restricted
+/// key learns nothing about indexes it may not use, not even whether they exist.
+pub fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
+    Ok(principal.authorize(action, Some(name))?)
 }
 
 impl Indexes {
@@ -100,29 +128,49 @@ impl Indexes {
             .map_err(Failure::Catalog)
     }
 
-    /// Creates an index; it is ready when this returns.
-    pub async fn create(&self, request: CreateIndex) -> Result<IndexRecord, Failure> {
-        self.run(move |c| c.create_index(request)).await
+    /// Creates an index in `project`; it is ready when this returns.
+    pub async fn create(
+        &self,
+        project: &str,
+        request: CreateIndex,
+    ) -> Result<IndexRecord, Failure> {
+        let project = project.to_owned();
+        self.run(move |c| c.create_index(&project, request)).await
     }
 
-    /// Every index, ordered by name.
-    pub fn list(&self) -> Result<Vec<IndexRecord>, Failure> {
-        Ok(self.catalog()?.list_indexes())
+    /// Every index of `project`, ordered by name.
+    pub fn list(&self, project: &str) -> Result<Vec<IndexRecord>, Failure> {
+        Ok(self.catalog()?.list_indexes(project))
     }
 
-    /// One index.
-    pub fn describe(&self, name: &str) -> Result<IndexRecord, Failure> {
-        Ok(self.catalog()?.describe_index(name)?)
+    /// The indexes of `principal`'s project that it may see, ordered by name.
+    pub fn list_for(&self, principal: &Principal) -> Result<Vec<IndexRecord>, Failure> {
+        let mut records = self.list(&principal.project_id)?;
+        records.retain(|record| principal.may_see(record.name.as_str()));
+        Ok(records)
     }
 
-    /// Changes deletion protection, merges tags and changes ANN search parameters.
-    pub async fn configure(&self, request: ConfigureIndex) -> Result<IndexRecord, Failure> {
-        self.run(move |c| c.configure_index(request)).await
+    /// One index of `project`.
+    pub fn describe(&self, project: &str, name: &str) -> Result<IndexRecord, Failure> {
+        Ok(self.catalog()?.describe_index(project, name)?)
     }
 
-    /// Deletes an index and its data.
-    pub async fn delete(&self, name: String) -> Result<(), Failure> {
-        self.run(move |c| c.delete_index(&name)).await
+    /// Changes deletion protection, merges tags and changes ANN search parameters of an index
+    /// of `project`.
+    pub async fn configure(
+        &self,
+        project: &str,
+        request: ConfigureIndex,
+    ) -> Result<IndexRecord, Failure> {
+        let project = project.to_owned();
+        self.run(move |c| c.configure_index(&project, request))
+            .await
+    }
+
+    /// Deletes an index of `project` and its data.
+    pub async fn delete(&self, project: &str, name: String) -> Result<(), Failure> {
+        let project = project.to_owned();
+        self.run(move |c| c.delete_index(&project, &name)).await
     }
 }
 
@@ -175,9 +223,67 @@ fn is_date(v: &str) -> bool {
             .all(|(i, c)| i == 4 || c.is_ascii_digit())
 }
 
+/// What the transports' unit tests share: a catalog over a data plane that serves nothing,
+/// and callers of any project, roles and allow-list.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use larch_auth::{Grant, Principal, Role};
+    use larch_catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, IndexKey, PortPolicy};
+    use larch_engine::{IndexConfig, SearchParams};
+
+    use super::Indexes;
+
+    /// A project other than the default, with an id shaped like the auth crate's.
+    pub(crate) const OTHER: &str = "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f";
+
+    struct NoDataPlane;
+
+    impl DataPlaneHost for NoDataPlane {
+        fn attach(
+            &self,
+            _: &IndexKey,
+            _: IndexConfig,
+            _: SearchParams,
+            _: u16,
+            _: AttachMode,
+        ) -> Result<u16, AttachError> {
+            Ok(5081)
+        }
+        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+            Ok(())
+        }
+        fn detach(&self, _: &IndexKey) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// An empty in-memory catalog.
+    pub(crate) fn indexes() -> Indexes {
+        Indexes::new(Arc::new(Catalog::new(
+            Arc::new(NoDataPlane),
+            PortPolicy::Ephemeral,
+            "127.0.0.1",
+        )))
+    }
+
+    /// A `ProjectEditor` key of `project`, restricted to `allowed` indexes when given.
+    pub(crate) fn caller(project: &str, allowed: Option<&[&str]>) -> Principal {
+        let mut principal = Principal::new("test", Grant::admin());
+        principal.project_id = project.to_owned();
+        principal.roles = vec![Role::ProjectEditor];
+        principal.index_names = allowed.map(|names| names.iter().map(|n| n.to_string()).collect());
+        principal.is_admin = false;
+        principal
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{OTHER, caller, indexes};
     use super::*;
+    use larch_auth::Grant;
 
     #[test]
     fn api_version_switches_at_2026_07() {
@@ -216,5 +322,80 @@ mod tests {
             Failure::TaskFailed("boom".into()).code(),
             ErrorCode::Internal
         );
+    }
+
+    #[test]
+    fn the_default_project_is_the_same_in_both_crates() {
+        assert_eq!(larch_catalog::DEFAULT_PROJECT, Grant::DEFAULT_PROJECT);
+    }
+
+    #[tokio::test]
+    async fn calls_work_in_the_callers_project() {
+        let indexes = indexes();
+        let create = |dimension| CreateIndex {
+            name: "movies".into(),
+            dimension: Some(dimension),
+            ..Default::default()
+        };
+        indexes
+            .create(Grant::DEFAULT_PROJECT, create(4))
+            .await
+            .unwrap();
+        indexes.create(OTHER, create(8)).await.unwrap();
+        let mine = indexes.describe(Grant::DEFAULT_PROJECT, "movies").unwrap();
+        let theirs = indexes.describe(OTHER, "movies").unwrap();
+        assert_eq!(
+            (mine.config.dimension.get(), theirs.config.dimension.get()),
+            (4, 8)
+        );
+        indexes.delete(OTHER, "movies".into()).await.unwrap();
+        assert!(matches!(
+            indexes.describe(OTHER, "movies"),
+            Err(Failure::Catalog(larch_catalog::Error::NotFound(_)))
+        ));
+        assert_eq!(indexes.list(Grant::DEFAULT_PROJECT).unwrap(), [mine]);
+    }
+
+    #[tokio::test]
+    async fn allow_lists_deny_by_name_and_filter_lists() {
+        let indexes = indexes();
+        for name in ["a", "b", "c"] {
+            let request = CreateIndex {
+                name: name.into(),
+                dimension: Some(4),
+                ..Default::default()
+            };
+            indexes.create(OTHER, request).await.unwrap();
+        }
+        let restricted = caller(OTHER, Some(&["a", "c", "not-created"]));
+        let names: Vec<String> = indexes
+            .list_for(&restricted)
+            .unwrap()
+            .into_iter()
+            .map(|record| record.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(indexes.list_for(&caller(OTHER, None)).unwrap().len(), 3);
+        assert!(
+            indexes
+                .list_for(&caller("default", None))
+                .unwrap()
+                .is_empty()
+        );
+
+        assert!(authorize(&restricted, Action::ControlRead, "a").is_ok());
+        let denied = authorize(&restricted, Action::ControlWrite, "b").unwrap_err();
+        assert!(matches!(denied, Failure::Denied(_)));
+        assert_eq!(
+            denied.to_string(),
+            "this API key is restricted to other indexes and may not use index 'b'"
+        );
+        let mut viewer = caller(OTHER, None);
+        viewer.roles = vec![larch_auth::Role::ControlPlaneViewer];
+        assert!(authorize(&viewer, Action::ControlRead, "b").is_ok());
+        assert!(matches!(
+            authorize(&viewer, Action::ControlWrite, "b"),
+            Err(Failure::Denied(_))
+        ));
     }
 }

@@ -465,6 +465,8 @@ pub struct IndexList {
 pub fn index_model(record: IndexRecord, version: ApiVersion) -> IndexModel {
     let host = version.host(&record);
     let IndexRecord {
+        // The caller's own project: not part of Pinecone's index model.
+        project_id: _,
         name,
         config,
         vector_type,

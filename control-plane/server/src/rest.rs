@@ -6,20 +6,25 @@
 //! mapped from the transport-neutral error class in [`RestError`]'s one `From` impl.
 //! Endpoints Larch does not implement (collections, backups, restore jobs, integrated
 //! inference) answer 501 with a message, rather than 404.
+//!
+//! Each handler takes the caller's [`Principal`] (attached by [`require_key`]) and works in
+//! its project only; calls naming an index first check the key's allow-list with
+//! [`authorize`] (a refusal is 403 `PERMISSION_DENIED`).
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use larch_auth::KeyStore;
 use larch_auth::http::{HttpAuth, require_key};
+use larch_auth::{Action, KeyStore, Principal};
 use larch_engine::ErrorCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::indexes::{ApiVersion, Failure, Indexes};
+use crate::indexes::{ApiVersion, Failure, Indexes, authorize};
 use crate::json::{ConfigureIndexBody, CreateIndexBody, IndexList, index_model};
 
 /// The request header naming the API version, and so the JSON shape.
@@ -67,11 +72,12 @@ pub async fn not_found(request: Request) -> Response {
 
 async fn list_indexes(
     State(indexes): State<Indexes>,
+    Caller(principal): Caller,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
     let version = api_version(&headers);
     let indexes = indexes
-        .list()?
+        .list_for(&principal)?
         .into_iter()
         .map(|record| index_model(record, version))
         .collect();
@@ -80,10 +86,13 @@ async fn list_indexes(
 
 async fn create_index(
     State(indexes): State<Indexes>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     Json(body): Json<CreateIndexBody>,
 ) -> Result<Response, RestError> {
-    let record = indexes.create(body.into_request()?).await?;
+    let request = body.into_request()?;
+    authorize(&principal, Action::ControlWrite, &request.name)?;
+    let record = indexes.create(&principal.project_id, request).await?;
     Ok(json(
         StatusCode::CREATED,
         &index_model(record, api_version(&headers)),
@@ -92,10 +101,12 @@ async fn create_index(
 
 async fn describe_index(
     State(indexes): State<Indexes>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
-    let record = indexes.describe(&name)?;
+    authorize(&principal, Action::ControlRead, &name)?;
+    let record = indexes.describe(&principal.project_id, &name)?;
     Ok(json(
         StatusCode::OK,
         &index_model(record, api_version(&headers)),
@@ -104,11 +115,15 @@ async fn describe_index(
 
 async fn configure_index(
     State(indexes): State<Indexes>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(body): Json<ConfigureIndexBody>,
 ) -> Result<Response, RestError> {
-    let record = indexes.configure(body.into_request(name)?).await?;
+    authorize(&principal, Action::ControlWrite, &name)?;
+    let record = indexes
+        .configure(&principal.project_id, body.into_request(name)?)
+        .await?;
     Ok(json(
         StatusCode::ACCEPTED,
         &index_model(record, api_version(&headers)),
@@ -117,9 +132,11 @@ async fn configure_index(
 
 async fn delete_index(
     State(indexes): State<Indexes>,
+    Caller(principal): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, RestError> {
-    indexes.delete(name).await?;
+    authorize(&principal, Action::ControlWrite, &name)?;
+    indexes.delete(&principal.project_id, name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -188,6 +205,10 @@ impl RestError {
 impl From<Failure> for RestError {
     fn from(err: Failure) -> RestError {
         let message = err.to_string();
+        if let Failure::Denied(_) = err {
+            // Not an engine class: a valid request this key may not make.
+            return RestError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message);
+        }
         let (status, code) = match err.code() {
             ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
             ErrorCode::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
@@ -252,6 +273,27 @@ fn render_error(status: StatusCode, message: &str) -> Response {
     RestError::new(status, code, message).into_response()
 }
 
+/// The authenticated caller, attached to the request by [`require_key`].
+struct Caller(Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, RestError> {
+        match parts.extensions.get::<Principal>() {
+            Some(principal) => Ok(Caller(principal.clone())),
+            None => {
+                tracing::error!("request has no principal; is the route behind require_key?");
+                Err(RestError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "missing api key: send it in the 'Api-Key' header",
+                ))
+            }
+        }
+    }
+}
+
 /// A JSON request body. Unlike axum's own extractor it ignores `Content-Type` (curl users often
 /// omit it) and answers in the control plane's error shape: 400 for text that is not JSON, 422
 /// for JSON that does not fit the request type, as Pinecone does.
@@ -285,5 +327,117 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 )
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indexes::testing::{OTHER, caller, indexes};
+    use larch_auth::Grant;
+    use serde_json::{Value, json};
+
+    async fn body_of(response: Response) -> (StatusCode, Value) {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn create_body(name: &str) -> Json<CreateIndexBody> {
+        Json(
+            serde_json::from_value(json!({
+                "name": name,
+                "dimension": 4,
+                "spec": {"serverless": {"cloud": "aws", "region": "us-east-1"}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_denied_call_is_403_permission_denied_in_pinecones_shape() {
+        let indexes = indexes();
+        let restricted = caller(OTHER, Some(&["a"]));
+        let refused = describe_index(
+            State(indexes.clone()),
+            Caller(restricted.clone()),
+            HeaderMap::new(),
+            Path("b".into()),
+        )
+        .await
+        .unwrap_err();
+        let (status, body) = body_of(refused.into_response()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            json!({
+                "error": {
+                    "code": "PERMISSION_DENIED",
+                    "message": "this API key is restricted to other indexes and may not use index 'b'"
+                },
+                "status": 403
+            })
+        );
+        let refused = create_index(
+            State(indexes.clone()),
+            Caller(restricted.clone()),
+            HeaderMap::new(),
+            create_body("b"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.code, "PERMISSION_DENIED");
+        let refused = delete_index(State(indexes.clone()), Caller(restricted), Path("b".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, "PERMISSION_DENIED");
+    }
+
+    #[tokio::test]
+    async fn rest_calls_are_scoped_to_the_callers_project() {
+        let indexes = indexes();
+        let (mine, theirs) = (caller(Grant::DEFAULT_PROJECT, None), caller(OTHER, None));
+        for (principal, name) in [(&mine, "a"), (&theirs, "a"), (&theirs, "b")] {
+            let created = create_index(
+                State(indexes.clone()),
+                Caller(principal.clone()),
+                HeaderMap::new(),
+                create_body(name),
+            )
+            .await
+            .unwrap();
+            assert_eq!(created.status(), StatusCode::CREATED);
+        }
+        let list =
+            |principal| list_indexes(State(indexes.clone()), Caller(principal), HeaderMap::new());
+        let names = |body: Value| -> Vec<String> {
+            body["indexes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|model| model["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (_, body) = body_of(list(mine.clone()).await.unwrap()).await;
+        assert_eq!(names(body), ["a"]);
+        let (_, body) = body_of(list(theirs.clone()).await.unwrap()).await;
+        assert_eq!(names(body), ["a", "b"]);
+        let (_, body) = body_of(list(caller(OTHER, Some(&["b"]))).await.unwrap()).await;
+        assert_eq!(names(body), ["b"], "the allow-list filters the list");
+
+        let missing = describe_index(
+            State(indexes.clone()),
+            Caller(mine.clone()),
+            HeaderMap::new(),
+            Path("b".into()),
+        )
+        .await
+        .unwrap_err();
+        let (status, body) = body_of(missing.into_response()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["message"], "index 'b' not found");
     }
 }

@@ -1,7 +1,12 @@
 //! `larch.control.v1.IndexService`: protobuf in, one [`Indexes`] call, protobuf out.
+//!
+//! Each handler reads the caller's [`Principal`](larch_auth::Principal) (put in the request by
+//! the auth layer) and works in its project only; calls naming an index first check the key's
+//! allow-list with [`authorize`].
 
 use std::sync::Arc;
 
+use larch_auth::Action;
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
 use larch_engine::ErrorCode;
 use larch_proto::control::{
@@ -11,7 +16,7 @@ use larch_proto::control::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::indexes::{Failure, Indexes};
+use crate::indexes::{Failure, Indexes, authorize};
 
 /// The gRPC face of the catalog. Clones share the same catalog slot.
 #[derive(Clone)]
@@ -49,6 +54,7 @@ impl IndexService for IndexApi {
         &self,
         request: Request<CreateIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
+        let principal = larch_auth::grpc::principal(&request)?.clone();
         let CreateIndexRequest {
             name,
             dimension,
@@ -59,6 +65,7 @@ impl IndexService for IndexApi {
             vector_type,
             search,
         } = request.into_inner();
+        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
         let (cloud, region) = match spec.and_then(|IndexSpec { serverless }| serverless) {
             Some(ServerlessSpec { cloud, region }) => (non_empty(cloud), non_empty(region)),
             None => (None, None),
@@ -74,7 +81,11 @@ impl IndexService for IndexApi {
             vector_type,
             search: search_settings(search),
         };
-        let record = self.indexes.create(request).await.map_err(status)?;
+        let record = self
+            .indexes
+            .create(&principal.project_id, request)
+            .await
+            .map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -82,10 +93,11 @@ impl IndexService for IndexApi {
         &self,
         request: Request<ListIndexesRequest>,
     ) -> Result<Response<ListIndexesResponse>, Status> {
+        let principal = larch_auth::grpc::principal(&request)?.clone();
         let ListIndexesRequest {} = request.into_inner();
         let indexes = self
             .indexes
-            .list()
+            .list_for(&principal)
             .map_err(status)?
             .into_iter()
             .map(index_model)
@@ -97,8 +109,13 @@ impl IndexService for IndexApi {
         &self,
         request: Request<DescribeIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
+        let principal = larch_auth::grpc::principal(&request)?.clone();
         let DescribeIndexRequest { name } = request.into_inner();
-        let record = self.indexes.describe(&name).map_err(status)?;
+        authorize(&principal, Action::ControlRead, &name).map_err(status)?;
+        let record = self
+            .indexes
+            .describe(&principal.project_id, &name)
+            .map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -106,19 +123,25 @@ impl IndexService for IndexApi {
         &self,
         request: Request<ConfigureIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
+        let principal = larch_auth::grpc::principal(&request)?.clone();
         let ConfigureIndexRequest {
             name,
             deletion_protection,
             tags,
             search,
         } = request.into_inner();
+        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
         let request = ConfigureIndex {
             name,
             deletion_protection,
             tags: tags.into_iter().collect(),
             search: search_settings(search),
         };
-        let record = self.indexes.configure(request).await.map_err(status)?;
+        let record = self
+            .indexes
+            .configure(&principal.project_id, request)
+            .await
+            .map_err(status)?;
         Ok(Response::new(index_model(record)))
     }
 
@@ -126,8 +149,13 @@ impl IndexService for IndexApi {
         &self,
         request: Request<DeleteIndexRequest>,
     ) -> Result<Response<DeleteIndexResponse>, Status> {
+        let principal = larch_auth::grpc::principal(&request)?.clone();
         let DeleteIndexRequest { name } = request.into_inner();
-        self.indexes.delete(name).await.map_err(status)?;
+        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
+        self.indexes
+            .delete(&principal.project_id, name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(DeleteIndexResponse {}))
     }
 }
@@ -154,6 +182,8 @@ fn search_settings(search: Option<SearchParams>) -> SearchSettings {
 
 fn index_model(record: IndexRecord) -> IndexModel {
     let IndexRecord {
+        // The caller's own project: not part of Pinecone's IndexModel.
+        project_id: _,
         name,
         config,
         vector_type,
@@ -195,6 +225,10 @@ fn index_model(record: IndexRecord) -> IndexModel {
 /// The one place control-plane failures become gRPC statuses.
 fn status(err: Failure) -> Status {
     let message = err.to_string();
+    if let Failure::Denied(_) = err {
+        // Not an engine class: a valid request this key may not make.
+        return Status::permission_denied(message);
+    }
     match err.code() {
         ErrorCode::InvalidArgument => Status::invalid_argument(message),
         ErrorCode::NotFound => Status::not_found(message),
@@ -206,5 +240,167 @@ fn status(err: Failure) -> Status {
             tracing::error!(error = %message, "control-plane request failed");
             Status::internal("internal error; see the server log")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indexes::testing::{OTHER, caller, indexes};
+    use larch_auth::{Grant, Principal};
+    use tonic::Code;
+
+    fn as_caller<T>(principal: &Principal, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(principal.clone());
+        request
+    }
+
+    fn create(name: &str, dimension: i32) -> CreateIndexRequest {
+        CreateIndexRequest {
+            name: name.into(),
+            dimension: Some(dimension),
+            ..Default::default()
+        }
+    }
+
+    fn names(response: ListIndexesResponse) -> Vec<String> {
+        response
+            .indexes
+            .into_iter()
+            .map(|model| model.name)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_key_works_in_its_own_project() {
+        let api = IndexApi::from(indexes());
+        let (mine, theirs) = (caller(Grant::DEFAULT_PROJECT, None), caller(OTHER, None));
+        api.create_index(as_caller(&mine, create("movies", 4)))
+            .await
+            .unwrap();
+        api.create_index(as_caller(&theirs, create("movies", 8)))
+            .await
+            .unwrap();
+        api.create_index(as_caller(&theirs, create("books", 8)))
+            .await
+            .unwrap();
+        let listed =
+            |principal: &Principal| api.list_indexes(as_caller(principal, ListIndexesRequest {}));
+        assert_eq!(names(listed(&mine).await.unwrap().into_inner()), ["movies"]);
+        assert_eq!(
+            names(listed(&theirs).await.unwrap().into_inner()),
+            ["books", "movies"]
+        );
+        let describe = |principal: &Principal, name: &str| {
+            api.describe_index(as_caller(
+                principal,
+                DescribeIndexRequest { name: name.into() },
+            ))
+        };
+        assert_eq!(
+            describe(&theirs, "movies")
+                .await
+                .unwrap()
+                .into_inner()
+                .dimension,
+            Some(8)
+        );
+        let status = describe(&mine, "books").await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "index 'books' not found");
+        let status = api
+            .delete_index(as_caller(
+                &mine,
+                DeleteIndexRequest {
+                    name: "books".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(describe(&theirs, "books").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_allow_list_is_enforced_with_permission_denied() {
+        let api = IndexApi::from(indexes());
+        let admin = caller(Grant::DEFAULT_PROJECT, None);
+        for name in ["a", "b"] {
+            api.create_index(as_caller(&admin, create(name, 4)))
+                .await
+                .unwrap();
+        }
+        let restricted = caller(Grant::DEFAULT_PROJECT, Some(&["a"]));
+        let listed = api
+            .list_indexes(as_caller(&restricted, ListIndexesRequest {}))
+            .await
+            .unwrap();
+        assert_eq!(names(listed.into_inner()), ["a"]);
+        let expected = "this API key is restricted to other indexes and may not use index 'b'";
+        let refusals = [
+            api.describe_index(as_caller(
+                &restricted,
+                DescribeIndexRequest { name: "b".into() },
+            ))
+            .await
+            .map(drop),
+            api.create_index(as_caller(&restricted, create("c", 4)))
+                .await
+                .map(drop),
+            api.configure_index(as_caller(
+                &restricted,
+                ConfigureIndexRequest {
+                    name: "b".into(),
+                    deletion_protection: Some("enabled".into()),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+            api.delete_index(as_caller(
+                &restricted,
+                DeleteIndexRequest { name: "b".into() },
+            ))
+            .await
+            .map(drop),
+        ];
+        for refusal in refusals {
+            let status = refusal.unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message() == expected || status.message().ends_with("index 'c'"),
+                "{status:?}"
+            );
+        }
+        // Refused before the catalog: nothing changed, and nothing was created.
+        let all = api
+            .list_indexes(as_caller(&admin, ListIndexesRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(all.indexes.len(), 2);
+        assert!(
+            all.indexes
+                .iter()
+                .all(|m| m.deletion_protection == "disabled")
+        );
+        // An index on its list it may use.
+        api.delete_index(as_caller(
+            &restricted,
+            DeleteIndexRequest { name: "a".into() },
+        ))
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_principal_is_unauthenticated() {
+        let api = IndexApi::from(indexes());
+        let status = api
+            .list_indexes(Request::new(ListIndexesRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
     }
 }

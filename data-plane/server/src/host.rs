@@ -4,6 +4,10 @@
 //! port is free), applies the catalog's search parameters and spawns [`crate::serve_index`] on
 //! the runtime. Dropping an index stops its server gracefully and frees its memory once
 //! in-flight requests finish.
+//!
+//! Indexes come as [`IndexKey`]s (project and name); the engine, its data directories and the
+//! server map know each by [`IndexKey::storage_name`], so indexes of the same name in two
+//! projects stay apart, and default-project indexes keep their bare name.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexName};
+use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexKey};
 use larch_engine::{Engine, IndexConfig, SearchParams};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -35,6 +39,7 @@ struct Inner {
     keys: KeyStore,
     bind_ip: IpAddr,
     runtime: Handle,
+    /// By storage name.
     servers: Mutex<HashMap<String, Running>>,
 }
 
@@ -94,10 +99,12 @@ impl DataPlane {
     }
 
     /// Deletes stored data of indexes that are not in `known` (left behind by a crash between
-    /// the catalog's record and the data plane's work).
-    pub fn collect_orphans(&self, known: &[IndexName]) -> larch_engine::Result<()> {
+    /// the catalog's record and the data plane's work), comparing storage names.
+    pub fn collect_orphans(&self, known: &[IndexKey]) -> larch_engine::Result<()> {
+        let known: std::collections::HashSet<String> =
+            known.iter().map(IndexKey::storage_name).collect();
         for dir in self.inner.engine.index_dirs()? {
-            if !known.iter().any(|name| name.as_str() == dir) {
+            if !known.contains(&dir) {
                 tracing::warn!(index = %dir, "removing data of an index the catalog does not know");
                 self.inner.engine.remove_orphan(&dir)?;
             }
@@ -123,7 +130,7 @@ impl DataPlane {
 impl DataPlaneHost for DataPlane {
     fn attach(
         &self,
-        name: &IndexName,
+        key: &IndexKey,
         config: IndexConfig,
         search: SearchParams,
         port: u16,
@@ -134,9 +141,10 @@ impl DataPlaneHost for DataPlane {
             .local_addr()
             .map_err(|err| AttachError::Failed(format!("cannot read bound address: {err}")))?;
         let engine = &self.inner.engine;
+        let storage = key.storage_name();
         let index = match mode {
-            AttachMode::Create => engine.create_index(name.as_str(), config),
-            AttachMode::Recover => engine.open_index(name.as_str(), config),
+            AttachMode::Create => engine.create_index(&storage, config),
+            AttachMode::Recover => engine.open_index(&storage, config),
         }
         .map_err(|err| AttachError::Failed(err.to_string()))?;
         // Before the server starts, so no query runs with the engine's defaults instead.
@@ -144,42 +152,94 @@ impl DataPlaneHost for DataPlane {
         let engine = Arc::clone(&self.inner.engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();
-        let index_name = name.to_string();
+        let served = key.clone();
         let task = self.inner.runtime.spawn(async move {
             let shutdown = async {
                 // A dropped sender (data plane gone) also stops the server.
                 let _ = stopped.await;
             };
-            if let Err(err) =
-                crate::serve_index(listener, engine, index_name.clone(), keys, shutdown).await
-            {
-                tracing::error!(index = %index_name, error = %err, "data-plane server failed");
+            let logged = served.to_string();
+            if let Err(err) = crate::serve_index(listener, engine, served, keys, shutdown).await {
+                tracing::error!(index = %logged, error = %err, "data-plane server failed");
             }
         });
-        tracing::info!(index = %name, addr = %bound, "data plane serving index");
-        self.servers()
-            .insert(name.to_string(), Running { stop, task });
+        tracing::info!(index = %key, addr = %bound, "data plane serving index");
+        self.servers().insert(storage, Running { stop, task });
         Ok(bound.port())
     }
 
-    fn configure(&self, name: &IndexName, search: SearchParams) -> Result<(), String> {
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
         let index = self
             .inner
             .engine
-            .index(name.as_str())
+            .index(&key.storage_name())
             .map_err(|err| err.to_string())?;
         index.set_search_params(search);
         Ok(())
     }
 
-    fn detach(&self, name: &IndexName) -> Result<(), String> {
-        if let Some(Running { stop, task: _ }) = self.servers().remove(name.as_str()) {
+    fn detach(&self, key: &IndexKey) -> Result<(), String> {
+        let storage = key.storage_name();
+        if let Some(Running { stop, task: _ }) = self.servers().remove(&storage) {
             // The server drains in-flight requests on its own; nobody needs to wait for it.
             let _ = stop.send(());
         }
         self.inner
             .engine
-            .drop_index(name.as_str())
+            .drop_index(&storage)
             .map_err(|err| err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use larch_catalog::IndexName;
+    use larch_engine::{Dimension, Metric};
+    use std::net::Ipv4Addr;
+
+    /// A project other than the default, with an id shaped like the auth crate's.
+    const OTHER: &str = "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f";
+
+    #[tokio::test]
+    async fn projects_keep_separate_storage_and_orphans_compare_storage_names() {
+        let root = std::env::temp_dir().join(format!("larch-host-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data_plane = DataPlane::new(
+            Engine::open(&root),
+            KeyStore::new(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        let key =
+            |project: &str| IndexKey::new(project, IndexName::new("movies").unwrap()).unwrap();
+        let (mine, theirs) = (key(larch_catalog::DEFAULT_PROJECT), key(OTHER));
+        let config = IndexConfig {
+            dimension: Dimension::new(4).unwrap(),
+            metric: Metric::Cosine,
+        };
+        let attach = |key: &IndexKey| {
+            data_plane
+                .attach(key, config, SearchParams::default(), 0, AttachMode::Create)
+                .unwrap()
+        };
+        let ports = (attach(&mine), attach(&theirs));
+        assert_ne!(ports.0, ports.1, "each index has its own server");
+        let storage = vec!["movies".to_owned(), format!("movies@{OTHER}")];
+        assert_eq!(data_plane.engine().index_names().unwrap(), storage);
+
+        std::fs::create_dir_all(root.join("gone")).unwrap();
+        data_plane
+            .collect_orphans(&[mine.clone(), theirs.clone()])
+            .unwrap();
+        assert_eq!(
+            data_plane.engine().index_dirs().unwrap(),
+            storage,
+            "only the unknown directory is removed"
+        );
+
+        data_plane.detach(&theirs).unwrap();
+        assert_eq!(data_plane.engine().index_names().unwrap(), ["movies"]);
+        data_plane.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use larch_auth::KeyStore;
+use larch_catalog::IndexKey;
 use larch_engine::Engine;
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
 use tokio::net::TcpListener;
@@ -45,12 +46,13 @@ use crate::api::IndexHandle;
 pub use host::DataPlane;
 pub use service::VectorApi;
 
-/// Serves one index's data plane (gRPC and REST) on `listener` until `shutdown` completes,
-/// then reports NOT_SERVING on gRPC health and drains in-flight requests before returning.
+/// Serves the data plane (gRPC and REST) of index `key` — the engine index
+/// [`IndexKey::storage_name`] — on `listener` until `shutdown` completes, then reports
+/// NOT_SERVING on gRPC health and drains in-flight requests before returning.
 pub async fn serve_index(
     listener: TcpListener,
     engine: Arc<Engine>,
-    index: String,
+    key: IndexKey,
     keys: KeyStore,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -67,7 +69,8 @@ pub async fn serve_index(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    let index = IndexHandle::new(engine, index);
+    tracing::debug!(index = %key, "serving the index's data plane");
+    let index = IndexHandle::new(engine, key.storage_name());
     let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
