@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -76,9 +77,20 @@ impl Buckets {
 }
 
 /// Failed authentications per peer address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Failures {
+    /// Off when every request comes through one proxy, whose address would be slowed for all.
+    enabled: AtomicBool,
     peers: Mutex<HashMap<IpAddr, Strikes>>,
+}
+
+impl Default for Failures {
+    fn default() -> Failures {
+        Failures {
+            enabled: AtomicBool::new(true),
+            peers: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,8 +112,19 @@ pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3);
 const MAX_PEERS: usize = 10_000;
 
 impl Failures {
+    /// Turns the slowdown on (the default) or off.
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+        if !enabled {
+            lock(&self.peers).clear();
+        }
+    }
+
     /// Records a failed authentication from `peer` and returns how long to hold its refusal.
     pub(crate) fn record(&self, peer: IpAddr, now: Instant) -> Duration {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
         let mut peers = lock(&self.peers);
         if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
             peers.retain(|_, strikes| now.saturating_duration_since(strikes.last) < FORGET_AFTER);
@@ -188,6 +211,11 @@ mod tests {
         assert_eq!(failures.record(other, t0), Duration::ZERO);
         // A minute without failures: forgiven.
         assert_eq!(failures.record(peer, t0 + FORGET_AFTER), Duration::ZERO);
+        // Switched off (e.g. behind a proxy): never slowed.
+        failures.set_enabled(false);
+        for _ in 0..20 {
+            assert_eq!(failures.record(peer, t0), Duration::ZERO);
+        }
     }
 
     #[test]

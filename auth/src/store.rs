@@ -67,6 +67,13 @@ impl KeyStore {
         self.guard.rate.set(Buckets::new(limit)).is_ok()
     }
 
+    /// Turns the slowdown of repeated failed authentications from one peer address on (the
+    /// default) or off — off when all clients come through one proxy, whose address would be
+    /// slowed for everyone.
+    pub fn slow_down_failed_auth(&self, enabled: bool) {
+        self.guard.failures.set_enabled(enabled);
+    }
+
     /// The per-key rate limit in force, if any.
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.guard.rate.get().map(Buckets::limit)

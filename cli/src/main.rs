@@ -5,10 +5,16 @@
 //! per index from `5081-5199`). Every flag has a `LARCH_…` environment twin; the bootstrap
 //! API key comes only from `LARCH_API_KEY` (so it never shows in a process list).
 //!
+//! `larch keys …` and `larch projects …` administer API keys and projects through the
+//! running control plane, with the admin key from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
+//!
 //! # Layout
-//! - `main`: argument parsing, logging, exit codes (bad configuration exits 64).
+//! - `main`: argument parsing, logging, exit codes (bad configuration exits 64), and the
+//!   API key from the environment.
 //! - [`serve`]: wiring of catalog, data plane and control plane; signals and drain.
+//! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
 
+mod admin;
 mod serve;
 
 use std::process::ExitCode;
@@ -30,6 +36,51 @@ struct Cli {
 enum Command {
     /// Run the control plane and the data plane in one process (embedded defaults).
     Serve(serve::ServeArgs),
+    /// Create, list, describe, update and revoke API keys (needs the admin key).
+    Keys {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
+    /// Create, list, describe and delete projects (needs the admin key).
+    Projects {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::ProjectsCommand,
+    },
+}
+
+/// The API key configured in the environment: `LARCH_API_KEY`, or the contents of the file
+/// named by `LARCH_API_KEY_FILE` (e.g. a mounted Kubernetes Secret; a trailing newline is not
+/// part of the key). Read only here, so library crates never touch the environment.
+pub(crate) fn configured_api_key() -> Result<Option<String>, String> {
+    let var = |name: &str| match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    };
+    match (var("LARCH_API_KEY")?, var("LARCH_API_KEY_FILE")?) {
+        (Some(_), Some(_)) => Err("set LARCH_API_KEY or LARCH_API_KEY_FILE, not both".into()),
+        (Some(key), None) => Ok(Some(key)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| format!("LARCH_API_KEY_FILE: cannot read {path}: {err}"))?;
+            let key = text.trim_end_matches(['\n', '\r']);
+            if key.is_empty() {
+                return Err(format!("LARCH_API_KEY_FILE: {path} is empty"));
+            }
+            Ok(Some(key.to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn print_json(value: serde_json::Value) {
+    // A Value always serializes.
+    println!("{value:#}");
 }
 
 fn main() -> ExitCode {
@@ -58,6 +109,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Keys {
+            connection,
+            command,
+        } => admin::keys(&connection, command).map(print_json),
+        Command::Projects {
+            connection,
+            command,
+        } => admin::projects(&connection, command).map(print_json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,17 @@ pub(crate) struct ServeArgs {
     /// in the background.
     #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
     ann_min_rows: usize,
+    /// Requests per second each API key may send; beyond it requests get RESOURCE_EXHAUSTED
+    /// with a retry pushback [default: no limit].
+    #[arg(long, env = "LARCH_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Requests a key may send at once after being idle [default: the rate limit].
+    #[arg(long, env = "LARCH_RATE_LIMIT_BURST", requires = "rate_limit")]
+    rate_limit_burst: Option<u32>,
+    /// Hold back the refusals sent to an address that keeps presenting wrong API keys. Turn it
+    /// off when all clients connect through one proxy.
+    #[arg(long, env = "LARCH_AUTH_SLOWDOWN", default_value_t = true, action = clap::ArgAction::Set)]
+    auth_slowdown: bool,
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
     #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     drain_timeout_secs: u64,
@@ -52,8 +63,11 @@ pub(crate) struct Config {
     drain_timeout: Duration,
     flush: FlushPolicy,
     ann_min_rows: usize,
-    /// `LARCH_API_KEY`, read here so library crates never touch the environment.
+    /// `LARCH_API_KEY` or the contents of `LARCH_API_KEY_FILE`, read here so library crates
+    /// never touch the environment.
     api_key: Option<String>,
+    rate_limit: Option<larch_auth::RateLimit>,
+    auth_slowdown: bool,
 }
 
 impl ServeArgs {
@@ -79,13 +93,16 @@ impl ServeArgs {
             wal_bytes: self.wal_flush_mb.saturating_mul(1024 * 1024),
             ..FlushPolicy::default()
         };
-        let api_key = match std::env::var("LARCH_API_KEY") {
-            Ok(key) if key.is_empty() => None,
-            Ok(key) => Some(key),
-            Err(std::env::VarError::NotPresent) => None,
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err("LARCH_API_KEY is not valid UTF-8".into());
+        let api_key = crate::configured_api_key()?;
+        let rate_limit = match (self.rate_limit, self.rate_limit_burst) {
+            (Some(0), _) | (_, Some(0)) => {
+                return Err("--rate-limit and --rate-limit-burst must be at least 1".into());
             }
+            (Some(per_second), burst) => Some(larch_auth::RateLimit {
+                per_second,
+                burst: burst.unwrap_or(per_second),
+            }),
+            (None, _) => None,
         };
         Ok(Config {
             data_dir: self.data_dir,
@@ -96,6 +113,8 @@ impl ServeArgs {
             flush,
             ann_min_rows: self.ann_min_rows,
             api_key,
+            rate_limit,
+            auth_slowdown: self.auth_slowdown,
         })
     }
 }
@@ -122,11 +141,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(key) = &bootstrap.generated {
         // Printed once, never logged: only the hash is kept on disk.
         println!(
-            "Generated the bootstrap API key (shown only now; set LARCH_API_KEY to choose your own):\n\n    {}\n",
+            "Generated the bootstrap API key (shown only now; set LARCH_API_KEY or LARCH_API_KEY_FILE to choose your own):\n\n    {}\n",
             key.as_str()
         );
     }
     let keys = bootstrap.store;
+    if let Some(limit) = config.rate_limit {
+        keys.limit_rate(limit);
+        tracing::info!(
+            per_second = limit.per_second,
+            burst = limit.burst,
+            "per-key rate limit on"
+        );
+    }
+    keys.slow_down_failed_auth(config.auth_slowdown);
+    let admin = Arc::new(bootstrap.admin);
 
     let listener = tokio::net::TcpListener::bind(config.control_addr)
         .await
@@ -142,7 +171,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut control = tokio::spawn(larch_control_plane::serve(
         listener,
         async move { recovered.await.ok() },
-        keys,
+        admin,
         wait_for(stopped),
     ));
     tracing::info!(

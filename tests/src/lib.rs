@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
+use larch_proto::control::api_key_service_client::ApiKeyServiceClient;
 use larch_proto::control::index_service_client::IndexServiceClient;
+use larch_proto::control::project_service_client::ProjectServiceClient;
 use larch_proto::control::{CreateIndexRequest, IndexModel};
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use prost_types::value::Kind;
@@ -34,6 +36,13 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Clone)]
 pub struct KeyInterceptor(Option<String>);
 
+impl KeyInterceptor {
+    /// Sends `key` (None: no key at all).
+    pub fn new(key: Option<&str>) -> KeyInterceptor {
+        KeyInterceptor(key.map(str::to_owned))
+    }
+}
+
 impl tonic::service::Interceptor for KeyInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(key) = &self.0 {
@@ -46,6 +55,8 @@ impl tonic::service::Interceptor for KeyInterceptor {
 
 pub type ControlClient = IndexServiceClient<InterceptedService<Channel, KeyInterceptor>>;
 pub type DataClient = VectorServiceClient<InterceptedService<Channel, KeyInterceptor>>;
+pub type KeysClient = ApiKeyServiceClient<InterceptedService<Channel, KeyInterceptor>>;
+pub type ProjectsClient = ProjectServiceClient<InterceptedService<Channel, KeyInterceptor>>;
 
 /// A running embedded Larch (both planes) with its own temporary data directory.
 pub struct TestServer {
@@ -67,11 +78,28 @@ impl TestServer {
         TestServer::start_in(data_dir, key).await
     }
 
+    /// Starts both planes with a new data directory after `configure` has set up the key store
+    /// (e.g. a rate limit).
+    pub async fn start_with(configure: impl FnOnce(&larch_auth::KeyStore)) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        TestServer::start_configured(data_dir, key, configure).await
+    }
+
     /// Starts both planes on an existing data directory (recovering what it holds).
     pub async fn start_in(data_dir: tempfile::TempDir, key: String) -> TestServer {
-        let keys = larch_auth::bootstrap(data_dir.path(), Some(&key))
-            .unwrap()
-            .store;
+        TestServer::start_configured(data_dir, key, |_| {}).await
+    }
+
+    async fn start_configured(
+        data_dir: tempfile::TempDir,
+        key: String,
+        configure: impl FnOnce(&larch_auth::KeyStore),
+    ) -> TestServer {
+        let larch_auth::Bootstrap {
+            store: keys, admin, ..
+        } = larch_auth::bootstrap(data_dir.path(), Some(&key)).unwrap();
+        configure(&keys);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control_addr = listener.local_addr().unwrap();
         let engine = larch_engine::Engine::open(data_dir.path().join("indexes"));
@@ -89,7 +117,7 @@ impl TestServer {
         let control = tokio::spawn(larch_control_plane::serve(
             listener,
             async move { Some(catalog) },
-            keys,
+            Arc::new(admin),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -120,6 +148,43 @@ impl TestServer {
     pub async fn control_with_key(&self, key: Option<&str>) -> ControlClient {
         let channel = connect(&self.control_addr.to_string()).await;
         IndexServiceClient::with_interceptor(channel, KeyInterceptor(key.map(str::to_owned)))
+    }
+
+    /// An `ApiKeyService` client sending the admin key.
+    pub async fn api_keys(&self) -> KeysClient {
+        self.api_keys_with_key(Some(&self.key)).await
+    }
+
+    /// An `ApiKeyService` client sending `key` (None: no key at all).
+    pub async fn api_keys_with_key(&self, key: Option<&str>) -> KeysClient {
+        let channel = connect(&self.control_addr.to_string()).await;
+        ApiKeyServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
+    }
+
+    /// A `ProjectService` client sending the admin key.
+    pub async fn projects(&self) -> ProjectsClient {
+        self.projects_with_key(Some(&self.key)).await
+    }
+
+    /// A `ProjectService` client sending `key` (None: no key at all).
+    pub async fn projects_with_key(&self, key: Option<&str>) -> ProjectsClient {
+        let channel = connect(&self.control_addr.to_string()).await;
+        ProjectServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
+    }
+
+    /// Creates an API key with the admin key; returns its value (the secret) and its id.
+    pub async fn create_key(
+        &self,
+        request: larch_proto::control::CreateApiKeyRequest,
+    ) -> (String, String) {
+        let created = self
+            .api_keys()
+            .await
+            .create_api_key(request)
+            .await
+            .unwrap()
+            .into_inner();
+        (created.value, created.key.unwrap().id)
     }
 
     /// A data-plane client for `host` (as returned in `IndexModel.host`) sending the admin key.
@@ -277,9 +342,9 @@ impl Recovering {
     /// Starts the control plane on 127.0.0.1 port 0 with `key` as its admin key.
     pub async fn start(key: &str) -> Recovering {
         let data_dir = tempfile::tempdir().unwrap();
-        let keys = larch_auth::bootstrap(data_dir.path(), Some(key))
-            .unwrap()
-            .store;
+        let larch_auth::Bootstrap {
+            store: keys, admin, ..
+        } = larch_auth::bootstrap(data_dir.path(), Some(key)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let data_plane = DataPlane::new(
@@ -296,7 +361,7 @@ impl Recovering {
         let server = tokio::spawn(larch_control_plane::serve(
             listener,
             async move { recovered.await.ok() },
-            keys,
+            Arc::new(admin),
             std::future::pending(),
         ));
         Recovering {

@@ -27,14 +27,20 @@ pub(crate) const LISTENING: &str = "larch control plane listening";
 
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-pub(crate) const LARCH_ENV: [&str; 8] = [
+pub(crate) const LARCH_ENV: [&str; 14] = [
     "LARCH_API_KEY",
+    "LARCH_API_KEY_FILE",
+    "LARCH_ADDR",
     "LARCH_DATA_DIR",
     "LARCH_CONTROL_ADDR",
     "LARCH_DATA_PORTS",
     "LARCH_ADVERTISE_HOST",
     "LARCH_DRAIN_TIMEOUT_SECS",
     "LARCH_WAL_FLUSH_MB",
+    "LARCH_ANN_MIN_ROWS",
+    "LARCH_RATE_LIMIT",
+    "LARCH_RATE_LIMIT_BURST",
+    "LARCH_AUTH_SLOWDOWN",
     "LARCH_LOG",
 ];
 

@@ -6,5 +6,6 @@
 mod crash;
 mod faults;
 mod harness;
+mod keys;
 mod search;
 mod serve;

@@ -87,8 +87,13 @@ impl From<Denied> for Failure {
 /// Whether `principal` may do `action` on index `name`: its roles grant the action and its
 /// allow-list (if any) names the index. Checked before the catalog is asked, so a restricted
 /// key learns nothing about indexes it may not use, not even whether they exist.
+/// A refusal is an audit event, as those of the auth layer are.
 pub fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
-    Ok(principal.authorize(action, Some(name))?)
+    principal.authorize(action, Some(name)).map_err(|denied| {
+        let error = larch_auth::Error::Denied(denied.clone());
+        larch_auth::audit::denied(principal, action.as_str(), Some(name), &error);
+        Failure::Denied(denied)
+    })
 }
 
 impl Indexes {
@@ -136,6 +141,11 @@ impl Indexes {
     ) -> Result<IndexRecord, Failure> {
         let project = project.to_owned();
         self.run(move |c| c.create_index(&project, request)).await
+    }
+
+    /// How many indexes `project` has.
+    pub fn index_count(&self, project: &str) -> Result<usize, Failure> {
+        Ok(self.catalog()?.index_count(project))
     }
 
     /// Every index of `project`, ordered by name.

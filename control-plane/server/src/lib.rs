@@ -1,8 +1,11 @@
 //! Larch's control-plane server: index lifecycle over gRPC and Pinecone's REST API, on one
 //! port.
 //!
-//! [`serve`] runs `larch.control.v1.IndexService` next to gRPC health (`grpc.health.v1`) and
-//! server reflection (v1 and v1alpha), behind the gRPC API-key layer of [`larch_auth`], and
+//! [`serve`] runs `larch.control.v1.IndexService` and the admin API (`ApiKeyService`,
+//! `ProjectService`) next to gRPC health (`grpc.health.v1`) and server reflection (v1 and
+//! v1alpha), behind the gRPC API-key layer of [`larch_auth`] (which authenticates the key and
+//! checks its roles against each RPC; index allow-lists and projects are applied by the
+//! handlers, which see the index name), and
 //! Pinecone's REST control plane (`/indexes…`, `Api-Key` header) on the same listener. HTTP/1.1
 //! and HTTP/2 (h2c, prior knowledge) are both accepted; requests are routed by path (gRPC
 //! methods live under `/<package.Service>/`, REST under `/indexes`), and a path that is
@@ -14,10 +17,13 @@
 //! - [`indexes`]: [`Indexes`], the one service both transports call, its [`Failure`] type,
 //!   and [`ApiVersion`] (which JSON shape and which `host` a client gets).
 //! - [`service`]: the `IndexService` gRPC handlers and the one failure → gRPC status map.
+//! - [`admin`]: the `ApiKeyService` and `ProjectService` gRPC handlers over
+//!   [`larch_auth::Admin`].
 //! - [`rest`]: the REST handlers and the one failure → HTTP status map.
 //! - [`json`]: Pinecone's control-plane JSON (2025-10 and 2026-07 shapes) ⇄ catalog types.
 //! - [`serve`]: the server as a library function, used by the `larch` binary and the tests.
 
+pub mod admin;
 pub mod indexes;
 pub mod json;
 pub mod rest;
@@ -28,13 +34,16 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use larch_auth::KeyStore;
+use larch_auth::Admin;
 use larch_catalog::Catalog;
+use larch_proto::control::api_key_service_server::ApiKeyServiceServer;
 use larch_proto::control::index_service_server::IndexServiceServer;
+use larch_proto::control::project_service_server::ProjectServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
+pub use admin::AdminApi;
 pub use indexes::{ApiVersion, Failure, Indexes};
 pub use service::IndexApi;
 
@@ -43,21 +52,18 @@ pub use service::IndexApi;
 ///
 /// The port answers at once, but health reports NOT_SERVING (and index calls UNAVAILABLE, or
 /// 503 over REST) until `catalog` resolves — i.e. until every stored index has been recovered.
-/// If it resolves to `None` (recovery failed), the server stops.
+/// If it resolves to `None` (recovery failed), the server stops. Requests are checked against
+/// `admin`'s key store, and the admin API changes `admin`.
 pub async fn serve(
     listener: TcpListener,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
-    keys: KeyStore,
+    admin: Arc<Admin>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let keys = admin.store().clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
-    health
-        .set_not_serving::<IndexServiceServer<IndexApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_health(&health, tonic_health::ServingStatus::NotServing).await;
     let indexes = Indexes::recovering();
     let ready = indexes.clone();
     let lifetime = async move {
@@ -66,27 +72,27 @@ pub async fn serve(
                 return;
             };
             ready.set_ready(catalog);
-            health.set_serving::<IndexServiceServer<IndexApi>>().await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::Serving)
-                .await;
+            set_health(&health, tonic_health::ServingStatus::Serving).await;
             std::future::pending::<()>().await
         };
         tokio::select! {
             () = shutdown => {}
             () = serving => {}
         }
-        health
-            .set_not_serving::<IndexServiceServer<IndexApi>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
     };
     let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IndexServiceServer::new(IndexApi::from(indexes.clone())))
+        .add_service(ApiKeyServiceServer::new(AdminApi::new(
+            Arc::clone(&admin),
+            indexes.clone(),
+        )))
+        .add_service(ProjectServiceServer::new(AdminApi::new(
+            admin,
+            indexes.clone(),
+        )))
         .into_axum_router();
     let grpc = larch_auth::http::protect_grpc(grpc, keys.clone());
     let app = grpc.merge(rest::router(indexes, keys)).fallback(unrouted);
@@ -97,6 +103,23 @@ pub async fn serve(
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), lifetime)
         .await
+}
+
+/// Sets the overall status (`""`) and each service's: the admin API answers while recovering,
+/// but reports what the server as a whole does so probes see one story.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    use tonic::server::NamedService;
+    for service in [
+        "",
+        <IndexServiceServer<IndexApi> as NamedService>::NAME,
+        <ApiKeyServiceServer<AdminApi> as NamedService>::NAME,
+        <ProjectServiceServer<AdminApi> as NamedService>::NAME,
+    ] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// A path that is neither a gRPC method nor a REST route: gRPC's UNIMPLEMENTED for gRPC

@@ -5,7 +5,8 @@
 //! plane's catalog asks the [`DataPlane`] (through [`larch_catalog::DataPlaneHost`]) to open
 //! an index, and the data plane binds a listener and runs [`serve_index`] on it. Each such
 //! server answers `VectorService`, gRPC health and reflection behind the gRPC API-key layer,
-//! and Pinecone's data-plane REST API behind the `Api-Key` header check — HTTP/1.1 and h2c on
+//! and Pinecone's data-plane REST API behind the `Api-Key` header check — both scoped to the
+//! index, so the key's project, roles and index allow-list are checked on every request — — HTTP/1.1 and h2c on
 //! the same port, routed by path (`/VectorService/…` is gRPC, `/vectors/…`, `/query`, … REST).
 //! Both transports call the same [`api::IndexHandle`] with the same engine request structs;
 //! the engine validates.
@@ -71,13 +72,18 @@ pub async fn serve_index(
     };
     tracing::debug!(index = %key, "serving the index's data plane");
     let index = IndexHandle::new(engine, key.storage_name());
+    // Every request acts on this index of this project: keys of other projects get NOT_FOUND.
+    let scope = larch_auth::Scope::Index {
+        project: key.project().to_owned(),
+        name: key.name().to_string(),
+    };
     let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(VectorServiceServer::new(VectorApi::from(index.clone())))
         .into_axum_router();
-    let app = larch_auth::http::protect_grpc(grpc, keys.clone())
-        .merge(rest::router(index, keys))
+    let app = larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
+        .merge(rest::router(index, keys, scope))
         .fallback(unrouted);
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
     // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.

@@ -27,8 +27,8 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, Stat
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use larch_auth::KeyStore;
 use larch_auth::http::{HttpAuth, require_key};
+use larch_auth::{KeyStore, Scope};
 use larch_engine::{
     DeleteRequest, ErrorCode, FetchByMetadataRequest, FetchRequest, ListNamespacesRequest,
     ListRequest, NamespaceInfo, QueryRequest, Record, ScoredRecord, UpdateRequest, UpsertRequest,
@@ -48,8 +48,9 @@ use crate::json::{self, metadata};
 /// numbers take several times the bytes of protobuf floats.
 pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// The REST routes of one index's data plane, behind `Api-Key` auth.
-pub fn router(index: IndexHandle, keys: KeyStore) -> Router {
+/// The REST routes of one index's data plane, behind `Api-Key` auth: requests act on the
+/// index of `scope` (see [`larch_auth::Scope::Index`]).
+pub fn router(index: IndexHandle, keys: KeyStore, scope: Scope) -> Router {
     Router::new()
         .route("/vectors/upsert", post(upsert))
         .route("/query", post(query))
@@ -84,7 +85,7 @@ pub fn router(index: IndexHandle, keys: KeyStore) -> Router {
         .with_state(index)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            HttpAuth::new(keys, render_error),
+            HttpAuth::scoped(keys, scope, render_error),
             require_key,
         ))
 }

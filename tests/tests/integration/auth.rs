@@ -257,7 +257,9 @@ fn wrong_keys(key: &str) -> Vec<(String, &'static str)> {
 
 #[tokio::test]
 async fn control_plane_rpcs_require_a_valid_key() {
-    let server = TestServer::start().await;
+    // Many wrong keys from one address: the failed-auth slowdown (tested in `projects`) would
+    // hold each refusal up to 3 s.
+    let server = TestServer::start_with(|keys| keys.slow_down_failed_auth(false)).await;
 
     let outcomes = call_every_control_rpc(&mut server.control_with_key(None).await).await;
     assert_all_unauthenticated(&outcomes, 5, MISSING_KEY, "without a key");
@@ -285,7 +287,9 @@ async fn control_plane_rpcs_require_a_valid_key() {
 
 #[tokio::test]
 async fn data_plane_rpcs_require_a_valid_key() {
-    let server = TestServer::start().await;
+    // Many wrong keys from one address: the failed-auth slowdown (tested in `projects`) would
+    // hold each refusal up to 3 s.
+    let server = TestServer::start_with(|keys| keys.slow_down_failed_auth(false)).await;
     let (model, mut admin) = server.create_index("guarded-data", 2, "cosine").await;
 
     let outcomes = call_every_data_rpc(&mut server.data_with_key(&model.host, None).await).await;
@@ -356,6 +360,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
 
     // A real server on that key store.
     let keys = restarted.store;
+    let admin = Arc::new(restarted.admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let data_plane = DataPlane::new(larch_engine::Engine::new(), keys.clone(), addr.ip());
@@ -368,7 +373,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
     let control = tokio::spawn(larch_control_plane::serve(
         listener,
         async move { Some(catalog) },
-        keys,
+        admin,
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         },

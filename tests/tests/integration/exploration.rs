@@ -204,7 +204,9 @@ async fn reflection_lists_services_on_both_planes_in_both_versions() {
             "VectorService",
             "grpc.health.v1.Health",
             reflection_service,
+            "larch.control.v1.ApiKeyService",
             "larch.control.v1.IndexService",
+            "larch.control.v1.ProjectService",
         ];
         for host in [&control, &model.host] {
             let services = list_services(host, version).await.unwrap();
@@ -308,11 +310,11 @@ async fn control_plane_is_not_serving_until_recovery_completes() {
 #[tokio::test]
 async fn control_plane_stops_when_recovery_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = larch_auth::bootstrap(dir.path(), Some("k")).unwrap().store;
+    let admin = std::sync::Arc::new(larch_auth::bootstrap(dir.path(), Some("k")).unwrap().admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // `None`: recovery failed; the server must stop on its own instead of serving nothing.
     let stopped =
-        larch_control_plane::serve(listener, async { None }, keys, std::future::pending());
+        larch_control_plane::serve(listener, async { None }, admin, std::future::pending());
     tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
         .await
         .expect("the server stops")

@@ -6,6 +6,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod auth;
 mod control;
 mod data;
@@ -13,6 +14,7 @@ mod durability;
 mod exploration;
 mod filters;
 mod lifecycle;
+mod projects;
 mod rest_client;
 mod rest_control;
 mod rest_data;

@@ -22,6 +22,7 @@ pub(crate) struct Rest {
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) content_type: Option<String>,
+    pub(crate) headers: http::HeaderMap,
     pub(crate) body: Value,
 }
 
@@ -108,6 +109,7 @@ impl Rest {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
@@ -122,6 +124,7 @@ impl Rest {
         Reply {
             status,
             content_type,
+            headers,
             body,
         }
     }
