@@ -139,8 +139,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
         .with_context(|| format!("cannot set up API keys in {}", config.data_dir.display()))?;
     if let Some(key) = &bootstrap.generated {
-        // Printed once, never logged: only the hash is kept on disk.
-        println!(
+        // Printed once on stderr (beside the log, where operators look, but never as a log
+        // event, so no log filter or shipper sees it as one): only the hash is kept on disk.
+        eprintln!(
             "Generated the bootstrap API key (shown only now; set LARCH_API_KEY or LARCH_API_KEY_FILE to choose your own):\n\n    {}\n",
             key.as_str()
         );

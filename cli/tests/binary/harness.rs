@@ -287,23 +287,30 @@ pub(crate) async fn list_indexes(
         .collect())
 }
 
-/// The generated key in what `larch serve` printed, checking its shape: exactly one
-/// `larch_<12 hex>_<64 hex>` token.
+/// The generated key in what `larch serve` printed on stderr, checking its shape: exactly one
+/// `larch_<12 hex>_<64 hex>` token, on the line after the banner and in no log line.
 #[track_caller]
-pub(crate) fn printed_key(stdout: &str) -> String {
-    let keys: Vec<&str> = stdout
-        .split_whitespace()
-        .filter(|t| t.starts_with("larch_"))
-        .collect();
-    assert_eq!(keys.len(), 1, "exactly one key printed: {stdout:?}");
-    let key = keys[0];
-    let parts: Vec<&str> = key.split('_').collect();
+pub(crate) fn printed_key(stderr: &str) -> String {
     let hex = |s: &str, len: usize| {
         s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    assert!(
-        parts.len() == 3 && hex(parts[1], 12) && hex(parts[2], 64),
-        "malformed key {key:?}"
-    );
+    let is_key = |token: &str| {
+        let parts: Vec<&str> = token.split('_').collect();
+        parts.len() == 3 && parts[0] == "larch" && hex(parts[1], 12) && hex(parts[2], 64)
+    };
+    let keys: Vec<&str> = stderr.split_whitespace().filter(|t| is_key(t)).collect();
+    assert_eq!(keys.len(), 1, "exactly one key printed: {stderr:?}");
+    let key = keys[0];
+    for line in stderr.lines().filter(|line| line.contains(key)) {
+        assert_eq!(
+            line.trim(),
+            key,
+            "the key stands alone on its line, not in a log event"
+        );
+    }
+    assert!(stderr.contains(GENERATED), "the banner explains the key");
     key.to_owned()
 }
+
+/// The banner `larch serve` prints before a generated key.
+pub(crate) const GENERATED: &str = "Generated the bootstrap API key";
