@@ -162,7 +162,10 @@ pub fn action_of(path: &str) -> Option<Action> {
             "CreateIndex" | "ConfigureIndex" | "DeleteIndex" => Some(Action::ControlWrite),
             _ => None,
         },
-        "larch.control.v1.ApiKeyService" | "larch.control.v1.ProjectService" => Some(Action::Admin),
+        "larch.control.v1.ApiKeyService"
+        | "larch.control.v1.ProjectService"
+        | "larch.internal.v1.ControlPlaneSync"
+        | "larch.internal.v1.DataPlaneControl" => Some(Action::Admin),
         _ => None,
     }
 }
@@ -345,6 +348,7 @@ mod tests {
             ("vector_service.proto", ""),
             ("larch/control/v1/index.proto", "larch.control.v1."),
             ("larch/control/v1/access.proto", "larch.control.v1."),
+            ("larch/internal/v1/internal.proto", "larch.internal.v1."),
         ] {
             let text = std::fs::read_to_string(format!("{root}/{file}")).expect("proto file");
             let mut service = None;
@@ -362,8 +366,8 @@ mod tests {
                 }
             }
         }
-        // 12 data-plane RPCs, 5 index RPCs, 5 key RPCs, 4 project RPCs.
-        assert_eq!(seen, 26);
+        // 12 data-plane RPCs, 5 index RPCs, 5 key RPCs, 4 project RPCs, 5 internal RPCs.
+        assert_eq!(seen, 31);
     }
 
     #[test]

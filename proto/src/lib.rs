@@ -7,6 +7,9 @@
 //! - [`control`]: `larch.control.v1`, Larch's control plane: `IndexService`, and
 //!   `ApiKeyService`/`ProjectService` for administration.
 //!   Sources: `proto/larch/control/v1/index.proto`, `proto/larch/control/v1/access.proto`.
+//! - [`internal`]: `larch.internal.v1`, the API between the planes in split mode
+//!   (`ControlPlaneSync` on the control plane, `DataPlaneControl` on the data plane).
+//!   Sources: `proto/larch/internal/v1/internal.proto`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of both (with their imports), for
 //!   gRPC server reflection.
 //!
@@ -36,7 +39,13 @@ pub mod control {
     include!(concat!(env!("OUT_DIR"), "/larch.control.v1.rs"));
 }
 
-/// Encoded `FileDescriptorSet` of every Larch proto and its imports, for server reflection.
+/// Larch's internal API between the planes in split mode, `larch.internal.v1`.
+pub mod internal {
+    include!(concat!(env!("OUT_DIR"), "/larch.internal.v1.rs"));
+}
+
+/// Encoded `FileDescriptorSet` of every public Larch proto and its imports, for server
+/// reflection (the internal API is left out).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/larch_descriptor.bin"));
 
