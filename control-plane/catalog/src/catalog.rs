@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use larch_engine::{IndexConfig, SearchParams};
 
 use crate::error::{Error, Result};
+use crate::hosts::{HostTemplate, Hosts};
 use crate::record::{
     ConfigureIndex, CreateIndex, DeletionProtection, IndexKey, IndexName, IndexRecord, IndexState,
     check_project_id, merge_tags,
@@ -131,8 +132,8 @@ pub struct Catalog {
     store: Option<CatalogStore>,
     data_plane: Arc<dyn DataPlaneHost>,
     ports: PortPolicy,
-    /// Host part of every index's `host`, as clients should dial it.
-    advertise_host: String,
+    /// How each index's `host` (what clients dial) is formed.
+    hosts: Hosts,
 }
 
 impl Catalog {
@@ -143,12 +144,25 @@ impl Catalog {
         ports: PortPolicy,
         advertise_host: impl Into<String>,
     ) -> Catalog {
+        let hosts = Hosts::PerPort {
+            advertise_host: advertise_host.into(),
+        };
+        Catalog::with_hosts(data_plane, ports, hosts)
+    }
+
+    /// An empty catalog whose indexes are all served by one data-plane address (split mode),
+    /// each with the host `template` gives it.
+    pub fn routed(data_plane: Arc<dyn DataPlaneHost>, template: HostTemplate) -> Catalog {
+        Catalog::with_hosts(data_plane, PortPolicy::Ephemeral, Hosts::Template(template))
+    }
+
+    fn with_hosts(data_plane: Arc<dyn DataPlaneHost>, ports: PortPolicy, hosts: Hosts) -> Catalog {
         Catalog {
             indexes: Mutex::new(BTreeMap::new()),
             store: None,
             data_plane,
             ports,
-            advertise_host: advertise_host.into(),
+            hosts,
         }
     }
 
@@ -161,9 +175,25 @@ impl Catalog {
         ports: PortPolicy,
         advertise_host: impl Into<String>,
     ) -> Result<Catalog> {
+        let hosts = Hosts::PerPort {
+            advertise_host: advertise_host.into(),
+        };
+        Catalog::open_with(dir, Catalog::with_hosts(data_plane, ports, hosts))
+    }
+
+    /// [`Catalog::open`] for split mode: every index is served by one data-plane address, each
+    /// with the host `template` gives it (see [`Catalog::routed`]).
+    pub fn open_routed(
+        dir: &Path,
+        data_plane: Arc<dyn DataPlaneHost>,
+        template: HostTemplate,
+    ) -> Result<Catalog> {
+        Catalog::open_with(dir, Catalog::routed(data_plane, template))
+    }
+
+    fn open_with(dir: &Path, mut catalog: Catalog) -> Result<Catalog> {
         let store = CatalogStore::new(dir);
         let stored = store.load()?;
-        let mut catalog = Catalog::new(data_plane, ports, advertise_host);
         let mut moved = false;
         {
             let mut indexes = catalog.lock();
@@ -200,7 +230,7 @@ impl Catalog {
                     }
                 };
                 let record = IndexRecord {
-                    host: host_port(&catalog.advertise_host, port),
+                    host: catalog.hosts.host(&loaded.key, port),
                     project_id: loaded.key.project().to_owned(),
                     name: loaded.key.name().clone(),
                     config: loaded.config,
@@ -255,6 +285,14 @@ impl Catalog {
         self.lock().keys().cloned().collect()
     }
 
+    /// Every index of every project, ordered by project and name (what a data plane serves).
+    pub fn all_indexes(&self) -> Vec<IndexRecord> {
+        self.lock()
+            .values()
+            .map(|entry| entry.record.clone())
+            .collect()
+    }
+
     /// How many indexes `project` has (a project is deleted only once it has none).
     pub fn index_count(&self, project: &str) -> usize {
         self.lock()
@@ -289,7 +327,7 @@ impl Catalog {
             AttachMode::Create,
         )?;
         let record = IndexRecord {
-            host: host_port(&self.advertise_host, port),
+            host: self.hosts.host(&key, port),
             project_id: key.project().to_owned(),
             name: valid.name,
             config: valid.config,
@@ -454,15 +492,6 @@ fn not_found(key: &IndexKey) -> Error {
     Error::NotFound(key.name().to_string())
 }
 
-/// `host:port`, with IPv6 literals in brackets.
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +586,30 @@ mod tests {
             "127.0.0.1:5082"
         );
         assert_eq!(dp.attached.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn routed_catalogs_give_each_index_a_host_from_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = HostTemplate::parse("{index}.{project}.data.test:5081").unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::open_routed(dir.path(), dp.clone(), template.clone()).unwrap();
+        let a = catalog.create_index(P, create("a")).unwrap();
+        assert_eq!(a.host, format!("a.{P}.data.test:5081"));
+        let b = catalog.create_index("team", create("a")).unwrap();
+        assert_eq!(b.host, "a.team.data.test:5081");
+        assert_eq!(catalog.all_indexes().len(), 2);
+        drop(catalog);
+        // Recovered with the same hosts.
+        let again = Catalog::open_routed(dir.path(), dp, template).unwrap();
+        let hosts: Vec<String> = again.all_indexes().into_iter().map(|r| r.host).collect();
+        assert_eq!(
+            hosts,
+            [
+                format!("a.{P}.data.test:5081"),
+                "a.team.data.test:5081".into()
+            ]
+        );
     }
 
     #[test]

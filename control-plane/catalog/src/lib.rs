@@ -24,6 +24,8 @@
 //!   the raw [`SearchSettings`] of a request (validated into [`larch_engine::SearchParams`])
 //!   and the validated [`IndexRecord`].
 //! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
+//! - [`hosts`]: how an index's `host` is formed — its own port (embedded mode) or a host name
+//!   from a [`HostTemplate`] on one shared data-plane address (split mode).
 //! - `store`: the catalog file, written atomically.
 //!
 //! A catalog made with [`Catalog::open`] persists every change to `catalog.json` (atomic
@@ -31,11 +33,13 @@
 
 pub mod catalog;
 pub mod error;
+pub mod hosts;
 pub mod record;
 mod store;
 
 pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
 pub use error::{Error, Result};
+pub use hosts::{HostTemplate, Hosts};
 pub use record::{
     Cloud, ConfigureIndex, CreateIndex, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName,
     IndexRecord, IndexState, SearchSettings, VectorType, check_project_id,
