@@ -143,6 +143,11 @@ impl Indexes {
         self.run(move |c| c.create_index(&project, request)).await
     }
 
+    /// Every index of every project (what a split-mode data plane serves).
+    pub fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
+        Ok(self.catalog()?.all_indexes())
+    }
+
     /// How many indexes `project` has.
     pub fn index_count(&self, project: &str) -> Result<usize, Failure> {
         Ok(self.catalog()?.index_count(project))

@@ -19,6 +19,8 @@
 //! - [`service`]: the `IndexService` gRPC handlers and the one failure → gRPC status map.
 //! - [`admin`]: the `ApiKeyService` and `ProjectService` gRPC handlers over
 //!   [`larch_auth::Admin`].
+//! - [`split`]: split mode — the internal `ControlPlaneSync` service data planes pull from,
+//!   and [`split::RemoteDataPlane`], the catalog's handle on a data plane in another process.
 //! - [`rest`]: the REST handlers and the one failure → HTTP status map.
 //! - [`json`]: Pinecone's control-plane JSON (2025-10 and 2026-07 shapes) ⇄ catalog types.
 //! - [`serve`]: the server as a library function, used by the `larch` binary and the tests.
@@ -28,6 +30,7 @@ pub mod indexes;
 pub mod json;
 pub mod rest;
 pub mod service;
+pub mod split;
 
 use std::future::Future;
 use std::sync::Arc;

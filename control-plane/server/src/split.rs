@@ -1,0 +1,225 @@
+//! Split mode, control-plane side: `larch.internal.v1.ControlPlaneSync` (what data planes pull:
+//! every index to serve and every stored key) and [`RemoteDataPlane`], the catalog's
+//! [`DataPlaneHost`] for a data plane in another process (it calls that data plane's
+//! `DataPlaneControl`).
+//!
+//! Both directions authenticate with the admin (bootstrap) key, which both processes are given:
+//! the internal services need [`larch_auth::Action::Admin`].
+
+use std::sync::Arc;
+
+use larch_auth::KeyStore;
+use larch_catalog::{
+    AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
+};
+use larch_engine::{IndexConfig, SearchParams};
+use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
+use larch_proto::internal::{
+    self as internal, AttachIndexRequest, DetachIndexRequest, IndexAssignment,
+    ListAssignmentsRequest, ListAssignmentsResponse, ListKeysRequest, ListKeysResponse,
+    control_plane_sync_server::ControlPlaneSync,
+};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use crate::indexes::Indexes;
+
+/// The internal API data planes pull from.
+#[derive(Clone)]
+pub struct SyncApi {
+    indexes: Indexes,
+    keys: KeyStore,
+}
+
+impl SyncApi {
+    /// Serves the indexes of `indexes` and the keys of `keys`.
+    pub fn new(indexes: Indexes, keys: KeyStore) -> SyncApi {
+        SyncApi { indexes, keys }
+    }
+}
+
+#[tonic::async_trait]
+impl ControlPlaneSync for SyncApi {
+    async fn list_assignments(
+        &self,
+        request: Request<ListAssignmentsRequest>,
+    ) -> Result<Response<ListAssignmentsResponse>, Status> {
+        let ListAssignmentsRequest {} = request.into_inner();
+        let records = self
+            .indexes
+            .all()
+            .map_err(|recovering| Status::unavailable(recovering.to_string()))?;
+        Ok(Response::new(ListAssignmentsResponse {
+            indexes: records.iter().map(record_assignment).collect(),
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysResponse>, Status> {
+        let ListKeysRequest {} = request.into_inner();
+        let keys_json = serde_json::to_string(&self.keys.all())
+            .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))?;
+        Ok(Response::new(ListKeysResponse { keys_json }))
+    }
+}
+
+/// What a data plane needs to serve `record`.
+fn record_assignment(record: &IndexRecord) -> IndexAssignment {
+    IndexAssignment {
+        project: record.project_id.clone(),
+        name: record.name.to_string(),
+        dimension: record.config.dimension.get(),
+        metric: record.config.metric.to_string(),
+        search: Some(search_params(record.search)),
+        host: record.host.clone(),
+    }
+}
+
+fn search_params(search: SearchParams) -> internal::SearchParams {
+    internal::SearchParams {
+        m: search.m(),
+        ef_construction: search.ef_construction(),
+        ef_search: search.ef_search(),
+        quantization: search.quantization().as_str().to_owned(),
+    }
+}
+
+type Client =
+    DataPlaneControlClient<tonic::service::interceptor::InterceptedService<Channel, AdminKey>>;
+
+/// Adds the admin key to every internal call.
+#[derive(Clone)]
+pub struct AdminKey(MetadataValue<Ascii>);
+
+impl AdminKey {
+    /// The key as request metadata; `None` if it cannot be sent as such.
+    pub fn new(key: &str) -> Option<AdminKey> {
+        MetadataValue::try_from(key).ok().map(AdminKey)
+    }
+}
+
+impl tonic::service::Interceptor for AdminKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(larch_auth::grpc::API_KEY_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The catalog's view of a data plane in another process, reached at one URL.
+///
+/// The catalog calls [`DataPlaneHost`] methods synchronously from blocking threads (never
+/// from async workers), so each call blocks on the runtime for its RPC.
+pub struct RemoteDataPlane {
+    client: Client,
+    url: String,
+    template: HostTemplate,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RemoteDataPlane {
+    /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
+    /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
+    /// start later. Must be called inside a Tokio runtime.
+    pub fn new(url: &str, admin_key: AdminKey, template: HostTemplate) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
+        Ok(RemoteDataPlane {
+            client: DataPlaneControlClient::with_interceptor(endpoint.connect_lazy(), admin_key),
+            url: url.to_owned(),
+            template,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn call<T>(
+        &self,
+        what: &str,
+        rpc: impl AsyncFnOnce(Client) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let client = self.client.clone();
+        self.runtime.block_on(rpc(client)).inspect_err(|status| {
+            tracing::warn!(url = %self.url, code = ?status.code(), error = status.message(), "data plane refused {what}");
+        })
+    }
+
+    fn failed(&self, status: &Status) -> String {
+        format!(
+            "the data plane at {} answered {:?}: {}",
+            self.url,
+            status.code(),
+            status.message()
+        )
+    }
+}
+
+impl DataPlaneHost for RemoteDataPlane {
+    fn attach(
+        &self,
+        key: &IndexKey,
+        config: IndexConfig,
+        search: SearchParams,
+        _port: u16,
+        mode: AttachMode,
+    ) -> Result<u16, AttachError> {
+        let index = IndexAssignment {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            dimension: config.dimension.get(),
+            metric: config.metric.to_string(),
+            search: Some(search_params(search)),
+            host: self.template.render(key),
+        };
+        let request = AttachIndexRequest {
+            index: Some(index),
+            create: mode == AttachMode::Create,
+        };
+        match self.call("attach", async move |mut c| c.attach_index(request).await) {
+            Ok(_) => Ok(0),
+            // At start-up the data plane may not be up yet: it pulls every index it should
+            // serve when it starts, so recovery need not wait for it.
+            Err(status) if mode == AttachMode::Recover && status.code() == Code::Unavailable => {
+                tracing::info!(index = %key, url = %self.url, "data plane not reachable yet; it recovers the index itself when it starts");
+                Ok(0)
+            }
+            Err(status) => Err(AttachError::Failed(self.failed(&status))),
+        }
+    }
+
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
+        let request = internal::ConfigureIndexRequest {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            search: Some(search_params(search)),
+        };
+        self.call("configure", async move |mut c| {
+            c.configure_index(request).await
+        })
+        .map(drop)
+        .map_err(|status| self.failed(&status))
+    }
+
+    fn detach(&self, key: &IndexKey) -> Result<(), String> {
+        let request = DetachIndexRequest {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+        };
+        self.call("detach", async move |mut c| c.detach_index(request).await)
+            .map(drop)
+            .map_err(|status| self.failed(&status))
+    }
+}
+
+/// Opens the durable catalog of a split-mode control plane, whose indexes live on the data
+/// plane at `remote`'s URL.
+pub fn open_catalog(
+    dir: &std::path::Path,
+    remote: RemoteDataPlane,
+) -> larch_catalog::Result<Catalog> {
+    let template = remote.template.clone();
+    Catalog::open_routed(dir, Arc::new(remote), template)
+}
