@@ -63,6 +63,35 @@ impl From<Error> for Status {
     }
 }
 
+/// A client interceptor sending one key in `api-key` with every request (e.g. the admin key on
+/// the internal calls between the planes in split mode).
+#[derive(Clone)]
+pub struct SendKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl SendKey {
+    /// Sends `key`; `None` if it cannot be sent as request metadata (not visible ASCII).
+    pub fn new(key: &str) -> Option<SendKey> {
+        tonic::metadata::MetadataValue::try_from(key)
+            .ok()
+            .map(SendKey)
+    }
+}
+
+impl std::fmt::Debug for SendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendKey(****)")
+    }
+}
+
+impl tonic::service::Interceptor for SendKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(API_KEY_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
 /// The principal attached by [`AuthLayer`], for use in handlers.
 ///
 /// # Errors

@@ -49,6 +49,22 @@ impl KeyStore {
         self.write().remove(key_id).is_some()
     }
 
+    /// Replaces every key with `keys` at once (a split-mode data plane taking the control
+    /// plane's current set): a key missing from `keys` is revoked from the next request on.
+    pub fn replace_all(&self, keys: Vec<StoredKey>) {
+        let next: HashMap<String, StoredKey> = keys
+            .into_iter()
+            .map(|key| (key.key_id().to_owned(), key))
+            .collect();
+        let mut current = self.write();
+        if let Some(rate) = self.guard.rate.get() {
+            for gone in current.keys().filter(|id| !next.contains_key(*id)) {
+                rate.forget(gone);
+            }
+        }
+        *current = next;
+    }
+
     /// The stored key with this id.
     pub fn get(&self, key_id: &str) -> Option<StoredKey> {
         self.read().get(key_id).cloned()
@@ -255,6 +271,21 @@ mod tests {
         let later = ApiKey::generate();
         store.insert(StoredKey::new(&later, viewer("p")).expiring(Some(future)));
         assert!(store.authenticate(later.as_str()).is_ok());
+    }
+
+    #[test]
+    fn replace_all_revokes_what_is_missing() {
+        let store = KeyStore::new();
+        let (a, b) = (ApiKey::generate(), ApiKey::generate());
+        store.insert(StoredKey::new(&a, viewer("p")));
+        let b_stored = StoredKey::new(&b, viewer("p"));
+        store.replace_all(vec![b_stored.clone()]);
+        assert!(matches!(
+            store.authenticate(a.as_str()),
+            Err(Error::InvalidKey)
+        ));
+        assert!(store.authenticate(b.as_str()).is_ok());
+        assert_eq!(store.all(), vec![b_stored]);
     }
 
     #[test]

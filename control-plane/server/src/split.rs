@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use larch_auth::KeyStore;
+use larch_auth::grpc::SendKey;
 use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
 };
@@ -19,7 +20,7 @@ use larch_proto::internal::{
     ListAssignmentsRequest, ListAssignmentsResponse, ListKeysRequest, ListKeysResponse,
     control_plane_sync_server::ControlPlaneSync,
 };
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
@@ -87,28 +88,7 @@ fn search_params(search: SearchParams) -> internal::SearchParams {
     }
 }
 
-type Client =
-    DataPlaneControlClient<tonic::service::interceptor::InterceptedService<Channel, AdminKey>>;
-
-/// Adds the admin key to every internal call.
-#[derive(Clone)]
-pub struct AdminKey(MetadataValue<Ascii>);
-
-impl AdminKey {
-    /// The key as request metadata; `None` if it cannot be sent as such.
-    pub fn new(key: &str) -> Option<AdminKey> {
-        MetadataValue::try_from(key).ok().map(AdminKey)
-    }
-}
-
-impl tonic::service::Interceptor for AdminKey {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(larch_auth::grpc::API_KEY_HEADER, self.0.clone());
-        Ok(request)
-    }
-}
+type Client = DataPlaneControlClient<InterceptedService<Channel, SendKey>>;
 
 /// The catalog's view of a data plane in another process, reached at one URL.
 ///
@@ -125,7 +105,7 @@ impl RemoteDataPlane {
     /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
     /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
     /// start later. Must be called inside a Tokio runtime.
-    pub fn new(url: &str, admin_key: AdminKey, template: HostTemplate) -> Result<Self, String> {
+    pub fn new(url: &str, admin_key: SendKey, template: HostTemplate) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
         Ok(RemoteDataPlane {

@@ -20,6 +20,8 @@
 //! - [`json`]: Pinecone's data-plane REST JSON bodies.
 //! - [`convert`]: `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
 //! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers.
+//! - [`routed`]: split mode — [`routed::RoutedDataPlane`] serves every index on one address,
+//!   routed by host, following a control plane in another process.
 
 pub mod api;
 pub mod convert;
@@ -27,6 +29,7 @@ pub mod host;
 pub mod json;
 mod pool;
 pub mod rest;
+pub mod routed;
 pub mod service;
 
 use std::future::Future;

@@ -1,0 +1,481 @@
+//! Split mode, data-plane side ([`RoutedDataPlane`]): one address serves every index, and each
+//! request goes to the index whose host it was sent to (HTTP/2 `:authority`, HTTP/1.1 `Host`),
+//! as with Pinecone's hosts behind wildcard DNS. The control plane is the source of truth:
+//!
+//! - it calls `larch.internal.v1.DataPlaneControl` here as its catalog changes (attach,
+//!   configure, detach an index), so a created index is served when CreateIndex returns;
+//! - every `refresh` this side pulls `ControlPlaneSync` — every index to serve and every stored
+//!   key — so it catches up after either side restarts, and a revoked or changed key takes
+//!   effect here within one refresh (the data plane verifies keys itself, against the control
+//!   plane's salted hashes, and keeps the last set it got if the control plane is unreachable).
+//!
+//! An index the control plane no longer lists is no longer served, but its data is kept (and
+//! logged): only an explicit DetachIndex deletes data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use larch_auth::grpc::SendKey;
+use larch_auth::{KeyStore, Scope, StoredKey};
+use larch_catalog::{IndexKey, IndexName};
+use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
+use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
+use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
+use larch_proto::internal::{
+    self as internal, AttachIndexRequest, AttachIndexResponse, ConfigureIndexResponse,
+    DetachIndexRequest, DetachIndexResponse, IndexAssignment, ListAssignmentsRequest,
+    ListKeysRequest,
+};
+use larch_proto::pinecone::vector_service_server::VectorServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tower::ServiceExt;
+
+use crate::VectorApi;
+use crate::api::IndexHandle;
+
+/// The control plane this data plane follows.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// Its URL, e.g. `http://larch-control:5080`.
+    pub url: String,
+    /// The admin key both planes share, sent on internal calls.
+    pub admin_key: SendKey,
+    /// How often to pull indexes and keys.
+    pub refresh: Duration,
+}
+
+/// Every index of this data plane, routed by host.
+#[derive(Clone)]
+pub struct RoutedDataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    keys: KeyStore,
+    /// Lower-case host name (no port) → the index served there.
+    routes: RwLock<HashMap<String, Route>>,
+}
+
+#[derive(Clone)]
+struct Route {
+    key: IndexKey,
+    router: axum::Router,
+}
+
+impl RoutedDataPlane {
+    /// A data plane over `engine`, checking requests against `keys` (which the sync loop
+    /// keeps equal to the control plane's).
+    pub fn new(engine: Engine, keys: KeyStore) -> RoutedDataPlane {
+        RoutedDataPlane {
+            inner: Arc::new(Inner {
+                engine: Arc::new(engine),
+                keys,
+                routes: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The engine holding every index's data.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Hosts served now, with their index, sorted by host.
+    pub fn served(&self) -> Vec<(String, IndexKey)> {
+        let mut served: Vec<(String, IndexKey)> = self
+            .read()
+            .iter()
+            .map(|(host, route)| (host.clone(), route.key.clone()))
+            .collect();
+        served.sort();
+        served
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Route>> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts serving `assignment` (creating its storage if `create`, else recovering it, or
+    /// creating it when there is nothing to recover), or updates it if it is served already.
+    fn attach(&self, assignment: &IndexAssignment, create: bool) -> Result<(), Status> {
+        let (key, config, search, host) = parse_assignment(assignment)?;
+        let engine = &self.inner.engine;
+        let storage = key.storage_name();
+        let open = engine.index(&storage).ok();
+        let index = match (open, create) {
+            (Some(index), false) => index,
+            (open, _) => {
+                if open.is_some() {
+                    // A new index under a name whose old data is still open: start afresh.
+                    engine.drop_index(&storage).map_err(engine_status)?;
+                }
+                let stored = engine
+                    .index_dirs()
+                    .map_err(engine_status)?
+                    .contains(&storage);
+                if create || !stored {
+                    if !create {
+                        tracing::warn!(index = %key, "the control plane lists an index this data plane has no data for; serving it empty");
+                    }
+                    engine.create_index(&storage, config)
+                } else {
+                    engine.open_index(&storage, config)
+                }
+                .map_err(engine_status)?
+            }
+        };
+        index.set_search_params(search);
+        let router = index_router(Arc::clone(engine), &key, self.inner.keys.clone());
+        let mut routes = self.write();
+        routes.retain(|_, route| route.key != key);
+        routes.insert(
+            host.clone(),
+            Route {
+                key: key.clone(),
+                router,
+            },
+        );
+        tracing::info!(index = %key, %host, "data plane serving index");
+        Ok(())
+    }
+
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), Status> {
+        let index = self
+            .inner
+            .engine
+            .index(&key.storage_name())
+            .map_err(engine_status)?;
+        index.set_search_params(search);
+        Ok(())
+    }
+
+    fn detach(&self, key: &IndexKey) -> Result<(), Status> {
+        self.write().retain(|_, route| &route.key != key);
+        match self.inner.engine.drop_index(&key.storage_name()) {
+            Ok(()) => Ok(()),
+            // Already gone (e.g. detached before a restart of the control plane): done.
+            Err(larch_engine::Error::NotFound(_)) => Ok(()),
+            Err(err) => Err(engine_status(err)),
+        }
+    }
+
+    /// Makes the served set equal to `assignments`: attaches what is missing or changed and
+    /// stops serving what the control plane no longer lists (keeping its data).
+    fn reconcile(&self, assignments: &[IndexAssignment]) {
+        let served: HashMap<String, IndexKey> = self
+            .read()
+            .iter()
+            .map(|(host, route)| (host.clone(), route.key.clone()))
+            .collect();
+        let mut listed = Vec::with_capacity(assignments.len());
+        for assignment in assignments {
+            let host = host_name(&assignment.host);
+            listed.push(host.clone());
+            let attached = served.contains_key(&host);
+            let result = if attached {
+                match parse_assignment(assignment) {
+                    Ok((key, _, search, _)) => self.configure(&key, search),
+                    Err(status) => Err(status),
+                }
+            } else {
+                self.attach(assignment, false)
+            };
+            if let Err(status) = result {
+                tracing::error!(index = %assignment.name, project = %assignment.project, error = status.message(), "cannot serve an index the control plane lists");
+            }
+        }
+        let mut routes = self.write();
+        routes.retain(|host, route| {
+            let keep = listed.contains(host);
+            if !keep {
+                tracing::warn!(index = %route.key, %host, "the control plane no longer lists this index; not serving it (its data is kept)");
+            }
+            keep
+        });
+    }
+
+    /// Pulls indexes and keys once.
+    async fn sync(&self, client: &mut SyncClient) -> Result<(), Status> {
+        let keys_json = client
+            .list_keys(ListKeysRequest {})
+            .await?
+            .into_inner()
+            .keys_json;
+        let keys: Vec<StoredKey> = serde_json::from_str(&keys_json)
+            .map_err(|err| Status::internal(format!("unreadable key list: {err}")))?;
+        if keys.is_empty() {
+            return Err(Status::failed_precondition(
+                "the control plane sent no keys at all; keeping the current ones",
+            ));
+        }
+        self.inner.keys.replace_all(keys);
+        let assignments = client
+            .list_assignments(ListAssignmentsRequest {})
+            .await?
+            .into_inner()
+            .indexes;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.reconcile(&assignments))
+            .await
+            .map_err(|err| Status::internal(format!("reconcile failed: {err}")))
+    }
+
+    /// Dispatches a request that is neither health, reflection nor internal to the index
+    /// served at its host.
+    async fn dispatch(self, request: Request) -> Response {
+        let host = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .map(|host| host_name(&host))
+            .unwrap_or_default();
+        let router = self.read().get(&host).map(|route| route.router.clone());
+        match router {
+            Some(router) => match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            None => no_index_at(&host, &request),
+        }
+    }
+}
+
+type SyncClient = ControlPlaneSyncClient<InterceptedService<Channel, SendKey>>;
+
+/// The host name of `host` (`name[:port]`), lower-case, without the port.
+fn host_name(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.to_ascii_lowercase()
+}
+
+fn no_index_at(host: &str, request: &Request) -> Response {
+    let message = format!(
+        "no index is served at host '{host}': use the host DescribeIndex returns (requests are \
+         routed by their :authority / Host)"
+    );
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        Status::not_found(message)
+            .into_http::<axum::body::Body>()
+            .into_response()
+    } else {
+        let body = serde_json::json!({"code": 5, "message": message, "details": []});
+        (
+            http::StatusCode::NOT_FOUND,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The VectorService (gRPC) and REST routes of one index, behind its scoped auth.
+fn index_router(engine: Arc<Engine>, key: &IndexKey, keys: KeyStore) -> axum::Router {
+    let index = IndexHandle::new(engine, key.storage_name());
+    let scope = Scope::Index {
+        project: key.project().to_owned(),
+        name: key.name().to_string(),
+    };
+    let grpc =
+        Routes::new(VectorServiceServer::new(VectorApi::from(index.clone()))).into_axum_router();
+    larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
+        .merge(crate::rest::router(index, keys, scope))
+}
+
+fn parse_assignment(
+    assignment: &IndexAssignment,
+) -> Result<(IndexKey, IndexConfig, SearchParams, String), Status> {
+    let invalid = |err: &dyn std::fmt::Display| Status::invalid_argument(err.to_string());
+    let name = IndexName::new(&assignment.name).map_err(|e| invalid(&e))?;
+    let key = IndexKey::new(&assignment.project, name).map_err(|e| invalid(&e))?;
+    let config = IndexConfig {
+        dimension: Dimension::new(assignment.dimension).map_err(|e| invalid(&e))?,
+        metric: assignment
+            .metric
+            .parse::<Metric>()
+            .map_err(|e| invalid(&e))?,
+    };
+    let search = search_params(assignment.search.as_ref()).map_err(|e| invalid(&e))?;
+    if assignment.host.is_empty() {
+        return Err(Status::invalid_argument("the index has no host"));
+    }
+    Ok((key, config, search, host_name(&assignment.host)))
+}
+
+fn search_params(search: Option<&internal::SearchParams>) -> larch_engine::Result<SearchParams> {
+    let Some(search) = search else {
+        return Ok(SearchParams::default());
+    };
+    Ok(SearchParams::default()
+        .with_m(search.m)?
+        .with_ef_construction(search.ef_construction)?
+        .with_ef_search(search.ef_search)?
+        .with_quantization(Quantization::parse("quantization", &search.quantization)?))
+}
+
+fn engine_status(err: larch_engine::Error) -> Status {
+    crate::service::status(err)
+}
+
+#[tonic::async_trait]
+impl DataPlaneControl for RoutedDataPlane {
+    async fn attach_index(
+        &self,
+        request: GrpcRequest<AttachIndexRequest>,
+    ) -> Result<GrpcResponse<AttachIndexResponse>, Status> {
+        let AttachIndexRequest { index, create } = request.into_inner();
+        let index = index.ok_or_else(|| Status::invalid_argument("index is required"))?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.attach(&index, create))
+            .await
+            .map_err(|err| Status::internal(format!("attach failed: {err}")))??;
+        Ok(GrpcResponse::new(AttachIndexResponse {}))
+    }
+
+    async fn configure_index(
+        &self,
+        request: GrpcRequest<internal::ConfigureIndexRequest>,
+    ) -> Result<GrpcResponse<ConfigureIndexResponse>, Status> {
+        let internal::ConfigureIndexRequest {
+            project,
+            name,
+            search,
+        } = request.into_inner();
+        let key = index_key(&project, &name)?;
+        let search = search_params(search.as_ref())
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        self.configure(&key, search)?;
+        Ok(GrpcResponse::new(ConfigureIndexResponse {}))
+    }
+
+    async fn detach_index(
+        &self,
+        request: GrpcRequest<DetachIndexRequest>,
+    ) -> Result<GrpcResponse<DetachIndexResponse>, Status> {
+        let DetachIndexRequest { project, name } = request.into_inner();
+        let key = index_key(&project, &name)?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.detach(&key))
+            .await
+            .map_err(|err| Status::internal(format!("detach failed: {err}")))??;
+        Ok(GrpcResponse::new(DetachIndexResponse {}))
+    }
+}
+
+fn index_key(project: &str, name: &str) -> Result<IndexKey, Status> {
+    let name = IndexName::new(name).map_err(|err| Status::invalid_argument(err.to_string()))?;
+    IndexKey::new(project, name).map_err(|err| Status::invalid_argument(err.to_string()))
+}
+
+/// Serves every index of `data_plane` on `listener`, following `control_plane`, until
+/// `shutdown` completes; then reports NOT_SERVING and drains in-flight requests.
+///
+/// Health reports NOT_SERVING until the first successful pull from the control plane (until
+/// then the data plane does not know what to serve, nor which keys are valid).
+pub async fn serve_routed(
+    listener: TcpListener,
+    data_plane: RoutedDataPlane,
+    control_plane: ControlPlane,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
+    set_health(&health, tonic_health::ServingStatus::NotServing).await;
+
+    let endpoint = Endpoint::from_shared(control_plane.url.clone()).map_err(|err| {
+        tracing::error!(url = %control_plane.url, error = %err, "not a URL");
+        err
+    })?;
+    let mut client =
+        ControlPlaneSyncClient::with_interceptor(endpoint.connect_lazy(), control_plane.admin_key);
+    let syncing = data_plane.clone();
+    let reporter = health.clone();
+    let sync = tokio::spawn(async move {
+        let health = reporter;
+        let mut ready = false;
+        loop {
+            match syncing.sync(&mut client).await {
+                Ok(()) if !ready => {
+                    ready = true;
+                    set_health(&health, tonic_health::ServingStatus::Serving).await;
+                    tracing::info!(
+                        indexes = syncing.served().len(),
+                        "in sync with the control plane; serving"
+                    );
+                }
+                Ok(()) => {}
+                Err(status) => tracing::warn!(
+                    url = %control_plane.url,
+                    code = ?status.code(),
+                    error = status.message(),
+                    "cannot sync with the control plane; keeping the last indexes and keys"
+                ),
+            }
+            tokio::time::sleep(control_plane.refresh).await;
+        }
+    });
+
+    let internal = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DataPlaneControlServer::new(data_plane.clone()))
+        .into_axum_router();
+    let routed = data_plane.clone();
+    let app = larch_auth::http::protect_grpc(internal, data_plane.inner.keys.clone())
+        .fallback(move |request: Request| routed.clone().dispatch(request));
+    let drain = async move {
+        shutdown.await;
+        sync.abort();
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+    };
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(Routes::from(app))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .await
+}
+
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <VectorServiceServer<VectorApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
