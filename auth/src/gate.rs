@@ -4,9 +4,34 @@
 //! protocol.
 
 use std::net::IpAddr;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::{Action, ApiKey, Error, KeyStore, Principal, audit};
+
+/// The process-wide receiver of refusals (see [`set_refusal_hook`]).
+type RefusalHook = Box<dyn Fn(&'static str) + Send + Sync>;
+
+/// Set once by the server binary; read on every refusal (an uncontended read lock).
+static REFUSAL_HOOK: RwLock<Option<RefusalHook>> = RwLock::new(None);
+
+/// Sends the reason of every request refused by [`KeyStore::admit`] in this process — the
+/// refusal's [`Error::code_name`], e.g. `UNAUTHENTICATED` or `PERMISSION_DENIED` — to `hook`,
+/// replacing any earlier hook. Process-wide, like a metrics facade: the server binary sets it
+/// once to count denials, whichever key store refused. The hook runs on the request path, so
+/// it must be quick.
+pub fn set_refusal_hook(hook: impl Fn(&'static str) + Send + Sync + 'static) {
+    *REFUSAL_HOOK.write().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
+}
+
+/// Passes a refusal's reason to the hook, if one is set.
+fn count_refusal(error: &Error) {
+    // A panic in a hook poisons the lock; counting is only for monitoring, so keep going.
+    let hook = REFUSAL_HOOK.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hook) = hook.as_ref() {
+        hook(error.code_name());
+    }
+}
 
 /// What a server's requests act on, for authorization.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,6 +99,7 @@ impl KeyStore {
         };
         let refuse = |key_id: &str, error: Error, delay: Duration| {
             audit::refused(key_id, attempt.rpc, project, index, attempt.peer, &error);
+            count_refusal(&error);
             Rejection { error, delay }
         };
         let presented = match attempt.presented {
@@ -302,5 +328,31 @@ mod tests {
         store
             .admit(&scope, attempt(b.as_str(), Action::DataRead))
             .expect("another key has its own budget");
+    }
+
+    #[test]
+    fn every_refusal_reaches_the_refusal_hook() {
+        // The only test that sets the process-wide hook. Other tests' refusals may reach it
+        // too, so this only checks that its own are among those seen.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&seen);
+        set_refusal_hook(move |reason| record.lock().expect("not poisoned").push(reason));
+        let store = KeyStore::new();
+        let viewer = key(&store, "p", &[Role::DataPlaneViewer], None);
+        let scope = index("p", "i");
+        let missing = Attempt {
+            presented: Presented::Missing,
+            ..attempt("", Action::DataRead)
+        };
+        store.admit(&scope, missing).expect_err("no key");
+        store
+            .admit(&scope, attempt(viewer.as_str(), Action::DataWrite))
+            .expect_err("a viewer cannot write");
+        store
+            .admit(&scope, attempt(viewer.as_str(), Action::DataRead))
+            .expect("admitted requests are not counted");
+        let seen = seen.lock().expect("not poisoned");
+        assert!(seen.contains(&"UNAUTHENTICATED"), "{seen:?}");
+        assert!(seen.contains(&"PERMISSION_DENIED"), "{seen:?}");
     }
 }

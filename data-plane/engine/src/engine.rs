@@ -5,6 +5,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
 use crate::{
@@ -53,7 +54,43 @@ impl fmt::Debug for Engine {
     }
 }
 
+/// The process-wide receiver of storage timings (see [`Engine::set_timing_hook`]).
+type TimingHook = Box<dyn Fn(&'static str, Duration) + Send + Sync>;
+
+/// Set once by the server binary; read on every timed storage step (an uncontended read lock).
+static TIMING_HOOK: RwLock<Option<TimingHook>> = RwLock::new(None);
+
+/// Reports that the storage step `step` (one of the `Engine::TIMED_…` names) took `elapsed`.
+pub(crate) fn record_timing(step: &'static str, elapsed: Duration) {
+    // A panic in a hook poisons the lock; timings are only for monitoring, so keep going.
+    let hook = TIMING_HOOK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(hook) = hook.as_ref() {
+        hook(step, elapsed);
+    }
+}
+
 impl Engine {
+    /// Timing name of one `fdatasync` of a write-ahead log batch (shared by its writers).
+    pub const TIMED_WAL_FSYNC: &'static str = "wal_fsync";
+    /// Timing name of one flush: cutting the memtable, writing its segments, swapping the
+    /// manifest and deleting the log files it covers (compaction not included).
+    pub const TIMED_FLUSH: &'static str = "flush";
+    /// Timing name of one compaction: merging one namespace's segments into one.
+    pub const TIMED_COMPACTION: &'static str = "compaction";
+
+    /// Sends the duration of every timed storage step — [`Engine::TIMED_WAL_FSYNC`],
+    /// [`Engine::TIMED_FLUSH`], [`Engine::TIMED_COMPACTION`] — of every engine in the process
+    /// to `hook`, replacing any earlier hook. Process-wide because these steps run deep in the
+    /// log and flush code, far from any engine handle; the server binary sets it once, to feed
+    /// its metrics. The hook runs on the thread doing the work, so it must be quick.
+    pub fn set_timing_hook(hook: impl Fn(&'static str, Duration) + Send + Sync + 'static) {
+        *TIMING_HOOK
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
     /// An in-memory engine without indexes: nothing is written to disk.
     pub fn new() -> Self {
         Engine::default()
@@ -296,5 +333,44 @@ mod tests {
             ErrorCode::NotFound
         );
         assert!(format!("{engine:?}").contains("Engine"));
+    }
+
+    #[test]
+    fn storage_steps_reach_the_timing_hook() {
+        // The only test that sets the process-wide hook. Other tests' steps may reach it too,
+        // so this only checks that its own are among those seen.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        Engine::set_timing_hook(move |step, _| record.lock().expect("not poisoned").push(step));
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let policy = FlushPolicy {
+            max_segments: 1,
+            ..FlushPolicy::default()
+        };
+        let engine = Engine::open_with(dir.path(), policy);
+        let index = engine.create_index("timed", config()).expect("created");
+        for id in ["a", "b"] {
+            index
+                .upsert(crate::UpsertRequest {
+                    namespace: String::new(),
+                    vectors: vec![crate::VectorInput {
+                        id: id.into(),
+                        values: vec![1.0, 2.0, 3.0],
+                        sparse_values: None,
+                        metadata: None,
+                    }],
+                })
+                .expect("upserted");
+            // Two flushes of one namespace: two segments, more than `max_segments`.
+            assert!(index.flush().expect("flushed"));
+        }
+        let seen = seen.lock().expect("not poisoned");
+        for step in [
+            Engine::TIMED_WAL_FSYNC,
+            Engine::TIMED_FLUSH,
+            Engine::TIMED_COMPACTION,
+        ] {
+            assert!(seen.contains(&step), "{step} in {seen:?}");
+        }
     }
 }

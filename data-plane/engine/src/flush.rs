@@ -445,14 +445,22 @@ impl Segments {
     /// Steps 2 and 3 of a flush (see the module docs): writes `cut` and
     /// every earlier pending change as segments, swaps the manifest to
     /// start replay at log file `wal_start`, deletes what it covers, then
-    /// compacts. On error the cut stays pending for the next flush.
-    pub(crate) fn write(&self, state: &mut State, wal_start: u64, cut: Vec<Pending>) -> Result<()> {
+    /// compacts. On error the cut stays pending for the next flush. `started`: when the flush
+    /// began (before the cut), for its reported duration.
+    pub(crate) fn write(
+        &self,
+        state: &mut State,
+        wal_start: u64,
+        cut: Vec<Pending>,
+        started: Instant,
+    ) -> Result<()> {
         state.pending.extend(cut);
         let written = self.write_pending(state, wal_start);
         if let Err(err) = written {
             state.back_off();
             return Err(err);
         }
+        crate::engine::record_timing(crate::Engine::TIMED_FLUSH, started.elapsed());
         state.retry_at = None;
         self.compact(state)
     }
@@ -525,6 +533,7 @@ impl Segments {
             .map(|(name, _)| name.clone())
             .collect();
         for namespace in crowded {
+            let started = Instant::now();
             let inputs = state.manifest.namespaces[&namespace].clone();
             let bytes = self.merge(&namespace, &inputs)?;
             let number = state.manifest.next_segment;
@@ -541,6 +550,7 @@ impl Segments {
             );
             self.swap(state, next)?;
             self.publish(&state.manifest, |p| p.compactions += 1);
+            crate::engine::record_timing(crate::Engine::TIMED_COMPACTION, started.elapsed());
             tracing::debug!(index = %self.index, namespace = %namespace.label(), inputs = inputs.len(), segment = number, bytes = bytes.len(), "compacted segments");
             self.delete_segments(&inputs);
         }

@@ -798,6 +798,7 @@ impl Index {
         let Some(mut state) = durable.segments.begin(force)? else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         let (wal_start, cut) = match self.cut(durable, &state, force) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(false),
@@ -806,7 +807,9 @@ impl Index {
                 return Err(err);
             }
         };
-        durable.segments.write(&mut state, wal_start, cut)?;
+        durable
+            .segments
+            .write(&mut state, wal_start, cut, started)?;
         Ok(true)
     }
 

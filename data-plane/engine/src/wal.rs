@@ -445,7 +445,10 @@ impl Wal {
                 poison,
             });
         }
-        if let Err(err) = tail.file.sync() {
+        let syncing = std::time::Instant::now();
+        let synced = tail.file.sync();
+        crate::engine::record_timing(crate::Engine::TIMED_WAL_FSYNC, syncing.elapsed());
+        if let Err(err) = synced {
             // After a failed fsync the kernel may already have dropped the
             // dirty pages and cleared the error, so a retry could "succeed"
             // without the data ever reaching the disk. Nothing written since
