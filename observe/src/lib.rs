@@ -1,0 +1,47 @@
+//! Observability of a Larch server, shared by both planes and the `larch` binary.
+//!
+//! Both planes answer gRPC and REST on each port through one axum app; each app is wrapped in
+//! one [`RequestLayer`], which gives every request an id (`x-request-id`, kept from the client
+//! or generated), runs it inside a `tracing` span naming that id and the RPC, returns the id
+//! in the response headers and gRPC trailers, and counts it in [`Metrics`]. The binary serves
+//! those metrics, with liveness and readiness probes, on the admin port ([`serve_admin`]), and
+//! sets up logging as text or JSON ([`logging::init`]).
+//!
+//! The engine and the API-key gate stay free of HTTP: they report storage timings and refusals
+//! through process-wide hooks that [`Metrics::install_hooks`] points at a registry, and the
+//! per-index gauges are read from the engine at each scrape ([`Metrics::watch_engine`]).
+//!
+//! ```no_run
+//! # async fn example(app: axum::Router, listener: tokio::net::TcpListener, engine: larch_engine::Engine) {
+//! use larch_observe::{Metrics, Readiness, RequestLayer};
+//!
+//! let metrics = Metrics::new();
+//! metrics.install_hooks();
+//! metrics.watch_engine(engine);
+//! let app = app.layer(RequestLayer::new(metrics.clone()));
+//! let readiness = Readiness::new();
+//! tokio::spawn(larch_observe::serve_admin(listener, metrics, readiness.clone(), std::future::pending()));
+//! readiness.set(true); // once stored indexes are recovered
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`layer`]: [`RequestLayer`], request ids, spans, and the response body that carries the
+//!   id into gRPC trailers.
+//! - [`metrics`]: [`Metrics`], the registry, metric names and Prometheus rendering.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
+//! - [`logging`]: `--log-format text|json`.
+
+pub mod admin;
+pub mod layer;
+pub mod logging;
+pub mod metrics;
+
+pub use admin::{Readiness, serve_admin};
+pub use layer::{RequestId, RequestLayer, X_REQUEST_ID};
+pub use logging::LogFormat;
+pub use metrics::Metrics;
+
+#[cfg(test)]
+mod tests;
