@@ -9,8 +9,8 @@
 //! running control plane, with the admin key from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
 //!
 //! # Layout
-//! - `main`: argument parsing, logging, exit codes (bad configuration exits 64), and the
-//!   API key from the environment.
+//! - `main`: argument parsing, logging (`LARCH_LOG`, and `--log-format` of `serve`), exit
+//!   codes (bad configuration exits 64), and the API key from the environment.
 //! - [`serve`]: wiring of catalog, data plane and control plane; signals and drain.
 //! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
 
@@ -93,14 +93,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LARCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format(),
+        Command::Keys { .. } | Command::Projects { .. } => larch_observe::LogFormat::Text,
+    };
+    // Nothing else sets a subscriber in this process.
+    let _ = larch_observe::logging::init(
+        log_format,
+        std::env::var("LARCH_LOG").ok().as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     let result = match cli.command {
         Command::Serve(args) => match args.into_config() {
             Ok(config) => serve::run(config),

@@ -9,9 +9,13 @@ use anyhow::Context;
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
 use larch_engine::{Engine, FlushPolicy};
+use larch_observe::{LogFormat, Metrics, Readiness};
 
 /// Folder of the data dir holding one sub-folder per index.
 const INDEXES_DIR: &str = "indexes";
+
+/// How long the admin server may take to finish its requests once the planes have stopped.
+const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Flags of `larch serve`; each has an environment twin.
 #[derive(Debug, clap::Args)]
@@ -51,6 +55,13 @@ pub(crate) struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
     #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     drain_timeout_secs: u64,
+    /// Address of the admin HTTP server: Prometheus `/metrics`, `/healthz`, `/readyz`. Port 0
+    /// picks a free port. It has no API keys: keep it off public networks.
+    #[arg(long, env = "LARCH_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    admin_addr: SocketAddr,
+    /// Log lines as human-readable text, or as one JSON object per line ("text" or "json").
+    #[arg(long, env = "LARCH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// Validated configuration of `larch serve`.
@@ -68,9 +79,15 @@ pub(crate) struct Config {
     api_key: Option<String>,
     rate_limit: Option<larch_auth::RateLimit>,
     auth_slowdown: bool,
+    admin_addr: SocketAddr,
 }
 
 impl ServeArgs {
+    /// How to log, needed before the rest of the configuration is checked.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
     pub(crate) fn into_config(self) -> Result<Config, String> {
         let data_ports =
             PortPolicy::parse(&self.data_ports).map_err(|e| format!("--data-ports: {e}"))?;
@@ -115,6 +132,7 @@ impl ServeArgs {
             api_key,
             rate_limit,
             auth_slowdown: self.auth_slowdown,
+            admin_addr: self.admin_addr,
         })
     }
 }
@@ -158,13 +176,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     keys.slow_down_failed_auth(config.auth_slowdown);
     let admin = Arc::new(bootstrap.admin);
 
+    // One registry for both planes, the engine's storage timings and the gate's refusals.
+    let metrics = Metrics::new();
+    metrics.install_hooks();
+    // The admin port answers from the start: /healthz at once, /readyz once recovered.
+    let readiness = Readiness::new();
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-addr)", config.admin_addr))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_server = tokio::spawn(larch_observe::serve_admin(
+        admin_listener,
+        metrics.clone(),
+        readiness.clone(),
+        async move {
+            // A dropped sender also stops the server.
+            let _ = admin_stopped.await;
+        },
+    ));
+    tracing::info!(addr = %admin_addr, "larch admin listening");
+
     let listener = tokio::net::TcpListener::bind(config.control_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.control_addr))?;
     let control_addr = listener.local_addr()?;
     let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
         .with_ann_min_rows(config.ann_min_rows);
-    let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
+    let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
 
     // The control port answers (health NOT_SERVING) while stored indexes are recovered.
     let (ready, recovered) = tokio::sync::oneshot::channel();
@@ -173,6 +212,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         async move { recovered.await.ok() },
         admin,
+        metrics,
         wait_for(stopped),
     ));
     tracing::info!(
@@ -204,6 +244,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("recovery task failed")?
                 .context("cannot recover the stored indexes")?;
             let _ = ready.send(Arc::new(catalog));
+            // The moment the control plane reports SERVING on gRPC health.
+            readiness.set(true);
             tracing::info!("recovery complete; serving");
             tokio::select! {
                 signal = shutdown_signal() => signal,
@@ -216,6 +258,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal = shutdown_signal() => signal,
     };
     tracing::info!(signal, "shutting down: draining in-flight requests");
+    // With gRPC health turning NOT_SERVING: probes stop sending traffic.
+    readiness.set(false);
     let _ = stop.send(true);
     let drain = async {
         let (control, ()) = tokio::join!(control, data_plane.shutdown(config.drain_timeout));
@@ -224,6 +268,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     match tokio::time::timeout(config.drain_timeout, drain).await {
         Ok(result) => result.context("control plane task failed")??,
         Err(_) => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out"),
+    }
+    // Last, so /metrics and /readyz answer through the drain. A scrape is quick; the admin
+    // server holds nothing to save, so one that lingers is not waited for.
+    let _ = stop_admin.send(());
+    match tokio::time::timeout(ADMIN_STOP_TIMEOUT, admin_server).await {
+        Ok(Ok(Ok(()))) | Err(_) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "admin server failed"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "admin server task failed"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larch_catalog::{Catalog, PortPolicy};
+use larch_control_plane::Metrics;
 use larch_data_plane::DataPlane;
 use larch_proto::control::api_key_service_client::ApiKeyServiceClient;
 use larch_proto::control::index_service_client::IndexServiceClient;
@@ -66,6 +67,7 @@ pub struct TestServer {
     stop: tokio::sync::watch::Sender<bool>,
     control: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     data_plane: DataPlane,
+    metrics: Metrics,
     data_dir: tempfile::TempDir,
 }
 
@@ -103,7 +105,9 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control_addr = listener.local_addr().unwrap();
         let engine = larch_engine::Engine::open(data_dir.path().join("indexes"));
-        let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip());
+        // Both planes share one registry, as in the binary.
+        let metrics = Metrics::new();
+        let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
         let catalog = Arc::new(
             Catalog::open(
                 data_dir.path(),
@@ -118,6 +122,7 @@ impl TestServer {
             listener,
             async move { Some(catalog) },
             Arc::new(admin),
+            metrics.clone(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -128,6 +133,7 @@ impl TestServer {
             stop,
             control,
             data_plane,
+            metrics,
             data_dir,
         };
         wait_serving(&server.control_addr.to_string()).await;
@@ -137,6 +143,11 @@ impl TestServer {
     /// The data plane, to check what reached the engine where no RPC shows it.
     pub fn data_plane(&self) -> &DataPlane {
         &self.data_plane
+    }
+
+    /// The metrics both planes record into (what the binary's `/metrics` would show).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// A control-plane client sending the admin key.
@@ -351,6 +362,7 @@ impl Recovering {
             larch_engine::Engine::new(),
             keys.clone(),
             "127.0.0.1".parse().unwrap(),
+            Metrics::new(),
         );
         let catalog = Arc::new(Catalog::new(
             Arc::new(data_plane),
@@ -362,6 +374,7 @@ impl Recovering {
             listener,
             async move { recovered.await.ok() },
             Arc::new(admin),
+            Metrics::new(),
             std::future::pending(),
         ));
         Recovering {

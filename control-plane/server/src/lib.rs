@@ -13,6 +13,11 @@
 //! translate their wire format to the [`larch_catalog`] types and call the same [`Indexes`];
 //! the catalog holds the rules.
 //!
+//! Every request, of either transport, passes a [`larch_observe::RequestLayer`] first: it gets
+//! a request id (`x-request-id`, returned in the response headers and gRPC trailers), a
+//! `tracing` span naming that id and the RPC, and is counted in the [`Metrics`] given to
+//! [`serve`].
+//!
 //! # Layout
 //! - [`indexes`]: [`Indexes`], the one service both transports call, its [`Failure`] type,
 //!   and [`ApiVersion`] (which JSON shape and which `host` a client gets).
@@ -48,6 +53,8 @@ use tonic::service::Routes;
 
 pub use admin::AdminApi;
 pub use indexes::{ApiVersion, Failure, Indexes};
+/// The metrics registry [`serve`] records requests into (re-exported: it is in its signature).
+pub use larch_observe::Metrics;
 pub use service::IndexApi;
 
 /// Serves the control plane on `listener` until `shutdown` completes, then reports
@@ -56,11 +63,13 @@ pub use service::IndexApi;
 /// The port answers at once, but health reports NOT_SERVING (and index calls UNAVAILABLE, or
 /// 503 over REST) until `catalog` resolves — i.e. until every stored index has been recovered.
 /// If it resolves to `None` (recovery failed), the server stops. Requests are checked against
-/// `admin`'s key store, and the admin API changes `admin`.
+/// `admin`'s key store, the admin API changes `admin`, and every request is counted in
+/// `metrics`.
 pub async fn serve(
     listener: TcpListener,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let keys = admin.store().clone();
@@ -98,7 +107,11 @@ pub async fn serve(
         )))
         .into_axum_router();
     let grpc = larch_auth::http::protect_grpc(grpc, keys.clone());
-    let app = grpc.merge(rest::router(indexes, keys)).fallback(unrouted);
+    let app = grpc
+        .merge(rest::router(indexes, keys))
+        .fallback(unrouted)
+        // Outermost, on every route and the fallback: refusals get an id and are counted too.
+        .layer(larch_observe::RequestLayer::new(metrics));
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
     // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
     tonic::transport::Server::builder()

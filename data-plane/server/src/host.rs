@@ -18,6 +18,7 @@ use std::time::Duration;
 use larch_auth::KeyStore;
 use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexKey};
 use larch_engine::{Engine, IndexConfig, SearchParams};
+use larch_observe::Metrics;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,6 +38,7 @@ pub struct DataPlane {
 struct Inner {
     engine: Arc<Engine>,
     keys: KeyStore,
+    metrics: Metrics,
     bind_ip: IpAddr,
     runtime: Handle,
     /// By storage name.
@@ -44,14 +46,17 @@ struct Inner {
 }
 
 impl DataPlane {
-    /// A data plane serving the indexes of `engine`, binding index ports on `bind_ip` and
-    /// checking requests against `keys`. Must be called inside a Tokio runtime: servers are
-    /// spawned on it.
-    pub fn new(engine: Engine, keys: KeyStore, bind_ip: IpAddr) -> DataPlane {
+    /// A data plane serving the indexes of `engine`, binding index ports on `bind_ip`,
+    /// checking requests against `keys` and counting them in `metrics` (which also reports
+    /// each index's vectors and bytes from now on). Must be called inside a Tokio runtime:
+    /// servers are spawned on it.
+    pub fn new(engine: Engine, keys: KeyStore, bind_ip: IpAddr, metrics: Metrics) -> DataPlane {
+        metrics.watch_engine(engine.clone());
         DataPlane {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 keys,
+                metrics,
                 bind_ip,
                 runtime: Handle::current(),
                 servers: Mutex::new(HashMap::new()),
@@ -152,6 +157,7 @@ impl DataPlaneHost for DataPlane {
         let engine = Arc::clone(&self.inner.engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();
+        let metrics = self.inner.metrics.clone();
         let served = key.clone();
         let task = self.inner.runtime.spawn(async move {
             let shutdown = async {
@@ -159,7 +165,8 @@ impl DataPlaneHost for DataPlane {
                 let _ = stopped.await;
             };
             let logged = served.to_string();
-            if let Err(err) = crate::serve_index(listener, engine, served, keys, shutdown).await {
+            let served = crate::serve_index(listener, engine, served, keys, metrics, shutdown);
+            if let Err(err) = served.await {
                 tracing::error!(index = %logged, error = %err, "data-plane server failed");
             }
         });
@@ -209,6 +216,7 @@ mod tests {
             Engine::open(&root),
             KeyStore::new(),
             IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Metrics::new(),
         );
         let key =
             |project: &str| IndexKey::new(project, IndexName::new("movies").unwrap()).unwrap();

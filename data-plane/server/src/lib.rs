@@ -11,6 +11,11 @@
 //! Both transports call the same [`api::IndexHandle`] with the same engine request structs;
 //! the engine validates.
 //!
+//! Every request, of either transport, passes a [`larch_observe::RequestLayer`] first: it gets
+//! a request id (`x-request-id`, returned in the response headers and gRPC trailers), a
+//! `tracing` span naming that id, the RPC and the index, and is counted in the [`Metrics`]
+//! given to the [`DataPlane`], which also reports each index's vectors and bytes there.
+//!
 //! # Layout
 //! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool) and
 //!   the wire rules both transports share.
@@ -48,16 +53,20 @@ use tonic::service::Routes;
 use crate::api::IndexHandle;
 
 pub use host::DataPlane;
+/// The metrics registry requests are recorded into (re-exported: it is in the signatures).
+pub use larch_observe::Metrics;
 pub use service::VectorApi;
 
 /// Serves the data plane (gRPC and REST) of index `key` — the engine index
 /// [`IndexKey::storage_name`] — on `listener` until `shutdown` completes, then reports
-/// NOT_SERVING on gRPC health and drains in-flight requests before returning.
+/// NOT_SERVING on gRPC health and drains in-flight requests before returning. Every request
+/// is counted in `metrics`.
 pub async fn serve_index(
     listener: TcpListener,
     engine: Arc<Engine>,
     key: IndexKey,
     keys: KeyStore,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -85,9 +94,12 @@ pub async fn serve_index(
         .add_service(reflection_v1alpha)
         .add_service(VectorServiceServer::new(VectorApi::from(index.clone())))
         .into_axum_router();
+    let observe = larch_observe::RequestLayer::new(metrics).for_index(&key);
     let app = larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
         .merge(rest::router(index, keys, scope))
-        .fallback(unrouted);
+        .fallback(unrouted)
+        // Outermost, on every route and the fallback: refusals get an id and are counted too.
+        .layer(observe);
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
     // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
     tonic::transport::Server::builder()

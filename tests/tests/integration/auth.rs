@@ -363,7 +363,13 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
     let admin = Arc::new(restarted.admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let data_plane = DataPlane::new(larch_engine::Engine::new(), keys.clone(), addr.ip());
+    let metrics = larch_control_plane::Metrics::new();
+    let data_plane = DataPlane::new(
+        larch_engine::Engine::new(),
+        keys.clone(),
+        addr.ip(),
+        metrics.clone(),
+    );
     let catalog = Arc::new(Catalog::new(
         Arc::new(data_plane.clone()),
         PortPolicy::Ephemeral,
@@ -374,6 +380,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
         listener,
         async move { Some(catalog) },
         admin,
+        metrics,
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         },

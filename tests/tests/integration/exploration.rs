@@ -313,8 +313,13 @@ async fn control_plane_stops_when_recovery_fails() {
     let admin = std::sync::Arc::new(larch_auth::bootstrap(dir.path(), Some("k")).unwrap().admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // `None`: recovery failed; the server must stop on its own instead of serving nothing.
-    let stopped =
-        larch_control_plane::serve(listener, async { None }, admin, std::future::pending());
+    let stopped = larch_control_plane::serve(
+        listener,
+        async { None },
+        admin,
+        larch_control_plane::Metrics::new(),
+        std::future::pending(),
+    );
     tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
         .await
         .expect("the server stops")
