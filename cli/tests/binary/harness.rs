@@ -25,9 +25,12 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// The message of the log line that carries the bound control-plane address.
 pub(crate) const LISTENING: &str = "larch control plane listening";
 
+/// The message of the log line that carries the bound admin address.
+pub(crate) const ADMIN_LISTENING: &str = "larch admin listening";
+
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-pub(crate) const LARCH_ENV: [&str; 14] = [
+pub(crate) const LARCH_ENV: [&str; 16] = [
     "LARCH_API_KEY",
     "LARCH_API_KEY_FILE",
     "LARCH_ADDR",
@@ -42,6 +45,8 @@ pub(crate) const LARCH_ENV: [&str; 14] = [
     "LARCH_RATE_LIMIT_BURST",
     "LARCH_AUTH_SLOWDOWN",
     "LARCH_LOG",
+    "LARCH_ADMIN_ADDR",
+    "LARCH_LOG_FORMAT",
 ];
 
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
@@ -107,7 +112,11 @@ impl Larch {
         for var in LARCH_ENV {
             command.env_remove(var);
         }
-        command.env("NO_COLOR", "1").env("LARCH_LOG", "info");
+        // Any free admin port: tests run servers side by side, and 9090 may be taken.
+        command
+            .env("NO_COLOR", "1")
+            .env("LARCH_LOG", "info")
+            .env("LARCH_ADMIN_ADDR", "127.0.0.1:0");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -154,15 +163,7 @@ impl Larch {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr_lines.recv_timeout(left) {
-                Ok(line) if line.contains(LISTENING) => {
-                    let addr = line
-                        .split_whitespace()
-                        .find_map(|field| field.strip_prefix("addr="))
-                        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-                    return addr
-                        .parse()
-                        .unwrap_or_else(|e| panic!("addr {addr:?} in {line:?}: {e}"));
-                }
+                Ok(line) if line.contains(LISTENING) => return addr_in(&line),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => panic!(
                     "no {LISTENING:?} log line within {TIMEOUT:?}; stderr:\n{}",
@@ -172,6 +173,28 @@ impl Larch {
                     panic!("larch exited before listening; stderr:\n{}", self.stderr())
                 }
             }
+        }
+    }
+
+    /// Waits for the `larch admin listening addr=…` log line (logged before the control
+    /// plane's) and returns the address. Reads the whole log, so it works after
+    /// [`Larch::control_addr`] has consumed the line.
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(line) = self
+                .stderr()
+                .lines()
+                .find(|line| line.contains(ADMIN_LISTENING))
+            {
+                return addr_in(line);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {ADMIN_LISTENING:?} log line within {TIMEOUT:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -227,6 +250,67 @@ impl Drop for Larch {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The `addr` field of a log line: `addr=…` in text, `"addr":"…"` in JSON.
+#[track_caller]
+pub(crate) fn addr_in(line: &str) -> SocketAddr {
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .or_else(|| {
+            let (_, rest) = line.split_once(r#""addr":""#)?;
+            rest.split('"').next()
+        })
+        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    addr.parse()
+        .unwrap_or_else(|e| panic!("addr {addr:?} in {line:?}: {e}"))
+}
+
+/// `GET path` over HTTP/1.1 (the admin port); returns the status code and the body.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let chunked = head
+        .lines()
+        .any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
     }
 }
 

@@ -8,5 +8,6 @@ mod drain;
 mod faults;
 mod harness;
 mod keys;
+mod observability;
 mod search;
 mod serve;
