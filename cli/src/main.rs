@@ -16,6 +16,7 @@
 
 mod admin;
 mod serve;
+mod split;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,12 @@ struct Cli {
 enum Command {
     /// Run the control plane and the data plane in one process (embedded defaults).
     Serve(serve::ServeArgs),
+    /// Run only the control plane (split mode): catalog, keys and projects; indexes are served
+    /// by a `larch data-plane` at --data-plane-url.
+    ControlPlane(split::ControlPlaneArgs),
+    /// Run only the data plane (split mode): every index on one address, routed by host,
+    /// following the control plane at --control-plane-url.
+    DataPlane(split::DataPlaneArgs),
     /// Create, list, describe, update and revoke API keys (needs the admin key).
     Keys {
         #[command(flatten)]
@@ -95,6 +102,8 @@ fn main() -> ExitCode {
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.log_format(),
+        Command::ControlPlane(args) => args.log_format(),
+        Command::DataPlane(args) => args.log_format(),
         Command::Keys { .. } | Command::Projects { .. } => larch_observe::LogFormat::Text,
     };
     // Nothing else sets a subscriber in this process.
@@ -106,6 +115,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => match args.into_config() {
             Ok(config) => serve::run(config),
+            Err(message) => {
+                eprintln!("larch: invalid configuration: {message}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::ControlPlane(args) => match args.into_config() {
+            Ok(config) => split::run_control_plane(config),
+            Err(message) => {
+                eprintln!("larch: invalid configuration: {message}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::DataPlane(args) => match args.into_config() {
+            Ok(config) => split::run_data_plane(config),
             Err(message) => {
                 eprintln!("larch: invalid configuration: {message}");
                 return ExitCode::from(EX_USAGE);

@@ -12,7 +12,7 @@ use larch_engine::{Engine, FlushPolicy};
 use larch_observe::{LogFormat, Metrics, Readiness};
 
 /// Folder of the data dir holding one sub-folder per index.
-const INDEXES_DIR: &str = "indexes";
+pub(crate) const INDEXES_DIR: &str = "indexes";
 
 /// How long the admin server may take to finish its requests once the planes have stopped.
 const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -55,13 +55,20 @@ pub(crate) struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
     #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     drain_timeout_secs: u64,
+    #[command(flatten)]
+    observe: ObserveArgs,
+}
+
+/// Flags every server command (`serve`, `control-plane`, `data-plane`) takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ObserveArgs {
     /// Address of the admin HTTP server: Prometheus `/metrics`, `/healthz`, `/readyz`. Port 0
     /// picks a free port. It has no API keys: keep it off public networks.
     #[arg(long, env = "LARCH_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
-    admin_addr: SocketAddr,
+    pub(crate) admin_addr: SocketAddr,
     /// Log lines as human-readable text, or as one JSON object per line ("text" or "json").
     #[arg(long, env = "LARCH_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 /// Validated configuration of `larch serve`.
@@ -85,7 +92,7 @@ pub(crate) struct Config {
 impl ServeArgs {
     /// How to log, needed before the rest of the configuration is checked.
     pub(crate) fn log_format(&self) -> LogFormat {
-        self.log_format
+        self.observe.log_format
     }
 
     pub(crate) fn into_config(self) -> Result<Config, String> {
@@ -132,7 +139,7 @@ impl ServeArgs {
             api_key,
             rate_limit,
             auth_slowdown: self.auth_slowdown,
-            admin_addr: self.admin_addr,
+            admin_addr: self.observe.admin_addr,
         })
     }
 }
@@ -181,21 +188,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     metrics.install_hooks();
     // The admin port answers from the start: /healthz at once, /readyz once recovered.
     let readiness = Readiness::new();
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (--admin-addr)", config.admin_addr))?;
-    let admin_addr = admin_listener.local_addr()?;
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_server = tokio::spawn(larch_observe::serve_admin(
-        admin_listener,
-        metrics.clone(),
-        readiness.clone(),
-        async move {
-            // A dropped sender also stops the server.
-            let _ = admin_stopped.await;
-        },
-    ));
-    tracing::info!(addr = %admin_addr, "larch admin listening");
+    let admin_server =
+        AdminServer::start(config.admin_addr, metrics.clone(), readiness.clone()).await?;
 
     let listener = tokio::net::TcpListener::bind(config.control_addr)
         .await
@@ -269,20 +263,56 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(result) => result.context("control plane task failed")??,
         Err(_) => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out"),
     }
-    // Last, so /metrics and /readyz answer through the drain. A scrape is quick; the admin
-    // server holds nothing to save, so one that lingers is not waited for.
-    let _ = stop_admin.send(());
-    match tokio::time::timeout(ADMIN_STOP_TIMEOUT, admin_server).await {
-        Ok(Ok(Ok(()))) | Err(_) => {}
-        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "admin server failed"),
-        Ok(Err(err)) => tracing::warn!(error = %err, "admin server task failed"),
-    }
+    admin_server.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The admin HTTP server of a server command (`/metrics`, `/healthz`, `/readyz`).
+pub(crate) struct AdminServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves; the bound address is logged (`larch admin listening addr=…`).
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        metrics: Metrics,
+        readiness: Readiness,
+    ) -> anyhow::Result<AdminServer> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--admin-addr)"))?;
+        let bound = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(larch_observe::serve_admin(
+            listener,
+            metrics,
+            readiness,
+            async move {
+                // A dropped sender also stops the server.
+                let _ = stopped.await;
+            },
+        ));
+        tracing::info!(addr = %bound, "larch admin listening");
+        Ok(AdminServer { stop, task })
+    }
+
+    /// Stops it. Called last, so /metrics and /readyz answer through the drain. A scrape is
+    /// quick; the admin server holds nothing to save, so one that lingers is not waited for.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(ADMIN_STOP_TIMEOUT, self.task).await {
+            Ok(Ok(Ok(()))) | Err(_) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "admin server failed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "admin server task failed"),
+        }
+    }
+}
+
 /// Takes an exclusive lock on `<data_dir>/LOCK` for the life of the process.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -304,13 +334,13 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM, naming it.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

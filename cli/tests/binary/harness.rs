@@ -30,7 +30,7 @@ pub(crate) const ADMIN_LISTENING: &str = "larch admin listening";
 
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-pub(crate) const LARCH_ENV: [&str; 16] = [
+pub(crate) const LARCH_ENV: [&str; 21] = [
     "LARCH_API_KEY",
     "LARCH_API_KEY_FILE",
     "LARCH_ADDR",
@@ -47,6 +47,11 @@ pub(crate) const LARCH_ENV: [&str; 16] = [
     "LARCH_LOG",
     "LARCH_ADMIN_ADDR",
     "LARCH_LOG_FORMAT",
+    "LARCH_DATA_ADDR",
+    "LARCH_DATA_PLANE_URL",
+    "LARCH_CONTROL_PLANE_URL",
+    "LARCH_HOST_TEMPLATE",
+    "LARCH_KEY_REFRESH_SECS",
 ];
 
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
@@ -180,18 +185,20 @@ impl Larch {
     /// plane's) and returns the address. Reads the whole log, so it works after
     /// [`Larch::control_addr`] has consumed the line.
     pub(crate) fn admin_addr(&self) -> SocketAddr {
+        self.logged_addr(ADMIN_LISTENING)
+    }
+
+    /// Waits for a log line containing `message` and returns its `addr` field (e.g. `larch data
+    /// plane listening`). Reads the whole log, like [`Larch::admin_addr`].
+    pub(crate) fn logged_addr(&self, message: &str) -> SocketAddr {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Some(line) = self
-                .stderr()
-                .lines()
-                .find(|line| line.contains(ADMIN_LISTENING))
-            {
+            if let Some(line) = self.stderr().lines().find(|line| line.contains(message)) {
                 return addr_in(line);
             }
             assert!(
                 Instant::now() < deadline,
-                "no {ADMIN_LISTENING:?} log line within {TIMEOUT:?}; stderr:\n{}",
+                "no {message:?} log line within {TIMEOUT:?}; stderr:\n{}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -11,3 +11,4 @@ mod keys;
 mod observability;
 mod search;
 mod serve;
+mod split;

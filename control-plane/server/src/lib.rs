@@ -47,6 +47,7 @@ use larch_catalog::Catalog;
 use larch_proto::control::api_key_service_server::ApiKeyServiceServer;
 use larch_proto::control::index_service_server::IndexServiceServer;
 use larch_proto::control::project_service_server::ProjectServiceServer;
+use larch_proto::internal::control_plane_sync_server::ControlPlaneSyncServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
@@ -72,6 +73,29 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, catalog, admin, metrics, shutdown, false).await
+}
+
+/// [`serve`] for split mode: also serves `larch.internal.v1.ControlPlaneSync`, which data
+/// planes in other processes pull indexes and keys from (admin key only).
+pub async fn serve_split(
+    listener: TcpListener,
+    catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
+    admin: Arc<Admin>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, catalog, admin, metrics, shutdown, true).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
+    admin: Arc<Admin>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send,
+    split: bool,
+) -> Result<(), tonic::transport::Error> {
     let keys = admin.store().clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
@@ -93,7 +117,7 @@ pub async fn serve(
         }
         set_health(&health, tonic_health::ServingStatus::NotServing).await;
     };
-    let grpc = Routes::new(health_service)
+    let mut routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IndexServiceServer::new(IndexApi::from(indexes.clone())))
@@ -104,8 +128,14 @@ pub async fn serve(
         .add_service(ProjectServiceServer::new(AdminApi::new(
             admin,
             indexes.clone(),
-        )))
-        .into_axum_router();
+        )));
+    if split {
+        routes = routes.add_service(ControlPlaneSyncServer::new(split::SyncApi::new(
+            indexes.clone(),
+            keys.clone(),
+        )));
+    }
+    let grpc = routes.into_axum_router();
     let grpc = larch_auth::http::protect_grpc(grpc, keys.clone());
     let app = grpc
         .merge(rest::router(indexes, keys))

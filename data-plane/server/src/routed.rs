@@ -22,6 +22,7 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_catalog::{IndexKey, IndexName};
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
+use larch_observe::{Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
 use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
 use larch_proto::internal::{
@@ -61,6 +62,7 @@ pub struct RoutedDataPlane {
 struct Inner {
     engine: Arc<Engine>,
     keys: KeyStore,
+    metrics: Metrics,
     /// Lower-case host name (no port) → the index served there.
     routes: RwLock<HashMap<String, Route>>,
 }
@@ -73,12 +75,15 @@ struct Route {
 
 impl RoutedDataPlane {
     /// A data plane over `engine`, checking requests against `keys` (which the sync loop
-    /// keeps equal to the control plane's).
-    pub fn new(engine: Engine, keys: KeyStore) -> RoutedDataPlane {
+    /// keeps equal to the control plane's) and counting them in `metrics` (which also reports
+    /// the engine's indexes).
+    pub fn new(engine: Engine, keys: KeyStore, metrics: Metrics) -> RoutedDataPlane {
+        metrics.watch_engine(engine.clone());
         RoutedDataPlane {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 keys,
+                metrics,
                 routes: RwLock::new(HashMap::new()),
             }),
         }
@@ -144,7 +149,12 @@ impl RoutedDataPlane {
             }
         };
         index.set_search_params(search);
-        let router = index_router(Arc::clone(engine), &key, self.inner.keys.clone());
+        let router = index_router(
+            Arc::clone(engine),
+            &key,
+            self.inner.keys.clone(),
+            self.inner.metrics.clone(),
+        );
         let mut routes = self.write();
         routes.retain(|_, route| route.key != key);
         routes.insert(
@@ -301,8 +311,14 @@ fn no_index_at(host: &str, request: &Request) -> Response {
     }
 }
 
-/// The VectorService (gRPC) and REST routes of one index, behind its scoped auth.
-fn index_router(engine: Arc<Engine>, key: &IndexKey, keys: KeyStore) -> axum::Router {
+/// The VectorService (gRPC) and REST routes of one index, behind its scoped auth, each
+/// request observed (request id, span, metrics) with the index named.
+fn index_router(
+    engine: Arc<Engine>,
+    key: &IndexKey,
+    keys: KeyStore,
+    metrics: Metrics,
+) -> axum::Router {
     let index = IndexHandle::new(engine, key.storage_name());
     let scope = Scope::Index {
         project: key.project().to_owned(),
@@ -312,6 +328,7 @@ fn index_router(engine: Arc<Engine>, key: &IndexKey, keys: KeyStore) -> axum::Ro
         Routes::new(VectorServiceServer::new(VectorApi::from(index.clone()))).into_axum_router();
     larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
         .merge(crate::rest::router(index, keys, scope))
+        .layer(larch_observe::RequestLayer::new(metrics).for_index(key))
 }
 
 fn parse_assignment(
@@ -404,10 +421,12 @@ fn index_key(project: &str, name: &str) -> Result<IndexKey, Status> {
 ///
 /// Health reports NOT_SERVING until the first successful pull from the control plane (until
 /// then the data plane does not know what to serve, nor which keys are valid).
+/// `readiness` (the admin port's `/readyz`) follows gRPC health.
 pub async fn serve_routed(
     listener: TcpListener,
     data_plane: RoutedDataPlane,
     control_plane: ControlPlane,
+    readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -422,14 +441,16 @@ pub async fn serve_routed(
         ControlPlaneSyncClient::with_interceptor(endpoint.connect_lazy(), control_plane.admin_key);
     let syncing = data_plane.clone();
     let reporter = health.clone();
+    let ready = readiness.clone();
     let sync = tokio::spawn(async move {
         let health = reporter;
-        let mut ready = false;
+        let mut synced = false;
         loop {
             match syncing.sync(&mut client).await {
-                Ok(()) if !ready => {
-                    ready = true;
+                Ok(()) if !synced => {
+                    synced = true;
                     set_health(&health, tonic_health::ServingStatus::Serving).await;
+                    ready.set(true);
                     tracing::info!(
                         indexes = syncing.served().len(),
                         "in sync with the control plane; serving"
@@ -453,11 +474,15 @@ pub async fn serve_routed(
         .add_service(DataPlaneControlServer::new(data_plane.clone()))
         .into_axum_router();
     let routed = data_plane.clone();
+    let metrics = data_plane.inner.metrics.clone();
     let app = larch_auth::http::protect_grpc(internal, data_plane.inner.keys.clone())
+        // Health, reflection and internal calls; index requests are observed by their router.
+        .route_layer(larch_observe::RequestLayer::new(metrics))
         .fallback(move |request: Request| routed.clone().dispatch(request));
     let drain = async move {
         shutdown.await;
         sync.abort();
+        readiness.set(false);
         set_health(&health, tonic_health::ServingStatus::NotServing).await;
     };
     tonic::transport::Server::builder()

@@ -1,0 +1,328 @@
+//! `larch control-plane` and `larch data-plane`: the two planes as separate processes (split
+//! mode), for deployments where they scale and restart independently (e.g. a control-plane
+//! Deployment and a data-plane StatefulSet on Kubernetes).
+//!
+//! The control plane keeps the catalog, projects and keys in its data dir and serves the public
+//! control-plane API plus `larch.internal.v1.ControlPlaneSync`. The data plane keeps index data
+//! in its own data dir, serves every index on one address — routed by the host each request
+//! was sent to, from the control plane's `--host-template` — and follows the control plane:
+//! told of each index change as it happens, and pulling every index and key every
+//! `--key-refresh-secs`. Both are given the same admin key (`LARCH_API_KEY` or
+//! `LARCH_API_KEY_FILE`), which authenticates the calls between them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use larch_auth::grpc::SendKey;
+use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
+use larch_catalog::HostTemplate;
+use larch_control_plane::split::RemoteDataPlane;
+use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
+use larch_engine::{Engine, FlushPolicy};
+
+use larch_observe::{LogFormat, Metrics, Readiness};
+
+use crate::serve::{
+    AdminServer, INDEXES_DIR, ObserveArgs, lock_data_dir, shutdown_signal, wait_for,
+};
+
+/// Flags of `larch control-plane`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ControlPlaneArgs {
+    /// Where the control plane keeps the catalog, projects and the keys' hashes.
+    #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
+    data_dir: PathBuf,
+    /// Address of the control plane (gRPC and REST). Port 0 picks a free port.
+    #[arg(long, env = "LARCH_CONTROL_ADDR", default_value = "127.0.0.1:5080")]
+    control_addr: SocketAddr,
+    /// URL of the data plane, e.g. http://larch-data-0.larch-data:5081.
+    #[arg(long, env = "LARCH_DATA_PLANE_URL")]
+    data_plane_url: String,
+    /// Host of each index, e.g. "{index}.{project}.data.example.com:5081": the data plane
+    /// routes requests by the host they were sent to, so point a wildcard DNS name at it.
+    #[arg(long, env = "LARCH_HOST_TEMPLATE")]
+    host_template: String,
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
+    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+    #[command(flatten)]
+    observe: ObserveArgs,
+}
+
+impl ControlPlaneArgs {
+    /// How to log, needed before the rest of the configuration is checked.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.observe.log_format
+    }
+}
+
+impl DataPlaneArgs {
+    /// How to log, needed before the rest of the configuration is checked.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.observe.log_format
+    }
+}
+
+/// Flags of `larch data-plane`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DataPlaneArgs {
+    /// Where the data plane keeps index data.
+    #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
+    data_dir: PathBuf,
+    /// Address serving every index (gRPC and REST, routed by host). Port 0 picks a free port.
+    #[arg(long, env = "LARCH_DATA_ADDR", default_value = "127.0.0.1:5081")]
+    data_addr: SocketAddr,
+    /// URL of the control plane, e.g. http://larch-control:5080.
+    #[arg(long, env = "LARCH_CONTROL_PLANE_URL")]
+    control_plane_url: String,
+    /// Seconds between pulls of indexes and keys from the control plane: a revoked key is
+    /// refused here at most this long (plus one round trip) after the control plane revoked it.
+    #[arg(long, env = "LARCH_KEY_REFRESH_SECS", default_value_t = 2)]
+    key_refresh_secs: u64,
+    /// Flush an index's write-ahead log into segment files once it holds this many MiB.
+    #[arg(long, env = "LARCH_WAL_FLUSH_MB", default_value_t = 64)]
+    wal_flush_mb: u64,
+    /// Namespaces with fewer records are searched exactly; larger ones get an HNSW graph.
+    #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
+    ann_min_rows: usize,
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
+    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+    #[command(flatten)]
+    observe: ObserveArgs,
+}
+
+/// The admin key both planes need in split mode.
+fn admin_key() -> Result<String, String> {
+    crate::configured_api_key()?.ok_or_else(|| {
+        "split mode needs the admin key on both planes: set LARCH_API_KEY or LARCH_API_KEY_FILE \
+         to the same key for `larch control-plane` and `larch data-plane`"
+            .to_owned()
+    })
+}
+
+fn send_key(key: &str) -> Result<SendKey, String> {
+    SendKey::new(key).ok_or_else(|| "the API key cannot be sent as request metadata".to_owned())
+}
+
+/// Validated configuration of `larch control-plane`.
+pub(crate) struct ControlPlaneConfig {
+    args: ControlPlaneArgs,
+    template: HostTemplate,
+    key: String,
+}
+
+impl ControlPlaneArgs {
+    pub(crate) fn into_config(self) -> Result<ControlPlaneConfig, String> {
+        let template = HostTemplate::parse(&self.host_template)
+            .map_err(|e| format!("--host-template: {e}"))?;
+        if !self.data_plane_url.starts_with("http://")
+            && !self.data_plane_url.starts_with("https://")
+        {
+            return Err(format!(
+                "--data-plane-url: {:?} is not a URL such as http://larch-data:5081",
+                self.data_plane_url
+            ));
+        }
+        let key = admin_key()?;
+        send_key(&key)?;
+        Ok(ControlPlaneConfig {
+            args: self,
+            template,
+            key,
+        })
+    }
+}
+
+/// Validated configuration of `larch data-plane`.
+pub(crate) struct DataPlaneConfig {
+    args: DataPlaneArgs,
+    key: String,
+}
+
+impl DataPlaneArgs {
+    pub(crate) fn into_config(self) -> Result<DataPlaneConfig, String> {
+        if !self.control_plane_url.starts_with("http://")
+            && !self.control_plane_url.starts_with("https://")
+        {
+            return Err(format!(
+                "--control-plane-url: {:?} is not a URL such as http://larch-control:5080",
+                self.control_plane_url
+            ));
+        }
+        if self.key_refresh_secs == 0 || self.wal_flush_mb == 0 {
+            return Err("--key-refresh-secs and --wal-flush-mb must be at least 1".into());
+        }
+        let key = admin_key()?;
+        send_key(&key)?;
+        Ok(DataPlaneConfig { args: self, key })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs `larch control-plane` until SIGINT or SIGTERM, then drains and returns.
+pub(crate) fn run_control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(control_plane(config));
+    runtime.shutdown_background();
+    result
+}
+
+async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
+    let ControlPlaneConfig {
+        args,
+        template,
+        key,
+    } = config;
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
+    let bootstrap = larch_auth::bootstrap(data_dir, Some(&key))
+        .with_context(|| format!("cannot set up API keys in {}", data_dir.display()))?;
+    let admin = Arc::new(bootstrap.admin);
+    let metrics = Metrics::new();
+    metrics.install_hooks();
+    let readiness = Readiness::new();
+    let admin_server =
+        AdminServer::start(args.observe.admin_addr, metrics.clone(), readiness.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(args.control_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.control_addr))?;
+    let addr = listener.local_addr()?;
+    let remote = RemoteDataPlane::new(
+        &args.data_plane_url,
+        send_key(&key).map_err(anyhow::Error::msg)?,
+        template.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+
+    let (ready, recovered) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut control = tokio::spawn(larch_control_plane::serve_split(
+        listener,
+        async move { recovered.await.ok() },
+        admin,
+        metrics,
+        wait_for(stopped),
+    ));
+    tracing::info!(
+        %addr,
+        data_plane = %args.data_plane_url,
+        host_template = %template,
+        data_dir = %data_dir.display(),
+        "larch control plane listening",
+    );
+    let dir = data_dir.clone();
+    let recovery =
+        tokio::task::spawn_blocking(move || larch_control_plane::split::open_catalog(&dir, remote));
+    let signal = tokio::select! {
+        recovered = recovery => {
+            let catalog = recovered
+                .context("recovery task failed")?
+                .context("cannot open the catalog")?;
+            let _ = ready.send(Arc::new(catalog));
+            readiness.set(true);
+            tracing::info!("catalog open; serving");
+            tokio::select! {
+                signal = shutdown_signal() => signal,
+                result = &mut control => {
+                    return result.context("control plane task failed")?.context("control plane failed");
+                }
+            }
+        }
+        signal = shutdown_signal() => signal,
+    };
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    readiness.set(false);
+    let _ = stop.send(true);
+    let timeout = Duration::from_secs(args.drain_timeout_secs);
+    match tokio::time::timeout(timeout, control).await {
+        Ok(result) => result.context("control plane task failed")??,
+        Err(_) => tracing::warn!(?timeout, "drain timed out"),
+    }
+    admin_server.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs `larch data-plane` until SIGINT or SIGTERM, then drains and returns.
+pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(data_plane(config));
+    runtime.shutdown_background();
+    result
+}
+
+async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
+    let DataPlaneConfig { args, key } = config;
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
+    // Until the first pull from the control plane, only the admin key is known.
+    let keys = KeyStore::new();
+    let admin = ApiKey::from_configured(&key).context("LARCH_API_KEY")?;
+    keys.insert(StoredKey::new(&admin, Grant::admin()));
+    let flush = FlushPolicy {
+        wal_bytes: args.wal_flush_mb.saturating_mul(1024 * 1024),
+        ..FlushPolicy::default()
+    };
+    let engine =
+        Engine::open_with(data_dir.join(INDEXES_DIR), flush).with_ann_min_rows(args.ann_min_rows);
+    let metrics = Metrics::new();
+    metrics.install_hooks();
+    let readiness = Readiness::new();
+    let admin_server =
+        AdminServer::start(args.observe.admin_addr, metrics.clone(), readiness.clone()).await?;
+    let data_plane = RoutedDataPlane::new(engine, keys, metrics);
+    let listener = tokio::net::TcpListener::bind(args.data_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.data_addr))?;
+    let addr = listener.local_addr()?;
+    let control_plane = ControlPlane {
+        url: args.control_plane_url.clone(),
+        admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
+        refresh: Duration::from_secs(args.key_refresh_secs),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(larch_data_plane::routed::serve_routed(
+        listener,
+        data_plane,
+        control_plane,
+        readiness.clone(),
+        wait_for(stopped),
+    ));
+    tracing::info!(
+        %addr,
+        control_plane = %args.control_plane_url,
+        data_dir = %data_dir.display(),
+        "larch data plane listening",
+    );
+    let signal = tokio::select! {
+        signal = shutdown_signal() => signal,
+        result = &mut server => {
+            return result.context("data plane task failed")?.context("data plane failed");
+        }
+    };
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    readiness.set(false);
+    let _ = stop.send(true);
+    let timeout = Duration::from_secs(args.drain_timeout_secs);
+    match tokio::time::timeout(timeout, server).await {
+        Ok(result) => result.context("data plane task failed")??,
+        Err(_) => tracing::warn!(?timeout, "drain timed out"),
+    }
+    admin_server.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
