@@ -9,7 +9,7 @@ use anyhow::Context;
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
 use larch_engine::{Engine, FlushPolicy};
-use larch_observe::{LogFormat, Metrics, Readiness};
+use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
 
 /// Folder of the data dir holding one sub-folder per index.
 pub(crate) const INDEXES_DIR: &str = "indexes";
@@ -57,6 +57,31 @@ pub(crate) struct ServeArgs {
     drain_timeout_secs: u64,
     #[command(flatten)]
     observe: ObserveArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS flags every server command takes: with both, every port it opens speaks TLS only.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// PEM certificate chain (leaf first): serve every port over TLS. Needs --tls-key.
+    #[arg(long, env = "LARCH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LARCH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS identity, if configured.
+    pub(crate) fn load(&self) -> Result<Option<Tls>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Tls::from_pem_files(cert, key)
+                .map(Some)
+                .map_err(|err| format!("--tls-cert/--tls-key: {err}")),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Flags every server command (`serve`, `control-plane`, `data-plane`) takes.
@@ -87,6 +112,7 @@ pub(crate) struct Config {
     rate_limit: Option<larch_auth::RateLimit>,
     auth_slowdown: bool,
     admin_addr: SocketAddr,
+    tls: Option<Tls>,
 }
 
 impl ServeArgs {
@@ -140,6 +166,7 @@ impl ServeArgs {
             rate_limit,
             auth_slowdown: self.auth_slowdown,
             admin_addr: self.observe.admin_addr,
+            tls: self.tls.load()?,
         })
     }
 }
@@ -198,12 +225,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
         .with_ann_min_rows(config.ann_min_rows);
     let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
+    if let Some(tls) = &config.tls {
+        data_plane.set_tls(tls.clone());
+    }
 
     // The control port answers (health NOT_SERVING) while stored indexes are recovered.
     let (ready, recovered) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut control = tokio::spawn(larch_control_plane::serve(
-        listener,
+        Listener::new(listener, config.tls.clone()),
         async move { recovered.await.ok() },
         admin,
         metrics,
@@ -213,6 +243,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         addr = %control_addr,
         data_ports = %config.data_ports,
         advertise_host = %config.advertise_host,
+        tls = config.tls.is_some(),
         data_dir = %config.data_dir.display(),
         "larch control plane listening",
     );

@@ -23,10 +23,10 @@ use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
 
-use larch_observe::{LogFormat, Metrics, Readiness};
+use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
-    AdminServer, INDEXES_DIR, ObserveArgs, lock_data_dir, shutdown_signal, wait_for,
+    AdminServer, INDEXES_DIR, ObserveArgs, TlsArgs, lock_data_dir, shutdown_signal, wait_for,
 };
 
 /// Flags of `larch control-plane`.
@@ -50,6 +50,11 @@ pub(crate) struct ControlPlaneArgs {
     drain_timeout_secs: u64,
     #[command(flatten)]
     observe: ObserveArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// PEM CA certificate(s) to trust when --data-plane-url is https.
+    #[arg(long, env = "LARCH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl ControlPlaneArgs {
@@ -93,6 +98,11 @@ pub(crate) struct DataPlaneArgs {
     drain_timeout_secs: u64,
     #[command(flatten)]
     observe: ObserveArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// PEM CA certificate(s) to trust when --control-plane-url is https.
+    #[arg(long, env = "LARCH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// The admin key both planes need in split mode.
@@ -108,11 +118,26 @@ fn send_key(key: &str) -> Result<SendKey, String> {
     SendKey::new(key).ok_or_else(|| "the API key cannot be sent as request metadata".to_owned())
 }
 
+/// The CA to trust for an internal `url` (`flag` names it in errors): required for https.
+fn internal_ca(url: &str, ca: Option<&PathBuf>, flag: &str) -> Result<Option<Vec<u8>>, String> {
+    match (url.starts_with("https://"), ca) {
+        (true, Some(path)) => std::fs::read(path)
+            .map(Some)
+            .map_err(|err| format!("--tls-ca: cannot read {}: {err}", path.display())),
+        (true, None) => Err(format!(
+            "{flag} is https: give the CA that signed its certificate with --tls-ca"
+        )),
+        (false, _) => Ok(None),
+    }
+}
+
 /// Validated configuration of `larch control-plane`.
 pub(crate) struct ControlPlaneConfig {
     args: ControlPlaneArgs,
     template: HostTemplate,
     key: String,
+    tls: Option<Tls>,
+    ca: Option<Vec<u8>>,
 }
 
 impl ControlPlaneArgs {
@@ -129,10 +154,18 @@ impl ControlPlaneArgs {
         }
         let key = admin_key()?;
         send_key(&key)?;
+        let tls = self.tls.load()?;
+        let ca = internal_ca(
+            &self.data_plane_url,
+            self.tls_ca.as_ref(),
+            "--data-plane-url",
+        )?;
         Ok(ControlPlaneConfig {
             args: self,
             template,
             key,
+            tls,
+            ca,
         })
     }
 }
@@ -141,6 +174,8 @@ impl ControlPlaneArgs {
 pub(crate) struct DataPlaneConfig {
     args: DataPlaneArgs,
     key: String,
+    tls: Option<Tls>,
+    ca: Option<Vec<u8>>,
 }
 
 impl DataPlaneArgs {
@@ -158,7 +193,18 @@ impl DataPlaneArgs {
         }
         let key = admin_key()?;
         send_key(&key)?;
-        Ok(DataPlaneConfig { args: self, key })
+        let tls = self.tls.load()?;
+        let ca = internal_ca(
+            &self.control_plane_url,
+            self.tls_ca.as_ref(),
+            "--control-plane-url",
+        )?;
+        Ok(DataPlaneConfig {
+            args: self,
+            key,
+            tls,
+            ca,
+        })
     }
 }
 
@@ -182,6 +228,8 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         args,
         template,
         key,
+        tls,
+        ca,
     } = config;
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -203,13 +251,14 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         &args.data_plane_url,
         send_key(&key).map_err(anyhow::Error::msg)?,
         template.clone(),
+        ca,
     )
     .map_err(anyhow::Error::msg)?;
 
     let (ready, recovered) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut control = tokio::spawn(larch_control_plane::serve_split(
-        listener,
+        Listener::new(listener, tls),
         async move { recovered.await.ok() },
         admin,
         metrics,
@@ -264,7 +313,7 @@ pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
 }
 
 async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
-    let DataPlaneConfig { args, key } = config;
+    let DataPlaneConfig { args, key, tls, ca } = config;
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -293,10 +342,11 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         url: args.control_plane_url.clone(),
         admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
         refresh: Duration::from_secs(args.key_refresh_secs),
+        ca_pem: ca,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(larch_data_plane::routed::serve_routed(
-        listener,
+        Listener::new(listener, tls),
         data_plane,
         control_plane,
         readiness.clone(),

@@ -1,4 +1,5 @@
-//! Observability of a Larch server, shared by both planes and the `larch` binary.
+//! Observability and serving plumbing of a Larch server, shared by both planes and the `larch`
+//! binary.
 //!
 //! Both planes answer gRPC and REST on each port through one axum app; each app is wrapped in
 //! one [`RequestLayer`], which gives every request an id (`x-request-id`, kept from the client
@@ -32,14 +33,18 @@
 //! - [`metrics`]: [`Metrics`], the registry, metric names and Prometheus rendering.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
 //! - [`logging`]: `--log-format text|json`.
+//! - [`listener`]: [`Listener`], a port's socket, plaintext or TLS (`--tls-cert`/`--tls-key`,
+//!   offering both h2 and http/1.1), as the connection stream tonic serves.
 
 pub mod admin;
 pub mod layer;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 
 pub use admin::{Readiness, serve_admin};
 pub use layer::{RequestId, RequestLayer, X_REQUEST_ID};
+pub use listener::{Listener, Tls};
 pub use logging::LogFormat;
 pub use metrics::Metrics;
 

@@ -30,7 +30,7 @@ pub(crate) const ADMIN_LISTENING: &str = "larch admin listening";
 
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-pub(crate) const LARCH_ENV: [&str; 21] = [
+pub(crate) const LARCH_ENV: [&str; 24] = [
     "LARCH_API_KEY",
     "LARCH_API_KEY_FILE",
     "LARCH_ADDR",
@@ -52,6 +52,9 @@ pub(crate) const LARCH_ENV: [&str; 21] = [
     "LARCH_CONTROL_PLANE_URL",
     "LARCH_HOST_TEMPLATE",
     "LARCH_KEY_REFRESH_SECS",
+    "LARCH_TLS_CERT",
+    "LARCH_TLS_KEY",
+    "LARCH_TLS_CA",
 ];
 
 /// A running `larch` process. Dropping it kills the process if it is still running, so a

@@ -12,3 +12,4 @@ mod observability;
 mod search;
 mod serve;
 mod split;
+mod tls;

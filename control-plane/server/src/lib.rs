@@ -48,8 +48,6 @@ use larch_proto::control::api_key_service_server::ApiKeyServiceServer;
 use larch_proto::control::index_service_server::IndexServiceServer;
 use larch_proto::control::project_service_server::ProjectServiceServer;
 use larch_proto::internal::control_plane_sync_server::ControlPlaneSyncServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
 pub use admin::AdminApi;
@@ -67,7 +65,7 @@ pub use service::IndexApi;
 /// `admin`'s key store, the admin API changes `admin`, and every request is counted in
 /// `metrics`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<larch_observe::Listener>,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
@@ -79,7 +77,7 @@ pub async fn serve(
 /// [`serve`] for split mode: also serves `larch.internal.v1.ControlPlaneSync`, which data
 /// planes in other processes pull indexes and keys from (admin key only).
 pub async fn serve_split(
-    listener: TcpListener,
+    listener: impl Into<larch_observe::Listener>,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
@@ -89,7 +87,7 @@ pub async fn serve_split(
 }
 
 async fn serve_with(
-    listener: TcpListener,
+    listener: impl Into<larch_observe::Listener>,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
@@ -147,7 +145,7 @@ async fn serve_with(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), lifetime)
+        .serve_with_incoming_shutdown(listener.into().incoming(), lifetime)
         .await
 }
 

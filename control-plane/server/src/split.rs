@@ -105,9 +105,22 @@ impl RemoteDataPlane {
     /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
     /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
     /// start later. Must be called inside a Tokio runtime.
-    pub fn new(url: &str, admin_key: SendKey, template: HostTemplate) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust.
+    pub fn new(
+        url: &str,
+        admin_key: SendKey,
+        template: HostTemplate,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
+        if let Some(ca) = ca_pem {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|err| format!("TLS to {url}: {err}"))?;
+        }
         Ok(RemoteDataPlane {
             client: DataPlaneControlClient::with_interceptor(endpoint.connect_lazy(), admin_key),
             url: url.to_owned(),

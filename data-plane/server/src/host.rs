@@ -40,6 +40,8 @@ struct Inner {
     keys: KeyStore,
     metrics: Metrics,
     bind_ip: IpAddr,
+    /// TLS for every index port, once set (see [`DataPlane::set_tls`]).
+    tls: std::sync::OnceLock<larch_observe::Tls>,
     runtime: Handle,
     /// By storage name.
     servers: Mutex<HashMap<String, Running>>,
@@ -58,10 +60,17 @@ impl DataPlane {
                 keys,
                 metrics,
                 bind_ip,
+                tls: std::sync::OnceLock::new(),
                 runtime: Handle::current(),
                 servers: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Serves every index port opened from now on over TLS (set once, before recovery opens
+    /// stored indexes; a second call is ignored).
+    pub fn set_tls(&self, tls: larch_observe::Tls) {
+        let _ = self.inner.tls.set(tls);
     }
 
     /// The engine holding every index's data.
@@ -159,6 +168,7 @@ impl DataPlaneHost for DataPlane {
         let keys = self.inner.keys.clone();
         let metrics = self.inner.metrics.clone();
         let served = key.clone();
+        let listener = larch_observe::Listener::new(listener, self.inner.tls.get().cloned());
         let task = self.inner.runtime.spawn(async move {
             let shutdown = async {
                 // A dropped sender (data plane gone) also stops the server.

@@ -46,8 +46,6 @@ use larch_auth::KeyStore;
 use larch_catalog::IndexKey;
 use larch_engine::Engine;
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
 use crate::api::IndexHandle;
@@ -62,7 +60,7 @@ pub use service::VectorApi;
 /// NOT_SERVING on gRPC health and drains in-flight requests before returning. Every request
 /// is counted in `metrics`.
 pub async fn serve_index(
-    listener: TcpListener,
+    listener: impl Into<larch_observe::Listener>,
     engine: Arc<Engine>,
     key: IndexKey,
     keys: KeyStore,
@@ -105,7 +103,7 @@ pub async fn serve_index(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(listener.into().incoming(), drain)
         .await
 }
 

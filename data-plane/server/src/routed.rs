@@ -31,8 +31,6 @@ use larch_proto::internal::{
     ListKeysRequest,
 };
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -51,6 +49,8 @@ pub struct ControlPlane {
     pub admin_key: SendKey,
     /// How often to pull indexes and keys.
     pub refresh: Duration,
+    /// For an https `url`: the CA certificate(s) to trust (PEM).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Every index of this data plane, routed by host.
@@ -423,7 +423,7 @@ fn index_key(project: &str, name: &str) -> Result<IndexKey, Status> {
 /// then the data plane does not know what to serve, nor which keys are valid).
 /// `readiness` (the admin port's `/readyz`) follows gRPC health.
 pub async fn serve_routed(
-    listener: TcpListener,
+    listener: impl Into<larch_observe::Listener>,
     data_plane: RoutedDataPlane,
     control_plane: ControlPlane,
     readiness: Readiness,
@@ -433,10 +433,14 @@ pub async fn serve_routed(
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
     set_health(&health, tonic_health::ServingStatus::NotServing).await;
 
-    let endpoint = Endpoint::from_shared(control_plane.url.clone()).map_err(|err| {
+    let mut endpoint = Endpoint::from_shared(control_plane.url.clone()).inspect_err(|err| {
         tracing::error!(url = %control_plane.url, error = %err, "not a URL");
-        err
     })?;
+    if let Some(ca) = control_plane.ca_pem.clone() {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls)?;
+    }
     let mut client =
         ControlPlaneSyncClient::with_interceptor(endpoint.connect_lazy(), control_plane.admin_key);
     let syncing = data_plane.clone();
@@ -488,7 +492,7 @@ pub async fn serve_routed(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(listener.into().incoming(), drain)
         .await
 }
 
