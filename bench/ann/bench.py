@@ -364,7 +364,7 @@ class Larch(System):
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--control-addr", "127.0.0.1:0", "--data-ports", "0",
-             "--data-dir", str(self.data_dir)],
+             "--admin-addr", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
             env={**os.environ, "LARCH_API_KEY": LARCH_KEY, "LARCH_LOG": "info"},
             stdout=subprocess.DEVNULL, stderr=self.log_file,
         )

@@ -28,7 +28,8 @@ def larch():
     binary = os.environ.get("LARCH_BIN", "target/debug/larch")
     with tempfile.TemporaryDirectory() as data_dir:
         proc = subprocess.Popen(
-            [binary, "serve", "--control-addr", "127.0.0.1:0", "--data-ports", "0", "--data-dir", data_dir],
+            [binary, "serve", "--control-addr", "127.0.0.1:0", "--data-ports", "0",
+             "--admin-addr", "127.0.0.1:0", "--data-dir", data_dir],
             env={**os.environ, "LARCH_API_KEY": KEY, "LARCH_LOG": "info"},
             stderr=subprocess.PIPE,
             text=True,
