@@ -176,6 +176,13 @@ async fn the_cli_administers_keys_and_no_key_is_ever_logged() {
     assert!(about("CreateApiKey"), "{audit:#?}");
     assert!(about("PERMISSION_DENIED"), "{audit:#?}");
     assert!(about("RevokeApiKey"), "{audit:#?}");
+    // Key changes run on blocking threads, still inside the request's span.
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("CreateApiKey") && l.contains("request_id")),
+        "audit events carry the request id: {audit:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

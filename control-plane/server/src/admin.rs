@@ -37,7 +37,9 @@ impl AdminApi {
         F: FnOnce(&Admin, &Principal) -> larch_auth::Result<T> + Send + 'static,
     {
         let admin = Arc::clone(&self.admin);
-        tokio::task::spawn_blocking(move || op(&admin, &principal))
+        // In the request's span, so audit events carry its request id.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| op(&admin, &principal)))
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "admin task failed");

@@ -127,7 +127,9 @@ impl Indexes {
         F: FnOnce(&Catalog) -> larch_catalog::Result<T> + Send + 'static,
     {
         let catalog = Arc::clone(self.catalog()?);
-        tokio::task::spawn_blocking(move || op(&catalog))
+        // In the request's span, so its log lines carry the request id.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| op(&catalog)))
             .await
             .map_err(|err| Failure::TaskFailed(err.to_string()))?
             .map_err(Failure::Catalog)

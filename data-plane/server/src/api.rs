@@ -35,7 +35,9 @@ impl IndexHandle {
         F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
     {
         let index = self.engine.index(&self.index)?;
-        tokio::task::spawn_blocking(move || op(&index))
+        // In the request's span, so its log lines carry the request id.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| op(&index)))
             .await
             .map_err(|err| Error::Internal(format!("engine task failed: {err}")))?
     }
@@ -48,7 +50,8 @@ impl IndexHandle {
         F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
     {
         let index = self.engine.index(&self.index)?;
-        crate::pool::run(move || op(&index))
+        let span = tracing::Span::current();
+        crate::pool::run(move || span.in_scope(|| op(&index)))
             .await
             .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?
     }
