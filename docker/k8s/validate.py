@@ -1,0 +1,379 @@
+"""Rules for Larch's Kubernetes manifests, over the output of `kubectl kustomize`.
+
+    python validate.py [--list-rules] RENDERED.yaml [DOCKERFILE]
+
+Checks what a schema cannot: every container is locked down (non-root as the image's uid,
+no privilege escalation, read-only root filesystem, no capabilities, RuntimeDefault seccomp),
+has gRPC startup/readiness/liveness probes and resource requests and limits; each pod gets
+the drain time it needs, the API key only as a mounted Secret and no Kubernetes API token; the
+control plane stays one replica replaced with Recreate; the data plane's headless Service and
+the URLs between the planes name objects that exist; a PodDisruptionBudget covers both planes;
+and no Secret is rendered. Then it breaks the manifests in the ways these rules guard against
+and checks that each breakage is caught, so a rule cannot silently stop working.
+
+Prints every problem (and with --list-rules each rule it applied); exits 1 if there is any. Needs PyYAML (a
+dependency of kubernetes-validate, in the same virtualenv).
+"""
+
+import copy
+import re
+import sys
+from urllib.parse import urlsplit
+
+import yaml
+
+# The image's user (docker/Dockerfile: `USER 65532:65532`), used when no Dockerfile is given.
+IMAGE_UID = 65532
+# Minimum time a startup probe must allow (seconds): write-ahead-log replay of big indexes.
+MIN_STARTUP_SECONDS = 300
+# Seconds Larch drains by default (LARCH_DRAIN_TIMEOUT_SECS) and the margin the kubelet must add.
+DEFAULT_DRAIN_SECONDS = 20
+GRACE_MARGIN_SECONDS = 5
+KEY_SECRET = "larch-api-key"
+COMMANDS = {"Deployment": "control-plane", "StatefulSet": "data-plane"}
+
+
+def image_uid(dockerfile):
+    """The numeric uid of the last `USER uid[:gid]` in `dockerfile`."""
+    uid = None
+    with open(dockerfile, encoding="utf-8") as f:
+        for line in f:
+            match = re.match(r"\s*USER\s+(\d+)(?::\d+)?\s*$", line)
+            if match:
+                uid = int(match.group(1))
+    if uid is None:
+        raise SystemExit(f"validate.py: no numeric USER in {dockerfile}")
+    return uid
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+class Rules:
+    def __init__(self, objects, uid):
+        self.objects = [o for o in objects if o]
+        self.uid = uid
+        self.problems = []
+        self.applied = []
+
+    def problem(self, where, message):
+        self.problems.append(f"{where}: {message}")
+
+    def rule(self, description):
+        self.applied.append(description)
+
+    def of_kind(self, kind):
+        return [o for o in self.objects if o.get("kind") == kind]
+
+    def config(self, pod, container):
+        """The container's environment: its ConfigMaps (envFrom), then its own `env`."""
+        env = {}
+        maps = {o["metadata"]["name"]: o.get("data", {}) for o in self.of_kind("ConfigMap")}
+        for source in container.get("envFrom", []):
+            ref = source.get("configMapRef")
+            if ref:
+                if ref["name"] not in maps:
+                    self.problem(pod, f"envFrom names ConfigMap {ref['name']}, which is not rendered")
+                env.update(maps.get(ref["name"], {}))
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = var["value"]
+        return env
+
+    def check(self):
+        workloads = self.of_kind("Deployment") + self.of_kind("StatefulSet")
+        services = self.of_kind("Service")
+        self.rule("the control plane (Deployment) and the data plane (StatefulSet) are rendered")
+        if not self.of_kind("Deployment") or not self.of_kind("StatefulSet"):
+            self.problem("manifests", "need a control-plane Deployment and a data-plane StatefulSet")
+        self.rule("no Secret is rendered (the admin key is created with kubectl, never in manifests)")
+        for secret in self.of_kind("Secret"):
+            self.problem(f"Secret/{secret['metadata']['name']}", "a Secret in the manifests")
+        for workload in workloads:
+            self.check_workload(workload, services)
+        for service in services:
+            self.check_service(service, workloads)
+        self.check_urls(workloads, services)
+        return self.problems
+
+    def check_workload(self, workload, services):
+        kind, name = workload["kind"], workload["metadata"]["name"]
+        where = f"{kind}/{name}"
+        spec = workload["spec"]
+        template = spec["template"]
+        pod = template["spec"]
+        labels = template["metadata"].get("labels", {})
+        pod_sc = pod.get("securityContext", {})
+
+        if kind == "Deployment":
+            self.rule("control plane: one replica, strategy Recreate (local state, data-dir lock)")
+            if spec.get("replicas") != 1:
+                self.problem(where, f"replicas is {spec.get('replicas')}, must be 1")
+            if spec.get("strategy", {}).get("type") != "Recreate":
+                self.problem(where, "strategy must be Recreate")
+        else:
+            self.rule("data plane: one replica, a volumeClaimTemplate, a headless governing Service")
+            if spec.get("replicas") != 1:
+                self.problem(where, f"replicas is {spec.get('replicas')}, must be 1")
+            if not spec.get("volumeClaimTemplates"):
+                self.problem(where, "no volumeClaimTemplates")
+            governing = [s for s in services if s["metadata"]["name"] == spec.get("serviceName")]
+            if not governing:
+                self.problem(where, f"serviceName {spec.get('serviceName')!r} is not a rendered Service")
+            for service in governing:
+                if service["spec"].get("clusterIP") != "None":
+                    self.problem(where, f"Service {service['metadata']['name']} is not headless")
+                if not service["spec"].get("publishNotReadyAddresses"):
+                    self.problem(where, "its headless Service must publish not-ready addresses")
+                if not selects(service["spec"].get("selector"), labels):
+                    self.problem(where, f"Service {service['metadata']['name']} does not select its pods")
+
+        self.rule("pods: no service-account token, no service links, fsGroup = the image's gid")
+        if pod.get("automountServiceAccountToken") is not False:
+            self.problem(where, "automountServiceAccountToken must be false")
+        if pod.get("enableServiceLinks") is not False:
+            self.problem(where, "enableServiceLinks must be false (LARCH_* variables)")
+        if pod_sc.get("fsGroup") != self.uid:
+            self.problem(where, f"securityContext.fsGroup must be {self.uid}")
+
+        self.rule("pods: a PodDisruptionBudget selects them")
+        budgets = [p for p in self.of_kind("PodDisruptionBudget")
+                   if selects(p["spec"].get("selector", {}).get("matchLabels"), labels)]
+        if len(budgets) != 1:
+            self.problem(where, f"{len(budgets)} PodDisruptionBudgets select its pods, need exactly 1")
+
+        annotations = template["metadata"].get("annotations", {})
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []):
+            self.check_security(f"{where} initContainer {container['name']}", container, pod_sc)
+        for container in pod["containers"]:
+            cwhere = f"{where} container {container['name']}"
+            self.check_security(cwhere, container, pod_sc)
+            self.check_container(cwhere, kind, workload, container, annotations, volumes)
+
+    def check_security(self, where, container, pod_sc):
+        self.rule("containers: runAsNonRoot, runAsUser = the image's uid, no privilege escalation, "
+                  "read-only root filesystem, capabilities drop ALL, seccomp RuntimeDefault")
+        sc = container.get("securityContext", {})
+
+        def effective(key):
+            return sc.get(key, pod_sc.get(key))
+
+        if effective("runAsNonRoot") is not True:
+            self.problem(where, "runAsNonRoot must be true")
+        if effective("runAsUser") != self.uid:
+            self.problem(where, f"runAsUser must be {self.uid} (the image's uid)")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            self.problem(where, "allowPrivilegeEscalation must be false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            self.problem(where, "readOnlyRootFilesystem must be true")
+        if sc.get("privileged"):
+            self.problem(where, "privileged")
+        capabilities = sc.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            self.problem(where, "capabilities must drop ALL")
+        if capabilities.get("add"):
+            self.problem(where, f"adds capabilities {capabilities['add']}")
+        if (effective("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            self.problem(where, "seccompProfile must be RuntimeDefault")
+
+    def check_container(self, where, kind, workload, container, annotations, volumes):
+        env = self.config(where, container)
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        pod = workload["spec"]["template"]["spec"]
+
+        self.rule("containers: run the plane their workload is for")
+        if container.get("args", [None])[0] != COMMANDS[kind]:
+            self.problem(where, f"args must start with {COMMANDS[kind]!r}")
+
+        self.rule("containers: named ports grpc and admin")
+        if None in ports or "grpc" not in ports or "admin" not in ports:
+            self.problem(where, "needs named container ports grpc and admin")
+
+        self.rule("containers: gRPC startup, readiness and liveness probes on the grpc port; "
+                  f"startup allows at least {MIN_STARTUP_SECONDS} s")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            spec = container.get(probe)
+            if not spec:
+                self.problem(where, f"no {probe}")
+                continue
+            if spec.get("grpc", {}).get("port") != ports.get("grpc"):
+                self.problem(where, f"{probe} must be a gRPC probe on port {ports.get('grpc')}")
+        startup = container.get("startupProbe") or {}
+        budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+        if budget < MIN_STARTUP_SECONDS:
+            self.problem(where, f"startupProbe allows {budget} s, less than {MIN_STARTUP_SECONDS} s")
+
+        self.rule("containers: cpu and memory requests and limits")
+        resources = container.get("resources", {})
+        for part in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in resources.get(part, {}):
+                    self.problem(where, f"no {resource} in resources.{part}")
+
+        self.rule("pods: terminationGracePeriodSeconds >= LARCH_DRAIN_TIMEOUT_SECS + "
+                  f"{GRACE_MARGIN_SECONDS}")
+        drain = int(env.get("LARCH_DRAIN_TIMEOUT_SECS", DEFAULT_DRAIN_SECONDS))
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if grace < drain + GRACE_MARGIN_SECONDS:
+            self.problem(where, f"terminationGracePeriodSeconds {grace} leaves no margin over "
+                                f"the drain timeout ({drain} s)")
+
+        self.rule("containers: the admin key only as a file from Secret larch-api-key; data dir "
+                  "on a volume")
+        if "LARCH_API_KEY" in env or any(v["name"] == "LARCH_API_KEY" for v in container.get("env", [])):
+            self.problem(where, "LARCH_API_KEY is set: give the key as a file (LARCH_API_KEY_FILE)")
+        key_file = env.get("LARCH_API_KEY_FILE", "")
+        mounts = container.get("volumeMounts", [])
+        key_mounts = [m for m in mounts
+                      if volumes.get(m["name"], {}).get("secret", {}).get("secretName") == KEY_SECRET]
+        if not any(key_file.startswith(m["mountPath"].rstrip("/") + "/") for m in key_mounts):
+            self.problem(where, f"LARCH_API_KEY_FILE ({key_file or 'unset'}) is not in a mount "
+                                f"of Secret {KEY_SECRET}")
+        claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        claims |= {name for name, v in volumes.items() if "persistentVolumeClaim" in v}
+        data_dir = env.get("LARCH_DATA_DIR", "")
+        if not any(m["mountPath"] == data_dir and m["name"] in claims for m in mounts):
+            self.problem(where, f"LARCH_DATA_DIR ({data_dir or 'unset'}) is not a persistent volume")
+
+        self.rule("pods: Prometheus scrape annotations for the admin port")
+        if (annotations.get("prometheus.io/scrape") != "true"
+                or annotations.get("prometheus.io/path") != "/metrics"
+                or annotations.get("prometheus.io/port") != str(ports.get("admin"))):
+            self.problem(where, "needs prometheus.io/scrape, /path and /port (the admin port)")
+
+    def check_service(self, service, workloads):
+        where = f"Service/{service['metadata']['name']}"
+        self.rule("Services: select a workload's pods; named ports; appProtocol grpc on gRPC "
+                  "ports and http on admin ports")
+        targets = [w for w in workloads
+                   if selects(service["spec"].get("selector"), w["spec"]["template"]["metadata"].get("labels", {}))]
+        if not targets:
+            self.problem(where, "selects no workload's pods")
+        for port in service["spec"].get("ports", []):
+            if not port.get("name"):
+                self.problem(where, f"port {port['port']} has no name")
+            expected = {"grpc": "grpc", "admin": "http"}.get(port.get("targetPort"))
+            if expected is None:
+                self.problem(where, f"port {port.get('name')} must target the container port grpc or admin by name")
+            elif port.get("appProtocol") != expected:
+                self.problem(where, f"port {port.get('name')} needs appProtocol {expected}")
+
+    def check_urls(self, workloads, services):
+        self.rule("ConfigMap: LARCH_DATA_PLANE_URL names the data-plane pod through its headless "
+                  "Service, LARCH_CONTROL_PLANE_URL a Service of the control plane, on their gRPC "
+                  "ports; LARCH_HOST_TEMPLATE has {index} and {project}")
+        by_kind = {w["kind"]: w for w in workloads}
+        control, data = by_kind.get("Deployment"), by_kind.get("StatefulSet")
+        if not control or not data:
+            return
+        env = self.config("control plane", control["spec"]["template"]["spec"]["containers"][0])
+        data_env = self.config("data plane", data["spec"]["template"]["spec"]["containers"][0])
+
+        def grpc_port(workload):
+            ports = workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])
+            return next((p["containerPort"] for p in ports if p.get("name") == "grpc"), None)
+
+        url = urlsplit(env.get("LARCH_DATA_PLANE_URL", ""))
+        pod_name = f"{data['metadata']['name']}-0.{data['spec'].get('serviceName')}"
+        if url.hostname is None or url.hostname.split(".")[:2] != pod_name.split(".") \
+                or url.port != grpc_port(data):
+            self.problem("LARCH_DATA_PLANE_URL", f"{env.get('LARCH_DATA_PLANE_URL')!r} is not "
+                                                 f"{pod_name}:{grpc_port(data)}")
+        url = urlsplit(data_env.get("LARCH_CONTROL_PLANE_URL", ""))
+        labels = control["spec"]["template"]["metadata"].get("labels", {})
+        ok = [s for s in services
+              if url.hostname and s["metadata"]["name"] == url.hostname.split(".")[0]
+              and selects(s["spec"].get("selector"), labels)
+              and any(p["port"] == url.port and p.get("targetPort") == "grpc" for p in s["spec"]["ports"])]
+        if not ok:
+            self.problem("LARCH_CONTROL_PLANE_URL", f"{data_env.get('LARCH_CONTROL_PLANE_URL')!r} is "
+                                                    "not a Service on the control plane's gRPC port")
+        template = env.get("LARCH_HOST_TEMPLATE", "")
+        if "{index}" not in template or "{project}" not in template:
+            self.problem("LARCH_HOST_TEMPLATE", f"{template!r} lacks {{index}} or {{project}}")
+
+
+def find(objects, kind):
+    return next(o for o in objects if o.get("kind") == kind)
+
+
+def container(objects, kind):
+    return find(objects, kind)["spec"]["template"]["spec"]["containers"][0]
+
+
+def config_data(objects):
+    return find(objects, "ConfigMap")["data"]
+
+
+# Breakages the rules must catch: (description, text of the problem that must be reported,
+# function changing the objects in place).
+BREAKAGES = [
+    ("writable root filesystem", "readOnlyRootFilesystem", lambda o: container(o, "StatefulSet")["securityContext"]
+        .update(readOnlyRootFilesystem=False)),
+    ("a capability kept", "drop ALL", lambda o: container(o, "Deployment")["securityContext"]
+        .update(capabilities={"drop": ["NET_RAW"]})),
+    ("privilege escalation allowed", "allowPrivilegeEscalation", lambda o: container(o, "Deployment")["securityContext"]
+        .pop("allowPrivilegeEscalation")),
+    ("running as root", "runAsUser", lambda o: container(o, "Deployment")["securityContext"]
+        .update(runAsUser=0)),
+    ("seccomp unconfined", "seccompProfile", lambda o: container(o, "StatefulSet")["securityContext"]
+        .update(seccompProfile={"type": "Unconfined"})),
+    ("no startup probe", "no startupProbe", lambda o: container(o, "StatefulSet").pop("startupProbe")),
+    ("a short startup probe", "startupProbe allows", lambda o: container(o, "StatefulSet")["startupProbe"]
+        .update(failureThreshold=3)),
+    ("an HTTP liveness probe", "livenessProbe must be a gRPC probe", lambda o: container(o, "Deployment").update(
+        livenessProbe={"httpGet": {"path": "/healthz", "port": 9090}})),
+    ("no memory limit", "no memory in resources.limits", lambda o: container(o, "Deployment")["resources"]["limits"].pop("memory")),
+    ("grace period shorter than the drain", "terminationGracePeriodSeconds", lambda o: config_data(o)
+        .update(LARCH_DRAIN_TIMEOUT_SECS="60")),
+    ("two control-plane replicas", "replicas is 2", lambda o: find(o, "Deployment")["spec"].update(replicas=2)),
+    ("rolling control-plane updates", "Recreate", lambda o: find(o, "Deployment")["spec"].update(
+        strategy={"type": "RollingUpdate"})),
+    ("a Secret in the manifests", "a Secret in the manifests", lambda o: o.append(
+        {"kind": "Secret", "metadata": {"name": KEY_SECRET}, "data": {"api-key": "eA=="}})),
+    ("the key in the environment", "LARCH_API_KEY is set", lambda o: container(o, "Deployment")["env"].append(
+        {"name": "LARCH_API_KEY", "value": "x"})),
+    ("a renamed headless Service", "serviceName", lambda o: find(o, "StatefulSet")["spec"]
+        .update(serviceName="larch-data-headless")),
+    ("a data-plane URL on the wrong port", "LARCH_DATA_PLANE_URL", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URL="http://larch-data-0.larch-data:5080")),
+    ("no PodDisruptionBudget", "PodDisruptionBudgets select", lambda o: o.remove(find(o, "PodDisruptionBudget"))),
+    ("a gRPC port without appProtocol", "needs appProtocol grpc", lambda o: find(o, "Service")["spec"]["ports"][0]
+        .pop("appProtocol")),
+    ("service-account token mounted", "automountServiceAccountToken", lambda o: find(o, "StatefulSet")["spec"]["template"]["spec"]
+        .update(automountServiceAccountToken=True)),
+]
+
+
+def main():
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if len(args) not in (1, 2) or set(flags) - {"--list-rules"}:
+        raise SystemExit(__doc__)
+    with open(args[0], encoding="utf-8") as f:
+        objects = list(yaml.safe_load_all(f))
+    uid = image_uid(args[1]) if len(args) == 2 else IMAGE_UID
+    rules = Rules(objects, uid)
+    problems = rules.check()
+    if "--list-rules" in flags:
+        for description in dict.fromkeys(rules.applied):
+            print(f"  rule: {description}")
+    for problem in problems:
+        print(f"  PROBLEM: {problem}")
+    missed = []
+    for description, expected, breakage in BREAKAGES:
+        broken = copy.deepcopy(objects)
+        breakage(broken)
+        if not any(expected in problem for problem in Rules(broken, uid).check()):
+            missed.append(f"{description} (no problem saying {expected!r})")
+    print(f"  self-test: {len(BREAKAGES) - len(missed)} of {len(BREAKAGES)} breakages caught"
+          + "".join(f"\n  SELF-TEST MISSED: {m}" for m in missed))
+    print(f"  {len(dict.fromkeys(rules.applied))} rules over {len(rules.objects)} objects, "
+          f"image uid {uid}: " + ("ok" if not problems and not missed else f"{len(problems)} problems"))
+    return 1 if problems or missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
