@@ -142,11 +142,18 @@ class Checks:
                 "the key must come from `secrets:`, not the environment",
             )
             published = {int(p["target"]) for p in service.get("ports") or []}
-            wanted = {CONTROL_PORT} | port_range(env.get("LARCH_DATA_PORTS", "0"))
+            command = (service.get("command") or ["serve"])[0]
+            if command == "control-plane":
+                wanted, what = {CONTROL_PORT}, f"port {CONTROL_PORT}"
+            elif command == "data-plane":
+                port = int(env.get("LARCH_DATA_ADDR", "127.0.0.1:5081").rsplit(":", 1)[1])
+                wanted, what = {port}, f"LARCH_DATA_ADDR's port {port}"
+            else:
+                wanted = {CONTROL_PORT} | port_range(env.get("LARCH_DATA_PORTS", "0"))
+                what = f"ports {CONTROL_PORT} and LARCH_DATA_PORTS ({env.get('LARCH_DATA_PORTS')})"
             self.check(
                 wanted <= published,
-                f"service {name}: ports {CONTROL_PORT} and LARCH_DATA_PORTS "
-                f"({env.get('LARCH_DATA_PORTS')}) are published",
+                f"service {name} ({command}): {what} published",
                 f"unpublished {sorted(wanted - published)}",
             )
 
