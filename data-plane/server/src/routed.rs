@@ -508,3 +508,71 @@ async fn set_health(
         )
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_without_port_and_case() {
+        assert_eq!(
+            host_name("Movies.Default.Larch.Test:5081"),
+            "movies.default.larch.test"
+        );
+        assert_eq!(
+            host_name("movies.default.larch.test"),
+            "movies.default.larch.test"
+        );
+        assert_eq!(host_name("localhost:x"), "localhost:x");
+    }
+
+    #[test]
+    fn assignments_are_checked() {
+        let good = IndexAssignment {
+            project: "default".into(),
+            name: "movies".into(),
+            dimension: 4,
+            metric: "cosine".into(),
+            search: Some(internal::SearchParams {
+                m: 16,
+                ef_construction: 100,
+                ef_search: 50,
+                quantization: "int8".into(),
+            }),
+            host: "movies.default.larch.test:5081".into(),
+        };
+        let (key, config, search, host) = parse_assignment(&good).expect("valid");
+        assert_eq!(key.storage_name(), "movies");
+        assert_eq!(config.dimension.get(), 4);
+        assert_eq!(search.ef_search(), 50);
+        assert_eq!(host, "movies.default.larch.test");
+        for bad in [
+            IndexAssignment {
+                name: "Movies".into(),
+                ..good.clone()
+            },
+            IndexAssignment {
+                dimension: 0,
+                ..good.clone()
+            },
+            IndexAssignment {
+                metric: "manhattan".into(),
+                ..good.clone()
+            },
+            IndexAssignment {
+                host: String::new(),
+                ..good.clone()
+            },
+            IndexAssignment {
+                search: Some(internal::SearchParams {
+                    m: 1,
+                    ..internal::SearchParams::default()
+                }),
+                ..good.clone()
+            },
+        ] {
+            let err = parse_assignment(&bad).expect_err("invalid");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+}
