@@ -291,15 +291,47 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         }
         signal = shutdown_signal() => signal,
     };
-    tracing::info!(signal, "shutting down: draining in-flight requests");
-    readiness.set(false);
-    let _ = stop.send(true);
     let timeout = Duration::from_secs(args.drain_timeout_secs);
-    match tokio::time::timeout(timeout, control).await {
-        Ok(result) => result.context("control plane task failed")??,
+    drain(
+        signal,
+        Shutdown {
+            readiness,
+            stop,
+            admin_server,
+        },
+        control,
+        timeout,
+        "control plane",
+    )
+    .await
+}
+
+/// What a server command stops on a signal.
+struct Shutdown {
+    readiness: Readiness,
+    stop: tokio::sync::watch::Sender<bool>,
+    admin_server: AdminServer,
+}
+
+/// After `signal`: readiness off, stop accepting and drain `server` within `timeout`, then stop
+/// the admin server (last, so scrapes work through the drain).
+async fn drain(
+    signal: &str,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    shutdown.readiness.set(false);
+    let _ = shutdown.stop.send(true);
+    match tokio::time::timeout(timeout, server).await {
+        Ok(result) => result
+            .with_context(|| format!("{what} task failed"))?
+            .with_context(|| format!("{what} failed"))?,
         Err(_) => tracing::warn!(?timeout, "drain timed out"),
     }
-    admin_server.stop().await;
+    shutdown.admin_server.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -364,15 +396,11 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
             return result.context("data plane task failed")?.context("data plane failed");
         }
     };
-    tracing::info!(signal, "shutting down: draining in-flight requests");
-    readiness.set(false);
-    let _ = stop.send(true);
     let timeout = Duration::from_secs(args.drain_timeout_secs);
-    match tokio::time::timeout(timeout, server).await {
-        Ok(result) => result.context("data plane task failed")??,
-        Err(_) => tracing::warn!(?timeout, "drain timed out"),
-    }
-    admin_server.stop().await;
-    tracing::info!("stopped");
-    Ok(())
+    let shutdown = Shutdown {
+        readiness,
+        stop,
+        admin_server,
+    };
+    drain(signal, shutdown, server, timeout, "data plane").await
 }
