@@ -263,24 +263,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Ok(catalog)
         })
     };
-    let signal = tokio::select! {
-        recovered = recovery => {
-            let catalog = recovered
-                .context("recovery task failed")?
-                .context("cannot recover the stored indexes")?;
-            let _ = ready.send(Arc::new(catalog));
-            // The moment the control plane reports SERVING on gRPC health.
-            readiness.set(true);
-            tracing::info!("recovery complete; serving");
-            tokio::select! {
-                signal = shutdown_signal() => signal,
-                result = &mut control => {
-                    // The control plane stopped on its own: report why.
-                    return result.context("control plane task failed")?.context("control plane failed");
-                }
-            }
-        }
-        signal = shutdown_signal() => signal,
+    let signal = match serve_until_signal(recovery, ready, &readiness, &mut control).await? {
+        Ended::Signal(signal) => signal,
+        Ended::Stopped => return Ok(()),
     };
     tracing::info!(signal, "shutting down: draining in-flight requests");
     // With gRPC health turning NOT_SERVING: probes stop sending traffic.
@@ -297,6 +282,52 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     admin_server.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How a control plane's run ended before draining.
+pub(crate) enum Ended {
+    /// SIGINT or SIGTERM, named.
+    Signal(&'static str),
+    /// The server stopped on its own without an error.
+    Stopped,
+}
+
+/// Waits for the catalog's recovery (`recovery`), hands it to the control plane (`ready`) and
+/// marks the process ready, then waits for a signal; a signal during recovery ends it too.
+///
+/// # Errors
+///
+/// Recovery failed, or the control plane (`control`) failed on its own.
+pub(crate) async fn serve_until_signal<E>(
+    recovery: tokio::task::JoinHandle<Result<Catalog, E>>,
+    ready: tokio::sync::oneshot::Sender<Arc<Catalog>>,
+    readiness: &Readiness,
+    control: &mut tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) -> anyhow::Result<Ended>
+where
+    E: Into<anyhow::Error>,
+{
+    tokio::select! {
+        recovered = recovery => {
+            let catalog = recovered
+                .context("recovery task failed")?
+                .map_err(Into::into)
+                .context("cannot recover the stored indexes")?;
+            let _ = ready.send(Arc::new(catalog));
+            // The moment the control plane reports SERVING on gRPC health.
+            readiness.set(true);
+            tracing::info!("recovery complete; serving");
+            tokio::select! {
+                signal = shutdown_signal() => Ok(Ended::Signal(signal)),
+                result = control => {
+                    // The control plane stopped on its own: report why.
+                    result.context("control plane task failed")?.context("control plane failed")?;
+                    Ok(Ended::Stopped)
+                }
+            }
+        }
+        signal = shutdown_signal() => Ok(Ended::Signal(signal)),
+    }
 }
 
 /// The admin HTTP server of a server command (`/metrics`, `/healthz`, `/readyz`).

@@ -26,7 +26,8 @@ use larch_engine::{Engine, FlushPolicy};
 use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
-    AdminServer, INDEXES_DIR, ObserveArgs, TlsArgs, lock_data_dir, shutdown_signal, wait_for,
+    AdminServer, Ended, INDEXES_DIR, ObserveArgs, TlsArgs, lock_data_dir, serve_until_signal,
+    shutdown_signal, wait_for,
 };
 
 /// Flags of `larch control-plane`.
@@ -274,22 +275,9 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let dir = data_dir.clone();
     let recovery =
         tokio::task::spawn_blocking(move || larch_control_plane::split::open_catalog(&dir, remote));
-    let signal = tokio::select! {
-        recovered = recovery => {
-            let catalog = recovered
-                .context("recovery task failed")?
-                .context("cannot open the catalog")?;
-            let _ = ready.send(Arc::new(catalog));
-            readiness.set(true);
-            tracing::info!("catalog open; serving");
-            tokio::select! {
-                signal = shutdown_signal() => signal,
-                result = &mut control => {
-                    return result.context("control plane task failed")?.context("control plane failed");
-                }
-            }
-        }
-        signal = shutdown_signal() => signal,
+    let signal = match serve_until_signal(recovery, ready, &readiness, &mut control).await? {
+        Ended::Signal(signal) => signal,
+        Ended::Stopped => return Ok(()),
     };
     let timeout = Duration::from_secs(args.drain_timeout_secs);
     drain(
