@@ -225,12 +225,18 @@ impl Index {
     /// The control plane owns (and persists) these settings and sets them
     /// whenever it attaches or reconfigures the index.
     pub fn set_search_params(&self, params: SearchParams) {
-        *self
-            .search_params
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = params;
-        // A new degree or quantization means new graphs.
-        if let Some(indexer) = self.indexer.get() {
+        let previous = std::mem::replace(
+            &mut *self
+                .search_params
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            params,
+        );
+        // A new degree or quantization means new graphs; the same parameters again (a split-mode
+        // data plane re-applies them at every refresh) mean nothing to do.
+        if previous != params
+            && let Some(indexer) = self.indexer.get()
+        {
             indexer.wake();
         }
     }

@@ -196,10 +196,10 @@ impl RoutedDataPlane {
             .iter()
             .map(|(host, route)| (host.clone(), route.key.clone()))
             .collect();
-        let mut listed = Vec::with_capacity(assignments.len());
+        let mut listed = std::collections::HashSet::with_capacity(assignments.len());
         for assignment in assignments {
             let host = host_name(&assignment.host);
-            listed.push(host.clone());
+            listed.insert(host.clone());
             let attached = served.contains_key(&host);
             let result = if attached {
                 match parse_assignment(assignment) {
