@@ -52,13 +52,8 @@ pub(crate) struct ServeArgs {
     /// off when all clients connect through one proxy.
     #[arg(long, env = "LARCH_AUTH_SLOWDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     auth_slowdown: bool,
-    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
-    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    drain_timeout_secs: u64,
     #[command(flatten)]
-    observe: ObserveArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
+    server: ServerArgs,
 }
 
 /// TLS flags every server command takes: with both, every port it opens speaks TLS only.
@@ -86,7 +81,10 @@ impl TlsArgs {
 
 /// Flags every server command (`serve`, `control-plane`, `data-plane`) takes.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct ObserveArgs {
+pub(crate) struct ServerArgs {
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
+    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
     /// Address of the admin HTTP server: Prometheus `/metrics`, `/healthz`, `/readyz`. Port 0
     /// picks a free port. It has no API keys: keep it off public networks.
     #[arg(long, env = "LARCH_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
@@ -94,6 +92,15 @@ pub(crate) struct ObserveArgs {
     /// Log lines as human-readable text, or as one JSON object per line ("text" or "json").
     #[arg(long, env = "LARCH_LOG_FORMAT", default_value = "text")]
     pub(crate) log_format: LogFormat,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+impl ServerArgs {
+    /// How long the drain after SIGTERM/SIGINT may take.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
 }
 
 /// Validated configuration of `larch serve`.
@@ -118,7 +125,7 @@ pub(crate) struct Config {
 impl ServeArgs {
     /// How to log, needed before the rest of the configuration is checked.
     pub(crate) fn log_format(&self) -> LogFormat {
-        self.observe.log_format
+        self.server.log_format
     }
 
     pub(crate) fn into_config(self) -> Result<Config, String> {
@@ -159,14 +166,14 @@ impl ServeArgs {
             control_addr: self.control_addr,
             data_ports,
             advertise_host,
-            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            drain_timeout: self.server.drain_timeout(),
             flush,
             ann_min_rows: self.ann_min_rows,
             api_key,
             rate_limit,
             auth_slowdown: self.auth_slowdown,
-            admin_addr: self.observe.admin_addr,
-            tls: self.tls.load()?,
+            admin_addr: self.server.admin_addr,
+            tls: self.server.tls.load()?,
         })
     }
 }

@@ -26,7 +26,7 @@ use larch_engine::{Engine, FlushPolicy};
 use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
-    AdminServer, Ended, INDEXES_DIR, ObserveArgs, TlsArgs, lock_data_dir, serve_until_signal,
+    AdminServer, Ended, INDEXES_DIR, ServerArgs, lock_data_dir, serve_until_signal,
     shutdown_signal, wait_for,
 };
 
@@ -46,13 +46,8 @@ pub(crate) struct ControlPlaneArgs {
     /// routes requests by the host they were sent to, so point a wildcard DNS name at it.
     #[arg(long, env = "LARCH_HOST_TEMPLATE")]
     host_template: String,
-    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
-    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    drain_timeout_secs: u64,
     #[command(flatten)]
-    observe: ObserveArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
+    server: ServerArgs,
     /// PEM CA certificate(s) to trust when --data-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -61,14 +56,14 @@ pub(crate) struct ControlPlaneArgs {
 impl ControlPlaneArgs {
     /// How to log, needed before the rest of the configuration is checked.
     pub(crate) fn log_format(&self) -> LogFormat {
-        self.observe.log_format
+        self.server.log_format
     }
 }
 
 impl DataPlaneArgs {
     /// How to log, needed before the rest of the configuration is checked.
     pub(crate) fn log_format(&self) -> LogFormat {
-        self.observe.log_format
+        self.server.log_format
     }
 }
 
@@ -94,13 +89,8 @@ pub(crate) struct DataPlaneArgs {
     /// Namespaces with fewer records are searched exactly; larger ones get an HNSW graph.
     #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
     ann_min_rows: usize,
-    /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
-    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    drain_timeout_secs: u64,
     #[command(flatten)]
-    observe: ObserveArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
+    server: ServerArgs,
     /// PEM CA certificate(s) to trust when --control-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -119,8 +109,14 @@ fn send_key(key: &str) -> Result<SendKey, String> {
     SendKey::new(key).ok_or_else(|| "the API key cannot be sent as request metadata".to_owned())
 }
 
-/// The CA to trust for an internal `url` (`flag` names it in errors): required for https.
+/// Checks an internal `url` (`flag` names it in errors) and returns the CA to trust for it:
+/// required for https.
 fn internal_ca(url: &str, ca: Option<&PathBuf>, flag: &str) -> Result<Option<Vec<u8>>, String> {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(format!(
+            "{flag}: {url:?} is not a URL such as http://larch-data:5081"
+        ));
+    }
     match (url.starts_with("https://"), ca) {
         (true, Some(path)) => std::fs::read(path)
             .map(Some)
@@ -145,17 +141,9 @@ impl ControlPlaneArgs {
     pub(crate) fn into_config(self) -> Result<ControlPlaneConfig, String> {
         let template = HostTemplate::parse(&self.host_template)
             .map_err(|e| format!("--host-template: {e}"))?;
-        if !self.data_plane_url.starts_with("http://")
-            && !self.data_plane_url.starts_with("https://")
-        {
-            return Err(format!(
-                "--data-plane-url: {:?} is not a URL such as http://larch-data:5081",
-                self.data_plane_url
-            ));
-        }
         let key = admin_key()?;
         send_key(&key)?;
-        let tls = self.tls.load()?;
+        let tls = self.server.tls.load()?;
         let ca = internal_ca(
             &self.data_plane_url,
             self.tls_ca.as_ref(),
@@ -181,20 +169,12 @@ pub(crate) struct DataPlaneConfig {
 
 impl DataPlaneArgs {
     pub(crate) fn into_config(self) -> Result<DataPlaneConfig, String> {
-        if !self.control_plane_url.starts_with("http://")
-            && !self.control_plane_url.starts_with("https://")
-        {
-            return Err(format!(
-                "--control-plane-url: {:?} is not a URL such as http://larch-control:5080",
-                self.control_plane_url
-            ));
-        }
         if self.key_refresh_secs == 0 || self.wal_flush_mb == 0 {
             return Err("--key-refresh-secs and --wal-flush-mb must be at least 1".into());
         }
         let key = admin_key()?;
         send_key(&key)?;
-        let tls = self.tls.load()?;
+        let tls = self.server.tls.load()?;
         let ca = internal_ca(
             &self.control_plane_url,
             self.tls_ca.as_ref(),
@@ -243,7 +223,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     metrics.install_hooks();
     let readiness = Readiness::new();
     let admin_server =
-        AdminServer::start(args.observe.admin_addr, metrics.clone(), readiness.clone()).await?;
+        AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.control_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.control_addr))?;
@@ -279,7 +259,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         Ended::Signal(signal) => signal,
         Ended::Stopped => return Ok(()),
     };
-    let timeout = Duration::from_secs(args.drain_timeout_secs);
+    let timeout = args.server.drain_timeout();
     drain(
         signal,
         Shutdown {
@@ -352,7 +332,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     metrics.install_hooks();
     let readiness = Readiness::new();
     let admin_server =
-        AdminServer::start(args.observe.admin_addr, metrics.clone(), readiness.clone()).await?;
+        AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
     let data_plane = RoutedDataPlane::new(engine, keys, metrics);
     let listener = tokio::net::TcpListener::bind(args.data_addr)
         .await
@@ -384,7 +364,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
             return result.context("data plane task failed")?.context("data plane failed");
         }
     };
-    let timeout = Duration::from_secs(args.drain_timeout_secs);
+    let timeout = args.server.drain_timeout();
     let shutdown = Shutdown {
         readiness,
         stop,
