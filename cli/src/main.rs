@@ -15,6 +15,7 @@
 //! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
 
 mod admin;
+mod limits;
 mod serve;
 mod split;
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use larch_catalog::{Catalog, PortPolicy};
 use larch_data_plane::DataPlane;
 use larch_engine::{Engine, FlushPolicy};
-use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
+use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
 /// Folder of the data dir holding one sub-folder per index.
 pub(crate) const INDEXES_DIR: &str = "indexes";
@@ -41,6 +41,8 @@ pub(crate) struct ServeArgs {
     /// in the background.
     #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
     ann_min_rows: usize,
+    #[command(flatten)]
+    memory: crate::limits::MemoryArgs,
     /// Requests per second each API key may send; beyond it requests get RESOURCE_EXHAUSTED
     /// with a retry pushback [default: no limit].
     #[arg(long, env = "LARCH_RATE_LIMIT")]
@@ -94,6 +96,8 @@ pub(crate) struct ServerArgs {
     pub(crate) log_format: LogFormat,
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
+    #[command(flatten)]
+    pub(crate) limits: crate::limits::LimitArgs,
 }
 
 impl ServerArgs {
@@ -113,6 +117,7 @@ pub(crate) struct Config {
     drain_timeout: Duration,
     flush: FlushPolicy,
     ann_min_rows: usize,
+    memory: crate::limits::MemoryArgs,
     /// `LARCH_API_KEY` or the contents of `LARCH_API_KEY_FILE`, read here so library crates
     /// never touch the environment.
     api_key: Option<String>,
@@ -120,6 +125,7 @@ pub(crate) struct Config {
     auth_slowdown: bool,
     admin_addr: SocketAddr,
     tls: Option<Tls>,
+    limits: Limits,
 }
 
 impl ServeArgs {
@@ -169,11 +175,13 @@ impl ServeArgs {
             drain_timeout: self.server.drain_timeout(),
             flush,
             ann_min_rows: self.ann_min_rows,
+            memory: self.memory,
             api_key,
             rate_limit,
             auth_slowdown: self.auth_slowdown,
             admin_addr: self.server.admin_addr,
             tls: self.server.tls.load()?,
+            limits: self.server.limits.limits()?,
         })
     }
 }
@@ -231,10 +239,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_addr = listener.local_addr()?;
     let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
         .with_ann_min_rows(config.ann_min_rows);
+    let engine = config.memory.apply(engine);
     let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
     if let Some(tls) = &config.tls {
         data_plane.set_tls(tls.clone());
     }
+    // One in-flight budget for the control port and every index port.
+    data_plane.set_limits(config.limits.clone());
 
     // The control port answers (health NOT_SERVING) while stored indexes are recovered.
     let (ready, recovered) = tokio::sync::oneshot::channel();
@@ -244,6 +255,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         async move { recovered.await.ok() },
         admin,
         metrics,
+        config.limits.clone(),
         wait_for(stopped),
     ));
     tracing::info!(

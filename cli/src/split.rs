@@ -23,7 +23,7 @@ use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
 
-use larch_observe::{Listener, LogFormat, Metrics, Readiness, Tls};
+use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
     AdminServer, Ended, INDEXES_DIR, ServerArgs, lock_data_dir, serve_until_signal,
@@ -90,6 +90,8 @@ pub(crate) struct DataPlaneArgs {
     #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
     ann_min_rows: usize,
     #[command(flatten)]
+    memory: crate::limits::MemoryArgs,
+    #[command(flatten)]
     server: ServerArgs,
     /// PEM CA certificate(s) to trust when --control-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
@@ -134,6 +136,7 @@ pub(crate) struct ControlPlaneConfig {
     template: HostTemplate,
     key: String,
     tls: Option<Tls>,
+    limits: Limits,
     ca: Option<Vec<u8>>,
 }
 
@@ -144,6 +147,7 @@ impl ControlPlaneArgs {
         let key = admin_key()?;
         send_key(&key)?;
         let tls = self.server.tls.load()?;
+        let limits = self.server.limits.limits()?;
         let ca = internal_ca(
             &self.data_plane_url,
             self.tls_ca.as_ref(),
@@ -154,6 +158,7 @@ impl ControlPlaneArgs {
             template,
             key,
             tls,
+            limits,
             ca,
         })
     }
@@ -164,6 +169,7 @@ pub(crate) struct DataPlaneConfig {
     args: DataPlaneArgs,
     key: String,
     tls: Option<Tls>,
+    limits: Limits,
     ca: Option<Vec<u8>>,
 }
 
@@ -175,6 +181,7 @@ impl DataPlaneArgs {
         let key = admin_key()?;
         send_key(&key)?;
         let tls = self.server.tls.load()?;
+        let limits = self.server.limits.limits()?;
         let ca = internal_ca(
             &self.control_plane_url,
             self.tls_ca.as_ref(),
@@ -184,6 +191,7 @@ impl DataPlaneArgs {
             args: self,
             key,
             tls,
+            limits,
             ca,
         })
     }
@@ -210,6 +218,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         template,
         key,
         tls,
+        limits,
         ca,
     } = config;
     let data_dir = &args.data_dir;
@@ -243,6 +252,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         async move { recovered.await.ok() },
         admin,
         metrics,
+        limits,
         wait_for(stopped),
     ));
     tracing::info!(
@@ -313,7 +323,13 @@ pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
 }
 
 async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
-    let DataPlaneConfig { args, key, tls, ca } = config;
+    let DataPlaneConfig {
+        args,
+        key,
+        tls,
+        limits,
+        ca,
+    } = config;
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -328,12 +344,14 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     };
     let engine =
         Engine::open_with(data_dir.join(INDEXES_DIR), flush).with_ann_min_rows(args.ann_min_rows);
+    let engine = args.memory.apply(engine);
     let metrics = Metrics::new();
     metrics.install_hooks();
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
     let data_plane = RoutedDataPlane::new(engine, keys, metrics);
+    data_plane.set_limits(limits);
     let listener = tokio::net::TcpListener::bind(args.data_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.data_addr))?;

@@ -33,17 +33,22 @@
 //! - [`metrics`]: [`Metrics`], the registry, metric names and Prometheus rendering.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
 //! - [`logging`]: `--log-format text|json`.
+//! - [`limits`]: [`Limits`]: request size, in-flight and deadline limits ([`limits::LimitLayer`])
+//!   and the HTTP/2 settings of every server; [`Cancel`], how queued work learns its request
+//!   was abandoned.
 //! - [`listener`]: [`Listener`], a port's socket, plaintext or TLS (`--tls-cert`/`--tls-key`,
 //!   offering both h2 and http/1.1), as the connection stream tonic serves.
 
 pub mod admin;
 pub mod layer;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 
 pub use admin::{Readiness, serve_admin};
 pub use layer::{RequestId, RequestLayer, X_REQUEST_ID};
+pub use limits::{Cancel, LimitSettings, Limits};
 pub use listener::{Listener, Tls};
 pub use logging::LogFormat;
 pub use metrics::Metrics;

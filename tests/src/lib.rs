@@ -88,6 +88,15 @@ impl TestServer {
         TestServer::start_configured(data_dir, key, configure).await
     }
 
+    /// Starts both planes with a new data directory, holding every port to `limits` (one
+    /// in-flight budget for all of them, as in the binary).
+    pub async fn start_limited(limits: larch_control_plane::LimitSettings) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        let limits = larch_control_plane::Limits::new(limits);
+        TestServer::start_full(data_dir, key, |_| {}, limits).await
+    }
+
     /// Starts both planes on an existing data directory (recovering what it holds).
     pub async fn start_in(data_dir: tempfile::TempDir, key: String) -> TestServer {
         TestServer::start_configured(data_dir, key, |_| {}).await
@@ -97,6 +106,21 @@ impl TestServer {
         data_dir: tempfile::TempDir,
         key: String,
         configure: impl FnOnce(&larch_auth::KeyStore),
+    ) -> TestServer {
+        TestServer::start_full(
+            data_dir,
+            key,
+            configure,
+            larch_control_plane::Limits::default(),
+        )
+        .await
+    }
+
+    async fn start_full(
+        data_dir: tempfile::TempDir,
+        key: String,
+        configure: impl FnOnce(&larch_auth::KeyStore),
+        limits: larch_control_plane::Limits,
     ) -> TestServer {
         let larch_auth::Bootstrap {
             store: keys, admin, ..
@@ -108,6 +132,7 @@ impl TestServer {
         // Both planes share one registry, as in the binary.
         let metrics = Metrics::new();
         let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
+        data_plane.set_limits(limits.clone());
         let catalog = Arc::new(
             Catalog::open(
                 data_dir.path(),
@@ -123,6 +148,7 @@ impl TestServer {
             async move { Some(catalog) },
             Arc::new(admin),
             metrics.clone(),
+            limits,
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -375,6 +401,7 @@ impl Recovering {
             async move { recovered.await.ok() },
             Arc::new(admin),
             Metrics::new(),
+            larch_control_plane::Limits::default(),
             std::future::pending(),
         ));
         Recovering {

@@ -53,7 +53,7 @@ use tonic::service::Routes;
 pub use admin::AdminApi;
 pub use indexes::{ApiVersion, Failure, Indexes};
 /// The metrics registry [`serve`] records requests into (re-exported: it is in its signature).
-pub use larch_observe::Metrics;
+pub use larch_observe::{LimitSettings, Limits, Metrics};
 pub use service::IndexApi;
 
 /// Serves the control plane on `listener` until `shutdown` completes, then reports
@@ -63,15 +63,16 @@ pub use service::IndexApi;
 /// 503 over REST) until `catalog` resolves — i.e. until every stored index has been recovered.
 /// If it resolves to `None` (recovery failed), the server stops. Requests are checked against
 /// `admin`'s key store, the admin API changes `admin`, and every request is counted in
-/// `metrics`.
+/// `metrics` and held to `limits`.
 pub async fn serve(
     listener: impl Into<larch_observe::Listener>,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, catalog, admin, metrics, shutdown, false).await
+    serve_with(listener, catalog, admin, metrics, limits, shutdown, false).await
 }
 
 /// [`serve`] for split mode: also serves `larch.internal.v1.ControlPlaneSync`, which data
@@ -81,9 +82,10 @@ pub async fn serve_split(
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, catalog, admin, metrics, shutdown, true).await
+    serve_with(listener, catalog, admin, metrics, limits, shutdown, true).await
 }
 
 async fn serve_with(
@@ -91,6 +93,7 @@ async fn serve_with(
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
     split: bool,
 ) -> Result<(), tonic::transport::Error> {
@@ -138,12 +141,13 @@ async fn serve_with(
     let app = grpc
         .merge(rest::router(indexes, keys))
         .fallback(unrouted)
+        .layer(limits.layer(rest::render_error))
         // Outermost, on every route and the fallback: refusals get an id and are counted too.
         .layer(larch_observe::RequestLayer::new(metrics));
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
-    // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
-    tonic::transport::Server::builder()
-        .accept_http1(true)
+    // either HTTP version, and gRPC keeps tonic's graceful drain.
+    limits
+        .server()
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(listener.into().incoming(), lifetime)
         .await

@@ -264,10 +264,15 @@ impl IntoResponse for RestError {
 }
 
 /// Renders an authentication refusal in the control plane's error shape.
-fn render_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn render_error(status: StatusCode, message: &str) -> Response {
     let code = match status {
         StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
-        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
         _ => "INTERNAL",
     };
     RestError::new(status, code, message).into_response()

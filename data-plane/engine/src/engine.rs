@@ -14,6 +14,7 @@ use crate::{
     dir,
     index::{read_lock, write_lock},
     indexer::Indexer,
+    pressure::{self, MemoryBudget},
     storage::Placement,
 };
 
@@ -41,6 +42,8 @@ pub struct Engine {
     indexer: Arc<Indexer>,
     /// Namespaces with fewer records get no graph; `None`: the default.
     ann_min_rows: Option<usize>,
+    /// Writes that add data are refused past this (see `pressure`); `None`: no budget.
+    memory: Option<Arc<MemoryBudget>>,
 }
 
 impl fmt::Debug for Engine {
@@ -272,8 +275,21 @@ impl Engine {
         self
     }
 
+    /// Refuses writes that add data once the process's memory — its resident set, plus the
+    /// graph nodes still to be built for accepted rows, plus the write — would pass `bytes`
+    /// (see the `pressure` module); reads and deletes go on. Applies to indexes created or
+    /// opened from now on.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        let measure = pressure::measure(Arc::downgrade(&self.indexes));
+        self.memory = Some(Arc::new(MemoryBudget::new(bytes, measure)));
+        self
+    }
+
     fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
         let index = Arc::new(index);
+        if let Some(memory) = &self.memory {
+            index.attach_memory_budget(Arc::clone(memory));
+        }
         index.attach_indexer(
             self.indexer.signal(),
             self.ann_min_rows.unwrap_or(Ann::MIN_ROWS),

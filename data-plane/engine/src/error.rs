@@ -60,6 +60,15 @@ pub enum Error {
         /// What failed, for which index, and the operating system's reason.
         message: String,
     },
+    /// Backpressure: the node cannot take this write now (memory budget reached, or flushes
+    /// behind the writes); reads are still served. Nothing of the write was applied.
+    #[error("{message}")]
+    Overloaded {
+        /// What limit was hit and what frees it.
+        message: String,
+        /// How long the client should wait before retrying.
+        retry_after: std::time::Duration,
+    },
     /// Stored data is damaged or is not Larch's: recovery stops rather than
     /// serve partial data. The message is for operators, not clients.
     #[error("corrupt data in {}: at byte {offset}: {reason}", file.display())]
@@ -83,7 +92,18 @@ impl Error {
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Internal(_) => ErrorCode::Internal,
             Error::Storage { code, .. } => *code,
+            Error::Overloaded { .. } => ErrorCode::ResourceExhausted,
             Error::Corrupt { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// How long the client should wait before retrying, for backpressure refusals
+    /// ([`Error::Overloaded`]); transports send it as gRPC's `grpc-retry-pushback-ms` or
+    /// HTTP's `Retry-After`.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -49,6 +49,7 @@ use crate::{
     limits, metadata,
     namespace::{NamespaceStore, WriteOp},
     pagination::Cursor,
+    pressure::{self, MemoryBudget},
     requests::{
         DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest,
         FetchResponse, IndexStats, ListNamespacesRequest, ListNamespacesResponse, ListRequest,
@@ -148,6 +149,8 @@ pub struct Index {
     indexer: OnceLock<Arc<Signal>>,
     /// Namespaces with fewer records are searched exactly, without a graph.
     ann_min_rows: AtomicUsize,
+    /// The engine's memory budget, if it has one (see `pressure`).
+    memory: OnceLock<Arc<MemoryBudget>>,
     /// Sorted by name, so listing namespaces is a range scan.
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
     /// The log and segments; `None` for an in-memory index.
@@ -173,6 +176,7 @@ impl Index {
             search_params: RwLock::new(SearchParams::default()),
             indexer: OnceLock::new(),
             ann_min_rows: AtomicUsize::new(Ann::MIN_ROWS),
+            memory: OnceLock::new(),
             namespaces: RwLock::new(BTreeMap::new()),
             durable: None,
         }
@@ -196,6 +200,7 @@ impl Index {
             search_params: RwLock::new(SearchParams::default()),
             indexer: OnceLock::new(),
             ann_min_rows: AtomicUsize::new(Ann::MIN_ROWS),
+            memory: OnceLock::new(),
             namespaces: RwLock::new(namespaces),
             durable: Some(durable),
         }
@@ -246,6 +251,19 @@ impl Index {
     pub fn upsert(&self, request: UpsertRequest) -> Result<u32> {
         let (namespace, records) = validate::upsert(request, self.config)?;
         let count = u32::try_from(records.len()).expect("an upsert holds at most 1000 vectors");
+        let payload: usize = records
+            .iter()
+            .map(|record| {
+                record.id.as_str().len()
+                    + record.values.len() * 4
+                    + record.sparse.as_ref().map_or(0, |s| s.len() * 8)
+                    + record
+                        .metadata
+                        .as_ref()
+                        .map_or(0, metadata::estimated_bytes)
+            })
+            .sum();
+        self.admit_write(records.len(), payload)?;
         self.logged(|| {
             self.write(&namespace, true, |_| {
                 Ok((Some(WriteOp::Upsert(records)), ()))
@@ -368,7 +386,67 @@ impl Index {
     /// changes, but the count and all checks are the same.
     pub fn update(&self, request: UpdateRequest) -> Result<u32> {
         let update = validate::update(request, self.config)?;
+        // By id it may replace a vector (and its graph node); by filter it merges metadata
+        // into records it has not matched yet, so only the patch itself is counted.
+        let (rows, payload) = match &update.target {
+            UpdateTarget::Id {
+                values,
+                sparse,
+                patch,
+                ..
+            } => (
+                usize::from(values.is_some()),
+                values.as_ref().map_or(0, |v| v.len() * 4)
+                    + sparse.as_ref().map_or(0, |s| s.len() * 8)
+                    + patch.as_ref().map_or(0, metadata::estimated_bytes),
+            ),
+            UpdateTarget::Filter { patch, .. } => (0, metadata::estimated_bytes(patch)),
+        };
+        if !update.dry_run {
+            self.admit_write(rows, payload)?;
+        }
         self.logged(|| self.update_in(update))
+    }
+
+    /// Backpressure before a write that adds data: `rows` new or replaced vectors and
+    /// `payload` bytes of values, ids and metadata (see `pressure`). Refused writes leave
+    /// nothing behind.
+    fn admit_write(&self, rows: usize, payload: usize) -> Result<()> {
+        if let Some(durable) = &self.durable {
+            let limit = durable
+                .segments
+                .policy()
+                .wal_bytes
+                .saturating_mul(pressure::LOG_BACKLOG_FACTOR);
+            if durable.wal.len() >= limit {
+                // Refused writes trigger no flush, so try one here: the last may have failed
+                // (a full disk since freed); this gives up at once if one is running.
+                if let Err(err) = self.flush_segments(false) {
+                    tracing::warn!(index = %self.name, error = %err, "flushing the write-ahead log backlog failed; writes that add data are refused meanwhile");
+                }
+            }
+            let backlog = durable.wal.len();
+            if backlog >= limit {
+                return Err(Error::Overloaded {
+                    message: format!(
+                        "index '{}' is writing faster than it can flush: its write-ahead log                          holds {} MiB, {}x the flush threshold; retry shortly (reads are served)",
+                        self.name,
+                        backlog / (1024 * 1024),
+                        pressure::LOG_BACKLOG_FACTOR
+                    ),
+                    retry_after: pressure::LOG_RETRY,
+                });
+            }
+        }
+        if let Some(memory) = self.memory.get() {
+            memory.admit(pressure::write_bytes(self, rows as u64, payload as u64))?;
+        }
+        Ok(())
+    }
+
+    /// Holds writes of this index to the engine's memory budget from now on.
+    pub(crate) fn attach_memory_budget(&self, memory: Arc<MemoryBudget>) {
+        let _ = self.memory.set(memory);
     }
 
     fn update_in(&self, update: Update) -> Result<u32> {

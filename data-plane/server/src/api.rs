@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use larch_engine::{Engine, Error, Index};
+use larch_observe::Cancel;
 
 /// One index of an engine, looked up per request, so a deleted index answers NOT_FOUND at once
 /// even while its server is still draining.
@@ -28,7 +29,8 @@ impl IndexHandle {
     }
 
     /// Runs `op` on the index, on the blocking pool (engine calls are CPU-bound and
-    /// synchronous, and writes wait for an fsync).
+    /// synchronous, and writes wait for an fsync). If the request is abandoned (its deadline
+    /// passed or the client went away) before `op` starts, `op` never runs.
     pub async fn run<T, F>(&self, op: F) -> larch_engine::Result<T>
     where
         T: Send + 'static,
@@ -37,9 +39,15 @@ impl IndexHandle {
         let index = self.engine.index(&self.index)?;
         // In the request's span, so its log lines carry the request id.
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| op(&index)))
-            .await
-            .map_err(|err| Error::Internal(format!("engine task failed: {err}")))?
+        let (cancel, _guard) = Cancel::guard();
+        tokio::task::spawn_blocking(move || {
+            if cancel.is_cancelled() {
+                return Err(abandoned());
+            }
+            span.in_scope(|| op(&index))
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("engine task failed: {err}")))?
     }
 
     /// Runs the read `op` on the query pool (see `pool`): one thread per core
@@ -51,10 +59,22 @@ impl IndexHandle {
     {
         let index = self.engine.index(&self.index)?;
         let span = tracing::Span::current();
-        crate::pool::run(move || span.in_scope(|| op(&index)))
-            .await
-            .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?
+        let (cancel, _guard) = Cancel::guard();
+        crate::pool::run(move || {
+            // Queued behind other reads past this request's deadline: skip it.
+            if cancel.is_cancelled() {
+                return Err(abandoned());
+            }
+            span.in_scope(|| op(&index))
+        })
+        .await
+        .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?
     }
+}
+
+/// The result of work skipped because its request was abandoned; nobody receives it.
+fn abandoned() -> Error {
+    Error::Internal("the request was abandoned before its work started".into())
 }
 
 /// The header (gRPC metadata or HTTP) carrying Pinecone's API version.
@@ -144,6 +164,52 @@ mod tests {
             "__default__"
         );
         assert_eq!(display_namespace("films".into(), "__default__"), "films");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_of_an_abandoned_request_does_not_start() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Barrier};
+        let engine = Arc::new(Engine::new());
+        let config = larch_engine::IndexConfig {
+            dimension: larch_engine::Dimension::new(2).expect("dimension"),
+            metric: larch_engine::Metric::Cosine,
+        };
+        engine.create_index("i", config).expect("index");
+        let handle = IndexHandle::new(engine, "i");
+        // Occupy every query thread until released.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let release = Arc::new(Barrier::new(threads + 1));
+        let mut busy = Vec::new();
+        for _ in 0..threads {
+            let (handle, release) = (handle.clone(), Arc::clone(&release));
+            busy.push(tokio::spawn(async move {
+                handle
+                    .read(move |_| {
+                        release.wait();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        // A read queued behind them, abandoned (as at its deadline) before it starts.
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let queued = handle.read(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(50), queued).await;
+        assert!(abandoned.is_err(), "the pool is busy: the read waits");
+        release.wait();
+        for task in busy {
+            task.await.expect("joined").expect("read");
+        }
+        // A read queued after the abandoned one has run, so the pool went past it.
+        for _ in 0..threads {
+            handle.read(|_| Ok(())).await.expect("read");
+        }
+        assert!(!ran.load(Ordering::SeqCst), "abandoned work ran");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use larch_auth::KeyStore;
 use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexKey};
 use larch_engine::{Engine, IndexConfig, SearchParams};
-use larch_observe::Metrics;
+use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -42,6 +42,8 @@ struct Inner {
     bind_ip: IpAddr,
     /// TLS for every index port, once set (see [`DataPlane::set_tls`]).
     tls: std::sync::OnceLock<larch_observe::Tls>,
+    /// Request limits of every index port (see [`DataPlane::set_limits`]).
+    limits: std::sync::OnceLock<Limits>,
     runtime: Handle,
     /// By storage name.
     servers: Mutex<HashMap<String, Running>>,
@@ -61,6 +63,7 @@ impl DataPlane {
                 metrics,
                 bind_ip,
                 tls: std::sync::OnceLock::new(),
+                limits: std::sync::OnceLock::new(),
                 runtime: Handle::current(),
                 servers: Mutex::new(HashMap::new()),
             }),
@@ -71,6 +74,13 @@ impl DataPlane {
     /// stored indexes; a second call is ignored).
     pub fn set_tls(&self, tls: larch_observe::Tls) {
         let _ = self.inner.tls.set(tls);
+    }
+
+    /// Holds every index port opened from now on to `limits` (set once, before recovery opens
+    /// stored indexes; a second call is ignored). Unset: the default limits, with an in-flight
+    /// budget of the data plane's own.
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.inner.limits.set(limits);
     }
 
     /// The engine holding every index's data.
@@ -167,6 +177,7 @@ impl DataPlaneHost for DataPlane {
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();
         let metrics = self.inner.metrics.clone();
+        let limits = self.inner.limits.get_or_init(Limits::default).clone();
         let served = key.clone();
         let listener = larch_observe::Listener::new(listener, self.inner.tls.get().cloned());
         let task = self.inner.runtime.spawn(async move {
@@ -175,7 +186,8 @@ impl DataPlaneHost for DataPlane {
                 let _ = stopped.await;
             };
             let logged = served.to_string();
-            let served = crate::serve_index(listener, engine, served, keys, metrics, shutdown);
+            let served =
+                crate::serve_index(listener, engine, served, keys, metrics, limits, shutdown);
             if let Err(err) = served.await {
                 tracing::error!(index = %logged, error = %err, "data-plane server failed");
             }

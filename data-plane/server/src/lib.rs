@@ -51,20 +51,22 @@ use tonic::service::Routes;
 use crate::api::IndexHandle;
 
 pub use host::DataPlane;
-/// The metrics registry requests are recorded into (re-exported: it is in the signatures).
-pub use larch_observe::Metrics;
+/// The metrics registry requests are recorded into, and the request limits (re-exported: they
+/// are in the signatures).
+pub use larch_observe::{Limits, Metrics};
 pub use service::VectorApi;
 
 /// Serves the data plane (gRPC and REST) of index `key` — the engine index
 /// [`IndexKey::storage_name`] — on `listener` until `shutdown` completes, then reports
 /// NOT_SERVING on gRPC health and drains in-flight requests before returning. Every request
-/// is counted in `metrics`.
+/// is counted in `metrics` and held to `limits`.
 pub async fn serve_index(
     listener: impl Into<larch_observe::Listener>,
     engine: Arc<Engine>,
     key: IndexKey,
     keys: KeyStore,
     metrics: Metrics,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -90,21 +92,29 @@ pub async fn serve_index(
     let grpc = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(VectorServiceServer::new(VectorApi::from(index.clone())))
+        .add_service(vector_service(index.clone(), &limits))
         .into_axum_router();
     let observe = larch_observe::RequestLayer::new(metrics).for_index(&key);
     let app = larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
         .merge(rest::router(index, keys, scope))
         .fallback(unrouted)
+        .layer(limits.layer(rest::render_error))
         // Outermost, on every route and the fallback: refusals get an id and are counted too.
         .layer(observe);
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
-    // either HTTP version, and gRPC keeps tonic's HTTP/2 settings and graceful drain.
-    tonic::transport::Server::builder()
-        .accept_http1(true)
+    // either HTTP version, and gRPC keeps tonic's graceful drain.
+    limits
+        .server()
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(listener.into().incoming(), drain)
         .await
+}
+
+/// The `VectorService` of `index`, decoding messages up to the configured request size (the
+/// limit layer refuses larger ones first, with a clearer message).
+fn vector_service(index: IndexHandle, limits: &Limits) -> VectorServiceServer<VectorApi> {
+    VectorServiceServer::new(VectorApi::from(index))
+        .max_decoding_message_size(limits.max_request_bytes())
 }
 
 /// A path that is neither a gRPC method nor a REST route: gRPC's UNIMPLEMENTED for gRPC

@@ -562,6 +562,8 @@ pub struct RestError {
     status: StatusCode,
     code: Code,
     message: String,
+    /// Backpressure: sent as `Retry-After` (whole seconds, rounded up).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl RestError {
@@ -570,6 +572,7 @@ impl RestError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -579,6 +582,7 @@ impl RestError {
 impl From<larch_engine::Error> for RestError {
     fn from(err: larch_engine::Error) -> RestError {
         let message = err.to_string();
+        let retry_after = err.retry_after();
         let (status, code) = match err.code() {
             ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
             ErrorCode::NotFound => (StatusCode::NOT_FOUND, Code::NotFound),
@@ -597,7 +601,10 @@ impl From<larch_engine::Error> for RestError {
                 );
             }
         };
-        RestError::new(status, code, message)
+        RestError {
+            retry_after,
+            ..RestError::new(status, code, message)
+        }
     }
 }
 
@@ -614,6 +621,7 @@ impl IntoResponse for RestError {
             status,
             code,
             message,
+            retry_after,
         } = self;
         let body = ErrorBody {
             code: code as i32,
@@ -622,15 +630,28 @@ impl IntoResponse for RestError {
         };
         // A number, a string and an empty list always encode.
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Some(retry_after) = retry_after {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
-/// Renders an authentication refusal in the data plane's error shape.
-fn render_error(status: StatusCode, message: &str) -> Response {
+/// Renders a refusal of the auth or limit layers in the data plane's error shape.
+pub(crate) fn render_error(status: StatusCode, message: &str) -> Response {
     let code = match status {
         StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Code::InvalidArgument,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         _ => Code::Internal,
     };
     RestError::new(status, code, message).into_response()

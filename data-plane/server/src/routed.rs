@@ -22,7 +22,7 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_catalog::{IndexKey, IndexName};
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
-use larch_observe::{Metrics, Readiness};
+use larch_observe::{Limits, Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
 use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
 use larch_proto::internal::{
@@ -63,6 +63,8 @@ struct Inner {
     engine: Arc<Engine>,
     keys: KeyStore,
     metrics: Metrics,
+    /// Request limits of the port, for index routes and internal calls alike.
+    limits: std::sync::OnceLock<Limits>,
     /// Lower-case host name (no port) → the index served there.
     routes: RwLock<HashMap<String, Route>>,
 }
@@ -84,9 +86,20 @@ impl RoutedDataPlane {
                 engine: Arc::new(engine),
                 keys,
                 metrics,
+                limits: std::sync::OnceLock::new(),
                 routes: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Holds every request to `limits` (set once, before serving; a second call is ignored).
+    /// Unset: the default limits.
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.inner.limits.set(limits);
+    }
+
+    fn limits(&self) -> &Limits {
+        self.inner.limits.get_or_init(Limits::default)
     }
 
     /// The engine holding every index's data.
@@ -154,6 +167,7 @@ impl RoutedDataPlane {
             &key,
             self.inner.keys.clone(),
             self.inner.metrics.clone(),
+            self.limits(),
         );
         let mut routes = self.write();
         routes.retain(|_, route| route.key != key);
@@ -318,16 +332,17 @@ fn index_router(
     key: &IndexKey,
     keys: KeyStore,
     metrics: Metrics,
+    limits: &Limits,
 ) -> axum::Router {
     let index = IndexHandle::new(engine, key.storage_name());
     let scope = Scope::Index {
         project: key.project().to_owned(),
         name: key.name().to_string(),
     };
-    let grpc =
-        Routes::new(VectorServiceServer::new(VectorApi::from(index.clone()))).into_axum_router();
+    let grpc = Routes::new(crate::vector_service(index.clone(), limits)).into_axum_router();
     larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
         .merge(crate::rest::router(index, keys, scope))
+        .layer(limits.layer(crate::rest::render_error))
         .layer(larch_observe::RequestLayer::new(metrics).for_index(key))
 }
 
@@ -479,8 +494,10 @@ pub async fn serve_routed(
         .into_axum_router();
     let routed = data_plane.clone();
     let metrics = data_plane.inner.metrics.clone();
+    let limits = data_plane.limits().clone();
     let app = larch_auth::http::protect_grpc(internal, data_plane.inner.keys.clone())
         // Health, reflection and internal calls; index requests are observed by their router.
+        .route_layer(limits.layer(crate::rest::render_error))
         .route_layer(larch_observe::RequestLayer::new(metrics))
         .fallback(move |request: Request| routed.clone().dispatch(request));
     let drain = async move {
@@ -489,8 +506,8 @@ pub async fn serve_routed(
         readiness.set(false);
         set_health(&health, tonic_health::ServingStatus::NotServing).await;
     };
-    tonic::transport::Server::builder()
-        .accept_http1(true)
+    limits
+        .server()
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(listener.into().incoming(), drain)
         .await

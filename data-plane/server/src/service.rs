@@ -449,7 +449,8 @@ fn default_namespace_name(metadata: &MetadataMap) -> &'static str {
     )
 }
 
-/// The one place engine errors become gRPC statuses.
+/// The one place engine errors become gRPC statuses. Backpressure refusals carry
+/// `grpc-retry-pushback-ms`, which Pinecone's clients honour before retrying.
 pub fn status(err: Error) -> Status {
     let message = err.to_string();
     match err.code() {
@@ -457,7 +458,16 @@ pub fn status(err: Error) -> Status {
         ErrorCode::NotFound => Status::not_found(message),
         ErrorCode::AlreadyExists => Status::already_exists(message),
         ErrorCode::FailedPrecondition => Status::failed_precondition(message),
-        ErrorCode::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorCode::ResourceExhausted => {
+            let mut status = Status::resource_exhausted(message);
+            if let Some(retry_after) = err.retry_after() {
+                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                status
+                    .metadata_mut()
+                    .insert(larch_observe::limits::RETRY_PUSHBACK_HEADER, millis.into());
+            }
+            status
+        }
         ErrorCode::Unavailable => Status::unavailable(message),
         ErrorCode::Internal => {
             tracing::error!(error = %message, "data-plane request failed");

@@ -381,6 +381,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
         async move { Some(catalog) },
         admin,
         metrics,
+        larch_control_plane::Limits::default(),
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         },

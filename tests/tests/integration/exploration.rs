@@ -318,6 +318,7 @@ async fn control_plane_stops_when_recovery_fails() {
         async { None },
         admin,
         larch_control_plane::Metrics::new(),
+        larch_control_plane::Limits::default(),
         std::future::pending(),
     );
     tokio::time::timeout(std::time::Duration::from_secs(10), stopped)

@@ -544,3 +544,76 @@ fn concurrent_writers_flush_without_losing_anything() {
     drop(index);
     assert_eq!(snapshot(&reopen(&root, policy).unwrap()), before);
 }
+
+#[test]
+fn writes_wait_while_failing_flushes_let_the_log_grow() {
+    let root = TempDir::new().unwrap();
+    let policy = policy(2048, usize::MAX);
+    let index = create(&root, policy);
+    // Segments cannot be written: a file stands where their directory should be.
+    let segments = index_dir(&root).join(segment::DIR);
+    if segments.exists() {
+        fs::remove_dir_all(&segments).unwrap();
+    }
+    fs::write(&segments, b"not a directory").unwrap();
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        let id = format!("v{}", acknowledged.len());
+        let request = UpsertRequest {
+            namespace: "ns".into(),
+            vectors: vec![vector(&id, &[1.0, 2.0, 3.0])],
+        };
+        match index.upsert(request) {
+            Ok(_) => acknowledged.push(id),
+            Err(err) => break err,
+        }
+        assert!(acknowledged.len() < 10_000, "the log grew without bound");
+    };
+    assert_eq!(refusal.code(), ErrorCode::ResourceExhausted, "{refusal}");
+    assert_eq!(refusal.retry_after(), Some(crate::pressure::LOG_RETRY));
+    assert!(
+        refusal.to_string().contains("faster than it can flush"),
+        "{refusal}"
+    );
+    assert!(stats(&index).wal_bytes >= 4 * 2048);
+    // Reads are served, deletes are taken.
+    let fetched = index
+        .fetch(FetchRequest {
+            namespace: "ns".into(),
+            ids: acknowledged.clone(),
+        })
+        .unwrap();
+    assert_eq!(fetched.vectors.len(), acknowledged.len());
+    delete_ids(&index, "ns", vec![acknowledged.remove(0)]);
+
+    // Once segments can be written again, the next write flushes the backlog and goes
+    // through (after the failed flush's retry delay).
+    fs::remove_file(&segments).unwrap();
+    fs::create_dir(&segments).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let request = UpsertRequest {
+            namespace: "ns".into(),
+            vectors: vec![vector("after", &[3.0, 2.0, 1.0])],
+        };
+        match index.upsert(request) {
+            Ok(_) => break,
+            Err(err) if err.code() == ErrorCode::ResourceExhausted => {
+                assert!(started.elapsed().as_secs() < 30, "still refused: {err}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+    acknowledged.push("after".into());
+    assert!(stats(&index).wal_bytes < 4 * 2048);
+    drop(index);
+    let index = reopen(&root, policy).unwrap();
+    let fetched = index
+        .fetch(FetchRequest {
+            namespace: "ns".into(),
+            ids: acknowledged.clone(),
+        })
+        .unwrap();
+    assert_eq!(fetched.vectors.len(), acknowledged.len());
+}

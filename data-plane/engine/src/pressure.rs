@@ -1,0 +1,210 @@
+//! Write backpressure: refusing new writes, with a retry hint, before memory or the
+//! write-ahead log outgrow what the node can hold — while reads go on being served.
+//!
+//! Two conditions refuse a write that adds data (upsert, update) with
+//! [`Error::Overloaded`] (`RESOURCE_EXHAUSTED`, with how long to wait):
+//!
+//! - **Memory budget** ([`Engine::with_memory_budget`](crate::Engine::with_memory_budget)):
+//!   the whole index lives in memory, so the budget bounds the process's resident memory.
+//!   A write is refused when the resident set, plus the ANN graph nodes still to be built for
+//!   rows already accepted (the indexer adds them later), plus what this write would add,
+//!   passes the budget. The resident set is read from `/proc/self/status` at most every
+//!   [`SAMPLE_EVERY`]; writes accepted in between are counted on top of it, so a burst cannot
+//!   slip past between two readings. Deletes are never refused: they are how memory is freed
+//!   (the memory of deleted rows is reused by later writes).
+//! - **Log backlog**: a write is refused while an index's active write-ahead log holds more
+//!   than [`LOG_BACKLOG_FACTOR`] times the flush threshold — the flushes have fallen behind
+//!   the writes (or keep failing), and letting the log grow would make restarts slow.
+//!
+//! Nothing acknowledged is ever dropped: a refused write was not logged and not applied.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// How often the resident set is read.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// An index's active log may hold this many times the flush threshold before writes wait.
+pub const LOG_BACKLOG_FACTOR: u64 = 4;
+
+/// How long a client refused for memory should wait before retrying: memory is freed by
+/// deletes and compaction, not by time, so retries are spaced out.
+const MEMORY_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a client refused for the log backlog should wait: about one flush.
+pub(crate) const LOG_RETRY: Duration = Duration::from_millis(500);
+
+/// Measures the memory a budget counts: resident set plus graph bytes still owed.
+pub(crate) type Measure = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The memory budget of one engine and its accounting.
+pub(crate) struct MemoryBudget {
+    budget: u64,
+    /// Resident set plus graph nodes still to be built over every index (read at each sample).
+    measure: Measure,
+    state: Mutex<Sample>,
+    /// Bytes of writes accepted since the last sample.
+    accepted: AtomicU64,
+}
+
+struct Sample {
+    at: Option<Instant>,
+    /// Resident set plus graph debt at `at`.
+    projected: u64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(budget: u64, measure: Measure) -> MemoryBudget {
+        MemoryBudget {
+            budget,
+            measure,
+            state: Mutex::new(Sample {
+                at: None,
+                projected: 0,
+            }),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    /// Admits a write that adds about `bytes` of memory (rows, metadata and their graph
+    /// nodes), or refuses it with [`Error::Overloaded`].
+    pub(crate) fn admit(&self, bytes: u64) -> Result<()> {
+        let projected = self.projected();
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let after = projected.saturating_add(accepted).saturating_add(bytes);
+        if after > self.budget {
+            return Err(Error::Overloaded {
+                message: format!(
+                    "memory budget reached: this write needs about {} MiB more, and the node \
+                     already holds {} MiB of its {} MiB budget (--memory-budget), counting \
+                     graph nodes still to be built; writes are refused until memory is freed \
+                     (delete records, namespaces or indexes) or the budget is raised; reads \
+                     are served",
+                    mib(bytes),
+                    mib(projected.saturating_add(accepted)),
+                    mib(self.budget)
+                ),
+                retry_after: MEMORY_RETRY,
+            });
+        }
+        self.accepted.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Resident set plus graph debt, re-read if the last reading is older than
+    /// [`SAMPLE_EVERY`] (which also forgets the writes counted since: the reading includes them).
+    fn projected(&self) -> u64 {
+        let mut sample = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = sample.at.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY);
+        if stale {
+            // Reset first: writes admitted from now on are not in the reading below.
+            self.accepted.store(0, Ordering::Relaxed);
+            sample.projected = (self.measure)();
+            sample.at = Some(Instant::now());
+        }
+        sample.projected
+    }
+}
+
+/// The engine's indexes, as the budget sees them (weakly, so it does not keep them alive).
+pub(crate) type Indexes = Weak<RwLock<BTreeMap<String, Arc<crate::Index>>>>;
+
+/// The resident set plus the graph nodes `indexes` owe: the pending rows of each index at
+/// [`graph_row_bytes`] each.
+pub(crate) fn measure(indexes: Indexes) -> Measure {
+    Box::new(move || {
+        let debt = match indexes.upgrade() {
+            None => 0,
+            Some(indexes) => {
+                let indexes: Vec<_> = match indexes.read() {
+                    Ok(map) => map.values().cloned().collect(),
+                    Err(_) => Vec::new(),
+                };
+                indexes
+                    .iter()
+                    .map(|index| {
+                        let pending = index.indexing_status().map_or(0, |status| status.pending);
+                        pending.saturating_mul(graph_row_bytes(index))
+                    })
+                    .sum()
+            }
+        };
+        resident_bytes().saturating_add(debt)
+    })
+}
+
+/// About how many bytes one row adds to its namespace's graph: its vector again (f32; int8
+/// codes are smaller, so this errs high), the links of the bottom layer and node overhead.
+pub(crate) fn graph_row_bytes(index: &crate::Index) -> u64 {
+    let dimension = u64::from(index.config().dimension.get());
+    let m = u64::from(index.search_params().m());
+    dimension * 4 + m * 12 + 64
+}
+
+/// About how many bytes a write of `rows` rows with `payload` bytes of values, ids and
+/// metadata adds to memory: the rows themselves plus their graph nodes.
+pub(crate) fn write_bytes(index: &crate::Index, rows: u64, payload: u64) -> u64 {
+    payload.saturating_add(rows.saturating_mul(graph_row_bytes(index) + 64))
+}
+
+/// The process's resident set in bytes (`VmRSS` of `/proc/self/status`); 0 where there is no
+/// `/proc` (the budget then counts only the graph debt and the writes themselves).
+pub fn resident_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024 * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resident_set_is_read() {
+        let rss = resident_bytes();
+        assert!(
+            rss > 1024 * 1024,
+            "a test process uses more than 1 MiB: {rss}"
+        );
+    }
+
+    #[test]
+    fn writes_past_the_budget_are_refused_with_a_retry_hint() {
+        const MIB: u64 = 1024 * 1024;
+        // 90 MiB in use (resident set and graph debt) of a 100 MiB budget.
+        let budget = MemoryBudget::new(100 * MIB, Box::new(|| 90 * MIB));
+        budget.admit(4 * MIB).expect("fits");
+        budget.admit(4 * MIB).expect("fits");
+        // Counted since the sample, so the third does not fit even before the next reading.
+        let err = budget.admit(4 * MIB).expect_err("over budget");
+        assert_eq!(err.code(), crate::ErrorCode::ResourceExhausted);
+        assert_eq!(err.retry_after(), Some(MEMORY_RETRY));
+        let message = err.to_string();
+        assert!(message.contains("--memory-budget"), "{message}");
+        assert!(message.contains("reads are served"), "{message}");
+        // Small writes still fit.
+        budget.admit(1024).expect("fits");
+    }
+}
