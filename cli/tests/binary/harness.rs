@@ -30,7 +30,7 @@ pub(crate) const ADMIN_LISTENING: &str = "larch admin listening";
 
 /// Every environment variable `larch serve` reads, cleared so the caller's environment
 /// cannot change what a test sees.
-pub(crate) const LARCH_ENV: [&str; 24] = [
+pub(crate) const LARCH_ENV: [&str; 30] = [
     "LARCH_API_KEY",
     "LARCH_API_KEY_FILE",
     "LARCH_ADDR",
@@ -55,6 +55,12 @@ pub(crate) const LARCH_ENV: [&str; 24] = [
     "LARCH_TLS_CERT",
     "LARCH_TLS_KEY",
     "LARCH_TLS_CA",
+    "LARCH_MAX_REQUEST_BYTES",
+    "LARCH_MAX_CONCURRENT_REQUESTS",
+    "LARCH_MAX_STREAMS_PER_CONNECTION",
+    "LARCH_MAX_HEADER_BYTES",
+    "LARCH_REQUEST_TIMEOUT",
+    "LARCH_MEMORY_BUDGET",
 ];
 
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
@@ -163,6 +169,11 @@ impl Larch {
             ],
             env,
         )
+    }
+
+    /// The process id, e.g. to read its memory use from `/proc`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the `larch control plane listening addr=…` log line and returns the address.

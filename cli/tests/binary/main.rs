@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod keys;
 mod observability;
+mod pressure;
 mod search;
 mod serve;
 mod split;

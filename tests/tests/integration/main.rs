@@ -14,6 +14,7 @@ mod durability;
 mod exploration;
 mod filters;
 mod lifecycle;
+mod limits;
 mod observability;
 mod projects;
 mod rest_client;
