@@ -1,4 +1,10 @@
-//! `larch-bench`: measures what the storage engine promises, on this machine.
+//! `larch-bench`: measures what the storage engine and the server promise, on this machine.
+//!
+//! # Layout
+//! - `restart` (this file): durable upsert throughput and recovery time of the engine.
+//! - `soak` ([`soak`]): mixed traffic from many clients against the real `larch` binary for
+//!   minutes, with connection churn, latency and RSS over time, and a final check that every
+//!   acknowledged write is readable (see `bench/soak/README.md`).
 //!
 //! `larch-bench restart` fills one durable index with random vectors (every batch is
 //! acknowledged only after its log record is fsynced, exactly as the server does it), closes
@@ -10,7 +16,12 @@
 //! cargo run --release -p larch-bench -- restart --vectors 100000 --writers 4
 //! ```
 //!
-//! Heavy by design: not part of the test suite.
+//! ```text
+//! cargo build --release --bin larch
+//! cargo run --release -p larch-bench -- soak --duration 10m
+//! ```
+//!
+//! Heavy by design: not part of the test suite (CI runs a one-minute soak on the debug build).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +33,13 @@ use larch_engine::{
     Dimension, Engine, Index, IndexConfig, Metric, QueryRequest, UpsertRequest, VectorInput,
 };
 
+mod soak;
+
 #[derive(Debug, Parser)]
-#[command(name = "larch-bench", about = "Benchmarks of Larch's storage engine")]
+#[command(
+    name = "larch-bench",
+    about = "Benchmarks of Larch's storage engine and server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +49,9 @@ struct Cli {
 enum Command {
     /// Durable upsert throughput, then restart (recovery) time.
     Restart(RestartArgs),
+    /// Mixed read/write load with connection churn against the real binary, then a check
+    /// that every acknowledged write is readable.
+    Soak(Box<soak::SoakArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +76,7 @@ struct RestartArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Restart(args) => restart(args),
+        Command::Soak(args) => soak::run(*args),
     }
 }
 

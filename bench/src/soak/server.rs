@@ -1,0 +1,314 @@
+//! The server under test: a `larch serve` child process on 127.0.0.1 port 0 with a fresh data
+//! directory, its stderr and stdout in log files (never interleaved with the report), its
+//! addresses read from that log, killed when the guard is dropped so an early exit of the
+//! bench never leaves a server behind.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic::transport::Endpoint;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The log message carrying the bound control-plane address (field `addr`).
+const CONTROL_LISTENING: &str = "larch control plane listening";
+
+/// The log message carrying the bound admin address (field `addr`).
+const ADMIN_LISTENING: &str = "larch admin listening";
+
+/// Every `LARCH_…` variable `larch serve` reads: removed from the child's environment so the
+/// caller's shell cannot change the server under test (the key is set explicitly).
+const LARCH_ENV: [&str; 24] = [
+    "LARCH_API_KEY",
+    "LARCH_API_KEY_FILE",
+    "LARCH_ADDR",
+    "LARCH_DATA_DIR",
+    "LARCH_CONTROL_ADDR",
+    "LARCH_DATA_PORTS",
+    "LARCH_ADVERTISE_HOST",
+    "LARCH_DRAIN_TIMEOUT_SECS",
+    "LARCH_WAL_FLUSH_MB",
+    "LARCH_ANN_MIN_ROWS",
+    "LARCH_RATE_LIMIT",
+    "LARCH_RATE_LIMIT_BURST",
+    "LARCH_AUTH_SLOWDOWN",
+    "LARCH_LOG",
+    "LARCH_ADMIN_ADDR",
+    "LARCH_LOG_FORMAT",
+    "LARCH_DATA_ADDR",
+    "LARCH_DATA_PLANE_URL",
+    "LARCH_CONTROL_PLANE_URL",
+    "LARCH_HOST_TEMPLATE",
+    "LARCH_KEY_REFRESH_SECS",
+    "LARCH_TLS_CERT",
+    "LARCH_TLS_KEY",
+    "LARCH_TLS_CA",
+];
+
+/// A running `larch serve`. Dropping it kills the process (SIGKILL) if it still runs.
+pub(crate) struct Server {
+    child: Child,
+    /// The control plane, as the log announced it.
+    pub(crate) control: SocketAddr,
+    /// The admin (metrics) server.
+    pub(crate) admin: SocketAddr,
+    /// Where the server's stderr goes.
+    pub(crate) log: PathBuf,
+    /// Its data directory.
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `bin serve` with its data in `dir/data` and its output in `dir/server.log`
+    /// (stderr) and `dir/server.stdout`, then waits until the control plane is `SERVING`.
+    pub(crate) async fn start(
+        bin: &Path,
+        dir: &Path,
+        api_key: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Server> {
+        let data_dir = dir.join("data");
+        let log = dir.join("server.log");
+        let stderr = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let stdout_path = dir.join("server.stdout");
+        let stdout = File::create(&stdout_path)
+            .with_context(|| format!("create {}", stdout_path.display()))?;
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            .args(["--control-addr", "127.0.0.1:0"])
+            .args(["--data-ports", "0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            // JSON lines: addresses and warnings are read back without guessing at text.
+            .args(["--log-format", "json"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for var in LARCH_ENV {
+            command.env_remove(var);
+        }
+        command
+            .env("LARCH_API_KEY", api_key)
+            .env("LARCH_LOG", "info")
+            .env("NO_COLOR", "1");
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} (build it, or pass --larch-bin)",
+                bin.display()
+            )
+        })?;
+        // From here on the guard owns the child: any error below kills it.
+        let mut server = Server {
+            child,
+            control: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            data_dir,
+        };
+        let deadline = Instant::now() + timeout;
+        server.control = server.logged_addr(CONTROL_LISTENING, deadline).await?;
+        server.admin = server.logged_addr(ADMIN_LISTENING, deadline).await?;
+        wait_serving(&server.control.to_string(), "", deadline).await?;
+        Ok(server)
+    }
+
+    /// The process id, for `/proc/<pid>/…`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the server has exited.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Polls the log for a line containing `message` and returns its `addr` field.
+    async fn logged_addr(
+        &mut self,
+        message: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<SocketAddr> {
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|line| line.contains(message)) {
+                return addr_in(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "larch exited ({status}) before logging {message:?}; its log:\n{}",
+                    tail(&text, 20)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no {message:?} in the server log in time; its log:\n{}",
+                    tail(&text, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; kills it after that.
+    pub(crate) async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        // std has no signal API and the workspace forbids unsafe code: use kill(1).
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("run kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed: {sent}", self.child.id());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                bail!("larch did not exit within {timeout:?} of SIGTERM (killed)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls gRPC health of `service` at `addr` (no key needed) until `SERVING`.
+pub(crate) async fn wait_serving(
+    addr: &str,
+    service: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    loop {
+        let status = match endpoint.connect().await {
+            Ok(channel) => HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|status| status.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{addr} never became SERVING: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `addr` field of a JSON log line.
+fn addr_in(line: &str) -> anyhow::Result<SocketAddr> {
+    let event: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("not a JSON log line: {line:?}"))?;
+    let addr = event["addr"]
+        .as_str()
+        .with_context(|| format!("no addr in {line:?}"))?;
+    addr.parse()
+        .with_context(|| format!("addr {addr:?} in {line:?}"))
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What the server wrote to its log: counts of warnings, errors and panics, and the distinct
+/// events among them (level, target and message; the fields, e.g. request ids, left out).
+#[derive(Debug, Default)]
+pub(crate) struct LogScan {
+    pub(crate) lines: usize,
+    pub(crate) warnings: usize,
+    pub(crate) errors: usize,
+    /// Lines that are not JSON events and mention a panic (the panic hook writes plain text).
+    pub(crate) panics: usize,
+    /// Up to ten distinct WARN/ERROR/panic events, with how often each occurred.
+    pub(crate) examples: Vec<(String, usize)>,
+}
+
+/// Reads the server log at `path`.
+pub(crate) fn scan_log(path: &Path) -> anyhow::Result<LogScan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut scan = LogScan::default();
+    for line in text.lines() {
+        scan.lines += 1;
+        let key = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(event) => {
+                let level = event["level"].as_str().unwrap_or("");
+                match level {
+                    "WARN" => scan.warnings += 1,
+                    "ERROR" => scan.errors += 1,
+                    _ => continue,
+                }
+                let error = event["error"]
+                    .as_str()
+                    .map(|e| format!(" (error: {})", shorten(e)))
+                    .unwrap_or_default();
+                format!(
+                    "{level} {}: {}{error}",
+                    event["target"].as_str().unwrap_or("?"),
+                    event["message"].as_str().unwrap_or("?"),
+                )
+            }
+            Err(_) if line.contains("panicked") => {
+                scan.panics += 1;
+                format!("panic: {}", shorten(line))
+            }
+            Err(_) => continue,
+        };
+        if let Some((_, count)) = scan.examples.iter_mut().find(|(k, _)| *k == key) {
+            *count += 1;
+        } else if scan.examples.len() < 10 {
+            scan.examples.push((key, 1));
+        }
+    }
+    Ok(scan)
+}
+
+/// The first 160 characters of `text`.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(160) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_logged_address() {
+        let line = r#"{"timestamp":"2026-11-26T10:00:00Z","level":"INFO","message":"larch control plane listening","addr":"127.0.0.1:40123","target":"larch"}"#;
+        assert_eq!(
+            addr_in(line).unwrap(),
+            "127.0.0.1:40123".parse::<SocketAddr>().unwrap()
+        );
+        assert!(addr_in("no address here").is_err());
+        assert!(addr_in(r#"{"message":"x"}"#).is_err());
+    }
+}
