@@ -18,6 +18,15 @@
 //! clients' pooled channels do, is never closed for it. Idle HTTP/1 keep-alive connections are
 //! closed by hyper's own header-read timeout (30 s, tonic turns it on), which also bounds each
 //! later request head.
+//!
+//! And a connection must keep *reading* what it asked for: when writing to it makes no
+//! progress for [`DEFAULT_SEND_TIMEOUT`] (the peer's TCP window and the socket's send buffer
+//! are full), it is closed. A peer that asks for big answers and stops reading its socket
+//! would otherwise pin them in memory, with the connection's task and file descriptor, for as
+//! long as it likes (hyper has no write timeout of its own). A client
+//! that reads slowly but steadily is not affected: any progress restarts the clock. HTTP/2
+//! flow control is not a stall: a client that reads the socket but grants no window gets no
+//! writes at all, and holds at most one response per open stream.
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,6 +55,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Real clients send these at once on connecting (a few hundred bytes), so this only has to
 /// cover a slow network; it is as long as the TLS handshake may take.
 pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long writing to a connection may make no progress at all before it is closed: see the
+/// [module docs](self). A live client drains its socket within moments; this is for peers
+/// that have stopped reading (or vanished without a reset).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTP/2 client connection preface (RFC 9113, section 3.4), before its SETTINGS frame.
 const H2_MAGIC: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -100,8 +114,16 @@ impl Tls {
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<Tls>,
+    timeouts: Timeouts,
+}
+
+/// The deadlines every connection of a [`Listener`] gets.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
     /// See [`DEFAULT_PREFACE_TIMEOUT`].
-    preface_timeout: Duration,
+    preface: Duration,
+    /// See [`DEFAULT_SEND_TIMEOUT`].
+    send: Duration,
 }
 
 impl From<TcpListener> for Listener {
@@ -116,18 +138,26 @@ impl Listener {
         Listener {
             tcp,
             tls,
-            preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            timeouts: Timeouts {
+                preface: DEFAULT_PREFACE_TIMEOUT,
+                send: DEFAULT_SEND_TIMEOUT,
+            },
         }
     }
 
     /// The same listener, closing connections that have not sent the HTTP/2 preface (and its
     /// first frame) or a complete HTTP/1 request head within `timeout` of being accepted
     /// (default [`DEFAULT_PREFACE_TIMEOUT`]).
-    pub fn with_preface_timeout(self, timeout: Duration) -> Listener {
-        Listener {
-            preface_timeout: timeout,
-            ..self
-        }
+    pub fn with_preface_timeout(mut self, timeout: Duration) -> Listener {
+        self.timeouts.preface = timeout;
+        self
+    }
+
+    /// The same listener, closing connections to which nothing could be written for
+    /// `timeout` (default [`DEFAULT_SEND_TIMEOUT`]).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Listener {
+        self.timeouts.send = timeout;
+        self
     }
 
     /// The bound address.
@@ -143,11 +173,7 @@ impl Listener {
     /// closes the socket.
     pub fn incoming(self) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
         let (send, receive) = tokio::sync::mpsc::channel(64);
-        let Listener {
-            tcp,
-            tls,
-            preface_timeout,
-        } = self;
+        let Listener { tcp, tls, timeouts } = self;
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -166,7 +192,7 @@ impl Listener {
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        let conn = Conn::new(Io::Plain(stream), peer, preface_timeout);
+                        let conn = Conn::new(Io::Plain(stream), peer, timeouts);
                         if send.send(Ok(conn)).await.is_err() {
                             return;
                         }
@@ -179,8 +205,7 @@ impl Listener {
                             match handshake.await {
                                 Ok(Ok(stream)) => {
                                     let io = Io::Tls(Box::new(stream));
-                                    let _ =
-                                        send.send(Ok(Conn::new(io, peer, preface_timeout))).await;
+                                    let _ = send.send(Ok(Conn::new(io, peer, timeouts))).await;
                                 }
                                 Ok(Err(err)) => {
                                     tracing::debug!(?peer, error = %err, "TLS handshake failed");
@@ -200,8 +225,12 @@ impl Listener {
 #[derive(Debug)]
 pub struct Conn {
     io: Io,
+    peer: SocketAddr,
     /// Until the client has sent its preface or first request head: the deadline for it.
     preface: Option<Preface>,
+    send_timeout: Duration,
+    /// While a write waits for the peer to read: when the connection is given up.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -213,15 +242,42 @@ enum Io {
 }
 
 impl Conn {
-    fn new(io: Io, peer: SocketAddr, timeout: Duration) -> Conn {
+    fn new(io: Io, peer: SocketAddr, timeouts: Timeouts) -> Conn {
         Conn {
             io,
+            peer,
             preface: Some(Preface {
-                deadline: Box::pin(tokio::time::sleep(timeout)),
+                deadline: Box::pin(tokio::time::sleep(timeouts.preface)),
                 progress: Progress::Magic { matched: 0 },
-                peer,
             }),
+            send_timeout: timeouts.send,
+            stalled: None,
         }
+    }
+
+    /// `polled`, a write's outcome, unless the writes have been waiting for the peer longer
+    /// than the send timeout: then an error, which makes the server drop the connection.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if !polled.is_pending() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        tracing::debug!(peer = %self.peer, ?timeout, "closing a connection whose peer stopped reading");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer read nothing for the send timeout",
+        )))
     }
 }
 
@@ -230,7 +286,6 @@ impl Conn {
 struct Preface {
     deadline: Pin<Box<tokio::time::Sleep>>,
     progress: Progress,
-    peer: SocketAddr,
 }
 
 /// How far a connection's first bytes have got.
@@ -343,7 +398,7 @@ impl AsyncRead for Conn {
             }
             // Nothing yet: the server waits for these bytes, so it polls again when woken.
             Poll::Pending if preface.deadline.as_mut().poll(cx).is_ready() => {
-                tracing::debug!(peer = %preface.peer, "closing a connection that sent no request in time");
+                tracing::debug!(peer = %this.peer, "closing a connection that sent no request in time");
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no HTTP/2 preface or HTTP/1 request head in time",
@@ -361,24 +416,30 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let polled = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
+        };
+        this.unless_stalled(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let polled = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
+        };
+        this.unless_stalled(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let polled = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
+        };
+        this.unless_stalled(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -386,10 +447,12 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let polled = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.unless_stalled(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -33,15 +33,13 @@ async fn start(layer: RequestLayer) -> SocketAddr {
     addr
 }
 
-/// [`start`] on a [`Listener`], as the planes serve.
-async fn start_on(listener: Listener) -> SocketAddr {
+/// Serves `app` on a [`Listener`], as the planes do.
+async fn start_on(listener: Listener, app: axum::Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(app(RequestLayer::new(
-                Metrics::new(),
-            ))))
+            .add_routes(tonic::service::Routes::from(app))
             .serve_with_incoming(listener.incoming()),
     );
     addr
@@ -364,7 +362,8 @@ async fn connections_that_send_no_request_in_time_are_closed_and_others_are_not(
     // Generous, for a loaded machine: without the defence none of these ever closes.
     const PATIENCE: Duration = Duration::from_secs(20);
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = start_on(Listener::from(tcp).with_preface_timeout(TIMEOUT)).await;
+    let listener = Listener::from(tcp).with_preface_timeout(TIMEOUT);
+    let addr = start_on(listener, app(RequestLayer::new(Metrics::new()))).await;
 
     let mut slow = Vec::new();
     for (what, sent) in [
@@ -402,4 +401,70 @@ async fn connections_that_send_no_request_in_time_are_closed_and_others_are_not(
     read_until(&h2, &h2_frame(0x6, 0x1, b"stillup!")).await;
     write_all(&h1, get).await;
     read_until(&h1, b"thing").await;
+}
+
+/// Tells when it is dropped.
+struct DropSignal(Arc<tokio::sync::Notify>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+#[tokio::test]
+async fn a_connection_whose_peer_stops_reading_is_closed_after_the_send_timeout() {
+    // Long enough that a steady reader on a loaded machine never stalls this long.
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    const PATIENCE: Duration = Duration::from_secs(30);
+    // Far more than the socket buffers of both ends hold.
+    const CHUNKS: usize = 64;
+    const CHUNK: usize = 512 * 1024;
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let signal = Arc::clone(&dropped);
+    let big = axum::Router::new().route(
+        "/big",
+        get(move || {
+            let guard = DropSignal(Arc::clone(&signal));
+            let chunk = Bytes::from(vec![b'x'; CHUNK]);
+            let chunks = tokio_stream::iter((0..CHUNKS).map(move |_| {
+                let _ = &guard;
+                Ok::<_, std::convert::Infallible>(chunk.clone())
+            }));
+            async move { axum::body::Body::from_stream(chunks) }
+        }),
+    );
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = start_on(Listener::from(tcp).with_send_timeout(TIMEOUT), big).await;
+
+    // A client that reads steadily gets all of it.
+    let whole = rest(addr, "/big", None).await;
+    assert_eq!(whole.body.len(), CHUNKS * CHUNK);
+    tokio::time::timeout(PATIENCE, dropped.notified())
+        .await
+        .expect("the answered body is dropped");
+
+    // One that asks and never reads: the server gives up on it and drops the answer.
+    let deaf = TcpStream::connect(addr).await.unwrap();
+    write_all(&deaf, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        tokio::time::timeout(PATIENCE, dropped.notified())
+            .await
+            .is_ok(),
+        "the server still holds the answer of a peer that reads nothing"
+    );
+    // What the sockets held arrives, then the end: not the whole answer.
+    let mut read = 0;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let chunk = tokio::time::timeout(PATIENCE, read_some(&deaf, &mut buf)).await;
+        match chunk.expect("the connection ends") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    assert!(
+        read < CHUNKS * CHUNK,
+        "{read} bytes: the whole answer was sent"
+    );
 }
