@@ -14,6 +14,8 @@ use crate::{
     test_support::{index, object},
 };
 
+mod model;
+
 const FIELDS: [&str; 5] = ["genre", "year", "tags", "flag", "missing"];
 
 fn scalar() -> impl Strategy<Value = Value> {
