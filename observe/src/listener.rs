@@ -23,10 +23,10 @@
 //! progress for [`DEFAULT_SEND_TIMEOUT`] (the peer's TCP window and the socket's send buffer
 //! are full), it is closed. A peer that asks for big answers and stops reading its socket
 //! would otherwise pin them in memory, with the connection's task and file descriptor, for as
-//! long as it likes (hyper has no write timeout of its own). A client
-//! that reads slowly but steadily is not affected: any progress restarts the clock. HTTP/2
-//! flow control is not a stall: a client that reads the socket but grants no window gets no
-//! writes at all, and holds at most one response per open stream.
+//! long as it likes (hyper has no write timeout of its own). A client that reads slowly but
+//! steadily is not affected: any progress restarts the clock. HTTP/2 flow control is not a
+//! stall: a client that reads the socket but grants no window gets no writes at all, and
+//! holds at most one response per open stream.
 
 use std::io;
 use std::net::SocketAddr;
