@@ -103,6 +103,10 @@ pub(crate) struct Durable {
     gate: RwLock<()>,
     /// Namespaces deleted since the last cut.
     dropped: Mutex<Vec<Namespace>>,
+    /// Log files this process rotated away from, with their bytes of records: until a
+    /// manifest starts replay after them, they are backlog too (a failed flush rotates but
+    /// deletes nothing).
+    rotated: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Durable {
@@ -114,7 +118,20 @@ impl Durable {
             segments,
             gate: RwLock::new(()),
             dropped: Mutex::new(dropped),
+            rotated: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Bytes of logged records no manifest covers yet: the active file's and those of the
+    /// rotated files replay would still start from.
+    fn log_backlog(&self) -> Result<u64> {
+        let active = self.wal.len().saturating_sub(wal::HEADER_LEN);
+        let number = self.wal.number();
+        let files = self.segments.stats(&self.wal).wal_files;
+        let replay_start = (number + 1).saturating_sub(files);
+        let mut rotated = lock(&self.rotated)?;
+        rotated.retain(|&(file, _)| file >= replay_start);
+        Ok(active + rotated.iter().map(|&(_, bytes)| bytes).sum::<u64>())
     }
 
     /// The segments (and graph files).
@@ -413,25 +430,23 @@ impl Index {
     /// nothing behind.
     fn admit_write(&self, rows: usize, payload: usize) -> Result<()> {
         if let Some(durable) = &self.durable {
-            let limit = durable
-                .segments
-                .policy()
-                .wal_bytes
-                .saturating_mul(pressure::LOG_BACKLOG_FACTOR);
-            if durable.wal.len() >= limit {
+            let limit = pressure::log_backlog_limit(durable.segments.policy().wal_bytes);
+            if durable.log_backlog()? >= limit {
                 // Refused writes trigger no flush, so try one here: the last may have failed
                 // (a full disk since freed); this gives up at once if one is running.
                 if let Err(err) = self.flush_segments(false) {
                     tracing::warn!(index = %self.name, error = %err, "flushing the write-ahead log backlog failed; writes that add data are refused meanwhile");
                 }
             }
-            let backlog = durable.wal.len();
+            let backlog = durable.log_backlog()?;
             if backlog >= limit {
                 return Err(Error::Overloaded {
                     message: format!(
-                        "index '{}' is writing faster than it can flush: its write-ahead log                          holds {} MiB, {}x the flush threshold; retry shortly (reads are served)",
+                        "index '{}' is writing faster than it can flush: its write-ahead log                          holds {} KiB of changes not yet flushed (the limit is {} KiB: {}x the \
+                         flush threshold); retry shortly (reads are served)",
                         self.name,
-                        backlog / (1024 * 1024),
+                        backlog / 1024,
+                        limit / 1024,
                         pressure::LOG_BACKLOG_FACTOR
                     ),
                     retry_after: pressure::LOG_RETRY,
@@ -926,10 +941,14 @@ impl Index {
             .map(|(name, shared)| Ok((name, read_lock(shared)?)))
             .collect::<Result<Vec<_>>>()?;
         let mut dropped = lock(&durable.dropped)?;
+        let mut rotated = lock(&durable.rotated)?;
         let wal_start = if empty_log {
             wal.number()
         } else {
-            wal.rotate()?
+            let (file, bytes) = (wal.number(), wal.len().saturating_sub(wal::HEADER_LEN));
+            let next = wal.rotate()?;
+            rotated.push((file, bytes));
+            next
         };
         let mut cut: Vec<Pending> = mem::take(&mut *dropped)
             .into_iter()

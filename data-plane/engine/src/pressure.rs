@@ -13,8 +13,10 @@
 //!   slip past between two readings. Deletes are never refused: they are how memory is freed
 //!   (the memory of deleted rows is reused by later writes).
 //! - **Log backlog**: a write is refused while an index's active write-ahead log holds more
-//!   than [`LOG_BACKLOG_FACTOR`] times the flush threshold — the flushes have fallen behind
-//!   the writes (or keep failing), and letting the log grow would make restarts slow.
+//!   than [`LOG_BACKLOG_FACTOR`] times the flush threshold (at least [`MIN_LOG_BACKLOG`]) of
+//!   records — the flushes have fallen behind the writes (or keep failing), and letting the
+//!   log grow would make restarts slow. A refused write first tries the flush itself, so the
+//!   refusals end as soon as a flush can succeed again.
 //!
 //! Nothing acknowledged is ever dropped: a refused write was not logged and not applied.
 
@@ -30,6 +32,18 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// An index's active log may hold this many times the flush threshold before writes wait.
 pub const LOG_BACKLOG_FACTOR: u64 = 4;
+
+/// The backlog limit is never below this, so a tiny flush threshold (tests flush on every
+/// write) does not refuse writes while one flush runs.
+pub const MIN_LOG_BACKLOG: u64 = 1024 * 1024;
+
+/// Bytes of records the active log may hold before writes that add data are refused, for a
+/// flush threshold of `wal_bytes`.
+pub fn log_backlog_limit(wal_bytes: u64) -> u64 {
+    wal_bytes
+        .saturating_mul(LOG_BACKLOG_FACTOR)
+        .max(MIN_LOG_BACKLOG)
+}
 
 /// How long a client refused for memory should wait before retrying: memory is freed by
 /// deletes and compaction, not by time, so retries are spaced out.

@@ -549,6 +549,7 @@ fn concurrent_writers_flush_without_losing_anything() {
 fn writes_wait_while_failing_flushes_let_the_log_grow() {
     let root = TempDir::new().unwrap();
     let policy = policy(2048, usize::MAX);
+    let limit = crate::pressure::log_backlog_limit(policy.wal_bytes);
     let index = create(&root, policy);
     // Segments cannot be written: a file stands where their directory should be.
     let segments = index_dir(&root).join(segment::DIR);
@@ -556,18 +557,29 @@ fn writes_wait_while_failing_flushes_let_the_log_grow() {
         fs::remove_dir_all(&segments).unwrap();
     }
     fs::write(&segments, b"not a directory").unwrap();
-    let mut acknowledged = Vec::new();
+    // Batches of 1000 records, so the backlog limit is reached in a few dozen fsyncs.
+    let batch = |first: usize| -> Vec<VectorInput> {
+        (first..first + 1000)
+            .map(|i| vector(&format!("v{i}"), &[1.0, 2.0, i as f32]))
+            .collect()
+    };
+    let mut acknowledged = 0;
     let refusal = loop {
-        let id = format!("v{}", acknowledged.len());
         let request = UpsertRequest {
             namespace: "ns".into(),
-            vectors: vec![vector(&id, &[1.0, 2.0, 3.0])],
+            vectors: batch(acknowledged),
         };
         match index.upsert(request) {
-            Ok(_) => acknowledged.push(id),
+            Ok(_) => acknowledged += 1000,
             Err(err) => break err,
         }
-        assert!(acknowledged.len() < 10_000, "the log grew without bound");
+        if acknowledged % 5000 == 0 {
+            // Past the failed flush's retry delay: the next write's flush rotates the log
+            // again and fails again, so the backlog spans several files, none of them
+            // holding the limit on its own.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        assert!(acknowledged < 1_000_000, "the log grew without bound");
     };
     assert_eq!(refusal.code(), ErrorCode::ResourceExhausted, "{refusal}");
     assert_eq!(refusal.retry_after(), Some(crate::pressure::LOG_RETRY));
@@ -575,16 +587,17 @@ fn writes_wait_while_failing_flushes_let_the_log_grow() {
         refusal.to_string().contains("faster than it can flush"),
         "{refusal}"
     );
-    assert!(stats(&index).wal_bytes >= 4 * 2048);
+    assert!(stats(&index).wal_files >= 2, "{:?}", stats(&index));
+    let ids = |range: std::ops::Range<usize>| range.map(|i| format!("v{i}")).collect::<Vec<_>>();
     // Reads are served, deletes are taken.
     let fetched = index
         .fetch(FetchRequest {
             namespace: "ns".into(),
-            ids: acknowledged.clone(),
+            ids: ids(acknowledged - 1000..acknowledged),
         })
         .unwrap();
-    assert_eq!(fetched.vectors.len(), acknowledged.len());
-    delete_ids(&index, "ns", vec![acknowledged.remove(0)]);
+    assert_eq!(fetched.vectors.len(), 1000);
+    delete_ids(&index, "ns", ids(0..10));
 
     // Once segments can be written again, the next write flushes the backlog and goes
     // through (after the failed flush's retry delay).
@@ -605,15 +618,20 @@ fn writes_wait_while_failing_flushes_let_the_log_grow() {
             Err(err) => panic!("{err}"),
         }
     }
-    acknowledged.push("after".into());
-    assert!(stats(&index).wal_bytes < 4 * 2048);
+    assert_eq!(stats(&index).wal_files, 1, "{:?}", stats(&index));
     drop(index);
     let index = reopen(&root, policy).unwrap();
     let fetched = index
         .fetch(FetchRequest {
             namespace: "ns".into(),
-            ids: acknowledged.clone(),
+            ids: ids(10..acknowledged)
+                .into_iter()
+                .chain(["after".to_owned()])
+                .take(1000)
+                .collect(),
         })
         .unwrap();
-    assert_eq!(fetched.vectors.len(), acknowledged.len());
+    assert_eq!(fetched.vectors.len(), 1000);
+    let stats = index.describe_stats(None).unwrap();
+    assert_eq!(stats.total_vector_count as usize, acknowledged - 10 + 1);
 }
