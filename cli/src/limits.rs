@@ -127,6 +127,29 @@ fn cgroup_memory_limit() -> Option<u64> {
     (bytes < 1 << 60).then_some(bytes)
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime and most servers do:
+/// every client connection is a file, and the usual soft limit (1024) is far below what a
+/// server meets, while the hard limit is what the administrator allows.
+pub(crate) fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit")
+        }
+        Err(err) => {
+            tracing::warn!(current = ?limit.current, error = %err, "cannot raise the open-file limit; connections beyond it are refused")
+        }
+    }
+}
+
 /// A byte size: a number with an optional unit — `B`, decimal `KB`/`MB`/`GB`, or binary
 /// `KiB`/`MiB`/`GiB` (case-insensitive; `K`/`M`/`G` alone are binary).
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {

@@ -113,6 +113,12 @@ fn main() -> ExitCode {
         std::env::var("LARCH_LOG").ok().as_deref(),
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::ControlPlane(_) | Command::DataPlane(_)
+    ) {
+        limits::raise_open_files_limit();
+    }
     let result = match cli.command {
         Command::Serve(args) => match args.into_config() {
             Ok(config) => serve::run(config),

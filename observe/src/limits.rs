@@ -41,6 +41,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// milliseconds (gRPC's retry design, honoured by Pinecone's clients).
 pub use larch_auth::grpc::RETRY_PUSHBACK_HEADER;
 
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How long a client refused by the in-flight limit is asked to wait before retrying.
 const BUSY_PUSHBACK: Duration = Duration::from_millis(100);
 
@@ -111,12 +116,17 @@ impl Limits {
 
     /// A tonic server builder with the per-connection settings: HTTP/1.1 accepted next to
     /// HTTP/2 (REST shares the ports), at most `max_streams_per_connection` streams per
-    /// connection and `max_header_bytes` of headers per request.
+    /// connection and `max_header_bytes` of headers per request, and keepalive pings on idle
+    /// HTTP/2 connections (every 60 s; no answer within 20 s closes the connection).
     pub fn server(&self) -> tonic::transport::Server {
         tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(self.max_streams_per_connection)
             .http2_max_header_list_size(self.max_header_bytes)
+            // Pings on idle HTTP/2 connections find peers that vanished without closing (a
+            // crashed client, a dropped NAT entry) and free their connections.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
     }
 
     /// The per-request layer; REST refusals are rendered by `render` in the plane's error shape.
@@ -213,7 +223,7 @@ impl LimitLayer {
             Ok(deadline) => deadline,
             Err(refusal) => return self.refuse(grpc, refusal),
         };
-        let _permit: Option<OwnedSemaphorePermit> = if routine {
+        let permit: Option<OwnedSemaphorePermit> = if routine {
             None
         } else {
             match Arc::clone(&self.limits.in_flight).try_acquire_owned() {
@@ -249,12 +259,23 @@ impl LimitLayer {
                 Err(never) => match never {},
             }
         };
-        match deadline {
+        let response = match deadline {
             None => work.await,
             Some((timeout, wait)) => match tokio::time::timeout(wait, work).await {
                 Ok(response) => response,
                 Err(_) => self.refuse(grpc, expired(timeout)),
             },
+        };
+        // The request counts as in flight until its response body is sent (or dropped): a
+        // client that never reads its answers cannot pile up more of them than the limit.
+        match permit {
+            None => response,
+            Some(permit) => response.map(|body| {
+                Body::new(Holding {
+                    body,
+                    _permit: permit,
+                })
+            }),
         }
     }
 
@@ -435,6 +456,32 @@ impl http_body::Body for Prefixed {
             }
         }
         hint
+    }
+}
+
+/// A response body that holds its request's in-flight permit until it is dropped.
+struct Holding {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -632,6 +679,17 @@ mod tests {
             assert_eq!(text(handle.await.expect("joined")).await, "done");
         }
         // The permits came back.
+        let response = call(&app, grpc("/echo", Body::empty())).await;
+        assert_eq!(text(response).await, "0");
+        // An answer whose body is not sent yet still holds its permit.
+        let unread = [
+            call(&app, grpc("/echo", Body::empty())).await,
+            call(&app, grpc("/echo", Body::empty())).await,
+        ];
+        let refused = call(&app, grpc("/echo", Body::empty())).await;
+        let (code, _) = grpc_status(&refused).expect("grpc status");
+        assert_eq!(code, tonic::Code::ResourceExhausted as i32);
+        drop(unread);
         let response = call(&app, grpc("/echo", Body::empty())).await;
         assert_eq!(text(response).await, "0");
     }

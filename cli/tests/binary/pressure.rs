@@ -185,3 +185,51 @@ async fn a_small_memory_budget_refuses_writes_keeps_reads_and_bounds_memory() {
     let mut data = VectorServiceClient::new(connect(&host).await);
     assert_eq!(count(&mut data).await as usize, acknowledged - BATCH);
 }
+
+/// `Max open files` of `/proc/<pid>/limits`: (soft, hard).
+fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let larch = env!("CARGO_BIN_EXE_larch");
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -S -n 256 && exec \"$0\" \"$@\"",
+            larch,
+            "serve",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--data-ports",
+            "0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+        ])
+        .env("LARCH_API_KEY", KEY)
+        .env_remove("LARCH_API_KEY_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    // Once it listens, it has configured its limits.
+    let listening = lines.any(|line| line.unwrap().contains("control plane listening"));
+    let (soft, hard) = open_files_limit(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server never listened");
+    assert_eq!(soft, hard, "soft limit not raised");
+    assert_ne!(soft, "256");
+}
