@@ -469,6 +469,16 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
         failures.push("the final verification failed".to_owned());
     }
 
+    // What the server says about itself.
+    if let Some(server) = &target.server {
+        let admin = server.admin;
+        let text = tokio::task::spawn_blocking(move || probe::scrape_metrics(admin)).await?;
+        match text {
+            Ok(text) => println!("server metrics: {}", probe::metrics_summary(&text, &index)),
+            Err(err) => println!("server metrics: not read ({err})"),
+        }
+    }
+
     // Shut down and read the server's log.
     if let Some(mut server) = target.server.take() {
         let peak = probe::peak_rss_kib(server.pid());
@@ -497,8 +507,11 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
             "server log: {} lines, {} warnings, {} errors, {} panics",
             log.lines, log.warnings, log.errors, log.panics
         );
-        for (event, count) in &log.examples {
+        for (event, count) in &log.events {
             println!("  {count:>6} × {event}");
+        }
+        if log.errors > 0 {
+            failures.push(format!("the server logged {} errors", log.errors));
         }
         if log.panics > 0 {
             failures.push(format!("the server panicked ({} lines)", log.panics));

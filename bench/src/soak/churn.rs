@@ -6,9 +6,9 @@
 //! - reset right after the TCP connect;
 //! - reset in the middle of the HTTP/2 connection preface;
 //! - reset after a full HTTP/2 handshake, without a request;
-//! - start a request (a query or fetch of the load's namespace, or an upsert into its own
-//!   namespace, so the load's expected state is untouched) and reset before or while its
-//!   answer arrives (after 0–5 ms).
+//! - start a request (a query, sometimes with a large answer, or a fetch of the load's
+//!   namespace, or an upsert into its own namespace, so the load's expected state is untouched)
+//!   and reset before, during or after the server's work (after 0 or 0.1–100 ms).
 //!
 //! Whatever the churn client does to itself is no failure: an answer that arrives anyway, or
 //! `CANCELLED`/`UNAVAILABLE`/`UNKNOWN` from its own transport. A connect that fails, or any
@@ -116,19 +116,25 @@ impl Churn {
             .await?;
         let mut client = VectorServiceClient::with_interceptor(channel, self.key.clone());
         let vector: Vec<f32> = (0..self.dim).map(|_| rng.f32()).collect();
-        // Up to 5 ms, and a fifth of the time 0: dropped before the request is even sent.
+        // A fifth of the time 0 (dropped before the request is even sent), else log-uniform
+        // between 0.1 ms and 100 ms: before, during and (sometimes) after the server's work.
         let patience = if rng.chance(0.2) {
             Duration::ZERO
         } else {
-            Duration::from_micros(rng.below(5000))
+            let exponent = rng.below(1000) as f64 / 1000.0;
+            Duration::from_secs_f64(1e-4 * 1000f64.powf(exponent))
         };
+        // Large answers (top 1000 with values and metadata, ~0.5 MB at d=64) are still being
+        // written when the connection is reset.
+        let top_k = if rng.chance(0.5) { 1000 } else { 10 };
         let kind = rng.below(3);
         let call = async {
             match kind {
                 0 => client
                     .query(QueryRequest {
                         namespace: self.namespace.clone(),
-                        top_k: 10,
+                        top_k,
+                        include_values: top_k > 10,
                         include_metadata: true,
                         vector,
                         ..QueryRequest::default()

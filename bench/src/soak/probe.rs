@@ -97,6 +97,69 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// `GET /metrics` from the admin server at `addr` (Prometheus text). HTTP/1.0, so the body
+/// simply runs to the end of the connection.
+pub(crate) fn scrape_metrics(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map_or(response.as_str(), |(_, body)| body)
+        .to_owned())
+}
+
+/// The server metrics worth a line in the report: write-ahead-log fsyncs, flushes and
+/// compactions (count and mean duration), and the sizes of `index`.
+pub(crate) fn metrics_summary(text: &str, index: &str) -> String {
+    // Sum of every series of `name` whose labels contain `labels`.
+    let value = |name: &str, labels: &str| -> Option<f64> {
+        let mut found = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, number)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            if series_name == name && series_labels.contains(labels) {
+                *found.get_or_insert(0.0) += number.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        found
+    };
+    let timed = |what: &str, name: &str| {
+        let count = value(&format!("{name}_count"), "");
+        let sum = value(&format!("{name}_sum"), "");
+        match (count, sum) {
+            (Some(count), Some(sum)) if count > 0.0 => {
+                format!("{what} {count:.0} (mean {:.1} ms)", sum / count * 1e3)
+            }
+            (Some(_), _) => format!("{what} 0"),
+            _ => format!("{what} -"),
+        }
+    };
+    let label = format!("index=\"{index}\"");
+    let size = |what: &str, name: &str| {
+        value(name, &label).map_or_else(
+            || format!("{what} -"),
+            |bytes| format!("{what} {:.1} MiB", bytes / f64::from(1 << 20)),
+        )
+    };
+    format!(
+        "{}, {}, {}; index {index}: {} vectors, {}, {}, {}",
+        timed("WAL fsyncs", "larch_wal_fsync_duration_seconds"),
+        timed("flushes", "larch_flush_duration_seconds"),
+        timed("compactions", "larch_compaction_duration_seconds"),
+        value("larch_index_vectors", &label).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+        size("graphs", "larch_index_graph_bytes"),
+        size("segments", "larch_index_segment_bytes"),
+        size("active WAL", "larch_index_wal_bytes"),
+    )
+}
+
 /// One line describing this machine: CPU model and count, memory, kernel.
 pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -126,6 +189,23 @@ mod tests {
         assert_eq!(status_field(status, "VmRSS:"), Some(10240));
         assert_eq!(status_field(status, "Threads:"), Some(7));
         assert_eq!(status_field(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn summarizes_metrics() {
+        let text = "# HELP x\n\
+            larch_wal_fsync_duration_seconds_sum 2.0\n\
+            larch_wal_fsync_duration_seconds_count 1000\n\
+            larch_flush_duration_seconds_sum 0.0\n\
+            larch_flush_duration_seconds_count 0\n\
+            larch_index_vectors{project=\"default\",index=\"soak\"} 31000\n\
+            larch_index_vectors{project=\"default\",index=\"other\"} 5\n\
+            larch_index_graph_bytes{project=\"default\",index=\"soak\"} 2097152\n";
+        assert_eq!(
+            metrics_summary(text, "soak"),
+            "WAL fsyncs 1000 (mean 2.0 ms), flushes 0, compactions -; index soak: 31000 vectors, \
+             graphs 2.0 MiB, segments -, active WAL -"
+        );
     }
 
     #[test]

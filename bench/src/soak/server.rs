@@ -237,8 +237,8 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// What the server wrote to its log: counts of warnings, errors and panics, and the distinct
-/// events among them (level, target and message; the fields, e.g. request ids, left out).
+/// What the server wrote to its log: counts of warnings, errors and panics, and its distinct
+/// events (level, target and message; the fields, e.g. request ids, left out) with counts.
 #[derive(Debug, Default)]
 pub(crate) struct LogScan {
     pub(crate) lines: usize,
@@ -246,23 +246,24 @@ pub(crate) struct LogScan {
     pub(crate) errors: usize,
     /// Lines that are not JSON events and mention a panic (the panic hook writes plain text).
     pub(crate) panics: usize,
-    /// Up to ten distinct WARN/ERROR/panic events, with how often each occurred.
-    pub(crate) examples: Vec<(String, usize)>,
+    /// The first 20 distinct events of any level, with how often each occurred: a soak's log
+    /// is short (start-up, flushes, indexing, shutdown), so this is most of it.
+    pub(crate) events: Vec<(String, usize)>,
 }
 
 /// Reads the server log at `path`.
 pub(crate) fn scan_log(path: &Path) -> anyhow::Result<LogScan> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let mut scan = LogScan::default();
-    for line in text.lines() {
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
         scan.lines += 1;
         let key = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(event) => {
-                let level = event["level"].as_str().unwrap_or("");
+                let level = event["level"].as_str().unwrap_or("?");
                 match level {
                     "WARN" => scan.warnings += 1,
                     "ERROR" => scan.errors += 1,
-                    _ => continue,
+                    _ => {}
                 }
                 let error = event["error"]
                     .as_str()
@@ -276,14 +277,14 @@ pub(crate) fn scan_log(path: &Path) -> anyhow::Result<LogScan> {
             }
             Err(_) if line.contains("panicked") => {
                 scan.panics += 1;
-                format!("panic: {}", shorten(line))
+                format!("PANIC {}", shorten(line))
             }
-            Err(_) => continue,
+            Err(_) => format!("TEXT {}", shorten(line)),
         };
-        if let Some((_, count)) = scan.examples.iter_mut().find(|(k, _)| *k == key) {
+        if let Some((_, count)) = scan.events.iter_mut().find(|(k, _)| *k == key) {
             *count += 1;
-        } else if scan.examples.len() < 10 {
-            scan.examples.push((key, 1));
+        } else if scan.events.len() < 20 {
+            scan.events.push((key, 1));
         }
     }
     Ok(scan)
@@ -310,5 +311,32 @@ mod tests {
         );
         assert!(addr_in("no address here").is_err());
         assert!(addr_in(r#"{"message":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn scans_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        let lines = [
+            r#"{"level":"INFO","message":"larch control plane listening","addr":"127.0.0.1:1","target":"larch::serve"}"#,
+            r#"{"level":"WARN","message":"accept failed","error":"too many open files","target":"larch_observe::listener"}"#,
+            r#"{"level":"WARN","message":"accept failed","error":"too many open files","target":"larch_observe::listener"}"#,
+            "thread 'larch-indexer' panicked at src/hnsw.rs:1:1:",
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let scan = scan_log(&path).unwrap();
+        assert_eq!(
+            (scan.lines, scan.warnings, scan.errors, scan.panics),
+            (4, 2, 0, 1)
+        );
+        assert_eq!(
+            scan.events[1],
+            (
+                "WARN larch_observe::listener: accept failed (error: too many open files)"
+                    .to_owned(),
+                2
+            )
+        );
+        assert_eq!(scan.events.len(), 3);
     }
 }
