@@ -200,7 +200,7 @@ pub(crate) fn open(
 /// (their segments go at the next flush). A record that contradicts the
 /// ones before it means the log is not a history this engine could have
 /// written.
-fn apply(
+pub(crate) fn apply(
     namespaces: &mut BTreeMap<Namespace, NamespaceStore>,
     dropped: &mut Vec<Namespace>,
     config: IndexConfig,
@@ -310,7 +310,7 @@ fn encode_meta(config: IndexConfig) -> [u8; META_LEN] {
 }
 
 /// Reads `index.meta`; on failure, the offset of the bad field and why.
-fn decode_meta(meta: &[u8]) -> Result<IndexConfig, (u64, String)> {
+pub(crate) fn decode_meta(meta: &[u8]) -> Result<IndexConfig, (u64, String)> {
     let field =
         |range: std::ops::Range<usize>| -> [u8; 4] { meta[range].try_into().expect("4 bytes") };
     if meta.len() != META_LEN {

@@ -189,6 +189,9 @@ mod engine;
 mod error;
 mod filter;
 mod flush;
+/// Entry points for the fuzz targets in `fuzz/`: the private storage decoders, on arbitrary bytes.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod hnsw;
 mod index;
 mod indexer;

@@ -636,17 +636,17 @@ fn truncate(path: &Path, len: u64) -> io::Result<()> {
 
 /// What scanning one file found.
 #[derive(Debug)]
-struct Scan {
+pub(crate) struct Scan {
     /// End of the last good record.
-    good_len: u64,
+    pub(crate) good_len: u64,
     /// Why the bytes after `good_len` were dropped, if there are any.
-    torn: Option<String>,
+    pub(crate) torn: Option<String>,
 }
 
 /// Reads log file number `number` (`len` bytes, from `input`), calling
 /// `visit` for each good record. A torn record is accepted only at the end of
 /// the `last` file.
-fn scan(
+pub(crate) fn scan(
     mut input: impl Read,
     len: u64,
     path: &Path,

@@ -273,3 +273,17 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 }
+
+#[cfg(feature = "fuzzing")]
+impl Graph {
+    /// What the engine does with a graph it loaded (see `ann`): searches it and inserts the
+    /// rows still pending. A decoded graph must survive both.
+    pub(crate) fn exercise(mut self) {
+        let dim = self.width - usize::from(self.norm_bound.is_some());
+        let query = self.prepare(&vec![0.5; dim]);
+        self.search(&query, 10, &|_| true);
+        self.insert(&vec![0.25; dim]);
+        let query = self.prepare(&vec![-1.0; dim]);
+        self.search(&query, 10, &|_| true);
+    }
+}
