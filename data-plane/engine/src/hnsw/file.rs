@@ -21,6 +21,7 @@
 //! where `str` is a `u32` byte length and UTF-8 bytes.
 
 use super::{Chunked, Graph, Node, Space, Vectors, quantize};
+use crate::SearchParams;
 
 const MAGIC: &[u8; 4] = b"LGRF";
 const VERSION: u32 = 1;
@@ -117,7 +118,15 @@ impl Graph {
         let rng = r.u64()?;
         let (entry, level) = (r.u32()?, r.u32()?);
         let count = usize::try_from(r.u64()?).ok()?;
-        if width == 0 || !(2..=1024).contains(&m) || count > r.0.len() {
+        // The parameters of a graph the engine built (see `SearchParams`): a search or an
+        // insertion sizes its buffers by them, so a damaged value must not get through.
+        let (m_min, m_max) = SearchParams::M_RANGE;
+        let (ef_min, ef_max) = SearchParams::EF_RANGE;
+        if width == 0
+            || !(m_min as usize..=m_max as usize).contains(&m)
+            || !(ef_min as usize..=ef_max as usize).contains(&ef_construction)
+            || count > r.0.len()
+        {
             return None;
         }
         let m0 = 2 * m;
@@ -285,5 +294,51 @@ impl Graph {
         self.insert(&vec![0.25; dim]);
         let query = self.prepare(&vec![-1.0; dim]);
         self.search(&query, 10, &|_| true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A graph file of one node with the given body; the checksum is appended here.
+    fn sealed(body: &[u8]) -> Vec<u8> {
+        let mut bytes = body.to_vec();
+        let crc = crc32fast::hash(&bytes);
+        put_u32(&mut bytes, crc);
+        bytes
+    }
+
+    /// Found by `fuzz/` (storage_decode): a checksummed graph file whose `ef_construction`
+    /// says 134 million decoded, and inserting into it allocated a 1 GiB candidate heap.
+    #[test]
+    fn fuzz_regression_graph_ef_construction_allocation() {
+        let body = [
+            b"LGRF".as_slice(),
+            &1u32.to_le_bytes(),           // version
+            &0u32.to_le_bytes(),           // namespace ""
+            &[0, 0],                       // cosine, f32
+            &2u32.to_le_bytes(),           // width
+            &4u32.to_le_bytes(),           // m
+            &0x0800_0080u32.to_le_bytes(), // ef_construction
+            &f32::NAN.to_le_bytes(),       // no norm bound
+            &0u64.to_le_bytes(),           // over bound
+            &1u64.to_le_bytes(),           // rng
+            &0u32.to_le_bytes(),           // entry node
+            &0u32.to_le_bytes(),           // entry level
+            &1u64.to_le_bytes(),           // nodes
+            &1u32.to_le_bytes(),           // id "v"
+            b"v",
+            &[0],                  // levels
+            &0u32.to_le_bytes(),   // no links
+            &1.0f32.to_le_bytes(), // vector
+            &0.0f32.to_le_bytes(),
+        ]
+        .concat();
+        assert!(Graph::decode(&sealed(&body)).is_none());
+        // The same file with a real ef_construction loads.
+        let mut fixed = body.clone();
+        fixed[22..26].copy_from_slice(&128u32.to_le_bytes());
+        assert!(Graph::decode(&sealed(&fixed)).is_some());
     }
 }
