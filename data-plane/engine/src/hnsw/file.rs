@@ -157,6 +157,16 @@ impl Graph {
             }
             upper.push(node_upper);
         }
+        // A link on layer `level` must lead to a node on that layer, or a search stepping
+        // along it finds no links there.
+        let reaches = |level: usize, link: &Node| upper[*link as usize].len() >= level;
+        let linked = upper.iter().all(|levels| {
+            (1..=levels.len())
+                .all(|level| levels[level - 1].iter().all(|link| reaches(level, link)))
+        });
+        if !linked {
+            return None;
+        }
         let vectors = if quantized {
             let mut codes = Chunked::new(width);
             for _ in 0..count {
@@ -340,5 +350,53 @@ mod tests {
         let mut fixed = body.clone();
         fixed[22..26].copy_from_slice(&128u32.to_le_bytes());
         assert!(Graph::decode(&sealed(&fixed)).is_some());
+    }
+
+    /// Found by `fuzz/` (storage_decode): a checksummed graph file in which node 0 links, on
+    /// layer 1, to node 1, which is only on layer 0, decoded; the first search stepping
+    /// along that link indexed node 1's missing layer 1 and panicked.
+    #[test]
+    fn fuzz_regression_graph_link_above_level() {
+        let node = |id: &[u8], links: &[&[u32]]| -> Vec<u8> {
+            let mut out = (id.len() as u32).to_le_bytes().to_vec();
+            out.extend_from_slice(id);
+            out.push(links.len() as u8 - 1); // levels above layer 0
+            for layer in links {
+                out.extend_from_slice(&(layer.len() as u32).to_le_bytes());
+                layer
+                    .iter()
+                    .for_each(|link| out.extend_from_slice(&link.to_le_bytes()));
+            }
+            out
+        };
+        let body = |upper_link: &[u32]| {
+            [
+                b"LGRF".as_slice(),
+                &1u32.to_le_bytes(),     // version
+                &0u32.to_le_bytes(),     // namespace ""
+                &[0, 0],                 // cosine, f32
+                &2u32.to_le_bytes(),     // width
+                &4u32.to_le_bytes(),     // m
+                &128u32.to_le_bytes(),   // ef_construction
+                &f32::NAN.to_le_bytes(), // no norm bound
+                &0u64.to_le_bytes(),     // over bound
+                &1u64.to_le_bytes(),     // rng
+                &0u32.to_le_bytes(),     // entry node
+                &1u32.to_le_bytes(),     // entry level
+                &2u64.to_le_bytes(),     // nodes
+                &node(b"a", &[&[1], upper_link]),
+                &node(b"b", &[&[0]]),
+                &0.0f32.to_le_bytes(), // vectors: a, far from the query
+                &1.0f32.to_le_bytes(),
+                &1.0f32.to_le_bytes(), // b, close to it
+                &0.0f32.to_le_bytes(),
+            ]
+            .concat()
+        };
+        assert!(Graph::decode(&sealed(&body(&[1]))).is_none());
+        // Without that link the file loads, and searches.
+        let (_, loaded) = Graph::decode(&sealed(&body(&[]))).expect("a valid graph");
+        let query = loaded.graph.prepare(&[1.0, 0.0]);
+        assert_eq!(loaded.graph.search(&query, 2, &|_| true).len(), 2);
     }
 }
