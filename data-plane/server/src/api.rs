@@ -168,8 +168,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_of_an_abandoned_request_does_not_start() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Barrier};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
         let engine = Arc::new(Engine::new());
         let config = larch_engine::IndexConfig {
             dimension: larch_engine::Dimension::new(2).expect("dimension"),
@@ -177,20 +178,32 @@ mod tests {
         };
         engine.create_index("i", config).expect("index");
         let handle = IndexHandle::new(engine, "i");
-        // Occupy every query thread until released.
+        // Occupy every query thread until released (or, should the test fail, for at most
+        // 30 s: the pool is shared by the other tests of this binary).
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let release = Arc::new(Barrier::new(threads + 1));
+        let (started, released) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let mut busy = Vec::new();
         for _ in 0..threads {
-            let (handle, release) = (handle.clone(), Arc::clone(&release));
+            let (handle, started, released) =
+                (handle.clone(), Arc::clone(&started), Arc::clone(&released));
             busy.push(tokio::spawn(async move {
                 handle
                     .read(move |_| {
-                        release.wait();
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let until = Instant::now() + Duration::from_secs(30);
+                        while !released.load(Ordering::SeqCst) && Instant::now() < until {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         Ok(())
                     })
                     .await
             }));
+        }
+        while started.load(Ordering::SeqCst) < threads {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // A read queued behind them, abandoned (as at its deadline) before it starts.
         let ran = Arc::new(AtomicBool::new(false));
@@ -199,13 +212,13 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
             Ok(())
         });
-        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(50), queued).await;
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), queued).await;
+        released.store(true, Ordering::SeqCst);
         assert!(abandoned.is_err(), "the pool is busy: the read waits");
-        release.wait();
         for task in busy {
             task.await.expect("joined").expect("read");
         }
-        // A read queued after the abandoned one has run, so the pool went past it.
+        // Reads queued after the abandoned one have run, so the pool went past it.
         for _ in 0..threads {
             handle.read(|_| Ok(())).await.expect("read");
         }
