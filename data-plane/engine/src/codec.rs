@@ -290,8 +290,17 @@ impl Encoder {
     }
 }
 
+/// Fails if a vector value is NaN or infinite, which validation never lets in.
+fn finite(values: &[f32]) -> Result<(), String> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!("vector value {v} is not finite")),
+        None => Ok(()),
+    }
+}
+
 /// Reads little-endian values from a payload, checking every length against
-/// the bytes left.
+/// the bytes left, and that values are what validation lets in (a checksum
+/// proves a record was not damaged, not that this engine wrote it).
 pub(crate) struct Decoder<'a> {
     bytes: &'a [u8],
     dimension: usize,
@@ -394,17 +403,25 @@ impl<'a> Decoder<'a> {
                 self.dimension
             ));
         }
-        self.f32s(count)
+        let values = self.f32s(count)?;
+        finite(&values)?;
+        Ok(values)
     }
 
+    /// Sparse values as validation leaves them (see [`SparseVector`]): finite, with
+    /// strictly ascending indices.
     pub(crate) fn sparse(&mut self) -> Result<SparseVector, String> {
         let count = self.count(8)?;
-        let indices = self
+        let indices: Vec<u32> = self
             .take(count * 4)?
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("chunks of 4 bytes")))
             .collect();
+        if indices.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return Err("sparse indices are not strictly ascending".to_owned());
+        }
         let values = self.f32s(count)?;
+        finite(&values)?;
         Ok(SparseVector { indices, values })
     }
 
@@ -416,7 +433,11 @@ impl<'a> Decoder<'a> {
             let key = self.str()?;
             let value = match self.u8()? {
                 STRING => MetadataValue::String(self.str()?),
-                NUMBER => MetadataValue::Number(f64::from_le_bytes(self.array()?)),
+                NUMBER => match f64::from_le_bytes(self.array()?) {
+                    // Validation admits only finite numbers, and the metadata index relies on it.
+                    n if n.is_finite() => MetadataValue::Number(n),
+                    n => return Err(format!("metadata number {n} is not finite")),
+                },
                 BOOL => match self.u8()? {
                     0 => MetadataValue::Bool(false),
                     1 => MetadataValue::Bool(true),
@@ -624,5 +645,49 @@ mod tests {
                 .starts_with("a count of 4294967295")
         );
         assert!(decode(&[], DIM).is_err());
+    }
+
+    /// Found by `fuzz/` (storage_decode): an upsert record whose metadata number is NaN
+    /// decoded, and applying it tripped the metadata index's assertion that numbers are
+    /// never NaN (in a release build, NaN would have gone into the index).
+    #[test]
+    fn fuzz_regression_log_record_nan_metadata_number() {
+        let record = [
+            &[UPSERT][..],
+            &0u32.to_le_bytes(), // default namespace
+            &1u32.to_le_bytes(), // one record
+            &1u32.to_le_bytes(), // id "v"
+            b"v",
+            &3u32.to_le_bytes(), // dense values
+            &1.0f32.to_le_bytes(),
+            &0.0f32.to_le_bytes(),
+            &0.0f32.to_le_bytes(),
+            &[0, 1],             // no sparse values; metadata
+            &1u32.to_le_bytes(), // one key, "n"
+            &1u32.to_le_bytes(),
+            b"n",
+            &[NUMBER],
+            &f64::NAN.to_le_bytes(),
+        ]
+        .concat();
+        let err = decode(&record, DIM).unwrap_err();
+        assert!(err.contains("not finite"), "{err}");
+        // Non-finite vector values and unsorted sparse indices are refused too.
+        let mut infinite = record.clone();
+        infinite[18..22].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        assert!(decode(&infinite, DIM).unwrap_err().contains("not finite"));
+        let unsorted = encode_write(
+            &Namespace::default(),
+            &WriteOp::Update {
+                id: VectorId::parse("id", "v").unwrap(),
+                values: None,
+                sparse: Some(SparseVector {
+                    indices: vec![7, 2],
+                    values: vec![1.0, 1.0],
+                }),
+                patch: None,
+            },
+        );
+        assert!(decode(&unsorted, DIM).unwrap_err().contains("ascending"));
     }
 }
