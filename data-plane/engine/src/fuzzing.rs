@@ -224,6 +224,10 @@ pub fn decode(format: Format, bytes: &[u8], config: IndexConfig) -> Result<(), S
         }
         Format::Graph => {
             let (_, loaded) = Graph::decode(bytes).ok_or("not a usable graph file")?;
+            // As `ann` loads a saved graph: only one built for this index is used.
+            if !loaded.graph.fits(dimension, config.metric) {
+                return Err("a graph of vectors of another width or metric".to_owned());
+            }
             loaded.graph.exercise();
         }
     }

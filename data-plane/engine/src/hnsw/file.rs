@@ -20,8 +20,8 @@
 //! ```
 //! where `str` is a `u32` byte length and UTF-8 bytes.
 
-use super::{Chunked, Graph, Node, Space, Vectors, quantize};
-use crate::SearchParams;
+use super::{CHUNK, Chunked, Graph, Node, Space, Vectors, quantize};
+use crate::{SearchParams, limits};
 
 const MAGIC: &[u8; 4] = b"LGRF";
 const VERSION: u32 = 1;
@@ -123,6 +123,7 @@ impl Graph {
         let (m_min, m_max) = SearchParams::M_RANGE;
         let (ef_min, ef_max) = SearchParams::EF_RANGE;
         if width == 0
+            || width > limits::MAX_DIMENSION as usize + 1
             || !(m_min as usize..=m_max as usize).contains(&m)
             || !(ef_min as usize..=ef_max as usize).contains(&ef_construction)
             || count > r.0.len()
@@ -168,11 +169,8 @@ impl Graph {
             return None;
         }
         let vectors = if quantized {
-            let mut codes = Chunked::new(width);
-            for _ in 0..count {
-                let row: Vec<i8> = r.take(width)?.iter().map(|b| *b as i8).collect();
-                codes.push(&row);
-            }
+            let bytes = r.take(count.checked_mul(width)?)?;
+            let codes = chunked(width, count, (bytes, 1), |b| b[0] as i8);
             let scales = (0..count).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
             let sq_norms = (0..count).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
             Vectors::Int8 {
@@ -181,12 +179,10 @@ impl Graph {
                 sq_norms,
             }
         } else {
-            let mut values = Chunked::new(width);
-            for _ in 0..count {
-                let row = (0..width).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
-                values.push(&row);
-            }
-            Vectors::F32(values)
+            let bytes = r.take(count.checked_mul(width)?.checked_mul(4)?)?;
+            Vectors::F32(chunked(width, count, (bytes, 4), |b| {
+                f32::from_le_bytes(b.try_into().expect("4 bytes"))
+            }))
         };
         let entry = match (entry, level) {
             (u32::MAX, _) if count == 0 => None,
@@ -242,6 +238,27 @@ impl Graph {
                 codes.get(node) == code.as_slice() && scales[node] == scale
             }
         }
+    }
+}
+
+/// `count` rows of `width` values, each decoded by `value` from `size` of `bytes` (which
+/// holds exactly `count * width` of them), in chunks of exactly the rows there are:
+/// [`Chunked::push`] would reserve a whole chunk of `CHUNK` rows for a file holding one.
+fn chunked<T: Copy>(
+    width: usize,
+    count: usize,
+    (bytes, size): (&[u8], usize),
+    value: impl Fn(&[u8]) -> T,
+) -> Chunked<T> {
+    debug_assert_eq!(bytes.len(), count * width * size);
+    let chunks = bytes
+        .chunks(CHUNK * width * size)
+        .map(|chunk| std::sync::Arc::new(chunk.chunks_exact(size).map(&value).collect()))
+        .collect();
+    Chunked {
+        width,
+        chunks,
+        len: count,
     }
 }
 
@@ -350,6 +367,49 @@ mod tests {
         let mut fixed = body.clone();
         fixed[22..26].copy_from_slice(&128u32.to_le_bytes());
         assert!(Graph::decode(&sealed(&fixed)).is_some());
+    }
+
+    /// Found by `fuzz/` (storage_decode): a checksummed graph file of no nodes whose vectors
+    /// had 131 325 values decoded, and the first insertion reserved a 2 GiB chunk for them.
+    /// (The engine checks a loaded graph's width against the index before inserting, but no
+    /// index has vectors that wide.) Decoding also reserves exactly the rows a file holds.
+    #[test]
+    fn fuzz_regression_graph_width_allocation() {
+        let body = |width: u32, nodes: u64, values: &[f32]| {
+            let entry = if nodes == 0 { u32::MAX } else { 0 };
+            let mut body = [
+                b"LGRF".as_slice(),
+                &1u32.to_le_bytes(),     // version
+                &0u32.to_le_bytes(),     // namespace ""
+                &[0, 0],                 // cosine, f32
+                &width.to_le_bytes(),    // width
+                &4u32.to_le_bytes(),     // m
+                &128u32.to_le_bytes(),   // ef_construction
+                &f32::NAN.to_le_bytes(), // no norm bound
+                &0u64.to_le_bytes(),     // over bound
+                &1u64.to_le_bytes(),     // rng
+                &entry.to_le_bytes(),    // entry node 0 on layer 0, or none
+                &entry.to_le_bytes(),
+                &nodes.to_le_bytes(),
+            ]
+            .concat();
+            for _ in 0..nodes {
+                body.extend_from_slice(&0u32.to_le_bytes()); // a stale node
+                body.push(0);
+                body.extend_from_slice(&0u32.to_le_bytes());
+            }
+            values.iter().for_each(|v| put_f32(&mut body, *v));
+            body
+        };
+        assert!(Graph::decode(&sealed(&body(131_325, 0, &[]))).is_none());
+        assert!(Graph::decode(&sealed(&body(20_001, 0, &[]))).is_some());
+        // One row of a wide graph takes one row of memory, not a chunk of 4096.
+        let (_, loaded) = Graph::decode(&sealed(&body(3, 1, &[1.0, 2.0, 3.0]))).expect("valid");
+        let Vectors::F32(values) = &loaded.graph.vectors else {
+            panic!("f32 vectors expected");
+        };
+        assert_eq!(values.get(0), [1.0, 2.0, 3.0]);
+        assert_eq!(values.chunks[0].capacity(), 3);
     }
 
     /// Found by `fuzz/` (storage_decode): a checksummed graph file in which node 0 links, on
