@@ -503,6 +503,12 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// The flag itself, for work that looks at it while it runs (the engine's
+    /// `larch_engine::interrupt`).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
 }
 
 /// Cancels its [`Cancel`] token when dropped.

@@ -57,6 +57,7 @@ use crate::{
     flush::Segments,
     hnsw::{Graph, Loaded, Node},
     index::{read_lock, write_lock},
+    interrupt,
     namespace::{NamespaceStore, Rows},
     search::{Hit, SearchQuery},
 };
@@ -312,9 +313,24 @@ fn exact(candidates: &Candidates<'_>, query: &SearchQuery<'_>) -> Vec<Hit> {
     let rows = candidates.rows;
     let mut top = query.ranking(rows);
     let mut offer = |row: usize| query.offer(&mut top, rows, row);
+    // A scan may cover millions of rows: stop if the request was abandoned meanwhile.
     match candidates.allowed {
-        Some(allowed) => allowed.iter().for_each(|row| offer(row as usize)),
-        None => (0..rows.len()).for_each(offer),
+        Some(allowed) => {
+            for (seen, row) in allowed.iter().enumerate() {
+                if seen % interrupt::CHECK_EVERY == 0 && interrupt::requested() {
+                    break;
+                }
+                offer(row as usize);
+            }
+        }
+        None => {
+            for start in (0..rows.len()).step_by(interrupt::CHECK_EVERY) {
+                if interrupt::requested() {
+                    break;
+                }
+                (start..rows.len().min(start + interrupt::CHECK_EVERY)).for_each(&mut offer);
+            }
+        }
     }
     top.into_hits()
 }

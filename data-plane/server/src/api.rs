@@ -51,7 +51,8 @@ impl IndexHandle {
     }
 
     /// Runs the read `op` on the query pool (see `pool`): one thread per core
-    /// for every read of every index.
+    /// for every read of every index. If the request is abandoned, `op` does not start, or,
+    /// if it is running, its scans stop early (nobody receives the result).
     pub async fn read<T, F>(&self, op: F) -> larch_engine::Result<T>
     where
         T: Send + 'static,
@@ -65,7 +66,8 @@ impl IndexHandle {
             if cancel.is_cancelled() {
                 return Err(abandoned());
             }
-            span.in_scope(|| op(&index))
+            // Abandoned while running: long scans stop early (see `larch_engine::interrupt`).
+            larch_engine::interrupt::run(cancel.flag(), || span.in_scope(|| op(&index)))
         })
         .await
         .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?

@@ -549,7 +549,6 @@ fn concurrent_writers_flush_without_losing_anything() {
 fn writes_wait_while_failing_flushes_let_the_log_grow() {
     let root = TempDir::new().unwrap();
     let policy = policy(2048, usize::MAX);
-    let limit = crate::pressure::log_backlog_limit(policy.wal_bytes);
     let index = create(&root, policy);
     // Segments cannot be written: a file stands where their directory should be.
     let segments = index_dir(&root).join(segment::DIR);
