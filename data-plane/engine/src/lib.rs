@@ -34,7 +34,7 @@
 //! | `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
 //! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones, its file format |
 //! | [`pressure`] | write backpressure: the memory budget and the log backlog, refused with [`Error::Overloaded`] and a retry hint |
-//! | [`interrupt`] | how long scans learn that their request was abandoned, and stop |
+//! | [`interrupt`] | how long-running scans learn that their request was abandoned, and stop |
 //! | `indexer` | the engine's background thread running build steps when writes leave rows pending |
 //! | `distance` | dense distance kernels (AVX2 + FMA where the CPU has them, portable loops elsewhere) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
