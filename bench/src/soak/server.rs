@@ -66,10 +66,12 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `bin serve` with its data in `dir/data` and its output in `dir/server.log`
     /// (stderr) and `dir/server.stdout`, then waits until the control plane is `SERVING`.
+    /// `wal_flush_mb`: the server's `--wal-flush-mb`.
     pub(crate) async fn start(
         bin: &Path,
         dir: &Path,
         api_key: &str,
+        wal_flush_mb: u64,
         timeout: Duration,
     ) -> anyhow::Result<Server> {
         let data_dir = dir.join("data");
@@ -86,6 +88,7 @@ impl Server {
             .args(["--admin-addr", "127.0.0.1:0"])
             // JSON lines: addresses and warnings are read back without guessing at text.
             .args(["--log-format", "json"])
+            .args(["--wal-flush-mb", &wal_flush_mb.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
             .stdin(Stdio::null())
