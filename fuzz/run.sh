@@ -37,7 +37,7 @@ bin_dir="$target_dir/$triple/debug"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Runs one target in the background; its log is $scratch/<target>.log.
+# Runs one target; its log is $scratch/<target>.log, its exit status $scratch/<target>.status.
 run() {
     local target=$1
     mkdir -p "$scratch/$target/corpus" "$scratch/$target/crash"
@@ -48,21 +48,22 @@ run() {
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
         -artifact_prefix="$scratch/$target/crash/" -print_final_stats=1 \
         >"$scratch/$target.log" 2>&1
+    echo $? >"$scratch/$target.status"
 }
 
 targets=$(cargo fuzz list)
-declare -A pids=()
 for target in $targets; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
         wait -n || true
     done
-    run "$target" &
-    pids[$target]=$!
+    # `set -e` must not stop a run whose target crashed: its status is reported below.
+    (set +e; run "$target") &
 done
+wait
 
 failed=0
 for target in $targets; do
-    if wait "${pids[$target]}"; then
+    if [ "$(cat "$scratch/$target.status" 2>/dev/null)" = 0 ]; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$target.log")
         echo "fuzz: $target: $execs runs in ${seconds} s, no crash"
     else

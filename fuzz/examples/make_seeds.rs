@@ -137,6 +137,12 @@ fn storage(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         })?;
 
         let dir = root.join(name);
+        pack(
+            &out.with_file_name("recovery"),
+            &format!("{name}-unflushed"),
+            index_byte,
+            &dir,
+        )?;
         let log = fs::read(dir.join("wal-000001.log"))?;
         write(
             out,
@@ -207,11 +213,53 @@ fn storage(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 &[&[SEGMENT, index_byte | SEAL][..], &bytes].concat(),
             )?;
         }
+        // A flushed index with more changes in its next log file.
+        index.upsert(UpsertRequest {
+            namespace: "films".into(),
+            vectors: vec![vector("g", [0.5, 0.5, 0.0], json!({"genre": "noir"}))],
+        })?;
+        index.delete(DeleteRequest {
+            ids: vec!["v4".into()],
+            ..Default::default()
+        })?;
+        pack(
+            &out.with_file_name("recovery"),
+            &format!("{name}-flushed"),
+            index_byte,
+            &dir,
+        )?;
         drop(index);
         drop(engine);
     }
     fs::remove_dir_all(&root)?;
     Ok(())
+}
+
+/// The files of the index directory `dir` as `recovery` reads them: the index byte, then
+/// each file as its kind (sealed), a `u16` length and its bytes.
+fn pack(out: &Path, name: &str, index_byte: u8, dir: &Path) -> std::io::Result<()> {
+    const FILES: [&str; 9] = [
+        "index.meta",
+        "manifest",
+        "wal-000001.log",
+        "wal-000002.log",
+        "wal-000003.log",
+        "segments/seg-000001.seg",
+        "segments/seg-000002.seg",
+        "segments/seg-000003.seg",
+        "segments/seg-000004.seg",
+    ];
+    let mut packed = vec![index_byte];
+    for (kind, file) in FILES.iter().enumerate() {
+        let Ok(bytes) = fs::read(dir.join(file)) else {
+            continue;
+        };
+        let len = u16::try_from(bytes.len()).expect("seed files are small");
+        packed.push(kind as u8 | 0x80);
+        packed.extend_from_slice(&len.to_le_bytes());
+        packed.extend_from_slice(&bytes);
+    }
+    write(out, name, &packed)
 }
 
 /// Filters and metadata as `filter` reads them: a filter object, then metadata objects.
