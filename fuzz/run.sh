@@ -6,9 +6,9 @@
 #   fuzz/run.sh [seconds-per-target]      default 20
 #
 # Needs cargo-fuzz (see fuzz/README.md) and works on the stable toolchain: RUSTC_BOOTSTRAP=1
-# lets stable rustc take the -Z flags cargo-fuzz passes, and --sanitizer none leaves out
-# AddressSanitizer, whose runtime needs nightly (safe Rust needs no ASan to find panics, and
-# over-allocation is caught by the targets' own allocator, see fuzz/src/lib.rs).
+# lets stable rustc take the -Z flags cargo-fuzz passes. --sanitizer none leaves out
+# AddressSanitizer, which would double the build and run times; over-allocation is caught by
+# the targets' own allocator instead (fuzz/src/lib.rs).
 #
 # Environment: LARCH_FUZZ_TARGET_DIR (default fuzz/target) is where the build goes — point it
 # at a directory that outlives the checkout to keep the build warm; LARCH_FUZZ_JOBS (default 2)
