@@ -27,6 +27,11 @@ const VERSION: u32 = 1;
 /// Bytes before the namespace list.
 const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4;
 
+/// Above every log and segment file number this engine can reach: each flush takes one of
+/// each, so a number this high was never written by it, and counting on from one (`+ 1`)
+/// cannot overflow.
+pub(crate) const MAX_FILE_NUMBER: u64 = 1 << 62;
+
 /// A live segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentRef {
@@ -155,6 +160,12 @@ impl Manifest {
         if manifest.wal_start == 0 {
             return Err(invalid("the log starts at file 0".to_owned()));
         }
+        if manifest.wal_start > MAX_FILE_NUMBER || manifest.next_segment > MAX_FILE_NUMBER {
+            return Err(invalid(format!(
+                "file numbers (log {}, next segment {}) above {MAX_FILE_NUMBER} were never written",
+                manifest.wal_start, manifest.next_segment
+            )));
+        }
         Ok(manifest)
     }
 }
@@ -217,5 +228,24 @@ mod tests {
         wrong.next_segment = 9;
         let (_, reason) = Manifest::decode(&wrong.encode()).unwrap_err();
         assert!(reason.contains("segment 9"), "{reason}");
+    }
+
+    /// Found with `fuzz/` (recovery, a seed whose manifest says the next segment is number
+    /// u64::MAX): the index opened, and its first flush overflowed counting on from there.
+    #[test]
+    fn fuzz_regression_manifest_next_segment_overflow() {
+        let mut bytes = sample().encode();
+        bytes[28..36].copy_from_slice(&u64::MAX.to_le_bytes()); // next segment
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let (_, reason) = Manifest::decode(&bytes).unwrap_err();
+        assert!(reason.contains("never written"), "{reason}");
+        let mut far = sample();
+        far.wal_start = MAX_FILE_NUMBER + 1;
+        assert!(Manifest::decode(&far.encode()).is_err());
+        far.wal_start = MAX_FILE_NUMBER;
+        far.next_segment = MAX_FILE_NUMBER;
+        assert_eq!(Manifest::decode(&far.encode()), Ok(far));
     }
 }

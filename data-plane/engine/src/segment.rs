@@ -32,6 +32,7 @@
 use crate::{
     Metadata, Namespace, SparseVector, VectorId,
     codec::{Decoder, Encoder},
+    manifest::MAX_FILE_NUMBER,
     namespace::NewRecord,
 };
 
@@ -60,7 +61,8 @@ pub(crate) fn path(number: u64) -> String {
 /// The folder of segment files under the storage root.
 pub(crate) const DIR: &str = "segments";
 
-/// The number of the segment at `path`, if it is one.
+/// The number of the segment at `path`, if it is one this engine could have written (see
+/// [`MAX_FILE_NUMBER`]).
 pub(crate) fn parse_path(path: &str) -> Option<u64> {
     let digits = path
         .strip_prefix(DIR)?
@@ -69,7 +71,7 @@ pub(crate) fn parse_path(path: &str) -> Option<u64> {
     if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|n| *n <= MAX_FILE_NUMBER)
 }
 
 /// One record to write, borrowed from wherever it lives.
@@ -443,5 +445,16 @@ mod tests {
         assert_eq!(parse_path("segments/seg-7.seg"), None);
         assert_eq!(parse_path("manifest"), None);
         assert_eq!(parse_path("segments/seg-00000x.seg"), None);
+    }
+
+    /// A file `segments/seg-18446744073709551615.seg` beside an index's segments made
+    /// recovery overflow (in a debug build) numbering the next segment after it; it is not
+    /// a segment this engine could have written, so it is ignored. (Seen in the code while
+    /// fixing `fuzz_regression_manifest_next_segment_overflow`.)
+    #[test]
+    fn segment_file_numbers_past_the_limit_are_not_segments() {
+        assert_eq!(parse_path(&path(u64::MAX)), None);
+        assert_eq!(parse_path(&path(MAX_FILE_NUMBER + 1)), None);
+        assert_eq!(parse_path(&path(MAX_FILE_NUMBER)), Some(MAX_FILE_NUMBER));
     }
 }
