@@ -27,9 +27,9 @@ const VERSION: u32 = 1;
 /// Bytes before the namespace list.
 const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4;
 
-/// Above every log and segment file number this engine can reach: each flush takes one of
-/// each, so a number this high was never written by it, and counting on from one (`+ 1`)
-/// cannot overflow.
+/// Above every log and segment file number and manifest generation this engine can reach:
+/// each flush or compaction takes one or two of each, so a number this high was never written
+/// by it, and counting on from one (`+ 1`) cannot overflow.
 pub(crate) const MAX_FILE_NUMBER: u64 = 1 << 62;
 
 /// A live segment file.
@@ -160,10 +160,15 @@ impl Manifest {
         if manifest.wal_start == 0 {
             return Err(invalid("the log starts at file 0".to_owned()));
         }
-        if manifest.wal_start > MAX_FILE_NUMBER || manifest.next_segment > MAX_FILE_NUMBER {
+        let numbers = [
+            manifest.generation,
+            manifest.wal_start,
+            manifest.next_segment,
+        ];
+        if numbers.iter().any(|n| *n > MAX_FILE_NUMBER) {
             return Err(invalid(format!(
-                "file numbers (log {}, next segment {}) above {MAX_FILE_NUMBER} were never written",
-                manifest.wal_start, manifest.next_segment
+                "numbers (generation {}, log {}, next segment {}) above {MAX_FILE_NUMBER} were never written",
+                manifest.generation, manifest.wal_start, manifest.next_segment
             )));
         }
         Ok(manifest)
@@ -246,6 +251,20 @@ mod tests {
         assert!(Manifest::decode(&far.encode()).is_err());
         far.wal_start = MAX_FILE_NUMBER;
         far.next_segment = MAX_FILE_NUMBER;
+        far.generation = MAX_FILE_NUMBER;
         assert_eq!(Manifest::decode(&far.encode()), Ok(far));
+    }
+
+    /// Found with `fuzz/` (recovery, a seed whose manifest generation is u64::MAX): the
+    /// index opened, and its first flush overflowed numbering the next manifest.
+    #[test]
+    fn fuzz_regression_manifest_generation_overflow() {
+        let mut bytes = sample().encode();
+        bytes[12..20].copy_from_slice(&u64::MAX.to_le_bytes()); // generation
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let (_, reason) = Manifest::decode(&bytes).unwrap_err();
+        assert!(reason.contains("never written"), "{reason}");
     }
 }
