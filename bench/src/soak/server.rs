@@ -21,35 +21,6 @@ const CONTROL_LISTENING: &str = "larch control plane listening";
 /// The log message carrying the bound admin address (field `addr`).
 const ADMIN_LISTENING: &str = "larch admin listening";
 
-/// Every `LARCH_…` variable `larch serve` reads: removed from the child's environment so the
-/// caller's shell cannot change the server under test (the key is set explicitly).
-const LARCH_ENV: [&str; 24] = [
-    "LARCH_API_KEY",
-    "LARCH_API_KEY_FILE",
-    "LARCH_ADDR",
-    "LARCH_DATA_DIR",
-    "LARCH_CONTROL_ADDR",
-    "LARCH_DATA_PORTS",
-    "LARCH_ADVERTISE_HOST",
-    "LARCH_DRAIN_TIMEOUT_SECS",
-    "LARCH_WAL_FLUSH_MB",
-    "LARCH_ANN_MIN_ROWS",
-    "LARCH_RATE_LIMIT",
-    "LARCH_RATE_LIMIT_BURST",
-    "LARCH_AUTH_SLOWDOWN",
-    "LARCH_LOG",
-    "LARCH_ADMIN_ADDR",
-    "LARCH_LOG_FORMAT",
-    "LARCH_DATA_ADDR",
-    "LARCH_DATA_PLANE_URL",
-    "LARCH_CONTROL_PLANE_URL",
-    "LARCH_HOST_TEMPLATE",
-    "LARCH_KEY_REFRESH_SECS",
-    "LARCH_TLS_CERT",
-    "LARCH_TLS_KEY",
-    "LARCH_TLS_CA",
-];
-
 /// A running `larch serve`. Dropping it kills the process (SIGKILL) if it still runs.
 pub(crate) struct Server {
     child: Child,
@@ -94,8 +65,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        for var in LARCH_ENV {
-            command.env_remove(var);
+        // Every inherited `LARCH_…` variable goes, so the caller's shell cannot change the
+        // server under test (the key is set explicitly).
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LARCH_") {
+                command.env_remove(name);
+            }
         }
         command
             .env("LARCH_API_KEY", api_key)

@@ -18,9 +18,7 @@ use super::harness::*;
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
     command.args(args);
-    for var in LARCH_ENV {
-        command.env_remove(var);
-    }
+    clear_larch_env(&mut command);
     for (name, value) in env {
         command.env(name, value);
     }
