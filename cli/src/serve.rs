@@ -199,8 +199,6 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     // Held until the process exits: a second server on the same data dir is refused.
     let _lock = lock_data_dir(&config.data_dir)?;
     let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
@@ -392,8 +390,11 @@ impl AdminServer {
     }
 }
 
-/// Takes an exclusive lock on `<data_dir>/LOCK` for the life of the process.
+/// Creates `data_dir` if needed and takes an exclusive lock on `<data_dir>/LOCK` for the life
+/// of the process (the returned file holds it).
 pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

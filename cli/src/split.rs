@@ -222,8 +222,6 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         ca,
     } = config;
     let data_dir = &args.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
     let bootstrap = larch_auth::bootstrap(data_dir, Some(&key))
         .with_context(|| format!("cannot set up API keys in {}", data_dir.display()))?;
@@ -331,8 +329,6 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         ca,
     } = config;
     let data_dir = &args.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
     // Until the first pull from the control plane, only the admin key is known.
     let keys = KeyStore::new();
