@@ -34,6 +34,13 @@ const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'api-key' req
 /// clients honour it.
 pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
 
+/// Tells a gRPC client to wait `retry_after` before retrying (`grpc-retry-pushback-ms`, whole
+/// milliseconds). Every backpressure refusal of both planes sets it through here.
+pub fn set_pushback(metadata: &mut tonic::metadata::MetadataMap, retry_after: std::time::Duration) {
+    let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+    metadata.insert(RETRY_PUSHBACK_HEADER, millis.into());
+}
+
 /// Maps every crate error to the gRPC status a client sees. The one place that does so.
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
@@ -46,8 +53,7 @@ impl From<Error> for Status {
             Error::IndexNotFound(_) | Error::NotFound { .. } => Status::not_found(err.to_string()),
             Error::RateLimited { retry_after, .. } => {
                 let mut metadata = tonic::metadata::MetadataMap::new();
-                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-                metadata.insert(RETRY_PUSHBACK_HEADER, millis.into());
+                set_pushback(&mut metadata, retry_after);
                 Status::with_metadata(tonic::Code::ResourceExhausted, err.to_string(), metadata)
             }
             Error::AlreadyExists { .. } => Status::already_exists(err.to_string()),

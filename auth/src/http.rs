@@ -99,6 +99,13 @@ pub fn rejection(err: &Error) -> (StatusCode, String) {
     }
 }
 
+/// Tells an HTTP client to wait `retry_after` before retrying (`Retry-After`, in whole seconds,
+/// rounded up). Every backpressure refusal of both planes' REST APIs sets it through here.
+pub fn set_retry_after(headers: &mut http::HeaderMap, retry_after: std::time::Duration) {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    headers.insert(http::header::RETRY_AFTER, seconds.into());
+}
+
 /// Axum middleware (use with `axum::middleware::from_fn_with_state`): lets a request with a
 /// valid `Api-Key` that may do what the route does through with its [`Principal`] attached,
 /// and answers any other in the plane's error shape (401, 403, 404 for another project's
@@ -129,10 +136,7 @@ pub async fn require_key(
             let (status, message) = rejection(&error);
             let mut response = (auth.render)(status, &message);
             if let Error::RateLimited { retry_after, .. } = error {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, seconds.into());
+                set_retry_after(response.headers_mut(), retry_after);
             }
             response
         }

@@ -52,11 +52,8 @@ const BUSY_PUSHBACK: Duration = Duration::from_millis(100);
 /// The configured limits of a process's ports. Clones share one in-flight budget.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    max_request_bytes: usize,
-    max_concurrent_requests: usize,
-    max_streams_per_connection: u32,
-    max_header_bytes: u32,
-    request_timeout: Option<Duration>,
+    settings: LimitSettings,
+    /// `max_concurrent_requests` permits, shared by clones.
     in_flight: Arc<Semaphore>,
 }
 
@@ -100,18 +97,14 @@ impl Limits {
     /// Limits with `settings` and a fresh in-flight budget.
     pub fn new(settings: LimitSettings) -> Limits {
         Limits {
-            max_request_bytes: settings.max_request_bytes,
-            max_concurrent_requests: settings.max_concurrent_requests,
-            max_streams_per_connection: settings.max_streams_per_connection,
-            max_header_bytes: settings.max_header_bytes,
-            request_timeout: settings.request_timeout,
+            settings,
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         }
     }
 
     /// The largest gRPC request message, in bytes (for tonic's own decoding limit too).
     pub fn max_request_bytes(&self) -> usize {
-        self.max_request_bytes
+        self.settings.max_request_bytes
     }
 
     /// A tonic server builder with the per-connection settings: HTTP/1.1 accepted next to
@@ -121,8 +114,8 @@ impl Limits {
     pub fn server(&self) -> tonic::transport::Server {
         tonic::transport::Server::builder()
             .accept_http1(true)
-            .max_concurrent_streams(self.max_streams_per_connection)
-            .http2_max_header_list_size(self.max_header_bytes)
+            .max_concurrent_streams(self.settings.max_streams_per_connection)
+            .http2_max_header_list_size(self.settings.max_header_bytes)
             // Pings on idle HTTP/2 connections find peers that vanished without closing (a
             // crashed client, a dropped NAT entry) and free their connections.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -237,7 +230,7 @@ impl LimitLayer {
                             message: format!(
                                 "the server is busy: {} requests are already running (the \
                                  limit, --max-concurrent-requests); retry shortly",
-                                self.limits.max_concurrent_requests
+                                self.limits.settings.max_concurrent_requests
                             ),
                             retry_after: Some(BUSY_PUSHBACK),
                         },
@@ -295,7 +288,7 @@ impl LimitLayer {
         } else {
             None
         };
-        let timeout = match (client, self.limits.request_timeout) {
+        let timeout = match (client, self.limits.settings.request_timeout) {
             (Some(client), Some(server)) => Some(client.min(server)),
             (client, server) => client.or(server),
         };
@@ -329,7 +322,7 @@ impl LimitLayer {
         }
         if prefix.len() >= 5 {
             let length = (&prefix[1..5]).get_u32() as usize;
-            if length > self.limits.max_request_bytes {
+            if length > self.limits.settings.max_request_bytes {
                 return Err(Refusal {
                     code: tonic::Code::InvalidArgument,
                     http: StatusCode::PAYLOAD_TOO_LARGE,
@@ -337,7 +330,7 @@ impl LimitLayer {
                         "the request message is {length} bytes; the limit is {} bytes \
                          (--max-request-bytes; Pinecone allows 2 MB per upsert): send fewer \
                          vectors per request",
-                        self.limits.max_request_bytes
+                        self.limits.settings.max_request_bytes
                     ),
                     retry_after: None,
                 });
@@ -355,27 +348,17 @@ impl LimitLayer {
         if grpc {
             let mut status = tonic::Status::new(refusal.code, refusal.message);
             if let Some(retry_after) = refusal.retry_after {
-                status
-                    .metadata_mut()
-                    .insert(RETRY_PUSHBACK_HEADER, millis(retry_after).into());
+                larch_auth::grpc::set_pushback(status.metadata_mut(), retry_after);
             }
             status.into_http::<Body>().into_response()
         } else {
             let mut response = (self.render)(refusal.http, &refusal.message);
             if let Some(retry_after) = refusal.retry_after {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                larch_auth::http::set_retry_after(response.headers_mut(), retry_after);
             }
             response
         }
     }
-}
-
-/// `duration` in whole milliseconds, as gRPC's retry pushback states it.
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How much earlier than the client's deadline the layer answers (see [`LimitLayer::deadline`]).

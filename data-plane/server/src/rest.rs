@@ -633,10 +633,7 @@ impl IntoResponse for RestError {
         let mut response =
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(retry_after) = retry_after {
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, seconds.into());
+            larch_auth::http::set_retry_after(response.headers_mut(), retry_after);
         }
         response
     }

@@ -461,10 +461,7 @@ pub fn status(err: Error) -> Status {
         ErrorCode::ResourceExhausted => {
             let mut status = Status::resource_exhausted(message);
             if let Some(retry_after) = err.retry_after() {
-                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-                status
-                    .metadata_mut()
-                    .insert(larch_observe::limits::RETRY_PUSHBACK_HEADER, millis.into());
+                larch_auth::grpc::set_pushback(status.metadata_mut(), retry_after);
             }
             status
         }
