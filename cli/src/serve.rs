@@ -188,12 +188,19 @@ impl ServeArgs {
 
 /// Runs until SIGINT or SIGTERM, then drains and returns.
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
+    run_server(serve(config))
+}
+
+/// Runs a server command's future on a new multi-threaded runtime until it returns. Work it
+/// left behind (a recovery interrupted by a signal) is not waited for.
+pub(crate) fn run_server(
+    server: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config));
-    // A recovery interrupted by a signal may still be running; do not wait for it.
+    let result = runtime.block_on(server);
     runtime.shutdown_background();
     result
 }

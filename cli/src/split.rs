@@ -197,19 +197,9 @@ impl DataPlaneArgs {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// Runs `larch control-plane` until SIGINT or SIGTERM, then drains and returns.
 pub(crate) fn run_control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
-    let runtime = runtime()?;
-    let result = runtime.block_on(control_plane(config));
-    runtime.shutdown_background();
-    result
+    crate::serve::run_server(control_plane(config))
 }
 
 async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
@@ -314,10 +304,7 @@ async fn drain(
 
 /// Runs `larch data-plane` until SIGINT or SIGTERM, then drains and returns.
 pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
-    let runtime = runtime()?;
-    let result = runtime.block_on(data_plane(config));
-    runtime.shutdown_background();
-    result
+    crate::serve::run_server(data_plane(config))
 }
 
 async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
