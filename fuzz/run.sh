@@ -12,7 +12,8 @@
 #
 # Environment: LARCH_FUZZ_TARGET_DIR (default fuzz/target) is where the build goes — point it
 # at a directory that outlives the checkout to keep the build warm; LARCH_FUZZ_JOBS (default 2)
-# how many targets run at once. A crash is copied to fuzz/artifacts/<target>/ (ignored by git)
+# how many targets run at once; LARCH_FUZZ_CLEAN=1 deletes the build when done (CI, where
+# disk is tight and the build is not reused). A crash is copied to fuzz/artifacts/<target>/ (ignored by git)
 # with the command that reproduces it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,7 +36,13 @@ triple=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir="$target_dir/$triple/debug"
 
 scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
+cleanup() {
+    rm -rf "$scratch"
+    if [ "${LARCH_FUZZ_CLEAN:-0}" = 1 ]; then
+        rm -rf "$target_dir"
+    fi
+}
+trap cleanup EXIT
 
 # Runs one target; its log is $scratch/<target>.log, its exit status $scratch/<target>.status.
 run() {
