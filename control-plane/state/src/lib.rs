@@ -1,0 +1,284 @@
+//! Versioned documents shared by several control-plane replicas.
+//!
+//! One control plane keeps its catalog and its access file (projects and key hashes) as local
+//! files behind the data-directory lock. Several replicas (a Kubernetes Deployment with more
+//! than one pod) instead keep them as a [`SharedDocument`] in a store they all reach: a
+//! directory on a shared volume now, an S3-compatible bucket later (the same `object_store`
+//! interface the engine uses for segments). No replica is special and there is no protocol
+//! between them: the store's conditional create is the only arbiter.
+//!
+//! # Format and protocol
+//! A document `name` is a series of immutable versions `name/00000000000000000001.json`,
+//! `…/00000000000000000002.json`, … each holding the whole document. A change is
+//! read-modify-write: read the newest version `n`, compute the new document, create version
+//! `n + 1` with `PutMode::Create` (If-None-Match). Of two replicas that both read `n`, exactly
+//! one creates `n + 1`; the other gets [`Written::Conflict`], reads again and redoes its change
+//! on the new state (or refuses it, if the change no longer applies). So every acknowledged
+//! change is in every later version: none is lost, none applied twice.
+//!
+//! Finding the newest version: from a known version `k` that still exists, probe `k + 1`,
+//! `k + 2`, … until one is missing, then confirm the last one found still exists. Old versions are deleted ([`KEEP`] are kept), always
+//! oldest first, so "`k + 1` missing, then `k` present" proves `k + 1` never existed at the time
+//! of the probe (it could only have been deleted after `k`). A replica whose `k` was deleted
+//! lists the directory instead. Only a replica that stalls in the middle of a write while
+//! others make [`KEEP`] changes can be unsure whether its write counts: it gets
+//! [`Error::Unknown`] instead of an acknowledgement.
+//!
+//! Everything here is synchronous (callers hold their own lock and run on blocking threads);
+//! the async `object_store` calls are driven to completion on the calling thread.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+/// How many of the newest versions are kept; older ones are deleted after a write.
+pub const KEEP: u64 = 64;
+
+/// Width of the zero-padded version number in file names (fits every `u64`).
+const WIDTH: usize = 20;
+
+/// Why a shared-document operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed (unreachable, permission, disk full); `what` says what was being done.
+    #[error("shared state {what}: {message}")]
+    Store {
+        /// What was being done, with the document's location.
+        what: String,
+        /// The store's message.
+        message: String,
+    },
+    /// A write may or may not have become part of the document: the version it was based on
+    /// vanished while it was written, which means this replica stalled while many others
+    /// wrote. Retrying the request is safe only if the change is idempotent.
+    #[error(
+        "shared state {0}: the outcome of this change is unknown (this replica stalled while others made {KEEP}+ changes); check and retry"
+    )]
+    Unknown(String),
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One version of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its version number (1 is the first).
+    pub version: u64,
+    /// The whole document.
+    pub bytes: Vec<u8>,
+}
+
+/// The outcome of [`SharedDocument::write_next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Written {
+    /// The change is version `.0` of the document, durable in the store.
+    Done(u64),
+    /// Another replica wrote that version first: read the newest and redo the change.
+    Conflict,
+}
+
+/// A document shared through an object store; see the crate docs.
+#[derive(Debug, Clone)]
+pub struct SharedDocument {
+    store: Arc<dyn ObjectStore>,
+    dir: ObjectPath,
+    /// For messages: where the document lives.
+    location: String,
+}
+
+impl SharedDocument {
+    /// Document `name` in the local (or network-mounted) directory `root`, created if missing;
+    /// every version is synced to disk before a write returns.
+    pub fn local(root: &Path, name: &str) -> Result<SharedDocument> {
+        let what = || format!("directory {}", root.display());
+        std::fs::create_dir_all(root).map_err(|err| Error::Store {
+            what: what(),
+            message: err.to_string(),
+        })?;
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|err| Error::Store {
+                what: what(),
+                message: err.to_string(),
+            })?
+            .with_fsync(true);
+        Ok(SharedDocument::new(
+            Arc::new(store),
+            name,
+            root.join(name).display().to_string(),
+        ))
+    }
+
+    /// Document `name` in `store`; `location` names it in messages.
+    pub fn new(store: Arc<dyn ObjectStore>, name: &str, location: String) -> SharedDocument {
+        SharedDocument {
+            store,
+            dir: ObjectPath::from(name),
+            location,
+        }
+    }
+
+    /// Where the document lives (for messages).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, version: u64) -> ObjectPath {
+        self.dir.clone().join(format!("{version:0WIDTH$}.json"))
+    }
+
+    fn failed(&self, doing: &str, err: object_store::Error) -> Error {
+        Error::Store {
+            what: format!("{doing} {}", self.location),
+            message: err.to_string(),
+        }
+    }
+
+    /// The newest version, or `None` while the document has none. `known` is the version this
+    /// replica read last (0 for none): the search starts there, and `Ok(None)` is also returned
+    /// when `known` is still the newest, so the caller keeps what it has.
+    pub fn refresh(&self, known: u64) -> Result<Option<Snapshot>> {
+        if known == 0 {
+            return self.newest_listed();
+        }
+        // A replica that fell behind the deleted range lists instead of probing.
+        if !self.exists(known)? {
+            return self.newest_listed();
+        }
+        let mut version = known;
+        while self.exists(version + 1)? {
+            version += 1;
+        }
+        if version == known {
+            return Ok(None);
+        }
+        // `version + 1` was missing; `version` still being there proves it is the newest.
+        match self.get(version)? {
+            Some(bytes) => Ok(Some(Snapshot { version, bytes })),
+            // Deleted under us: others wrote many versions meanwhile; list.
+            None => self.newest_listed(),
+        }
+    }
+
+    /// The newest version found by listing the directory, then probing past it.
+    fn newest_listed(&self) -> Result<Option<Snapshot>> {
+        loop {
+            let Some(mut version) = self.versions()?.into_iter().max() else {
+                return Ok(None);
+            };
+            while self.exists(version + 1)? {
+                version += 1;
+            }
+            if let Some(bytes) = self.get(version)? {
+                return Ok(Some(Snapshot { version, bytes }));
+            }
+            // Deleted between the listing and the read (others wrote many versions): again.
+        }
+    }
+
+    /// Writes `bytes` as the version after `base` (0: the first version), unless another
+    /// replica wrote that version first.
+    pub fn write_next(&self, base: u64, bytes: Vec<u8>) -> Result<Written> {
+        let version = base + 1;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let put = wait(
+            self.store
+                .put_opts(&self.path(version), PutPayload::from(bytes), options),
+        );
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => return Ok(Written::Conflict),
+            Err(err) => return Err(self.failed("writing", err)),
+        }
+        // If `base` is gone, `version` may have existed and been deleted before this write
+        // (see the crate docs): then it landed behind the newest version, unseen.
+        if base > 0 && !self.exists(base)? {
+            // Take it back so no replica mistakes it for the newest (best effort; the next
+            // deletion of old versions removes it otherwise).
+            let _ = wait(self.store.delete(&self.path(version)));
+            return Err(Error::Unknown(self.location.clone()));
+        }
+        if version > KEEP && version % 8 == 0 {
+            self.delete_before(version + 1 - KEEP);
+        }
+        Ok(Written::Done(version))
+    }
+
+    /// Deletes every version below `bound`, oldest first; failures are only logged (old
+    /// versions are never read again).
+    fn delete_before(&self, bound: u64) {
+        let mut old = match self.versions() {
+            Ok(versions) => versions,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list old shared-state versions to delete");
+                return;
+            }
+        };
+        old.retain(|version| *version < bound);
+        old.sort_unstable();
+        for version in old {
+            match wait(self.store.delete(&self.path(version))) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => {
+                    // Stop: deleting a newer version while an older one stays would break the
+                    // newest-version proof.
+                    tracing::warn!(error = %err, version, location = %self.location, "cannot delete an old shared-state version");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every version number in the directory.
+    fn versions(&self) -> Result<Vec<u64>> {
+        let listed = wait(self.store.list_with_delimiter(Some(&self.dir)))
+            .map_err(|err| self.failed("listing", err))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|object| {
+                let name = object.location.filename()?;
+                let number = name.strip_suffix(".json")?;
+                (number.len() == WIDTH).then(|| number.parse().ok()).flatten()
+            })
+            .collect())
+    }
+
+    fn exists(&self, version: u64) -> Result<bool> {
+        match wait(self.store.head(&self.path(version))) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(self.failed("reading", err)),
+        }
+    }
+
+    fn get(&self, version: u64) -> Result<Option<Vec<u8>>> {
+        let result = wait(async {
+            let got = self.store.get(&self.path(version)).await?;
+            got.bytes().await
+        });
+        match result {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.failed("reading", err)),
+        }
+    }
+}
+
+/// Drives an `object_store` future to completion on this thread (see the crate docs).
+fn wait<F: Future>(future: F) -> F::Output {
+    futures_executor::block_on(future)
+}
+
+#[cfg(test)]
+mod tests;
