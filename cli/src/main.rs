@@ -23,6 +23,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the C library's malloc: it hands memory freed by flushes and
+/// compactions back to the OS, so a long-running server's resident set (which the memory
+/// budget counts) follows its live data (see `Cargo.toml` and bench/soak/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a usage or configuration error (BSD `EX_USAGE`).
 const EX_USAGE: u8 = 64;
 
