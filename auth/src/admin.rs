@@ -1,20 +1,45 @@
-//! [`Admin`]: projects and API keys as the admin API changes them, persisted in
-//! `<state_dir>/access.json` (hashes only, never keys).
+//! [`Admin`]: projects and API keys as the admin API changes them, persisted (hashes only,
+//! never keys) in one of three places:
 //!
-//! Every change is validated, written to disk (atomically), and only then applied to the
-//! shared [`KeyStore`], so a failed write changes nothing and an acknowledged change survives
-//! a crash. Revocations and role changes apply to a key's next request: the store is read on
-//! every request. Each change, made or refused, is an [`audit`](crate::audit) event.
+//! - [`Admin::open`]: `<state_dir>/access.json`, one control plane.
+//! - [`Admin::open_shared`]: a [`SharedDocument`] several control-plane replicas share (a
+//!   Kubernetes Deployment with more than one pod). Each version of the document holds the
+//!   same JSON as `access.json`.
+//! - [`Admin::in_memory`]: nowhere (tests).
 //!
-//! The bootstrap (admin) key lives in its own file (see [`crate::bootstrap`]) and is rotated
-//! by configuring a new one at start, never through this API, so an admin cannot lock
-//! everyone out by revoking it.
+//! Every change is validated, written (atomically), and only then applied to the shared
+//! [`KeyStore`], so a failed write changes nothing and an acknowledged change survives a
+//! crash. Revocations and role changes apply to a key's next request: the store is read on
+//! every request. Each change, made or refused, is one [`audit`] event.
+//!
+//! # Several replicas
+//!
+//! With a shared document, each replica keeps the version it read last. A change refreshes
+//! first, validates and computes the new state against the newest version, and writes the
+//! next version with a conditional create. If another replica wrote that version first, the
+//! change is redone from the start on the newer state, validation included (a project name
+//! just taken elsewhere is then `ALREADY_EXISTS`, a key just revoked elsewhere `NOT_FOUND`),
+//! up to [`MAX_ATTEMPTS`] times. So no acknowledged change is lost or applied twice.
+//!
+//! Reads of the admin API ([`Admin::list_keys`], [`Admin::list_projects`], …) refresh first
+//! (one cheap existence check when nothing changed), so they see every change acknowledged
+//! by any replica before they started. Authentication only reads the local [`KeyStore`]: a
+//! key created or revoked on another replica takes effect here at the next
+//! [`Admin::refresh`], which the server calls every [`REFRESH_EVERY`]; that is the bound.
+//!
+//! The bootstrap (admin) key lives in each replica's own file (see
+//! [`bootstrap`](mod@crate::bootstrap)), never in the access state, and is rotated by
+//! configuring a new one at start, never through this API, so an admin cannot lock everyone
+//! out by revoking it. Refreshing never touches it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use larch_state::{SharedDocument, Written};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::access::Denied;
 use crate::{
@@ -25,6 +50,14 @@ use crate::{
 /// Name of the file, inside the state directory, holding projects and (hashed) keys.
 pub const ACCESS_FILE: &str = "access.json";
 const FILE_VERSION: u32 = 1;
+
+/// How often a server with shared access state calls [`Admin::refresh`]: the longest a key
+/// created or revoked on another replica keeps being refused or accepted here.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// How many times a change is tried against a shared document that other replicas keep
+/// changing first, before it is refused with [`Error::Contended`].
+pub const MAX_ATTEMPTS: u32 = 32;
 
 /// Longest key name.
 const MAX_KEY_NAME: usize = 80;
@@ -112,7 +145,7 @@ pub struct KeyUpdate {
     pub all_indexes: bool,
 }
 
-/// The on-disk layout of [`ACCESS_FILE`].
+/// The on-disk layout of [`ACCESS_FILE`], and of each version of a shared document.
 #[derive(Serialize, Deserialize)]
 struct AccessFile {
     version: u32,
@@ -120,20 +153,62 @@ struct AccessFile {
     keys: Vec<StoredKey>,
 }
 
+/// Read before [`AccessFile`], so a document written by a newer build gets a clear message.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// Where the access state is kept.
+enum Persistence {
+    /// Nowhere (tests).
+    Memory,
+    /// [`ACCESS_FILE`] in this directory.
+    Dir(PathBuf),
+    /// Versions of a document shared with other replicas.
+    Shared(SharedDocument),
+}
+
+/// What [`Admin`] holds under its lock; the keys themselves are in the [`KeyStore`].
+struct Current {
+    projects: BTreeMap<String, Project>,
+    /// The shared document's version that `projects` and the store's keys are; 0 before the
+    /// first read, and always for local and in-memory admins.
+    version: u64,
+}
+
+/// The state a change works on: the newest projects and persisted keys, edited in place and
+/// written whole.
+struct Draft {
+    projects: BTreeMap<String, Project>,
+    keys: Vec<StoredKey>,
+}
+
 /// Projects and keys, changed by admins.
 pub struct Admin {
     store: KeyStore,
-    /// Where [`ACCESS_FILE`] lives; `None` keeps everything in memory (tests).
-    dir: Option<PathBuf>,
-    /// Held for every change, so changes apply one at a time and in the order written.
-    projects: Mutex<BTreeMap<String, Project>>,
+    persistence: Persistence,
+    /// Held for every change and refresh, so they apply one at a time and in the order
+    /// written.
+    current: Mutex<Current>,
+    /// Runs before every write of a change: lets tests make another replica win the race.
+    #[cfg(test)]
+    before_write: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin")
-            .field("dir", &self.dir)
-            .field("projects", &self.lock().len())
+        let current = self.lock();
+        let mut debug = f.debug_struct("Admin");
+        match &self.persistence {
+            Persistence::Memory => debug.field("persistence", &"memory"),
+            Persistence::Dir(dir) => debug.field("dir", dir),
+            Persistence::Shared(doc) => debug
+                .field("shared", &doc.location())
+                .field("version", &current.version),
+        };
+        debug
+            .field("projects", &current.projects.len())
             .finish_non_exhaustive()
     }
 }
@@ -148,43 +223,101 @@ impl Admin {
     /// [`Error::Io`] when it cannot be read or written.
     pub fn open(dir: &Path, store: KeyStore) -> Result<Admin> {
         let path = dir.join(ACCESS_FILE);
+        let persistence = Persistence::Dir(dir.to_owned());
         let admin = match file::read::<AccessFile>(&path, FILE_VERSION)? {
             Some(AccessFile { projects, keys, .. }) => {
                 for key in keys {
                     store.insert(key);
                 }
-                let projects = projects.into_iter().map(|p| (p.id.clone(), p)).collect();
-                Admin {
-                    store,
-                    dir: Some(dir.to_owned()),
-                    projects: Mutex::new(projects),
-                }
+                Admin::with(store, persistence, with_default(projects))
             }
             None => {
-                let admin = Admin::in_memory(store);
-                let admin = Admin {
-                    dir: Some(dir.to_owned()),
-                    ..admin
+                let admin = Admin::with(store, persistence, with_default(Vec::new()));
+                let draft = Draft {
+                    projects: admin.lock().projects.clone(),
+                    keys: admin.persisted_keys(),
                 };
-                admin.save(&admin.lock(), admin.persisted_keys())?;
+                admin.save(0, &draft)?;
                 admin
             }
         };
-        admin
-            .lock()
-            .entry(Grant::DEFAULT_PROJECT.to_owned())
-            .or_insert_with(default_project);
         Ok(admin)
+    }
+
+    /// Loads the newest version of the access state shared with other replicas (writing
+    /// version 1, with the default project, when there is none yet) and puts its keys into
+    /// `store`. Call [`Admin::refresh`] every [`REFRESH_EVERY`] afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SharedState`] when the document cannot be read or written,
+    /// [`Error::InvalidKeyFile`] for a version that cannot be understood (it is left alone).
+    pub fn open_shared(doc: SharedDocument, store: KeyStore) -> Result<Admin> {
+        let admin = Admin::with(store, Persistence::Shared(doc), BTreeMap::new());
+        admin.read_or_create()?;
+        Ok(admin)
+    }
+
+    /// Reads the newest shared version, or writes version 1 if there is none.
+    fn read_or_create(&self) -> Result<()> {
+        let mut current = self.lock();
+        for _ in 0..MAX_ATTEMPTS {
+            self.refresh_locked(&mut current)?;
+            if current.version > 0 {
+                return Ok(());
+            }
+            // The first replica ever to start writes version 1.
+            let draft = Draft {
+                projects: with_default(Vec::new()),
+                keys: self.persisted_keys(),
+            };
+            if let Some(version) = self.save(0, &draft)? {
+                self.apply(&mut current, draft, version);
+                return Ok(());
+            }
+            // Another replica wrote version 1 first: read it.
+        }
+        Err(Error::Contended {
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Projects and keys kept in memory only, with the default project.
     pub fn in_memory(store: KeyStore) -> Admin {
-        let default = default_project();
+        Admin::with(store, Persistence::Memory, with_default(Vec::new()))
+    }
+
+    fn with(
+        store: KeyStore,
+        persistence: Persistence,
+        projects: BTreeMap<String, Project>,
+    ) -> Admin {
         Admin {
             store,
-            dir: None,
-            projects: Mutex::new(BTreeMap::from([(default.id.clone(), default)])),
+            persistence,
+            current: Mutex::new(Current {
+                projects,
+                version: 0,
+            }),
+            #[cfg(test)]
+            before_write: Mutex::new(None),
         }
+    }
+
+    /// Takes the newest version of shared access state, if another replica wrote one since
+    /// this replica last read or wrote: its projects, and its keys into the [`KeyStore`] (keys
+    /// missing from it are removed from the store; the bootstrap key is never touched). Does
+    /// nothing for local and in-memory admins.
+    ///
+    /// Changes and admin reads refresh by themselves; servers call this every
+    /// [`REFRESH_EVERY`] so that authentication sees keys changed on other replicas.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SharedState`] when the document cannot be read, [`Error::InvalidKeyFile`]
+    /// for a version that cannot be understood; this replica then keeps what it had.
+    pub fn refresh(&self) -> Result<()> {
+        self.refresh_locked(&mut self.lock())
     }
 
     /// The key store requests are checked against.
@@ -192,9 +325,14 @@ impl Admin {
         &self.store
     }
 
-    /// Whether project `id` exists.
+    /// Whether project `id` exists. With shared access state, when the newest version cannot
+    /// be read, answers from the version read last (and logs why).
     pub fn project_exists(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        let mut current = self.lock();
+        if let Err(err) = self.refresh_locked(&mut current) {
+            warn!(error = %err, "answering from the access state read last");
+        }
+        current.projects.contains_key(id)
     }
 
     /// Creates a key; returns what admins see of it and the key itself, to be shown once.
@@ -207,28 +345,26 @@ impl Admin {
         let project = non_empty_or(&request.project_id, Grant::DEFAULT_PROJECT).to_owned();
         let result = (|| {
             require_admin(actor)?;
-            let projects = self.lock();
-            let name = key_name(&request.name)?;
-            let roles = roles(&request.roles)?.unwrap_or_else(|| vec![Role::ProjectEditor]);
-            let index_names = index_names(&request.index_names)?;
-            let expires_at = expiry(&request.expires_at)?;
-            if !projects.contains_key(&project) {
-                return Err(not_found("project", &project));
-            }
-            let key = ApiKey::generate();
-            let grant = Grant {
-                project_id: project.clone(),
-                roles,
-                index_names,
-                is_admin: false,
-            };
-            let stored = StoredKey::new(&key, grant).named(name).expiring(expires_at);
-            let mut keys = self.persisted_keys();
-            keys.push(stored.clone());
-            self.save(&projects, keys)?;
-            let info = KeyInfo::from(&stored);
-            self.store.insert(stored);
-            Ok((info, key))
+            self.change(|draft| {
+                let name = key_name(&request.name)?;
+                let roles = roles(&request.roles)?.unwrap_or_else(|| vec![Role::ProjectEditor]);
+                let index_names = index_names(&request.index_names)?;
+                let expires_at = expiry(&request.expires_at)?;
+                if !draft.projects.contains_key(&project) {
+                    return Err(not_found("project", &project));
+                }
+                let key = ApiKey::generate();
+                let grant = Grant {
+                    project_id: project.clone(),
+                    roles,
+                    index_names,
+                    is_admin: false,
+                };
+                let stored = StoredKey::new(&key, grant).named(name).expiring(expires_at);
+                let info = KeyInfo::from(&stored);
+                draft.keys.push(stored);
+                Ok((info, key))
+            })
         })();
         let target = result.as_ref().ok().map(|(info, _)| info.id.clone());
         audited(
@@ -247,7 +383,8 @@ impl Admin {
     /// [`Error::NotFound`] for an unknown project, [`Error::Denied`] for a non-admin.
     pub fn list_keys(&self, actor: &Principal, project: &str) -> Result<Vec<KeyInfo>> {
         require_admin(actor)?;
-        if !project.is_empty() && !self.project_exists(project) {
+        let current = self.fresh()?;
+        if !project.is_empty() && !current.projects.contains_key(project) {
             return Err(not_found("project", project));
         }
         Ok(self
@@ -266,6 +403,7 @@ impl Admin {
     /// [`Error::NotFound`] for an unknown (or revoked) key, [`Error::Denied`] for a non-admin.
     pub fn describe_key(&self, actor: &Principal, id: &str) -> Result<KeyInfo> {
         require_admin(actor)?;
+        let _current = self.fresh()?;
         self.store
             .get(id)
             .map(|stored| KeyInfo::from(&stored))
@@ -281,47 +419,29 @@ impl Admin {
         let mut project = None;
         let result = (|| {
             require_admin(actor)?;
-            let projects = self.lock();
-            let mut stored = self
-                .store
-                .get(&update.id)
-                .ok_or_else(|| not_found("api key", &update.id))?;
-            project = Some(stored.grant().project_id.clone());
-            refuse_bootstrap(&stored, "changed")?;
-            let mut grant = stored.grant().clone();
-            if let Some(roles) = roles(&update.roles)? {
-                grant.roles = roles;
-            }
-            match (update.all_indexes, index_names(&update.index_names)?) {
-                (true, Some(_)) => {
-                    return Err(Error::Invalid {
-                        field: "index_names",
-                        reason: "give either index_names or all_indexes, not both".into(),
-                    });
+            self.change(|draft| {
+                let stored = self.find_key(draft, &update.id, &mut project, "changed")?;
+                let mut grant = stored.grant().clone();
+                if let Some(roles) = roles(&update.roles)? {
+                    grant.roles = roles;
                 }
-                (true, None) => grant.index_names = None,
-                (false, Some(names)) => grant.index_names = Some(names),
-                (false, None) => {}
-            }
-            if let Some(name) = &update.name {
-                stored.set_name(key_name(name)?);
-            }
-            stored.set_grant(grant);
-            let keys = self
-                .persisted_keys()
-                .into_iter()
-                .map(|key| {
-                    if key.key_id() == update.id {
-                        stored.clone()
-                    } else {
-                        key
+                match (update.all_indexes, index_names(&update.index_names)?) {
+                    (true, Some(_)) => {
+                        return Err(Error::Invalid {
+                            field: "index_names",
+                            reason: "give either index_names or all_indexes, not both".into(),
+                        });
                     }
-                })
-                .collect();
-            self.save(&projects, keys)?;
-            let info = KeyInfo::from(&stored);
-            self.store.insert(stored);
-            Ok(info)
+                    (true, None) => grant.index_names = None,
+                    (false, Some(names)) => grant.index_names = Some(names),
+                    (false, None) => {}
+                }
+                if let Some(name) = &update.name {
+                    stored.set_name(key_name(name)?);
+                }
+                stored.set_grant(grant);
+                Ok(KeyInfo::from(&*stored))
+            })
         })();
         audited(
             actor,
@@ -342,18 +462,11 @@ impl Admin {
         let mut project = None;
         let result = (|| {
             require_admin(actor)?;
-            let projects = self.lock();
-            let stored = self.store.get(id).ok_or_else(|| not_found("api key", id))?;
-            project = Some(stored.grant().project_id.clone());
-            refuse_bootstrap(&stored, "revoked")?;
-            let keys = self
-                .persisted_keys()
-                .into_iter()
-                .filter(|key| key.key_id() != id)
-                .collect();
-            self.save(&projects, keys)?;
-            self.store.remove(id);
-            Ok(())
+            self.change(|draft| {
+                self.find_key(draft, id, &mut project, "revoked")?;
+                draft.keys.retain(|key| key.key_id() != id);
+                Ok(())
+            })
         })();
         audited(actor, "RevokeApiKey", project.as_deref(), Some(id), result)
     }
@@ -367,23 +480,21 @@ impl Admin {
         let result = (|| {
             require_admin(actor)?;
             let name = project_name(name)?;
-            let mut projects = self.lock();
-            if projects.values().any(|p| p.name == name) {
-                return Err(Error::AlreadyExists {
-                    what: "project",
-                    name,
-                });
-            }
-            let project = Project {
-                id: uuid::Uuid::new_v4().to_string(),
-                name,
-                created_at: Timestamp::now(),
-            };
-            let mut next = projects.clone();
-            next.insert(project.id.clone(), project.clone());
-            self.save(&next, self.persisted_keys())?;
-            *projects = next;
-            Ok(project)
+            self.change(|draft| {
+                if draft.projects.values().any(|p| p.name == name) {
+                    return Err(Error::AlreadyExists {
+                        what: "project",
+                        name: name.clone(),
+                    });
+                }
+                let project = Project {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    name: name.clone(),
+                    created_at: Timestamp::now(),
+                };
+                draft.projects.insert(project.id.clone(), project.clone());
+                Ok(project)
+            })
         })();
         let id = result.as_ref().ok().map(|p| p.id.clone());
         audited(actor, "CreateProject", id.as_deref(), None, result)
@@ -396,7 +507,7 @@ impl Admin {
     /// [`Error::Denied`] for a non-admin.
     pub fn list_projects(&self, actor: &Principal) -> Result<Vec<Project>> {
         require_admin(actor)?;
-        let mut projects: Vec<Project> = self.lock().values().cloned().collect();
+        let mut projects: Vec<Project> = self.fresh()?.projects.values().cloned().collect();
         projects.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(projects)
     }
@@ -408,7 +519,8 @@ impl Admin {
     /// [`Error::NotFound`], [`Error::Denied`] for a non-admin.
     pub fn describe_project(&self, actor: &Principal, id: &str) -> Result<Project> {
         require_admin(actor)?;
-        self.lock()
+        self.fresh()?
+            .projects
             .get(id)
             .cloned()
             .ok_or_else(|| not_found("project", id))
@@ -427,43 +539,147 @@ impl Admin {
         id: &str,
         index_count: impl FnOnce(&str) -> usize,
     ) -> Result<()> {
+        // Asked once even if the change is redone: the catalog does not depend on the access
+        // state.
+        let mut index_count = Some(index_count);
+        let mut indexes = None;
         let result = (|| {
             require_admin(actor)?;
-            let mut projects = self.lock();
-            let project = projects.get(id).ok_or_else(|| not_found("project", id))?;
-            if id == Grant::DEFAULT_PROJECT {
-                return Err(Error::FailedPrecondition(
-                    "the default project cannot be deleted".into(),
-                ));
-            }
-            let indexes = index_count(id);
-            if indexes > 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "project '{}' ({id}) still has {indexes} index(es); delete them first with a \
-                     key of that project",
-                    project.name
-                )));
-            }
-            let (gone, keys): (Vec<StoredKey>, Vec<StoredKey>) = self
-                .persisted_keys()
-                .into_iter()
-                .partition(|key| key.grant().project_id == id);
-            let mut next = projects.clone();
-            next.remove(id);
-            self.save(&next, keys)?;
-            *projects = next;
-            for key in gone {
-                self.store.remove(key.key_id());
-            }
-            Ok(())
+            self.change(|draft| {
+                let project = draft
+                    .projects
+                    .remove(id)
+                    .ok_or_else(|| not_found("project", id))?;
+                if id == Grant::DEFAULT_PROJECT {
+                    return Err(Error::FailedPrecondition(
+                        "the default project cannot be deleted".into(),
+                    ));
+                }
+                let count = *indexes.get_or_insert_with(|| {
+                    index_count.take().expect("set once, taken only here")(id)
+                });
+                if count > 0 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "project '{}' ({id}) still has {count} index(es); delete them first with \
+                         a key of that project",
+                        project.name
+                    )));
+                }
+                draft.keys.retain(|key| key.grant().project_id != id);
+                Ok(())
+            })
         })();
         audited(actor, "DeleteProject", Some(id), None, result)
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Project>> {
-        // Changes replace the map whole after the file is written; a poisoned lock is still
+    fn lock(&self) -> MutexGuard<'_, Current> {
+        // Changes replace the state whole after it is written; a poisoned lock is still
         // consistent.
-        self.projects.lock().unwrap_or_else(PoisonError::into_inner)
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, after taking the newest shared version (for admin reads).
+    fn fresh(&self) -> Result<MutexGuard<'_, Current>> {
+        let mut current = self.lock();
+        self.refresh_locked(&mut current)?;
+        Ok(current)
+    }
+
+    fn refresh_locked(&self, current: &mut Current) -> Result<()> {
+        let Persistence::Shared(doc) = &self.persistence else {
+            return Ok(());
+        };
+        let Some(snapshot) = doc.refresh(current.version)? else {
+            return Ok(());
+        };
+        let location =
+            || PathBuf::from(format!("{} (version {})", doc.location(), snapshot.version));
+        let AccessFile { projects, keys, .. } = decode(&snapshot.bytes, location)?;
+        let draft = Draft {
+            projects: with_default(projects),
+            keys,
+        };
+        self.apply(current, draft, snapshot.version);
+        Ok(())
+    }
+
+    /// Makes one change: `edit` validates it against the newest state and makes it on a
+    /// draft, which is written and only then applied. With a shared document, a change
+    /// another replica beat to the next version is redone from the start on the newer state.
+    fn change<T>(&self, mut edit: impl FnMut(&mut Draft) -> Result<T>) -> Result<T> {
+        let mut current = self.lock();
+        for _ in 0..MAX_ATTEMPTS {
+            self.refresh_locked(&mut current)?;
+            let mut draft = Draft {
+                projects: current.projects.clone(),
+                keys: self.persisted_keys(),
+            };
+            let made = edit(&mut draft)?;
+            #[cfg(test)]
+            if let Some(hook) = self
+                .before_write
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                hook();
+            }
+            if let Some(version) = self.save(current.version, &draft)? {
+                self.apply(&mut current, draft, version);
+                return Ok(made);
+            }
+        }
+        Err(Error::Contended {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Makes `draft` (written as `version`) this replica's state: its projects, and its keys
+    /// as the store's keys other than the bootstrap key.
+    fn apply(&self, current: &mut Current, draft: Draft, version: u64) {
+        let Draft { projects, keys } = draft;
+        let wanted: HashMap<&str, &StoredKey> = keys
+            .iter()
+            .filter(|key| !key.grant().is_admin)
+            .map(|key| (key.key_id(), key))
+            .collect();
+        for held in self.store.all() {
+            if !held.grant().is_admin && !wanted.contains_key(held.key_id()) {
+                self.store.remove(held.key_id());
+            }
+        }
+        for (id, key) in wanted {
+            match self.store.get(id) {
+                // Never replace the bootstrap key, nor a key that did not change.
+                Some(held) if held.grant().is_admin || held == *key => {}
+                _ => self.store.insert(key.clone()),
+            }
+        }
+        current.projects = projects;
+        current.version = version;
+    }
+
+    /// The key `id` of `draft`, to be changed or revoked (`what`); `project` learns its
+    /// project for the audit event.
+    fn find_key<'d>(
+        &self,
+        draft: &'d mut Draft,
+        id: &str,
+        project: &mut Option<String>,
+        what: &str,
+    ) -> Result<&'d mut StoredKey> {
+        // The bootstrap key is in the store but never in the access state.
+        if let Some(held) = self.store.get(id).filter(|key| key.grant().is_admin) {
+            *project = Some(held.grant().project_id.clone());
+            refuse_bootstrap(&held, what)?;
+        }
+        let stored = draft
+            .keys
+            .iter_mut()
+            .find(|key| key.key_id() == id)
+            .ok_or_else(|| not_found("api key", id))?;
+        *project = Some(stored.grant().project_id.clone());
+        Ok(stored)
     }
 
     /// The keys written to [`ACCESS_FILE`]: all but the bootstrap key, which has its own file.
@@ -475,22 +691,62 @@ impl Admin {
             .collect()
     }
 
-    fn save(&self, projects: &BTreeMap<String, Project>, keys: Vec<StoredKey>) -> Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        let mut projects: Vec<Project> = projects.values().cloned().collect();
+    /// Writes `draft` as the version after `base`: `Some(version)` once it is durable
+    /// (always 0 for local and in-memory admins), `None` if another replica wrote that
+    /// version first.
+    fn save(&self, base: u64, draft: &Draft) -> Result<Option<u64>> {
+        let mut projects: Vec<&Project> = draft.projects.values().collect();
         projects.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        file::write(
-            dir,
-            &dir.join(ACCESS_FILE),
-            &AccessFile {
-                version: FILE_VERSION,
-                projects,
-                keys,
-            },
-        )
+        let file = AccessFile {
+            version: FILE_VERSION,
+            projects: projects.into_iter().cloned().collect(),
+            keys: draft.keys.clone(),
+        };
+        match &self.persistence {
+            Persistence::Memory => Ok(Some(0)),
+            Persistence::Dir(dir) => {
+                file::write(dir, &dir.join(ACCESS_FILE), &file)?;
+                Ok(Some(0))
+            }
+            Persistence::Shared(doc) => {
+                // The same bytes `file::write` puts in `access.json`.
+                let mut bytes = serde_json::to_vec_pretty(&file)
+                    .expect("projects and stored keys always serialize");
+                bytes.push(b'\n');
+                match doc.write_next(base, bytes)? {
+                    Written::Done(version) => Ok(Some(version)),
+                    Written::Conflict => Ok(None),
+                }
+            }
+        }
     }
+}
+
+/// `projects` by id, with the default project added if missing.
+fn with_default(projects: Vec<Project>) -> BTreeMap<String, Project> {
+    let mut projects: BTreeMap<String, Project> =
+        projects.into_iter().map(|p| (p.id.clone(), p)).collect();
+    projects
+        .entry(Grant::DEFAULT_PROJECT.to_owned())
+        .or_insert_with(default_project);
+    projects
+}
+
+/// One version of shared access state, checked like [`ACCESS_FILE`]; `location` names it in
+/// errors.
+fn decode(bytes: &[u8], location: impl Fn() -> PathBuf) -> Result<AccessFile> {
+    let invalid = |reason: String| Error::InvalidKeyFile {
+        path: location(),
+        reason,
+    };
+    let VersionOnly { version } =
+        serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))?;
+    if version != FILE_VERSION {
+        return Err(invalid(format!(
+            "unsupported version {version} (this build reads version {FILE_VERSION})"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))
 }
 
 fn default_project() -> Project {
@@ -637,5 +893,7 @@ fn expiry(text: &str) -> Result<Option<Timestamp>> {
     Ok(Some(at))
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

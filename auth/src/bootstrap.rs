@@ -1,6 +1,9 @@
-//! First start: load or create the bootstrap admin key in the data directory.
+//! First start: load or create the bootstrap admin key in the data directory, then open the
+//! access state: [`bootstrap`] for one control plane, [`bootstrap_shared`] for replicas that
+//! share it.
 //!
-//! The key's hash (never the key) lives in `<state_dir>/bootstrap-key.json`:
+//! The key's hash (never the key) lives in `<state_dir>/bootstrap-key.json`, in each
+//! replica's own state directory even when the access state is shared:
 //!
 //! ```json
 //! {
@@ -12,6 +15,7 @@
 use std::fs;
 use std::path::Path;
 
+use larch_state::SharedDocument;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -36,7 +40,8 @@ pub struct Bootstrap {
     /// The key store every server checks requests against: the bootstrap admin key and the
     /// keys made through the admin API.
     pub store: KeyStore,
-    /// Projects and keys (from [`ACCESS_FILE`](crate::admin::ACCESS_FILE)), for the admin API.
+    /// Projects and keys (from [`ACCESS_FILE`](crate::admin::ACCESS_FILE) or the shared
+    /// document), for the admin API.
     pub admin: Admin,
     /// Some(plaintext) only when a key was generated now and must be printed once
     pub generated: Option<ApiKey>,
@@ -62,6 +67,49 @@ pub struct Bootstrap {
 /// file that cannot be understood (it is left alone when no key is configured), and
 /// [`Error::Io`] when the directory or file cannot be created, read or written.
 pub fn bootstrap(state_dir: &Path, configured: Option<&str>) -> Result<Bootstrap> {
+    let (store, generated) = admin_key(state_dir, configured)?;
+    let admin = Admin::open(state_dir, store.clone())?;
+    Ok(Bootstrap {
+        store,
+        admin,
+        generated,
+    })
+}
+
+/// As [`bootstrap`] with a configured key, for one of several control-plane replicas: the
+/// bootstrap key's hash stays in `state_dir`, projects and other keys are the shared
+/// document `access` (see [`Admin::open_shared`]).
+///
+/// Every replica is given the same `configured` key, so it works on each of them and has the
+/// same key id everywhere (the id comes from the key's text: [`BOOTSTRAP_KEY_ID`] for a key
+/// of the operator's own shape, the `<id>` part of a `larch_<id>_<secret>` key); only the
+/// salt differs. A key generated at first start would exist on one replica only, so there
+/// is no such option here.
+///
+/// # Errors
+///
+/// As [`bootstrap`], plus [`Error::SharedState`] when the shared document cannot be read or
+/// written.
+///
+/// [`BOOTSTRAP_KEY_ID`]: crate::BOOTSTRAP_KEY_ID
+pub fn bootstrap_shared(
+    state_dir: &Path,
+    configured: &str,
+    access: SharedDocument,
+) -> Result<Bootstrap> {
+    let (store, generated) = admin_key(state_dir, Some(configured))?;
+    debug_assert!(generated.is_none(), "a configured key is never generated");
+    let admin = Admin::open_shared(access, store.clone())?;
+    Ok(Bootstrap {
+        store,
+        admin,
+        generated,
+    })
+}
+
+/// Loads or creates the bootstrap key as [`bootstrap`] describes: a store holding it, and
+/// the key itself if it was generated now.
+fn admin_key(state_dir: &Path, configured: Option<&str>) -> Result<(KeyStore, Option<ApiKey>)> {
     fs::create_dir_all(state_dir).map_err(Error::io("create directory", state_dir))?;
     let path = state_dir.join(BOOTSTRAP_FILE);
 
@@ -108,12 +156,7 @@ pub fn bootstrap(state_dir: &Path, configured: Option<&str>) -> Result<Bootstrap
 
     let store = KeyStore::new();
     store.insert(stored);
-    let admin = Admin::open(state_dir, store.clone())?;
-    Ok(Bootstrap {
-        store,
-        admin,
-        generated,
-    })
+    Ok((store, generated))
 }
 
 /// The stored key, or `None` if the file does not exist.

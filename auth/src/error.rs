@@ -104,6 +104,22 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The access state shared by several control-plane replicas cannot be read or written
+    /// now (the store's message says why), or the outcome of a change is unknown (see
+    /// [`larch_state::Error::Unknown`]). Retrying later may succeed.
+    #[error(transparent)]
+    SharedState(#[from] larch_state::Error),
+
+    /// Other control-plane replicas changed the shared access state first every time this
+    /// one tried to make a change; nothing was changed, so retrying is safe.
+    #[error(
+        "access state not changed: other control-plane replicas changed it first {attempts} times in a row; retry"
+    )]
+    Contended {
+        /// How many times the change was tried.
+        attempts: u32,
+    },
+
     /// A key file exists but cannot be understood. Nothing is overwritten in that case:
     /// the operator decides whether to delete it or to configure a key explicitly.
     #[error("key file {} is not valid: {reason}", path.display())]
@@ -128,6 +144,7 @@ impl Error {
             Error::AlreadyExists { .. } => "ALREADY_EXISTS",
             Error::Invalid { .. } | Error::UnknownRole(_) => "INVALID_ARGUMENT",
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Error::SharedState(_) | Error::Contended { .. } => "UNAVAILABLE",
             Error::Io { .. } | Error::InvalidKeyFile { .. } => "INTERNAL",
         }
     }

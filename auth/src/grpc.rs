@@ -61,6 +61,10 @@ impl From<Error> for Status {
                 Status::invalid_argument(err.to_string())
             }
             Error::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
+            Error::SharedState(_) | Error::Contended { .. } => {
+                tracing::warn!(error = %err, "shared access state unavailable");
+                Status::unavailable(err.to_string())
+            }
             Error::Io { .. } | Error::InvalidKeyFile { .. } => {
                 error!(error = &err as &dyn std::error::Error, "key storage failed");
                 Status::internal("internal error")

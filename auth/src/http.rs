@@ -89,6 +89,10 @@ pub fn rejection(err: &Error) -> (StatusCode, String) {
         Error::AlreadyExists { .. } => (StatusCode::CONFLICT, err.to_string()),
         Error::Invalid { .. } | Error::UnknownRole(_) => (StatusCode::BAD_REQUEST, err.to_string()),
         Error::FailedPrecondition(_) => (StatusCode::PRECONDITION_FAILED, err.to_string()),
+        Error::SharedState(_) | Error::Contended { .. } => {
+            tracing::warn!(error = %err, "shared access state unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
         Error::Io { .. } | Error::InvalidKeyFile { .. } => {
             error!(error = err as &dyn std::error::Error, "key storage failed");
             (

@@ -19,7 +19,11 @@
 //! - [`access`]: what each RPC needs ([`Action`], [`action_of`]) and whether a principal has it
 //!   ([`Principal::authorize`], [`Denied`]): the role × action matrix and index allow-lists.
 //!   Not enforced by the layers yet: only admin keys exist until key administration lands.
-//! - [`bootstrap`](mod@bootstrap): the admin key created or loaded at first start.
+//! - [`admin`]: [`Admin`], projects and keys as the admin API changes them, kept in
+//!   `access.json` or, for several control-plane replicas, in a shared document refreshed
+//!   every [`REFRESH_EVERY`].
+//! - [`bootstrap`](mod@bootstrap): the admin key created or loaded at first start, and the
+//!   access state opened with it ([`bootstrap()`], [`bootstrap_shared`]).
 //! - [`grpc`]: the tonic adapter: [`grpc::AuthLayer`], [`grpc::principal`], and the mapping
 //!   from [`Error`] to `tonic::Status`.
 //! - [`http`]: the axum adapter for the REST twins: [`http::require_key`] (the `Api-Key`
@@ -69,8 +73,8 @@ pub mod stored;
 pub mod time;
 
 pub use access::{Action, Denied, action_of, rest_action};
-pub use admin::{Admin, KeyInfo, KeyUpdate, NewKey, Project};
-pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap};
+pub use admin::{Admin, KeyInfo, KeyUpdate, NewKey, Project, REFRESH_EVERY};
+pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap, bootstrap_shared};
 pub use error::{Error, Result};
 pub use gate::{Attempt, Presented, Rejection, Scope};
 pub use key::{ApiKey, BOOTSTRAP_KEY_ID, KEY_PREFIX, ParsedKey};

@@ -2,10 +2,10 @@ use super::*;
 use crate::bootstrap;
 
 /// A fresh state directory, removed on drop.
-struct Dir(PathBuf);
+pub(super) struct Dir(pub(super) PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Dir {
+    pub(super) fn new(name: &str) -> Dir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -24,11 +24,11 @@ impl Drop for Dir {
     }
 }
 
-fn admin_principal() -> Principal {
+pub(super) fn admin_principal() -> Principal {
     Principal::new("bootstrap", Grant::admin())
 }
 
-fn new_key(name: &str, roles: &[&str]) -> NewKey {
+pub(super) fn new_key(name: &str, roles: &[&str]) -> NewKey {
     NewKey {
         name: name.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
