@@ -283,7 +283,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 ports,
                 advertise_host,
             )?;
-            data_plane.collect_orphans(&catalog.index_keys())?;
+            data_plane.collect_orphans(&catalog.index_keys()?)?;
             Ok(catalog)
         })
     };

@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::{IndexConfig, SearchParams};
+use larch_state::{SharedDocument, Written};
 
 use crate::error::{Error, Result};
 use crate::hosts::{HostTemplate, Hosts};
@@ -17,7 +19,10 @@ use crate::record::{
     ConfigureIndex, CreateIndex, DeletionProtection, IndexKey, IndexName, IndexRecord, IndexState,
     check_project_id, merge_tags,
 };
-use crate::store::{CatalogStore, StoredIndex};
+use crate::store::{self, CatalogStore, LoadedIndex, StoredIndex};
+
+/// How often a change to a shared catalog is redone after another replica changed it first.
+const COMMIT_ATTEMPTS: usize = 32;
 
 /// Which ports the data plane may use for indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +122,18 @@ pub trait DataPlaneHost: Send + Sync {
     fn detach(&self, key: &IndexKey) -> Result<(), String>;
 }
 
+#[derive(Clone)]
 struct Entry {
     record: IndexRecord,
     port: u16,
+}
+
+/// A catalog several control-plane replicas share (split mode): the newest version of the
+/// document is the truth, `Catalog::indexes` this replica's copy of it.
+struct Shared {
+    doc: SharedDocument,
+    /// The version the copy reflects; read and written only under the `indexes` lock.
+    version: AtomicU64,
 }
 
 /// The indexes of one project or another, by project and name.
@@ -128,8 +142,10 @@ type Indexes = BTreeMap<IndexKey, Entry>;
 /// Every index of this control plane, of every project.
 pub struct Catalog {
     indexes: Mutex<Indexes>,
-    /// Where records are persisted; `None` keeps them in memory only.
+    /// Where records are persisted; `None` (and no `shared`) keeps them in memory only.
     store: Option<CatalogStore>,
+    /// Set instead of `store` when several replicas share the catalog.
+    shared: Option<Shared>,
     data_plane: Arc<dyn DataPlaneHost>,
     ports: PortPolicy,
     /// How each index's `host` (what clients dial) is formed.
@@ -160,6 +176,7 @@ impl Catalog {
         Catalog {
             indexes: Mutex::new(BTreeMap::new()),
             store: None,
+            shared: None,
             data_plane,
             ports,
             hosts,
@@ -189,6 +206,35 @@ impl Catalog {
         template: HostTemplate,
     ) -> Result<Catalog> {
         Catalog::open_with(dir, Catalog::routed(data_plane, template))
+    }
+
+    /// A catalog in a document that several control-plane replicas share (split mode), each
+    /// index with the host `template` gives it. Every read starts by catching up with the
+    /// newest version, and every change is written as the next version — redone on the newest
+    /// state when another replica wrote first — before it is acknowledged; only then is the
+    /// data plane told. The data planes also pull every index from any replica, so an index
+    /// created, changed or deleted through one replica is served accordingly even if that
+    /// replica stops right after writing.
+    pub fn open_shared(
+        doc: SharedDocument,
+        data_plane: Arc<dyn DataPlaneHost>,
+        template: HostTemplate,
+    ) -> Result<Catalog> {
+        let mut catalog = Catalog::routed(data_plane, template);
+        catalog.shared = Some(Shared {
+            doc,
+            version: AtomicU64::new(0),
+        });
+        let count = catalog.synced()?.len();
+        if let Some(shared) = &catalog.shared {
+            tracing::info!(
+                location = shared.doc.location(),
+                version = shared.version.load(Ordering::Relaxed),
+                indexes = count,
+                "shared catalog opened",
+            );
+        }
+        Ok(catalog)
     }
 
     fn open_with(dir: &Path, mut catalog: Catalog) -> Result<Catalog> {
@@ -229,21 +275,9 @@ impl Catalog {
                         )));
                     }
                 };
-                let record = IndexRecord {
-                    host: catalog.hosts.host(&loaded.key, port),
-                    project_id: loaded.key.project().to_owned(),
-                    name: loaded.key.name().clone(),
-                    config: loaded.config,
-                    vector_type: loaded.vector_type,
-                    cloud: loaded.cloud,
-                    region: loaded.region,
-                    deletion_protection: loaded.deletion_protection,
-                    tags: loaded.tags,
-                    search: loaded.search,
-                    state: IndexState::Ready,
-                };
-                tracing::info!(index = %loaded.key, host = %record.host, "index recovered");
-                indexes.insert(loaded.key, Entry { record, port });
+                let (key, entry) = catalog.entry_of(loaded, port);
+                tracing::info!(index = %key, host = %entry.record.host, "index recovered");
+                indexes.insert(key, entry);
             }
         }
         catalog.store = Some(store);
@@ -254,51 +288,146 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Persists `indexes` (durable catalogs only).
+    /// The entry of a stored index served on `port`.
+    fn entry_of(&self, loaded: LoadedIndex, port: u16) -> (IndexKey, Entry) {
+        let record = IndexRecord {
+            host: self.hosts.host(&loaded.key, port),
+            project_id: loaded.key.project().to_owned(),
+            name: loaded.key.name().clone(),
+            config: loaded.config,
+            vector_type: loaded.vector_type,
+            cloud: loaded.cloud,
+            region: loaded.region,
+            deletion_protection: loaded.deletion_protection,
+            tags: loaded.tags,
+            search: loaded.search,
+            state: IndexState::Ready,
+        };
+        (loaded.key, Entry { record, port })
+    }
+
+    /// Persists `indexes` (local durable catalogs only; a shared one is written by
+    /// [`Catalog::commit_shared`]).
     fn save(&self, indexes: &Indexes) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        store.save(
-            indexes
-                .values()
-                .map(|Entry { record, port }| StoredIndex {
-                    project: record.project_id.clone(),
-                    name: record.name.to_string(),
-                    dimension: record.config.dimension.get(),
-                    metric: record.config.metric.to_string(),
-                    vector_type: record.vector_type.as_str().to_owned(),
-                    cloud: record.cloud.as_str().to_owned(),
-                    region: record.region.clone(),
-                    deletion_protection: record.deletion_protection.as_str().to_owned(),
-                    tags: record.tags.clone(),
-                    port: *port,
-                    search: record.search.into(),
-                })
-                .collect(),
-        )
+        store.save(stored(indexes))
     }
 
+    /// Catches this replica's copy up with the newest version of a shared catalog (a no-op
+    /// for other catalogs).
+    fn sync(&self, indexes: &mut Indexes) -> Result<()> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let known = shared.version.load(Ordering::Relaxed);
+        let Some(newest) = shared.doc.refresh(known).map_err(shared_failure)? else {
+            return Ok(());
+        };
+        let location = Path::new(shared.doc.location());
+        let mut next = Indexes::new();
+        for stored in store::decode(&newest.bytes, shared.doc.location())? {
+            let (key, entry) = self.entry_of(stored.load(location)?, 0);
+            next.insert(key, entry);
+        }
+        *indexes = next;
+        shared.version.store(newest.version, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The lock on the indexes, caught up with a shared catalog's newest version.
+    fn synced(&self) -> Result<MutexGuard<'_, Indexes>> {
+        let mut indexes = self.lock();
+        self.sync(&mut indexes)?;
+        Ok(indexes)
+    }
+
+    /// Applies `change` to the newest version of a shared catalog and writes the result as
+    /// the next version; when another replica wrote first, catches up and applies `change`
+    /// again (so it sees, and may refuse, what the other replica did). `indexes` is this
+    /// replica's copy, updated only once the write succeeded.
+    fn commit_shared<T>(
+        &self,
+        shared: &Shared,
+        indexes: &mut Indexes,
+        mut change: impl FnMut(&mut Indexes) -> Result<T>,
+    ) -> Result<T> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sync(indexes)?;
+            let mut next = indexes.clone();
+            let out = change(&mut next)?;
+            let base = shared.version.load(Ordering::Relaxed);
+            match shared
+                .doc
+                .write_next(base, store::encode(stored(&next)))
+                .map_err(shared_failure)?
+            {
+                Written::Done(version) => {
+                    *indexes = next;
+                    shared.version.store(version, Ordering::Relaxed);
+                    return Ok(out);
+                }
+                Written::Conflict => {
+                    tracing::debug!(base, "another replica changed the catalog first; redoing");
+                }
+            }
+        }
+        Err(Error::Storage(format!(
+            "{}: other replicas changed the catalog {COMMIT_ATTEMPTS} times while this change was made; retry",
+            shared.doc.location()
+        )))
+    }
+}
+
+/// A shared-state failure as a catalog error (UNAVAILABLE: the store may come back).
+fn shared_failure(err: larch_state::Error) -> Error {
+    Error::Storage(err.to_string())
+}
+
+/// What is stored of `indexes`.
+fn stored(indexes: &Indexes) -> Vec<StoredIndex> {
+    indexes
+        .values()
+        .map(|Entry { record, port }| StoredIndex {
+            project: record.project_id.clone(),
+            name: record.name.to_string(),
+            dimension: record.config.dimension.get(),
+            metric: record.config.metric.to_string(),
+            vector_type: record.vector_type.as_str().to_owned(),
+            cloud: record.cloud.as_str().to_owned(),
+            region: record.region.clone(),
+            deletion_protection: record.deletion_protection.as_str().to_owned(),
+            tags: record.tags.clone(),
+            port: *port,
+            search: record.search.into(),
+        })
+        .collect()
+}
+
+impl Catalog {
     /// The key of every index of every project, for garbage-collecting data the catalog no
     /// longer knows (compare [`IndexKey::storage_name`]s).
-    pub fn index_keys(&self) -> Vec<IndexKey> {
-        self.lock().keys().cloned().collect()
+    pub fn index_keys(&self) -> Result<Vec<IndexKey>> {
+        Ok(self.synced()?.keys().cloned().collect())
     }
 
     /// Every index of every project, ordered by project and name (what a data plane serves).
-    pub fn all_indexes(&self) -> Vec<IndexRecord> {
-        self.lock()
+    pub fn all_indexes(&self) -> Result<Vec<IndexRecord>> {
+        Ok(self
+            .synced()?
             .values()
             .map(|entry| entry.record.clone())
-            .collect()
+            .collect())
     }
 
     /// How many indexes `project` has (a project is deleted only once it has none).
-    pub fn index_count(&self, project: &str) -> usize {
-        self.lock()
+    pub fn index_count(&self, project: &str) -> Result<usize> {
+        Ok(self
+            .synced()?
             .keys()
             .filter(|key| key.project() == project)
-            .count()
+            .count())
     }
 
     fn lock(&self) -> MutexGuard<'_, Indexes> {
@@ -316,6 +445,22 @@ impl Catalog {
         let valid = request.validate()?;
         let key = IndexKey::new(project, valid.name.clone())?;
         let mut indexes = self.lock();
+        if let Some(shared) = &self.shared {
+            let record = IndexRecord {
+                host: self.hosts.host(&key, 0),
+                project_id: key.project().to_owned(),
+                name: valid.name,
+                config: valid.config,
+                vector_type: valid.vector_type,
+                cloud: valid.cloud,
+                region: valid.region,
+                deletion_protection: valid.deletion_protection,
+                tags: valid.tags,
+                search: valid.search,
+                state: IndexState::Ready,
+            };
+            return self.create_shared(shared, &mut indexes, key, record);
+        }
         if indexes.contains_key(&key) {
             return Err(Error::AlreadyExists(valid.name.to_string()));
         }
@@ -358,6 +503,47 @@ impl Catalog {
         Ok(record)
     }
 
+    /// [`Catalog::create_index`] of a shared catalog: recorded first (so of two replicas
+    /// creating the same name, one gets ALREADY_EXISTS before touching the data plane), then
+    /// served; if the data plane refuses, the record is taken back.
+    fn create_shared(
+        &self,
+        shared: &Shared,
+        indexes: &mut Indexes,
+        key: IndexKey,
+        record: IndexRecord,
+    ) -> Result<IndexRecord> {
+        self.commit_shared(shared, indexes, |next| {
+            if next.contains_key(&key) {
+                return Err(Error::AlreadyExists(key.name().to_string()));
+            }
+            let entry = Entry {
+                record: record.clone(),
+                port: 0,
+            };
+            next.insert(key.clone(), entry);
+            Ok(())
+        })?;
+        if let Err(err) = self.attach(
+            indexes,
+            &key,
+            record.config,
+            record.search,
+            AttachMode::Create,
+        ) {
+            let undo = self.commit_shared(shared, indexes, |next| {
+                next.remove(&key);
+                Ok(())
+            });
+            if let Err(undo) = undo {
+                tracing::warn!(index = %key, error = %undo, "cannot take back the record of an index the data plane refused");
+            }
+            return Err(err);
+        }
+        tracing::info!(index = %key, host = %record.host, "index created");
+        Ok(record)
+    }
+
     /// Asks the data plane to serve `key` on the first port that works (ports are shared by
     /// every project).
     fn attach(
@@ -387,19 +573,20 @@ impl Catalog {
     }
 
     /// Every index of `project`, ordered by name.
-    pub fn list_indexes(&self, project: &str) -> Vec<IndexRecord> {
+    pub fn list_indexes(&self, project: &str) -> Result<Vec<IndexRecord>> {
         // Keys order by project first, so this project's indexes come by name.
-        self.lock()
+        Ok(self
+            .synced()?
             .iter()
             .filter(|(key, _)| key.project() == project)
             .map(|(_, e)| e.record.clone())
-            .collect()
+            .collect())
     }
 
     /// One index of `project`.
     pub fn describe_index(&self, project: &str, name: &str) -> Result<IndexRecord> {
         let key = key_of(project, name)?;
-        self.lock()
+        self.synced()?
             .get(&key)
             .map(|e| e.record.clone())
             .ok_or_else(|| not_found(&key))
@@ -421,6 +608,39 @@ impl Catalog {
             .map(|s| DeletionProtection::parse(s, "deletion_protection"))
             .transpose()?;
         let mut indexes = self.lock();
+        if let Some(shared) = &self.shared {
+            let (record, previous) = self.commit_shared(shared, &mut indexes, |next| {
+                let entry = next.get_mut(&key).ok_or_else(|| not_found(&key))?;
+                let mut record = entry.record.clone();
+                merge_tags(&mut record.tags, tags.clone())?;
+                if let Some(protection) = protection {
+                    record.deletion_protection = protection;
+                }
+                record.search = search.clone().apply_to(record.search)?;
+                let previous = std::mem::replace(&mut entry.record, record.clone());
+                Ok((record, previous.search))
+            })?;
+            // Recorded first, then applied; if the data plane refuses, the recorded parameters
+            // go back to what they were (unless another change came in between).
+            if record.search != previous {
+                if let Err(reason) = self.data_plane.configure(&key, record.search) {
+                    let undo = self.commit_shared(shared, &mut indexes, |next| {
+                        if let Some(entry) = next.get_mut(&key)
+                            && entry.record.search == record.search
+                        {
+                            entry.record.search = previous;
+                        }
+                        Ok(())
+                    });
+                    if let Err(undo) = undo {
+                        tracing::warn!(index = %key, error = %undo, "cannot restore the recorded search parameters");
+                    }
+                    return Err(Error::DataPlane(reason));
+                }
+                tracing::info!(index = %key, search = ?record.search, "search parameters changed");
+            }
+            return Ok(record);
+        }
         let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
         let mut record = entry.record.clone();
         merge_tags(&mut record.tags, tags)?;
@@ -457,27 +677,42 @@ impl Catalog {
     /// Deletes an index of `project` and its data, unless deletion protection is enabled.
     pub fn delete_index(&self, project: &str, name: &str) -> Result<()> {
         let key = key_of(project, name)?;
-        let name = key.name();
         let mut indexes = self.lock();
-        let entry = indexes.get(&key).ok_or_else(|| not_found(&key))?;
-        if entry.record.deletion_protection == DeletionProtection::Enabled {
-            return Err(Error::FailedPrecondition(format!(
-                "index '{name}' has deletion protection enabled; disable it first with \
-                 ConfigureIndex {{\"name\":\"{name}\",\"deletion_protection\":\"disabled\"}}"
-            )));
-        }
-        let entry = indexes
-            .remove(&key)
-            .expect("looked up above under the same lock");
-        if let Err(err) = self.save(&indexes) {
-            indexes.insert(key, entry);
-            return Err(err);
+        if let Some(shared) = &self.shared {
+            self.commit_shared(shared, &mut indexes, |next| {
+                let entry = next.get(&key).ok_or_else(|| not_found(&key))?;
+                check_unprotected(&entry.record)?;
+                next.remove(&key);
+                Ok(())
+            })?;
+        } else {
+            let entry = indexes.get(&key).ok_or_else(|| not_found(&key))?;
+            check_unprotected(&entry.record)?;
+            let entry = indexes
+                .remove(&key)
+                .expect("looked up above under the same lock");
+            if let Err(err) = self.save(&indexes) {
+                indexes.insert(key, entry);
+                return Err(err);
+            }
         }
         // Recorded as gone first: a crash now leaves only orphaned data, collected at start.
         self.data_plane.detach(&key).map_err(Error::DataPlane)?;
         tracing::info!(index = %key, "index deleted");
         Ok(())
     }
+}
+
+/// Deletion protection refuses deleting `record`'s index.
+fn check_unprotected(record: &IndexRecord) -> Result<()> {
+    if record.deletion_protection == DeletionProtection::Enabled {
+        let name = &record.name;
+        return Err(Error::FailedPrecondition(format!(
+            "index '{name}' has deletion protection enabled; disable it first with \
+             ConfigureIndex {{\"name\":\"{name}\",\"deletion_protection\":\"disabled\"}}"
+        )));
+    }
+    Ok(())
 }
 
 /// The key of index `name` in `project`, both validated.
@@ -498,6 +733,8 @@ mod tests {
     use crate::record::SearchSettings;
     use larch_engine::Quantization;
     use std::collections::BTreeSet;
+
+    mod shared;
 
     /// The project of the tests that predate projects.
     const P: &str = crate::DEFAULT_PROJECT;
@@ -598,11 +835,16 @@ mod tests {
         assert_eq!(a.host, format!("a.{P}.data.test:5081"));
         let b = catalog.create_index("team", create("a")).unwrap();
         assert_eq!(b.host, "a.team.data.test:5081");
-        assert_eq!(catalog.all_indexes().len(), 2);
+        assert_eq!(catalog.all_indexes().unwrap().len(), 2);
         drop(catalog);
         // Recovered with the same hosts.
         let again = Catalog::open_routed(dir.path(), dp, template).unwrap();
-        let hosts: Vec<String> = again.all_indexes().into_iter().map(|r| r.host).collect();
+        let hosts: Vec<String> = again
+            .all_indexes()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.host)
+            .collect();
         assert_eq!(
             hosts,
             [
@@ -665,7 +907,7 @@ mod tests {
             catalog.describe_index(P, "a"),
             Err(Error::NotFound(_))
         ));
-        assert!(catalog.list_indexes(P).is_empty());
+        assert!(catalog.list_indexes(P).unwrap().is_empty());
     }
 
     #[test]
@@ -692,13 +934,13 @@ mod tests {
             )
             .unwrap();
         catalog.delete_index(P, "a").unwrap();
-        let before = catalog.list_indexes(P);
+        let before = catalog.list_indexes(P).unwrap();
         drop(catalog);
 
         // Restart: same records, same hosts; recovered, not created.
         let dp = Arc::new(FakeDataPlane::default());
         let reopened = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
-        assert_eq!(reopened.list_indexes(P), before);
+        assert_eq!(reopened.list_indexes(P).unwrap(), before);
         assert_eq!(
             dp.attached.lock().unwrap().clone(),
             BTreeMap::from([("b".to_owned(), 6002), ("c".to_owned(), 6003)])
@@ -893,6 +1135,7 @@ mod tests {
         ));
         let mut keys: Vec<String> = catalog
             .index_keys()
+            .unwrap()
             .iter()
             .map(IndexKey::storage_name)
             .collect();
@@ -913,6 +1156,7 @@ mod tests {
         let names = |project: &str| -> Vec<String> {
             catalog
                 .list_indexes(project)
+                .unwrap()
                 .into_iter()
                 .map(|record| {
                     assert_eq!(record.project_id, project);
@@ -925,9 +1169,9 @@ mod tests {
         assert!(names("nobody").is_empty());
         assert_eq!(
             (
-                catalog.index_count(P),
-                catalog.index_count(OTHER),
-                catalog.index_count("nobody")
+                catalog.index_count(P).unwrap(),
+                catalog.index_count(OTHER).unwrap(),
+                catalog.index_count("nobody").unwrap()
             ),
             (2, 3, 0)
         );
@@ -978,7 +1222,13 @@ mod tests {
                 .unwrap()
                 .contains_key(&format!("shared@{OTHER}"))
         );
-        assert_eq!((catalog.index_count(P), catalog.index_count(OTHER)), (1, 3));
+        assert_eq!(
+            (
+                catalog.index_count(P).unwrap(),
+                catalog.index_count(OTHER).unwrap()
+            ),
+            (1, 3)
+        );
     }
 
     #[test]
@@ -1016,7 +1266,7 @@ mod tests {
                 "worded exactly as for a name nobody has"
             );
         }
-        assert!(catalog.list_indexes(P).is_empty());
+        assert!(catalog.list_indexes(P).unwrap().is_empty());
         assert_eq!(
             catalog
                 .describe_index(OTHER, "secret")
@@ -1040,7 +1290,7 @@ mod tests {
             assert!(catalog.describe_index(bad, "x").is_err());
             assert!(catalog.delete_index(bad, "x").is_err());
         }
-        assert!(catalog.index_keys().is_empty());
+        assert!(catalog.index_keys().unwrap().is_empty());
     }
 
     #[test]
@@ -1056,13 +1306,19 @@ mod tests {
         .unwrap();
         catalog.create_index(P, create("a")).unwrap();
         catalog.create_index(OTHER, create("a")).unwrap();
-        let before = (catalog.list_indexes(P), catalog.list_indexes(OTHER));
+        let before = (
+            catalog.list_indexes(P).unwrap(),
+            catalog.list_indexes(OTHER).unwrap(),
+        );
         drop(catalog);
 
         let dp = Arc::new(FakeDataPlane::default());
         let reopened = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
         assert_eq!(
-            (reopened.list_indexes(P), reopened.list_indexes(OTHER)),
+            (
+                reopened.list_indexes(P).unwrap(),
+                reopened.list_indexes(OTHER).unwrap()
+            ),
             before
         );
         assert_eq!(

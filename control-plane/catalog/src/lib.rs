@@ -29,7 +29,9 @@
 //! - `store`: the catalog file, written atomically.
 //!
 //! A catalog made with [`Catalog::open`] persists every change to `catalog.json` (atomic
-//! replace) before acknowledging it, and recovers every index at start-up.
+//! replace) before acknowledging it, and recovers every index at start-up. One made with
+//! [`Catalog::open_shared`] (split mode) keeps the same records in a [`SharedDocument`] that
+//! several control-plane replicas read and write side by side (`larch-state`).
 
 pub mod catalog;
 pub mod error;
@@ -40,6 +42,8 @@ mod store;
 pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
 pub use error::{Error, Result};
 pub use hosts::{HostTemplate, Hosts};
+/// Where several control-plane replicas share the catalog ([`Catalog::open_shared`]).
+pub use larch_state::{SharedDocument, Written};
 pub use record::{
     Cloud, ConfigureIndex, CreateIndex, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName,
     IndexRecord, IndexState, SearchSettings, VectorType, check_project_id,

@@ -176,32 +176,36 @@ impl CatalogStore {
                 )));
             }
         };
-        let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|err| {
-            Error::Storage(format!(
-                "{} is not a valid catalog: {err}",
-                self.path.display()
-            ))
-        })?;
-        if file.version != VERSION {
-            return Err(Error::Storage(format!(
-                "{} has version {}, this larch reads version {VERSION}",
-                self.path.display(),
-                file.version
-            )));
-        }
-        Ok(file.indexes)
+        decode(&bytes, &self.path.display().to_string())
     }
 
     /// Replaces the stored catalog with `indexes`, durably.
     pub(crate) fn save(&self, indexes: Vec<StoredIndex>) -> Result<()> {
-        let file = CatalogFile {
-            version: VERSION,
-            indexes,
-        };
-        let bytes = serde_json::to_vec_pretty(&file).expect("catalog records always serialize");
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.path, &encode(indexes))
             .map_err(|err| Error::Storage(format!("cannot write {}: {err}", self.path.display())))
     }
+}
+
+/// The catalog file's bytes (also the content of each version of a shared catalog).
+pub(crate) fn encode(indexes: Vec<StoredIndex>) -> Vec<u8> {
+    let file = CatalogFile {
+        version: VERSION,
+        indexes,
+    };
+    serde_json::to_vec_pretty(&file).expect("catalog records always serialize")
+}
+
+/// The indexes in a catalog file's bytes; `location` names it in errors.
+pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Vec<StoredIndex>> {
+    let file: CatalogFile = serde_json::from_slice(bytes)
+        .map_err(|err| Error::Storage(format!("{location} is not a valid catalog: {err}")))?;
+    if file.version != VERSION {
+        return Err(Error::Storage(format!(
+            "{location} has version {}, this larch reads version {VERSION}",
+            file.version
+        )));
+    }
+    Ok(file.indexes)
 }
 
 /// Temp file + fsync + rename + fsync of the directory.

@@ -147,17 +147,17 @@ impl Indexes {
 
     /// Every index of every project (what a split-mode data plane serves).
     pub fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
-        Ok(self.catalog()?.all_indexes())
+        Ok(self.catalog()?.all_indexes()?)
     }
 
     /// How many indexes `project` has.
     pub fn index_count(&self, project: &str) -> Result<usize, Failure> {
-        Ok(self.catalog()?.index_count(project))
+        Ok(self.catalog()?.index_count(project)?)
     }
 
     /// Every index of `project`, ordered by name.
     pub fn list(&self, project: &str) -> Result<Vec<IndexRecord>, Failure> {
-        Ok(self.catalog()?.list_indexes(project))
+        Ok(self.catalog()?.list_indexes(project)?)
     }
 
     /// The indexes of `principal`'s project that it may see, ordered by name.

@@ -216,3 +216,13 @@ pub fn open_catalog(
     let template = remote.template.clone();
     Catalog::open_routed(dir, Arc::new(remote), template)
 }
+
+/// Opens the catalog that several split-mode control-plane replicas share in `doc` (see
+/// [`Catalog::open_shared`]), whose indexes live on the data plane at `remote`'s URL.
+pub fn open_shared_catalog(
+    doc: larch_catalog::SharedDocument,
+    remote: RemoteDataPlane,
+) -> larch_catalog::Result<Catalog> {
+    let template = remote.template.clone();
+    Catalog::open_shared(doc, Arc::new(remote), template)
+}

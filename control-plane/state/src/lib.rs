@@ -208,7 +208,7 @@ impl SharedDocument {
             let _ = wait(self.store.delete(&self.path(version)));
             return Err(Error::Unknown(self.location.clone()));
         }
-        if version > KEEP && version % 8 == 0 {
+        if version > KEEP && version.is_multiple_of(8) {
             self.delete_before(version + 1 - KEEP);
         }
         Ok(Written::Done(version))
@@ -249,7 +249,9 @@ impl SharedDocument {
             .filter_map(|object| {
                 let name = object.location.filename()?;
                 let number = name.strip_suffix(".json")?;
-                (number.len() == WIDTH).then(|| number.parse().ok()).flatten()
+                (number.len() == WIDTH)
+                    .then(|| number.parse().ok())
+                    .flatten()
             })
             .collect())
     }

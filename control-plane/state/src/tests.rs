@@ -48,7 +48,11 @@ fn an_empty_document_has_no_version_and_the_first_write_is_version_one() {
     assert_eq!((newest.version, newest.bytes), (1, b"a".to_vec()));
     // Up to date: nothing to reload.
     assert_eq!(doc.refresh(1).expect("refresh"), None);
-    assert!(dir.path().join("catalog/00000000000000000001.json").is_file());
+    assert!(
+        dir.path()
+            .join("catalog/00000000000000000001.json")
+            .is_file()
+    );
 }
 
 #[test]
@@ -56,9 +60,15 @@ fn of_two_writers_on_the_same_version_exactly_one_wins() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (doc(dir.path()), doc(dir.path()));
     assert_eq!(a.write_next(0, b"1".to_vec()).expect("a"), Written::Done(1));
-    assert_eq!(b.write_next(0, b"x".to_vec()).expect("b"), Written::Conflict);
+    assert_eq!(
+        b.write_next(0, b"x".to_vec()).expect("b"),
+        Written::Conflict
+    );
     assert_eq!(a.write_next(1, b"2".to_vec()).expect("a"), Written::Done(2));
-    assert_eq!(b.write_next(1, b"y".to_vec()).expect("b"), Written::Conflict);
+    assert_eq!(
+        b.write_next(1, b"y".to_vec()).expect("b"),
+        Written::Conflict
+    );
     // b catches up from what it knew and sees a's writes, not its own.
     let newest = b.refresh(1).expect("refresh").expect("newer");
     assert_eq!((newest.version, newest.bytes), (2, b"2".to_vec()));
@@ -81,7 +91,11 @@ fn concurrent_read_modify_write_loses_no_change() {
         .collect();
     let conflicts: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
     let newest = doc(&root).refresh(0).expect("refresh").expect("a version");
-    assert_eq!(number(&newest), 240, "every increment is in the newest version");
+    assert_eq!(
+        number(&newest),
+        240,
+        "every increment is in the newest version"
+    );
     assert_eq!(newest.version, 240);
     // The test is only meaningful if the writers really raced.
     assert!(conflicts > 0, "no conflicts: the writers did not overlap");
@@ -103,7 +117,10 @@ fn old_versions_are_deleted_and_a_replica_far_behind_still_finds_the_newest() {
     );
     assert_eq!(kept.iter().max(), Some(&200));
     let oldest = *kept.iter().min().expect("some");
-    assert!((kept.len() as u64) == 201 - oldest, "kept versions are contiguous");
+    assert!(
+        (kept.len() as u64) == 201 - oldest,
+        "kept versions are contiguous"
+    );
     // Version 3 was deleted: a replica that last read it lists and finds 200.
     let newest = doc.refresh(3).expect("refresh").expect("newer");
     assert_eq!((newest.version, number(&newest)), (200, 200));
@@ -113,8 +130,14 @@ fn old_versions_are_deleted_and_a_replica_far_behind_still_finds_the_newest() {
         doc.write_next(3, b"stale".to_vec()),
         Err(Error::Unknown(_))
     ));
-    assert!(!doc.exists(4).expect("head"), "the stray write was taken back");
-    assert_eq!(doc.refresh(0).expect("refresh").map(|s| s.version), Some(200));
+    assert!(
+        !doc.exists(4).expect("head"),
+        "the stray write was taken back"
+    );
+    assert_eq!(
+        doc.refresh(0).expect("refresh").map(|s| s.version),
+        Some(200)
+    );
 }
 
 #[test]
@@ -126,7 +149,10 @@ fn a_writer_behind_by_a_few_versions_conflicts_and_catches_up() {
         increment(&a, &mut a_known);
     }
     // b last saw version 2.
-    assert_eq!(b.write_next(2, b"x".to_vec()).expect("b"), Written::Conflict);
+    assert_eq!(
+        b.write_next(2, b"x".to_vec()).expect("b"),
+        Written::Conflict
+    );
     let newest = b.refresh(2).expect("refresh").expect("newer");
     assert_eq!(newest.version, 5);
 }
