@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use larch_auth::grpc::SendKey;
 use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
-use larch_catalog::HostTemplate;
+use larch_catalog::{HostTemplate, SharedDocument};
 use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
@@ -33,9 +33,18 @@ use crate::serve::{
 /// Flags of `larch control-plane`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ControlPlaneArgs {
-    /// Where the control plane keeps the catalog, projects and the keys' hashes.
+    /// Where the control plane keeps the catalog, projects and the keys' hashes (with
+    /// --shared-state-dir: only this replica's lock and the admin key's hash).
     #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
     data_dir: PathBuf,
+    /// Keep the catalog, projects and the keys' hashes in this directory, shared by every
+    /// control-plane replica (a ReadWriteMany volume mounted by each pod), so that several
+    /// replicas serve side by side. Each change is written as a new version with a conditional
+    /// create; replicas read the newest before answering and pick up keys changed elsewhere
+    /// within 2 seconds. At the first start, a single control plane's state in --data-dir is
+    /// copied in.
+    #[arg(long, env = "LARCH_SHARED_STATE_DIR")]
+    shared_state_dir: Option<PathBuf>,
     /// Address of the control plane (gRPC and REST). Port 0 picks a free port.
     #[arg(long, env = "LARCH_CONTROL_ADDR", default_value = "127.0.0.1:5080")]
     control_addr: SocketAddr,
@@ -213,9 +222,23 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
-    let bootstrap = larch_auth::bootstrap(data_dir, Some(&key))
-        .with_context(|| format!("cannot set up API keys in {}", data_dir.display()))?;
+    let (bootstrap, catalog_doc) = match &args.shared_state_dir {
+        None => {
+            let bootstrap = larch_auth::bootstrap(data_dir, Some(&key))
+                .with_context(|| format!("cannot set up API keys in {}", data_dir.display()))?;
+            (bootstrap, None)
+        }
+        Some(shared) => {
+            let (access, catalog) = shared_state(data_dir, shared)?;
+            let bootstrap = larch_auth::bootstrap_shared(data_dir, &key, access)
+                .with_context(|| format!("cannot set up API keys in {}", shared.display()))?;
+            (bootstrap, Some(catalog))
+        }
+    };
     let admin = Arc::new(bootstrap.admin);
+    let refresh = catalog_doc
+        .is_some()
+        .then(|| tokio::spawn(refresh_keys(Arc::clone(&admin))));
     let metrics = Metrics::new();
     metrics.install_hooks();
     let readiness = Readiness::new();
@@ -251,14 +274,16 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         "larch control plane listening",
     );
     let dir = data_dir.clone();
-    let recovery =
-        tokio::task::spawn_blocking(move || larch_control_plane::split::open_catalog(&dir, remote));
+    let recovery = tokio::task::spawn_blocking(move || match catalog_doc {
+        Some(doc) => larch_control_plane::split::open_shared_catalog(doc, remote),
+        None => larch_control_plane::split::open_catalog(&dir, remote),
+    });
     let signal = match serve_until_signal(recovery, ready, &readiness, &mut control).await? {
         Ended::Signal(signal) => signal,
         Ended::Stopped => return Ok(()),
     };
     let timeout = args.server.drain_timeout();
-    drain(
+    let drained = drain(
         signal,
         Shutdown {
             readiness,
@@ -269,7 +294,60 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         timeout,
         "control plane",
     )
-    .await
+    .await;
+    if let Some(refresh) = refresh {
+        refresh.abort();
+    }
+    drained
+}
+
+/// The two documents of a shared state directory (`access` for projects and keys, `catalog`
+/// for indexes); at the first start, the state a single control plane kept in `data_dir`
+/// (`access.json`, `catalog.json`) becomes their first version, so a deployment can grow from
+/// one replica to several.
+fn shared_state(
+    data_dir: &std::path::Path,
+    shared: &std::path::Path,
+) -> anyhow::Result<(SharedDocument, SharedDocument)> {
+    let open = |name: &str| {
+        SharedDocument::local(shared, name)
+            .with_context(|| format!("cannot use --shared-state-dir {}", shared.display()))
+    };
+    let (access, catalog) = (open("access")?, open("catalog")?);
+    for (doc, file) in [
+        (&access, larch_auth::admin::ACCESS_FILE),
+        (&catalog, larch_catalog::CATALOG_FILE),
+    ] {
+        let path = data_dir.join(file);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if doc.refresh(0)?.is_none() && doc.write_next(0, bytes)? == larch_catalog::Written::Done(1)
+        {
+            tracing::info!(from = %path.display(), to = doc.location(), "copied a single control plane's state into the shared state");
+        }
+    }
+    Ok((access, catalog))
+}
+
+/// Picks up keys and projects that other replicas changed, so this replica authenticates
+/// with them within [`larch_auth::admin::REFRESH_EVERY`].
+async fn refresh_keys(admin: Arc<larch_auth::Admin>) {
+    let mut ticks = tokio::time::interval(larch_auth::admin::REFRESH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let admin = Arc::clone(&admin);
+        match tokio::task::spawn_blocking(move || admin.refresh()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cannot read the shared access state; keeping the last one read");
+            }
+            Err(err) => tracing::warn!(error = %err, "shared access state refresh failed"),
+        }
+    }
 }
 
 /// What a server command stops on a signal.

@@ -6,7 +6,8 @@ Checks what a schema cannot: every container is locked down (non-root as the ima
 no privilege escalation, read-only root filesystem, no capabilities, RuntimeDefault seccomp),
 has gRPC startup/readiness/liveness probes and resource requests and limits; each pod gets
 the drain time it needs, the API key only as a mounted Secret and no Kubernetes API token; the
-control plane stays one replica replaced with Recreate; the data plane's headless Service and
+control plane keeps its catalog on a ReadWriteMany volume shared by its replicas (or is one
+replica replaced with Recreate); the data plane's headless Service and
 the URLs between the planes name objects that exist; a PodDisruptionBudget covers both planes;
 and no Secret is rendered. Then it breaks the manifests in the ways these rules guard against
 and checks that each breakage is caught, so a rule cannot silently stop working.
@@ -107,11 +108,21 @@ class Rules:
         pod_sc = pod.get("securityContext", {})
 
         if kind == "Deployment":
-            self.rule("control plane: one replica, strategy Recreate (local state, data-dir lock)")
-            if spec.get("replicas") != 1:
-                self.problem(where, f"replicas is {spec.get('replicas')}, must be 1")
-            if spec.get("strategy", {}).get("type") != "Recreate":
-                self.problem(where, "strategy must be Recreate")
+            self.rule("control plane: LARCH_SHARED_STATE_DIR on a ReadWriteMany volume, or one "
+                      "replica with strategy Recreate (local state, data-dir lock)")
+            container = pod["containers"][0]
+            env = self.config(where, container)
+            shared = env.get("LARCH_SHARED_STATE_DIR")
+            if shared:
+                if self.volume_claim(pod, container, shared, "ReadWriteMany") is None:
+                    self.problem(where, f"LARCH_SHARED_STATE_DIR ({shared}) is not a mounted "
+                                        "ReadWriteMany PersistentVolumeClaim")
+            else:
+                if spec.get("replicas") != 1:
+                    self.problem(where, f"replicas is {spec.get('replicas')} without "
+                                        "LARCH_SHARED_STATE_DIR, must be 1")
+                if spec.get("strategy", {}).get("type") != "Recreate":
+                    self.problem(where, "strategy must be Recreate without LARCH_SHARED_STATE_DIR")
         else:
             self.rule("data plane: one replica, a volumeClaimTemplate, a headless governing Service")
             if spec.get("replicas") != 1:
@@ -151,6 +162,17 @@ class Rules:
             cwhere = f"{where} container {container['name']}"
             self.check_security(cwhere, container, pod_sc)
             self.check_container(cwhere, kind, workload, container, annotations, volumes)
+
+    def volume_claim(self, pod, container, path, access_mode):
+        """The rendered PersistentVolumeClaim mounted at `path` with `access_mode`, or None."""
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        claims = {c["metadata"]["name"]: c for c in self.of_kind("PersistentVolumeClaim")}
+        for mount in container.get("volumeMounts", []):
+            claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim", {}).get("claimName")
+            if mount["mountPath"] == path and claim in claims:
+                if access_mode in claims[claim]["spec"].get("accessModes", []):
+                    return claims[claim]
+        return None
 
     def check_security(self, where, container, pod_sc):
         self.rule("containers: runAsNonRoot, runAsUser = the image's uid, no privilege escalation, "
@@ -234,7 +256,11 @@ class Rules:
         claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
         claims |= {name for name, v in volumes.items() if "persistentVolumeClaim" in v}
         data_dir = env.get("LARCH_DATA_DIR", "")
-        if not any(m["mountPath"] == data_dir and m["name"] in claims for m in mounts):
+        if env.get("LARCH_SHARED_STATE_DIR"):
+            # The state is in the shared dir; the data dir holds a lock and the admin key's hash.
+            if not any(m["mountPath"] == data_dir for m in mounts):
+                self.problem(where, f"LARCH_DATA_DIR ({data_dir or 'unset'}) is not a mounted volume")
+        elif not any(m["mountPath"] == data_dir and m["name"] in claims for m in mounts):
             self.problem(where, f"LARCH_DATA_DIR ({data_dir or 'unset'}) is not a persistent volume")
 
         self.rule("pods: Prometheus scrape annotations for the admin port")
@@ -328,9 +354,12 @@ BREAKAGES = [
     ("no memory limit", "no memory in resources.limits", lambda o: container(o, "Deployment")["resources"]["limits"].pop("memory")),
     ("grace period shorter than the drain", "terminationGracePeriodSeconds", lambda o: config_data(o)
         .update(LARCH_DRAIN_TIMEOUT_SECS="60")),
-    ("two control-plane replicas", "replicas is 2", lambda o: find(o, "Deployment")["spec"].update(replicas=2)),
-    ("rolling control-plane updates", "Recreate", lambda o: find(o, "Deployment")["spec"].update(
-        strategy={"type": "RollingUpdate"})),
+    ("two control-plane replicas without shared state", "replicas is 2", lambda o: container(o, "Deployment")
+        .update(env=[v for v in container(o, "Deployment")["env"] if v["name"] != "LARCH_SHARED_STATE_DIR"])),
+    ("shared state on a ReadWriteOnce volume", "not a mounted ReadWriteMany", lambda o: find(o, "PersistentVolumeClaim")
+        ["spec"].update(accessModes=["ReadWriteOnce"])),
+    ("shared state on the pod's own emptyDir", "not a mounted ReadWriteMany", lambda o: [
+        v.update(value="/data") for v in container(o, "Deployment")["env"] if v["name"] == "LARCH_SHARED_STATE_DIR"]),
     ("a Secret in the manifests", "a Secret in the manifests", lambda o: o.append(
         {"kind": "Secret", "metadata": {"name": KEY_SECRET}, "data": {"api-key": "eA=="}})),
     ("the key in the environment", "LARCH_API_KEY is set", lambda o: container(o, "Deployment")["env"].append(

@@ -10,6 +10,7 @@ mod harness;
 mod keys;
 mod observability;
 mod pressure;
+mod replicas;
 mod search;
 mod serve;
 mod split;

@@ -18,10 +18,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::harness::*;
 
-const KEY: &str = "split-mode-admin-key";
+pub(super) const KEY: &str = "split-mode-admin-key";
 
 /// A channel to the data plane at `addr` whose requests carry `host` as `:authority`.
-async fn via_host(addr: &str, host: &str) -> Channel {
+pub(super) async fn via_host(addr: &str, host: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .origin(format!("http://{host}").parse().unwrap())
@@ -30,7 +30,7 @@ async fn via_host(addr: &str, host: &str) -> Channel {
         .unwrap()
 }
 
-async fn query(addr: &str, host: &str, key: &str) -> Result<usize, tonic::Status> {
+pub(super) async fn query(addr: &str, host: &str, key: &str) -> Result<usize, tonic::Status> {
     VectorServiceClient::new(via_host(addr, host).await)
         .query(with_key(
             QueryRequest {
@@ -46,7 +46,7 @@ async fn query(addr: &str, host: &str, key: &str) -> Result<usize, tonic::Status
 
 /// Retries `check` until it holds or `limit` passes (the data plane follows the control plane
 /// every refresh period).
-async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
+pub(super) async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
     let deadline = Instant::now() + limit;
     while !check().await {
         assert!(
@@ -57,7 +57,7 @@ async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut ch
     }
 }
 
-fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: u16) -> Larch {
+pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: u16) -> Larch {
     Larch::spawn(
         &[
             "data-plane",

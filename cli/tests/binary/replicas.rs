@@ -1,0 +1,286 @@
+//! Several control-plane replicas with the real binary: `larch control-plane
+//! --shared-state-dir` processes over one shared directory (as pods over one ReadWriteMany
+//! volume) and one data plane. Whatever one replica changes — indexes, keys — the others
+//! answer with at once (index reads) or within the refresh period (authentication); the same
+//! name created on two replicas at once exists once; a replica can die and a new one with an
+//! empty data dir takes over; and a single control plane's state is carried into shared mode.
+
+use std::path::Path;
+use std::time::Duration;
+
+use larch_proto::control::api_key_service_client::ApiKeyServiceClient;
+use larch_proto::control::index_service_client::IndexServiceClient;
+use larch_proto::control::{
+    CreateApiKeyRequest, CreateIndexRequest, DeleteIndexRequest, DescribeIndexRequest, IndexModel,
+    ListIndexesRequest, RevokeApiKeyRequest,
+};
+use larch_proto::pinecone::vector_service_client::VectorServiceClient;
+use larch_proto::pinecone::{UpsertRequest, Vector};
+use tonic::Code;
+
+use super::harness::*;
+use super::split::{KEY, eventually, query, start_data_plane, via_host};
+
+/// A control-plane replica on `addr` keeping its lock and admin-key hash in `dir` and the
+/// shared state in `shared` (`None`: a single control plane keeping everything in `dir`).
+fn replica(
+    dir: &Path,
+    addr: &str,
+    shared: Option<&Path>,
+    data_addr: &str,
+    template: &str,
+) -> Larch {
+    let mut args = vec![
+        "control-plane",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--control-addr",
+        addr,
+        "--data-plane-url",
+        // Leaked: the test's few strings live as long as the process anyway.
+        Box::leak(format!("http://{data_addr}").into_boxed_str()),
+        "--host-template",
+        template,
+    ];
+    if let Some(shared) = shared {
+        args.extend(["--shared-state-dir", shared.to_str().unwrap()]);
+    }
+    Larch::spawn(&args, &[("LARCH_API_KEY", KEY)])
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
+    IndexServiceClient::new(connect(addr).await)
+        .create_index(with_key(
+            CreateIndexRequest {
+                name: name.into(),
+                dimension: Some(2),
+                metric: Some("cosine".into()),
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
+    IndexServiceClient::new(connect(addr).await)
+        .list_indexes(with_key(ListIndexesRequest {}, Some(key)))
+        .await
+        .map(|r| r.into_inner().indexes.into_iter().map(|i| i.name).collect())
+}
+
+async fn describe(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
+    IndexServiceClient::new(connect(addr).await)
+        .describe_index(with_key(
+            DescribeIndexRequest { name: name.into() },
+            Some(KEY),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Creates a key on the control plane at `addr`; returns its id and secret.
+async fn create_key(addr: &str, name: &str) -> (String, String) {
+    let created = ApiKeyServiceClient::new(connect(addr).await)
+        .create_api_key(with_key(
+            CreateApiKeyRequest {
+                name: name.into(),
+                roles: vec!["ProjectEditor".into()],
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (created.key.unwrap().id, created.value)
+}
+
+/// A data plane following the control plane that will listen on `control_port`, and the
+/// host template that points at it.
+async fn data_plane(dir: &Path, control_port: u16) -> (Larch, String, String) {
+    let data = start_data_plane(dir, "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let template = format!(
+        "{{index}}.{{project}}.larch.test:{}",
+        data_addr.rsplit(':').next().unwrap()
+    );
+    (data, data_addr, template)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_replicas_share_indexes_and_keys() {
+    let shared = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let control_port = free_port();
+    let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
+    let first_addr = format!("127.0.0.1:{control_port}");
+    let mut first = replica(
+        dirs[1].path(),
+        &first_addr,
+        Some(shared.path()),
+        &data_addr,
+        &template,
+    );
+    assert_eq!(first.control_addr().to_string(), first_addr);
+    let second = replica(
+        dirs[2].path(),
+        "127.0.0.1:0",
+        Some(shared.path()),
+        &data_addr,
+        &template,
+    );
+    let second_addr = second.control_addr().to_string();
+    wait_serving(&first_addr, "").await;
+    wait_serving(&second_addr, "").await;
+    wait_serving(&data_addr, "").await;
+
+    // Created through the first replica: the second describes and lists it at once, and the
+    // data plane serves it.
+    let movies = create(&first_addr, "movies").await.unwrap();
+    assert_eq!(describe(&second_addr, "movies").await.unwrap(), movies);
+    assert_eq!(list(&second_addr, KEY).await.unwrap(), ["movies"]);
+    VectorServiceClient::new(via_host(&data_addr, &movies.host).await)
+        .upsert(with_key(
+            UpsertRequest {
+                vectors: vec![Vector {
+                    id: "a".into(),
+                    values: vec![1.0, 0.0],
+                    ..Default::default()
+                }],
+                namespace: String::new(),
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(query(&data_addr, &movies.host, KEY).await.unwrap(), 1);
+
+    // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
+        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
+        assert!(
+            codes == [None, Some(Code::AlreadyExists)]
+                || codes == [Some(Code::AlreadyExists), None],
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+
+    // A key made on the second replica authenticates on the first (within the refresh
+    // period) and on the data plane (which follows the first).
+    let (key_id, key) = create_key(&second_addr, "shared").await;
+    eventually(
+        Duration::from_secs(10),
+        "the key working on the first replica",
+        async || list(&first_addr, &key).await.is_ok(),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the key working on the data plane",
+        async || query(&data_addr, &movies.host, &key).await.is_ok(),
+    )
+    .await;
+    // Revoked on the first: refused by the second.
+    ApiKeyServiceClient::new(connect(&first_addr).await)
+        .revoke_api_key(with_key(RevokeApiKeyRequest { id: key_id }, Some(KEY)))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the revoked key refused on the second replica", async || {
+        matches!(list(&second_addr, &key).await, Err(s) if s.code() == Code::Unauthenticated)
+    })
+    .await;
+
+    // Deleted through the second replica: gone on the first and no longer served.
+    IndexServiceClient::new(connect(&second_addr).await)
+        .delete_index(with_key(
+            DeleteIndexRequest {
+                name: "movies".into(),
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap();
+    let err = describe(&first_addr, "movies").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = query(&data_addr, &movies.host, KEY).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // The first replica dies; the second goes on, and a new replica with an empty data dir
+    // has the whole state.
+    first.kill();
+    create(&second_addr, "after").await.unwrap();
+    let third = replica(
+        dirs[3].path(),
+        "127.0.0.1:0",
+        Some(shared.path()),
+        &data_addr,
+        &template,
+    );
+    let third_addr = third.control_addr().to_string();
+    wait_serving(&third_addr, "").await;
+    assert_eq!(
+        list(&third_addr, KEY).await.unwrap(),
+        ["after", "race-0", "race-1", "race-2"]
+    );
+    let err = list(&third_addr, &key).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    drop((data, second, third));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_control_planes_state_moves_into_the_shared_state() {
+    let shared = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let control_port = free_port();
+    let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
+    let addr = format!("127.0.0.1:{control_port}");
+
+    let mut single = replica(dirs[1].path(), &addr, None, &data_addr, &template);
+    assert_eq!(single.control_addr().to_string(), addr);
+    wait_serving(&addr, "").await;
+    create(&addr, "legacy").await.unwrap();
+    let (_, key) = create_key(&addr, "old").await;
+    assert!(single.terminate().success(), "stderr:\n{}", single.stderr());
+
+    // Restarted with a shared state dir, same data dir: its state is copied in; a second
+    // replica with an empty data dir sees it too.
+    let first = replica(
+        dirs[1].path(),
+        &addr,
+        Some(shared.path()),
+        &data_addr,
+        &template,
+    );
+    assert_eq!(first.control_addr().to_string(), addr);
+    wait_serving(&addr, "").await;
+    assert_eq!(list(&addr, &key).await.unwrap(), ["legacy"]);
+    let second = replica(
+        dirs[2].path(),
+        "127.0.0.1:0",
+        Some(shared.path()),
+        &data_addr,
+        &template,
+    );
+    let second_addr = second.control_addr().to_string();
+    wait_serving(&second_addr, "").await;
+    assert_eq!(list(&second_addr, &key).await.unwrap(), ["legacy"]);
+    assert!(
+        shared
+            .path()
+            .join("catalog/00000000000000000001.json")
+            .is_file()
+    );
+    drop((data, first, second));
+}
