@@ -5,7 +5,7 @@
 //!
 //! Pinecone's REST clients send the key in `Api-Key` (HTTP header names are case-insensitive,
 //! so it is the same header as gRPC's `api-key`). An authenticated request carries its
-//! [`Principal`] in its extensions, as on gRPC; a refused one never reaches a handler. Each
+//! [`Principal`](crate::Principal) in its extensions, as on gRPC; a refused one never reaches a handler. Each
 //! plane answers refusals in its own error shape, so it passes a [`Render`] function:
 //!
 //! ```
@@ -111,7 +111,7 @@ pub fn set_retry_after(headers: &mut http::HeaderMap, retry_after: std::time::Du
 }
 
 /// Axum middleware (use with `axum::middleware::from_fn_with_state`): lets a request with a
-/// valid `Api-Key` that may do what the route does through with its [`Principal`] attached,
+/// valid `Api-Key` that may do what the route does through with its [`Principal`](crate::Principal) attached,
 /// and answers any other in the plane's error shape (401, 403, 404 for another project's
 /// index, 429 with `Retry-After` when rate limited).
 pub async fn require_key(

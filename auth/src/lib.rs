@@ -17,8 +17,8 @@
 //! - [`store`]: [`KeyStore`], the shared verifier: `authenticate(key) -> Principal`.
 //! - [`principal`]: [`Role`], [`Grant`] and [`Principal`] (who is calling).
 //! - [`access`]: what each RPC needs ([`Action`], [`action_of`]) and whether a principal has it
-//!   ([`Principal::authorize`], [`Denied`]): the role × action matrix and index allow-lists.
-//!   Not enforced by the layers yet: only admin keys exist until key administration lands.
+//!   ([`Principal::authorize`], [`Denied`]): the role × action matrix and index allow-lists,
+//!   enforced by both planes' handlers.
 //! - [`admin`]: [`Admin`], projects and keys as the admin API changes them, kept in
 //!   `access.json` or, for several control-plane replicas, in a shared document refreshed
 //!   every [`REFRESH_EVERY`].
@@ -30,9 +30,8 @@
 //!   header) and the mapping from [`Error`] to an HTTP status.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
-//! Roles and index allow-lists are carried but not yet enforced, and keys other than the
-//! bootstrap key are managed in memory only; the admin API builds on [`KeyStore::insert`],
-//! [`KeyStore::remove`] and the serializable [`StoredKey`].
+//! Keys other than the bootstrap key are made, changed and revoked through [`Admin`] (the
+//! control plane's admin API), which keeps [`KeyStore`] in step with what it persisted.
 //!
 //! # Example
 //!

@@ -1,5 +1,5 @@
 //! Abuse resistance: a per-key request rate limit ([`RateLimit`], off unless configured) and
-//! a slowdown for peers that keep presenting wrong keys ([`Failures`]).
+//! a slowdown for peers that keep presenting wrong keys (`Failures`).
 //!
 //! The slowdown delays only the *refusals* sent to a peer after its first few failures, so a
 //! guesser gets a few answers per second at most while valid keys from the same address are

@@ -30,7 +30,8 @@ impl AdminApi {
         AdminApi { admin, indexes }
     }
 
-    /// Runs `op` with the caller on the blocking pool: changes fsync a file.
+    /// Runs `op` with the caller on the blocking pool: changes fsync a file, and with shared
+    /// state every call reads the store.
     async fn run<T, F>(&self, principal: Principal, op: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -172,7 +173,9 @@ impl ProjectService for AdminApi {
     ) -> Result<Response<ListProjectsResponse>, Status> {
         let principal = caller(&request)?;
         let ListProjectsRequest {} = request.into_inner();
-        let projects = self.admin.list_projects(&principal).map_err(Status::from)?;
+        let projects = self
+            .run(principal, |admin, actor| admin.list_projects(actor))
+            .await?;
         Ok(Response::new(ListProjectsResponse {
             projects: projects.into_iter().map(project_model).collect(),
         }))
@@ -185,9 +188,10 @@ impl ProjectService for AdminApi {
         let principal = caller(&request)?;
         let DescribeProjectRequest { id } = request.into_inner();
         let project = self
-            .admin
-            .describe_project(&principal, &id)
-            .map_err(Status::from)?;
+            .run(principal, move |admin, actor| {
+                admin.describe_project(actor, &id)
+            })
+            .await?;
         Ok(Response::new(project_model(project)))
     }
 

@@ -120,7 +120,8 @@ impl Indexes {
         self.catalog.get().ok_or(Failure::Recovering)
     }
 
-    /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk.
+    /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk,
+    /// and a shared catalog reads its store on every call.
     async fn run<T, F>(&self, op: F) -> Result<T, Failure>
     where
         T: Send + 'static,
@@ -146,8 +147,8 @@ impl Indexes {
     }
 
     /// Every index of every project (what a split-mode data plane serves).
-    pub fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
-        Ok(self.catalog()?.all_indexes()?)
+    pub async fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
+        self.run(Catalog::all_indexes).await
     }
 
     /// How many indexes `project` has.
@@ -156,20 +157,22 @@ impl Indexes {
     }
 
     /// Every index of `project`, ordered by name.
-    pub fn list(&self, project: &str) -> Result<Vec<IndexRecord>, Failure> {
-        Ok(self.catalog()?.list_indexes(project)?)
+    pub async fn list(&self, project: &str) -> Result<Vec<IndexRecord>, Failure> {
+        let project = project.to_owned();
+        self.run(move |c| c.list_indexes(&project)).await
     }
 
     /// The indexes of `principal`'s project that it may see, ordered by name.
-    pub fn list_for(&self, principal: &Principal) -> Result<Vec<IndexRecord>, Failure> {
-        let mut records = self.list(&principal.project_id)?;
+    pub async fn list_for(&self, principal: &Principal) -> Result<Vec<IndexRecord>, Failure> {
+        let mut records = self.list(&principal.project_id).await?;
         records.retain(|record| principal.may_see(record.name.as_str()));
         Ok(records)
     }
 
     /// One index of `project`.
-    pub fn describe(&self, project: &str, name: &str) -> Result<IndexRecord, Failure> {
-        Ok(self.catalog()?.describe_index(project, name)?)
+    pub async fn describe(&self, project: &str, name: &str) -> Result<IndexRecord, Failure> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.run(move |c| c.describe_index(&project, &name)).await
     }
 
     /// Changes deletion protection, merges tags and changes ANN search parameters of an index
@@ -359,18 +362,21 @@ mod tests {
             .await
             .unwrap();
         indexes.create(OTHER, create(8)).await.unwrap();
-        let mine = indexes.describe(Grant::DEFAULT_PROJECT, "movies").unwrap();
-        let theirs = indexes.describe(OTHER, "movies").unwrap();
+        let mine = indexes
+            .describe(Grant::DEFAULT_PROJECT, "movies")
+            .await
+            .unwrap();
+        let theirs = indexes.describe(OTHER, "movies").await.unwrap();
         assert_eq!(
             (mine.config.dimension.get(), theirs.config.dimension.get()),
             (4, 8)
         );
         indexes.delete(OTHER, "movies".into()).await.unwrap();
         assert!(matches!(
-            indexes.describe(OTHER, "movies"),
+            indexes.describe(OTHER, "movies").await,
             Err(Failure::Catalog(larch_catalog::Error::NotFound(_)))
         ));
-        assert_eq!(indexes.list(Grant::DEFAULT_PROJECT).unwrap(), [mine]);
+        assert_eq!(indexes.list(Grant::DEFAULT_PROJECT).await.unwrap(), [mine]);
     }
 
     #[tokio::test]
@@ -387,15 +393,20 @@ mod tests {
         let restricted = caller(OTHER, Some(&["a", "c", "not-created"]));
         let names: Vec<String> = indexes
             .list_for(&restricted)
+            .await
             .unwrap()
             .into_iter()
             .map(|record| record.name.to_string())
             .collect();
         assert_eq!(names, ["a", "c"]);
-        assert_eq!(indexes.list_for(&caller(OTHER, None)).unwrap().len(), 3);
+        assert_eq!(
+            indexes.list_for(&caller(OTHER, None)).await.unwrap().len(),
+            3
+        );
         assert!(
             indexes
                 .list_for(&caller("default", None))
+                .await
                 .unwrap()
                 .is_empty()
         );

@@ -77,7 +77,8 @@ async fn list_indexes(
 ) -> Result<Response, RestError> {
     let version = api_version(&headers);
     let indexes = indexes
-        .list_for(&principal)?
+        .list_for(&principal)
+        .await?
         .into_iter()
         .map(|record| index_model(record, version))
         .collect();
@@ -106,7 +107,7 @@ async fn describe_index(
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
     authorize(&principal, Action::ControlRead, &name)?;
-    let record = indexes.describe(&principal.project_id, &name)?;
+    let record = indexes.describe(&principal.project_id, &name).await?;
     Ok(json(
         StatusCode::OK,
         &index_model(record, api_version(&headers)),

@@ -98,6 +98,7 @@ impl IndexService for IndexApi {
         let indexes = self
             .indexes
             .list_for(&principal)
+            .await
             .map_err(status)?
             .into_iter()
             .map(index_model)
@@ -115,6 +116,7 @@ impl IndexService for IndexApi {
         let record = self
             .indexes
             .describe(&principal.project_id, &name)
+            .await
             .map_err(status)?;
         Ok(Response::new(index_model(record)))
     }

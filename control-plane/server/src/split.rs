@@ -50,7 +50,8 @@ impl ControlPlaneSync for SyncApi {
         let records = self
             .indexes
             .all()
-            .map_err(|recovering| Status::unavailable(recovering.to_string()))?;
+            .await
+            .map_err(|failure| Status::unavailable(failure.to_string()))?;
         Ok(Response::new(ListAssignmentsResponse {
             indexes: records.iter().map(record_assignment).collect(),
         }))
