@@ -108,15 +108,21 @@ class Rules:
         pod_sc = pod.get("securityContext", {})
 
         if kind == "Deployment":
-            self.rule("control plane: LARCH_SHARED_STATE_DIR on a ReadWriteMany volume, or one "
-                      "replica with strategy Recreate (local state, data-dir lock)")
+            self.rule("control plane: several replicas or rolling updates only with "
+                      "LARCH_SHARED_STATE_DIR on a ReadWriteMany volume; otherwise one replica "
+                      "with strategy Recreate (data-dir lock)")
             container = pod["containers"][0]
             env = self.config(where, container)
             shared = env.get("LARCH_SHARED_STATE_DIR")
+            single = spec.get("replicas") == 1 and spec.get("strategy", {}).get("type") == "Recreate"
             if shared:
-                if self.volume_claim(pod, container, shared, "ReadWriteMany") is None:
+                claim = self.volume_claim(pod, container, shared)
+                if claim is None:
                     self.problem(where, f"LARCH_SHARED_STATE_DIR ({shared}) is not a mounted "
-                                        "ReadWriteMany PersistentVolumeClaim")
+                                        "PersistentVolumeClaim")
+                elif not single and "ReadWriteMany" not in claim["spec"].get("accessModes", []):
+                    self.problem(where, f"claim {claim['metadata']['name']} must be ReadWriteMany "
+                                        "for several replicas or rolling updates")
             else:
                 if spec.get("replicas") != 1:
                     self.problem(where, f"replicas is {spec.get('replicas')} without "
@@ -163,15 +169,14 @@ class Rules:
             self.check_security(cwhere, container, pod_sc)
             self.check_container(cwhere, kind, workload, container, annotations, volumes)
 
-    def volume_claim(self, pod, container, path, access_mode):
-        """The rendered PersistentVolumeClaim mounted at `path` with `access_mode`, or None."""
+    def volume_claim(self, pod, container, path):
+        """The rendered PersistentVolumeClaim mounted at `path`, or None."""
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         claims = {c["metadata"]["name"]: c for c in self.of_kind("PersistentVolumeClaim")}
         for mount in container.get("volumeMounts", []):
             claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim", {}).get("claimName")
             if mount["mountPath"] == path and claim in claims:
-                if access_mode in claims[claim]["spec"].get("accessModes", []):
-                    return claims[claim]
+                return claims[claim]
         return None
 
     def check_security(self, where, container, pod_sc):
@@ -356,9 +361,9 @@ BREAKAGES = [
         .update(LARCH_DRAIN_TIMEOUT_SECS="60")),
     ("two control-plane replicas without shared state", "replicas is 2", lambda o: container(o, "Deployment")
         .update(env=[v for v in container(o, "Deployment")["env"] if v["name"] != "LARCH_SHARED_STATE_DIR"])),
-    ("shared state on a ReadWriteOnce volume", "not a mounted ReadWriteMany", lambda o: find(o, "PersistentVolumeClaim")
+    ("shared state on a ReadWriteOnce volume", "must be ReadWriteMany", lambda o: find(o, "PersistentVolumeClaim")
         ["spec"].update(accessModes=["ReadWriteOnce"])),
-    ("shared state on the pod's own emptyDir", "not a mounted ReadWriteMany", lambda o: [
+    ("shared state on the pod's own emptyDir", "not a mounted PersistentVolumeClaim", lambda o: [
         v.update(value="/data") for v in container(o, "Deployment")["env"] if v["name"] == "LARCH_SHARED_STATE_DIR"]),
     ("a Secret in the manifests", "a Secret in the manifests", lambda o: o.append(
         {"kind": "Secret", "metadata": {"name": KEY_SECRET}, "data": {"api-key": "eA=="}})),
