@@ -22,14 +22,16 @@ use super::harness::*;
 use super::split::{KEY, eventually, query, start_data_plane, via_host};
 
 /// A control-plane replica on `addr` keeping its lock and admin-key hash in `dir` and the
-/// shared state in `shared` (`None`: a single control plane keeping everything in `dir`).
-fn replica(
+/// shared state in `shared` (`None`: a single control plane keeping everything in `dir`),
+/// once it serves; returns it and its address.
+async fn replica(
     dir: &Path,
     addr: &str,
     shared: Option<&Path>,
     data_addr: &str,
     template: &str,
-) -> Larch {
+) -> (Larch, String) {
+    let data_plane_url = format!("http://{data_addr}");
     let mut args = vec![
         "control-plane",
         "--data-dir",
@@ -37,15 +39,17 @@ fn replica(
         "--control-addr",
         addr,
         "--data-plane-url",
-        // Leaked: the test's few strings live as long as the process anyway.
-        Box::leak(format!("http://{data_addr}").into_boxed_str()),
+        &data_plane_url,
         "--host-template",
         template,
     ];
     if let Some(shared) = shared {
         args.extend(["--shared-state-dir", shared.to_str().unwrap()]);
     }
-    Larch::spawn(&args, &[("LARCH_API_KEY", KEY)])
+    let larch = Larch::spawn(&args, &[("LARCH_API_KEY", KEY)]);
+    let addr = larch.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    (larch, addr)
 }
 
 fn free_port() -> u16 {
@@ -120,28 +124,27 @@ async fn data_plane(dir: &Path, control_port: u16) -> (Larch, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_replicas_share_indexes_and_keys() {
     let shared = tempfile::tempdir().unwrap();
+    let shared_dir = Some(shared.path());
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let control_port = free_port();
     let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
     let first_addr = format!("127.0.0.1:{control_port}");
-    let mut first = replica(
+    let (mut first, _) = replica(
         dirs[1].path(),
         &first_addr,
-        Some(shared.path()),
+        shared_dir,
         &data_addr,
         &template,
-    );
-    assert_eq!(first.control_addr().to_string(), first_addr);
-    let second = replica(
+    )
+    .await;
+    let (second, second_addr) = replica(
         dirs[2].path(),
         "127.0.0.1:0",
-        Some(shared.path()),
+        shared_dir,
         &data_addr,
         &template,
-    );
-    let second_addr = second.control_addr().to_string();
-    wait_serving(&first_addr, "").await;
-    wait_serving(&second_addr, "").await;
+    )
+    .await;
     wait_serving(&data_addr, "").await;
 
     // Created through the first replica: the second describes and lists it at once, and the
@@ -221,15 +224,14 @@ async fn control_plane_replicas_share_indexes_and_keys() {
     // has the whole state.
     first.kill();
     create(&second_addr, "after").await.unwrap();
-    let third = replica(
+    let (third, third_addr) = replica(
         dirs[3].path(),
         "127.0.0.1:0",
-        Some(shared.path()),
+        shared_dir,
         &data_addr,
         &template,
-    );
-    let third_addr = third.control_addr().to_string();
-    wait_serving(&third_addr, "").await;
+    )
+    .await;
     assert_eq!(
         list(&third_addr, KEY).await.unwrap(),
         ["after", "race-0", "race-1", "race-2"]
@@ -242,39 +244,29 @@ async fn control_plane_replicas_share_indexes_and_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_control_planes_state_moves_into_the_shared_state() {
     let shared = tempfile::tempdir().unwrap();
+    let shared_dir = Some(shared.path());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let control_port = free_port();
     let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
     let addr = format!("127.0.0.1:{control_port}");
 
-    let mut single = replica(dirs[1].path(), &addr, None, &data_addr, &template);
-    assert_eq!(single.control_addr().to_string(), addr);
-    wait_serving(&addr, "").await;
+    let (mut single, _) = replica(dirs[1].path(), &addr, None, &data_addr, &template).await;
     create(&addr, "legacy").await.unwrap();
     let (_, key) = create_key(&addr, "old").await;
     assert!(single.terminate().success(), "stderr:\n{}", single.stderr());
 
     // Restarted with a shared state dir, same data dir: its state is copied in; a second
     // replica with an empty data dir sees it too.
-    let first = replica(
-        dirs[1].path(),
-        &addr,
-        Some(shared.path()),
-        &data_addr,
-        &template,
-    );
-    assert_eq!(first.control_addr().to_string(), addr);
-    wait_serving(&addr, "").await;
+    let (first, _) = replica(dirs[1].path(), &addr, shared_dir, &data_addr, &template).await;
     assert_eq!(list(&addr, &key).await.unwrap(), ["legacy"]);
-    let second = replica(
+    let (second, second_addr) = replica(
         dirs[2].path(),
         "127.0.0.1:0",
-        Some(shared.path()),
+        shared_dir,
         &data_addr,
         &template,
-    );
-    let second_addr = second.control_addr().to_string();
-    wait_serving(&second_addr, "").await;
+    )
+    .await;
     assert_eq!(list(&second_addr, &key).await.unwrap(), ["legacy"]);
     assert!(
         shared

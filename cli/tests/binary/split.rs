@@ -30,6 +30,24 @@ pub(super) async fn via_host(addr: &str, host: &str) -> Channel {
         .unwrap()
 }
 
+/// Upserts vector `a` = [1, 0] through `client`, with the admin key.
+pub(super) async fn upsert_a(client: &mut VectorServiceClient<Channel>) {
+    client
+        .upsert(with_key(
+            UpsertRequest {
+                vectors: vec![Vector {
+                    id: "a".into(),
+                    values: vec![1.0, 0.0],
+                    ..Default::default()
+                }],
+                namespace: String::new(),
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap();
+}
+
 pub(super) async fn query(addr: &str, host: &str, key: &str) -> Result<usize, tonic::Status> {
     VectorServiceClient::new(via_host(addr, host).await)
         .query(with_key(
@@ -126,20 +144,7 @@ async fn split_planes_serve_indexes_and_follow_key_changes() {
 
     // Served at once, at its host, on the data plane's one address.
     let mut data_client = VectorServiceClient::new(via_host(&data_addr, &model.host).await);
-    data_client
-        .upsert(with_key(
-            UpsertRequest {
-                vectors: vec![Vector {
-                    id: "a".into(),
-                    values: vec![1.0, 0.0],
-                    ..Default::default()
-                }],
-                namespace: String::new(),
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap();
+    upsert_a(&mut data_client).await;
     assert_eq!(query(&data_addr, &model.host, KEY).await.unwrap(), 1);
     // Another host on the same address is no index.
     let err = query(&data_addr, "nothing.default.larch.test", KEY)

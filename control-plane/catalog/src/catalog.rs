@@ -444,35 +444,8 @@ impl Catalog {
         check_project_id(project)?;
         let valid = request.validate()?;
         let key = IndexKey::new(project, valid.name.clone())?;
-        let mut indexes = self.lock();
-        if let Some(shared) = &self.shared {
-            let record = IndexRecord {
-                host: self.hosts.host(&key, 0),
-                project_id: key.project().to_owned(),
-                name: valid.name,
-                config: valid.config,
-                vector_type: valid.vector_type,
-                cloud: valid.cloud,
-                region: valid.region,
-                deletion_protection: valid.deletion_protection,
-                tags: valid.tags,
-                search: valid.search,
-                state: IndexState::Ready,
-            };
-            return self.create_shared(shared, &mut indexes, key, record);
-        }
-        if indexes.contains_key(&key) {
-            return Err(Error::AlreadyExists(valid.name.to_string()));
-        }
-        let port = self.attach(
-            &indexes,
-            &key,
-            valid.config,
-            valid.search,
-            AttachMode::Create,
-        )?;
-        let record = IndexRecord {
-            host: self.hosts.host(&key, port),
+        let mut record = IndexRecord {
+            host: self.hosts.host(&key, 0),
             project_id: key.project().to_owned(),
             name: valid.name,
             config: valid.config,
@@ -484,6 +457,21 @@ impl Catalog {
             search: valid.search,
             state: IndexState::Ready,
         };
+        let mut indexes = self.lock();
+        if let Some(shared) = &self.shared {
+            return self.create_shared(shared, &mut indexes, key, record);
+        }
+        if indexes.contains_key(&key) {
+            return Err(Error::AlreadyExists(record.name.to_string()));
+        }
+        let port = self.attach(
+            &indexes,
+            &key,
+            record.config,
+            record.search,
+            AttachMode::Create,
+        )?;
+        record.host = self.hosts.host(&key, port);
         indexes.insert(
             key.clone(),
             Entry {
