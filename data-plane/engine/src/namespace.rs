@@ -1,9 +1,11 @@
 //! The per-namespace store: records in columnar rows, a sorted id map, and the
 //! typed write operations it applies.
 //!
-//! Dense values of all records live in one contiguous, row-major `Vec<f32>`
-//! (`dim` floats per row), so a scan streams through memory; cosine norms
-//! are kept per row. The id map is a `BTreeMap`, which makes listing ids in
+//! Dense values of all records live row-major in chunks of about 1 MiB
+//! (`dim` floats per row; [`DenseRows`]), so a scan streams through memory
+//! and a growing namespace never copies its values (one `Vec` doubling its
+//! capacity would, briefly holding both copies); cosine norms are kept per
+//! row. The id map is a `BTreeMap`, which makes listing ids in
 //! order and paginating a range scan. Removing a record moves the last row
 //! into its place, keeping rows dense.
 //!
@@ -67,13 +69,98 @@ pub(crate) enum WriteOp {
     MergeMetadata { ids: Vec<VectorId>, patch: Metadata },
 }
 
+/// Bytes of dense values per chunk of [`DenseRows`] (at least one row).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Dense values, `dim` floats per row, in chunks of [`CHUNK_BYTES`]: appending
+/// fills the last chunk or starts a new one, so what is stored is never copied
+/// to make room (with an allocator that cannot grow a block in place, a `Vec`
+/// doubling its capacity briefly holds the old and the new copy: twice the
+/// namespace's values in resident memory).
+#[derive(Debug)]
+struct DenseRows {
+    dim: usize,
+    /// Rows per chunk.
+    per_chunk: usize,
+    chunks: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl DenseRows {
+    fn new(dim: usize) -> Self {
+        DenseRows::with_rows_per_chunk(dim, CHUNK_BYTES / (dim.max(1) * size_of::<f32>()))
+    }
+
+    fn with_rows_per_chunk(dim: usize, per_chunk: usize) -> Self {
+        DenseRows {
+            dim,
+            per_chunk: per_chunk.max(1),
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn get(&self, row: usize) -> &[f32] {
+        let start = (row % self.per_chunk) * self.dim;
+        &self.chunks[row / self.per_chunk][start..start + self.dim]
+    }
+
+    fn get_mut(&mut self, row: usize) -> &mut [f32] {
+        let start = (row % self.per_chunk) * self.dim;
+        &mut self.chunks[row / self.per_chunk][start..start + self.dim]
+    }
+
+    fn push(&mut self, values: &[f32]) {
+        if self.len == self.chunks.len() * self.per_chunk {
+            // The first chunk grows with the namespace (small namespaces stay small); later
+            // ones are allocated whole.
+            let capacity = if self.chunks.is_empty() {
+                0
+            } else {
+                self.per_chunk * self.dim
+            };
+            self.chunks.push(Vec::with_capacity(capacity));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk was just ensured")
+            .extend_from_slice(values);
+        self.len += 1;
+    }
+
+    /// Moves the last row into `row` and drops the last row.
+    fn swap_remove(&mut self, row: usize) {
+        let last = self.len - 1;
+        if row != last {
+            let (to, from) = (row / self.per_chunk, last / self.per_chunk);
+            let (to_start, from_start) = (
+                (row % self.per_chunk) * self.dim,
+                (last % self.per_chunk) * self.dim,
+            );
+            if to == from {
+                self.chunks[to].copy_within(from_start..from_start + self.dim, to_start);
+            } else {
+                let (head, tail) = self.chunks.split_at_mut(from);
+                head[to][to_start..to_start + self.dim]
+                    .copy_from_slice(&tail[0][from_start..from_start + self.dim]);
+            }
+        }
+        let chunk = self.chunks.last_mut().expect("a row to remove");
+        chunk.truncate(chunk.len() - self.dim);
+        if chunk.is_empty() && self.chunks.len() > 1 {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+    }
+}
+
 /// The records of one namespace, column by column; row `i` of every column
 /// belongs to the same record.
 #[derive(Debug)]
 pub(crate) struct Rows {
     dim: usize,
     /// Row-major dense values, `dim` per row.
-    values: Vec<f32>,
+    values: DenseRows,
     /// Euclidean norm of each row, for cosine.
     norms: Vec<f32>,
     ids: Vec<VectorId>,
@@ -85,7 +172,7 @@ impl Rows {
     fn new(dim: usize) -> Self {
         Rows {
             dim,
-            values: Vec::new(),
+            values: DenseRows::new(dim),
             norms: Vec::new(),
             ids: Vec::new(),
             sparse: Vec::new(),
@@ -100,7 +187,7 @@ impl Rows {
 
     /// Dense values of `row`.
     pub(crate) fn dense(&self, row: usize) -> &[f32] {
-        &self.values[row * self.dim..(row + 1) * self.dim]
+        self.values.get(row)
     }
 
     /// Norm of `row`'s dense values.
@@ -126,7 +213,7 @@ impl Rows {
     fn push(&mut self, record: NewRecord) -> usize {
         debug_assert_eq!(record.values.len(), self.dim);
         self.norms.push(distance::norm(&record.values));
-        self.values.extend_from_slice(&record.values);
+        self.values.push(&record.values);
         self.ids.push(record.id);
         self.sparse.push(record.sparse);
         self.metadata.push(record.metadata);
@@ -135,7 +222,7 @@ impl Rows {
 
     fn set_dense(&mut self, row: usize, values: &[f32]) {
         debug_assert_eq!(values.len(), self.dim);
-        self.values[row * self.dim..(row + 1) * self.dim].copy_from_slice(values);
+        self.values.get_mut(row).copy_from_slice(values);
         self.norms[row] = distance::norm(values);
     }
 
@@ -143,11 +230,7 @@ impl Rows {
     /// of the moved row, if one moved.
     fn swap_remove(&mut self, row: usize) -> Option<usize> {
         let last = self.len() - 1;
-        if row != last {
-            self.values
-                .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
-        }
-        self.values.truncate(last * self.dim);
+        self.values.swap_remove(row);
         self.norms.swap_remove(row);
         self.ids.swap_remove(row);
         self.sparse.swap_remove(row);
@@ -610,10 +693,44 @@ mod tests {
         VectorId::parse("id", s).unwrap()
     }
 
+    #[test]
+    fn dense_rows_span_chunks_and_swap_remove_across_them() {
+        // 3 rows per chunk, so 8 rows fill 3 chunks; a model `Vec` says what each row holds.
+        let mut rows = DenseRows::with_rows_per_chunk(2, 3);
+        let mut model: Vec<[f32; 2]> = Vec::new();
+        let check = |rows: &DenseRows, model: &Vec<[f32; 2]>| {
+            assert_eq!(rows.len, model.len());
+            assert_eq!(rows.chunks.len(), model.len().div_ceil(3).max(1));
+            for (row, values) in model.iter().enumerate() {
+                assert_eq!(rows.get(row), values, "row {row}");
+            }
+        };
+        for i in 0..8 {
+            let values = [i as f32, -(i as f32)];
+            rows.push(&values);
+            model.push(values);
+        }
+        check(&rows, &model);
+        // Last row of the last chunk into the first chunk, within the last chunk, the last row.
+        for row in [1, 6, 5, 0, 3, 2, 1, 0] {
+            rows.swap_remove(row);
+            model.swap_remove(row);
+            check(&rows, &model);
+        }
+        // Empty again: pushing starts over in the kept first chunk.
+        rows.push(&[9.0, 9.0]);
+        model.push([9.0, 9.0]);
+        check(&rows, &model);
+        rows.get_mut(0).copy_from_slice(&[1.0, 2.0]);
+        assert_eq!(rows.get(0), [1.0, 2.0]);
+    }
+
     /// Every id maps to the row holding it, and the columns agree in length.
     fn assert_consistent(store: &NamespaceStore) {
         assert_eq!(store.by_id.len(), store.rows.len());
-        assert_eq!(store.rows.values.len(), store.rows.len() * store.rows.dim);
+        assert_eq!(store.rows.values.len, store.rows.len());
+        let stored: usize = store.rows.values.chunks.iter().map(Vec::len).sum();
+        assert_eq!(stored, store.rows.len() * store.rows.dim);
         assert_eq!(store.rows.norms.len(), store.rows.len());
         for (id, row) in &store.by_id {
             assert_eq!(store.rows.id(*row), id);
