@@ -8,7 +8,10 @@
 //!   the whole index lives in memory, so the budget bounds the process's resident memory.
 //!   A write is refused when the resident set, plus the ANN graph nodes still to be built for
 //!   rows already accepted (the indexer adds them later), plus what this write would add,
-//!   passes the budget. The resident set is read from `/proc/self/status` at most every
+//!   passes the budget less a reserve of 1/[`RESERVE_DIVISOR`] of it: the reserve is for what
+//!   no estimate counts — the transient memory of requests being served (decoded messages,
+//!   log frames, query buffers) and the pages the allocator keeps for a moment after they are
+//!   freed — so the peak resident set stays under the budget. The resident set is read from `/proc/self/status` at most every
 //!   [`SAMPLE_EVERY`]; writes accepted in between are counted on top of it, so a burst cannot
 //!   slip past between two readings. Deletes are never refused: they are how memory is freed
 //!   (the memory of deleted rows is reused by later writes).
@@ -26,6 +29,10 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
+
+/// Writes are admitted up to the budget less `1 / RESERVE_DIVISOR` of it (see the module
+/// docs).
+pub const RESERVE_DIVISOR: u64 = 16;
 
 /// How often the resident set is read.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -90,7 +97,7 @@ impl MemoryBudget {
         let projected = self.projected();
         let accepted = self.accepted.load(Ordering::Relaxed);
         let after = projected.saturating_add(accepted).saturating_add(bytes);
-        if after > self.budget {
+        if after > self.budget - self.budget / RESERVE_DIVISOR {
             return Err(Error::Overloaded {
                 message: format!(
                     "memory budget reached: this write needs about {} MiB more, and the node \
@@ -207,18 +214,21 @@ mod tests {
     #[test]
     fn writes_past_the_budget_are_refused_with_a_retry_hint() {
         const MIB: u64 = 1024 * 1024;
-        // 90 MiB in use (resident set and graph debt) of a 100 MiB budget.
-        let budget = MemoryBudget::new(100 * MIB, Box::new(|| 90 * MIB));
-        budget.admit(4 * MIB).expect("fits");
-        budget.admit(4 * MIB).expect("fits");
-        // Counted since the sample, so the third does not fit even before the next reading.
-        let err = budget.admit(4 * MIB).expect_err("over budget");
+        // 80 MiB in use (resident set and graph debt) of a 160 MiB budget, of which 10 MiB are
+        // the reserve: 70 MiB to go.
+        let budget = MemoryBudget::new(160 * MIB, Box::new(|| 80 * MIB));
+        budget.admit(30 * MIB).expect("fits");
+        budget.admit(30 * MIB).expect("fits");
+        // Counted since the sample, so the third does not fit even before the next reading,
+        // nor one that would eat into the reserve.
+        let err = budget.admit(30 * MIB).expect_err("over budget");
+        budget.admit(11 * MIB).expect_err("into the reserve");
         assert_eq!(err.code(), crate::ErrorCode::ResourceExhausted);
         assert_eq!(err.retry_after(), Some(MEMORY_RETRY));
         let message = err.to_string();
         assert!(message.contains("--memory-budget"), "{message}");
         assert!(message.contains("reads are served"), "{message}");
         // Small writes still fit.
-        budget.admit(1024).expect("fits");
+        budget.admit(10 * MIB).expect("fits up to the reserve");
     }
 }
