@@ -15,11 +15,10 @@ use larch_proto::control::{
     ListIndexesRequest, RevokeApiKeyRequest,
 };
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use larch_proto::pinecone::{UpsertRequest, Vector};
 use tonic::Code;
 
 use super::harness::*;
-use super::split::{KEY, eventually, query, start_data_plane, via_host};
+use super::split::{KEY, eventually, query, start_data_plane, upsert_a, via_host};
 
 /// A control-plane replica on `addr` keeping its lock and admin-key hash in `dir` and the
 /// shared state in `shared` (`None`: a single control plane keeping everything in `dir`),
@@ -109,26 +108,48 @@ async fn create_key(addr: &str, name: &str) -> (String, String) {
     (created.key.unwrap().id, created.value)
 }
 
-/// A data plane following the control plane that will listen on `control_port`, and the
-/// host template that points at it.
-async fn data_plane(dir: &Path, control_port: u16) -> (Larch, String, String) {
-    let data = start_data_plane(dir, "127.0.0.1:0", control_port);
+/// What both tests start from: a shared dir, `dirs` data dirs (the first is the data
+/// plane's), a data plane following the control plane that will listen on `control_addr`,
+/// and the host template that points at the data plane.
+struct Setup {
+    shared: tempfile::TempDir,
+    dirs: Vec<tempfile::TempDir>,
+    data: Larch,
+    data_addr: String,
+    template: String,
+    control_addr: String,
+}
+
+async fn setup(dirs: usize) -> Setup {
+    let control_port = free_port();
+    let dirs: Vec<_> = (0..dirs).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
     let data_addr = data.logged_addr("larch data plane listening").to_string();
     let template = format!(
         "{{index}}.{{project}}.larch.test:{}",
         data_addr.rsplit(':').next().unwrap()
     );
-    (data, data_addr, template)
+    Setup {
+        shared: tempfile::tempdir().unwrap(),
+        dirs,
+        data,
+        data_addr,
+        template,
+        control_addr: format!("127.0.0.1:{control_port}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_replicas_share_indexes_and_keys() {
-    let shared = tempfile::tempdir().unwrap();
+    let Setup {
+        shared,
+        dirs,
+        data,
+        data_addr,
+        template,
+        control_addr: first_addr,
+    } = setup(4).await;
     let shared_dir = Some(shared.path());
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let control_port = free_port();
-    let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
-    let first_addr = format!("127.0.0.1:{control_port}");
     let (mut first, _) = replica(
         dirs[1].path(),
         &first_addr,
@@ -152,20 +173,10 @@ async fn control_plane_replicas_share_indexes_and_keys() {
     let movies = create(&first_addr, "movies").await.unwrap();
     assert_eq!(describe(&second_addr, "movies").await.unwrap(), movies);
     assert_eq!(list(&second_addr, KEY).await.unwrap(), ["movies"]);
-    VectorServiceClient::new(via_host(&data_addr, &movies.host).await)
-        .upsert(with_key(
-            UpsertRequest {
-                vectors: vec![Vector {
-                    id: "a".into(),
-                    values: vec![1.0, 0.0],
-                    ..Default::default()
-                }],
-                namespace: String::new(),
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap();
+    upsert_a(&mut VectorServiceClient::new(
+        via_host(&data_addr, &movies.host).await,
+    ))
+    .await;
     assert_eq!(query(&data_addr, &movies.host, KEY).await.unwrap(), 1);
 
     // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
@@ -243,12 +254,15 @@ async fn control_plane_replicas_share_indexes_and_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_control_planes_state_moves_into_the_shared_state() {
-    let shared = tempfile::tempdir().unwrap();
+    let Setup {
+        shared,
+        dirs,
+        data,
+        data_addr,
+        template,
+        control_addr: addr,
+    } = setup(3).await;
     let shared_dir = Some(shared.path());
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let control_port = free_port();
-    let (data, data_addr, template) = data_plane(dirs[0].path(), control_port).await;
-    let addr = format!("127.0.0.1:{control_port}");
 
     let (mut single, _) = replica(dirs[1].path(), &addr, None, &data_addr, &template).await;
     create(&addr, "legacy").await.unwrap();
