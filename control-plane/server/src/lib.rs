@@ -127,13 +127,13 @@ async fn serve_with(
             indexes.clone(),
         )))
         .add_service(ProjectServiceServer::new(AdminApi::new(
-            admin,
+            Arc::clone(&admin),
             indexes.clone(),
         )));
     if split {
         routes = routes.add_service(ControlPlaneSyncServer::new(split::SyncApi::new(
             indexes.clone(),
-            keys.clone(),
+            admin,
         )));
     }
     let grpc = routes.into_axum_router();

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use larch_auth::KeyStore;
+use larch_auth::Admin;
 use larch_auth::grpc::SendKey;
 use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
@@ -30,13 +30,13 @@ use crate::indexes::Indexes;
 #[derive(Clone)]
 pub struct SyncApi {
     indexes: Indexes,
-    keys: KeyStore,
+    admin: Arc<Admin>,
 }
 
 impl SyncApi {
-    /// Serves the indexes of `indexes` and the keys of `keys`.
-    pub fn new(indexes: Indexes, keys: KeyStore) -> SyncApi {
-        SyncApi { indexes, keys }
+    /// Serves the indexes of `indexes` and the keys `admin` keeps.
+    pub fn new(indexes: Indexes, admin: Arc<Admin>) -> SyncApi {
+        SyncApi { indexes, admin }
     }
 }
 
@@ -62,7 +62,17 @@ impl ControlPlaneSync for SyncApi {
         request: Request<ListKeysRequest>,
     ) -> Result<Response<ListKeysResponse>, Status> {
         let ListKeysRequest {} = request.into_inner();
-        let keys_json = serde_json::to_string(&self.keys.all())
+        // With state shared by several replicas, catch up first: a data plane pulling through a
+        // Service from whichever replica answers then gets the newest keys from every one.
+        let admin = Arc::clone(&self.admin);
+        match tokio::task::spawn_blocking(move || admin.refresh()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "serving the keys read last: the shared access state cannot be read");
+            }
+            Err(err) => tracing::warn!(error = %err, "shared access state refresh failed"),
+        }
+        let keys_json = serde_json::to_string(&self.admin.store().all())
             .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))?;
         Ok(Response::new(ListKeysResponse { keys_json }))
     }
@@ -226,4 +236,45 @@ pub fn open_shared_catalog(
 ) -> larch_catalog::Result<Catalog> {
     let template = remote.template.clone();
     Catalog::open_shared(doc, Arc::new(remote), template)
+}
+
+#[cfg(test)]
+mod tests {
+    use larch_auth::{Grant, KeyStore, NewKey, Principal};
+    use larch_catalog::SharedDocument;
+
+    use super::*;
+
+    fn replica(dir: &std::path::Path) -> Arc<Admin> {
+        let doc = SharedDocument::local(dir, "access").unwrap();
+        Arc::new(Admin::open_shared(doc, KeyStore::new()).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pull_from_any_replica_gets_the_keys_made_on_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (made_on, pulled_from) = (replica(dir.path()), replica(dir.path()));
+        let sync = SyncApi::new(Indexes::recovering(), Arc::clone(&pulled_from));
+        let admin = Principal::new("admin", Grant::admin());
+        let request = NewKey {
+            name: "reader".into(),
+            ..NewKey::default()
+        };
+        let (made, _) = made_on.create_key(&admin, request).unwrap();
+        // No background refresh has run on the replica pulled from.
+        assert!(
+            pulled_from
+                .store()
+                .all()
+                .iter()
+                .all(|k| k.key_id() != made.id)
+        );
+        let keys = sync
+            .list_keys(Request::new(ListKeysRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .keys_json;
+        assert!(keys.contains(&made.id), "{keys}");
+    }
 }
