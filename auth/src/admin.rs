@@ -153,12 +153,6 @@ struct AccessFile {
     keys: Vec<StoredKey>,
 }
 
-/// Read before [`AccessFile`], so a document written by a newer build gets a clear message.
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u32,
-}
-
 /// Where the access state is kept.
 enum Persistence {
     /// Nowhere (tests).
@@ -592,9 +586,9 @@ impl Admin {
         let Some(snapshot) = doc.refresh(current.version)? else {
             return Ok(());
         };
-        let location =
-            || PathBuf::from(format!("{} (version {})", doc.location(), snapshot.version));
-        let AccessFile { projects, keys, .. } = decode(&snapshot.bytes, location)?;
+        let location = PathBuf::from(format!("{} (version {})", doc.location(), snapshot.version));
+        let AccessFile { projects, keys, .. } =
+            file::parse(&snapshot.bytes, FILE_VERSION, &location)?;
         let draft = Draft {
             projects: with_default(projects),
             keys,
@@ -710,9 +704,7 @@ impl Admin {
             }
             Persistence::Shared(doc) => {
                 // The same bytes `file::write` puts in `access.json`.
-                let mut bytes = serde_json::to_vec_pretty(&file)
-                    .expect("projects and stored keys always serialize");
-                bytes.push(b'\n');
+                let bytes = file::encode(&file, Path::new(doc.location()))?;
                 match doc.write_next(base, bytes)? {
                     Written::Done(version) => Ok(Some(version)),
                     Written::Conflict => Ok(None),
@@ -730,23 +722,6 @@ fn with_default(projects: Vec<Project>) -> BTreeMap<String, Project> {
         .entry(Grant::DEFAULT_PROJECT.to_owned())
         .or_insert_with(default_project);
     projects
-}
-
-/// One version of shared access state, checked like [`ACCESS_FILE`]; `location` names it in
-/// errors.
-fn decode(bytes: &[u8], location: impl Fn() -> PathBuf) -> Result<AccessFile> {
-    let invalid = |reason: String| Error::InvalidKeyFile {
-        path: location(),
-        reason,
-    };
-    let VersionOnly { version } =
-        serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))?;
-    if version != FILE_VERSION {
-        return Err(invalid(format!(
-            "unsupported version {version} (this build reads version {FILE_VERSION})"
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))
 }
 
 fn default_project() -> Project {

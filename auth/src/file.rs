@@ -21,35 +21,45 @@ struct VersionOnly {
 /// Reads `path` as JSON of layout `version` (a top-level `"version"` field); `None` if the
 /// file does not exist.
 pub(crate) fn read<T: DeserializeOwned>(path: &Path, version: u32) -> Result<Option<T>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(Error::io("read", path)(err)),
     };
+    parse(&bytes, version, path).map(Some)
+}
+
+/// Parses `bytes` as JSON of layout `version`; `path` names where they came from in errors
+/// (a file, or a version of a shared document).
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], version: u32, path: &Path) -> Result<T> {
     let invalid = |reason: String| Error::InvalidKeyFile {
         path: path.to_owned(),
         reason,
     };
     let VersionOnly { version: found } =
-        serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))?;
     if found != version {
         return Err(invalid(format!(
             "unsupported version {found} (this build reads version {version})"
         )));
     }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|err| invalid(err.to_string()))
+    serde_json::from_slice(bytes).map_err(|err| invalid(err.to_string()))
 }
 
-/// Writes `value` as pretty JSON to `dir/path` atomically: temp file (mode 0600 on unix) +
-/// fsync + rename + fsync of the directory.
-pub(crate) fn write<T: Serialize>(dir: &Path, path: &Path, value: &T) -> Result<()> {
+/// The bytes [`write`] stores: pretty JSON and a newline.
+pub(crate) fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
     let mut json = serde_json::to_vec_pretty(value).map_err(|err| Error::InvalidKeyFile {
         path: path.to_owned(),
         reason: format!("cannot encode: {err}"),
     })?;
     json.push(b'\n');
+    Ok(json)
+}
+
+/// Writes `value` as pretty JSON to `dir/path` atomically: temp file (mode 0600 on unix) +
+/// fsync + rename + fsync of the directory.
+pub(crate) fn write<T: Serialize>(dir: &Path, path: &Path, value: &T) -> Result<()> {
+    let json = encode(value, path)?;
 
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     if let Err(err) = write_new_file(&tmp, &json) {
