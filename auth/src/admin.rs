@@ -22,7 +22,7 @@
 //! up to [`MAX_ATTEMPTS`] times. So no acknowledged change is lost or applied twice.
 //!
 //! Reads of the admin API ([`Admin::list_keys`], [`Admin::list_projects`], …) refresh first
-//! (one cheap existence check when nothing changed), so they see every change acknowledged
+//! (two cheap existence checks when nothing changed), so they see every change acknowledged
 //! by any replica before they started. Authentication only reads the local [`KeyStore`]: a
 //! key created or revoked on another replica takes effect here at the next
 //! [`Admin::refresh`], which the server calls every [`REFRESH_EVERY`]; that is the bound.

@@ -236,9 +236,11 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         }
     };
     let admin = Arc::new(bootstrap.admin);
-    let refresh = catalog_doc
-        .is_some()
-        .then(|| tokio::spawn(refresh_keys(Arc::clone(&admin))));
+    let refresh = catalog_doc.is_some().then(|| {
+        tokio::spawn(larch_control_plane::split::keep_access_refreshed(
+            Arc::clone(&admin),
+        ))
+    });
     let metrics = Metrics::new();
     metrics.install_hooks();
     let readiness = Readiness::new();
@@ -330,24 +332,6 @@ fn shared_state(
         }
     }
     Ok((access, catalog))
-}
-
-/// Picks up keys and projects that other replicas changed, so this replica authenticates
-/// with them within [`larch_auth::admin::REFRESH_EVERY`].
-async fn refresh_keys(admin: Arc<larch_auth::Admin>) {
-    let mut ticks = tokio::time::interval(larch_auth::admin::REFRESH_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let admin = Arc::clone(&admin);
-        match tokio::task::spawn_blocking(move || admin.refresh()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "cannot read the shared access state; keeping the last one read");
-            }
-            Err(err) => tracing::warn!(error = %err, "shared access state refresh failed"),
-        }
-    }
 }
 
 /// What a server command stops on a signal.

@@ -11,14 +11,14 @@ use std::time::Duration;
 use larch_proto::control::api_key_service_client::ApiKeyServiceClient;
 use larch_proto::control::index_service_client::IndexServiceClient;
 use larch_proto::control::{
-    CreateApiKeyRequest, CreateIndexRequest, DeleteIndexRequest, DescribeIndexRequest, IndexModel,
-    ListIndexesRequest, RevokeApiKeyRequest,
+    CreateIndexRequest, DeleteIndexRequest, DescribeIndexRequest, IndexModel, ListIndexesRequest,
+    RevokeApiKeyRequest,
 };
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use tonic::Code;
 
 use super::harness::*;
-use super::split::{KEY, eventually, query, start_data_plane, upsert_a, via_host};
+use super::split::{KEY, create_key, eventually, query, start_data_plane, upsert_a, via_host};
 
 /// A control-plane replica on `addr` keeping its lock and admin-key hash in `dir` and the
 /// shared state in `shared` (`None`: a single control plane keeping everything in `dir`),
@@ -89,23 +89,6 @@ async fn describe(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
         ))
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Creates a key on the control plane at `addr`; returns its id and secret.
-async fn create_key(addr: &str, name: &str) -> (String, String) {
-    let created = ApiKeyServiceClient::new(connect(addr).await)
-        .create_api_key(with_key(
-            CreateApiKeyRequest {
-                name: name.into(),
-                roles: vec!["ProjectEditor".into()],
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    (created.key.unwrap().id, created.value)
 }
 
 /// What both tests start from: a shared dir, `dirs` data dirs (the first is the data
@@ -193,7 +176,7 @@ async fn control_plane_replicas_share_indexes_and_keys() {
 
     // A key made on the second replica authenticates on the first (within the refresh
     // period) and on the data plane (which follows the first).
-    let (key_id, key) = create_key(&second_addr, "shared").await;
+    let (key_id, key) = create_key(&second_addr, "shared", "ProjectEditor").await;
     eventually(
         Duration::from_secs(10),
         "the key working on the first replica",
@@ -266,7 +249,7 @@ async fn a_single_control_planes_state_moves_into_the_shared_state() {
 
     let (mut single, _) = replica(dirs[1].path(), &addr, None, &data_addr, &template).await;
     create(&addr, "legacy").await.unwrap();
-    let (_, key) = create_key(&addr, "old").await;
+    let (_, key) = create_key(&addr, "old", "ProjectEditor").await;
     assert!(single.terminate().success(), "stderr:\n{}", single.stderr());
 
     // Restarted with a shared state dir, same data dir: its state is copied in; a second

@@ -30,6 +30,23 @@ pub(super) async fn via_host(addr: &str, host: &str) -> Channel {
         .unwrap()
 }
 
+/// Creates a key with `role` on the control plane at `addr`; returns its id and secret.
+pub(super) async fn create_key(addr: &str, name: &str, role: &str) -> (String, String) {
+    let created = ApiKeyServiceClient::new(connect(addr).await)
+        .create_api_key(with_key(
+            CreateApiKeyRequest {
+                name: name.into(),
+                roles: vec![role.into()],
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (created.key.unwrap().id, created.value)
+}
+
 /// Upserts vector `a` = [1, 0] through `client`, with the admin key.
 pub(super) async fn upsert_a(client: &mut VectorServiceClient<Channel>) {
     client
@@ -153,34 +170,17 @@ async fn split_planes_serve_indexes_and_follow_key_changes() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // A key made on the control plane reaches the data plane; once revoked it is refused there.
-    let mut keys = ApiKeyServiceClient::new(connect(&control_addr).await);
-    let created = keys
-        .create_api_key(with_key(
-            CreateApiKeyRequest {
-                name: "reader".into(),
-                roles: vec!["DataPlaneViewer".into()],
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let reader = created.value;
+    let (reader_id, reader) = create_key(&control_addr, "reader", "DataPlaneViewer").await;
     eventually(
         Duration::from_secs(10),
         "the new key working on the data plane",
         async || query(&data_addr, &model.host, &reader).await.is_ok(),
     )
     .await;
-    keys.revoke_api_key(with_key(
-        RevokeApiKeyRequest {
-            id: created.key.unwrap().id,
-        },
-        Some(KEY),
-    ))
-    .await
-    .unwrap();
+    ApiKeyServiceClient::new(connect(&control_addr).await)
+        .revoke_api_key(with_key(RevokeApiKeyRequest { id: reader_id }, Some(KEY)))
+        .await
+        .unwrap();
     eventually(Duration::from_secs(10), "the revoked key refused on the data plane", async || {
         matches!(query(&data_addr, &model.host, &reader).await, Err(s) if s.code() == Code::Unauthenticated)
     })

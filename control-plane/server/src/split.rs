@@ -64,17 +64,35 @@ impl ControlPlaneSync for SyncApi {
         let ListKeysRequest {} = request.into_inner();
         // With state shared by several replicas, catch up first: a data plane pulling through a
         // Service from whichever replica answers then gets the newest keys from every one.
-        let admin = Arc::clone(&self.admin);
-        match tokio::task::spawn_blocking(move || admin.refresh()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "serving the keys read last: the shared access state cannot be read");
-            }
-            Err(err) => tracing::warn!(error = %err, "shared access state refresh failed"),
-        }
+        refresh_access(&self.admin).await;
         let keys_json = serde_json::to_string(&self.admin.store().all())
             .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))?;
         Ok(Response::new(ListKeysResponse { keys_json }))
+    }
+}
+
+/// Catches `admin` up with access state shared by several replicas (a no-op otherwise), on
+/// the blocking pool; on failure this replica keeps the state it read last, and says so.
+async fn refresh_access(admin: &Arc<Admin>) {
+    let admin = Arc::clone(admin);
+    match tokio::task::spawn_blocking(move || admin.refresh()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "keeping the access state read last: the shared access state cannot be read");
+        }
+        Err(err) => tracing::warn!(error = %err, "shared access state refresh failed"),
+    }
+}
+
+/// Keeps `admin` caught up with access state shared by several replicas, every
+/// [`larch_auth::REFRESH_EVERY`], so that authentication here sees keys changed on the others
+/// within that bound. Runs until dropped.
+pub async fn keep_access_refreshed(admin: Arc<Admin>) {
+    let mut ticks = tokio::time::interval(larch_auth::REFRESH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        refresh_access(&admin).await;
     }
 }
 
