@@ -72,7 +72,8 @@ pub(crate) enum WriteOp {
 /// Bytes of dense values per chunk of [`DenseRows`] (at least one row).
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Dense values, `dim` floats per row, in chunks of [`CHUNK_BYTES`]: appending
+/// Dense values, `dim` floats per row, in chunks of at most [`CHUNK_BYTES`] (a power of two
+/// of rows, so finding a row is a shift and a mask on the scan path): appending
 /// fills the last chunk or starts a new one, so what is stored is never copied
 /// to make room (with an allocator that cannot grow a block in place, a `Vec`
 /// doubling its capacity briefly holds the old and the new copy: twice the
@@ -80,34 +81,43 @@ const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug)]
 struct DenseRows {
     dim: usize,
-    /// Rows per chunk.
+    /// Rows per chunk: `1 << shift`.
     per_chunk: usize,
+    shift: u32,
     chunks: Vec<Vec<f32>>,
     len: usize,
 }
 
 impl DenseRows {
     fn new(dim: usize) -> Self {
-        DenseRows::with_rows_per_chunk(dim, CHUNK_BYTES / (dim.max(1) * size_of::<f32>()))
+        let fit = (CHUNK_BYTES / (dim.max(1) * size_of::<f32>())).max(1);
+        DenseRows::with_rows_per_chunk(dim, fit.ilog2())
     }
 
-    fn with_rows_per_chunk(dim: usize, per_chunk: usize) -> Self {
+    /// `1 << shift` rows per chunk.
+    fn with_rows_per_chunk(dim: usize, shift: u32) -> Self {
         DenseRows {
             dim,
-            per_chunk: per_chunk.max(1),
+            per_chunk: 1 << shift,
+            shift,
             chunks: Vec::new(),
             len: 0,
         }
     }
 
+    /// The chunk holding `row` and where its values start in it.
+    fn locate(&self, row: usize) -> (usize, usize) {
+        (row >> self.shift, (row & (self.per_chunk - 1)) * self.dim)
+    }
+
     fn get(&self, row: usize) -> &[f32] {
-        let start = (row % self.per_chunk) * self.dim;
-        &self.chunks[row / self.per_chunk][start..start + self.dim]
+        let (chunk, start) = self.locate(row);
+        &self.chunks[chunk][start..start + self.dim]
     }
 
     fn get_mut(&mut self, row: usize) -> &mut [f32] {
-        let start = (row % self.per_chunk) * self.dim;
-        &mut self.chunks[row / self.per_chunk][start..start + self.dim]
+        let (chunk, start) = self.locate(row);
+        &mut self.chunks[chunk][start..start + self.dim]
     }
 
     fn push(&mut self, values: &[f32]) {
@@ -132,11 +142,7 @@ impl DenseRows {
     fn swap_remove(&mut self, row: usize) {
         let last = self.len - 1;
         if row != last {
-            let (to, from) = (row / self.per_chunk, last / self.per_chunk);
-            let (to_start, from_start) = (
-                (row % self.per_chunk) * self.dim,
-                (last % self.per_chunk) * self.dim,
-            );
+            let ((to, to_start), (from, from_start)) = (self.locate(row), self.locate(last));
             if to == from {
                 self.chunks[to].copy_within(from_start..from_start + self.dim, to_start);
             } else {
@@ -695,12 +701,12 @@ mod tests {
 
     #[test]
     fn dense_rows_span_chunks_and_swap_remove_across_them() {
-        // 3 rows per chunk, so 8 rows fill 3 chunks; a model `Vec` says what each row holds.
-        let mut rows = DenseRows::with_rows_per_chunk(2, 3);
+        // 4 rows per chunk, so 8 rows fill 2 chunks; a model `Vec` says what each row holds.
+        let mut rows = DenseRows::with_rows_per_chunk(2, 2);
         let mut model: Vec<[f32; 2]> = Vec::new();
         let check = |rows: &DenseRows, model: &Vec<[f32; 2]>| {
             assert_eq!(rows.len, model.len());
-            assert_eq!(rows.chunks.len(), model.len().div_ceil(3).max(1));
+            assert_eq!(rows.chunks.len(), model.len().div_ceil(4).max(1));
             for (row, values) in model.iter().enumerate() {
                 assert_eq!(rows.get(row), values, "row {row}");
             }
@@ -711,8 +717,8 @@ mod tests {
             model.push(values);
         }
         check(&rows, &model);
-        // Last row of the last chunk into the first chunk, within the last chunk, the last row.
-        for row in [1, 6, 5, 0, 3, 2, 1, 0] {
+        // Across chunks (the last chunk then emptied), the last row itself, within one chunk.
+        for row in [1, 6, 0, 4, 0, 1, 0, 0] {
             rows.swap_remove(row);
             model.swap_remove(row);
             check(&rows, &model);
