@@ -91,15 +91,21 @@ pub struct SharedDocument {
     dir: ObjectPath,
     /// For messages: where the document lives.
     location: String,
+    /// The document's directory when it is on a local (or network-mounted) filesystem: kept
+    /// owner-only (0700), and each version made 0600, like the single control plane's files.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl SharedDocument {
     /// Document `name` in the local (or network-mounted) directory `root`, created if missing;
-    /// every version is synced to disk before a write returns.
+    /// every version is synced to disk before a write returns. The document's own directory
+    /// `root/name` is owner-only (0700, narrowed if it was wider) and every version is written
+    /// 0600: it holds key hashes and index names.
     pub fn local(root: &Path, name: &str) -> Result<SharedDocument> {
         let what = || format!("directory {}", root.display());
-        std::fs::create_dir_all(root).map_err(|err| Error::Store {
-            what: what(),
+        let local_dir = root.join(name);
+        owner_only_dir(&local_dir).map_err(|err| Error::Store {
+            what: format!("directory {}", local_dir.display()),
             message: err.to_string(),
         })?;
         let store = LocalFileSystem::new_with_prefix(root)
@@ -108,11 +114,10 @@ impl SharedDocument {
                 message: err.to_string(),
             })?
             .with_fsync(true);
-        Ok(SharedDocument::new(
-            Arc::new(store),
-            name,
-            root.join(name).display().to_string(),
-        ))
+        let mut document =
+            SharedDocument::new(Arc::new(store), name, local_dir.display().to_string());
+        document.local_dir = Some(local_dir);
+        Ok(document)
     }
 
     /// Document `name` in `store`; `location` names it in messages.
@@ -121,6 +126,7 @@ impl SharedDocument {
             store,
             dir: ObjectPath::from(name),
             location,
+            local_dir: None,
         }
     }
 
@@ -200,6 +206,7 @@ impl SharedDocument {
             | Err(object_store::Error::Precondition { .. }) => return Ok(Written::Conflict),
             Err(err) => return Err(self.failed("writing", err)),
         }
+        self.owner_only_file(version)?;
         // If `base` is gone, `version` may have existed and been deleted before this write
         // (see the crate docs): then it landed behind the newest version, unseen.
         if base > 0 && !self.exists(base)? {
@@ -212,6 +219,19 @@ impl SharedDocument {
             self.delete_before(version + 1 - KEEP);
         }
         Ok(Written::Done(version))
+    }
+
+    /// Makes version `version` of a local document readable by its owner only. The directory is
+    /// already owner-only, so the file was never exposed in between.
+    fn owner_only_file(&self, version: u64) -> Result<()> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        let file = dir.join(format!("{version:0WIDTH$}.json"));
+        set_mode(&file, 0o600).map_err(|err| Error::Store {
+            what: format!("making {} owner-only", file.display()),
+            message: err.to_string(),
+        })
     }
 
     /// Deletes every version below `bound`, oldest first; failures are only logged (old
@@ -275,6 +295,24 @@ impl SharedDocument {
             Err(err) => Err(self.failed("reading", err)),
         }
     }
+}
+
+/// Creates `dir` (and its parents) if missing and makes it owner-only (0700).
+fn owner_only_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    set_mode(dir, 0o700)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Other platforms have no owner-only modes to set.
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Drives an `object_store` future to completion on this thread (see the crate docs).

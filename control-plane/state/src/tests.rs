@@ -165,3 +165,34 @@ fn a_store_that_cannot_be_written_is_an_error_naming_the_location() {
     let err = SharedDocument::local(&file, "catalog").expect_err("a file is not a directory");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn local_documents_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A document directory left readable by everyone (an older version) is narrowed.
+    std::fs::create_dir(dir.path().join("catalog")).expect("mkdir");
+    std::fs::set_permissions(
+        dir.path().join("catalog"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let doc = doc(dir.path());
+    assert_eq!(
+        doc.write_next(0, b"a".to_vec()).expect("write"),
+        Written::Done(1)
+    );
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir.path().join("catalog")), 0o700);
+    assert_eq!(
+        mode(&dir.path().join("catalog/00000000000000000001.json")),
+        0o600
+    );
+}
