@@ -4,7 +4,9 @@
 
 Checks what a schema cannot: every container is locked down (non-root as the image's uid,
 no privilege escalation, read-only root filesystem, no capabilities, RuntimeDefault seccomp),
-has gRPC startup/readiness/liveness probes and resource requests and limits; each pod gets
+has gRPC startup/readiness/liveness probes (HTTP ones on the admin port where it serves TLS)
+and resource requests and limits; both planes serve TLS or neither, with https URLs between
+them and certificate files from Secrets; each pod gets
 the drain time it needs, the API key only as a mounted Secret and no Kubernetes API token; the
 control plane keeps its catalog on a ReadWriteMany volume shared by its replicas (or is one
 replica replaced with Recreate); the data plane's headless Service and
@@ -96,6 +98,7 @@ class Rules:
         for service in services:
             self.check_service(service, workloads)
         self.check_urls(workloads, services)
+        self.check_tls(workloads)
         return self.problems
 
     def check_workload(self, workload, services):
@@ -218,14 +221,23 @@ class Rules:
         if None in ports or "grpc" not in ports or "admin" not in ports:
             self.problem(where, "needs named container ports grpc and admin")
 
-        self.rule("containers: gRPC startup, readiness and liveness probes on the grpc port; "
-                  f"startup allows at least {MIN_STARTUP_SECONDS} s")
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        tls = "LARCH_TLS_CERT" in env
+        self.rule("containers: gRPC startup, readiness and liveness probes on the grpc port (with "
+                  "TLS, which kubelet gRPC probes cannot speak: httpGet /readyz, /readyz, /healthz "
+                  f"on the plain-HTTP admin port); startup allows at least {MIN_STARTUP_SECONDS} s")
+        for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"),
+                            ("livenessProbe", "/healthz")):
             spec = container.get(probe)
             if not spec:
                 self.problem(where, f"no {probe}")
                 continue
-            if spec.get("grpc", {}).get("port") != ports.get("grpc"):
+            if tls:
+                get = spec.get("httpGet", {})
+                if get.get("path") != path or get.get("port") not in ("admin", ports.get("admin")) \
+                        or get.get("scheme", "HTTP") != "HTTP" or "grpc" in spec:
+                    self.problem(where, f"{probe} must be httpGet {path} on the admin port (the "
+                                        "gRPC port serves TLS)")
+            elif spec.get("grpc", {}).get("port") != ports.get("grpc"):
                 self.problem(where, f"{probe} must be a gRPC probe on port {ports.get('grpc')}")
         startup = container.get("startupProbe") or {}
         budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
@@ -325,6 +337,66 @@ class Rules:
         if "{index}" not in template or "{project}" not in template:
             self.problem("LARCH_HOST_TEMPLATE", f"{template!r} lacks {{index}} or {{project}}")
 
+    def secret_file(self, pod, container, path):
+        """The Secret whose mount holds file `path`, or None."""
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            secret = volumes.get(mount["name"], {}).get("secret", {}).get("secretName")
+            if secret and path.startswith(mount["mountPath"].rstrip("/") + "/"):
+                return secret
+        return None
+
+    def check_tls(self, workloads):
+        self.rule("TLS: both planes or neither serve it (their calls carry the admin key); cert, "
+                  "key and CA files come from a mounted Secret; the URLs between the planes are "
+                  "https to a TLS plane; a rendered cert-manager Certificate writes that Secret "
+                  "and names both URLs' hosts")
+        by_kind = {w["kind"]: w for w in workloads}
+        if set(by_kind) != {"Deployment", "StatefulSet"}:
+            return
+        plane = {}
+        for kind, workload in by_kind.items():
+            pod = workload["spec"]["template"]["spec"]
+            container = pod["containers"][0]
+            env = self.config(kind, container)
+            secrets = {}
+            for var in ("LARCH_TLS_CERT", "LARCH_TLS_KEY", "LARCH_TLS_CA"):
+                if var in env:
+                    secrets[var] = self.secret_file(pod, container, env[var])
+                    if secrets[var] is None:
+                        self.problem(f"{kind}/{workload['metadata']['name']}",
+                                     f"{var} ({env[var]}) is not in a mounted Secret")
+            plane[kind] = (env, secrets)
+        (control_env, control_secrets), (data_env, data_secrets) = plane["Deployment"], plane["StatefulSet"]
+        if ("LARCH_TLS_CERT" in control_env) != ("LARCH_TLS_CERT" in data_env):
+            self.problem("TLS", "only one plane serves TLS: the other's calls would carry the admin key in clear")
+        for url_var, caller_env, server_env in (("LARCH_DATA_PLANE_URL", control_env, data_env),
+                                                ("LARCH_CONTROL_PLANE_URL", data_env, control_env)):
+            url = urlsplit(caller_env.get(url_var, ""))
+            if "LARCH_TLS_CERT" in server_env:
+                if url.scheme != "https":
+                    self.problem(url_var, f"{caller_env.get(url_var)!r} must be https: that plane serves TLS")
+                if "LARCH_TLS_CA" not in caller_env:
+                    self.problem(url_var, "its caller has no LARCH_TLS_CA to verify the certificate with")
+            elif url.scheme == "https":
+                self.problem(url_var, f"{caller_env.get(url_var)!r} is https but that plane serves no TLS")
+        hosts = [urlsplit(env.get(var, "")).hostname for env, var in
+                 ((control_env, "LARCH_DATA_PLANE_URL"), (data_env, "LARCH_CONTROL_PLANE_URL"))]
+        served = {s.get("LARCH_TLS_CERT") for _, s in plane.values()} - {None}
+        issued = {c.get("spec", {}).get("secretName") for c in self.of_kind("Certificate")}
+        if self.of_kind("Certificate") and served - issued:
+            self.problem("TLS", f"no rendered Certificate writes Secret {sorted(served - issued)}, "
+                                "which the planes serve with")
+        for certificate in self.of_kind("Certificate"):
+            spec = certificate.get("spec", {})
+            if spec.get("isCA") or spec.get("secretName") not in served:
+                continue
+            names = spec.get("dnsNames", [])
+            for host in hosts:
+                if host and host not in names:
+                    self.problem(f"Certificate/{certificate['metadata']['name']}",
+                                 f"dnsNames lack {host}, which the other plane dials")
+
 
 def find(objects, kind):
     return next(o for o in objects if o.get("kind") == kind)
@@ -338,8 +410,17 @@ def config_data(objects):
     return find(objects, "ConfigMap")["data"]
 
 
+def tls_env(objects, kind):
+    return [v for v in container(objects, kind)["env"] if v["name"].startswith("LARCH_TLS_")]
+
+
+def has_tls(objects):
+    return bool(tls_env(objects, "StatefulSet"))
+
+
 # Breakages the rules must catch: (description, text of the problem that must be reported,
-# function changing the objects in place).
+# function changing the objects in place). Those in TLS_BREAKAGES apply only to manifests
+# where the planes serve TLS (the example overlay).
 BREAKAGES = [
     ("writable root filesystem", "readOnlyRootFilesystem", lambda o: container(o, "StatefulSet")["securityContext"]
         .update(readOnlyRootFilesystem=False)),
@@ -354,8 +435,9 @@ BREAKAGES = [
     ("no startup probe", "no startupProbe", lambda o: container(o, "StatefulSet").pop("startupProbe")),
     ("a short startup probe", "startupProbe allows", lambda o: container(o, "StatefulSet")["startupProbe"]
         .update(failureThreshold=3)),
-    ("an HTTP liveness probe", "livenessProbe must be a gRPC probe", lambda o: container(o, "Deployment").update(
-        livenessProbe={"httpGet": {"path": "/healthz", "port": 9090}})),
+    ("an HTTP liveness probe without TLS", "livenessProbe must be", lambda o: [container(o, "Deployment").update(
+        livenessProbe={"httpGet": {"path": "/healthz", "port": 9090}}), container(o, "Deployment").update(
+        env=[v for v in container(o, "Deployment")["env"] if not v["name"].startswith("LARCH_TLS_")])]),
     ("no memory limit", "no memory in resources.limits", lambda o: container(o, "Deployment")["resources"]["limits"].pop("memory")),
     ("grace period shorter than the drain", "terminationGracePeriodSeconds", lambda o: config_data(o)
         .update(LARCH_DRAIN_TIMEOUT_SECS="60")),
@@ -381,6 +463,24 @@ BREAKAGES = [
 ]
 
 
+TLS_BREAKAGES = [
+    ("a gRPC probe on a TLS port", "readinessProbe must be httpGet", lambda o: container(o, "StatefulSet").update(
+        readinessProbe={"grpc": {"port": 5081}})),
+    ("TLS on one plane only", "only one plane serves TLS", lambda o: container(o, "Deployment").update(
+        env=[v for v in container(o, "Deployment")["env"] if not v["name"].startswith("LARCH_TLS_")])),
+    ("an http URL to a TLS plane", "must be https", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URL=config_data(o)["LARCH_DATA_PLANE_URL"].replace("https:", "http:"))),
+    ("a certificate file outside a Secret", "not in a mounted Secret", lambda o: tls_env(o, "Deployment")[0]
+        .update(value="/data/tls.crt")),
+    ("a certificate for another Secret", "no rendered Certificate writes", lambda o: [
+        c["spec"].update(secretName="other") for c in o
+        if c.get("kind") == "Certificate" and not c["spec"].get("isCA")]),
+    ("a certificate without the data plane's name", "dnsNames lack", lambda o: [
+        c["spec"].update(dnsNames=["larch-control"]) for c in o
+        if c.get("kind") == "Certificate" and not c["spec"].get("isCA")]),
+]
+
+
 def main():
     flags = [a for a in sys.argv[1:] if a.startswith("--")]
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -397,12 +497,13 @@ def main():
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     missed = []
-    for description, expected, breakage in BREAKAGES:
+    breakages = BREAKAGES + (TLS_BREAKAGES if has_tls(objects) else [])
+    for description, expected, breakage in breakages:
         broken = copy.deepcopy(objects)
         breakage(broken)
         if not any(expected in problem for problem in Rules(broken, uid).check()):
             missed.append(f"{description} (no problem saying {expected!r})")
-    print(f"  self-test: {len(BREAKAGES) - len(missed)} of {len(BREAKAGES)} breakages caught"
+    print(f"  self-test: {len(breakages) - len(missed)} of {len(breakages)} breakages caught"
           + "".join(f"\n  SELF-TEST MISSED: {m}" for m in missed))
     print(f"  {len(dict.fromkeys(rules.applied))} rules over {len(rules.objects)} objects, "
           f"image uid {uid}: " + ("ok" if not problems and not missed else f"{len(problems)} problems"))
