@@ -40,6 +40,7 @@
 //!   offering both h2 and http/1.1), as the connection stream tonic serves.
 
 pub mod admin;
+pub mod keyed;
 pub mod layer;
 pub mod limits;
 pub mod listener;
