@@ -246,6 +246,38 @@ mod tests {
     }
 
     #[test]
+    fn answer_limits_parse_with_their_defaults_and_refuse_zero() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let parse = |args: &[&str]| {
+            let command: Command =
+                clap::Parser::try_parse_from(std::iter::once("larch").chain(args.iter().copied()))
+                    .expect("parses");
+            command.limits.limits()
+        };
+        let defaults = LimitSettings::default();
+        assert_eq!(defaults.max_response_bytes, 4 * 1024 * 1024);
+        assert_eq!(defaults.max_queries_per_key, 8);
+        let limits = parse(&[
+            "--max-response-bytes",
+            "64KiB",
+            "--max-queries-per-key",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!(limits.answer_budget().max_bytes(), 64 * 1024);
+        assert_eq!(limits.queries().max(), 2);
+        assert_eq!(limits.max_encoding_bytes(), 128 * 1024);
+        let err = parse(&["--max-response-bytes", "0"]).unwrap_err();
+        assert!(err.contains("--max-response-bytes"), "{err}");
+        let err = parse(&["--max-queries-per-key", "0"]).unwrap_err();
+        assert!(err.contains("--max-queries-per-key"), "{err}");
+    }
+
+    #[test]
     fn budgets_parse() {
         assert_eq!(parse_budget("auto"), Ok(Budget::Auto));
         assert_eq!(parse_budget("off"), Ok(Budget::Off));
