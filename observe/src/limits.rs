@@ -26,7 +26,7 @@
 //! but by the services: [`Limits::answer_budget`] is what the data plane's reads hold each
 //! answer to while building it, [`Limits::max_encoding_bytes`] the gRPC services' encoding
 //! limit, and [`Limits::queries`] the per-key cap on concurrent queries
-//! ([`KeyedGate`](crate::keyed::KeyedGate)).
+//! ([`KeyedGate`]).
 
 use std::convert::Infallible;
 use std::future::Future;

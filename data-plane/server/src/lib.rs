@@ -17,8 +17,9 @@
 //! given to the [`DataPlane`], which also reports each index's vectors and bytes there.
 //!
 //! # Layout
-//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool) and
-//!   the wire rules both transports share.
+//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool or the
+//!   query pool; reads held to the answer budget, queries to the per-key cap) and the wire
+//!   rules both transports share.
 //! - [`service`]: the `VectorService` gRPC handlers (protobuf ⇄ [`larch_engine`] requests)
 //!   and the one engine-error → gRPC status map.
 //! - [`rest`]: the REST handlers and the one engine-error → HTTP status map.

@@ -3,7 +3,9 @@
 //! JSON in ([`crate::json`]), one [`IndexHandle`] call with the same engine request struct the
 //! gRPC handler builds, JSON out. Errors have the gRPC-gateway shape Pinecone's data plane
 //! uses, `{"code":3,"message":"…","details":[]}` (a gRPC code and an HTTP status), mapped from
-//! the engine's error class in [`RestError`]'s one `From` impl. Integrated inference
+//! the engine's error class in [`RestError`]'s one `From` impl. Answers with records (query,
+//! fetch, fetch by metadata, list) are held to the answer budget and serialised to JSON in the
+//! same query-pool job as their engine call, never on an async worker. Integrated inference
 //! (`/records/…`), bulk imports and the documents API answer 501 with a message.
 //!
 //! | Route | gRPC twin |
