@@ -376,3 +376,45 @@ async fn past_the_per_key_query_cap_a_key_gets_pushback_and_another_key_is_serve
     a.query(query()).await.expect("key a again");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_answers_are_encoded_only_up_to_the_budget_plus_headroom() {
+    // A 1 KiB budget: gRPC services encode at most 1 KiB + 64 KiB. Stats (not a read held to
+    // the budget) of 200 namespaces with 500-character names take about 100 KiB.
+    let server = TestServer::start_limited(LimitSettings {
+        max_response_bytes: 1024,
+        ..LimitSettings::default()
+    })
+    .await;
+    let (model, mut data) = server.create_index("stats", 2, "cosine").await;
+    for n in 0..200 {
+        data.create_namespace(larch_proto::pinecone::CreateNamespaceRequest {
+            name: format!("{n:03}{}", "n".repeat(497)),
+            schema: None,
+        })
+        .await
+        .expect("namespace");
+    }
+    let err = match data
+        .describe_index_stats(larch_proto::pinecone::DescribeIndexStatsRequest::default())
+        .await
+    {
+        Ok(stats) => panic!(
+            "past the encoding limit, yet {} namespaces were sent",
+            stats.into_inner().namespaces.len()
+        ),
+        Err(err) => err,
+    };
+    assert!(
+        err.message().contains("the limit is: 66560 bytes"),
+        "{err:?}"
+    );
+    // REST has no encoding limit of its own; the server goes on serving.
+    let reply = Rest::new(&model.host)
+        .key(&server.key)
+        .get("/describe_index_stats")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(reply["namespaces"].as_object().unwrap().len(), 200);
+    server.stop().await;
+}
