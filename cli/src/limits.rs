@@ -25,6 +25,8 @@ pub(crate) struct LimitArgs {
     /// shorter `grpc-timeout` wins. Past it: DEADLINE_EXCEEDED (REST: 504).
     #[arg(long, env = "LARCH_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     request_timeout: Duration,
+    #[command(flatten)]
+    answers: AnswerArgs,
 }
 
 impl LimitArgs {
@@ -47,7 +49,7 @@ impl LimitArgs {
             "max-streams-per-connection",
             u64::from(self.max_streams_per_connection),
         )?;
-        Ok(Limits::new(LimitSettings {
+        let settings = LimitSettings {
             max_request_bytes: usize::try_from(max_request_bytes)
                 .map_err(|_| "--max-request-bytes: too large".to_owned())?,
             max_concurrent_requests: self.max_concurrent_requests,
@@ -55,7 +57,43 @@ impl LimitArgs {
             max_header_bytes: u32::try_from(max_header_bytes)
                 .map_err(|_| "--max-header-bytes: must be below 4 GiB".to_owned())?,
             request_timeout: Some(self.request_timeout).filter(|timeout| !timeout.is_zero()),
-        }))
+            ..LimitSettings::default()
+        };
+        Ok(Limits::new(self.answers.apply(settings)?))
+    }
+}
+
+/// How large and how many answers a server gives (see `larch_engine::answer` and
+/// `larch_observe::keyed`).
+#[derive(Debug, Clone, clap::Args)]
+struct AnswerArgs {
+    /// Largest answer of a query, fetch, fetch by metadata or list ("4MiB", bytes), counted as
+    /// it is built; a larger one is refused with INVALID_ARGUMENT saying what to lower
+    /// (top_k, values, metadata, ids, limit).
+    #[arg(long, env = "LARCH_MAX_RESPONSE_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    max_response_bytes: u64,
+    /// Most queries (and fetches by metadata) of one API key running or queued at once; more
+    /// get RESOURCE_EXHAUSTED with a retry pushback (REST: 429), so one key's slow scans
+    /// cannot fill the query pool.
+    #[arg(long, env = "LARCH_MAX_QUERIES_PER_KEY", default_value_t = 8)]
+    max_queries_per_key: usize,
+}
+
+impl AnswerArgs {
+    /// `settings` with these limits, checked.
+    fn apply(&self, settings: LimitSettings) -> Result<LimitSettings, String> {
+        if self.max_response_bytes == 0 {
+            return Err("--max-response-bytes: must be at least 1".to_owned());
+        }
+        if self.max_queries_per_key == 0 {
+            return Err("--max-queries-per-key: must be at least 1".to_owned());
+        }
+        Ok(LimitSettings {
+            max_response_bytes: usize::try_from(self.max_response_bytes)
+                .map_err(|_| "--max-response-bytes: too large".to_owned())?,
+            max_queries_per_key: self.max_queries_per_key,
+            ..settings
+        })
     }
 }
 
@@ -205,6 +243,38 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn answer_limits_parse_with_their_defaults_and_refuse_zero() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let parse = |args: &[&str]| {
+            let command: Command =
+                clap::Parser::try_parse_from(std::iter::once("larch").chain(args.iter().copied()))
+                    .expect("parses");
+            command.limits.limits()
+        };
+        let defaults = LimitSettings::default();
+        assert_eq!(defaults.max_response_bytes, 4 * 1024 * 1024);
+        assert_eq!(defaults.max_queries_per_key, 8);
+        let limits = parse(&[
+            "--max-response-bytes",
+            "64KiB",
+            "--max-queries-per-key",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!(limits.answer_budget().max_bytes(), 64 * 1024);
+        assert_eq!(limits.queries().max(), 2);
+        assert_eq!(limits.max_encoding_bytes(), 128 * 1024);
+        let err = parse(&["--max-response-bytes", "0"]).unwrap_err();
+        assert!(err.contains("--max-response-bytes"), "{err}");
+        let err = parse(&["--max-queries-per-key", "0"]).unwrap_err();
+        assert!(err.contains("--max-queries-per-key"), "{err}");
     }
 
     #[test]

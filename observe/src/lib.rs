@@ -35,11 +35,14 @@
 //! - [`logging`]: `--log-format text|json`.
 //! - [`limits`]: [`Limits`]: request size, in-flight and deadline limits ([`limits::LimitLayer`])
 //!   and the HTTP/2 settings of every server; [`Cancel`], how queued work learns its request
-//!   was abandoned.
+//!   was abandoned; the answer budget (`--max-response-bytes`) and per-key query cap the
+//!   data plane applies.
+//! - [`keyed`]: [`keyed::KeyedGate`], a per-key cap on concurrent work (`--max-queries-per-key`).
 //! - [`listener`]: [`Listener`], a port's socket, plaintext or TLS (`--tls-cert`/`--tls-key`,
 //!   offering both h2 and http/1.1), as the connection stream tonic serves.
 
 pub mod admin;
+pub mod keyed;
 pub mod layer;
 pub mod limits;
 pub mod listener;

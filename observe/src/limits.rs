@@ -21,6 +21,12 @@
 //!   5-byte prefix and refuses a message above `max_request_bytes` with `INVALID_ARGUMENT`
 //!   naming the limit, before any of the message is buffered (a client announcing 128 MiB is
 //!   refused after 5 bytes). REST bodies have their own limit in each plane's router.
+//!
+//! Answers are bounded too (`--max-response-bytes`, `--max-queries-per-key`), not by the layer
+//! but by the services: [`Limits::answer_budget`] is what the data plane's reads hold each
+//! answer to while building it, [`Limits::max_encoding_bytes`] the gRPC services' encoding
+//! limit, and [`Limits::queries`] the per-key cap on concurrent queries
+//! ([`KeyedGate`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +43,8 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::keyed::KeyedGate;
+
 /// The gRPC metadata key carrying how long a client should wait before retrying, in
 /// milliseconds (gRPC's retry design, honoured by Pinecone's clients).
 pub use larch_auth::grpc::RETRY_PUSHBACK_HEADER;
@@ -45,6 +53,10 @@ pub use larch_auth::grpc::RETRY_PUSHBACK_HEADER;
 /// connection is closed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a gRPC answer may hold beyond the answer budget: the parts the budget does not count
+/// (namespace, pagination token, usage), which are far smaller.
+pub const RESPONSE_HEADROOM_BYTES: usize = 64 * 1024;
 
 /// How long a client refused by the in-flight limit is asked to wait before retrying.
 const BUSY_PUSHBACK: Duration = Duration::from_millis(100);
@@ -55,6 +67,8 @@ pub struct Limits {
     settings: LimitSettings,
     /// `max_concurrent_requests` permits, shared by clones.
     in_flight: Arc<Semaphore>,
+    /// `max_queries_per_key` permits per key, shared by clones.
+    queries: Arc<KeyedGate>,
 }
 
 impl Default for Limits {
@@ -79,6 +93,13 @@ pub struct LimitSettings {
     /// The longest any request may run, whatever its `grpc-timeout`: 60 s; `None`: only the
     /// client's deadline applies.
     pub request_timeout: Option<Duration>,
+    /// Largest answer of a read that returns records (query, fetch, fetch by metadata, list),
+    /// counted as it is built (see `larch_engine::answer`): 4 MiB, Pinecone's 4 MB query
+    /// result limit. gRPC services encode up to this plus [`RESPONSE_HEADROOM_BYTES`].
+    pub max_response_bytes: usize,
+    /// Most queries (and fetches by metadata) of one API key running or queued at once in the
+    /// process: 8. One more is refused with `RESOURCE_EXHAUSTED` and a retry pushback.
+    pub max_queries_per_key: usize,
 }
 
 impl Default for LimitSettings {
@@ -89,6 +110,8 @@ impl Default for LimitSettings {
             max_streams_per_connection: 128,
             max_header_bytes: 16 * 1024,
             request_timeout: Some(Duration::from_secs(60)),
+            max_response_bytes: larch_engine::answer::DEFAULT_MAX_ANSWER_BYTES,
+            max_queries_per_key: 8,
         }
     }
 }
@@ -99,7 +122,26 @@ impl Limits {
         Limits {
             settings,
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            queries: KeyedGate::new(settings.max_queries_per_key),
         }
+    }
+
+    /// The answer budget of reads that return records.
+    pub fn answer_budget(&self) -> larch_engine::AnswerBudget {
+        larch_engine::AnswerBudget::new(self.settings.max_response_bytes)
+    }
+
+    /// The largest message a gRPC service may encode: the answer budget plus
+    /// [`RESPONSE_HEADROOM_BYTES`] for what the budget does not count (namespace, pagination).
+    pub fn max_encoding_bytes(&self) -> usize {
+        self.settings
+            .max_response_bytes
+            .saturating_add(RESPONSE_HEADROOM_BYTES)
+    }
+
+    /// The per-key cap on concurrent queries, shared by every port made from these limits.
+    pub fn queries(&self) -> &Arc<KeyedGate> {
+        &self.queries
     }
 
     /// The largest gRPC request message, in bytes (for tonic's own decoding limit too).

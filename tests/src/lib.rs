@@ -68,6 +68,7 @@ pub struct TestServer {
     control: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     data_plane: DataPlane,
     metrics: Metrics,
+    limits: larch_control_plane::Limits,
     data_dir: tempfile::TempDir,
 }
 
@@ -148,7 +149,7 @@ impl TestServer {
             async move { Some(catalog) },
             Arc::new(admin),
             metrics.clone(),
-            limits,
+            limits.clone(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -160,6 +161,7 @@ impl TestServer {
             control,
             data_plane,
             metrics,
+            limits,
             data_dir,
         };
         wait_serving(&server.control_addr.to_string()).await;
@@ -169,6 +171,11 @@ impl TestServer {
     /// The data plane, to check what reached the engine where no RPC shows it.
     pub fn data_plane(&self) -> &DataPlane {
         &self.data_plane
+    }
+
+    /// The limits every port is held to (e.g. to see how many queries a key has running).
+    pub fn limits(&self) -> &larch_control_plane::Limits {
+        &self.limits
     }
 
     /// The metrics both planes record into (what the binary's `/metrics` would show).

@@ -118,18 +118,25 @@ async fn serve_with(
         }
         set_health(&health, tonic_health::ServingStatus::NotServing).await;
     };
+    // Answers are encoded up to the answer budget plus headroom, as on the data plane.
+    // ControlPlaneSync (split mode, internal) is left out: its answers carry the whole access
+    // state and catalog, whatever the user-facing answer budget.
+    let max_answer = limits.max_encoding_bytes();
     let mut routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IndexServiceServer::new(IndexApi::from(indexes.clone())))
-        .add_service(ApiKeyServiceServer::new(AdminApi::new(
-            Arc::clone(&admin),
-            indexes.clone(),
-        )))
-        .add_service(ProjectServiceServer::new(AdminApi::new(
-            Arc::clone(&admin),
-            indexes.clone(),
-        )));
+        .add_service(
+            IndexServiceServer::new(IndexApi::from(indexes.clone()))
+                .max_encoding_message_size(max_answer),
+        )
+        .add_service(
+            ApiKeyServiceServer::new(AdminApi::new(Arc::clone(&admin), indexes.clone()))
+                .max_encoding_message_size(max_answer),
+        )
+        .add_service(
+            ProjectServiceServer::new(AdminApi::new(Arc::clone(&admin), indexes.clone()))
+                .max_encoding_message_size(max_answer),
+        );
     if split {
         routes = routes.add_service(ControlPlaneSyncServer::new(split::SyncApi::new(
             indexes.clone(),

@@ -61,7 +61,8 @@ pub enum Error {
         message: String,
     },
     /// Backpressure: the node cannot take this write now (memory budget reached, or flushes
-    /// behind the writes); reads are still served. Nothing of the write was applied.
+    /// behind the writes); reads are still served. Nothing of the write was applied. The
+    /// data plane also answers a key's query past its per-key cap with it.
     #[error("{message}")]
     Overloaded {
         /// What limit was hit and what frees it.

@@ -41,8 +41,10 @@ use std::{
 };
 
 use crate::{
-    Error, IndexConfig, JsonObject, Metadata, Namespace, Result, SearchParams, VectorId,
+    AnswerBudget, Error, IndexConfig, JsonObject, Metadata, Namespace, Result, SearchParams,
+    VectorId,
     ann::{self, Ann},
+    answer::{self, Tally},
     codec,
     flush::{Pending, Segments, State, StorageStats},
     indexer::Signal,
@@ -53,13 +55,16 @@ use crate::{
     requests::{
         DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest,
         FetchResponse, IndexStats, ListNamespacesRequest, ListNamespacesResponse, ListRequest,
-        ListResponse, NamespaceInfo, QueryRequest, QueryResponse, UpdateRequest, UpsertRequest,
+        ListResponse, NamespaceInfo, QueryRequest, QueryResponse, Record, UpdateRequest,
+        UpsertRequest,
     },
     search::SearchQuery,
     validate::{self, DeleteTarget, FetchByMetadata, Page, QueryTarget, Update, UpdateTarget},
     wal::{self, Wal},
 };
 
+#[cfg(test)]
+mod answer_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -290,8 +295,19 @@ impl Index {
     }
 
     /// The `top_k` records most similar to a vector or a stored record, best
-    /// first (ties by id), among those matching the filter.
+    /// first (ties by id), among those matching the filter; the answer is held to the default
+    /// [`AnswerBudget`] (see [`Index::query_within`]).
     pub fn query(&self, request: QueryRequest) -> Result<QueryResponse> {
+        self.query_within(request, AnswerBudget::default())
+    }
+
+    /// [`Index::query`] with an answer of at most `budget`: matches are counted as they are
+    /// built, and the query is refused (naming `top_k`) at the first one past the budget.
+    pub fn query_within(
+        &self,
+        request: QueryRequest,
+        budget: AnswerBudget,
+    ) -> Result<QueryResponse> {
         let query = validate::query(request, self.config)?;
         let mut response = QueryResponse {
             namespace: query.namespace.as_str().to_owned(),
@@ -314,16 +330,39 @@ impl Index {
             query.sparse.as_ref(),
             query.top_k,
         );
-        response.matches = store
-            .search(&search, query.filter.as_ref(), &self.search_params())
-            .into_iter()
-            .map(|hit| store.scored(hit, query.include_values, query.include_metadata))
-            .collect();
+        let hits = store.search(&search, query.filter.as_ref(), &self.search_params());
+        let mut tally = Tally::new(
+            budget,
+            "top_k",
+            "lower top_k, or set include_values or include_metadata to false",
+        );
+        response.matches = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let scored = store.scored(hit, query.include_values, query.include_metadata);
+            tally.charge(answer::record_bytes(
+                &scored.id,
+                &scored.values,
+                scored.sparse_values.as_ref(),
+                scored.metadata.as_ref(),
+            ))?;
+            response.matches.push(scored);
+        }
         Ok(response)
     }
 
-    /// Records by id, in request order; missing ids are absent.
+    /// Records by id, in request order; missing ids are absent. The answer is held to the
+    /// default [`AnswerBudget`] (see [`Index::fetch_within`]).
     pub fn fetch(&self, request: FetchRequest) -> Result<FetchResponse> {
+        self.fetch_within(request, AnswerBudget::default())
+    }
+
+    /// [`Index::fetch`] with an answer of at most `budget`, refused (naming `ids`) at the
+    /// first record past it.
+    pub fn fetch_within(
+        &self,
+        request: FetchRequest,
+        budget: AnswerBudget,
+    ) -> Result<FetchResponse> {
         let (namespace, ids) = validate::fetch(request)?;
         let mut response = FetchResponse {
             namespace: namespace.as_str().to_owned(),
@@ -331,19 +370,31 @@ impl Index {
         };
         if let Some(shared) = self.existing(&namespace)? {
             let store = read_lock(&shared)?;
-            response.vectors = ids
-                .iter()
-                .filter_map(|id| store.row_of(id.as_str()))
-                .map(|row| store.record(row))
-                .collect();
+            let mut tally = Tally::new(budget, "ids", "fetch fewer ids per request");
+            for row in ids.iter().filter_map(|id| store.row_of(id.as_str())) {
+                response
+                    .vectors
+                    .push(charged(&mut tally, store.record(row))?);
+            }
         }
         Ok(response)
     }
 
-    /// One page of the records matching a filter, ordered by id.
+    /// One page of the records matching a filter, ordered by id. The answer is held to the
+    /// default [`AnswerBudget`] (see [`Index::fetch_by_metadata_within`]).
     pub fn fetch_by_metadata(
         &self,
         request: FetchByMetadataRequest,
+    ) -> Result<FetchByMetadataResponse> {
+        self.fetch_by_metadata_within(request, AnswerBudget::default())
+    }
+
+    /// [`Index::fetch_by_metadata`] with an answer of at most `budget`, refused (naming
+    /// `limit`) at the first record past it.
+    pub fn fetch_by_metadata_within(
+        &self,
+        request: FetchByMetadataRequest,
+        budget: AnswerBudget,
     ) -> Result<FetchByMetadataResponse> {
         let FetchByMetadata {
             namespace,
@@ -370,7 +421,17 @@ impl Index {
                 .last()
                 .map(|(id, _)| Cursor::Metadata.encode(id.as_str()));
         }
-        response.vectors = page.into_iter().map(|(_, row)| store.record(row)).collect();
+        let mut tally = Tally::new(
+            budget,
+            "limit",
+            "lower limit and read the rest page by page with the pagination token",
+        );
+        response.vectors = Vec::with_capacity(page.len());
+        for (_, row) in page {
+            response
+                .vectors
+                .push(charged(&mut tally, store.record(row))?);
+        }
         Ok(response)
     }
 
@@ -511,8 +572,15 @@ impl Index {
         }
     }
 
-    /// One page of record ids in ascending byte order.
+    /// One page of record ids in ascending byte order. The answer is held to the default
+    /// [`AnswerBudget`] (see [`Index::list_within`]).
     pub fn list(&self, request: ListRequest) -> Result<ListResponse> {
+        self.list_within(request, AnswerBudget::default())
+    }
+
+    /// [`Index::list`] with an answer of at most `budget`, refused (naming `limit`) at the
+    /// first id past it.
+    pub fn list_within(&self, request: ListRequest, budget: AnswerBudget) -> Result<ListResponse> {
         let (
             namespace,
             Page {
@@ -534,7 +602,15 @@ impl Index {
             .ids_from(resume_bound(&prefix, after.as_deref()))
             .map(|(id, _)| id.as_str())
             .take_while(|id| id.starts_with(prefix.as_str()));
-        response.ids = ids.by_ref().take(limit).map(str::to_owned).collect();
+        let mut tally = Tally::new(
+            budget,
+            "limit",
+            "lower limit and read the rest page by page with the pagination token",
+        );
+        for id in ids.by_ref().take(limit) {
+            tally.charge(answer::id_bytes(id))?;
+            response.ids.push(id.to_owned());
+        }
         if ids.next().is_some() {
             response.next = response.ids.last().map(|id| Cursor::Ids.encode(id));
         }
@@ -974,6 +1050,17 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
 
 /// Where a page of keys with `prefix` starts: right after the token's key, or
 /// at the prefix if there is no token (or the token lies before the prefix).
+/// `record`, once counted in `tally` (an error if it passes the answer budget).
+fn charged(tally: &mut Tally, record: Record) -> Result<Record> {
+    tally.charge(answer::record_bytes(
+        &record.id,
+        &record.values,
+        record.sparse_values.as_ref(),
+        record.metadata.as_ref(),
+    ))?;
+    Ok(record)
+}
+
 fn resume_bound<'a>(prefix: &'a str, after: Option<&'a str>) -> Bound<&'a str> {
     match after {
         Some(after) if after >= prefix => Bound::Excluded(after),

@@ -46,6 +46,7 @@
 //! | `pagination` | opaque pagination tokens |
 //! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorId`], [`Namespace`] |
 //! | [`limits`] | every limit the engine enforces |
+//! | [`answer`] | answer budgets: reads refuse, record by record, an answer that would pass [`AnswerBudget`] |
 //! | `error` | [`Error`], its transport-neutral [`ErrorCode`] and [`Result`] |
 //!
 //! # Durability
@@ -182,6 +183,7 @@
 //! ```
 
 mod ann;
+pub mod answer;
 mod bitmap;
 mod codec;
 mod dir;
@@ -216,6 +218,7 @@ mod wal;
 #[cfg(test)]
 mod test_support;
 
+pub use answer::AnswerBudget;
 pub use engine::Engine;
 pub use error::{Error, ErrorCode, Result};
 pub use filter::Filter;

@@ -178,7 +178,11 @@ pub(crate) fn query(request: QueryRequest, config: IndexConfig) -> Result<Query>
     if !(1..=limits::MAX_TOP_K).contains(&top_k) {
         return Err(Error::invalid(
             "top_k",
-            format!("must be between 1 and {}, got {top_k}", limits::MAX_TOP_K),
+            format!(
+                "must be between 1 and {} (the limit on matches per query, as in Pinecone), \
+                 got {top_k}",
+                limits::MAX_TOP_K
+            ),
         ));
     }
     let target = match (vector.is_empty(), id.is_empty()) {

@@ -7,9 +7,15 @@
 //! query, what a namespace schema may declare — live here too, so the transports cannot drift.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use larch_engine::{Engine, Error, Index};
-use larch_observe::Cancel;
+use larch_engine::{AnswerBudget, Engine, Error, Index};
+use larch_observe::keyed::{KeyPermit, KeyedGate};
+use larch_observe::{Cancel, Limits};
+
+/// How long a client refused by the per-key query cap is asked to wait before retrying: about
+/// the time a filtered scan takes to free its slot.
+const QUERY_PUSHBACK: Duration = Duration::from_millis(200);
 
 /// One index of an engine, looked up per request, so a deleted index answers NOT_FOUND at once
 /// even while its server is still draining.
@@ -17,15 +23,71 @@ use larch_observe::Cancel;
 pub struct IndexHandle {
     engine: Arc<Engine>,
     index: String,
+    /// The most bytes the records of one answer may take (`--max-response-bytes`).
+    budget: AnswerBudget,
+    /// Queries per API key running or queued (`--max-queries-per-key`), shared by every index
+    /// of the process.
+    queries: Arc<KeyedGate>,
 }
 
 impl IndexHandle {
-    /// The index called `index` of `engine`.
+    /// The index called `index` of `engine`, with the default limits (see
+    /// [`IndexHandle::new_with`]).
     pub fn new(engine: Arc<Engine>, index: impl Into<String>) -> IndexHandle {
+        IndexHandle::new_with(engine, index, &Limits::default())
+    }
+
+    /// The index called `index` of `engine`, holding answers to `limits`' answer budget and
+    /// each key's queries to its per-key cap (shared with every handle made from clones of
+    /// `limits`).
+    pub fn new_with(engine: Arc<Engine>, index: impl Into<String>, limits: &Limits) -> IndexHandle {
         IndexHandle {
             engine,
             index: index.into(),
+            budget: limits.answer_budget(),
+            queries: Arc::clone(limits.queries()),
         }
+    }
+
+    /// The answer budget reads that return records are held to.
+    pub fn answer_budget(&self) -> AnswerBudget {
+        self.budget
+    }
+
+    /// Runs the query (or other filtered scan) `op` of API key `key_id` like
+    /// [`IndexHandle::read`], once the key has a slot under the per-key cap; the slot is
+    /// held until `op` ends (or is skipped). Past the cap: [`Error::Overloaded`]
+    /// (RESOURCE_EXHAUSTED with a retry pushback) at once. `None` (no key, which the auth
+    /// layers never let through) is not capped.
+    pub async fn query<T, F>(&self, key_id: Option<&str>, op: F) -> larch_engine::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
+    {
+        let permit: Option<KeyPermit> = match key_id {
+            None => None,
+            Some(key_id) => Some(self.queries.try_acquire(key_id).ok_or_else(|| {
+                tracing::debug!(
+                    key_id,
+                    limit = self.queries.max(),
+                    "query refused: per-key cap"
+                );
+                Error::Overloaded {
+                    message: format!(
+                        "this API key already has {} queries running or queued (the limit \
+                         per key, --max-queries-per-key); retry when one has finished",
+                        self.queries.max()
+                    ),
+                    retry_after: QUERY_PUSHBACK,
+                }
+            })?),
+        };
+        self.read(move |index| {
+            // Given back when the read ends, whether it ran or was skipped.
+            let _permit = permit;
+            op(index)
+        })
+        .await
     }
 
     /// Runs `op` on the index, on the blocking pool (engine calls are CPU-bound and
@@ -225,6 +287,57 @@ mod tests {
             handle.read(|_| Ok(())).await.expect("read");
         }
         assert!(!ran.load(Ordering::SeqCst), "abandoned work ran");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keys_query_holds_its_slot_until_its_read_ends() {
+        use std::time::Duration;
+        let engine = Arc::new(Engine::new());
+        let config = larch_engine::IndexConfig {
+            dimension: larch_engine::Dimension::new(2).expect("dimension"),
+            metric: larch_engine::Metric::Cosine,
+        };
+        engine.create_index("q", config).expect("index");
+        let limits = Limits::new(larch_observe::LimitSettings {
+            max_queries_per_key: 1,
+            ..larch_observe::LimitSettings::default()
+        });
+        let handle = IndexHandle::new_with(engine, "q", &limits);
+        // Key a's query runs until released (or, should the test fail, for at most 30 s).
+        let (entered, started) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .query(Some("a"), move |_| {
+                        let _ = entered.send(());
+                        let _ = released.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        started.await.expect("the held query started");
+        assert_eq!(limits.queries().held_by("a"), 1);
+        let err = handle.query(Some("a"), |_| Ok(())).await.unwrap_err();
+        assert_eq!(err.code(), larch_engine::ErrorCode::ResourceExhausted);
+        assert_eq!(err.retry_after(), Some(QUERY_PUSHBACK));
+        assert!(err.to_string().contains("--max-queries-per-key"), "{err}");
+        // Another key is not held up (it may wait for a pool thread, not for the cap).
+        let other = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.query(Some("b"), |_| Ok(())).await }
+        });
+        release.send(()).expect("the held query waits");
+        held.await.expect("joined").expect("held query");
+        other.await.expect("joined").expect("key b served");
+        // The slot came back when the read ended.
+        assert_eq!(limits.queries().held_by("a"), 0);
+        handle
+            .query(Some("a"), |_| Ok(()))
+            .await
+            .expect("key a again");
     }
 
     #[test]

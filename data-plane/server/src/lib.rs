@@ -17,8 +17,9 @@
 //! given to the [`DataPlane`], which also reports each index's vectors and bytes there.
 //!
 //! # Layout
-//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool) and
-//!   the wire rules both transports share.
+//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool or the
+//!   query pool; reads held to the answer budget, queries to the per-key cap) and the wire
+//!   rules both transports share.
 //! - [`service`]: the `VectorService` gRPC handlers (protobuf ⇄ [`larch_engine`] requests)
 //!   and the one engine-error → gRPC status map.
 //! - [`rest`]: the REST handlers and the one engine-error → HTTP status map.
@@ -83,7 +84,7 @@ pub async fn serve_index(
             .await;
     };
     tracing::debug!(index = %key, "serving the index's data plane");
-    let index = IndexHandle::new(engine, key.storage_name());
+    let index = IndexHandle::new_with(engine, key.storage_name(), &limits);
     // Every request acts on this index of this project: keys of other projects get NOT_FOUND.
     let scope = larch_auth::Scope::Index {
         project: key.project().to_owned(),
@@ -111,10 +112,13 @@ pub async fn serve_index(
 }
 
 /// The `VectorService` of `index`, decoding messages up to the configured request size (the
-/// limit layer refuses larger ones first, with a clearer message).
+/// limit layer refuses larger ones first, with a clearer message) and encoding answers up to
+/// the answer budget plus headroom (reads refuse larger answers while building them, naming
+/// what to lower; this is the backstop).
 fn vector_service(index: IndexHandle, limits: &Limits) -> VectorServiceServer<VectorApi> {
     VectorServiceServer::new(VectorApi::from(index))
         .max_decoding_message_size(limits.max_request_bytes())
+        .max_encoding_message_size(limits.max_encoding_bytes())
 }
 
 /// A path that is neither a gRPC method nor a REST route: gRPC's UNIMPLEMENTED for gRPC

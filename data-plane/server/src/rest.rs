@@ -3,7 +3,9 @@
 //! JSON in ([`crate::json`]), one [`IndexHandle`] call with the same engine request struct the
 //! gRPC handler builds, JSON out. Errors have the gRPC-gateway shape Pinecone's data plane
 //! uses, `{"code":3,"message":"…","details":[]}` (a gRPC code and an HTTP status), mapped from
-//! the engine's error class in [`RestError`]'s one `From` impl. Integrated inference
+//! the engine's error class in [`RestError`]'s one `From` impl. Answers with records (query,
+//! fetch, fetch by metadata, list) are held to the answer budget and serialised to JSON in the
+//! same query-pool job as their engine call, never on an async worker. Integrated inference
 //! (`/records/…`), bulk imports and the documents API answer 501 with a message.
 //!
 //! | Route | gRPC twin |
@@ -21,14 +23,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use larch_auth::http::{HttpAuth, require_key};
-use larch_auth::{KeyStore, Scope};
+use larch_auth::{KeyStore, Principal, Scope};
 use larch_engine::{
     DeleteRequest, ErrorCode, FetchByMetadataRequest, FetchRequest, ListNamespacesRequest,
     ListRequest, NamespaceInfo, QueryRequest, Record, ScoredRecord, UpdateRequest, UpsertRequest,
@@ -136,6 +138,7 @@ async fn upsert(
 
 async fn query(
     State(index): State<IndexHandle>,
+    principal: Option<Extension<Principal>>,
     Json(body): Json<json::QueryBody>,
 ) -> Result<Response, RestError> {
     let json::QueryBody {
@@ -163,31 +166,39 @@ async fn query(
         sparse_vector: sparse_vector.map(Into::into),
         id: id.unwrap_or_default(),
     };
-    let response = index.read(move |index| index.query(request)).await?;
-    let matches = response
-        .matches
-        .into_iter()
-        .map(|scored| {
-            let ScoredRecord {
-                id,
-                score,
-                values,
-                sparse_values,
-                metadata: stored,
-            } = scored;
-            json::ScoredVector {
-                id,
-                score,
-                values,
-                sparse_values: sparse_values.map(Into::into),
-                metadata: metadata(stored),
-            }
+    let budget = index.answer_budget();
+    // Encoded on the query pool with the engine call: a large answer's JSON is CPU work that
+    // must not hold up an async worker.
+    let body = index
+        .query(key_id(principal.as_ref()), move |index| {
+            let response = index.query_within(request, budget)?;
+            let matches = response
+                .matches
+                .into_iter()
+                .map(|scored| {
+                    let ScoredRecord {
+                        id,
+                        score,
+                        values,
+                        sparse_values,
+                        metadata: stored,
+                    } = scored;
+                    json::ScoredVector {
+                        id,
+                        score,
+                        values,
+                        sparse_values: sparse_values.map(Into::into),
+                        metadata: metadata(stored),
+                    }
+                })
+                .collect();
+            encode(&json::QueryResponse {
+                matches,
+                namespace: response.namespace,
+            })
         })
-        .collect();
-    Ok(ok(&json::QueryResponse {
-        matches,
-        namespace: response.namespace,
-    }))
+        .await?;
+    Ok(ok_encoded(body))
 }
 
 async fn fetch(
@@ -202,15 +213,22 @@ async fn fetch(
             _ => {}
         }
     }
-    let response = index.read(move |index| index.fetch(request)).await?;
-    Ok(ok(&json::FetchResponse {
-        vectors: vector_map(response.vectors),
-        namespace: response.namespace,
-    }))
+    let budget = index.answer_budget();
+    let body = index
+        .read(move |index| {
+            let response = index.fetch_within(request, budget)?;
+            encode(&json::FetchResponse {
+                vectors: vector_map(response.vectors),
+                namespace: response.namespace,
+            })
+        })
+        .await?;
+    Ok(ok_encoded(body))
 }
 
 async fn fetch_by_metadata(
     State(index): State<IndexHandle>,
+    principal: Option<Extension<Principal>>,
     Json(body): Json<json::FetchByMetadataBody>,
 ) -> Result<Response, RestError> {
     let json::FetchByMetadataBody {
@@ -225,14 +243,18 @@ async fn fetch_by_metadata(
         limit,
         pagination_token,
     };
-    let response = index
-        .read(move |index| index.fetch_by_metadata(request))
+    let budget = index.answer_budget();
+    let body = index
+        .query(key_id(principal.as_ref()), move |index| {
+            let response = index.fetch_by_metadata_within(request, budget)?;
+            encode(&json::FetchByMetadataResponse {
+                vectors: vector_map(response.vectors),
+                namespace: response.namespace,
+                pagination: pagination(response.next),
+            })
+        })
         .await?;
-    Ok(ok(&json::FetchByMetadataResponse {
-        vectors: vector_map(response.vectors),
-        namespace: response.namespace,
-        pagination: pagination(response.next),
-    }))
+    Ok(ok_encoded(body))
 }
 
 async fn delete(
@@ -338,16 +360,22 @@ async fn list(
             _ => {}
         }
     }
-    let response = index.read(move |index| index.list(request)).await?;
-    Ok(ok(&json::ListResponse {
-        vectors: response
-            .ids
-            .into_iter()
-            .map(|id| json::ListItem { id })
-            .collect(),
-        pagination: pagination(response.next),
-        namespace: response.namespace,
-    }))
+    let budget = index.answer_budget();
+    let body = index
+        .read(move |index| {
+            let response = index.list_within(request, budget)?;
+            encode(&json::ListResponse {
+                vectors: response
+                    .ids
+                    .into_iter()
+                    .map(|id| json::ListItem { id })
+                    .collect(),
+                pagination: pagination(response.next),
+                namespace: response.namespace,
+            })
+        })
+        .await?;
+    Ok(ok_encoded(body))
 }
 
 async fn list_namespaces(
@@ -540,20 +568,34 @@ fn parse_limit(value: &str) -> Result<u32, RestError> {
     })
 }
 
-/// `value` as a 200 JSON response.
+/// `value` as a 200 JSON response, encoded here (small answers; answers with records are
+/// encoded on the query pool, see [`encode`]).
 fn ok(value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-        Err(err) => RestError::from(larch_engine::Error::Internal(format!(
-            "cannot encode JSON: {err}"
-        )))
-        .into_response(),
+    match encode(value) {
+        Ok(body) => ok_encoded(body),
+        Err(err) => RestError::from(err).into_response(),
     }
+}
+
+/// `value` as JSON, for a 200 answer.
+fn encode(value: &impl Serialize) -> larch_engine::Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|err| larch_engine::Error::Internal(format!("cannot encode JSON: {err}")))
+}
+
+/// A 200 response of the JSON `body`.
+fn ok_encoded(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// The id of the API key that authenticated the request (attached by the auth layer).
+fn key_id(principal: Option<&Extension<Principal>>) -> Option<&str> {
+    principal.map(|Extension(principal)| principal.key_id.as_str())
 }
 
 /// A data-plane error response in the gRPC-gateway shape: `{"code","message","details":[]}`.

@@ -334,7 +334,7 @@ fn index_router(
     metrics: Metrics,
     limits: &Limits,
 ) -> axum::Router {
-    let index = IndexHandle::new(engine, key.storage_name());
+    let index = IndexHandle::new_with(engine, key.storage_name(), limits);
     let scope = Scope::Index {
         project: key.project().to_owned(),
         name: key.name().to_string(),

@@ -61,6 +61,16 @@ impl VectorApi {
     {
         self.index.read(op).await.map_err(status)
     }
+
+    /// Runs the query `op` of the request's key under the per-key cap (see
+    /// [`IndexHandle::query`]).
+    async fn query_of<T, F>(&self, key_id: Option<&str>, op: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&larch_engine::Index) -> larch_engine::Result<T> + Send + 'static,
+    {
+        self.index.query(key_id, op).await.map_err(status)
+    }
 }
 
 impl From<IndexHandle> for VectorApi {
@@ -129,8 +139,9 @@ impl VectorService for VectorApi {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let FetchRequest { ids, namespace } = request.into_inner();
+        let budget = self.index.answer_budget();
         let response = self
-            .read(move |index| index.fetch(EngineFetch { namespace, ids }))
+            .read(move |index| index.fetch_within(EngineFetch { namespace, ids }, budget))
             .await?;
         Ok(Response::new(FetchResponse {
             vectors: vector_map(response.vectors),
@@ -146,14 +157,18 @@ impl VectorService for VectorApi {
             pagination_token,
             namespace,
         } = request.into_inner();
+        let budget = self.index.answer_budget();
         let response = self
             .read(move |index| {
-                index.list(EngineList {
-                    namespace,
-                    prefix,
-                    limit,
-                    pagination_token,
-                })
+                index.list_within(
+                    EngineList {
+                        namespace,
+                        prefix,
+                        limit,
+                        pagination_token,
+                    },
+                    budget,
+                )
             })
             .await?;
         Ok(Response::new(ListResponse {
@@ -168,6 +183,7 @@ impl VectorService for VectorApi {
         &self,
         request: Request<QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
+        let key_id = key_id(&request);
         #[allow(deprecated)]
         let QueryRequest {
             namespace,
@@ -185,18 +201,22 @@ impl VectorService for VectorApi {
         } = request.into_inner();
         refuse_batch_queries(queries.len()).map_err(status)?;
         let filter = optional_json(filter, "filter")?;
+        let budget = self.index.answer_budget();
         let response = self
-            .read(move |index| {
-                index.query(EngineQuery {
-                    namespace,
-                    top_k,
-                    filter,
-                    include_values,
-                    include_metadata,
-                    vector,
-                    sparse_vector: sparse_input(sparse_vector),
-                    id,
-                })
+            .query_of(key_id.as_deref(), move |index| {
+                index.query_within(
+                    EngineQuery {
+                        namespace,
+                        top_k,
+                        filter,
+                        include_values,
+                        include_metadata,
+                        vector,
+                        sparse_vector: sparse_input(sparse_vector),
+                        id,
+                    },
+                    budget,
+                )
             })
             .await?;
         let matches = response
@@ -362,6 +382,7 @@ impl VectorService for VectorApi {
         &self,
         request: Request<FetchByMetadataRequest>,
     ) -> Result<Response<FetchByMetadataResponse>, Status> {
+        let key_id = key_id(&request);
         let FetchByMetadataRequest {
             namespace,
             filter,
@@ -369,14 +390,18 @@ impl VectorService for VectorApi {
             pagination_token,
         } = request.into_inner();
         let filter = filter.map(|f| struct_to_json(f, "filter")).transpose()?;
+        let budget = self.index.answer_budget();
         let response = self
-            .read(move |index| {
-                index.fetch_by_metadata(EngineFetchByMeta {
-                    namespace,
-                    filter,
-                    limit,
-                    pagination_token,
-                })
+            .query_of(key_id.as_deref(), move |index| {
+                index.fetch_by_metadata_within(
+                    EngineFetchByMeta {
+                        namespace,
+                        filter,
+                        limit,
+                        pagination_token,
+                    },
+                    budget,
+                )
             })
             .await?;
         Ok(Response::new(FetchByMetadataResponse {
@@ -437,6 +462,14 @@ fn namespace_description(info: NamespaceInfo, default_name: &str) -> NamespaceDe
         indexed_fields: schema_fields.map(|fields| IndexedFields { fields }),
         size_bytes,
     }
+}
+
+/// The id of the API key that authenticated `request` (attached by the auth layer).
+fn key_id<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<larch_auth::Principal>()
+        .map(|principal| principal.key_id.clone())
 }
 
 /// How the default namespace is named for the caller (see

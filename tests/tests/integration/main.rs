@@ -8,6 +8,7 @@
 
 mod abuse;
 mod access;
+mod answers;
 mod auth;
 mod control;
 mod data;

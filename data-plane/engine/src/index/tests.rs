@@ -354,11 +354,11 @@ fn query_validation() {
     let index = scoring_index(Metric::Cosine);
     assert_eq!(
         invalid(index.query(query("", &[1.0, 0.0], 0))),
-        "top_k: must be between 1 and 10000, got 0"
+        "top_k: must be between 1 and 10000 (the limit on matches per query, as in Pinecone), got 0"
     );
     assert_eq!(
         invalid(index.query(query("", &[1.0, 0.0], 10_001))),
-        "top_k: must be between 1 and 10000, got 10001"
+        "top_k: must be between 1 and 10000 (the limit on matches per query, as in Pinecone), got 10001"
     );
     assert_eq!(
         invalid(index.query(QueryRequest {
