@@ -23,6 +23,7 @@ use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
 
+use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
@@ -57,6 +58,8 @@ pub(crate) struct ControlPlaneArgs {
     host_template: String,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    internal: InternalArgs,
     /// PEM CA certificate(s) to trust when --data-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -102,9 +105,34 @@ pub(crate) struct DataPlaneArgs {
     memory: crate::limits::MemoryArgs,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    internal: InternalArgs,
     /// PEM CA certificate(s) to trust when --control-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
+}
+
+/// Bounds on the calls between the planes, flags of both commands.
+#[derive(Debug, clap::Args)]
+struct InternalArgs {
+    /// Seconds a call to the other plane may take (the control plane attaching, configuring or
+    /// detaching an index on the data plane; the data plane pulling indexes and keys) before it
+    /// fails: a change then fails with UNAVAILABLE, a pull is logged and retried. Connecting
+    /// may take at most this long too (at most 5 s), and idle connections are checked with
+    /// HTTP/2 PINGs every 10 s (or this long, if shorter).
+    #[arg(long, env = "LARCH_INTERNAL_TIMEOUT_SECS", default_value_t = 10)]
+    internal_timeout_secs: u64,
+}
+
+impl InternalArgs {
+    fn timeouts(&self) -> Result<CallTimeouts, String> {
+        if self.internal_timeout_secs == 0 {
+            return Err("--internal-timeout-secs must be at least 1".into());
+        }
+        Ok(CallTimeouts::new(Duration::from_secs(
+            self.internal_timeout_secs,
+        )))
+    }
 }
 
 /// The admin key both planes need in split mode.
@@ -147,6 +175,7 @@ pub(crate) struct ControlPlaneConfig {
     tls: Option<Tls>,
     limits: Limits,
     ca: Option<Vec<u8>>,
+    timeouts: CallTimeouts,
 }
 
 impl ControlPlaneArgs {
@@ -162,6 +191,7 @@ impl ControlPlaneArgs {
             self.tls_ca.as_ref(),
             "--data-plane-url",
         )?;
+        let timeouts = self.internal.timeouts()?;
         Ok(ControlPlaneConfig {
             args: self,
             template,
@@ -169,6 +199,7 @@ impl ControlPlaneArgs {
             tls,
             limits,
             ca,
+            timeouts,
         })
     }
 }
@@ -180,6 +211,7 @@ pub(crate) struct DataPlaneConfig {
     tls: Option<Tls>,
     limits: Limits,
     ca: Option<Vec<u8>>,
+    timeouts: CallTimeouts,
 }
 
 impl DataPlaneArgs {
@@ -196,12 +228,14 @@ impl DataPlaneArgs {
             self.tls_ca.as_ref(),
             "--control-plane-url",
         )?;
+        let timeouts = self.internal.timeouts()?;
         Ok(DataPlaneConfig {
             args: self,
             key,
             tls,
             limits,
             ca,
+            timeouts,
         })
     }
 }
@@ -219,6 +253,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         tls,
         limits,
         ca,
+        timeouts,
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
@@ -255,6 +290,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         send_key(&key).map_err(anyhow::Error::msg)?,
         template.clone(),
         ca,
+        timeouts,
     )
     .map_err(anyhow::Error::msg)?;
 
@@ -376,6 +412,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         tls,
         limits,
         ca,
+        timeouts,
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
@@ -406,6 +443,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
         refresh: Duration::from_secs(args.key_refresh_secs),
         ca_pem: ca,
+        timeouts,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(larch_data_plane::routed::serve_routed(

@@ -14,4 +14,5 @@ mod replicas;
 mod search;
 mod serve;
 mod split;
+mod split_hangs;
 mod tls;

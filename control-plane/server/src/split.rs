@@ -14,6 +14,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
 };
 use larch_engine::{IndexConfig, SearchParams};
+use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
 use larch_proto::internal::{
     self as internal, AttachIndexRequest, DetachIndexRequest, IndexAssignment,
@@ -134,15 +135,19 @@ impl RemoteDataPlane {
     /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
     /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
     /// start later. Must be called inside a Tokio runtime.
-    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust.
+    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust. Every call is bounded
+    /// by `timeouts`, so a data plane that stops answering fails the catalog change (UNAVAILABLE)
+    /// instead of hanging it.
     pub fn new(
         url: &str,
         admin_key: SendKey,
         template: HostTemplate,
         ca_pem: Option<Vec<u8>>,
+        timeouts: CallTimeouts,
     ) -> Result<Self, String> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
+        let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
+        let mut endpoint = timeouts.apply(endpoint);
         if let Some(ca) = ca_pem {
             let tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -179,6 +184,17 @@ impl RemoteDataPlane {
     }
 }
 
+/// Whether `status` says the data plane did not answer (down, unreachable, or too slow: the
+/// call timed out) rather than refused: worth retrying later.
+fn unreachable(status: &Status) -> bool {
+    // A timed-out call ends as DEADLINE_EXCEEDED or, when the client's timer fires first,
+    // CANCELLED ("Timeout expired").
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+    )
+}
+
 impl DataPlaneHost for RemoteDataPlane {
     fn attach(
         &self,
@@ -204,9 +220,12 @@ impl DataPlaneHost for RemoteDataPlane {
             Ok(_) => Ok(0),
             // At start-up the data plane may not be up yet: it pulls every index it should
             // serve when it starts, so recovery need not wait for it.
-            Err(status) if mode == AttachMode::Recover && status.code() == Code::Unavailable => {
+            Err(status) if mode == AttachMode::Recover && unreachable(&status) => {
                 tracing::info!(index = %key, url = %self.url, "data plane not reachable yet; it recovers the index itself when it starts");
                 Ok(0)
+            }
+            Err(status) if unreachable(&status) => {
+                Err(AttachError::Unavailable(self.failed(&status)))
             }
             Err(status) => Err(AttachError::Failed(self.failed(&status))),
         }

@@ -22,6 +22,7 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_catalog::{IndexKey, IndexName};
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
+use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
 use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
@@ -51,6 +52,9 @@ pub struct ControlPlane {
     pub refresh: Duration,
     /// For an https `url`: the CA certificate(s) to trust (PEM).
     pub ca_pem: Option<Vec<u8>>,
+    /// Bounds on each pull, so a control plane that stops answering is a logged, retried
+    /// failure rather than a sync loop stuck forever.
+    pub timeouts: CallTimeouts,
 }
 
 /// Every index of this data plane, routed by host.
@@ -67,6 +71,10 @@ struct Inner {
     limits: std::sync::OnceLock<Limits>,
     /// Lower-case host name (no port) → the index served there.
     routes: RwLock<HashMap<String, Route>>,
+    /// Serializes attach, detach and reconcile: a control-plane call that timed out may still
+    /// run here (e.g. after a pause) while the control plane already retries it, and two
+    /// attaches of one index must not create its storage side by side.
+    changes: std::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -88,6 +96,7 @@ impl RoutedDataPlane {
                 metrics,
                 limits: std::sync::OnceLock::new(),
                 routes: RwLock::new(HashMap::new()),
+                changes: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -123,6 +132,16 @@ impl RoutedDataPlane {
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `change` (attach, detach or reconcile) after any other one has finished.
+    fn serialized<T>(&self, change: impl FnOnce(&Self) -> T) -> T {
+        let _changing = self
+            .inner
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(self)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
@@ -258,7 +277,7 @@ impl RoutedDataPlane {
             .into_inner()
             .indexes;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.reconcile(&assignments))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.reconcile(&assignments)))
             .await
             .map_err(|err| Status::internal(format!("reconcile failed: {err}")))
     }
@@ -390,7 +409,7 @@ impl DataPlaneControl for RoutedDataPlane {
         let AttachIndexRequest { index, create } = request.into_inner();
         let index = index.ok_or_else(|| Status::invalid_argument("index is required"))?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.attach(&index, create))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.attach(&index, create)))
             .await
             .map_err(|err| Status::internal(format!("attach failed: {err}")))??;
         Ok(GrpcResponse::new(AttachIndexResponse {}))
@@ -419,7 +438,7 @@ impl DataPlaneControl for RoutedDataPlane {
         let DetachIndexRequest { project, name } = request.into_inner();
         let key = index_key(&project, &name)?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.detach(&key))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.detach(&key)))
             .await
             .map_err(|err| Status::internal(format!("detach failed: {err}")))??;
         Ok(GrpcResponse::new(DetachIndexResponse {}))
@@ -448,9 +467,10 @@ pub async fn serve_routed(
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
     set_health(&health, tonic_health::ServingStatus::NotServing).await;
 
-    let mut endpoint = Endpoint::from_shared(control_plane.url.clone()).inspect_err(|err| {
+    let endpoint = Endpoint::from_shared(control_plane.url.clone()).inspect_err(|err| {
         tracing::error!(url = %control_plane.url, error = %err, "not a URL");
     })?;
+    let mut endpoint = control_plane.timeouts.apply(endpoint);
     if let Some(ca) = control_plane.ca_pem.clone() {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -464,6 +484,7 @@ pub async fn serve_routed(
     let sync = tokio::spawn(async move {
         let health = reporter;
         let mut synced = false;
+        let mut failing = false;
         loop {
             match syncing.sync(&mut client).await {
                 Ok(()) if !synced => {
@@ -475,13 +496,20 @@ pub async fn serve_routed(
                         "in sync with the control plane; serving"
                     );
                 }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(url = %control_plane.url, "in sync with the control plane again");
+                }
                 Ok(()) => {}
-                Err(status) => tracing::warn!(
-                    url = %control_plane.url,
-                    code = ?status.code(),
-                    error = status.message(),
-                    "cannot sync with the control plane; keeping the last indexes and keys"
-                ),
+                Err(status) => {
+                    failing = synced;
+                    tracing::warn!(
+                        url = %control_plane.url,
+                        code = ?status.code(),
+                        error = status.message(),
+                        "cannot sync with the control plane; keeping the last indexes and keys"
+                    );
+                }
             }
             tokio::time::sleep(control_plane.refresh).await;
         }
