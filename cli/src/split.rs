@@ -95,6 +95,12 @@ pub(crate) struct DataPlaneArgs {
     /// refused here at most this long (plus one round trip) after the control plane revoked it.
     #[arg(long, env = "LARCH_KEY_REFRESH_SECS", default_value_t = 2)]
     key_refresh_secs: u64,
+    /// Seconds the keys pulled last may be old (the control plane not answering) before this
+    /// data plane stops serving: readiness and health turn false and index requests get
+    /// UNAVAILABLE, instead of honouring keys that may have been revoked meanwhile. Default: 10
+    /// times --key-refresh-secs.
+    #[arg(long, env = "LARCH_KEY_MAX_AGE_SECS")]
+    key_max_age_secs: Option<u64>,
     /// Flush an index's write-ahead log into segment files once it holds this many MiB.
     #[arg(long, env = "LARCH_WAL_FLUSH_MB", default_value_t = 64)]
     wal_flush_mb: u64,
@@ -212,6 +218,8 @@ pub(crate) struct DataPlaneConfig {
     limits: Limits,
     ca: Option<Vec<u8>>,
     timeouts: CallTimeouts,
+    key_max_age: Duration,
+    key_file: Option<PathBuf>,
 }
 
 impl DataPlaneArgs {
@@ -229,6 +237,19 @@ impl DataPlaneArgs {
             "--control-plane-url",
         )?;
         let timeouts = self.internal.timeouts()?;
+        let key_max_age = self
+            .key_max_age_secs
+            .unwrap_or(self.key_refresh_secs.saturating_mul(10));
+        if key_max_age <= self.key_refresh_secs {
+            return Err(format!(
+                "--key-max-age-secs ({key_max_age}) must be longer than --key-refresh-secs ({})",
+                self.key_refresh_secs
+            ));
+        }
+        // Read again before every pull, so a rotated key is picked up without a restart.
+        let key_file = std::env::var_os("LARCH_API_KEY_FILE")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
         Ok(DataPlaneConfig {
             args: self,
             key,
@@ -236,6 +257,8 @@ impl DataPlaneArgs {
             limits,
             ca,
             timeouts,
+            key_max_age: Duration::from_secs(key_max_age),
+            key_file,
         })
     }
 }
@@ -413,6 +436,8 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         limits,
         ca,
         timeouts,
+        key_max_age,
+        key_file,
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
@@ -444,6 +469,8 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         refresh: Duration::from_secs(args.key_refresh_secs),
         ca_pem: ca,
         timeouts,
+        admin_key_file: key_file,
+        key_max_age,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(larch_data_plane::routed::serve_routed(

@@ -15,4 +15,5 @@ mod search;
 mod serve;
 mod split;
 mod split_hangs;
+mod split_keys;
 mod tls;

@@ -192,10 +192,6 @@ async fn issue_14_a_paused_plane_never_hangs_the_other() {
     })
     .await;
     let stderr = data.stderr();
-    let warning = stderr
-        .lines()
-        .filter(|line| line.contains(failed))
-        .next_back()
-        .unwrap();
+    let warning = stderr.lines().rfind(|line| line.contains(failed)).unwrap();
     assert!(warning.contains("WARN"), "{warning}");
 }
