@@ -373,3 +373,62 @@ async fn issue_14_twenty_thousand_keys_reach_the_data_plane_in_pages() {
     let first = generated.first().unwrap().0.as_str().to_owned();
     assert_eq!(query(&planes.data_addr, &host, &first).await.unwrap(), 0);
 }
+
+#[test]
+fn bad_split_bounds_exit_64_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let never_created = dir.path().join("never-created");
+    let data_dir = never_created.to_str().unwrap();
+    let data_plane = |extra: &[&str]| {
+        let mut args = vec![
+            "data-plane",
+            "--data-dir",
+            data_dir,
+            "--control-plane-url",
+            "http://127.0.0.1:1",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let cases = [
+        (
+            data_plane(&["--internal-timeout-secs", "0"]),
+            "--internal-timeout-secs",
+        ),
+        (
+            data_plane(&["--key-refresh-secs", "5", "--key-max-age-secs", "5"]),
+            "--key-max-age-secs",
+        ),
+        (
+            [
+                "control-plane",
+                "--data-dir",
+                data_dir,
+                "--data-plane-url",
+                "http://127.0.0.1:1",
+                "--host-template",
+                "{index}.{project}.larch.test",
+                "--internal-timeout-secs",
+                "0",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            "--internal-timeout-secs",
+        ),
+    ];
+    for (args, flag) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut larch = Larch::spawn(&args, &[("LARCH_API_KEY", KEY)]);
+        let exit = larch.wait();
+        let stderr = larch.stderr();
+        assert_eq!(exit.code(), Some(64), "{args:?}; stderr:\n{stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}:\n{stderr}"
+        );
+    }
+    assert!(
+        !never_created.exists(),
+        "bad configuration touches no data directory"
+    );
+}

@@ -1426,4 +1426,75 @@ mod tests {
             assert!(PortPolicy::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// A data plane whose attach says it started, then waits until released (a data plane
+    /// that is slow or paused).
+    struct GatedDataPlane {
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl DataPlaneHost for GatedDataPlane {
+        fn attach(
+            &self,
+            _: &IndexKey,
+            _: IndexConfig,
+            _: SearchParams,
+            _: u16,
+            _: AttachMode,
+        ) -> Result<u16, AttachError> {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+            Ok(40000)
+        }
+        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+            Ok(())
+        }
+        fn detach(&self, _: &IndexKey) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn issue_14_reads_answer_while_the_data_plane_is_slow_to_attach() {
+        let (entered, attaching) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let dp = Arc::new(GatedDataPlane {
+            entered: Mutex::new(entered),
+            release: Mutex::new(released),
+        });
+        let catalog = Arc::new(Catalog::new(dp, PortPolicy::Ephemeral, "localhost"));
+        let creating = {
+            let catalog = Arc::clone(&catalog);
+            std::thread::spawn(move || catalog.create_index(P, create("slow")))
+        };
+        attaching.recv().unwrap();
+        // Read on another thread, so that a read blocked behind the attach fails the test
+        // rather than hanging it.
+        let (answer, answered) = std::sync::mpsc::channel();
+        {
+            let catalog = Arc::clone(&catalog);
+            std::thread::spawn(move || {
+                let listed = catalog.list_indexes(P).map(|l| l.len());
+                let described = catalog.describe_index(P, "slow").map(|r| r.host);
+                let _ = answer.send((listed, described));
+            });
+        }
+        let (listed, described) = answered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reads answer while an attach is in flight");
+        assert_eq!(
+            listed.unwrap(),
+            0,
+            "not recorded before the data plane answered"
+        );
+        assert!(
+            matches!(described, Err(Error::NotFound(_))),
+            "{described:?}"
+        );
+        release.send(()).unwrap();
+        let record = creating.join().unwrap().unwrap();
+        assert_eq!(record.host, "localhost:40000");
+        assert_eq!(catalog.list_indexes(P).unwrap().len(), 1);
+    }
 }
