@@ -71,7 +71,13 @@ impl ControlPlaneSync for SyncApi {
         // (Each page catches up, so a key changed between two pages is picked up on the next
         // pull at the latest.)
         refresh_access(&self.admin).await;
-        let page = key_page(self.admin.store().all(), &page_token, page_size)?;
+        // Copying and encoding up to ~1 MiB of keys: on the blocking pool, off the workers.
+        let admin = Arc::clone(&self.admin);
+        let page = tokio::task::spawn_blocking(move || {
+            key_page(admin.store().all(), &page_token, page_size)
+        })
+        .await
+        .map_err(|err| Status::internal(format!("key listing failed: {err}")))??;
         Ok(Response::new(page))
     }
 }
