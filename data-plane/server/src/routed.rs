@@ -7,7 +7,12 @@
 //! - every `refresh` this side pulls `ControlPlaneSync` — every index to serve and every stored
 //!   key — so it catches up after either side restarts, and a revoked or changed key takes
 //!   effect here within one refresh (the data plane verifies keys itself, against the control
-//!   plane's salted hashes, and keeps the last set it got if the control plane is unreachable).
+//!   plane's salted hashes, and keeps the last set it got if the control plane is unreachable
+//!   — for at most [`ControlPlane::key_max_age`]: past it, it is not ready and refuses index
+//!   requests with UNAVAILABLE rather than honour keys that may have been revoked). Keys come
+//!   in pages and replace the whole set at once; every pull is bounded by
+//!   [`ControlPlane::timeouts`], so a control plane that stops answering is a logged failure
+//!   retried at the next refresh.
 //!
 //! An index the control plane no longer lists is no longer served, but its data is kept (and
 //! logged): only an explicit DetachIndex deletes data.
