@@ -66,6 +66,11 @@ const MAX_PROJECT_NAME: usize = 64;
 /// Longest index name (Pinecone's rule, also the catalog's).
 const MAX_INDEX_NAME: usize = 45;
 
+/// The most index names one key's allow-list may hold. Every key travels to every split-mode
+/// data plane on each refresh, so one key must stay small (at most ~46 KiB of names); a client
+/// that needs more indexes gives the key all indexes of its project, or uses several keys.
+pub const MAX_ALLOWED_INDEXES: usize = 1_000;
+
 /// A project: owns indexes and keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
@@ -822,6 +827,16 @@ fn roles(names: &[String]) -> Result<Option<Vec<Role>>> {
 fn index_names(names: &[String]) -> Result<Option<Vec<String>>> {
     if names.is_empty() {
         return Ok(None);
+    }
+    if names.len() > MAX_ALLOWED_INDEXES {
+        return Err(Error::Invalid {
+            field: "index_names",
+            reason: format!(
+                "{} index names given; a key's allow-list holds at most {MAX_ALLOWED_INDEXES} \
+                 (give the key every index of its project instead, or split it into several keys)",
+                names.len()
+            ),
+        });
     }
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for name in names {

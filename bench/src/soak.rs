@@ -1,7 +1,8 @@
 //! `larch-bench soak`: mixed read/write traffic from many concurrent clients against the real
 //! `larch` binary for a fixed time, then a check that every acknowledged write is readable.
 //!
-//! The run: start `larch serve` (port 0, a fresh data directory, its log in a file), create an
+//! The run: start `larch serve` (port 0, a fresh data directory, its log in a file; with
+//! `--split`, `larch data-plane` and `larch control-plane` instead), create an
 //! index over the control plane's gRPC API, fill each client's id range once, then run the
 //! load for `--duration` while one extra client keeps opening connections and resetting them.
 //! Every `--interval` one table row: throughput, p50/p99 (overall and per operation), errors
@@ -134,6 +135,11 @@ pub(crate) struct SoakArgs {
     /// Keep the work directory after a passing run.
     #[arg(long)]
     keep: bool,
+    /// Start split mode instead of `larch serve`: a `larch data-plane` and a `larch
+    /// control-plane` process; the load goes to the data plane's one address, routed by the
+    /// index's host. RSS, files and threads are the data plane's; both logs are checked.
+    #[arg(long, conflicts_with = "addr")]
+    split: bool,
 }
 
 /// Operation weights, from `--mix upsert=20,query=20,…` (operations not named weigh 0).
@@ -318,13 +324,22 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
         }
     };
     let host = create_index(&target.control, &key, &index, args.dim).await?;
+    // Split mode: the index's host names no machine; requests go to the data plane's address
+    // with the host as `:authority`.
+    let (dial, authority) = match target.server.as_ref().and_then(|s| s.data_addr) {
+        Some(addr) => (addr.to_string(), Some(host.clone())),
+        None => (host.clone(), None),
+    };
     let deadline = Instant::now() + SERVER_TIMEOUT;
-    server::wait_serving(&host, "", deadline).await?;
-    let data_addr = tokio::net::lookup_host(host.as_str())
+    server::wait_serving(&dial, "", deadline).await?;
+    let data_addr = tokio::net::lookup_host(dial.as_str())
         .await?
         .next()
-        .with_context(|| format!("{host} resolves to no address"))?;
-    println!("index: {index}, data plane {host}");
+        .with_context(|| format!("{dial} resolves to no address"))?;
+    match &authority {
+        Some(_) => println!("index: {index}, host {host} on the data plane at {data_addr}"),
+        None => println!("index: {index}, data plane {host}"),
+    }
 
     let recorder = Arc::new(Recorder::default());
     let params = Arc::new(Params {
@@ -345,7 +360,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut prefill = Vec::new();
     for c in 0..args.clients {
-        let data = load::connect(&host, &key, args.request_timeout).await?;
+        let data = load::connect(&dial, authority.as_deref(), &key, args.request_timeout).await?;
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(c as u64);
         let mut client = Client::new(
             data,
@@ -384,6 +399,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     let churn = (!args.no_churn).then(|| {
         let churn = Churn {
             addr: data_addr,
+            authority: authority.clone(),
             key: key.clone(),
             namespace: NAMESPACE.to_owned(),
             dim: args.dim,
@@ -456,7 +472,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     print!("{report}");
 
     // The final check.
-    let data = load::connect(&host, &key, Duration::from_secs(120)).await?;
+    let data = load::connect(&dial, authority.as_deref(), &key, Duration::from_secs(120)).await?;
     let verification = verify::verify(&data, NAMESPACE, CHURN_NAMESPACE, &finished).await?;
     println!(
         "verification: fetched all {} ids: {} live, {} absent, {} with several possible states \
@@ -516,19 +532,25 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<()> {
                 failures.push(format!("{err:#}"));
             }
         }
-        let log = server::scan_log(&server.log)?;
-        println!(
-            "server log: {} lines, {} warnings, {} errors, {} panics",
-            log.lines, log.warnings, log.errors, log.panics
-        );
-        for (event, count) in &log.events {
-            println!("  {count:>6} × {event}");
-        }
-        if log.errors > 0 {
-            failures.push(format!("the server logged {} errors", log.errors));
-        }
-        if log.panics > 0 {
-            failures.push(format!("the server panicked ({} lines)", log.panics));
+        for path in server.logs() {
+            let log = server::scan_log(&path)?;
+            println!(
+                "server log {}: {} lines, {} warnings, {} errors, {} panics",
+                path.display(),
+                log.lines,
+                log.warnings,
+                log.errors,
+                log.panics
+            );
+            for (event, count) in &log.events {
+                println!("  {count:>6} × {event}");
+            }
+            if log.errors > 0 {
+                failures.push(format!("the server logged {} errors", log.errors));
+            }
+            if log.panics > 0 {
+                failures.push(format!("the server panicked ({} lines)", log.panics));
+            }
         }
     } else if failures.is_empty() {
         delete_index(&target.control, &key, &index).await?;
@@ -578,14 +600,12 @@ async fn start(args: &SoakArgs, dir: &Path) -> anyhow::Result<Target> {
             format!("soak-{}-{nanos}", std::process::id())
         }
     };
-    let server = Server::start(
-        &args.larch_bin,
-        dir,
-        &key,
-        args.wal_flush_mb,
-        SERVER_TIMEOUT,
-    )
-    .await?;
+    let (bin, wal) = (&args.larch_bin, args.wal_flush_mb);
+    let server = if args.split {
+        Server::start_split(bin, dir, &key, wal, SERVER_TIMEOUT).await?
+    } else {
+        Server::start(bin, dir, &key, wal, SERVER_TIMEOUT).await?
+    };
     Ok(Target {
         control: format!("http://{}", server.control),
         key,

@@ -23,6 +23,7 @@ use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
 
+use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
 use crate::serve::{
@@ -57,6 +58,8 @@ pub(crate) struct ControlPlaneArgs {
     host_template: String,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    internal: InternalArgs,
     /// PEM CA certificate(s) to trust when --data-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -92,6 +95,12 @@ pub(crate) struct DataPlaneArgs {
     /// refused here at most this long (plus one round trip) after the control plane revoked it.
     #[arg(long, env = "LARCH_KEY_REFRESH_SECS", default_value_t = 2)]
     key_refresh_secs: u64,
+    /// Seconds the keys pulled last may be old (the control plane not answering) before this
+    /// data plane stops serving: readiness and health turn false and index requests get
+    /// UNAVAILABLE, instead of honouring keys that may have been revoked meanwhile. Default: 10
+    /// times --key-refresh-secs.
+    #[arg(long, env = "LARCH_KEY_MAX_AGE_SECS")]
+    key_max_age_secs: Option<u64>,
     /// Flush an index's write-ahead log into segment files once it holds this many MiB.
     #[arg(long, env = "LARCH_WAL_FLUSH_MB", default_value_t = 64)]
     wal_flush_mb: u64,
@@ -102,9 +111,34 @@ pub(crate) struct DataPlaneArgs {
     memory: crate::limits::MemoryArgs,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    internal: InternalArgs,
     /// PEM CA certificate(s) to trust when --control-plane-url is https.
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
+}
+
+/// Bounds on the calls between the planes, flags of both commands.
+#[derive(Debug, clap::Args)]
+struct InternalArgs {
+    /// Seconds a call to the other plane may take (the control plane attaching, configuring or
+    /// detaching an index on the data plane; the data plane pulling indexes and keys) before it
+    /// fails: a change then fails with UNAVAILABLE, a pull is logged and retried. Connecting
+    /// may take at most this long too (at most 5 s), and idle connections are checked with
+    /// HTTP/2 PINGs every 10 s (or this long, if shorter).
+    #[arg(long, env = "LARCH_INTERNAL_TIMEOUT_SECS", default_value_t = 10)]
+    internal_timeout_secs: u64,
+}
+
+impl InternalArgs {
+    fn timeouts(&self) -> Result<CallTimeouts, String> {
+        if self.internal_timeout_secs == 0 {
+            return Err("--internal-timeout-secs must be at least 1".into());
+        }
+        Ok(CallTimeouts::new(Duration::from_secs(
+            self.internal_timeout_secs,
+        )))
+    }
 }
 
 /// The admin key both planes need in split mode.
@@ -147,6 +181,7 @@ pub(crate) struct ControlPlaneConfig {
     tls: Option<Tls>,
     limits: Limits,
     ca: Option<Vec<u8>>,
+    timeouts: CallTimeouts,
 }
 
 impl ControlPlaneArgs {
@@ -162,6 +197,7 @@ impl ControlPlaneArgs {
             self.tls_ca.as_ref(),
             "--data-plane-url",
         )?;
+        let timeouts = self.internal.timeouts()?;
         Ok(ControlPlaneConfig {
             args: self,
             template,
@@ -169,6 +205,7 @@ impl ControlPlaneArgs {
             tls,
             limits,
             ca,
+            timeouts,
         })
     }
 }
@@ -180,6 +217,9 @@ pub(crate) struct DataPlaneConfig {
     tls: Option<Tls>,
     limits: Limits,
     ca: Option<Vec<u8>>,
+    timeouts: CallTimeouts,
+    key_max_age: Duration,
+    key_file: Option<PathBuf>,
 }
 
 impl DataPlaneArgs {
@@ -196,12 +236,29 @@ impl DataPlaneArgs {
             self.tls_ca.as_ref(),
             "--control-plane-url",
         )?;
+        let timeouts = self.internal.timeouts()?;
+        let key_max_age = self
+            .key_max_age_secs
+            .unwrap_or(self.key_refresh_secs.saturating_mul(10));
+        if key_max_age <= self.key_refresh_secs {
+            return Err(format!(
+                "--key-max-age-secs ({key_max_age}) must be longer than --key-refresh-secs ({})",
+                self.key_refresh_secs
+            ));
+        }
+        // Read again before every pull, so a rotated key is picked up without a restart.
+        let key_file = std::env::var_os("LARCH_API_KEY_FILE")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
         Ok(DataPlaneConfig {
             args: self,
             key,
             tls,
             limits,
             ca,
+            timeouts,
+            key_max_age: Duration::from_secs(key_max_age),
+            key_file,
         })
     }
 }
@@ -219,6 +276,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         tls,
         limits,
         ca,
+        timeouts,
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
@@ -255,6 +313,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         send_key(&key).map_err(anyhow::Error::msg)?,
         template.clone(),
         ca,
+        timeouts,
     )
     .map_err(anyhow::Error::msg)?;
 
@@ -376,6 +435,9 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         tls,
         limits,
         ca,
+        timeouts,
+        key_max_age,
+        key_file,
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
@@ -406,6 +468,9 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
         refresh: Duration::from_secs(args.key_refresh_secs),
         ca_pem: ca,
+        timeouts,
+        admin_key_file: key_file,
+        key_max_age,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(larch_data_plane::routed::serve_routed(

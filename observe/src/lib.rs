@@ -40,8 +40,11 @@
 //! - [`keyed`]: [`keyed::KeyedGate`], a per-key cap on concurrent work (`--max-queries-per-key`).
 //! - [`listener`]: [`Listener`], a port's socket, plaintext or TLS (`--tls-cert`/`--tls-key`,
 //!   offering both h2 and http/1.1), as the connection stream tonic serves.
+//! - [`internal`]: [`internal::CallTimeouts`], connect/request timeouts and HTTP/2 keepalive of
+//!   the calls between Larch's own processes (split mode).
 
 pub mod admin;
+pub mod internal;
 pub mod keyed;
 pub mod layer;
 pub mod limits;

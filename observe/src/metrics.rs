@@ -12,6 +12,7 @@
 //! | `larch_index_graph_bytes` | gauge | `project`, `index` | memory of its graphs and metadata index |
 //! | `larch_index_segment_bytes` | gauge | `project`, `index` | its segment files (durable indexes) |
 //! | `larch_index_wal_bytes` | gauge | `project`, `index` | its active write-ahead log file |
+//! | `larch_data_plane_key_age_seconds` | gauge | — | split-mode data plane: age of its copy of the keys (0 elsewhere) |
 //!
 //! `rpc` is the gRPC path (`/VectorService/Query`) or, for REST, the method and route template
 //! (`GET /indexes/{name}`), so the label set stays bounded; requests no route matched count as
@@ -116,6 +117,8 @@ struct Inner {
     /// `rpc` label values seen so far, shared so each request's label is one `Arc` clone.
     rpcs: RwLock<HashSet<Arc<str>>>,
     indexes: Arc<IndexGauges>,
+    /// Seconds since a split-mode data plane last pulled the keys (stays 0 in other processes).
+    key_age: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -168,6 +171,12 @@ impl Metrics {
         );
         let indexes = Arc::new(IndexGauges::default());
         registry.register_collector(Box::new(Arc::clone(&indexes)));
+        let key_age = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "larch_data_plane_key_age_seconds",
+            "Seconds since this split-mode data plane last pulled the API keys from the control plane",
+            key_age.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -179,6 +188,7 @@ impl Metrics {
                 compaction,
                 rpcs: RwLock::new(HashSet::new()),
                 indexes,
+                key_age,
             }),
         }
     }
@@ -215,6 +225,12 @@ impl Metrics {
             _ => return,
         };
         histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long ago a split-mode data plane last pulled the keys
+    /// (`larch_data_plane_key_age_seconds`).
+    pub fn set_key_age(&self, age: Duration) {
+        self.inner.key_age.set(age.as_secs_f64());
     }
 
     /// Routes the engine's storage timings and the API-key gate's refusals into these

@@ -358,3 +358,49 @@ fn a_damaged_access_file_is_an_error_and_left_alone() {
         "{"
     );
 }
+
+#[test]
+fn issue_14_allow_lists_are_bounded_on_create_and_update() {
+    let admin = Admin::in_memory(KeyStore::new());
+    let actor = admin_principal();
+    let names = |n: usize| (0..n).map(|i| format!("index-{i}")).collect::<Vec<_>>();
+    let largest = NewKey {
+        index_names: names(MAX_ALLOWED_INDEXES),
+        ..new_key("largest", &[])
+    };
+    let (info, _) = admin
+        .create_key(&actor, largest)
+        .expect("the bound is allowed");
+    assert_eq!(info.index_names.len(), MAX_ALLOWED_INDEXES);
+    let too_many = NewKey {
+        index_names: names(10_000),
+        ..new_key("too-many", &[])
+    };
+    let err = admin
+        .create_key(&actor, too_many)
+        .expect_err("over the bound");
+    assert_eq!(err.code_name(), "INVALID_ARGUMENT");
+    let message = err.to_string();
+    assert!(
+        message.contains("index_names") && message.contains(&MAX_ALLOWED_INDEXES.to_string()),
+        "{message}"
+    );
+    let update = KeyUpdate {
+        id: info.id.clone(),
+        index_names: names(MAX_ALLOWED_INDEXES + 1),
+        ..KeyUpdate::default()
+    };
+    let err = admin
+        .update_key(&actor, update)
+        .expect_err("over the bound");
+    assert!(err.to_string().contains("at most 1000"), "{err}");
+    assert_eq!(
+        admin
+            .describe_key(&actor, &info.id)
+            .unwrap()
+            .index_names
+            .len(),
+        MAX_ALLOWED_INDEXES,
+        "unchanged"
+    );
+}

@@ -44,6 +44,8 @@ pub(crate) const CHURN_NAMESPACE: &str = "churn";
 /// What the churn client needs.
 pub(crate) struct Churn {
     pub(crate) addr: SocketAddr,
+    /// The index's host, sent as `:authority` (split mode, where the data plane routes by it).
+    pub(crate) authority: Option<String>,
     pub(crate) key: ApiKey,
     pub(crate) namespace: String,
     pub(crate) dim: usize,
@@ -184,8 +186,11 @@ impl Churn {
     }
 
     fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
-            .connect_timeout(Duration::from_secs(5)))
+        let mut endpoint = Endpoint::from_shared(format!("http://{}", self.addr))?;
+        if let Some(authority) = &self.authority {
+            endpoint = endpoint.origin(format!("http://{authority}").parse()?);
+        }
+        Ok(endpoint.connect_timeout(Duration::from_secs(5)))
     }
 }
 

@@ -57,8 +57,18 @@ impl Interceptor for ApiKey {
 }
 
 /// Opens one connection to the data plane at `addr` (`host:port`).
-pub(crate) async fn connect(addr: &str, key: &ApiKey, timeout: Duration) -> anyhow::Result<Data> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+pub(crate) async fn connect(
+    addr: &str,
+    authority: Option<&str>,
+    key: &ApiKey,
+    timeout: Duration,
+) -> anyhow::Result<Data> {
+    let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    if let Some(authority) = authority {
+        // Split mode: the data plane routes by `:authority` to the index with that host.
+        endpoint = endpoint.origin(format!("http://{authority}").parse()?);
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
         .tcp_nodelay(true)

@@ -1,7 +1,8 @@
 //! The server under test: a `larch serve` child process on 127.0.0.1 port 0 with a fresh data
 //! directory, its stderr and stdout in log files (never interleaved with the report), its
 //! addresses read from that log, killed when the guard is dropped so an early exit of the
-//! bench never leaves a server behind.
+//! bench never leaves a server behind. With `--split`, a `larch data-plane` and a
+//! `larch control-plane` process instead ([`Server::start_split`]).
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ const CONTROL_LISTENING: &str = "larch control plane listening";
 /// The log message carrying the bound admin address (field `addr`).
 const ADMIN_LISTENING: &str = "larch admin listening";
 
+/// The log message carrying a split-mode data plane's bound address (field `addr`).
+const DATA_LISTENING: &str = "larch data plane listening";
+
 /// A running `larch serve`. Dropping it kills the process (SIGKILL) if it still runs.
 pub(crate) struct Server {
     child: Child,
@@ -32,6 +36,11 @@ pub(crate) struct Server {
     pub(crate) log: PathBuf,
     /// Its data directory.
     pub(crate) data_dir: PathBuf,
+    /// Split mode: the data plane's address (every index, routed by host); `child`, `admin`,
+    /// `log` and `data_dir` are the data plane's.
+    pub(crate) data_addr: Option<SocketAddr>,
+    /// Split mode: the control-plane process and its log.
+    control_plane: Option<(Child, PathBuf)>,
 }
 
 impl Server {
@@ -89,6 +98,8 @@ impl Server {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             data_dir,
+            data_addr: None,
+            control_plane: None,
         };
         let deadline = Instant::now() + timeout;
         server.control = server.logged_addr(CONTROL_LISTENING, deadline).await?;
@@ -97,14 +108,90 @@ impl Server {
         Ok(server)
     }
 
+    /// Starts split mode: `bin data-plane` (data in `dir/data`, log `dir/server.log`, its pid
+    /// and admin address the ones sampled) and `bin control-plane` (state in `dir/control`,
+    /// log `dir/control.log`), then waits until both are `SERVING`.
+    pub(crate) async fn start_split(
+        bin: &Path,
+        dir: &Path,
+        api_key: &str,
+        wal_flush_mb: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Server> {
+        let deadline = Instant::now() + timeout;
+        // Each plane needs the other's URL: reserve the control plane's port first.
+        let control_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let data_dir = dir.join("data");
+        let log = dir.join("server.log");
+        let mut data_plane = command(bin, api_key, &log, &dir.join("server.stdout"))?;
+        data_plane
+            .arg("data-plane")
+            .args(["--data-addr", "127.0.0.1:0"])
+            .args([
+                "--control-plane-url",
+                &format!("http://127.0.0.1:{control_port}"),
+            ])
+            .args(["--wal-flush-mb", &wal_flush_mb.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir);
+        let child = data_plane
+            .spawn()
+            .with_context(|| format!("cannot start {} data-plane", bin.display()))?;
+        let mut server = Server {
+            child,
+            control: SocketAddr::from(([127, 0, 0, 1], control_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            data_dir,
+            data_addr: None,
+            control_plane: None,
+        };
+        let data_addr = server.logged_addr(DATA_LISTENING, deadline).await?;
+        server.data_addr = Some(data_addr);
+        server.admin = server.logged_addr(ADMIN_LISTENING, deadline).await?;
+        let control_log = dir.join("control.log");
+        let mut control_plane = command(bin, api_key, &control_log, &dir.join("control.stdout"))?;
+        control_plane
+            .arg("control-plane")
+            .args(["--control-addr", &server.control.to_string()])
+            .args(["--data-plane-url", &format!("http://{data_addr}")])
+            .args([
+                "--host-template",
+                &format!("{{index}}.{{project}}.soak.test:{}", data_addr.port()),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("control"));
+        let control = control_plane
+            .spawn()
+            .with_context(|| format!("cannot start {} control-plane", bin.display()))?;
+        server.control_plane = Some((control, control_log.clone()));
+        let (control, _) = server.control_plane.as_mut().expect("set above");
+        logged_addr(&control_log, control, CONTROL_LISTENING, deadline).await?;
+        wait_serving(&server.control.to_string(), "", deadline).await?;
+        wait_serving(&data_addr.to_string(), "", deadline).await?;
+        Ok(server)
+    }
+
+    /// Every log the server writes (split mode: the data plane's, then the control plane's).
+    pub(crate) fn logs(&self) -> Vec<PathBuf> {
+        let mut logs = vec![self.log.clone()];
+        logs.extend(self.control_plane.as_ref().map(|(_, log)| log.clone()));
+        logs
+    }
+
     /// The process id, for `/proc/<pid>/…`.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// The exit status, if the server has exited.
+    /// The exit status, if the server (either process, in split mode) has exited.
     pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let control = self.control_plane.as_mut().map(|(child, _)| child);
+        std::iter::once(&mut self.child)
+            .chain(control)
+            .find_map(|child| child.try_wait().ok().flatten())
     }
 
     /// Polls the log for a line containing `message` and returns its `addr` field.
@@ -113,57 +200,105 @@ impl Server {
         message: &str,
         deadline: Instant,
     ) -> anyhow::Result<SocketAddr> {
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|line| line.contains(message)) {
-                return addr_in(line);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "larch exited ({status}) before logging {message:?}; its log:\n{}",
-                    tail(&text, 20)
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "no {message:?} in the server log in time; its log:\n{}",
-                    tail(&text, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        logged_addr(&self.log, &mut self.child, message, deadline).await
     }
 
-    /// Sends SIGTERM and waits up to `timeout` for the exit; kills it after that.
+    /// Sends SIGTERM and waits up to `timeout` for the exit; kills it after that. In split
+    /// mode the data plane goes first, then the control plane; the first unclean exit is
+    /// returned.
     pub(crate) async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        // std has no signal API and the workspace forbids unsafe code: use kill(1).
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .context("run kill -TERM")?;
-        if !sent.success() {
-            bail!("kill -TERM {} failed: {sent}", self.child.id());
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
+        let status = terminate(&mut self.child, timeout).await?;
+        if let Some((control, _)) = &mut self.control_plane {
+            let control = terminate(control, timeout).await?;
+            if status.success() {
+                return Ok(control);
             }
-            if Instant::now() >= deadline {
-                self.child.kill()?;
-                self.child.wait()?;
-                bail!("larch did not exit within {timeout:?} of SIGTERM (killed)");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(status)
+    }
+}
+
+/// Builds `bin` with its stderr in `log`, its stdout in `stdout`, the `LARCH_…` environment
+/// cleared but for `api_key`, logging JSON lines, its admin server on any port.
+fn command(bin: &Path, api_key: &str, log: &Path, stdout: &Path) -> anyhow::Result<Command> {
+    let stderr = File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let stdout = File::create(stdout).with_context(|| format!("create {}", stdout.display()))?;
+    let mut command = Command::new(bin);
+    command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LARCH_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("LARCH_API_KEY", api_key)
+        .env("LARCH_LOG", "info")
+        .env("LARCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LARCH_LOG_FORMAT", "json")
+        .env("NO_COLOR", "1");
+    Ok(command)
+}
+
+/// Polls `log` (of `child`) for a line containing `message` and returns its `addr` field.
+async fn logged_addr(
+    log: &Path,
+    child: &mut Child,
+    message: &str,
+    deadline: Instant,
+) -> anyhow::Result<SocketAddr> {
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(message)) {
+            return addr_in(line);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "larch exited ({status}) before logging {message:?}; its log:\n{}",
+                tail(&text, 20)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no {message:?} in the server log in time; its log:\n{}",
+                tail(&text, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for the exit; kills it after that.
+async fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    // std has no signal API and the workspace forbids unsafe code: use kill(1).
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .context("run kill -TERM")?;
+    if !sent.success() {
+        bail!("kill -TERM {} failed: {sent}", child.id());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!("larch did not exit within {timeout:?} of SIGTERM (killed)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let control = self.control_plane.as_mut().map(|(child, _)| child);
+        for child in std::iter::once(&mut self.child).chain(control) {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

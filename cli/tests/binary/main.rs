@@ -14,4 +14,6 @@ mod replicas;
 mod search;
 mod serve;
 mod split;
+mod split_hangs;
+mod split_keys;
 mod tls;

@@ -80,6 +80,8 @@ impl fmt::Display for PortPolicy {
 pub enum AttachError {
     /// The requested port is taken by another program; the catalog tries the next one.
     PortInUse,
+    /// The data plane did not answer in time or could not be reached (worth retrying).
+    Unavailable(String),
     /// Anything else, described for the operator.
     Failed(String),
 }
@@ -96,8 +98,11 @@ pub enum AttachMode {
 /// The data plane as the catalog sees it: it opens, reconfigures and drops indexes on request.
 ///
 /// Every call is synchronous (bind a socket, create or recover the index's storage, spawn a
-/// task), so the catalog can make them while holding its lock and keep its state and the data
-/// plane's in step. Recovery replays an index's log, so it may take a while at start-up.
+/// task, or a call to a data plane in another process, bounded by its timeout). Changes are
+/// serialized by the catalog's change lock, which is held across these calls so the catalog's
+/// state and the data plane's stay in step; the lock on the records themselves is not, so
+/// reads (list, describe, what data planes pull) answer while a data plane is slow or gone.
+/// Recovery replays an index's log, so it may take a while at start-up.
 ///
 /// The catalog owns (and persists) each index's [`SearchParams`]; the data plane only applies
 /// them: at attach, so an index never answers a query with other parameters, and at
@@ -141,7 +146,11 @@ type Indexes = BTreeMap<IndexKey, Entry>;
 
 /// Every index of this control plane, of every project.
 pub struct Catalog {
+    /// The records. Held briefly, never across a call to the data plane.
     indexes: Mutex<Indexes>,
+    /// Serializes changes (create, configure, delete): held for a whole change, data-plane call
+    /// included, so no two changes interleave; never needed to read.
+    changes: Mutex<()>,
     /// Where records are persisted; `None` (and no `shared`) keeps them in memory only.
     store: Option<CatalogStore>,
     /// Set instead of `store` when several replicas share the catalog.
@@ -175,6 +184,7 @@ impl Catalog {
     fn with_hosts(data_plane: Arc<dyn DataPlaneHost>, ports: PortPolicy, hosts: Hosts) -> Catalog {
         Catalog {
             indexes: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
             store: None,
             shared: None,
             data_plane,
@@ -268,7 +278,7 @@ impl Catalog {
                             AttachMode::Recover,
                         )?
                     }
-                    Err(AttachError::Failed(reason)) => {
+                    Err(AttachError::Failed(reason) | AttachError::Unavailable(reason)) => {
                         return Err(Error::DataPlane(format!(
                             "cannot recover index '{}': {reason}",
                             loaded.key
@@ -430,6 +440,13 @@ impl Catalog {
             .count())
     }
 
+    /// The change lock (see [`Catalog::changes`]); take it before [`Catalog::lock`].
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Indexes> {
         // A panic while holding the lock cannot leave a half-written entry (entries are
         // inserted whole), so a poisoned lock is still consistent.
@@ -457,21 +474,24 @@ impl Catalog {
             search: valid.search,
             state: IndexState::Ready,
         };
-        let mut indexes = self.lock();
+        let _changing = self.changing();
         if let Some(shared) = &self.shared {
-            return self.create_shared(shared, &mut indexes, key, record);
+            return self.create_shared(shared, key, record);
         }
-        if indexes.contains_key(&key) {
+        // A copy to pick a free port from: the data plane is called without the lock.
+        let known = self.lock().clone();
+        if known.contains_key(&key) {
             return Err(Error::AlreadyExists(record.name.to_string()));
         }
         let port = self.attach(
-            &indexes,
+            &known,
             &key,
             record.config,
             record.search,
             AttachMode::Create,
         )?;
         record.host = self.hosts.host(&key, port);
+        let mut indexes = self.lock();
         indexes.insert(
             key.clone(),
             Entry {
@@ -482,6 +502,7 @@ impl Catalog {
         if let Err(err) = self.save(&indexes) {
             // Not recorded, so not created: undo the data plane's side too.
             indexes.remove(&key);
+            drop(indexes);
             if let Err(detach) = self.data_plane.detach(&key) {
                 tracing::warn!(index = %key, error = %detach, "cannot drop the unrecorded index");
             }
@@ -497,11 +518,10 @@ impl Catalog {
     fn create_shared(
         &self,
         shared: &Shared,
-        indexes: &mut Indexes,
         key: IndexKey,
         record: IndexRecord,
     ) -> Result<IndexRecord> {
-        self.commit_shared(shared, indexes, |next| {
+        self.commit_shared(shared, &mut self.lock(), |next| {
             if next.contains_key(&key) {
                 return Err(Error::AlreadyExists(key.name().to_string()));
             }
@@ -512,14 +532,16 @@ impl Catalog {
             next.insert(key.clone(), entry);
             Ok(())
         })?;
+        // A copy to pick a free port from: the data plane is called without the lock.
+        let known = self.lock().clone();
         if let Err(err) = self.attach(
-            indexes,
+            &known,
             &key,
             record.config,
             record.search,
             AttachMode::Create,
         ) {
-            let undo = self.commit_shared(shared, indexes, |next| {
+            let undo = self.commit_shared(shared, &mut self.lock(), |next| {
                 next.remove(&key);
                 Ok(())
             });
@@ -555,6 +577,9 @@ impl Catalog {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
                 }
                 Err(AttachError::Failed(reason)) => return Err(Error::DataPlane(reason)),
+                Err(AttachError::Unavailable(reason)) => {
+                    return Err(Error::DataPlaneUnavailable(reason));
+                }
             }
         }
         Err(Error::NoFreePort(self.ports.to_string()))
@@ -595,9 +620,9 @@ impl Catalog {
             .as_deref()
             .map(|s| DeletionProtection::parse(s, "deletion_protection"))
             .transpose()?;
-        let mut indexes = self.lock();
+        let _changing = self.changing();
         if let Some(shared) = &self.shared {
-            let (record, previous) = self.commit_shared(shared, &mut indexes, |next| {
+            let (record, previous) = self.commit_shared(shared, &mut self.lock(), |next| {
                 let entry = next.get_mut(&key).ok_or_else(|| not_found(&key))?;
                 let mut record = entry.record.clone();
                 merge_tags(&mut record.tags, tags.clone())?;
@@ -612,7 +637,7 @@ impl Catalog {
             // go back to what they were (unless another change came in between).
             if record.search != previous {
                 if let Err(reason) = self.data_plane.configure(&key, record.search) {
-                    let undo = self.commit_shared(shared, &mut indexes, |next| {
+                    let undo = self.commit_shared(shared, &mut self.lock(), |next| {
                         if let Some(entry) = next.get_mut(&key)
                             && entry.record.search == record.search
                         {
@@ -629,31 +654,35 @@ impl Catalog {
             }
             return Ok(record);
         }
-        let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
-        let mut record = entry.record.clone();
+        let previous = self
+            .lock()
+            .get(&key)
+            .map(|entry| entry.record.clone())
+            .ok_or_else(|| not_found(&key))?;
+        let mut record = previous.clone();
         merge_tags(&mut record.tags, tags)?;
         if let Some(protection) = protection {
             record.deletion_protection = protection;
         }
         record.search = search.apply_to(record.search)?;
-        let previous = std::mem::replace(&mut entry.record, record.clone());
         let search_changed = record.search != previous.search;
-        let restore = |indexes: &mut Indexes, previous: IndexRecord| {
-            if let Some(entry) = indexes.get_mut(&key) {
-                entry.record = previous;
-            }
-        };
-        // Applied before it is recorded, as create attaches before recording.
+        // Applied before it is recorded, as create attaches before recording (without the lock
+        // on the records; the change lock keeps other changes out meanwhile).
         if search_changed && let Err(reason) = self.data_plane.configure(&key, record.search) {
-            restore(&mut indexes, previous);
             return Err(Error::DataPlane(reason));
         }
+        let mut indexes = self.lock();
+        let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
+        entry.record = record.clone();
         if let Err(err) = self.save(&indexes) {
+            if let Some(entry) = indexes.get_mut(&key) {
+                entry.record = previous.clone();
+            }
+            drop(indexes);
             if search_changed && let Err(reason) = self.data_plane.configure(&key, previous.search)
             {
                 tracing::warn!(index = %key, error = %reason, "cannot restore the previous search parameters");
             }
-            restore(&mut indexes, previous);
             return Err(err);
         }
         if search_changed {
@@ -665,6 +694,7 @@ impl Catalog {
     /// Deletes an index of `project` and its data, unless deletion protection is enabled.
     pub fn delete_index(&self, project: &str, name: &str) -> Result<()> {
         let key = key_of(project, name)?;
+        let _changing = self.changing();
         let mut indexes = self.lock();
         if let Some(shared) = &self.shared {
             self.commit_shared(shared, &mut indexes, |next| {
@@ -684,6 +714,7 @@ impl Catalog {
                 return Err(err);
             }
         }
+        drop(indexes);
         // Recorded as gone first: a crash now leaves only orphaned data, collected at start.
         self.data_plane.detach(&key).map_err(Error::DataPlane)?;
         tracing::info!(index = %key, "index deleted");
@@ -1394,5 +1425,76 @@ mod tests {
         for bad in ["", "x", "5199-5081", "0-10", "70000"] {
             assert!(PortPolicy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A data plane whose attach says it started, then waits until released (a data plane
+    /// that is slow or paused).
+    struct GatedDataPlane {
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl DataPlaneHost for GatedDataPlane {
+        fn attach(
+            &self,
+            _: &IndexKey,
+            _: IndexConfig,
+            _: SearchParams,
+            _: u16,
+            _: AttachMode,
+        ) -> Result<u16, AttachError> {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+            Ok(40000)
+        }
+        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+            Ok(())
+        }
+        fn detach(&self, _: &IndexKey) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn issue_14_reads_answer_while_the_data_plane_is_slow_to_attach() {
+        let (entered, attaching) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let dp = Arc::new(GatedDataPlane {
+            entered: Mutex::new(entered),
+            release: Mutex::new(released),
+        });
+        let catalog = Arc::new(Catalog::new(dp, PortPolicy::Ephemeral, "localhost"));
+        let creating = {
+            let catalog = Arc::clone(&catalog);
+            std::thread::spawn(move || catalog.create_index(P, create("slow")))
+        };
+        attaching.recv().unwrap();
+        // Read on another thread, so that a read blocked behind the attach fails the test
+        // rather than hanging it.
+        let (answer, answered) = std::sync::mpsc::channel();
+        {
+            let catalog = Arc::clone(&catalog);
+            std::thread::spawn(move || {
+                let listed = catalog.list_indexes(P).map(|l| l.len());
+                let described = catalog.describe_index(P, "slow").map(|r| r.host);
+                let _ = answer.send((listed, described));
+            });
+        }
+        let (listed, described) = answered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reads answer while an attach is in flight");
+        assert_eq!(
+            listed.unwrap(),
+            0,
+            "not recorded before the data plane answered"
+        );
+        assert!(
+            matches!(described, Err(Error::NotFound(_))),
+            "{described:?}"
+        );
+        release.send(()).unwrap();
+        let record = creating.join().unwrap().unwrap();
+        assert_eq!(record.host, "localhost:40000");
+        assert_eq!(catalog.list_indexes(P).unwrap().len(), 1);
     }
 }

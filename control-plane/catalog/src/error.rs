@@ -34,6 +34,9 @@ pub enum Error {
     /// The data plane could not open or drop the index.
     #[error("data plane: {0}")]
     DataPlane(String),
+    /// The data plane did not answer in time or could not be reached; nothing was changed.
+    #[error("data plane unavailable, retry later: {0}")]
+    DataPlaneUnavailable(String),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::NoFreePort(_) => ErrorCode::ResourceExhausted,
             Error::Storage(_) => ErrorCode::Unavailable,
             Error::DataPlane(_) => ErrorCode::Internal,
+            Error::DataPlaneUnavailable(_) => ErrorCode::Unavailable,
         }
     }
 

@@ -90,10 +90,13 @@ impl ApiKeyService for AdminApi {
     ) -> Result<Response<ListApiKeysResponse>, Status> {
         let principal = caller(&request)?;
         let ListApiKeysRequest { project_id } = request.into_inner();
+        // On the blocking pool too: with shared state, reading starts by catching up with the
+        // store.
         let keys = self
-            .admin
-            .list_keys(&principal, &project_id)
-            .map_err(Status::from)?;
+            .run(principal, move |admin, actor| {
+                admin.list_keys(actor, &project_id)
+            })
+            .await?;
         Ok(Response::new(ListApiKeysResponse {
             keys: keys.into_iter().map(api_key).collect(),
         }))
@@ -106,9 +109,10 @@ impl ApiKeyService for AdminApi {
         let principal = caller(&request)?;
         let DescribeApiKeyRequest { id } = request.into_inner();
         let info = self
-            .admin
-            .describe_key(&principal, &id)
-            .map_err(Status::from)?;
+            .run(principal, move |admin, actor| {
+                admin.describe_key(actor, &id)
+            })
+            .await?;
         Ok(Response::new(api_key(info)))
     }
 
@@ -201,8 +205,16 @@ impl ProjectService for AdminApi {
     ) -> Result<Response<DeleteProjectResponse>, Status> {
         let principal = caller(&request)?;
         let DeleteProjectRequest { id } = request.into_inner();
-        // Only a recovered catalog can say whether the project still has indexes.
-        if let Err(recovering) = self.indexes.index_count(&id) {
+        // Only a recovered catalog can say whether the project still has indexes (counted on
+        // the blocking pool: a shared catalog reads its store first).
+        let (indexes, project) = (self.indexes.clone(), id.clone());
+        let counted = tokio::task::spawn_blocking(move || indexes.index_count(&project))
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "admin task failed");
+                Status::internal("internal error; see the server log")
+            })?;
+        if let Err(recovering) = counted {
             return Err(Status::unavailable(recovering.to_string()));
         }
         let indexes = self.indexes.clone();

@@ -14,6 +14,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
 };
 use larch_engine::{IndexConfig, SearchParams};
+use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
 use larch_proto::internal::{
     self as internal, AttachIndexRequest, DetachIndexRequest, IndexAssignment,
@@ -61,14 +62,72 @@ impl ControlPlaneSync for SyncApi {
         &self,
         request: Request<ListKeysRequest>,
     ) -> Result<Response<ListKeysResponse>, Status> {
-        let ListKeysRequest {} = request.into_inner();
+        let ListKeysRequest {
+            page_token,
+            page_size,
+        } = request.into_inner();
         // With state shared by several replicas, catch up first: a data plane pulling through a
         // Service from whichever replica answers then gets the newest keys from every one.
+        // (Each page catches up, so a key changed between two pages is picked up on the next
+        // pull at the latest.)
         refresh_access(&self.admin).await;
-        let keys_json = serde_json::to_string(&self.admin.store().all())
-            .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))?;
-        Ok(Response::new(ListKeysResponse { keys_json }))
+        // Copying and encoding up to ~1 MiB of keys: on the blocking pool, off the workers.
+        let admin = Arc::clone(&self.admin);
+        let page = tokio::task::spawn_blocking(move || {
+            key_page(admin.store().all(), &page_token, page_size)
+        })
+        .await
+        .map_err(|err| Status::internal(format!("key listing failed: {err}")))??;
+        Ok(Response::new(page))
     }
+}
+
+/// Most keys in one ListKeys page.
+const MAX_PAGE_KEYS: usize = 1_000;
+
+/// A ListKeys page ends once its JSON holds this many bytes (a client's decode limit is 4 MiB by
+/// default; one key, at most [`larch_auth::admin::MAX_ALLOWED_INDEXES`] index names, stays far
+/// below).
+const PAGE_BYTES: usize = 1024 * 1024;
+
+/// The page of `keys` (sorted by id) after key id `after` (all of them for `page_size` 0, the
+/// callers from before paging), of at most `page_size` keys and about [`PAGE_BYTES`].
+fn key_page(
+    keys: Vec<larch_auth::StoredKey>,
+    after: &str,
+    page_size: u32,
+) -> Result<ListKeysResponse, Status> {
+    let encode = |keys: &[larch_auth::StoredKey]| {
+        serde_json::to_string(keys)
+            .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))
+    };
+    if page_size == 0 {
+        return Ok(ListKeysResponse {
+            keys_json: encode(&keys)?,
+            next_page_token: String::new(),
+        });
+    }
+    let limit = usize::try_from(page_size)
+        .unwrap_or(usize::MAX)
+        .min(MAX_PAGE_KEYS);
+    let mut rest = keys
+        .into_iter()
+        .filter(|key| after.is_empty() || key.key_id() > after)
+        .peekable();
+    let (mut page, mut bytes) = (Vec::new(), 0);
+    while page.len() < limit && (page.is_empty() || bytes < PAGE_BYTES) {
+        let Some(key) = rest.next() else { break };
+        bytes += serde_json::to_string(&key).map_or(0, |json| json.len() + 1);
+        page.push(key);
+    }
+    let next_page_token = match (rest.peek(), page.last()) {
+        (Some(_), Some(last)) => last.key_id().to_owned(),
+        _ => String::new(),
+    };
+    Ok(ListKeysResponse {
+        keys_json: encode(&page)?,
+        next_page_token,
+    })
 }
 
 /// Catches `admin` up with access state shared by several replicas (a no-op otherwise), on
@@ -134,15 +193,19 @@ impl RemoteDataPlane {
     /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
     /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
     /// start later. Must be called inside a Tokio runtime.
-    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust.
+    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust. Every call is bounded
+    /// by `timeouts`, so a data plane that stops answering fails the catalog change (UNAVAILABLE)
+    /// instead of hanging it.
     pub fn new(
         url: &str,
         admin_key: SendKey,
         template: HostTemplate,
         ca_pem: Option<Vec<u8>>,
+        timeouts: CallTimeouts,
     ) -> Result<Self, String> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
+        let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
+        let mut endpoint = timeouts.apply(endpoint);
         if let Some(ca) = ca_pem {
             let tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -179,6 +242,17 @@ impl RemoteDataPlane {
     }
 }
 
+/// Whether `status` says the data plane did not answer (down, unreachable, or too slow: the
+/// call timed out) rather than refused: worth retrying later.
+fn unreachable(status: &Status) -> bool {
+    // A timed-out call ends as DEADLINE_EXCEEDED or, when the client's timer fires first,
+    // CANCELLED ("Timeout expired").
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+    )
+}
+
 impl DataPlaneHost for RemoteDataPlane {
     fn attach(
         &self,
@@ -204,9 +278,20 @@ impl DataPlaneHost for RemoteDataPlane {
             Ok(_) => Ok(0),
             // At start-up the data plane may not be up yet: it pulls every index it should
             // serve when it starts, so recovery need not wait for it.
-            Err(status) if mode == AttachMode::Recover && status.code() == Code::Unavailable => {
+            Err(status) if mode == AttachMode::Recover && unreachable(&status) => {
                 tracing::info!(index = %key, url = %self.url, "data plane not reachable yet; it recovers the index itself when it starts");
                 Ok(0)
+            }
+            // The admin key rotated here but not yet on the data plane: it recovers the index
+            // itself once its pulls work (see `larch data-plane`, LARCH_API_KEY_FILE).
+            Err(status)
+                if mode == AttachMode::Recover && status.code() == Code::Unauthenticated =>
+            {
+                tracing::warn!(index = %key, url = %self.url, "the data plane refused this control plane's admin key; it recovers the index itself once both planes have the same key");
+                Ok(0)
+            }
+            Err(status) if unreachable(&status) => {
+                Err(AttachError::Unavailable(self.failed(&status)))
             }
             Err(status) => Err(AttachError::Failed(self.failed(&status))),
         }
@@ -268,6 +353,41 @@ mod tests {
         Arc::new(Admin::open_shared(doc, KeyStore::new()).unwrap())
     }
 
+    fn stored(n: usize) -> Vec<larch_auth::StoredKey> {
+        let mut keys: Vec<_> = (0..n)
+            .map(|_| {
+                let key = larch_auth::ApiKey::generate();
+                larch_auth::StoredKey::new(&key, Grant::admin())
+            })
+            .collect();
+        keys.sort_by(|a, b| a.key_id().cmp(b.key_id()));
+        keys
+    }
+
+    #[test]
+    fn key_pages_cover_every_key_once_in_order() {
+        let keys = stored(25);
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = key_page(keys.clone(), &token, 10).unwrap();
+            let got: Vec<larch_auth::StoredKey> = serde_json::from_str(&page.keys_json).unwrap();
+            assert!(got.len() <= 10);
+            seen.extend(got.iter().map(|k| k.key_id().to_owned()));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let all: Vec<String> = keys.iter().map(|k| k.key_id().to_owned()).collect();
+        assert_eq!(seen, all);
+        // Without a page size (callers from before paging): everything at once.
+        let whole = key_page(keys.clone(), "", 0).unwrap();
+        assert!(whole.next_page_token.is_empty());
+        let got: Vec<larch_auth::StoredKey> = serde_json::from_str(&whole.keys_json).unwrap();
+        assert_eq!(got.len(), 25);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pull_from_any_replica_gets_the_keys_made_on_another() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,7 +408,7 @@ mod tests {
                 .all(|k| k.key_id() != made.id)
         );
         let keys = sync
-            .list_keys(Request::new(ListKeysRequest {}))
+            .list_keys(Request::new(ListKeysRequest::default()))
             .await
             .unwrap()
             .into_inner()

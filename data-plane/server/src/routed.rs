@@ -7,7 +7,12 @@
 //! - every `refresh` this side pulls `ControlPlaneSync` — every index to serve and every stored
 //!   key — so it catches up after either side restarts, and a revoked or changed key takes
 //!   effect here within one refresh (the data plane verifies keys itself, against the control
-//!   plane's salted hashes, and keeps the last set it got if the control plane is unreachable).
+//!   plane's salted hashes, and keeps the last set it got if the control plane is unreachable
+//!   — for at most [`ControlPlane::key_max_age`]: past it, it is not ready and refuses index
+//!   requests with UNAVAILABLE rather than honour keys that may have been revoked). Keys come
+//!   in pages and replace the whole set at once; every pull is bounded by
+//!   [`ControlPlane::timeouts`], so a control plane that stops answering is a logged failure
+//!   retried at the next refresh.
 //!
 //! An index the control plane no longer lists is no longer served, but its data is kept (and
 //! logged): only an explicit DetachIndex deletes data.
@@ -22,13 +27,14 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_catalog::{IndexKey, IndexName};
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
+use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
 use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
 use larch_proto::internal::{
     self as internal, AttachIndexRequest, AttachIndexResponse, ConfigureIndexResponse,
     DetachIndexRequest, DetachIndexResponse, IndexAssignment, ListAssignmentsRequest,
-    ListKeysRequest,
+    ListKeysRequest, ListKeysResponse,
 };
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
 use tonic::service::Routes;
@@ -47,10 +53,20 @@ pub struct ControlPlane {
     pub url: String,
     /// The admin key both planes share, sent on internal calls.
     pub admin_key: SendKey,
+    /// The file the admin key was read from, if any: read again before every pull, so a key
+    /// rotated in the file (e.g. an updated Kubernetes Secret) is used without a restart.
+    pub admin_key_file: Option<std::path::PathBuf>,
+    /// How old this data plane's copy of the keys may get (the control plane not answering)
+    /// before it stops serving: past it, readiness and health turn false and index requests
+    /// get UNAVAILABLE, rather than honouring keys that may have been revoked meanwhile.
+    pub key_max_age: Duration,
     /// How often to pull indexes and keys.
     pub refresh: Duration,
     /// For an https `url`: the CA certificate(s) to trust (PEM).
     pub ca_pem: Option<Vec<u8>>,
+    /// Bounds on each pull, so a control plane that stops answering is a logged, retried
+    /// failure rather than a sync loop stuck forever.
+    pub timeouts: CallTimeouts,
 }
 
 /// Every index of this data plane, routed by host.
@@ -67,6 +83,12 @@ struct Inner {
     limits: std::sync::OnceLock<Limits>,
     /// Lower-case host name (no port) → the index served there.
     routes: RwLock<HashMap<String, Route>>,
+    /// Serializes attach, detach and reconcile: a control-plane call that timed out may still
+    /// run here (e.g. after a pause) while the control plane already retries it, and two
+    /// attaches of one index must not create its storage side by side.
+    changes: std::sync::Mutex<()>,
+    /// When the keys were last pulled from the control plane (`None`: not yet).
+    keys_pulled: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Clone)]
@@ -88,6 +110,8 @@ impl RoutedDataPlane {
                 metrics,
                 limits: std::sync::OnceLock::new(),
                 routes: RwLock::new(HashMap::new()),
+                changes: std::sync::Mutex::new(()),
+                keys_pulled: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -123,6 +147,16 @@ impl RoutedDataPlane {
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `change` (attach, detach or reconcile) after any other one has finished.
+    fn serialized<T>(&self, change: impl FnOnce(&Self) -> T) -> T {
+        let _changing = self
+            .inner
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(self)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
@@ -237,28 +271,75 @@ impl RoutedDataPlane {
         });
     }
 
+    /// How long ago the keys were last pulled; `None` before the first pull.
+    pub fn key_age(&self) -> Option<Duration> {
+        self.inner
+            .keys_pulled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|pulled| pulled.elapsed())
+    }
+
+    /// The age of the keys when it is past `max_age` (so requests must be refused).
+    fn stale_keys(&self, max_age: Duration) -> Option<Duration> {
+        self.key_age().filter(|age| *age > max_age)
+    }
+
+    /// Every stored key, page by page (the whole set is replaced at once, only once every
+    /// page arrived).
+    async fn pull_keys(client: &mut SyncClient) -> Result<Vec<StoredKey>, Status> {
+        let mut keys: Vec<StoredKey> = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_keys(ListKeysRequest {
+                    page_token: page_token.clone(),
+                    page_size: KEY_PAGE_SIZE,
+                })
+                .await?
+                .into_inner();
+            let ListKeysResponse {
+                keys_json,
+                next_page_token,
+            } = page;
+            let mut got: Vec<StoredKey> = serde_json::from_str(&keys_json)
+                .map_err(|err| Status::internal(format!("unreadable key list: {err}")))?;
+            keys.append(&mut got);
+            if next_page_token.is_empty() {
+                return Ok(keys);
+            }
+            // Key ids only grow from page to page; anything else would loop forever.
+            if next_page_token <= page_token {
+                return Err(Status::internal(format!(
+                    "the control plane sent page token {next_page_token:?} after {page_token:?}; \
+                     keeping the current keys"
+                )));
+            }
+            page_token = next_page_token;
+        }
+    }
+
     /// Pulls indexes and keys once.
     async fn sync(&self, client: &mut SyncClient) -> Result<(), Status> {
-        let keys_json = client
-            .list_keys(ListKeysRequest {})
-            .await?
-            .into_inner()
-            .keys_json;
-        let keys: Vec<StoredKey> = serde_json::from_str(&keys_json)
-            .map_err(|err| Status::internal(format!("unreadable key list: {err}")))?;
+        let keys = Self::pull_keys(client).await?;
         if keys.is_empty() {
             return Err(Status::failed_precondition(
                 "the control plane sent no keys at all; keeping the current ones",
             ));
         }
         self.inner.keys.replace_all(keys);
+        *self
+            .inner
+            .keys_pulled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
         let assignments = client
             .list_assignments(ListAssignmentsRequest {})
             .await?
             .into_inner()
             .indexes;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.reconcile(&assignments))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.reconcile(&assignments)))
             .await
             .map_err(|err| Status::internal(format!("reconcile failed: {err}")))
     }
@@ -291,6 +372,49 @@ impl RoutedDataPlane {
 }
 
 type SyncClient = ControlPlaneSyncClient<InterceptedService<Channel, SendKey>>;
+
+/// Keys asked for per ListKeys page.
+const KEY_PAGE_SIZE: u32 = 1_000;
+
+/// The answer to an index request while the keys are older than `max_age` (`age`): UNAVAILABLE
+/// (HTTP 503), naming why.
+fn stale_keys_refusal(age: Duration, max_age: Duration, request: &Request) -> Response {
+    let message = format!(
+        "this data plane has not reached the control plane for {}s, longer than its key-age \
+         bound (--key-max-age-secs {}): it refuses requests rather than honour API keys that \
+         may have been revoked meanwhile; retry once the control plane is reachable",
+        age.as_secs(),
+        max_age.as_secs()
+    );
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        Status::unavailable(message)
+            .into_http::<axum::body::Body>()
+            .into_response()
+    } else {
+        let body = serde_json::json!({"code": 14, "message": message, "details": []});
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The admin key in `path` if it differs from `current` (`Ok(None)` if unchanged).
+fn rotated_key(path: &std::path::Path, current: &str) -> Result<Option<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let key = text.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok((key != current).then(|| key.to_owned()))
+}
 
 /// The host name of `host` (`name[:port]`), lower-case, without the port.
 fn host_name(host: &str) -> String {
@@ -390,7 +514,7 @@ impl DataPlaneControl for RoutedDataPlane {
         let AttachIndexRequest { index, create } = request.into_inner();
         let index = index.ok_or_else(|| Status::invalid_argument("index is required"))?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.attach(&index, create))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.attach(&index, create)))
             .await
             .map_err(|err| Status::internal(format!("attach failed: {err}")))??;
         Ok(GrpcResponse::new(AttachIndexResponse {}))
@@ -419,7 +543,7 @@ impl DataPlaneControl for RoutedDataPlane {
         let DetachIndexRequest { project, name } = request.into_inner();
         let key = index_key(&project, &name)?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.detach(&key))
+        tokio::task::spawn_blocking(move || me.serialized(|me| me.detach(&key)))
             .await
             .map_err(|err| Status::internal(format!("detach failed: {err}")))??;
         Ok(GrpcResponse::new(DetachIndexResponse {}))
@@ -435,7 +559,8 @@ fn index_key(project: &str, name: &str) -> Result<IndexKey, Status> {
 /// `shutdown` completes; then reports NOT_SERVING and drains in-flight requests.
 ///
 /// Health reports NOT_SERVING until the first successful pull from the control plane (until
-/// then the data plane does not know what to serve, nor which keys are valid).
+/// then the data plane does not know what to serve, nor which keys are valid), and again while
+/// the keys are older than `control_plane.key_max_age` (index requests then get UNAVAILABLE).
 /// `readiness` (the admin port's `/readyz`) follows gRPC health.
 pub async fn serve_routed(
     listener: impl Into<larch_observe::Listener>,
@@ -448,40 +573,105 @@ pub async fn serve_routed(
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
     set_health(&health, tonic_health::ServingStatus::NotServing).await;
 
-    let mut endpoint = Endpoint::from_shared(control_plane.url.clone()).inspect_err(|err| {
+    let endpoint = Endpoint::from_shared(control_plane.url.clone()).inspect_err(|err| {
         tracing::error!(url = %control_plane.url, error = %err, "not a URL");
     })?;
+    let mut endpoint = control_plane.timeouts.apply(endpoint);
     if let Some(ca) = control_plane.ca_pem.clone() {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca));
         endpoint = endpoint.tls_config(tls)?;
     }
+    let channel = endpoint.connect_lazy();
     let mut client =
-        ControlPlaneSyncClient::with_interceptor(endpoint.connect_lazy(), control_plane.admin_key);
+        ControlPlaneSyncClient::with_interceptor(channel.clone(), control_plane.admin_key.clone());
     let syncing = data_plane.clone();
     let reporter = health.clone();
     let ready = readiness.clone();
+    let max_age = control_plane.key_max_age;
     let sync = tokio::spawn(async move {
         let health = reporter;
         let mut synced = false;
+        let mut failing = false;
+        let mut serving = false;
+        // What the key file held when last read (`None`: not read yet; the key given at start
+        // was read from it then).
+        let mut key_read: Option<String> = None;
         loop {
+            if let Some(path) = &control_plane.admin_key_file {
+                match rotated_key(path, key_read.as_deref().unwrap_or_default()) {
+                    Ok(None) => {}
+                    Ok(Some(key)) => match SendKey::new(&key) {
+                        Some(send) => {
+                            if key_read.is_some() {
+                                tracing::info!(file = %path.display(), "the admin key file changed; calling the control plane with the new key");
+                            }
+                            key_read = Some(key);
+                            client =
+                                ControlPlaneSyncClient::with_interceptor(channel.clone(), send);
+                        }
+                        None => {
+                            tracing::warn!(file = %path.display(), "the admin key file holds a key that cannot be sent as request metadata; keeping the previous key")
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot read the admin key file; keeping the previous key")
+                    }
+                }
+            }
             match syncing.sync(&mut client).await {
                 Ok(()) if !synced => {
                     synced = true;
-                    set_health(&health, tonic_health::ServingStatus::Serving).await;
-                    ready.set(true);
                     tracing::info!(
                         indexes = syncing.served().len(),
                         "in sync with the control plane; serving"
                     );
                 }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(url = %control_plane.url, "in sync with the control plane again");
+                }
                 Ok(()) => {}
-                Err(status) => tracing::warn!(
-                    url = %control_plane.url,
-                    code = ?status.code(),
-                    error = status.message(),
-                    "cannot sync with the control plane; keeping the last indexes and keys"
-                ),
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    failing = synced;
+                    tracing::warn!(
+                        url = %control_plane.url,
+                        error = status.message(),
+                        "the control plane refused this data plane's admin key: give both planes the same key (LARCH_API_KEY, or LARCH_API_KEY_FILE, which is read again before every pull); keeping the last indexes and keys"
+                    );
+                }
+                Err(status) => {
+                    failing = synced;
+                    tracing::warn!(
+                        url = %control_plane.url,
+                        code = ?status.code(),
+                        error = status.message(),
+                        "cannot sync with the control plane; keeping the last indexes and keys"
+                    );
+                }
+            }
+            let age = syncing.key_age();
+            syncing.inner.metrics.set_key_age(age.unwrap_or_default());
+            let stale = age.filter(|age| *age > max_age);
+            if let Some(age) = stale
+                && serving
+            {
+                tracing::warn!(
+                    age_secs = age.as_secs(),
+                    max_age_secs = max_age.as_secs(),
+                    "the keys are older than --key-max-age-secs: not ready, and refusing requests with UNAVAILABLE until the control plane answers"
+                );
+            }
+            let healthy = synced && stale.is_none();
+            if healthy != serving {
+                serving = healthy;
+                let status = if healthy {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                set_health(&health, status).await;
+                ready.set(healthy);
             }
             tokio::time::sleep(control_plane.refresh).await;
         }
@@ -493,13 +683,22 @@ pub async fn serve_routed(
         .add_service(DataPlaneControlServer::new(data_plane.clone()))
         .into_axum_router();
     let routed = data_plane.clone();
+    let refuse_stale = move |request: Request| {
+        let routed = routed.clone();
+        async move {
+            match routed.stale_keys(max_age) {
+                Some(age) => stale_keys_refusal(age, max_age, &request),
+                None => routed.dispatch(request).await,
+            }
+        }
+    };
     let metrics = data_plane.inner.metrics.clone();
     let limits = data_plane.limits().clone();
     let app = larch_auth::http::protect_grpc(internal, data_plane.inner.keys.clone())
         // Health, reflection and internal calls; index requests are observed by their router.
         .route_layer(limits.layer(crate::rest::render_error))
         .route_layer(larch_observe::RequestLayer::new(metrics))
-        .fallback(move |request: Request| routed.clone().dispatch(request));
+        .fallback(refuse_stale);
     let drain = async move {
         shutdown.await;
         sync.abort();
