@@ -87,7 +87,7 @@ pub(crate) fn unauthenticated(
             code = error.code_name(),
             reason = %error,
             suppressed,
-            "request refused (unauthenticated refusals are sampled)",
+            "request refused",
         );
     }
 }
