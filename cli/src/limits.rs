@@ -231,6 +231,39 @@ mod tests {
         assert!(parse_budget("plenty").is_err());
     }
 
+    /// The limit flags as the binary parses them, with `args` after the command name.
+    fn limit_args(args: &[&str]) -> LimitArgs {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let args = std::iter::once("larch").chain(args.iter().copied());
+        <Command as clap::Parser>::try_parse_from(args)
+            .expect("flags parse")
+            .limits
+    }
+
+    #[test]
+    fn per_peer_and_body_limits_have_defaults_and_refuse_zero() {
+        let limits = limit_args(&[]).limits().expect("the defaults are valid");
+        assert_eq!(
+            format!("{limits:?}"),
+            format!("{:?}", Limits::new(LimitSettings::default()))
+        );
+        let set = limit_args(&["--max-requests-per-peer", "7", "--body-timeout", "250ms"]);
+        assert_eq!(set.max_requests_per_peer, 7);
+        assert_eq!(set.body_timeout, Duration::from_millis(250));
+        set.limits().expect("valid");
+        let zero = limit_args(&["--max-requests-per-peer", "0"]).limits();
+        assert!(
+            zero.expect_err("refused")
+                .contains("--max-requests-per-peer")
+        );
+        let zero = limit_args(&["--body-timeout", "0"]).limits();
+        assert!(zero.expect_err("refused").contains("--body-timeout"));
+    }
+
     #[test]
     fn timeouts_parse() {
         assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
