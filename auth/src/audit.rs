@@ -5,13 +5,92 @@
 //!
 //! Route them with a filter such as `LARCH_LOG=info,audit=info`, or keep only them with
 //! `LARCH_LOG=warn,audit=info`.
+//!
+//! Refusals of requests without a valid key are *sampled*: anyone can send them, as fast as
+//! the network allows, so logging each would let a flood fill the disk. The first is logged,
+//! then at most one per [`UNAUTHENTICATED_LOG_EVERY`], with `suppressed` saying how many were
+//! left out since the last one logged. All of them are counted, in the refusal hook's metric
+//! (`larch_auth_denials_total{reason="UNAUTHENTICATED"}`). Refusals of authenticated keys
+//! (roles, allow-lists, rate limits) name a key of ours and are each logged.
 
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Principal};
 
 /// The `tracing` target of every audit event.
 pub const TARGET: &str = "audit";
+
+/// At most one unauthenticated refusal is logged per this long (see the [module docs](self)).
+pub const UNAUTHENTICATED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The sampling of unauthenticated refusals: one per interval, counting those left out.
+#[derive(Debug)]
+struct Sampler {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Sampler {
+    const fn new(every: Duration) -> Sampler {
+        Sampler {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log a refusal seen at `now`: `Some(left out since the last one logged)`, or
+    /// `None` to leave this one out.
+    fn sample(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        if due {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            None
+        }
+    }
+}
+
+static UNAUTHENTICATED: Mutex<Sampler> = Mutex::new(Sampler::new(UNAUTHENTICATED_LOG_EVERY));
+
+/// A request refused for its key (missing, wrong, expired): logged as [`refused`] is, but
+/// sampled (see the [module docs](self)).
+pub(crate) fn unauthenticated(
+    key_id: &str,
+    rpc: &str,
+    project: Option<&str>,
+    index: Option<&str>,
+    peer: Option<IpAddr>,
+    error: &Error,
+) {
+    // The sampler is only ever replaced field by field; a poisoned lock is still consistent.
+    let sampled = UNAUTHENTICATED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sample(Instant::now());
+    if let Some(suppressed) = sampled {
+        tracing::info!(
+            target: TARGET,
+            key_id,
+            rpc,
+            project = project.unwrap_or("-"),
+            index = index.unwrap_or("-"),
+            peer = %peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            outcome = "denied",
+            code = error.code_name(),
+            reason = %error,
+            suppressed,
+            "request refused",
+        );
+    }
+}
 
 /// A request refused by authentication or authorization.
 pub(crate) fn refused(
@@ -71,4 +150,27 @@ pub fn change(
         reason,
         "access changed",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_refusals_are_sampled_with_a_count_of_those_left_out() {
+        let mut sampler = Sampler::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(sampler.sample(t0), Some(0), "the first is logged");
+        for i in 0..1000 {
+            let now = t0 + Duration::from_millis(i);
+            assert_eq!(sampler.sample(now), None, "a flood is left out");
+        }
+        assert_eq!(
+            sampler.sample(t0 + Duration::from_secs(10)),
+            Some(1000),
+            "the next sample says how many were left out"
+        );
+        assert_eq!(sampler.sample(t0 + Duration::from_secs(11)), None);
+        assert_eq!(sampler.sample(t0 + Duration::from_secs(20)), Some(1));
+    }
 }

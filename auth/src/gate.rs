@@ -84,8 +84,29 @@ pub struct Attempt<'a> {
     pub peer: Option<IpAddr>,
 }
 
+/// Proof that a request's key was checked by [`KeyStore::authenticate_attempt`] (headers
+/// only, before the request was admitted to any limit or routed), put into the request's
+/// extensions by [`crate::http::AuthenticateLayer`]. The per-route layers that find it
+/// ([`crate::grpc::AuthLayer`], [`crate::http::require_key`]) skip authentication and only
+/// authorize ([`KeyStore::authorize_attempt`]), so a key is verified, audited and rate
+/// limited once per request. Only this crate makes one.
+#[derive(Debug, Clone)]
+pub struct Authenticated(Principal);
+
+impl Authenticated {
+    pub(crate) fn new(principal: Principal) -> Authenticated {
+        Authenticated(principal)
+    }
+
+    /// Who the key belongs to.
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+}
+
 impl KeyStore {
-    /// Decides whether `attempt` may proceed in `scope`, and as whom.
+    /// Decides whether `attempt` may proceed in `scope`, and as whom:
+    /// [`KeyStore::authenticate_attempt`] then [`KeyStore::authorize_attempt`].
     ///
     /// # Errors
     ///
@@ -93,12 +114,26 @@ impl KeyStore {
     /// [`Error::ExpiredKey`] (unauthenticated), [`Error::IndexNotFound`] (an index of another
     /// project), [`Error::Denied`] (role or allow-list) or [`Error::RateLimited`].
     pub fn admit(&self, scope: &Scope, attempt: Attempt<'_>) -> Result<Principal, Rejection> {
-        let (project, index) = match scope {
-            Scope::ControlPlane => (None, None),
-            Scope::Index { project, name } => (Some(project.as_str()), Some(name.as_str())),
-        };
+        let principal = self.authenticate_attempt(scope, attempt)?;
+        self.authorize_attempt(scope, attempt, principal)
+    }
+
+    /// The first half of [`KeyStore::admit`], from the request's headers alone: who the key
+    /// belongs to. A refusal is audited (sampled, see [`audit`]), counted, and carries the
+    /// failed-authentication slowdown as its `delay`; `attempt.action` is not looked at.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] whose error is [`Error::MissingKey`], [`Error::InvalidKey`],
+    /// [`Error::Malformed`] or [`Error::ExpiredKey`].
+    pub fn authenticate_attempt(
+        &self,
+        scope: &Scope,
+        attempt: Attempt<'_>,
+    ) -> Result<Principal, Rejection> {
+        let (project, index) = scope_names(scope);
         let refuse = |key_id: &str, error: Error, delay: Duration| {
-            audit::refused(key_id, attempt.rpc, project, index, attempt.peer, &error);
+            audit::unauthenticated(key_id, attempt.rpc, project, index, attempt.peer, &error);
             count_refusal(&error);
             Rejection { error, delay }
         };
@@ -111,8 +146,8 @@ impl KeyStore {
             Presented::Unreadable => Err(Error::InvalidKey),
             _ => self.authenticate(presented),
         };
-        let principal = match authenticated {
-            Ok(principal) => principal,
+        match authenticated {
+            Ok(principal) => Ok(principal),
             Err(error) => {
                 // Name the key only if it is one of ours in form; an opaque string may be
                 // someone's whole secret.
@@ -128,7 +163,31 @@ impl KeyStore {
                 } else {
                     key_id
                 };
-                return Err(refuse(key_id, error, delay));
+                Err(refuse(key_id, error, delay))
+            }
+        }
+    }
+
+    /// The second half of [`KeyStore::admit`], for an authenticated `principal`: the project
+    /// of the index, the roles and allow-list for `attempt.action`, and the per-key rate limit.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] whose error is [`Error::IndexNotFound`] (an index of another project),
+    /// [`Error::Denied`] (role or allow-list) or [`Error::RateLimited`].
+    pub fn authorize_attempt(
+        &self,
+        scope: &Scope,
+        attempt: Attempt<'_>,
+        principal: Principal,
+    ) -> Result<Principal, Rejection> {
+        let (project, index) = scope_names(scope);
+        let refuse = |key_id: &str, error: Error| {
+            audit::refused(key_id, attempt.rpc, project, index, attempt.peer, &error);
+            count_refusal(&error);
+            Rejection {
+                error,
+                delay: Duration::ZERO,
             }
         };
         if let Some(action) = attempt.action {
@@ -136,10 +195,10 @@ impl KeyStore {
                 && principal.project_id != project
             {
                 let error = Error::IndexNotFound(index.to_owned());
-                return Err(refuse(&principal.key_id, error, Duration::ZERO));
+                return Err(refuse(&principal.key_id, error));
             }
             if let Err(denied) = principal.authorize(action, index) {
-                return Err(refuse(&principal.key_id, denied.into(), Duration::ZERO));
+                return Err(refuse(&principal.key_id, denied.into()));
             }
         }
         if let Some(rate) = self.guard().rate.get()
@@ -150,9 +209,16 @@ impl KeyStore {
                 per_second: rate.limit().per_second,
                 retry_after,
             };
-            return Err(refuse(&principal.key_id, error, Duration::ZERO));
+            return Err(refuse(&principal.key_id, error));
         }
         Ok(principal)
+    }
+}
+
+fn scope_names(scope: &Scope) -> (Option<&str>, Option<&str>) {
+    match scope {
+        Scope::ControlPlane => (None, None),
+        Scope::Index { project, name } => (Some(project.as_str()), Some(name.as_str())),
     }
 }
 

@@ -5,6 +5,10 @@
 //! and puts the resulting [`Principal`] into the request extensions. Requests without a
 //! valid key get a trailers-only `UNAUTHENTICATED` response and never reach the service.
 //! Health checks and reflection pass without a key, so probes and `grpcurl list` work.
+//!
+//! A server puts [`crate::http::AuthenticateLayer`] outside its limits, so the key is checked
+//! before a request is admitted; this layer then finds the request authenticated and only
+//! authorizes it (roles, the index's project, the rate limit).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,14 +19,14 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::{debug, error};
 
-use crate::gate::{Attempt, Presented, Rejection, Scope};
+use crate::gate::{Attempt, Authenticated, Presented, Rejection, Scope};
 use crate::{Error, KeyStore, Principal, Result, action_of};
 
 /// The request metadata (HTTP/2 header) that carries the key.
 pub const API_KEY_HEADER: &str = "api-key";
 
 /// Path prefixes of services reachable without a key.
-const PUBLIC_PREFIXES: [&str; 3] = [
+pub(crate) const PUBLIC_PREFIXES: [&str; 3] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -184,7 +188,14 @@ impl<S> AuthService<S> {
             presented,
             peer: peer_ip(req.extensions()),
         };
-        self.store.admit(&self.scope, attempt).map(Some)
+        match req.extensions().get::<Authenticated>() {
+            // The key was checked before the request was admitted; authorize only.
+            Some(authenticated) => self
+                .store
+                .authorize_attempt(&self.scope, attempt, authenticated.principal().clone())
+                .map(Some),
+            None => self.store.admit(&self.scope, attempt).map(Some),
+        }
     }
 }
 

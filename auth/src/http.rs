@@ -21,6 +21,13 @@
 //!     .route("/indexes", get(|| async { "[]" }))
 //!     .layer(axum::middleware::from_fn_with_state(auth, require_key));
 //! ```
+//!
+//! A server puts [`AuthenticateLayer`] around everything else on a port (its request limits,
+//! its routing): it checks the key of every request from the headers alone — gRPC and REST
+//! alike, health and reflection excepted — so a request without a valid key is answered at
+//! once (after the failed-authentication slowdown, which holds nothing but a timer) and never
+//! takes a slot of the in-flight budget, waits for its body, or learns whether a route exists.
+//! The per-route checks then only authorize.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -28,10 +35,15 @@ use axum::response::Response;
 use http::StatusCode;
 use tracing::{debug, error};
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use crate::access::rest_action;
-use crate::gate::{Attempt, Rejection, Scope};
-use crate::grpc::{AuthLayer, peer_ip, presented_key};
-use crate::{Error, KeyStore};
+use crate::gate::{Attempt, Authenticated, Rejection, Scope};
+use crate::grpc::{AuthLayer, PUBLIC_PREFIXES, peer_ip, presented_key};
+use crate::{Error, KeyStore, action_of};
 
 /// Renders a refused request as `status` with `message`, in the plane's error shape.
 pub type Render = fn(StatusCode, &str) -> Response;
@@ -126,7 +138,14 @@ pub async fn require_key(
         presented: presented_key(request.headers()),
         peer: peer_ip(request.extensions()),
     };
-    let admitted = auth.store.admit(&auth.scope, attempt);
+    let admitted = match request.extensions().get::<Authenticated>() {
+        // The key was checked before the request was admitted; authorize only.
+        Some(authenticated) => {
+            auth.store
+                .authorize_attempt(&auth.scope, attempt, authenticated.principal().clone())
+        }
+        None => auth.store.admit(&auth.scope, attempt),
+    };
     match admitted {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -145,6 +164,144 @@ pub async fn require_key(
             response
         }
     }
+}
+
+/// The tower layer that authenticates every request of a port before anything else is done
+/// for it (see the [module docs](self)); `render` shapes REST refusals, gRPC ones are
+/// trailers-only statuses. An authenticated request carries [`Authenticated`] in its
+/// extensions, which the per-route [`require_key`] and [`AuthLayer`] find.
+#[derive(Clone, Debug)]
+pub struct AuthenticateLayer {
+    auth: HttpAuth,
+}
+
+impl AuthenticateLayer {
+    /// Authenticates against `store`; `scope` names the plane and index in the audit log (a
+    /// port serving several indexes, routed by host, passes [`Scope::ControlPlane`]: the index
+    /// is not known before routing, and routing waits for the key).
+    pub fn new(store: KeyStore, scope: Scope, render: Render) -> AuthenticateLayer {
+        AuthenticateLayer {
+            auth: HttpAuth::scoped(store, scope, render),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuthenticateLayer`].
+#[derive(Clone, Debug)]
+pub struct Authenticate<S> {
+    inner: S,
+    auth: HttpAuth,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request> for Authenticate<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> BoxFuture {
+        match authenticate(&self.auth, &request) {
+            Ok(principal) => {
+                if let Some(principal) = principal {
+                    request
+                        .extensions_mut()
+                        .insert(Authenticated::new(principal));
+                }
+                // The clone that was made ready is used; a fresh clone stays for the next call.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(request))
+            }
+            Err(Rejection { error, delay }) => {
+                let grpc = is_grpc(&request);
+                let render = self.auth.render;
+                Box::pin(async move {
+                    // Only a timer is held: no permit, no body, no route.
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok(refusal(grpc, render, error))
+                })
+            }
+        }
+    }
+}
+
+/// The principal of `request`'s key, or `None` for health and reflection, which need none.
+///
+/// # Errors
+///
+/// A [`Rejection`] for a missing, wrong or expired key.
+fn authenticate(auth: &HttpAuth, request: &Request) -> Result<Option<crate::Principal>, Rejection> {
+    let path = request.uri().path();
+    if PUBLIC_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return Ok(None);
+    }
+    let grpc = is_grpc(request);
+    let rest_rpc;
+    let (rpc, action) = if grpc {
+        (path, action_of(path))
+    } else {
+        rest_rpc = format!("{} {path}", request.method());
+        (
+            rest_rpc.as_str(),
+            rest_action(&auth.scope, request.method(), path),
+        )
+    };
+    let attempt = Attempt {
+        rpc,
+        action,
+        presented: presented_key(request.headers()),
+        peer: peer_ip(request.extensions()),
+    };
+    auth.store
+        .authenticate_attempt(&auth.scope, attempt)
+        .map(Some)
+}
+
+/// A refusal in the request's protocol: a trailers-only gRPC status, or the plane's REST shape.
+fn refusal(grpc: bool, render: Render, error: Error) -> Response {
+    if grpc {
+        tonic::Status::from(error).into_http::<axum::body::Body>()
+    } else {
+        let (status, message) = rejection(&error);
+        let mut response = render(status, &message);
+        if let Error::RateLimited { retry_after, .. } = error {
+            set_retry_after(response.headers_mut(), retry_after);
+        }
+        response
+    }
+}
+
+/// Whether `request` is gRPC (as opposed to REST), by its content type.
+fn is_grpc<B>(request: &http::Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Puts the gRPC [`AuthLayer`] in front of every route of `router` — the gRPC services of a
@@ -241,6 +398,110 @@ mod tests {
             assert_eq!(status, StatusCode::UNAUTHORIZED);
             assert_eq!(body, "refused: invalid api key");
         }
+    }
+
+    /// A port's stack: [`AuthenticateLayer`] around a REST route behind [`require_key`] and a
+    /// gRPC-style route behind the gRPC layer; `calls` counts requests reaching a handler.
+    fn port(
+        store: &KeyStore,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> axum::Router {
+        let counted = move || {
+            let calls = std::sync::Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "ok"
+            }
+        };
+        let grpc = axum::Router::new()
+            .route("/VectorService/Query", axum::routing::post(counted.clone()))
+            .route(
+                "/grpc.health.v1.Health/Check",
+                axum::routing::post(counted.clone()),
+            );
+        let rest = axum::Router::new()
+            .route("/indexes", axum::routing::get(counted))
+            .layer(axum::middleware::from_fn_with_state(
+                HttpAuth::new(store.clone(), render),
+                require_key,
+            ));
+        protect_grpc(grpc, store.clone())
+            .merge(rest)
+            .layer(AuthenticateLayer::new(
+                store.clone(),
+                Scope::ControlPlane,
+                render,
+            ))
+    }
+
+    fn request(path: &str, grpc: bool, key: Option<&str>) -> http::Request<Body> {
+        let method = if grpc { "POST" } else { "GET" };
+        let mut builder = http::Request::builder().method(method).uri(path);
+        if grpc {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/grpc");
+        }
+        if let Some(key) = key {
+            builder = builder.header("api-key", key);
+        }
+        builder.body(Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn keys_are_checked_once_before_anything_else() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let store = KeyStore::new();
+        let key = ApiKey::generate();
+        store.insert(StoredKey::new(&key, Grant::admin()));
+        // One request per second: a key checked twice per request would be refused.
+        assert!(store.limit_rate(crate::RateLimit {
+            per_second: 1,
+            burst: 1,
+        }));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app = port(&store, Arc::clone(&calls));
+        let wrong = ApiKey::generate();
+        for (path, grpc) in [
+            ("/VectorService/Query", true),
+            ("/indexes", false),
+            ("/nowhere", true),
+            ("/nowhere", false),
+        ] {
+            for presented in [None, Some(wrong.as_str())] {
+                let response = app
+                    .clone()
+                    .oneshot(request(path, grpc, presented))
+                    .await
+                    .expect("infallible");
+                if grpc {
+                    assert_eq!(response.headers()["grpc-status"], "16", "{path}");
+                } else {
+                    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+                }
+            }
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "no refused request reached a route"
+        );
+        // Health needs no key.
+        let health = app
+            .clone()
+            .oneshot(request("/grpc.health.v1.Health/Check", true, None))
+            .await
+            .expect("infallible");
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A valid key passes both checks, and takes one token of its rate limit.
+        let response = app
+            .clone()
+            .oneshot(request("/VectorService/Query", true, Some(key.as_str())))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!response.headers().contains_key("grpc-status"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub(crate) struct LimitArgs {
     /// pushback (REST: 429). Health checks are never refused.
     #[arg(long, env = "LARCH_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     max_concurrent_requests: usize,
+    /// Most requests of one client address running or waiting for their body at once (over
+    /// all ports); more get RESOURCE_EXHAUSTED with a retry pushback (REST: 429). Requests
+    /// without a valid key are refused before and never count.
+    #[arg(long, env = "LARCH_MAX_REQUESTS_PER_PEER", default_value_t = 256)]
+    max_requests_per_peer: usize,
     /// Most concurrent HTTP/2 streams per connection; a client opening more waits.
     #[arg(long, env = "LARCH_MAX_STREAMS_PER_CONNECTION", default_value_t = 128)]
     max_streams_per_connection: u32,
@@ -25,6 +30,10 @@ pub(crate) struct LimitArgs {
     /// shorter `grpc-timeout` wins. Past it: DEADLINE_EXCEEDED (REST: 504).
     #[arg(long, env = "LARCH_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     request_timeout: Duration,
+    /// Longest wait for a request's first body bytes after its headers ("5s", "500ms"); a
+    /// request whose body has not started by then gets DEADLINE_EXCEEDED (REST: 408).
+    #[arg(long, env = "LARCH_BODY_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    body_timeout: Duration,
     #[command(flatten)]
     answers: AnswerArgs,
 }
@@ -45,6 +54,10 @@ impl LimitArgs {
             "max-concurrent-requests",
             self.max_concurrent_requests as u64,
         )?;
+        positive("max-requests-per-peer", self.max_requests_per_peer as u64)?;
+        if self.body_timeout.is_zero() {
+            return Err("--body-timeout: must be above 0".to_owned());
+        }
         positive(
             "max-streams-per-connection",
             u64::from(self.max_streams_per_connection),
@@ -53,10 +66,12 @@ impl LimitArgs {
             max_request_bytes: usize::try_from(max_request_bytes)
                 .map_err(|_| "--max-request-bytes: too large".to_owned())?,
             max_concurrent_requests: self.max_concurrent_requests,
+            max_requests_per_peer: self.max_requests_per_peer,
             max_streams_per_connection: self.max_streams_per_connection,
             max_header_bytes: u32::try_from(max_header_bytes)
                 .map_err(|_| "--max-header-bytes: must be below 4 GiB".to_owned())?,
             request_timeout: Some(self.request_timeout).filter(|timeout| !timeout.is_zero()),
+            body_timeout: self.body_timeout,
             ..LimitSettings::default()
         };
         Ok(Limits::new(self.answers.apply(settings)?))
@@ -284,6 +299,39 @@ mod tests {
         assert_eq!(parse_budget("512MiB"), Ok(Budget::Bytes(512 * 1024 * 1024)));
         assert!(parse_budget("0").is_err());
         assert!(parse_budget("plenty").is_err());
+    }
+
+    /// The limit flags as the binary parses them, with `args` after the command name.
+    fn limit_args(args: &[&str]) -> LimitArgs {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let args = std::iter::once("larch").chain(args.iter().copied());
+        <Command as clap::Parser>::try_parse_from(args)
+            .expect("flags parse")
+            .limits
+    }
+
+    #[test]
+    fn per_peer_and_body_limits_have_defaults_and_refuse_zero() {
+        let limits = limit_args(&[]).limits().expect("the defaults are valid");
+        assert_eq!(
+            format!("{limits:?}"),
+            format!("{:?}", Limits::new(LimitSettings::default()))
+        );
+        let set = limit_args(&["--max-requests-per-peer", "7", "--body-timeout", "250ms"]);
+        assert_eq!(set.max_requests_per_peer, 7);
+        assert_eq!(set.body_timeout, Duration::from_millis(250));
+        set.limits().expect("valid");
+        let zero = limit_args(&["--max-requests-per-peer", "0"]).limits();
+        assert!(
+            zero.expect_err("refused")
+                .contains("--max-requests-per-peer")
+        );
+        let zero = limit_args(&["--body-timeout", "0"]).limits();
+        assert!(zero.expect_err("refused").contains("--body-timeout"));
     }
 
     #[test]

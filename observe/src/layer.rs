@@ -16,7 +16,10 @@
 //!    headers, which is where such a response keeps its trailers.
 //! 4. The request is counted in [`Metrics`] by RPC and status once the status is known: at the
 //!    response headers for REST (the HTTP status) and trailers-only gRPC, at the trailers
-//!    otherwise (`grpc-status`; `CANCELLED` if the body is dropped before them).
+//!    otherwise (`grpc-status`; `CANCELLED` if the body is dropped before them). The `rpc`
+//!    label is a gRPC method of Larch's or a REST route template; any other path — a method
+//!    that does not exist, junk — is counted as `unrouted`, so clients cannot grow the set of
+//!    label values.
 
 use std::fmt;
 use std::future::Future;
@@ -145,7 +148,13 @@ fn seen<B>(request: &Request<B>) -> Seen {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
     let matched = request.extensions().get::<MatchedPath>();
     let (rpc, label) = if grpc {
-        let label = matched.map_or(UNROUTED, |_| path);
+        // Only RPCs that exist get their own label: a route matches every method under a
+        // service's prefix, and anyone may send any path, so junk would grow the label set.
+        let label = if matched.is_some() && known_rpc(path) {
+            path
+        } else {
+            UNROUTED
+        };
         (path.to_owned(), label.to_owned())
     } else {
         let method = request.method();
@@ -163,6 +172,19 @@ fn seen<B>(request: &Request<B>) -> Seen {
         grpc,
         routine,
     }
+}
+
+/// The keyless methods of health and reflection, the only ones of their services.
+const PUBLIC_RPCS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Whether `path` is an RPC a Larch server serves (of either plane, health or reflection).
+fn known_rpc(path: &str) -> bool {
+    larch_auth::action_of(path).is_some() || PUBLIC_RPCS.contains(&path)
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Observed<S>

@@ -2,17 +2,30 @@
 //! may run at once, how long one may take, and the HTTP/2 settings that bound each connection.
 //!
 //! [`Limits`] holds the configured values (the `larch` binary's `--max-request-bytes`,
-//! `--max-concurrent-requests`, `--max-streams-per-connection`, `--max-header-bytes` and
-//! `--request-timeout`); [`Limits::server`] is a tonic server builder with the per-connection
-//! settings applied, and [`Limits::layer`] the [`LimitLayer`] every app is wrapped in (inside
-//! the [`RequestLayer`](crate::RequestLayer), so refusals get a request id and are counted).
+//! `--max-concurrent-requests`, `--max-requests-per-peer`, `--max-streams-per-connection`,
+//! `--max-header-bytes`, `--request-timeout` and `--body-timeout`); [`Limits::server`] is a
+//! tonic server builder with the per-connection settings applied, and [`Limits::layer`] the
+//! [`LimitLayer`] every app is wrapped in (inside the
+//! [`RequestLayer`](crate::RequestLayer), so refusals get a request id and are counted).
 //!
-//! What the layer does, per request:
+//! **Authentication comes first.** Each plane puts `larch_auth::http::AuthenticateLayer`
+//! outside this layer, so a request without a valid key is refused from its headers before it
+//! gets here: it never holds a slot of any budget below, never waits for its body, and anyone
+//! without a key cannot lock keyed clients out.
+//!
+//! What the layer does, per (authenticated) request, in this order:
+//! - **Per-peer limit**: at most `max_requests_per_peer` requests from one client address run
+//!   (or wait for their body) at once; one more gets `RESOURCE_EXHAUSTED` with a pushback (REST:
+//!   429). One busy or hostile client cannot take the whole process budget.
+//! - **Body deadline**: the request's first bytes (a gRPC message's 5-byte prefix; for REST
+//!   the first chunk of a body, if it has one) must arrive within `body_timeout` of its
+//!   headers, or it is answered `DEADLINE_EXCEEDED` (REST: 408) and frees what it holds.
 //! - **In-flight limit**: at most `max_concurrent_requests` requests of the whole process run
-//!   at once (one budget shared by every port made from the same [`Limits`]); one more is
-//!   answered at once with `RESOURCE_EXHAUSTED` and a `grpc-retry-pushback-ms` trailer, which
-//!   Pinecone's clients honour (REST: 429 with `Retry-After`). Health checks and reflection are
-//!   never refused, so an overloaded pod is not restarted by its liveness probe.
+//!   at once (one budget shared by every port made from the same [`Limits`]), taken only once
+//!   the body has started; one more is answered at once with `RESOURCE_EXHAUSTED` and a
+//!   `grpc-retry-pushback-ms` trailer, which Pinecone's clients honour (REST: 429 with
+//!   `Retry-After`). Health checks and reflection are never refused (by any limit here), so an
+//!   overloaded pod is not restarted by its liveness probe.
 //! - **Deadline**: the client's `grpc-timeout`, or `request_timeout` if shorter (or the only
 //!   one), bounds the request: when it passes, the client gets `DEADLINE_EXCEEDED` (REST: 504)
 //!   and the handler's future is dropped, which tells the work queued for it not to start (see
@@ -28,11 +41,13 @@
 //! limit, and [`Limits::queries`] the per-key cap on concurrent queries
 //! ([`KeyedGate`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,6 +84,8 @@ pub struct Limits {
     in_flight: Arc<Semaphore>,
     /// `max_queries_per_key` permits per key, shared by clones.
     queries: Arc<KeyedGate>,
+    /// Requests held per client address (entries removed at zero), shared by clones.
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Default for Limits {
@@ -84,6 +101,10 @@ pub struct LimitSettings {
     pub max_request_bytes: usize,
     /// Most requests running at once in the process, over all ports: 1024.
     pub max_concurrent_requests: usize,
+    /// Most requests of one client address running or waiting for their body at once, over
+    /// all ports: 256, a quarter of the process budget, so at least four clients are served
+    /// whatever the others do.
+    pub max_requests_per_peer: usize,
     /// Most concurrent HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`): a
     /// client opening more waits for one to finish, which is HTTP/2's own backpressure. 128.
     pub max_streams_per_connection: u32,
@@ -100,6 +121,8 @@ pub struct LimitSettings {
     /// Most queries (and fetches by metadata) of one API key running or queued at once in the
     /// process: 8. One more is refused with `RESOURCE_EXHAUSTED` and a retry pushback.
     pub max_queries_per_key: usize,
+    /// How long after its headers a request's first body bytes may take to arrive: 5 s.
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -107,11 +130,13 @@ impl Default for LimitSettings {
         LimitSettings {
             max_request_bytes: 2 * 1024 * 1024,
             max_concurrent_requests: 1024,
+            max_requests_per_peer: 256,
             max_streams_per_connection: 128,
             max_header_bytes: 16 * 1024,
             request_timeout: Some(Duration::from_secs(60)),
             max_response_bytes: larch_engine::answer::DEFAULT_MAX_ANSWER_BYTES,
             max_queries_per_key: 8,
+            body_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +148,7 @@ impl Limits {
             settings,
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
             queries: KeyedGate::new(settings.max_queries_per_key),
+            peers: Arc::default(),
         }
     }
 
@@ -258,60 +284,144 @@ impl LimitLayer {
             Ok(deadline) => deadline,
             Err(refusal) => return self.refuse(grpc, refusal),
         };
-        let permit: Option<OwnedSemaphorePermit> = if routine {
+        let peer = if routine {
             None
         } else {
-            match Arc::clone(&self.limits.in_flight).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    return self.refuse(
-                        grpc,
-                        Refusal {
-                            code: tonic::Code::ResourceExhausted,
-                            http: StatusCode::TOO_MANY_REQUESTS,
-                            message: format!(
-                                "the server is busy: {} requests are already running (the \
-                                 limit, --max-concurrent-requests); retry shortly",
-                                self.limits.settings.max_concurrent_requests
-                            ),
-                            retry_after: Some(BUSY_PUSHBACK),
-                        },
-                    );
-                }
+            match self.peer_slot(&request) {
+                Ok(slot) => slot,
+                Err(refusal) => return self.refuse(grpc, refusal),
             }
         };
         let work = async {
-            let request = if grpc {
-                match self.check_message_size(request).await {
-                    Ok(request) => request,
-                    Err(refusal) => return self.refuse(grpc, refusal),
-                }
+            // The body has to start before the request may take a slot of the process budget:
+            // a client that sends headers and then nothing holds only its own peer's slots.
+            let request = match self.body_started(request, grpc).await {
+                Ok(request) => request,
+                Err(refusal) => return (self.refuse(grpc, refusal), None),
+            };
+            let permit = if routine {
+                None
             } else {
-                request
+                match Arc::clone(&self.limits.in_flight).try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return (self.refuse(grpc, self.busy()), None),
+                }
             };
             match inner.call(request).await {
-                Ok(response) => response,
+                Ok(response) => (response, permit),
                 Err(never) => match never {},
             }
         };
-        let response = match deadline {
+        let (response, permit) = match deadline {
             None => work.await,
             Some((timeout, wait)) => match tokio::time::timeout(wait, work).await {
-                Ok(response) => response,
-                Err(_) => self.refuse(grpc, expired(timeout)),
+                Ok(answered) => answered,
+                Err(_) => (self.refuse(grpc, expired(timeout)), None),
             },
         };
         // The request counts as in flight until its response body is sent (or dropped): a
-        // client that never reads its answers cannot pile up more of them than the limit.
-        match permit {
-            None => response,
-            Some(permit) => response.map(|body| {
-                Body::new(Holding {
-                    body,
-                    _permit: permit,
-                })
-            }),
+        // client that never reads its answers cannot pile up more of them than the limits.
+        if permit.is_none() && peer.is_none() {
+            return response;
         }
+        response.map(|body| {
+            Body::new(Holding {
+                body,
+                _permit: permit,
+                _peer: peer,
+            })
+        })
+    }
+
+    fn busy(&self) -> Refusal {
+        Refusal {
+            code: tonic::Code::ResourceExhausted,
+            http: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "the server is busy: {} requests are already running (the limit, \
+                 --max-concurrent-requests); retry shortly",
+                self.limits.settings.max_concurrent_requests
+            ),
+            retry_after: Some(BUSY_PUSHBACK),
+        }
+    }
+
+    /// One of the per-peer slots of the request's client address; `None` when the address is
+    /// unknown (no TCP connection info, as in unit tests).
+    fn peer_slot(&self, request: &Request<Body>) -> Result<Option<PeerSlot>, Refusal> {
+        let Some(ip) = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.ip())
+        else {
+            return Ok(None);
+        };
+        let limit = self.limits.settings.max_requests_per_peer;
+        let mut peers = lock(&self.limits.peers);
+        let held = peers.entry(ip).or_insert(0);
+        if *held >= limit {
+            return Err(Refusal {
+                code: tonic::Code::ResourceExhausted,
+                http: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "too many requests from this client: {limit} are already running or \
+                     waiting for their body (the per-client limit, --max-requests-per-peer); \
+                     retry shortly"
+                ),
+                retry_after: Some(BUSY_PUSHBACK),
+            });
+        }
+        *held += 1;
+        Ok(Some(PeerSlot {
+            peers: Arc::clone(&self.limits.peers),
+            ip,
+        }))
+    }
+
+    /// Waits (at most `body_timeout`) for the first bytes of the body: a gRPC message's
+    /// prefix, whose announced length is checked against the limit; for REST the first chunk
+    /// of a body that has one. What was read is put back in front of the rest of the body.
+    async fn body_started(
+        &self,
+        request: Request<Body>,
+        grpc: bool,
+    ) -> Result<Request<Body>, Refusal> {
+        let (parts, body) = request.into_parts();
+        if !grpc && http_body::Body::is_end_stream(&body) {
+            return Ok(Request::from_parts(parts, body));
+        }
+        let wanted = if grpc { 5 } else { 1 };
+        let timeout = self.limits.settings.body_timeout;
+        let Ok(body) = tokio::time::timeout(timeout, Prefixed::read(body, wanted)).await else {
+            return Err(Refusal {
+                code: tonic::Code::DeadlineExceeded,
+                http: StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the request body did not start within {} ms of its headers (the limit, \
+                     --body-timeout): send the message with the request",
+                    timeout.as_millis()
+                ),
+                retry_after: None,
+            });
+        };
+        if grpc && let Some(prefix) = body.prefix.as_deref().filter(|prefix| prefix.len() >= 5) {
+            let length = (&prefix[1..5]).get_u32() as usize;
+            if length > self.limits.settings.max_request_bytes {
+                return Err(Refusal {
+                    code: tonic::Code::InvalidArgument,
+                    http: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!(
+                        "the request message is {length} bytes; the limit is {} bytes \
+                         (--max-request-bytes; Pinecone allows 2 MB per upsert): send fewer \
+                         vectors per request",
+                        self.limits.settings.max_request_bytes
+                    ),
+                    retry_after: None,
+                });
+            }
+        }
+        Ok(Request::from_parts(parts, Body::new(body)))
     }
 
     /// How long the request may run: the shorter of its `grpc-timeout` and the server's limit.
@@ -343,46 +453,6 @@ impl LimitLayer {
             Some(wait) if !wait.is_zero() => Ok(Some((timeout, wait))),
             _ => Err(expired(timeout)),
         }
-    }
-
-    /// Reads just the 5-byte gRPC message prefix and refuses a message above the limit; the
-    /// bytes read are put back in front of the rest of the body.
-    async fn check_message_size(&self, request: Request<Body>) -> Result<Request<Body>, Refusal> {
-        let (parts, mut body) = request.into_parts();
-        let mut prefix = BytesMut::new();
-        while prefix.len() < 5 {
-            match std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx))
-                .await
-            {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => prefix.extend_from_slice(&data),
-                    // Trailers before a whole prefix: let the gRPC decoder report it.
-                    Err(_) => break,
-                },
-                Some(Err(_)) | None => break,
-            }
-        }
-        if prefix.len() >= 5 {
-            let length = (&prefix[1..5]).get_u32() as usize;
-            if length > self.limits.settings.max_request_bytes {
-                return Err(Refusal {
-                    code: tonic::Code::InvalidArgument,
-                    http: StatusCode::PAYLOAD_TOO_LARGE,
-                    message: format!(
-                        "the request message is {length} bytes; the limit is {} bytes \
-                         (--max-request-bytes; Pinecone allows 2 MB per upsert): send fewer \
-                         vectors per request",
-                        self.limits.settings.max_request_bytes
-                    ),
-                    retry_after: None,
-                });
-            }
-        }
-        let body = Body::new(Prefixed {
-            prefix: Some(prefix.freeze()).filter(|prefix| !prefix.is_empty()),
-            rest: body,
-        });
-        Ok(Request::from_parts(parts, body))
     }
 
     fn refuse(&self, grpc: bool, refusal: Refusal) -> Response {
@@ -450,7 +520,38 @@ pub fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 /// A request body with the bytes already read from it put back in front.
 struct Prefixed {
     prefix: Option<Bytes>,
+    /// A frame other than data (trailers) read before `wanted` bytes came.
+    then: Option<Frame<Bytes>>,
     rest: Body,
+}
+
+impl Prefixed {
+    /// Reads `body` until `wanted` bytes, a frame other than data, an error or its end.
+    async fn read(mut body: Body, wanted: usize) -> Prefixed {
+        let mut prefix = BytesMut::new();
+        let mut then = None;
+        while prefix.len() < wanted {
+            match std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx))
+                .await
+            {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => prefix.extend_from_slice(&data),
+                    // Trailers before a whole prefix: let the decoder report it.
+                    Err(frame) => {
+                        then = Some(frame);
+                        break;
+                    }
+                },
+                // The error comes again from the rest of the body, to whoever reads it.
+                Some(Err(_)) | None => break,
+            }
+        }
+        Prefixed {
+            prefix: Some(prefix.freeze()).filter(|prefix| !prefix.is_empty()),
+            then,
+            rest: body,
+        }
+    }
 }
 
 impl http_body::Body for Prefixed {
@@ -464,11 +565,14 @@ impl http_body::Body for Prefixed {
         if let Some(prefix) = self.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
+        if let Some(frame) = self.then.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.is_end_stream()
+        self.prefix.is_none() && self.then.is_none() && self.rest.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -484,10 +588,35 @@ impl http_body::Body for Prefixed {
     }
 }
 
-/// A response body that holds its request's in-flight permit until it is dropped.
+/// A response body that holds its request's in-flight permit and per-peer slot until it is
+/// dropped.
 struct Holding {
     body: Body,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
+    _peer: Option<PeerSlot>,
+}
+
+/// One request's slot of its client address's `max_requests_per_peer`, given back on drop.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = lock(&self.peers);
+        if let Some(held) = peers.get_mut(&self.ip) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+// Counts are changed in one step under the lock; a poisoned lock is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl http_body::Body for Holding {
@@ -571,6 +700,11 @@ mod tests {
     /// An app whose `/slow` route waits until released and whose `/echo` route answers with
     /// the request body's length, behind a layer with `settings`.
     fn app(settings: LimitSettings, release: Arc<tokio::sync::Notify>) -> axum::Router {
+        app_with(&Limits::new(settings), release)
+    }
+
+    /// [`app`] behind `limits`, whose state the test can look at.
+    fn app_with(limits: &Limits, release: Arc<tokio::sync::Notify>) -> axum::Router {
         use axum::routing::post;
         axum::Router::new()
             .route(
@@ -585,7 +719,7 @@ mod tests {
                 post(|body: Bytes| async move { body.len().to_string() }),
             )
             .route("/grpc.health.v1.Health/Check", post(|| async { "healthy" }))
-            .layer(Limits::new(settings).layer(render))
+            .layer(limits.layer(render))
     }
 
     fn grpc(path: &str, body: impl Into<Body>) -> Request<Body> {
@@ -761,6 +895,101 @@ mod tests {
         )
         .await;
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    /// A request body that never sends anything (its sender is returned, to be kept).
+    fn silent_body() -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+        Body,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        (tx, Body::new(http_body_util_stream(stream)))
+    }
+
+    fn from_peer(mut request: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+        request
+            .extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some((ip, 40000).into()),
+            });
+        request
+    }
+
+    #[tokio::test]
+    async fn bodies_that_do_not_start_hold_only_their_peers_slots() {
+        let settings = LimitSettings {
+            max_concurrent_requests: 2,
+            max_requests_per_peer: 2,
+            // Not reached: the bodies are ended by the test.
+            body_timeout: Duration::from_secs(600),
+            ..LimitSettings::default()
+        };
+        let limits = Limits::new(settings);
+        let app = app_with(&limits, Arc::default());
+        // Two requests from one address whose bodies do not start: they hold its two slots
+        // but none of the process's two permits.
+        let (grpc_sender, grpc_body) = silent_body();
+        let (rest_sender, rest_body) = silent_body();
+        let waiting = [
+            tokio::spawn({
+                let app = app.clone();
+                async move { call(&app, from_peer(grpc("/echo", grpc_body), [192, 0, 2, 1])).await }
+            }),
+            tokio::spawn({
+                let app = app.clone();
+                let request = Request::post("/echo").body(rest_body).expect("rest");
+                async move { call(&app, from_peer(request, [192, 0, 2, 1])).await }
+            }),
+        ];
+        // Once both wait for their bodies, the address's next request is refused.
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        while lock(&limits.peers).get(&ip) != Some(&2) {
+            tokio::task::yield_now().await;
+        }
+        let response = call(
+            &app,
+            from_peer(grpc("/echo", Body::empty()), [192, 0, 2, 1]),
+        )
+        .await;
+        let refused = grpc_status(&response);
+        let (code, message) = refused.expect("refused past the per-peer limit");
+        assert_eq!(code, tonic::Code::ResourceExhausted as i32, "{message}");
+        assert!(message.contains("--max-requests-per-peer"), "{message}");
+        // Another address is served: the process's permits are free.
+        let request = from_peer(grpc("/echo", vec![0u8, 0, 0, 0, 0]), [192, 0, 2, 2]);
+        assert_eq!(text(call(&app, request).await).await, "5");
+        // Bodies that end are served, and give their slots back.
+        drop((grpc_sender, rest_sender));
+        for handle in waiting {
+            assert_eq!(text(handle.await.expect("joined")).await, "0");
+        }
+        let request = from_peer(grpc("/echo", Body::empty()), [192, 0, 2, 1]);
+        assert_eq!(text(call(&app, request).await).await, "0");
+    }
+
+    #[tokio::test]
+    async fn bodies_that_do_not_start_in_time_are_cut_off() {
+        let settings = LimitSettings {
+            max_concurrent_requests: 1,
+            body_timeout: Duration::from_millis(50),
+            ..LimitSettings::default()
+        };
+        let app = app(settings, Arc::default());
+        let (grpc_sender, body) = silent_body();
+        let response = call(&app, from_peer(grpc("/echo", body), [192, 0, 2, 1])).await;
+        let (code, message) = grpc_status(&response).expect("grpc status");
+        assert_eq!(code, tonic::Code::DeadlineExceeded as i32, "{message}");
+        assert!(message.contains("--body-timeout"), "{message}");
+        let (rest_sender, body) = silent_body();
+        let request = Request::post("/echo").body(body).expect("rest");
+        let response = call(&app, request).await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        drop((grpc_sender, rest_sender, response));
+        // Nothing is held afterwards.
+        let request = from_peer(grpc("/echo", Body::empty()), [192, 0, 2, 1]);
+        assert_eq!(text(call(&app, request).await).await, "0");
     }
 
     #[test]

@@ -14,10 +14,11 @@
 //! | `larch_index_wal_bytes` | gauge | `project`, `index` | its active write-ahead log file |
 //! | `larch_data_plane_key_age_seconds` | gauge | — | split-mode data plane: age of its copy of the keys (0 elsewhere) |
 //!
-//! `rpc` is the gRPC path (`/VectorService/Query`) or, for REST, the method and route template
-//! (`GET /indexes/{name}`), so the label set stays bounded; requests no route matched count as
-//! `unrouted`, and past [`MAX_RPCS`] distinct values (unknown gRPC methods of a known service)
-//! as `other`. `code` is the gRPC status name (`OK`, `UNAUTHENTICATED`, …) for gRPC and the HTTP
+//! `rpc` is the gRPC path of one of Larch's methods (`/VectorService/Query`) or, for REST, the
+//! method and route template (`GET /indexes/{name}`), so the label set stays bounded: requests
+//! for any other path (no route matched, or a method no service has — anyone can send junk
+//! paths, with or without a key) count as `unrouted`, and past [`MAX_RPCS`] distinct values, a
+//! backstop, as `other`. `code` is the gRPC status name (`OK`, `UNAUTHENTICATED`, …) for gRPC and the HTTP
 //! status (`200`, `401`, …) for REST. Index gauges are read from the engine at each scrape, so
 //! a dropped index disappears from the next one.
 

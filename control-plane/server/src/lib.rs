@@ -13,6 +13,10 @@
 //! translate their wire format to the [`larch_catalog`] types and call the same [`Indexes`];
 //! the catalog holds the rules.
 //!
+//! Every request's key is checked from its headers before the request limits admit it
+//! ([`larch_auth::http::AuthenticateLayer`], then [`Limits`]), so requests without a valid key
+//! hold nothing.
+//!
 //! Every request, of either transport, passes a [`larch_observe::RequestLayer`] first: it gets
 //! a request id (`x-request-id`, returned in the response headers and gRPC trailers), a
 //! `tracing` span naming that id and the RPC, and is counted in the [`Metrics`] given to
@@ -146,9 +150,16 @@ async fn serve_with(
     let grpc = routes.into_axum_router();
     let grpc = larch_auth::http::protect_grpc(grpc, keys.clone());
     let app = grpc
-        .merge(rest::router(indexes, keys))
+        .merge(rest::router(indexes, keys.clone()))
         .fallback(unrouted)
         .layer(limits.layer(rest::render_error))
+        // Keys are checked before the limits admit a request: one without a valid key takes
+        // no slot of them and is never waited on.
+        .layer(larch_auth::http::AuthenticateLayer::new(
+            keys,
+            larch_auth::Scope::ControlPlane,
+            rest::render_error,
+        ))
         // Outermost, on every route and the fallback: refusals get an id and are counted too.
         .layer(larch_observe::RequestLayer::new(metrics));
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use

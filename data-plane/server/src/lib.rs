@@ -11,6 +11,10 @@
 //! Both transports call the same [`api::IndexHandle`] with the same engine request structs;
 //! the engine validates.
 //!
+//! Every request's key is checked from its headers before the request limits admit it
+//! ([`larch_auth::http::AuthenticateLayer`], then [`Limits`]), so requests without a valid key
+//! hold nothing.
+//!
 //! Every request, of either transport, passes a [`larch_observe::RequestLayer`] first: it gets
 //! a request id (`x-request-id`, returned in the response headers and gRPC trailers), a
 //! `tracing` span naming that id, the RPC and the index, and is counted in the [`Metrics`]
@@ -97,9 +101,16 @@ pub async fn serve_index(
         .into_axum_router();
     let observe = larch_observe::RequestLayer::new(metrics).for_index(&key);
     let app = larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
-        .merge(rest::router(index, keys, scope))
+        .merge(rest::router(index, keys.clone(), scope.clone()))
         .fallback(unrouted)
         .layer(limits.layer(rest::render_error))
+        // Keys are checked before the limits admit a request: one without a valid key takes
+        // no slot of them and is never waited on.
+        .layer(larch_auth::http::AuthenticateLayer::new(
+            keys,
+            scope,
+            rest::render_error,
+        ))
         // Outermost, on every route and the fallback: refusals get an id and are counted too.
         .layer(observe);
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use

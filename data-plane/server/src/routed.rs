@@ -345,7 +345,8 @@ impl RoutedDataPlane {
     }
 
     /// Dispatches a request that is neither health, reflection nor internal to the index
-    /// served at its host.
+    /// served at its host. Its key has been checked already (see [`serve_routed`]): an unknown
+    /// host is only ever named to a caller with a valid key.
     async fn dispatch(self, request: Request) -> Response {
         let host = request
             .uri()
@@ -698,7 +699,15 @@ pub async fn serve_routed(
         // Health, reflection and internal calls; index requests are observed by their router.
         .route_layer(limits.layer(crate::rest::render_error))
         .route_layer(larch_observe::RequestLayer::new(metrics))
-        .fallback(refuse_stale);
+        .fallback(refuse_stale)
+        // Keys are checked before anything else, routing included: a request without a valid
+        // key gets UNAUTHENTICATED whether an index is served at its host or not (so hosts
+        // cannot be probed without a key), and holds no slot of the limits.
+        .layer(larch_auth::http::AuthenticateLayer::new(
+            data_plane.inner.keys.clone(),
+            Scope::ControlPlane,
+            crate::rest::render_error,
+        ));
     let drain = async move {
         shutdown.await;
         sync.abort();

@@ -203,10 +203,12 @@ async fn past_the_in_flight_limit_requests_get_pushback_and_probes_still_answer(
     .await;
     let (model, mut data) = server.create_index("busy", 2, "cosine").await;
     let host = authority(&model.host);
-    // One request in flight: its body has not even sent the gRPC prefix yet.
+    // One request in flight: its body has sent the gRPC prefix (a request takes its slot of
+    // the budget once its body has started) but not the 10-byte message it announces.
     let (held, mut body, driver) =
         open_grpc_request(&host, &server.key, "/VectorService/Upsert", &[]).await;
-    body.send_data(Bytes::from_static(&[0, 0]), false).unwrap();
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 10]), false)
+        .unwrap();
     let err = tokio::time::timeout(PROMPTLY, async {
         loop {
             // Until the held request has taken the only slot.

@@ -15,6 +15,7 @@ mod data;
 mod durability;
 mod exploration;
 mod filters;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod observability;
