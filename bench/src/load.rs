@@ -73,6 +73,16 @@ pub(crate) enum Mode {
     Health,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Query => "query",
+            Mode::Upsert => "upsert",
+            Mode::Health => "health",
+        }
+    }
+}
+
 /// Which API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Target {
@@ -80,6 +90,15 @@ pub(crate) enum Target {
     Larch,
     /// Qdrant's gRPC API (`/qdrant.Points/…`, port 6334 by default).
     Qdrant,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Larch => "larch",
+            Target::Qdrant => "qdrant",
+        }
+    }
 }
 
 /// Arguments of `larch-bench load`.
@@ -621,8 +640,8 @@ impl Report {
         });
         let ratio = self.ratio();
         serde_json::json!({
-            "mode": format!("{:?}", args.mode).to_lowercase(),
-            "target": format!("{:?}", args.target).to_lowercase(),
+            "mode": args.mode.name(),
+            "target": args.target.name(),
             "addr": args.addr,
             "concurrency": args.concurrency,
             "connections": connections,
@@ -655,11 +674,11 @@ impl Report {
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "larch-bench load: {:?} {} ({:?} API), {} in flight over {} connection(s), \
+            "larch-bench load: {} to {} ({} API), {} in flight over {} connection(s), \
              {:.1} s after a {} warm-up",
-            args.mode,
+            args.mode.name(),
             args.addr,
-            args.target,
+            args.target.name(),
             args.concurrency,
             connections,
             r.elapsed.as_secs_f64(),
