@@ -329,6 +329,8 @@ def run_serial(query, n_queries: int, count: int, max_s: float, keep: bool = Fal
 # `larch-bench load`: the Rust load generator for every gRPC server peer.
 
 TOOL = "larch-bench load (Rust, pre-encoded gRPC)"
+# The call `larch-bench load --mode health` sends to each --target (its default ceiling).
+HEALTH = {"larch": "/grpc.health.v1.Health/Check", "qdrant": "/qdrant.Qdrant/HealthCheck"}
 
 
 class LoadTool:
@@ -389,13 +391,22 @@ class LoadTool:
                 found.append([int(x) for x in answer])
         return self._lat(res, 1, "larch-bench load, 1 in flight"), found
 
-    def many(self, target: list[str], key: str | None, clients: int, seconds: float) -> dict:
-        """`clients` requests in flight (over as many connections, up to 4) for `seconds`, then
-        the tool's ceiling: the same load against the server's health check."""
-        flags = ["--queries", str(self.queries), "--concurrency", str(clients),
-                 "--duration", f"{seconds}s", "--warmup", "1s"]
-        res = self.run(target, key, flags, 2 * seconds + 120)
+    def many(self, target: list[str], key: str | None, clients: int, seconds: float, pid: int) -> dict:
+        """`clients` requests in flight (over up to 4 connections) for `seconds`, with the
+        server's CPU time over exactly that run (no warm-up: the connections are open before the
+        clock starts), then the tool's ceiling: the same load against the server's health check,
+        as a separate run so its CPU is not counted."""
+        base = ["--concurrency", str(clients), "--duration", f"{seconds}s", "--warmup", "0s", "--no-ceiling"]
+        cpu0 = server_cpu(pid)
+        res = self.run(target, key, ["--queries", str(self.queries), *base], seconds + 120)
+        cpu = server_cpu(pid) - cpu0
         out = self._lat(res, clients, f"larch-bench load, {clients} in flight")
+        out.update(server_cpu_s=cpu, server_cpu_ms_per_query=1000 * cpu / max(1, res["ok"]),
+                   server_cores_busy=cpu / res["duration_s"])
+        ceiling = self.run(target, key, ["--mode", "health", *base], seconds + 120)
+        ratio = res["qps"] / ceiling["qps"] if ceiling["qps"] else None
+        out.update(ceiling_qps=ceiling["qps"], ceiling_method=HEALTH[target[target.index("--target") + 1]],
+                   ratio_to_ceiling=ratio, tool_may_be_bottleneck=ratio is not None and ratio >= 0.7)
         if out.get("tool_may_be_bottleneck"):
             log(f"warning: QPS is {out['ratio_to_ceiling']:.0%} of larch-bench load's ceiling: "
                 "the tool may be the bottleneck")
@@ -1058,9 +1069,9 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
     res["one_client"] = one
     log(f"{system.name}: recall@10={res['recall_at_10']:.4f} qps@1={one['qps']:.0f} "
         f"p50={one['p50_ms']:.2f}ms p99={one['p99_ms']:.2f}ms")
-    cpu0 = server_cpu(system.pid) if system.server else None
+    cpu0 = server_cpu(system.pid) if system.server and not tool else None
     if tool:
-        many = tool.many(*system.tool_target(), args.clients, args.load_seconds)
+        many = tool.many(*system.tool_target(), args.clients, args.load_seconds, system.pid)
     elif system.server:
         many = run_processes(system.spec(), queries, args.clients, args.qn, args.max_phase_s)
     else:
