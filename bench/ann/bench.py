@@ -1,18 +1,22 @@
 """Search benchmark: Larch over gRPC against ANN peers, same data, same run, same machine.
 
 Systems (each optional, `--systems`):
-  larch     `target/release/larch serve` on 127.0.0.1, queried over gRPC (raw grpcio stubs
-            generated at run time from proto/vector_service.proto with pre-serialised requests,
-            or Pinecone's own Rust-backed GrpcIndex: the faster of the two is picked by a short
-            calibration and named in the results)
+  larch     `target/release/larch serve` on 127.0.0.1, loaded and queried over gRPC by
+            `larch-bench load` (Rust, requests encoded before timing; it also measures its own
+            ceiling against gRPC health, so a result near the tool's limit is flagged)
+  qdrant    a `qdrant` binary (on PATH or --qdrant-bin; skipped with a note otherwise), same
+            HNSW parameters, loaded and queried over its own gRPC API by `larch-bench load`
   hnswlib   in-process (no network: the upper bound)
   faiss     faiss-cpu IndexHNSWFlat, in-process
-  chroma    `chroma run` server + chromadb HttpClient
-  milvus    `milvus-lite server` gRPC server + pymilvus
+  chroma    `chroma run` server + chromadb HttpClient (Python: chroma has no gRPC API)
+  milvus    `milvus-lite server` gRPC server + pymilvus (Python client: `larch-bench load` does
+            not speak Milvus' search messages)
 
 For each: load (upsert in batches), time until fully indexed, recall@10 against exact ground
 truth, QPS and p50/p99 latency at 1 client and at N clients (separate client processes for
-servers, threads for in-process libraries), server RSS after load; for Larch also restart time.
+servers, threads for in-process libraries; `larch-bench load` with N requests in flight for the
+gRPC servers), server RSS after load; for Larch also restart time. The table names the tool that
+measured each row.
 ANN peers sweep their search parameter (ef) and are compared at the smallest ef reaching
 recall@10 >= --target-recall. Every request loop is bounded in count and in time, and only
 127.0.0.1 is ever contacted.
@@ -56,6 +60,10 @@ LISTENING = re.compile(r"larch control plane listening addr=(\S+)")
 EF_SWEEP = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
+
+
+class Skipped(Exception):
+    """A system that cannot run here (e.g. no `qdrant` binary): reported, not a failure."""
 
 
 def log(msg: str) -> None:
@@ -318,6 +326,105 @@ def run_serial(query, n_queries: int, count: int, max_s: float, keep: bool = Fal
 
 
 # --------------------------------------------------------------------------------------------
+# `larch-bench load`: the Rust load generator for every gRPC server peer.
+
+TOOL = "larch-bench load (Rust, pre-encoded gRPC)"
+# The call `larch-bench load --mode health` sends to each --target (its default ceiling).
+HEALTH = {"larch": "/grpc.health.v1.Health/Check", "qdrant": "/qdrant.Qdrant/HealthCheck"}
+
+
+class LoadTool:
+    """Runs `larch-bench load --json` against one server; the queries go to it once as .npy."""
+
+    def __init__(self, binary: Path, workdir: Path, queries: np.ndarray):
+        if not binary.exists():
+            raise FileNotFoundError(f"{binary} missing: build it with cargo build --release -p larch-bench")
+        self.binary = binary
+        self.workdir = workdir
+        self.queries = workdir / "queries.npy"
+        np.save(self.queries, np.ascontiguousarray(queries, dtype=np.float32))
+        self.n = len(queries)
+
+    def run(self, target: list[str], key: str | None, flags: list[str], timeout: float) -> dict:
+        cmd = [str(self.binary), "load", "--json", *target, *flags]
+        # The key travels in the environment (not the process list); no other LARCH_ setting leaks in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LARCH_")}
+        if key:
+            env["LARCH_API_KEY"] = key
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr[-2000:]}")
+        res = json.loads(out.stdout)
+        if res["failed"]:
+            raise RuntimeError(f"larch-bench load: {res['failed']} failed calls: {res['errors']} "
+                               f"{res['error_messages']}")
+        return res
+
+    @staticmethod
+    def _lat(res: dict, clients: int, mode: str) -> dict:
+        out = {"clients": clients, "queries": res["ok"], "seconds": res["duration_s"], "qps": res["qps"],
+               "p50_ms": res["p50_ms"], "p95_ms": res["p95_ms"], "p99_ms": res["p99_ms"],
+               "max_ms": res["max_ms"], "mode": mode, "tool": TOOL}
+        if res.get("ceiling"):
+            out.update(ceiling_qps=res["ceiling_qps"], ceiling_method=res["ceiling"]["method"],
+                       ratio_to_ceiling=res["ratio_to_ceiling"],
+                       tool_may_be_bottleneck=res["tool_may_be_bottleneck"])
+        return out
+
+    def serial(self, target: list[str], key: str | None, count: int, max_s: float,
+               keep: bool = True) -> tuple[dict, list]:
+        """One request in flight, `count` queries cycling from the first (so each held-out query
+        is answered once when count >= n); the ids of each query's answer when `keep`."""
+        ids = self.workdir / "ids.jsonl"
+        flags = ["--queries", str(self.queries), "--concurrency", "1", "--connections", "1",
+                 "--requests", str(count), "--duration", f"{max_s:.0f}s", "--warmup", "500ms",
+                 "--no-ceiling"]
+        if keep:
+            flags += ["--collect-ids", str(ids)]
+        res = self.run(target, key, flags, max_s + 120)
+        found = []
+        if keep:
+            for line in ids.read_text().splitlines():
+                answer = json.loads(line)
+                if answer is None:
+                    break  # the time cap stopped the run before this query
+                found.append([int(x) for x in answer])
+        return self._lat(res, 1, "larch-bench load, 1 in flight"), found
+
+    def many(self, target: list[str], key: str | None, clients: int, seconds: float, pid: int) -> dict:
+        """`clients` requests in flight (over up to 4 connections) for `seconds`, with the
+        server's CPU time over exactly that run (no warm-up: the connections are open before the
+        clock starts), then the tool's ceiling: the same load against the server's health check,
+        as a separate run so its CPU is not counted."""
+        base = ["--concurrency", str(clients), "--duration", f"{seconds}s", "--warmup", "0s", "--no-ceiling"]
+        cpu0 = server_cpu(pid)
+        res = self.run(target, key, ["--queries", str(self.queries), *base], seconds + 120)
+        cpu = server_cpu(pid) - cpu0
+        out = self._lat(res, clients, f"larch-bench load, {clients} in flight")
+        out.update(server_cpu_s=cpu, server_cpu_ms_per_query=1000 * cpu / max(1, res["ok"]),
+                   server_cores_busy=cpu / res["duration_s"])
+        ceiling = self.run(target, key, ["--mode", "health", *base], seconds + 120)
+        ratio = res["qps"] / ceiling["qps"] if ceiling["qps"] else None
+        out.update(ceiling_qps=ceiling["qps"], ceiling_method=HEALTH[target[target.index("--target") + 1]],
+                   ratio_to_ceiling=ratio, tool_may_be_bottleneck=ratio is not None and ratio >= 0.7)
+        if out.get("tool_may_be_bottleneck"):
+            log(f"warning: QPS is {out['ratio_to_ceiling']:.0%} of larch-bench load's ceiling: "
+                "the tool may be the bottleneck")
+        return out
+
+    def upsert(self, target: list[str], key: str | None, base_npy: Path, batch: int,
+               writers: int, n: int) -> dict:
+        flags = ["--mode", "upsert", "--vectors", str(base_npy), "--batch", str(batch),
+                 "--concurrency", str(writers), "--connections", str(writers), "--warmup", "0s",
+                 "--no-ceiling"]
+        res = self.run(target, key, flags, 3600)
+        if res["vectors"] != n:
+            raise RuntimeError(f"upserted {res['vectors']} vectors, expected {n}")
+        return {"seconds": res["duration_s"], "vectors_per_s": res["vectors_per_s"], "batch": batch,
+                "writers": writers, "tool": TOOL, "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"]}
+
+
+# --------------------------------------------------------------------------------------------
 # Systems
 
 
@@ -333,6 +440,9 @@ class System:
     def set_ef(self, ef: int) -> None: ...
     def query_fn(self, queries: np.ndarray): ...
     def spec(self) -> dict | None: return None
+    # (target flags, api key) for `larch-bench load`, or None: measured by a Python client.
+    def tool_target(self) -> tuple[list[str], str | None] | None: return None
+    measured_by = "Python client"
     def rss(self) -> int | None: return rss_bytes(self.pid) if self.pid else None
     def stop(self) -> None: ...
     def versions(self) -> dict: return {}
@@ -354,8 +464,13 @@ class Larch(System):
         self.writers = writers
         self.quantization = quantization
         self.proc = None
-        self.client_kind = "larch-raw"
-        self.calibration: dict = {}
+        self.client_kind = "larch-raw"  # the one query timed after a restart
+        self.tool: LoadTool | None = None  # set by measure()
+
+    measured_by = TOOL
+
+    def tool_target(self) -> tuple[list[str], str | None]:
+        return ["--addr", self.host, "--target", "larch"], LARCH_KEY
 
     def _spawn(self) -> tuple[str, float]:
         log_path = self.workdir / f"larch-{int(time.time() * 1000)}.log"
@@ -428,40 +543,13 @@ class Larch(System):
                               response_deserializer=getattr(pb, resp).FromString)
 
     def load(self, base: np.ndarray, batch: int) -> dict:
-        pb = _pb()
-        t_enc = time.perf_counter()
-        bodies = []
-        for lo in range(0, len(base), batch):
-            chunk = base[lo:lo + batch]
-            bodies.append(pb.UpsertRequest(vectors=[
-                pb.Vector(id=str(lo + j), values=v.tolist()) for j, v in enumerate(chunk)
-            ]).SerializeToString())
-        enc_s = time.perf_counter() - t_enc
-        meta = (("api-key", LARCH_KEY),)
-        calls = [self._stub("Upsert", "UpsertResponse") for _ in range(self.writers)]
-        next_batch = iter(range(len(bodies)))
-        lock = threading.Lock()
-        upserted = [0] * self.writers
-
-        def writer(w: int) -> None:
-            while True:
-                with lock:
-                    b = next(next_batch, None)
-                if b is None:
-                    return
-                upserted[w] += calls[w](bodies[b], metadata=meta, timeout=120).upserted_count
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(self.writers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        secs = time.perf_counter() - t0
+        """Upserts through `larch-bench load --mode upsert` (requests encoded before timing,
+        `writers` in flight, ids = row numbers), each acknowledged after fsync."""
+        base_npy = self.workdir / "base.npy"
+        np.save(base_npy, np.ascontiguousarray(base, dtype=np.float32))
+        res = self.tool.upsert(*self.tool_target(), base_npy, batch, self.writers, len(base))
         self.t_last_upsert = time.perf_counter()
-        assert sum(upserted) == len(base), (sum(upserted), len(base))
-        return {"seconds": secs, "vectors_per_s": len(base) / secs, "batch": batch, "writers": self.writers,
-                "durable": True, "client_encode_s_excluded": enc_s}
+        return {**res, "durable": True}
 
     def _count(self) -> int:
         pb = _pb()
@@ -498,22 +586,6 @@ class Larch(System):
         pb, _ = _control_pb()
         self._control("ConfigureIndex", name="bench", search=pb.SearchParams(ef_search=max(8, ef)))
 
-    def calibrate(self, queries: np.ndarray, count: int) -> None:
-        """Pick the client with less per-query overhead (both are warmed up first)."""
-        for kind in ("larch-raw", "larch-pinecone"):
-            try:
-                q = make_client({"kind": kind, "host": self.host, "key": LARCH_KEY}, queries)
-                run_serial(q, len(queries), 5, 30)
-                res, _ = run_serial(q, len(queries), count, 60)
-                self.calibration[kind] = res
-                log(f"larch client {kind}: p50 {res['p50_ms']:.3f} ms over {res['queries']} queries")
-            except Exception as e:  # a client that cannot run is reported, not fatal
-                self.calibration[kind] = {"error": repr(e)}
-                log(f"larch client {kind} failed: {e!r}")
-        ok = {k: v for k, v in self.calibration.items() if "p50_ms" in v}
-        self.client_kind = min(ok, key=lambda k: ok[k]["p50_ms"])
-        log(f"larch queries use {self.client_kind}")
-
     def spec(self) -> dict:
         return {"kind": self.client_kind, "host": self.host, "key": LARCH_KEY}
 
@@ -522,9 +594,9 @@ class Larch(System):
         namespace that does not exist (answered empty without searching) gives the transport +
         client floor; the rest of the single-client latency is the search itself. Server CPU per
         query at N clients comes from the process' CPU time."""
-        empty = make_client({**self.spec(), "namespace": "larch-bench-empty"}, queries)
-        run_serial(empty, len(queries), 20, 30)
-        floor, _ = run_serial(empty, len(queries), min(500, len(queries)), 60)
+        target, key = self.tool_target()
+        floor, _ = self.tool.serial([*target, "--namespace", "larch-bench-empty"], key,
+                                    min(500, len(queries)), 60, keep=False)
         return {
             "transport_floor_p50_ms": floor["p50_ms"],
             "transport_floor_p99_ms": floor["p99_ms"],
@@ -584,8 +656,7 @@ class Larch(System):
                                capture_output=True, text=True).stdout.strip()
         built = dt.datetime.fromtimestamp(self.binary.stat().st_mtime).astimezone().isoformat()
         return {"larch_commit": commit + ("+dirty" if dirty else ""), "binary": str(self.binary),
-                "binary_built": built, "client": self.client_kind,
-                "grpcio": _dist("grpcio"), "pinecone": _dist("pinecone"),
+                "binary_built": built, "client": TOOL,
                 "search": f"HNSW M={HNSW_M} ef_construction={HNSW_EF_CONSTRUCTION} (engine defaults: 16 / 128), "
                           f"quantization {self.quantization}",
                 "graph": getattr(self, "indexing", None)}
@@ -833,13 +904,122 @@ class Milvus(System):
                 "ef_construction": HNSW_EF_CONSTRUCTION}
 
 
+class Qdrant(System):
+    """A `qdrant` binary started here (temporary storage, ports given through its env config),
+    collection created over REST with Larch's HNSW parameters, loaded and queried over its gRPC
+    API by `larch-bench load`; `hnsw_ef` is set per search request at each sweep point. Nothing
+    here downloads or builds Qdrant: without a binary the system is skipped."""
+
+    name = "qdrant"
+    measured_by = TOOL
+
+    def __init__(self, binary: str | None, writers: int):
+        found = binary or shutil.which("qdrant")
+        if not found or not Path(found).exists():
+            raise Skipped("no qdrant binary (put one on PATH or pass --qdrant-bin)")
+        self.binary = Path(found)
+        self.writers = writers
+        self.proc = None
+        self.ef = 64
+        self.tool: LoadTool | None = None  # set by measure()
+
+    def _rest(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def start(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.http_port, self.grpc_port = free_port(), free_port()
+        env = {**os.environ,
+               "QDRANT__SERVICE__HOST": "127.0.0.1",
+               "QDRANT__SERVICE__HTTP_PORT": str(self.http_port),
+               "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
+               "QDRANT__STORAGE__STORAGE_PATH": str(workdir / "qdrant-storage"),
+               "QDRANT__STORAGE__SNAPSHOTS_PATH": str(workdir / "qdrant-snapshots"),
+               "QDRANT__TELEMETRY_DISABLED": "true",
+               "QDRANT__LOG_LEVEL": "INFO"}
+        self.log_file = open(workdir / "qdrant.log", "w")
+        # cwd = workdir: qdrant looks for ./config and ./static there, and finds none.
+        self.proc = subprocess.Popen([str(self.binary)], cwd=workdir, env=env,
+                                     stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        wait_port(self.http_port, 120)
+        wait_port(self.grpc_port, 120)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._rest("GET", "/readyz", timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        # Same graph as every HNSW peer; segments of any size get an HNSW index (the default
+        # threshold would leave a 10k-vector quick run brute-forced).
+        self._rest("PUT", "/collections/bench", {
+            "vectors": {"size": 384, "distance": "Cosine"},
+            "hnsw_config": {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCTION},
+            "optimizers_config": {"indexing_threshold": 1000},
+        })
+
+    def tool_target(self) -> tuple[list[str], str | None]:
+        return ["--addr", f"127.0.0.1:{self.grpc_port}", "--target", "qdrant", "--collection", "bench",
+                "--hnsw-ef", str(self.ef)], None
+
+    def load(self, base: np.ndarray, batch: int) -> dict:
+        base_npy = self.workdir / "base.npy"
+        np.save(base_npy, np.ascontiguousarray(base, dtype=np.float32))
+        res = self.tool.upsert(*self.tool_target(), base_npy, batch, self.writers, len(base))
+        self.t_last_upsert = time.perf_counter()
+        return {**res, "durable": "qdrant write-ahead log (wait=true)"}
+
+    def wait_indexed(self, n: int, max_s: float) -> float:
+        deadline = time.monotonic() + max_s
+        while True:
+            info = self._rest("GET", "/collections/bench")["result"]
+            points = info.get("points_count") or 0
+            indexed = info.get("indexed_vectors_count") or 0
+            if info.get("status") == "green" and points >= n and indexed >= 0.9 * n:
+                self.indexing_signal = (f"collection status green, {indexed} of {points} vectors in "
+                                        "HNSW segments")
+                return time.perf_counter() - self.t_last_upsert
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"qdrant never finished indexing: {info}")
+            time.sleep(0.1)
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = ef
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def versions(self) -> dict:
+        out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)
+        return {"qdrant": (out.stdout or out.stderr).strip(), "binary": str(self.binary),
+                "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "client": TOOL}
+
+
 # --------------------------------------------------------------------------------------------
 
 
 def measure(system: System, data: dict, args, workdir: Path) -> dict:
     base, queries, gt = data["base"], data["queries"], data["gt"]
-    res: dict = {"system": system.name, "server": system.server}
+    res: dict = {"system": system.name, "server": system.server, "measured_by": system.measured_by}
     t = time.perf_counter()
+    tool = None
+    if hasattr(system, "tool"):  # gRPC server peers: loaded and queried by larch-bench load
+        tool = system.tool = LoadTool(Path(args.larch_bench_bin), workdir, queries)
     system.start(workdir)
     res["start_s"] = time.perf_counter() - t
     log(f"{system.name}: loading {len(base)} vectors")
@@ -851,18 +1031,18 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
     time.sleep(1.0)
     res["rss_bytes"] = system.rss()
     res["rss_note"] = "server process tree" if system.server else "bench process RSS growth (in-process index)"
-    if isinstance(system, Larch):
-        system.calibrate(queries, args.calibrate)
-        res["client_calibration"] = system.calibration
 
     nq = len(queries)
     sweep = []
     if system.tunable:
         for ef in EF_SWEEP:
             system.set_ef(ef)
-            q = system.query_fn(queries)
-            run_serial(q, nq, min(20, nq), 30)  # warm
-            lat, found = run_serial(q, nq, nq, args.max_phase_s, keep=True)
+            if tool:
+                lat, found = tool.serial(*system.tool_target(), nq, args.max_phase_s)
+            else:
+                q = system.query_fn(queries)
+                run_serial(q, nq, min(20, nq), 30)  # warm
+                lat, found = run_serial(q, nq, nq, args.max_phase_s, keep=True)
             r = recall(found, gt[:len(found)])
             sweep.append({"ef": ef, "recall_at_10": r, "qps_1": lat["qps"], "p50_ms": lat["p50_ms"],
                           "p99_ms": lat["p99_ms"], "queries": lat["queries"]})
@@ -875,18 +1055,24 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
         system.set_ef(op["ef"])
         res["ef"] = op["ef"]
         res["reached_target_recall"] = bool(reached)
-    q = system.query_fn(queries)
-    run_serial(q, nq, min(20, nq), 30)
-    one, found = run_serial(q, nq, nq, args.max_phase_s, keep=True)
+    if tool:
+        # One run: every held-out query answered once (recall), then cycling up to --q1.
+        one, found = tool.serial(*system.tool_target(), max(nq, args.q1), args.max_phase_s)
+    else:
+        q = system.query_fn(queries)
+        run_serial(q, nq, min(20, nq), 30)
+        one, found = run_serial(q, nq, nq, args.max_phase_s, keep=True)
     res["recall_at_10"] = recall(found, gt[:len(found)])
     res["recall_queries"] = len(found)
-    if args.q1 > nq:  # more single-client latency samples, cycling the held-out queries
+    if not tool and args.q1 > nq:  # more single-client latency samples, cycling the held-out queries
         one, _ = run_serial(q, nq, args.q1, args.max_phase_s)
     res["one_client"] = one
     log(f"{system.name}: recall@10={res['recall_at_10']:.4f} qps@1={one['qps']:.0f} "
         f"p50={one['p50_ms']:.2f}ms p99={one['p99_ms']:.2f}ms")
-    cpu0 = server_cpu(system.pid) if system.server else None
-    if system.server:
+    cpu0 = server_cpu(system.pid) if system.server and not tool else None
+    if tool:
+        many = tool.many(*system.tool_target(), args.clients, args.load_seconds, system.pid)
+    elif system.server:
         many = run_processes(system.spec(), queries, args.clients, args.qn, args.max_phase_s)
     else:
         many = run_threads(q, nq, args.clients, args.qn, args.max_phase_s)
@@ -896,7 +1082,8 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
         many["server_cpu_ms_per_query"] = 1000 * cpu / max(1, many["queries"])
         many["server_cores_busy"] = cpu / many["seconds"]
     res["n_clients"] = many
-    log(f"{system.name}: qps@{args.clients}={many['qps']:.0f} p99={many['p99_ms']:.2f}ms")
+    log(f"{system.name}: qps@{args.clients}={many['qps']:.0f} p99={many['p99_ms']:.2f}ms"
+        + (f" (tool ceiling {many['ceiling_qps']:.0f} QPS)" if many.get("ceiling_qps") else ""))
     if sweep:
         res["sweep"] = sweep
     else:
@@ -919,14 +1106,26 @@ def fmt_bytes(b) -> str:
     return "–" if b is None else f"{b / 2**20:,.0f} MiB"
 
 
+def measured_by(r: dict, many: dict) -> str:
+    if not r["server"]:
+        return "in-process calls"
+    by = r.get("measured_by", "Python client")
+    if "ceiling_qps" in many:
+        by += f"; its ceiling {many['ceiling_qps']:,.0f} QPS"
+        if many.get("tool_may_be_bottleneck"):
+            by += " (near it: the tool may be the bottleneck)"
+    return by
+
+
 def table(results: list[dict], clients: int) -> str:
     larch = next((r for r in results if r["system"] == "larch" and "error" not in r), None)
     head = (f"| system | recall@10 | QPS@1 | QPS@{clients} | p50 / p99 @1 (ms) | upsert vec/s | "
-            f"index wait (s) | RSS | restart (s) | Larch/peer QPS@1 | Larch/peer QPS@{clients} |")
-    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
+            f"index wait (s) | RSS | restart (s) | Larch/peer QPS@1 | Larch/peer QPS@{clients} | "
+            f"measured by |")
+    lines = [head, "|" + "|".join(["---"] * 12) + "|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['system']} | not run: {r['error'].splitlines()[-1][:120]} |" + " |" * 9)
+            lines.append(f"| {r['system']} | not run: {r['error'].splitlines()[-1][:120]} |" + " |" * 10)
             continue
         name = r["system"] + (f" (ef={r['ef']})" if r.get("ef") else "") + ("" if r["server"] else ", in-process")
         one, many = r["one_client"], r["n_clients"]
@@ -939,7 +1138,8 @@ def table(results: list[dict], clients: int) -> str:
         lines.append(
             f"| {name} | {r['recall_at_10']:.3f} | {one['qps']:,.0f} | {many['qps']:,.0f} | "
             f"{one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {r['load']['vectors_per_s']:,.0f} | "
-            f"{r['index_wait_s']:.2f} | {fmt_bytes(r['rss_bytes'])} | {restart} | {ratio1} | {ration} |"
+            f"{r['index_wait_s']:.2f} | {fmt_bytes(r['rss_bytes'])} | {restart} | {ratio1} | {ration} | "
+            f"{measured_by(r, many)} |"
         )
     return "\n".join(lines)
 
@@ -1028,12 +1228,16 @@ def main() -> None:
     ap.add_argument("--qn", type=int, help="total queries at N clients (default 4000; 1500 with --quick)")
     ap.add_argument("--batch", type=int, default=500, help="upsert batch size (100-1000; default 500)")
     ap.add_argument("--writers", type=int, default=1, help="concurrent Larch upsert streams (default 1)")
-    ap.add_argument("--calibrate", type=int, default=300, help="queries per Larch client candidate")
+    ap.add_argument("--load-seconds", type=float, help="seconds of QPS@N load per gRPC server "
+                    "(larch-bench load; default 10, 5 with --quick)")
     ap.add_argument("--target-recall", type=float, default=0.95)
     ap.add_argument("--max-phase-s", type=float, default=120, help="time cap of each query phase")
     ap.add_argument("--max-index-wait", type=float, default=1800)
-    ap.add_argument("--systems", default="larch,hnswlib,faiss,chroma,milvus")
+    ap.add_argument("--systems", default="larch,qdrant,hnswlib,faiss,chroma,milvus")
     ap.add_argument("--larch-bin", default=str(REPO / "target" / "release" / "larch"))
+    ap.add_argument("--larch-bench-bin", default=str(REPO / "target" / "release" / "larch-bench"),
+                    help="the load generator that measures every gRPC server")
+    ap.add_argument("--qdrant-bin", help="a qdrant binary (default: `qdrant` on PATH; skipped if none)")
     ap.add_argument("--no-restart", action="store_true")
     ap.add_argument("--larch-quantization", default="none", choices=["none", "int8"],
                     help="how Larch's graph holds vectors (rescored with full precision either way)")
@@ -1043,6 +1247,7 @@ def main() -> None:
     args.queries = args.queries or (300 if args.quick else 1_000)
     args.q1 = args.q1 or args.queries
     args.qn = args.qn or (1_500 if args.quick else 4_000)
+    args.load_seconds = args.load_seconds or (5.0 if args.quick else 10.0)
     if not 1 <= args.batch <= 1000:
         raise SystemExit("--batch must be 1..1000 (Larch's and Pinecone's upsert limit)")
 
@@ -1057,6 +1262,7 @@ def main() -> None:
 
     makers = {
         "larch": lambda: Larch(Path(args.larch_bin), args.writers, args.larch_quantization),
+        "qdrant": lambda: Qdrant(args.qdrant_bin, args.writers),
         "hnswlib": Hnswlib, "faiss": Faiss, "chroma": Chroma, "milvus": Milvus,
     }
     results = []
@@ -1067,6 +1273,9 @@ def main() -> None:
         try:
             system = makers[name]()
             res = measure(system, data, args, workdir)
+        except Skipped as skip:
+            log(f"{name} skipped: {skip}")
+            res = {"system": name, "error": f"skipped: {skip}", "skipped": True}
         except Exception:
             err = traceback.format_exc()
             log(f"{name} failed:\n{err}")
@@ -1102,11 +1311,15 @@ def main() -> None:
                  "defaults M=16, ef_construction=128), ef_search swept through ConfigureIndex; "
                  "every acknowledged write is searchable at once (records not yet in the graph "
                  "are scored exactly). 'index wait' = last upsert acknowledged -> the server's "
-                 "'namespace fully indexed' log event. Queries use whichever of raw grpcio stubs "
-                 "(pre-serialised requests) or Pinecone's Rust-backed GrpcIndex had the lower p50 "
-                 "in a calibration (results[].client_calibration). Upserts: raw grpcio stubs with "
-                 "pre-serialised UpsertRequests, each acknowledged after fsync. Restart: graphs "
-                 "are rebuilt from the recovered records (restart.fully_indexed_again_s).",
+                 "'namespace fully indexed' log event. Upserts and queries: `larch-bench load` "
+                 "(Rust, tonic, every request encoded before timing); upserts are acknowledged "
+                 "after fsync. Restart: graphs are rebuilt from the recovered records "
+                 "(restart.fully_indexed_again_s); its first query is one Python grpcio call.",
+        "qdrant": "a `qdrant` binary given with --qdrant-bin or on PATH (skipped otherwise), "
+                  "temporary storage, collection created over REST with the same M and "
+                  "ef_construct, loaded (wait=true) and queried over its gRPC API by "
+                  "`larch-bench load`, hnsw_ef set in each search request. 'index wait' = last "
+                  "upsert -> collection status green with >= 90% of vectors in HNSW segments.",
         "hnswlib": "in-process, no network: the upper bound. RSS = growth of the bench process.",
         "faiss": "faiss-cpu IndexHNSWFlat, in-process, omp threads = 1 per query call.",
         "chroma": "`chroma run` (Rust server inside chromadb's wheel) + chromadb.HttpClient over HTTP. "
@@ -1116,8 +1329,12 @@ def main() -> None:
                   "HNSW per segment) + pymilvus. Loaded as insert, flush, create_index, "
                   "load_collection. pymilvus' keepalive pings can make the server answer GOAWAY "
                   "(too_many_pings) under load; the client reconnects and the stall counts.",
-        "clients": f"QPS@N: {args.clients} client processes (servers; one connection each) or "
-                   f"threads (in-process libraries); client CPU shares the same {info['cores']} cores.",
+        "clients": f"QPS@N: `larch-bench load` with {args.clients} requests in flight for "
+                   f"{args.load_seconds:g} s (gRPC servers: Larch, Qdrant; its ceiling, the same load "
+                   f"against the server's health check, is in n_clients.ceiling_qps), "
+                   f"{args.clients} client processes (chroma, milvus: Python clients) or threads "
+                   f"(in-process libraries); client CPU shares the same {info['cores']} cores. QPS@1 "
+                   f"and recall of gRPC servers: the same tool with 1 request in flight.",
         "hnsw_build": f"M={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION} for every HNSW peer; "
                       f"inner product on L2-normalised vectors (== cosine).",
     }

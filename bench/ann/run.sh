@@ -5,6 +5,7 @@
 #   bench/ann/run.sh --quick          # 10k vectors, a few minutes (after the first embedding)
 #   bench/ann/run.sh                  # 100k vectors, 1000 held-out queries
 #   bench/ann/run.sh --systems larch,hnswlib --clients 4
+#   bench/ann/run.sh --qdrant-bin ~/bin/qdrant   # Qdrant as a peer (skipped without a binary)
 #
 # Heavy (torch, ~3 GB of wheels; the first run embeds the dataset on the CPU): not part of
 # tests/run or CI. Only 127.0.0.1 is contacted. Results: bench/ann/results/.
@@ -17,9 +18,11 @@ if [ ! -x "$here/.venv/bin/python" ]; then
 fi
 "$here/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 
-(cd "$repo" && cargo build --release --bin larch)
+# larch-bench: `larch-bench load` measures every gRPC server (Larch, Qdrant) from Rust.
+(cd "$repo" && cargo build --release -p larch -p larch-bench --bin larch --bin larch-bench)
 
 # Everything stays on this machine: the model comes from the installed package.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False
 cd "$here"
-exec "$here/.venv/bin/python" bench.py --larch-bin "$repo/target/release/larch" "$@"
+exec "$here/.venv/bin/python" bench.py --larch-bin "$repo/target/release/larch" \
+    --larch-bench-bin "$repo/target/release/larch-bench" "$@"

@@ -5,6 +5,8 @@
 //! - `soak` ([`soak`]): mixed traffic from many clients against the real `larch` binary for
 //!   minutes, with connection churn, latency and RSS over time, and a final check that every
 //!   acknowledged write is readable (see `bench/soak/README.md`).
+//! - `load` ([`load`]): a gRPC load generator (pre-encoded requests, N in flight) that reports
+//!   QPS, latency percentiles and its own ceiling; `bench/ann` measures every gRPC server with it.
 //!
 //! `larch-bench restart` fills one durable index with random vectors (every batch is
 //! acknowledged only after its log record is fsynced, exactly as the server does it), closes
@@ -33,6 +35,7 @@ use larch_engine::{
     Dimension, Engine, Index, IndexConfig, Metric, QueryRequest, UpsertRequest, VectorInput,
 };
 
+mod load;
 mod soak;
 
 #[derive(Debug, Parser)]
@@ -52,6 +55,9 @@ enum Command {
     /// Mixed read/write load with connection churn against the real binary, then a check
     /// that every acknowledged write is readable.
     Soak(Box<soak::SoakArgs>),
+    /// gRPC load against any server (Larch's Pinecone API, Qdrant) from pre-encoded requests:
+    /// QPS, latency percentiles, errors by status and the tool's own ceiling.
+    Load(Box<load::LoadArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +83,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Restart(args) => restart(args),
         Command::Soak(args) => soak::run(*args),
+        Command::Load(args) => load::run(*args),
     }
 }
 
