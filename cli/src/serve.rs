@@ -334,7 +334,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 ports,
                 advertise_host,
             )?;
-            data_plane.collect_orphans(&catalog.index_keys()?, &data_dir.join(QUARANTINE_DIR))?;
+            let deleted = catalog.tombstones()?;
+            data_plane.collect_orphans(
+                &catalog.index_keys()?,
+                &deleted,
+                &data_dir.join(QUARANTINE_DIR),
+            )?;
+            catalog.confirm_removed(&deleted)?;
             Ok(catalog)
         })
     };

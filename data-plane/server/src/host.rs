@@ -123,19 +123,27 @@ impl DataPlane {
         }
     }
 
-    /// Moves aside stored data of indexes that are not in `known` (comparing storage names)
-    /// into `quarantine` — nothing is deleted because the catalog does not list it: a catalog
-    /// restored from an older backup, or a crash between the catalog's record and the data
-    /// plane's work, must not cost data. Leftovers of interrupted work (names starting with a
-    /// dot) are deleted. Returns each quarantined directory's name and where it went.
+    /// Deletes the stored data of `deleted` indexes (the catalog's tombstones: deleted, but
+    /// their data was not removed then) and moves aside stored data of indexes that are not in
+    /// `known` (comparing storage names) into `quarantine` — nothing is deleted because the
+    /// catalog does not list it: a catalog restored from an older backup, or a crash between
+    /// the catalog's record and the data plane's work, must not cost data. Leftovers of
+    /// interrupted work (names starting with a dot) are deleted. Returns each quarantined
+    /// directory's name and where it went.
     pub fn collect_orphans(
         &self,
         known: &[IndexKey],
+        deleted: &[IndexKey],
         quarantine: &Path,
     ) -> larch_engine::Result<Vec<(String, PathBuf)>> {
         let known: std::collections::HashSet<String> =
             known.iter().map(IndexKey::storage_name).collect();
         let engine = &self.inner.engine;
+        for key in deleted {
+            let storage = key.storage_name();
+            tracing::info!(index = %key, %storage, "removing the data of a deleted index");
+            engine.remove_orphan(&storage)?;
+        }
         let mut moved = Vec::new();
         for dir in engine.index_dirs()? {
             if known.contains(&dir) {
@@ -288,7 +296,7 @@ mod tests {
         // Beside the root, as `larch serve` keeps it beside its indexes directory.
         let quarantine = root.with_extension("quarantine");
         let moved = data_plane
-            .collect_orphans(&[mine.clone(), theirs.clone()], &quarantine)
+            .collect_orphans(&[mine.clone(), theirs.clone()], &[], &quarantine)
             .unwrap();
         assert_eq!(
             data_plane.engine().index_dirs().unwrap(),
