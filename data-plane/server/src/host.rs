@@ -293,15 +293,22 @@ mod tests {
         std::fs::create_dir_all(root.join("gone")).unwrap();
         std::fs::write(root.join("gone").join("data"), b"kept").unwrap();
         std::fs::create_dir_all(root.join(".left.tmp")).unwrap();
+        // A deleted index whose data was not removed then (its tombstone names it).
+        let deleted = IndexKey::parse(larch_catalog::DEFAULT_PROJECT, "old", "abc").unwrap();
+        std::fs::create_dir_all(root.join(deleted.storage_name())).unwrap();
         // Beside the root, as `larch serve` keeps it beside its indexes directory.
         let quarantine = root.with_extension("quarantine");
         let moved = data_plane
-            .collect_orphans(&[mine.clone(), theirs.clone()], &[], &quarantine)
+            .collect_orphans(
+                &[mine.clone(), theirs.clone()],
+                std::slice::from_ref(&deleted),
+                &quarantine,
+            )
             .unwrap();
         assert_eq!(
             data_plane.engine().index_dirs().unwrap(),
             storage,
-            "only the unknown directory and the leftover go"
+            "the unknown directory, the leftover and the deleted index's data go"
         );
         assert_eq!(moved.len(), 1, "{moved:?}");
         assert_eq!(moved[0].0, "gone");
