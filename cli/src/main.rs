@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - `main`: argument parsing, logging (`LARCH_LOG`, and `--log-format` of `serve`), exit
-//!   codes (bad configuration exits 64), and the API key from the environment.
+//!   codes (bad configuration, or a data dir it must not start on, exits 64), and the API key from the environment.
 //! - [`serve`]: wiring of catalog, data plane and control plane; signals and drain.
 //! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
 
@@ -158,6 +158,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<serve::Refused>().is_some() => {
+            eprintln!("larch: {err:#}");
+            ExitCode::from(EX_USAGE)
+        }
         Err(err) => {
             eprintln!("larch: {err:#}");
             ExitCode::FAILURE

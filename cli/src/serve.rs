@@ -1,7 +1,7 @@
 //! `larch serve`: both planes in one process.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,55 @@ use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
 /// Folder of the data dir holding one sub-folder per index.
 pub(crate) const INDEXES_DIR: &str = "indexes";
+
+/// Folder of the data dir where index directories the catalog does not list are moved at
+/// start (beside [`INDEXES_DIR`], so on the same file system: a rename, never a copy).
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Start-up refused because of what is on disk rather than a fault: the process exits 64, as
+/// for bad configuration, since the operator must act before a restart can help.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Refuses to start when the catalog file of `data_dir` is missing while its indexes directory
+/// holds index directories:
+/// an empty catalog would not serve them (and older versions deleted them), so this is most
+/// likely a partial restore or a mistake, and the operator decides.
+pub(crate) fn check_catalog_present(data_dir: &Path) -> anyhow::Result<()> {
+    let catalog = data_dir.join(larch_catalog::CATALOG_FILE);
+    if catalog.exists() {
+        return Ok(());
+    }
+    // Opening does no IO; this only lists the directories.
+    let dirs: Vec<String> = Engine::open(data_dir.join(INDEXES_DIR))
+        .index_dirs()?
+        .into_iter()
+        .filter(|dir| !dir.starts_with('.'))
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let indexes = data_dir.join(INDEXES_DIR);
+    Err(Refused(format!(
+        "refusing to start: {} is missing, but {} holds the data of {} index(es): {}. Restore \
+         catalog.json (from the backup the data came from) to serve them, or, to start with no \
+         indexes, move these directories out of {} first; nothing was changed",
+        catalog.display(),
+        indexes.display(),
+        dirs.len(),
+        dirs.join(", "),
+        indexes.display(),
+    ))
+    .into())
+}
 
 /// How long the admin server may take to finish its requests once the planes have stopped.
 const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -208,6 +257,8 @@ pub(crate) fn run_server(
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Held until the process exits: a second server on the same data dir is refused.
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Before anything is written (a generated key) or bound.
+    check_catalog_present(&config.data_dir)?;
     let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
         .with_context(|| format!("cannot set up API keys in {}", config.data_dir.display()))?;
     if let Some(key) = &bootstrap.generated {
@@ -283,7 +334,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 ports,
                 advertise_host,
             )?;
-            data_plane.collect_orphans(&catalog.index_keys()?)?;
+            let deleted = catalog.tombstones()?;
+            data_plane.collect_orphans(
+                &catalog.index_keys()?,
+                &deleted,
+                &data_dir.join(QUARANTINE_DIR),
+            )?;
+            catalog.confirm_removed(&deleted)?;
             Ok(catalog)
         })
     };

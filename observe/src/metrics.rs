@@ -346,15 +346,18 @@ impl IndexGauges {
 }
 
 /// The project and name of the index the engine stores as `storage` (see
-/// `larch_catalog::IndexKey::storage_name`: `name@project`, or the bare name in the default
-/// project).
+/// `larch_catalog::IndexKey::storage_name`: `name@project@incarnation`, or from before
+/// incarnations `name@project`, or the bare name in the default project).
 fn index_labels(storage: &str) -> IndexLabels {
-    let (index, project) = storage
-        .split_once('@')
-        .unwrap_or((storage, larch_catalog::DEFAULT_PROJECT));
-    IndexLabels {
-        project: project.to_owned(),
-        index: index.to_owned(),
+    match larch_catalog::IndexKey::from_storage_name(storage) {
+        Some(key) => IndexLabels {
+            project: key.project().to_owned(),
+            index: key.name().to_string(),
+        },
+        None => IndexLabels {
+            project: larch_catalog::DEFAULT_PROJECT.to_owned(),
+            index: storage.to_owned(),
+        },
     }
 }
 

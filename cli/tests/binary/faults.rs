@@ -130,9 +130,25 @@ fn ids(prefix: &str, count: usize) -> Vec<String> {
     ids
 }
 
+/// The data directory of index `f`: `f@default@<incarnation>` (see `IndexKey::storage_name`).
+fn index_dir(data_dir: &Path) -> PathBuf {
+    let indexes = data_dir.join("indexes");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&indexes)
+        .unwrap_or_else(|e| panic!("{}: {e}", indexes.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("f@default@"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one directory of index f: {found:?}");
+    found.remove(0)
+}
+
 /// The newest write-ahead log file of index `f`.
 fn newest_wal(data_dir: &Path) -> PathBuf {
-    let dir = data_dir.join("indexes").join("f");
+    let dir = index_dir(data_dir);
     let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -232,7 +248,7 @@ async fn a_damaged_segment_stops_startup_naming_file_and_offset() {
             .unwrap();
     }
     assert_eq!(running.larch.terminate().code(), Some(0));
-    let segments = dir.path().join("indexes").join("f").join("segments");
+    let segments = index_dir(dir.path()).join("segments");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&segments)
         .unwrap_or_else(|e| panic!("{}: {e}", segments.display()))
         .map(|e| e.unwrap().path())

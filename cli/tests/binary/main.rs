@@ -11,6 +11,7 @@ mod keys;
 mod observability;
 mod pressure;
 mod replicas;
+mod safety;
 mod search;
 mod serve;
 mod split;

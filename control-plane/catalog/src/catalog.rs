@@ -4,7 +4,7 @@
 //! Indexes are keyed by [`IndexKey`] (project and name): every lookup is scoped to the caller's
 //! project, and an index of another project is as invisible as one that does not exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +16,10 @@ use larch_state::{SharedDocument, Written};
 use crate::error::{Error, Result};
 use crate::hosts::{HostTemplate, Hosts};
 use crate::record::{
-    ConfigureIndex, CreateIndex, DeletionProtection, IndexKey, IndexName, IndexRecord, IndexState,
-    check_project_id, merge_tags,
+    ConfigureIndex, CreateIndex, DeletionProtection, Incarnation, IndexKey, IndexName, IndexRecord,
+    IndexState, check_project_id, merge_tags,
 };
-use crate::store::{self, CatalogStore, LoadedIndex, StoredIndex};
+use crate::store::{self, CatalogStore, LoadedIndex, Stored, StoredIndex, StoredTombstone};
 
 /// How often a change to a shared catalog is redone after another replica changed it first.
 const COMMIT_ATTEMPTS: usize = 32;
@@ -131,6 +131,25 @@ pub trait DataPlaneHost: Send + Sync {
 struct Entry {
     record: IndexRecord,
     port: u16,
+    /// Which creation of the index this is; `None` for indexes from before incarnations.
+    incarnation: Option<Incarnation>,
+}
+
+impl Entry {
+    /// `key` as the data plane knows this index: with its incarnation.
+    fn served(&self, key: &IndexKey) -> IndexKey {
+        key.clone().with_incarnation(self.incarnation.clone())
+    }
+}
+
+/// An index as a data plane serves it: its key with its incarnation (see
+/// [`IndexKey::storage_name`]) and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// Project, name and incarnation.
+    pub key: IndexKey,
+    /// Everything else the catalog knows about it.
+    pub record: IndexRecord,
 }
 
 /// A catalog several control-plane replicas share (split mode): the newest version of the
@@ -141,8 +160,30 @@ struct Shared {
     version: AtomicU64,
 }
 
-/// The indexes of one project or another, by project and name.
-type Indexes = BTreeMap<IndexKey, Entry>;
+/// The indexes of one project or another, by project and name (keys without incarnation),
+/// and the tombstones of deleted ones. Derefs to the map of live indexes, which is what most
+/// code looks at.
+#[derive(Clone, Default)]
+struct Indexes {
+    live: BTreeMap<IndexKey, Entry>,
+    /// Deleted indexes (keys with their incarnation) whose data the data plane has not
+    /// confirmed removing: it removes it when told, or at its next sync if that failed.
+    tombstones: BTreeSet<IndexKey>,
+}
+
+impl std::ops::Deref for Indexes {
+    type Target = BTreeMap<IndexKey, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.live
+    }
+}
+
+impl std::ops::DerefMut for Indexes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.live
+    }
+}
 
 /// Every index of this control plane, of every project.
 pub struct Catalog {
@@ -183,7 +224,7 @@ impl Catalog {
 
     fn with_hosts(data_plane: Arc<dyn DataPlaneHost>, ports: PortPolicy, hosts: Hosts) -> Catalog {
         Catalog {
-            indexes: Mutex::new(BTreeMap::new()),
+            indexes: Mutex::new(Indexes::default()),
             changes: Mutex::new(()),
             store: None,
             shared: None,
@@ -253,10 +294,17 @@ impl Catalog {
         let mut moved = false;
         {
             let mut indexes = catalog.lock();
-            for stored in stored {
+            for tombstone in &stored.tombstones {
+                indexes.tombstones.insert(tombstone.load(store.path())?);
+            }
+            for stored in stored.indexes {
                 let loaded = stored.load(store.path())?;
+                let served = loaded
+                    .key
+                    .clone()
+                    .with_incarnation(loaded.incarnation.clone());
                 let port = match catalog.data_plane.attach(
-                    &loaded.key,
+                    &served,
                     loaded.config,
                     loaded.search,
                     loaded.port,
@@ -272,7 +320,7 @@ impl Catalog {
                         moved = true;
                         catalog.attach(
                             &indexes,
-                            &loaded.key,
+                            &served,
                             loaded.config,
                             loaded.search,
                             AttachMode::Recover,
@@ -313,7 +361,12 @@ impl Catalog {
             search: loaded.search,
             state: IndexState::Ready,
         };
-        (loaded.key, Entry { record, port })
+        let entry = Entry {
+            record,
+            port,
+            incarnation: loaded.incarnation,
+        };
+        (loaded.key, entry)
     }
 
     /// Persists `indexes` (local durable catalogs only; a shared one is written by
@@ -336,10 +389,14 @@ impl Catalog {
             return Ok(());
         };
         let location = Path::new(shared.doc.location());
-        let mut next = Indexes::new();
-        for stored in store::decode(&newest.bytes, shared.doc.location())? {
+        let mut next = Indexes::default();
+        let stored = store::decode(&newest.bytes, shared.doc.location())?;
+        for stored in stored.indexes {
             let (key, entry) = self.entry_of(stored.load(location)?, 0);
             next.insert(key, entry);
+        }
+        for tombstone in &stored.tombstones {
+            next.tombstones.insert(tombstone.load(location)?);
         }
         *indexes = next;
         shared.version.store(newest.version, Ordering::Relaxed);
@@ -396,30 +453,95 @@ fn shared_failure(err: larch_state::Error) -> Error {
 }
 
 /// What is stored of `indexes`.
-fn stored(indexes: &Indexes) -> Vec<StoredIndex> {
-    indexes
+fn stored(indexes: &Indexes) -> Stored {
+    let live = indexes
         .values()
-        .map(|Entry { record, port }| StoredIndex {
-            project: record.project_id.clone(),
-            name: record.name.to_string(),
-            dimension: record.config.dimension.get(),
-            metric: record.config.metric.to_string(),
-            vector_type: record.vector_type.as_str().to_owned(),
-            cloud: record.cloud.as_str().to_owned(),
-            region: record.region.clone(),
-            deletion_protection: record.deletion_protection.as_str().to_owned(),
-            tags: record.tags.clone(),
-            port: *port,
-            search: record.search.into(),
-        })
-        .collect()
+        .map(
+            |Entry {
+                 record,
+                 port,
+                 incarnation,
+             }| StoredIndex {
+                project: record.project_id.clone(),
+                name: record.name.to_string(),
+                dimension: record.config.dimension.get(),
+                metric: record.config.metric.to_string(),
+                vector_type: record.vector_type.as_str().to_owned(),
+                cloud: record.cloud.as_str().to_owned(),
+                region: record.region.clone(),
+                deletion_protection: record.deletion_protection.as_str().to_owned(),
+                tags: record.tags.clone(),
+                port: *port,
+                search: record.search.into(),
+                incarnation: incarnation.as_ref().map(|i| i.as_str().to_owned()),
+            },
+        )
+        .collect();
+    Stored {
+        indexes: live,
+        tombstones: indexes.tombstones.iter().map(StoredTombstone::of).collect(),
+    }
 }
 
 impl Catalog {
-    /// The key of every index of every project, for garbage-collecting data the catalog no
-    /// longer knows (compare [`IndexKey::storage_name`]s).
+    /// The key of every index of every project, with its incarnation, for telling data the
+    /// catalog knows from data it does not (compare [`IndexKey::storage_name`]s).
     pub fn index_keys(&self) -> Result<Vec<IndexKey>> {
-        Ok(self.synced()?.keys().cloned().collect())
+        Ok(self
+            .synced()?
+            .iter()
+            .map(|(key, entry)| entry.served(key))
+            .collect())
+    }
+
+    /// Every index of every project as a data plane serves it, ordered by project and name.
+    pub fn served(&self) -> Result<Vec<Served>> {
+        Ok(self
+            .synced()?
+            .iter()
+            .map(|(key, entry)| Served {
+                key: entry.served(key),
+                record: entry.record.clone(),
+            })
+            .collect())
+    }
+
+    /// Deleted indexes (keys with their incarnation) whose data the data plane has not yet
+    /// confirmed removing.
+    pub fn tombstones(&self) -> Result<Vec<IndexKey>> {
+        Ok(self.synced()?.tombstones.iter().cloned().collect())
+    }
+
+    /// Forgets the tombstones of `removed`, whose data a data plane has removed; unknown keys
+    /// are ignored (another replica may have forgotten them first).
+    pub fn confirm_removed(&self, removed: &[IndexKey]) -> Result<()> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let mut indexes = self.lock();
+        if let Some(shared) = &self.shared {
+            return self.commit_shared(shared, &mut indexes, |next| {
+                for key in removed {
+                    next.tombstones.remove(key);
+                }
+                Ok(())
+            });
+        }
+        let before = indexes.tombstones.clone();
+        for key in removed {
+            indexes.tombstones.remove(key);
+        }
+        if indexes.tombstones.len() == before.len() {
+            return Ok(());
+        }
+        if let Err(err) = self.save(&indexes) {
+            indexes.tombstones = before;
+            return Err(err);
+        }
+        for key in removed {
+            tracing::info!(index = %key, storage = %key.storage_name(), "data of a deleted index removed");
+        }
+        Ok(())
     }
 
     /// Every index of every project, ordered by project and name (what a data plane serves).
@@ -475,17 +597,20 @@ impl Catalog {
             state: IndexState::Ready,
         };
         let _changing = self.changing();
+        // A fresh storage name: a name deleted and created again never meets the old data.
+        let incarnation = Incarnation::random();
         if let Some(shared) = &self.shared {
-            return self.create_shared(shared, key, record);
+            return self.create_shared(shared, key, record, incarnation);
         }
         // A copy to pick a free port from: the data plane is called without the lock.
         let known = self.lock().clone();
         if known.contains_key(&key) {
             return Err(Error::AlreadyExists(record.name.to_string()));
         }
+        let served = key.clone().with_incarnation(Some(incarnation.clone()));
         let port = self.attach(
             &known,
-            &key,
+            &served,
             record.config,
             record.search,
             AttachMode::Create,
@@ -497,13 +622,14 @@ impl Catalog {
             Entry {
                 record: record.clone(),
                 port,
+                incarnation: Some(incarnation),
             },
         );
         if let Err(err) = self.save(&indexes) {
             // Not recorded, so not created: undo the data plane's side too.
             indexes.remove(&key);
             drop(indexes);
-            if let Err(detach) = self.data_plane.detach(&key) {
+            if let Err(detach) = self.data_plane.detach(&served) {
                 tracing::warn!(index = %key, error = %detach, "cannot drop the unrecorded index");
             }
             return Err(err);
@@ -520,7 +646,9 @@ impl Catalog {
         shared: &Shared,
         key: IndexKey,
         record: IndexRecord,
+        incarnation: Incarnation,
     ) -> Result<IndexRecord> {
+        let served = key.clone().with_incarnation(Some(incarnation.clone()));
         self.commit_shared(shared, &mut self.lock(), |next| {
             if next.contains_key(&key) {
                 return Err(Error::AlreadyExists(key.name().to_string()));
@@ -528,6 +656,7 @@ impl Catalog {
             let entry = Entry {
                 record: record.clone(),
                 port: 0,
+                incarnation: Some(incarnation.clone()),
             };
             next.insert(key.clone(), entry);
             Ok(())
@@ -536,7 +665,7 @@ impl Catalog {
         let known = self.lock().clone();
         if let Err(err) = self.attach(
             &known,
-            &key,
+            &served,
             record.config,
             record.search,
             AttachMode::Create,
@@ -622,21 +751,22 @@ impl Catalog {
             .transpose()?;
         let _changing = self.changing();
         if let Some(shared) = &self.shared {
-            let (record, previous) = self.commit_shared(shared, &mut self.lock(), |next| {
-                let entry = next.get_mut(&key).ok_or_else(|| not_found(&key))?;
-                let mut record = entry.record.clone();
-                merge_tags(&mut record.tags, tags.clone())?;
-                if let Some(protection) = protection {
-                    record.deletion_protection = protection;
-                }
-                record.search = search.clone().apply_to(record.search)?;
-                let previous = std::mem::replace(&mut entry.record, record.clone());
-                Ok((record, previous.search))
-            })?;
+            let (record, previous, served) =
+                self.commit_shared(shared, &mut self.lock(), |next| {
+                    let entry = next.get_mut(&key).ok_or_else(|| not_found(&key))?;
+                    let mut record = entry.record.clone();
+                    merge_tags(&mut record.tags, tags.clone())?;
+                    if let Some(protection) = protection {
+                        record.deletion_protection = protection;
+                    }
+                    record.search = search.clone().apply_to(record.search)?;
+                    let previous = std::mem::replace(&mut entry.record, record.clone());
+                    Ok((record, previous.search, entry.served(&key)))
+                })?;
             // Recorded first, then applied; if the data plane refuses, the recorded parameters
             // go back to what they were (unless another change came in between).
             if record.search != previous {
-                if let Err(reason) = self.data_plane.configure(&key, record.search) {
+                if let Err(reason) = self.data_plane.configure(&served, record.search) {
                     let undo = self.commit_shared(shared, &mut self.lock(), |next| {
                         if let Some(entry) = next.get_mut(&key)
                             && entry.record.search == record.search
@@ -654,10 +784,10 @@ impl Catalog {
             }
             return Ok(record);
         }
-        let previous = self
+        let (previous, served) = self
             .lock()
             .get(&key)
-            .map(|entry| entry.record.clone())
+            .map(|entry| (entry.record.clone(), entry.served(&key)))
             .ok_or_else(|| not_found(&key))?;
         let mut record = previous.clone();
         merge_tags(&mut record.tags, tags)?;
@@ -668,7 +798,7 @@ impl Catalog {
         let search_changed = record.search != previous.search;
         // Applied before it is recorded, as create attaches before recording (without the lock
         // on the records; the change lock keeps other changes out meanwhile).
-        if search_changed && let Err(reason) = self.data_plane.configure(&key, record.search) {
+        if search_changed && let Err(reason) = self.data_plane.configure(&served, record.search) {
             return Err(Error::DataPlane(reason));
         }
         let mut indexes = self.lock();
@@ -679,7 +809,8 @@ impl Catalog {
                 entry.record = previous.clone();
             }
             drop(indexes);
-            if search_changed && let Err(reason) = self.data_plane.configure(&key, previous.search)
+            if search_changed
+                && let Err(reason) = self.data_plane.configure(&served, previous.search)
             {
                 tracing::warn!(index = %key, error = %reason, "cannot restore the previous search parameters");
             }
@@ -692,32 +823,55 @@ impl Catalog {
     }
 
     /// Deletes an index of `project` and its data, unless deletion protection is enabled.
+    ///
+    /// The record goes and a tombstone naming its incarnation is written in the same step, then
+    /// the data plane is told to drop the data. Once it has, the tombstone goes too; if it
+    /// cannot be reached (split mode), the delete still succeeds — the name is free at once
+    /// (a new index of that name gets a new incarnation, so a fresh directory) — and the data
+    /// plane removes the data when its next sync brings it the tombstone.
     pub fn delete_index(&self, project: &str, name: &str) -> Result<()> {
         let key = key_of(project, name)?;
         let _changing = self.changing();
         let mut indexes = self.lock();
-        if let Some(shared) = &self.shared {
+        let served = if let Some(shared) = &self.shared {
             self.commit_shared(shared, &mut indexes, |next| {
                 let entry = next.get(&key).ok_or_else(|| not_found(&key))?;
                 check_unprotected(&entry.record)?;
+                let served = entry.served(&key);
                 next.remove(&key);
-                Ok(())
-            })?;
+                next.tombstones.insert(served.clone());
+                Ok(served)
+            })?
         } else {
             let entry = indexes.get(&key).ok_or_else(|| not_found(&key))?;
             check_unprotected(&entry.record)?;
+            let served = entry.served(&key);
             let entry = indexes
                 .remove(&key)
                 .expect("looked up above under the same lock");
+            indexes.tombstones.insert(served.clone());
             if let Err(err) = self.save(&indexes) {
+                indexes.tombstones.remove(&served);
                 indexes.insert(key, entry);
                 return Err(err);
             }
-        }
+            served
+        };
         drop(indexes);
-        // Recorded as gone first: a crash now leaves only orphaned data, collected at start.
-        self.data_plane.detach(&key).map_err(Error::DataPlane)?;
-        tracing::info!(index = %key, "index deleted");
+        // Recorded as gone first: a crash now leaves a tombstone, acted on at the next start
+        // (embedded) or sync (split).
+        match self.data_plane.detach(&served) {
+            Ok(()) => {
+                tracing::info!(index = %key, "index deleted");
+                if let Err(err) = self.confirm_removed(std::slice::from_ref(&served)) {
+                    // Harmless: the data plane is told again, and removing nothing is done.
+                    tracing::warn!(index = %key, error = %err, "cannot forget the tombstone of a deleted index; it is retried");
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(index = %key, storage = %served.storage_name(), error = %reason, "index deleted, but the data plane has not dropped its data yet; it does so at its next sync");
+            }
+        }
         Ok(())
     }
 }
@@ -758,11 +912,17 @@ mod tests {
     /// The project of the tests that predate projects.
     const P: &str = crate::DEFAULT_PROJECT;
 
-    /// A data plane that records calls and refuses the ports it is told are busy.
+    /// A data plane that records calls and refuses the ports it is told are busy. Its maps
+    /// are by storage name without incarnation (one per project and name); `storage` has the
+    /// full storage names.
     #[derive(Default)]
     struct FakeDataPlane {
         busy: BTreeSet<u16>,
         attached: Mutex<BTreeMap<String, u16>>,
+        /// Storage names (with incarnation) holding data: attached and not yet detached.
+        storage: Mutex<BTreeSet<String>>,
+        /// Detach fails while set (a data plane that cannot be reached).
+        unreachable: std::sync::atomic::AtomicBool,
         /// The search parameters each index was last given.
         search: Mutex<BTreeMap<String, SearchParams>>,
     }
@@ -786,13 +946,18 @@ mod tests {
                 return Err(AttachError::PortInUse);
             }
             let port = if port == 0 { 40000 } else { port };
-            let name = key.storage_name();
+            self.storage.lock().unwrap().insert(key.storage_name());
+            let name = key.without_incarnation().storage_name();
             self.attached.lock().unwrap().insert(name.clone(), port);
             self.search.lock().unwrap().insert(name, search);
             Ok(port)
         }
         fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
-            let name = key.storage_name();
+            assert!(
+                key.incarnation().is_some(),
+                "configure names the incarnation"
+            );
+            let name = key.without_incarnation().storage_name();
             if !self.attached.lock().unwrap().contains_key(&name) {
                 return Err(format!("index '{key}' is not attached"));
             }
@@ -800,7 +965,11 @@ mod tests {
             Ok(())
         }
         fn detach(&self, key: &IndexKey) -> Result<(), String> {
-            let name = key.storage_name();
+            if self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("the data plane cannot be reached".into());
+            }
+            self.storage.lock().unwrap().remove(&key.storage_name());
+            let name = key.without_incarnation().storage_name();
             self.attached.lock().unwrap().remove(&name);
             self.search.lock().unwrap().remove(&name);
             Ok(())
@@ -1156,10 +1325,94 @@ mod tests {
             .index_keys()
             .unwrap()
             .iter()
-            .map(IndexKey::storage_name)
+            .map(|key| key.without_incarnation().storage_name())
             .collect();
         keys.sort();
         assert_eq!(keys, ["movies".to_owned(), format!("movies@{OTHER}")]);
+    }
+
+    #[test]
+    fn issue_14_a_catalog_written_before_incarnations_loads_with_the_old_storage_names() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an older larch wrote: no incarnation, no tombstones.
+        let old = serde_json::json!({"version": 1, "indexes": [
+            {"name": "movies", "dimension": 4, "metric": "cosine", "vector_type": "dense",
+             "cloud": "aws", "region": "us-east-1", "deletion_protection": "disabled",
+             "tags": {}, "port": 6001},
+            {"project": OTHER, "name": "books", "dimension": 4, "metric": "cosine",
+             "vector_type": "dense", "cloud": "aws", "region": "us-east-1",
+             "deletion_protection": "disabled", "tags": {}, "port": 6002},
+        ]});
+        std::fs::write(dir.path().join(crate::CATALOG_FILE), old.to_string()).unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let policy = PortPolicy::parse("6001-6010").unwrap();
+        let catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        let storage = |dp: &FakeDataPlane| dp.storage.lock().unwrap().clone();
+        let legacy = BTreeSet::from(["movies".to_owned(), format!("books@{OTHER}")]);
+        assert_eq!(storage(&dp), legacy, "recovered from their old directories");
+        let keys: BTreeSet<String> = catalog
+            .index_keys()
+            .unwrap()
+            .iter()
+            .map(IndexKey::storage_name)
+            .collect();
+        assert_eq!(keys, legacy);
+
+        // Deleted and created again: the new index gets an incarnation, so new storage.
+        catalog.delete_index(P, "movies").unwrap();
+        catalog.create_index(P, create("movies")).unwrap();
+        let now = storage(&dp);
+        assert!(!now.contains("movies"), "{now:?}");
+        assert!(
+            now.iter().any(|s| s.starts_with("movies@default@")),
+            "{now:?}"
+        );
+        // Written back with the incarnation; reloads the same.
+        drop(catalog);
+        let dp = Arc::new(FakeDataPlane::default());
+        let _catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        assert_eq!(storage(&dp), now);
+    }
+
+    #[test]
+    fn issue_14_a_delete_the_data_plane_missed_leaves_a_tombstone_until_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "h").unwrap();
+        catalog.create_index(P, create("movies")).unwrap();
+        let old = catalog.index_keys().unwrap().remove(0);
+        dp.unreachable
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        catalog.delete_index(P, "movies").unwrap();
+        assert_eq!(catalog.tombstones().unwrap(), std::slice::from_ref(&old));
+        assert!(dp.storage.lock().unwrap().contains(&old.storage_name()));
+
+        // The name is free at once; the new index has its own storage.
+        catalog.create_index(P, create("movies")).unwrap();
+        let new = catalog.index_keys().unwrap().remove(0);
+        assert_ne!(new.storage_name(), old.storage_name());
+        assert_eq!(catalog.tombstones().unwrap(), std::slice::from_ref(&old));
+
+        // The tombstone survives a restart, and goes once the data plane confirms.
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "h").unwrap();
+        assert_eq!(catalog.tombstones().unwrap(), std::slice::from_ref(&old));
+        catalog.confirm_removed(&[old]).unwrap();
+        assert!(catalog.tombstones().unwrap().is_empty());
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), dp, PortPolicy::Ephemeral, "h").unwrap();
+        assert!(catalog.tombstones().unwrap().is_empty());
+        assert_eq!(catalog.index_keys().unwrap(), [new]);
+    }
+
+    #[test]
+    fn issue_14_a_delete_the_data_plane_did_leaves_no_tombstone() {
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::new(dp.clone(), PortPolicy::Ephemeral, "h");
+        catalog.create_index(P, create("movies")).unwrap();
+        catalog.delete_index(P, "movies").unwrap();
+        assert!(catalog.tombstones().unwrap().is_empty());
+        assert!(dp.storage.lock().unwrap().is_empty());
     }
 
     #[test]

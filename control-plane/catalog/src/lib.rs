@@ -39,13 +39,13 @@ pub mod hosts;
 pub mod record;
 mod store;
 
-pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy};
+pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy, Served};
 pub use error::{Error, Result};
 pub use hosts::{HostTemplate, Hosts};
 /// Where several control-plane replicas share the catalog ([`Catalog::open_shared`]).
 pub use larch_state::{SharedDocument, Written};
 pub use record::{
-    Cloud, ConfigureIndex, CreateIndex, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName,
-    IndexRecord, IndexState, SearchSettings, VectorType, check_project_id,
+    Cloud, ConfigureIndex, CreateIndex, DEFAULT_PROJECT, DeletionProtection, Incarnation, IndexKey,
+    IndexName, IndexRecord, IndexState, SearchSettings, VectorType, check_project_id,
 };
 pub use store::CATALOG_FILE;

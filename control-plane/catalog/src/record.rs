@@ -112,10 +112,69 @@ pub fn check_project_id(project: &str) -> Result<()> {
 /// two projects may each have an index `movies`, with separate data and ports.
 ///
 /// Ordered by project, then name. Displayed as `project/name`.
+///
+/// A key may also name one *incarnation* of the index (see [`Incarnation`]): the catalog looks
+/// indexes up by project and name only, and hands the data plane keys with the incarnation,
+/// which is part of the [storage name](IndexKey::storage_name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IndexKey {
     project: String,
     name: IndexName,
+    incarnation: Option<Incarnation>,
+}
+
+/// Which creation of an index a record is: a short random id given at each CreateIndex and
+/// part of the index's storage name, so an index deleted and created again under the same name
+/// gets a fresh data directory and never sees the old data, even while the old data's removal
+/// is still pending. Indexes created before incarnations existed have none (and keep their old
+/// storage name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Incarnation(String);
+
+impl Incarnation {
+    /// Longest accepted incarnation id.
+    const MAX_LEN: usize = 32;
+
+    /// A fresh random incarnation: 16 lowercase hex digits (64 random bits).
+    pub fn random() -> Incarnation {
+        let mut bytes = [0u8; 8];
+        // Only fails where the OS has no random source at all; a clock-derived id still keeps
+        // one re-creation apart from the next.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = (nanos as u64).to_le_bytes();
+        }
+        Incarnation(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Checks a stored or received incarnation: 1 to 32 lowercase ASCII letters and digits.
+    pub fn parse(id: &str) -> Result<Incarnation> {
+        let valid = !id.is_empty()
+            && id.len() <= Self::MAX_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(Error::invalid(
+                "incarnation",
+                format!("'{id}' is not an incarnation id (1 to 32 lowercase letters and digits)"),
+            ));
+        }
+        Ok(Incarnation(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl IndexKey {
@@ -125,7 +184,53 @@ impl IndexKey {
         Ok(IndexKey {
             project: project.to_owned(),
             name,
+            incarnation: None,
         })
+    }
+
+    /// The key of index `name` of `project`, incarnation `incarnation` (empty: none), as the
+    /// planes send it to each other; every part is checked.
+    pub fn parse(project: &str, name: &str, incarnation: &str) -> Result<IndexKey> {
+        let incarnation = match incarnation {
+            "" => None,
+            id => Some(Incarnation::parse(id)?),
+        };
+        Ok(IndexKey::new(project, IndexName::new(name)?)?.with_incarnation(incarnation))
+    }
+
+    /// The key whose [storage name](IndexKey::storage_name) is `storage` (its inverse), e.g.
+    /// to label an engine's index with its project and name; `None` if no key has it.
+    pub fn from_storage_name(storage: &str) -> Option<IndexKey> {
+        let mut parts = storage.split('@');
+        let name = parts.next()?;
+        let (project, incarnation) = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => (DEFAULT_PROJECT, ""),
+            (Some(project), None, _) => (project, ""),
+            (Some(project), Some(incarnation), None) => (project, incarnation),
+            _ => return None,
+        };
+        IndexKey::parse(project, name, incarnation).ok()
+    }
+
+    /// The incarnation as the planes send it: empty for none.
+    pub fn incarnation_str(&self) -> &str {
+        self.incarnation.as_ref().map_or("", Incarnation::as_str)
+    }
+
+    /// This key naming incarnation `incarnation` (`None`: an index from before incarnations).
+    pub fn with_incarnation(mut self, incarnation: Option<Incarnation>) -> IndexKey {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// The incarnation this key names, if any.
+    pub fn incarnation(&self) -> Option<&Incarnation> {
+        self.incarnation.as_ref()
+    }
+
+    /// This key without an incarnation: how the catalog looks the index up.
+    pub fn without_incarnation(&self) -> IndexKey {
+        self.clone().with_incarnation(None)
     }
 
     /// The project owning the index.
@@ -138,15 +243,16 @@ impl IndexKey {
         &self.name
     }
 
-    /// The name the engine (and so the index's data directory) knows the index by: the bare
-    /// name in the [`DEFAULT_PROJECT`] — so data written before projects existed is found
-    /// unchanged — and `name@project` in any other. Index names never contain `@` and project
-    /// ids never do either, so no two keys share a storage name.
+    /// The name the engine (and so the index's data directory) knows the index by:
+    /// `name@project@incarnation` for a key with an [`Incarnation`]; for one without (indexes
+    /// created before incarnations existed, whose data must be found unchanged) the bare name
+    /// in the [`DEFAULT_PROJECT`] and `name@project` in any other. Index names, project ids and
+    /// incarnations never contain `@`, so no two keys share a storage name.
     pub fn storage_name(&self) -> String {
-        if self.project == DEFAULT_PROJECT {
-            self.name.to_string()
-        } else {
-            format!("{}@{}", self.name, self.project)
+        match &self.incarnation {
+            Some(incarnation) => format!("{}@{}@{incarnation}", self.name, self.project),
+            None if self.project == DEFAULT_PROJECT => self.name.to_string(),
+            None => format!("{}@{}", self.name, self.project),
         }
     }
 }
@@ -583,6 +689,34 @@ mod tests {
         // refused in both parts.
         assert!(IndexKey::new("x@y", name()).is_err());
         assert!(IndexName::new("movies@x").is_err());
+    }
+
+    #[test]
+    fn incarnations_give_each_creation_its_own_storage_name() {
+        let key = IndexKey::new(DEFAULT_PROJECT, IndexName::new("movies").unwrap()).unwrap();
+        let (first, second) = (Incarnation::random(), Incarnation::random());
+        assert_ne!(first, second);
+        assert_eq!(first.as_str().len(), 16);
+        assert_eq!(Incarnation::parse(first.as_str()).unwrap(), first);
+        let of = |incarnation: &Incarnation| {
+            key.clone()
+                .with_incarnation(Some(incarnation.clone()))
+                .storage_name()
+        };
+        assert_eq!(of(&first), format!("movies@default@{first}"));
+        assert_ne!(of(&first), of(&second));
+        assert_ne!(of(&first), key.storage_name(), "apart from the old name");
+        for storage in [of(&first), key.storage_name(), format!("movies@{}", "p-1")] {
+            let parsed = IndexKey::from_storage_name(&storage).expect("a storage name");
+            assert_eq!(parsed.storage_name(), storage);
+        }
+        assert_eq!(IndexKey::from_storage_name("a@b@c@d"), None);
+        let with = key.clone().with_incarnation(Some(first));
+        assert_eq!(with.without_incarnation(), key);
+        assert_eq!(with.to_string(), "default/movies");
+        for bad in ["", "ABC", "a@b", "a-b", &"a".repeat(33)] {
+            assert!(Incarnation::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

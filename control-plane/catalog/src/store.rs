@@ -4,8 +4,10 @@
 //! Format: `catalog.json`, `{"version":1,"indexes":[{...}]}`. Written to a temporary file,
 //! fsynced, renamed over the old one, and the directory fsynced so the rename itself is durable.
 //! Fields added later default when absent, so files written by older versions load without a
-//! version bump: `search` (the default ANN parameters) and `project` (the default project,
-//! which is what every index belonged to before projects existed).
+//! version bump: `search` (the default ANN parameters), `project` (the default project,
+//! which is what every index belonged to before projects existed), `incarnation` (none: the
+//! index keeps its old storage name) and `tombstones` (deleted indexes whose data the data
+//! plane has not confirmed removing yet; none).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::record::{
-    Cloud, DEFAULT_PROJECT, DeletionProtection, IndexKey, IndexName, SearchSettings, VectorType,
+    Cloud, DEFAULT_PROJECT, DeletionProtection, Incarnation, IndexKey, IndexName, SearchSettings,
+    VectorType,
 };
 
 /// Name of the catalog file inside the data directory.
@@ -43,6 +46,51 @@ pub(crate) struct StoredIndex {
     /// ANN parameters; absent in catalogs written before they existed (defaults then).
     #[serde(default)]
     pub(crate) search: StoredSearch,
+    /// Which creation of the index this is (see [`Incarnation`]); absent for indexes created
+    /// before incarnations existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) incarnation: Option<String>,
+}
+
+/// A deleted index whose data the data plane has not confirmed removing yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredTombstone {
+    pub(crate) project: String,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) incarnation: Option<String>,
+}
+
+impl StoredTombstone {
+    pub(crate) fn of(key: &IndexKey) -> StoredTombstone {
+        StoredTombstone {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            incarnation: key.incarnation().map(|i| i.as_str().to_owned()),
+        }
+    }
+
+    /// The key (with its incarnation) of the deleted index; `file` names the catalog in errors.
+    pub(crate) fn load(&self, file: &Path) -> Result<IndexKey> {
+        let corrupt = |what: String| {
+            Error::Storage(format!(
+                "{}: tombstone of index '{}' of project '{}': {what}; fix or remove the entry",
+                file.display(),
+                self.name,
+                self.project,
+            ))
+        };
+        let name = IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?;
+        let incarnation = self
+            .incarnation
+            .as_deref()
+            .map(Incarnation::parse)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(IndexKey::new(&self.project, name)
+            .map_err(|e| corrupt(e.to_string()))?
+            .with_incarnation(incarnation))
+    }
 }
 
 fn default_project() -> String {
@@ -87,6 +135,7 @@ pub(crate) struct LoadedIndex {
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) search: SearchParams,
     pub(crate) port: u16,
+    pub(crate) incarnation: Option<Incarnation>,
 }
 
 impl StoredIndex {
@@ -101,7 +150,14 @@ impl StoredIndex {
             ))
         };
         let name = IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?;
+        let incarnation = self
+            .incarnation
+            .as_deref()
+            .map(Incarnation::parse)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
         Ok(LoadedIndex {
+            incarnation,
             key: IndexKey::new(&self.project, name).map_err(|e| corrupt(e.to_string()))?,
             config: IndexConfig {
                 dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
@@ -145,6 +201,16 @@ impl StoredIndex {
 struct CatalogFile {
     version: u32,
     indexes: Vec<StoredIndex>,
+    /// Absent in catalogs written before tombstones existed, and when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tombstones: Vec<StoredTombstone>,
+}
+
+/// What a catalog file holds.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    pub(crate) indexes: Vec<StoredIndex>,
+    pub(crate) tombstones: Vec<StoredTombstone>,
 }
 
 /// Where the catalog lives on disk.
@@ -164,11 +230,11 @@ impl CatalogStore {
         &self.path
     }
 
-    /// Every stored index; none if the file does not exist yet (first start).
-    pub(crate) fn load(&self) -> Result<Vec<StoredIndex>> {
+    /// Every stored index and tombstone; none if the file does not exist yet (first start).
+    pub(crate) fn load(&self) -> Result<Stored> {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(err) => {
                 return Err(Error::Storage(format!(
                     "cannot read {}: {err}",
@@ -179,24 +245,30 @@ impl CatalogStore {
         decode(&bytes, &self.path.display().to_string())
     }
 
-    /// Replaces the stored catalog with `indexes`, durably.
-    pub(crate) fn save(&self, indexes: Vec<StoredIndex>) -> Result<()> {
-        write_atomically(&self.path, &encode(indexes))
+    /// Replaces the stored catalog with `stored`, durably.
+    pub(crate) fn save(&self, stored: Stored) -> Result<()> {
+        write_atomically(&self.path, &encode(stored))
             .map_err(|err| Error::Storage(format!("cannot write {}: {err}", self.path.display())))
     }
 }
 
 /// The catalog file's bytes (also the content of each version of a shared catalog).
-pub(crate) fn encode(indexes: Vec<StoredIndex>) -> Vec<u8> {
+pub(crate) fn encode(
+    Stored {
+        indexes,
+        tombstones,
+    }: Stored,
+) -> Vec<u8> {
     let file = CatalogFile {
         version: VERSION,
         indexes,
+        tombstones,
     };
     serde_json::to_vec_pretty(&file).expect("catalog records always serialize")
 }
 
 /// The indexes in a catalog file's bytes; `location` names it in errors.
-pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Vec<StoredIndex>> {
+pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Stored> {
     let file: CatalogFile = serde_json::from_slice(bytes)
         .map_err(|err| Error::Storage(format!("{location} is not a valid catalog: {err}")))?;
     if file.version != VERSION {
@@ -205,7 +277,15 @@ pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Vec<StoredIndex>> {
             file.version
         )));
     }
-    Ok(file.indexes)
+    let CatalogFile {
+        version: _,
+        indexes,
+        tombstones,
+    } = file;
+    Ok(Stored {
+        indexes,
+        tombstones,
+    })
 }
 
 /// Temp file + fsync + rename + fsync of the directory.

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use larch_auth::{Action, Denied, Principal};
-use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord};
+use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexKey, IndexRecord, Served};
 use larch_engine::ErrorCode;
 
 /// The index lifecycle over a catalog that may still be recovering. Clones share the catalog.
@@ -149,6 +149,20 @@ impl Indexes {
     /// Every index of every project (what a split-mode data plane serves).
     pub async fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
         self.run(Catalog::all_indexes).await
+    }
+
+    /// What a data plane pulls in split mode: every index as served (with its incarnation) and
+    /// the tombstones of deleted ones whose data it has not removed yet, after forgetting those
+    /// in `removed`, whose removal it reports.
+    pub async fn assignments(
+        &self,
+        removed: Vec<IndexKey>,
+    ) -> Result<(Vec<Served>, Vec<IndexKey>), Failure> {
+        self.run(move |catalog| {
+            catalog.confirm_removed(&removed)?;
+            Ok((catalog.served()?, catalog.tombstones()?))
+        })
+        .await
     }
 
     /// How many indexes `project` has.

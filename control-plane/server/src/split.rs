@@ -11,13 +11,13 @@ use std::sync::Arc;
 use larch_auth::Admin;
 use larch_auth::grpc::SendKey;
 use larch_catalog::{
-    AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, IndexRecord,
+    AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, Served,
 };
 use larch_engine::{IndexConfig, SearchParams};
 use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
 use larch_proto::internal::{
-    self as internal, AttachIndexRequest, DetachIndexRequest, IndexAssignment,
+    self as internal, AttachIndexRequest, DetachIndexRequest, IndexAssignment, IndexTombstone,
     ListAssignmentsRequest, ListAssignmentsResponse, ListKeysRequest, ListKeysResponse,
     control_plane_sync_server::ControlPlaneSync,
 };
@@ -47,14 +47,19 @@ impl ControlPlaneSync for SyncApi {
         &self,
         request: Request<ListAssignmentsRequest>,
     ) -> Result<Response<ListAssignmentsResponse>, Status> {
-        let ListAssignmentsRequest {} = request.into_inner();
-        let records = self
+        let ListAssignmentsRequest { removed } = request.into_inner();
+        let removed = removed
+            .iter()
+            .map(tombstone_key)
+            .collect::<Result<Vec<_>, Status>>()?;
+        let (served, tombstones) = self
             .indexes
-            .all()
+            .assignments(removed)
             .await
             .map_err(|failure| Status::unavailable(failure.to_string()))?;
         Ok(Response::new(ListAssignmentsResponse {
-            indexes: records.iter().map(record_assignment).collect(),
+            indexes: served.iter().map(served_assignment).collect(),
+            tombstones: tombstones.iter().map(tombstone).collect(),
         }))
     }
 
@@ -155,8 +160,8 @@ pub async fn keep_access_refreshed(admin: Arc<Admin>) {
     }
 }
 
-/// What a data plane needs to serve `record`.
-fn record_assignment(record: &IndexRecord) -> IndexAssignment {
+/// What a data plane needs to serve `served`.
+fn served_assignment(Served { key, record }: &Served) -> IndexAssignment {
     IndexAssignment {
         project: record.project_id.clone(),
         name: record.name.to_string(),
@@ -164,7 +169,28 @@ fn record_assignment(record: &IndexRecord) -> IndexAssignment {
         metric: record.config.metric.to_string(),
         search: Some(search_params(record.search)),
         host: record.host.clone(),
+        incarnation: key.incarnation_str().to_owned(),
     }
+}
+
+/// The tombstone of the deleted index `key` (with its incarnation).
+pub fn tombstone(key: &IndexKey) -> IndexTombstone {
+    IndexTombstone {
+        project: key.project().to_owned(),
+        name: key.name().to_string(),
+        incarnation: key.incarnation_str().to_owned(),
+    }
+}
+
+/// The key (with its incarnation) a tombstone names.
+pub fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, Status> {
+    let IndexTombstone {
+        project,
+        name,
+        incarnation,
+    } = tombstone;
+    IndexKey::parse(project, name, incarnation)
+        .map_err(|err| Status::invalid_argument(format!("tombstone: {err}")))
 }
 
 fn search_params(search: SearchParams) -> internal::SearchParams {
@@ -269,6 +295,7 @@ impl DataPlaneHost for RemoteDataPlane {
             metric: config.metric.to_string(),
             search: Some(search_params(search)),
             host: self.template.render(key),
+            incarnation: key.incarnation_str().to_owned(),
         };
         let request = AttachIndexRequest {
             index: Some(index),
@@ -302,6 +329,7 @@ impl DataPlaneHost for RemoteDataPlane {
             project: key.project().to_owned(),
             name: key.name().to_string(),
             search: Some(search_params(search)),
+            incarnation: key.incarnation_str().to_owned(),
         };
         self.call("configure", async move |mut c| {
             c.configure_index(request).await
@@ -314,6 +342,7 @@ impl DataPlaneHost for RemoteDataPlane {
         let request = DetachIndexRequest {
             project: key.project().to_owned(),
             name: key.name().to_string(),
+            incarnation: key.incarnation_str().to_owned(),
         };
         self.call("detach", async move |mut c| c.detach_index(request).await)
             .map(drop)

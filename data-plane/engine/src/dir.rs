@@ -261,6 +261,32 @@ pub(crate) fn remove(root: &Path, name: &str) -> io::Result<()> {
     fs::remove_dir_all(&staging)
 }
 
+/// Moves the directory `name` under `root` to `<into>/<name>-<seconds>`
+/// (with `-2`, `-3`… appended if that is taken), creating `into`; syncs both
+/// directories. `None` if `root` has no directory `name`.
+pub(crate) fn quarantine(
+    root: &Path,
+    name: &str,
+    into: &Path,
+    seconds: u64,
+) -> io::Result<Option<PathBuf>> {
+    let dir = root.join(name);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    fs::create_dir_all(into)?;
+    let mut target = into.join(format!("{name}-{seconds}"));
+    let mut attempt = 1;
+    while target.exists() {
+        attempt += 1;
+        target = into.join(format!("{name}-{seconds}-{attempt}"));
+    }
+    fs::rename(&dir, &target)?;
+    sync_dir(root)?;
+    sync_dir(into)?;
+    Ok(Some(target))
+}
+
 /// Names of the directories under `root`, sorted: index directories and
 /// leftovers of interrupted work (names starting with a dot).
 pub(crate) fn list(root: &Path) -> Result<Vec<String>> {

@@ -213,7 +213,8 @@ impl Engine {
     /// Names of the directories under the root, sorted, whether or not an
     /// index is open on them: directories of indexes, and leftovers of
     /// interrupted work (names starting with `.`, never an index name). The
-    /// server removes those its catalog does not know with
+    /// server moves aside those its catalog does not know with
+    /// [`Engine::quarantine_orphan`] and deletes leftovers with
     /// [`Engine::remove_orphan`]. Empty for an in-memory engine or a root
     /// that does not exist yet.
     pub fn index_dirs(&self) -> Result<Vec<String>> {
@@ -226,21 +227,14 @@ impl Engine {
     /// Deletes the directory `name` (an entry of [`Engine::index_dirs`]) of
     /// an index that is not open; does nothing if it does not exist.
     /// `FailedPrecondition` for an open index: drop it instead.
+    ///
+    /// Only for data that was asked to go (a deleted index, a leftover of
+    /// interrupted work); a directory nobody asked about is moved aside with
+    /// [`Engine::quarantine_orphan`] instead.
     pub fn remove_orphan(&self, name: &str) -> Result<()> {
-        let valid =
-            !name.is_empty() && !matches!(name, "." | "..") && !name.contains(['/', '\\', '\0']);
-        if !valid {
-            return Err(Error::invalid(
-                "name",
-                format!("'{name}' is not a directory name"),
-            ));
-        }
+        check_dir_name(name)?;
         let _lifecycle = self.lifecycle()?;
-        if read_lock(&self.indexes)?.contains_key(name) {
-            return Err(Error::FailedPrecondition(format!(
-                "index '{name}' is open; drop it instead"
-            )));
-        }
+        self.check_closed(name)?;
         let Some(root) = &self.root else {
             return Ok(());
         };
@@ -248,6 +242,46 @@ impl Engine {
             Error::storage(format!("cannot delete {}", root.join(name).display()), &err)
         })?;
         self.placement.remove(name)
+    }
+
+    /// Moves the directory `name` (an entry of [`Engine::index_dirs`]) of an
+    /// index that is not open to `<into>/<name>-<unix seconds>` (a rename:
+    /// `into` must be on the same file system as the root, e.g. beside it),
+    /// creating `into` if needed, and returns where it went; `None` if there
+    /// was no such directory or the engine keeps indexes in memory.
+    /// Nothing is deleted: the operator restores the directory by moving it
+    /// back (with a catalog entry for it) or removes it.
+    /// `FailedPrecondition` for an open index.
+    pub fn quarantine_orphan(&self, name: &str, into: &Path) -> Result<Option<PathBuf>> {
+        check_dir_name(name)?;
+        let _lifecycle = self.lifecycle()?;
+        self.check_closed(name)?;
+        let Some(root) = &self.root else {
+            return Ok(None);
+        };
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        dir::quarantine(root, name, into, seconds).map_err(|err| {
+            Error::storage(
+                format!(
+                    "cannot move {} into {}",
+                    root.join(name).display(),
+                    into.display()
+                ),
+                &err,
+            )
+        })
+    }
+
+    /// `FailedPrecondition` if an index is open on the directory `name`.
+    fn check_closed(&self, name: &str) -> Result<()> {
+        if read_lock(&self.indexes)?.contains_key(name) {
+            return Err(Error::FailedPrecondition(format!(
+                "index '{name}' is open; drop it instead"
+            )));
+        }
+        Ok(())
     }
 
     fn lifecycle(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
@@ -298,6 +332,20 @@ impl Engine {
         self.indexer.start(Arc::downgrade(&self.indexes));
         Ok(index)
     }
+}
+
+/// `InvalidArgument` unless `name` is a plain directory name (no separator,
+/// not `.` or `..`).
+fn check_dir_name(name: &str) -> Result<()> {
+    let valid =
+        !name.is_empty() && !matches!(name, "." | "..") && !name.contains(['/', '\\', '\0']);
+    if !valid {
+        return Err(Error::invalid(
+            "name",
+            format!("'{name}' is not a directory name"),
+        ));
+    }
+    Ok(())
 }
 
 fn index_not_found(name: &str) -> Error {

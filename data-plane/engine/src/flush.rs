@@ -197,6 +197,21 @@ pub(crate) struct Segments {
     published: Mutex<Published>,
     /// Segment files found at open that the manifest does not list.
     orphans: Mutex<Vec<String>>,
+    /// Runs once inside the next graph save, after its checks and before it
+    /// writes: tests race a drop of the index against it.
+    #[cfg(test)]
+    pub(crate) before_graph_put: Mutex<Option<GraphHook>>,
+}
+
+/// A test's step inside a graph save (see `Segments::before_graph_put`).
+#[cfg(test)]
+pub(crate) struct GraphHook(pub(crate) Box<dyn FnOnce() + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for GraphHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphHook")
+    }
 }
 
 impl Segments {
@@ -237,6 +252,8 @@ impl Segments {
             }),
             published: Mutex::new(Published::default()),
             orphans: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            before_graph_put: Mutex::new(None),
         };
         if let Ok(state) = segments.state.lock() {
             segments.publish(&state.manifest, |_| {});
@@ -354,10 +371,23 @@ impl Segments {
     /// its older ones. Skipped (false) while a flush or compaction runs or
     /// once the index is closed; graph files are derived data, so a skipped
     /// or failed save only means a rebuild after the next restart.
+    ///
+    /// The flush lock is held through the write: [`Segments::close`] waits
+    /// for it, so once a dropped index is closed no save can write into
+    /// (and so recreate) its removed directory.
     pub(crate) fn save_graph(&self, namespace: &Namespace, bytes: &[u8]) -> Result<bool> {
-        match self.state.try_lock() {
-            Ok(state) if !state.closed => {}
+        let _state = match self.state.try_lock() {
+            Ok(state) if !state.closed => state,
             _ => return Ok(false),
+        };
+        #[cfg(test)]
+        if let Some(GraphHook(hook)) = self
+            .before_graph_put
+            .lock()
+            .ok()
+            .and_then(|mut hook| hook.take())
+        {
+            hook();
         }
         let key = graph_key(namespace);
         let nanos = std::time::SystemTime::now()

@@ -137,6 +137,23 @@ pub(crate) fn create_file(dir: &Path, number: u64) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// [`create_file`], except that a file `number` holding just its header — left by a rotation
+/// that failed after creating it (the directory sync or the open failed) — is taken as it is:
+/// refusing it would jam every later rotation, and so every flush, until a restart.
+fn create_or_reuse_file(dir: &Path, number: u64) -> io::Result<PathBuf> {
+    match create_file(dir, number) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let path = dir.join(file_name(number));
+            if fs::read(&path)? == header(number) {
+                Ok(path)
+            } else {
+                Err(err)
+            }
+        }
+        other => other,
+    }
+}
+
 /// Suffix of a log file being created.
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -310,8 +327,13 @@ impl Wal {
         }
         debug_assert!(!commit.leader && commit.pending.is_empty());
         let number = self.number() + 1;
-        let path = create_file(dir, number)
-            .and_then(|path| sync_dir(dir).map(|()| path))
+        let path = create_or_reuse_file(dir, number)
+            .and_then(|path| {
+                sync_dir(dir).map(|()| path).inspect_err(|_| {
+                    // Best effort; a leftover is reused by the next rotation anyway.
+                    let _ = fs::remove_file(dir.join(file_name(number)));
+                })
+            })
             .map_err(|err| {
                 Error::storage(
                     format!(
@@ -1171,6 +1193,37 @@ mod tests {
             storage_code(wal.append(b"one")).0,
             ErrorCode::ResourceExhausted
         );
+    }
+
+    #[test]
+    fn issue_14_a_rotation_that_failed_after_creating_the_next_file_does_not_jam_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        create_file(dir.path(), 1).unwrap();
+        let wal = Wal::open("movies", dir.path(), 1, HEADER_LEN).unwrap();
+        wal.append(b"one").unwrap();
+        // What a rotation leaves when the directory sync or the open fails after the next
+        // file was created: that file, holding just its header.
+        create_file(dir.path(), 2).unwrap();
+        assert_eq!(
+            wal.rotate().unwrap(),
+            2,
+            "the leftover is taken as the next file"
+        );
+        wal.append(b"two").unwrap();
+        assert_eq!(wal.rotate().unwrap(), 3);
+        wal.append(b"three").unwrap();
+        let mut replayed = Vec::new();
+        replay(dir.path(), 1, |_, _, payload| {
+            replayed.push(payload.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(replayed, [&b"one"[..], b"two", b"three"]);
+
+        // A file of that number holding records is never taken over.
+        let wal = Wal::open("movies", dir.path(), 1, HEADER_LEN).unwrap();
+        let err = wal.rotate().unwrap_err();
+        assert!(err.to_string().contains("wal-"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -122,18 +123,50 @@ impl DataPlane {
         }
     }
 
-    /// Deletes stored data of indexes that are not in `known` (left behind by a crash between
-    /// the catalog's record and the data plane's work), comparing storage names.
-    pub fn collect_orphans(&self, known: &[IndexKey]) -> larch_engine::Result<()> {
+    /// Deletes the stored data of `deleted` indexes (the catalog's tombstones: deleted, but
+    /// their data was not removed then) and moves aside stored data of indexes that are not in
+    /// `known` (comparing storage names) into `quarantine` — nothing is deleted because the
+    /// catalog does not list it: a catalog restored from an older backup, or a crash between
+    /// the catalog's record and the data plane's work, must not cost data. Leftovers of
+    /// interrupted work (names starting with a dot) are deleted. Returns each quarantined
+    /// directory's name and where it went.
+    pub fn collect_orphans(
+        &self,
+        known: &[IndexKey],
+        deleted: &[IndexKey],
+        quarantine: &Path,
+    ) -> larch_engine::Result<Vec<(String, PathBuf)>> {
         let known: std::collections::HashSet<String> =
             known.iter().map(IndexKey::storage_name).collect();
-        for dir in self.inner.engine.index_dirs()? {
-            if !known.contains(&dir) {
-                tracing::warn!(index = %dir, "removing data of an index the catalog does not know");
-                self.inner.engine.remove_orphan(&dir)?;
+        let engine = &self.inner.engine;
+        for key in deleted {
+            let storage = key.storage_name();
+            tracing::info!(index = %key, %storage, "removing the data of a deleted index");
+            engine.remove_orphan(&storage)?;
+        }
+        let mut moved = Vec::new();
+        for dir in engine.index_dirs()? {
+            if known.contains(&dir) {
+                continue;
+            }
+            if dir.starts_with('.') {
+                tracing::info!(dir = %dir, "removing a leftover of interrupted work");
+                engine.remove_orphan(&dir)?;
+                continue;
+            }
+            if let Some(to) = engine.quarantine_orphan(&dir, quarantine)? {
+                tracing::warn!(
+                    index = %dir,
+                    moved_to = %to.display(),
+                    "the catalog does not list this index directory; moved it aside instead of \
+                     deleting it. To serve it again, stop larch, move it back into the indexes \
+                     directory and restore the catalog.json that lists it; if it is not needed, \
+                     delete it"
+                );
+                moved.push((dir, to));
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     fn bind(&self, port: u16) -> Result<tokio::net::TcpListener, AttachError> {
@@ -231,7 +264,7 @@ mod tests {
     const OTHER: &str = "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f";
 
     #[tokio::test]
-    async fn projects_keep_separate_storage_and_orphans_compare_storage_names() {
+    async fn projects_keep_separate_storage_and_unknown_directories_are_quarantined() {
         let root = std::env::temp_dir().join(format!("larch-host-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let data_plane = DataPlane::new(
@@ -258,18 +291,38 @@ mod tests {
         assert_eq!(data_plane.engine().index_names().unwrap(), storage);
 
         std::fs::create_dir_all(root.join("gone")).unwrap();
-        data_plane
-            .collect_orphans(&[mine.clone(), theirs.clone()])
+        std::fs::write(root.join("gone").join("data"), b"kept").unwrap();
+        std::fs::create_dir_all(root.join(".left.tmp")).unwrap();
+        // A deleted index whose data was not removed then (its tombstone names it).
+        let deleted = IndexKey::parse(larch_catalog::DEFAULT_PROJECT, "old", "abc").unwrap();
+        std::fs::create_dir_all(root.join(deleted.storage_name())).unwrap();
+        // Beside the root, as `larch serve` keeps it beside its indexes directory.
+        let quarantine = root.with_extension("quarantine");
+        let moved = data_plane
+            .collect_orphans(
+                &[mine.clone(), theirs.clone()],
+                std::slice::from_ref(&deleted),
+                &quarantine,
+            )
             .unwrap();
         assert_eq!(
             data_plane.engine().index_dirs().unwrap(),
             storage,
-            "only the unknown directory is removed"
+            "the unknown directory, the leftover and the deleted index's data go"
+        );
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0].0, "gone");
+        assert!(moved[0].1.starts_with(&quarantine));
+        assert_eq!(
+            std::fs::read(moved[0].1.join("data")).unwrap(),
+            b"kept",
+            "an unknown directory is moved aside, not deleted"
         );
 
         data_plane.detach(&theirs).unwrap();
         assert_eq!(data_plane.engine().index_names().unwrap(), ["movies"]);
         data_plane.shutdown(Duration::from_secs(5)).await;
         let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&quarantine);
     }
 }

@@ -15,7 +15,10 @@
 //!   retried at the next refresh.
 //!
 //! An index the control plane no longer lists is no longer served, but its data is kept (and
-//! logged): only an explicit DetachIndex deletes data.
+//! logged): only a delete deletes data — an explicit DetachIndex, or a tombstone the pull
+//! brings (a DeleteIndex whose DetachIndex did not get through). Tombstones acted on are
+//! reported in the next pull, and the control plane then forgets them. Every index is named
+//! with its incarnation, so a name deleted and created again is served from fresh storage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,7 +28,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
-use larch_catalog::{IndexKey, IndexName};
+use larch_catalog::IndexKey;
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
 use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Metrics, Readiness};
@@ -33,8 +36,8 @@ use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
 use larch_proto::internal::data_plane_control_server::{DataPlaneControl, DataPlaneControlServer};
 use larch_proto::internal::{
     self as internal, AttachIndexRequest, AttachIndexResponse, ConfigureIndexResponse,
-    DetachIndexRequest, DetachIndexResponse, IndexAssignment, ListAssignmentsRequest,
-    ListKeysRequest, ListKeysResponse,
+    DetachIndexRequest, DetachIndexResponse, IndexAssignment, IndexTombstone,
+    ListAssignmentsRequest, ListAssignmentsResponse, ListKeysRequest, ListKeysResponse,
 };
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
 use tonic::service::Routes;
@@ -89,6 +92,8 @@ struct Inner {
     changes: std::sync::Mutex<()>,
     /// When the keys were last pulled from the control plane (`None`: not yet).
     keys_pulled: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Tombstones whose data was removed, to report in the next pull.
+    removed: std::sync::Mutex<Vec<IndexTombstone>>,
 }
 
 #[derive(Clone)]
@@ -112,6 +117,7 @@ impl RoutedDataPlane {
                 routes: RwLock::new(HashMap::new()),
                 changes: std::sync::Mutex::new(()),
                 keys_pulled: std::sync::Mutex::new(None),
+                removed: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -140,6 +146,14 @@ impl RoutedDataPlane {
             .collect();
         served.sort();
         served
+    }
+
+    fn removed(&self) -> std::sync::MutexGuard<'_, Vec<IndexTombstone>> {
+        // Entries are pushed and taken whole; a poisoned lock is still consistent.
+        self.inner
+            .removed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Route>> {
@@ -226,19 +240,30 @@ impl RoutedDataPlane {
         Ok(())
     }
 
+    /// Stops serving `key` (that incarnation only) and deletes its data, whether or not it is
+    /// open (after a restart, a deleted index is not); done if there is none.
     fn detach(&self, key: &IndexKey) -> Result<(), Status> {
         self.write().retain(|_, route| &route.key != key);
-        match self.inner.engine.drop_index(&key.storage_name()) {
+        let engine = &self.inner.engine;
+        let storage = key.storage_name();
+        match engine.drop_index(&storage) {
             Ok(()) => Ok(()),
-            // Already gone (e.g. detached before a restart of the control plane): done.
-            Err(larch_engine::Error::NotFound(_)) => Ok(()),
+            // Not open: delete what is stored, if anything.
+            Err(larch_engine::Error::NotFound(_)) => {
+                engine.remove_orphan(&storage).map_err(engine_status)
+            }
             Err(err) => Err(engine_status(err)),
         }
     }
 
     /// Makes the served set equal to `assignments`: attaches what is missing or changed and
-    /// stops serving what the control plane no longer lists (keeping its data).
-    fn reconcile(&self, assignments: &[IndexAssignment]) {
+    /// stops serving what the control plane no longer lists (keeping its data); deletes the
+    /// data of `tombstones` and returns those it deleted (or found gone).
+    fn reconcile(
+        &self,
+        assignments: &[IndexAssignment],
+        tombstones: &[IndexTombstone],
+    ) -> Vec<IndexTombstone> {
         let served: HashMap<String, IndexKey> = self
             .read()
             .iter()
@@ -248,14 +273,13 @@ impl RoutedDataPlane {
         for assignment in assignments {
             let host = host_name(&assignment.host);
             listed.insert(host.clone());
-            let attached = served.contains_key(&host);
-            let result = if attached {
-                match parse_assignment(assignment) {
-                    Ok((key, _, search, _)) => self.configure(&key, search),
-                    Err(status) => Err(status),
+            let result = match parse_assignment(assignment) {
+                // Served already, as this incarnation: only its parameters may have changed.
+                Ok((key, _, search, _)) if served.get(&host) == Some(&key) => {
+                    self.configure(&key, search)
                 }
-            } else {
-                self.attach(assignment, false)
+                Ok(_) => self.attach(assignment, false),
+                Err(status) => Err(status),
             };
             if let Err(status) = result {
                 tracing::error!(index = %assignment.name, project = %assignment.project, error = status.message(), "cannot serve an index the control plane lists");
@@ -269,6 +293,22 @@ impl RoutedDataPlane {
             }
             keep
         });
+        drop(routes);
+        let mut removed = Vec::new();
+        for tombstone in tombstones {
+            let result = tombstone_key(tombstone).and_then(|key| {
+                self.detach(&key)?;
+                tracing::info!(index = %key, storage = %key.storage_name(), "removed the data of a deleted index");
+                Ok(())
+            });
+            match result {
+                Ok(()) => removed.push(tombstone.clone()),
+                Err(status) => {
+                    tracing::error!(index = %tombstone.name, project = %tombstone.project, error = status.message(), "cannot remove the data of a deleted index; retrying at the next sync");
+                }
+            }
+        }
+        removed
     }
 
     /// How long ago the keys were last pulled; `None` before the first pull.
@@ -333,15 +373,32 @@ impl RoutedDataPlane {
             .keys_pulled
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
-        let assignments = client
-            .list_assignments(ListAssignmentsRequest {})
-            .await?
-            .into_inner()
-            .indexes;
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.serialized(|me| me.reconcile(&assignments)))
+        // Reported once the control plane has them; kept for the next pull if this one fails.
+        let removed = std::mem::take(&mut *self.removed());
+        let pulled = match client
+            .list_assignments(ListAssignmentsRequest {
+                removed: removed.clone(),
+            })
             .await
-            .map_err(|err| Status::internal(format!("reconcile failed: {err}")))
+        {
+            Ok(pulled) => pulled.into_inner(),
+            Err(status) => {
+                self.removed().extend(removed);
+                return Err(status);
+            }
+        };
+        let ListAssignmentsResponse {
+            indexes,
+            tombstones,
+        } = pulled;
+        let me = self.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            me.serialized(|me| me.reconcile(&indexes, &tombstones))
+        })
+        .await
+        .map_err(|err| Status::internal(format!("reconcile failed: {err}")))?;
+        self.removed().extend(removed);
+        Ok(())
     }
 
     /// Dispatches a request that is neither health, reflection nor internal to the index
@@ -475,8 +532,12 @@ fn parse_assignment(
     assignment: &IndexAssignment,
 ) -> Result<(IndexKey, IndexConfig, SearchParams, String), Status> {
     let invalid = |err: &dyn std::fmt::Display| Status::invalid_argument(err.to_string());
-    let name = IndexName::new(&assignment.name).map_err(|e| invalid(&e))?;
-    let key = IndexKey::new(&assignment.project, name).map_err(|e| invalid(&e))?;
+    let key = IndexKey::parse(
+        &assignment.project,
+        &assignment.name,
+        &assignment.incarnation,
+    )
+    .map_err(|e| invalid(&e))?;
     let config = IndexConfig {
         dimension: Dimension::new(assignment.dimension).map_err(|e| invalid(&e))?,
         metric: assignment
@@ -529,8 +590,9 @@ impl DataPlaneControl for RoutedDataPlane {
             project,
             name,
             search,
+            incarnation,
         } = request.into_inner();
-        let key = index_key(&project, &name)?;
+        let key = index_key(&project, &name, &incarnation)?;
         let search = search_params(search.as_ref())
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
         self.configure(&key, search)?;
@@ -541,8 +603,12 @@ impl DataPlaneControl for RoutedDataPlane {
         &self,
         request: GrpcRequest<DetachIndexRequest>,
     ) -> Result<GrpcResponse<DetachIndexResponse>, Status> {
-        let DetachIndexRequest { project, name } = request.into_inner();
-        let key = index_key(&project, &name)?;
+        let DetachIndexRequest {
+            project,
+            name,
+            incarnation,
+        } = request.into_inner();
+        let key = index_key(&project, &name, &incarnation)?;
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.serialized(|me| me.detach(&key)))
             .await
@@ -551,9 +617,19 @@ impl DataPlaneControl for RoutedDataPlane {
     }
 }
 
-fn index_key(project: &str, name: &str) -> Result<IndexKey, Status> {
-    let name = IndexName::new(name).map_err(|err| Status::invalid_argument(err.to_string()))?;
-    IndexKey::new(project, name).map_err(|err| Status::invalid_argument(err.to_string()))
+fn index_key(project: &str, name: &str, incarnation: &str) -> Result<IndexKey, Status> {
+    IndexKey::parse(project, name, incarnation)
+        .map_err(|err| Status::invalid_argument(err.to_string()))
+}
+
+/// The key (with its incarnation) a tombstone names.
+fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, Status> {
+    let IndexTombstone {
+        project,
+        name,
+        incarnation,
+    } = tombstone;
+    index_key(project, name, incarnation)
 }
 
 /// Serves every index of `data_plane` on `listener`, following `control_plane`, until
@@ -765,12 +841,19 @@ mod tests {
                 quantization: "int8".into(),
             }),
             host: "movies.default.larch.test:5081".into(),
+            incarnation: String::new(),
         };
         let (key, config, search, host) = parse_assignment(&good).expect("valid");
         assert_eq!(key.storage_name(), "movies");
         assert_eq!(config.dimension.get(), 4);
         assert_eq!(search.ef_search(), 50);
         assert_eq!(host, "movies.default.larch.test");
+        let (key, ..) = parse_assignment(&IndexAssignment {
+            incarnation: "9f3c2a1b7d4e6f80".into(),
+            ..good.clone()
+        })
+        .expect("valid");
+        assert_eq!(key.storage_name(), "movies@default@9f3c2a1b7d4e6f80");
         for bad in [
             IndexAssignment {
                 name: "Movies".into(),
@@ -786,6 +869,10 @@ mod tests {
             },
             IndexAssignment {
                 host: String::new(),
+                ..good.clone()
+            },
+            IndexAssignment {
+                incarnation: "Not-An-Id".into(),
                 ..good.clone()
             },
             IndexAssignment {

@@ -706,14 +706,20 @@ async fn configure_rejects_unknown_index_and_bad_values() {
     server.stop().await;
 }
 
-/// The ANN parameters the engine holds for `name` (no RPC shows them yet).
+/// The ANN parameters the engine holds for `name` (no RPC shows them yet). The engine knows
+/// the index by its storage name, which includes its incarnation.
 fn engine_search(server: &TestServer, name: &str) -> larch_engine::SearchParams {
-    server
-        .data_plane()
-        .engine()
-        .index(name)
-        .expect("the index is in the engine")
-        .search_params()
+    let engine = server.data_plane().engine();
+    let storage = engine
+        .index_names()
+        .unwrap()
+        .into_iter()
+        .find(|storage| {
+            larch_catalog::IndexKey::from_storage_name(storage)
+                .is_some_and(|key| key.name().as_str() == name)
+        })
+        .expect("the index is in the engine");
+    engine.index(&storage).unwrap().search_params()
 }
 
 #[tokio::test]

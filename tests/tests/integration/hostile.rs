@@ -424,6 +424,7 @@ async fn split_mode_authenticates_before_routing() {
                 metric: "euclidean".into(),
                 search: None,
                 host: host.into(),
+                incarnation: String::new(),
             }),
             create: true,
         })

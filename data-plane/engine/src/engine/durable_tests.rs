@@ -457,3 +457,35 @@ fn an_in_memory_engine_touches_no_files() {
     engine.remove_orphan("other").unwrap();
     engine.drop_index(NAME).unwrap();
 }
+
+#[test]
+fn issue_14_a_graph_save_racing_a_drop_does_not_recreate_the_directory() {
+    let root = TempDir::new().unwrap();
+    let engine = Engine::open(root.path());
+    let index = engine.create_index(NAME, config()).unwrap();
+    let segments = index.durable_parts().expect("durable").segments();
+    let (dropped, drop_done) = std::sync::mpsc::channel();
+    let dropping = engine.clone();
+    let drop_thread = std::sync::Arc::new(Mutex::new(None));
+    let handle = std::sync::Arc::clone(&drop_thread);
+    *segments.before_graph_put.lock().unwrap() =
+        Some(crate::flush::GraphHook(Box::new(move || {
+            // The drop starts while the save has passed its checks but not yet written.
+            *handle.lock().unwrap() = Some(thread::spawn(move || {
+                dropping.drop_index(NAME).unwrap();
+                let _ = dropped.send(());
+            }));
+            // Unfixed, the drop finishes at once and the write below recreates the removed
+            // directory. Fixed, the drop waits for this save, so the wait ends by timeout: a
+            // slow machine can only hide the fault, never fail a correct build.
+            let _ = drop_done.recv_timeout(std::time::Duration::from_secs(1));
+        })));
+    let _ = segments.save_graph(&crate::Namespace::default(), b"graph bytes");
+    let drop_thread = drop_thread.lock().unwrap().take().expect("the hook ran");
+    drop_thread.join().unwrap();
+    assert!(
+        !root.path().join(NAME).exists(),
+        "a dropped index's directory came back: {:?}",
+        fs::read_dir(root.path().join(NAME)).map(|dir| dir.count())
+    );
+}
