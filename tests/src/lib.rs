@@ -173,6 +173,21 @@ impl TestServer {
         &self.data_plane
     }
 
+    /// The engine's storage name of index `name` (of any project): its directory and the name
+    /// the engine knows it by, which carries its incarnation.
+    pub fn storage_name(&self, name: &str) -> String {
+        self.data_plane
+            .engine()
+            .index_names()
+            .expect("the engine lists its indexes")
+            .into_iter()
+            .find(|storage| {
+                larch_catalog::IndexKey::from_storage_name(storage)
+                    .is_some_and(|key| key.name().as_str() == name)
+            })
+            .unwrap_or_else(|| panic!("index {name} is not in the engine"))
+    }
+
     /// The limits every port is held to (e.g. to see how many queries a key has running).
     pub fn limits(&self) -> &larch_control_plane::Limits {
         &self.limits

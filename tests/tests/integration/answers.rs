@@ -259,7 +259,7 @@ async fn fetch_fetch_by_metadata_and_list_over_the_answer_budget_are_refused() {
 /// them are held.
 async fn hold_the_query_pool(server: &TestServer, index: &str) -> Arc<AtomicBool> {
     let engine = Arc::new(server.data_plane().engine().clone());
-    let handle = larch_data_plane::api::IndexHandle::new(engine, index);
+    let handle = larch_data_plane::api::IndexHandle::new(engine, server.storage_name(index));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Arc::new(AtomicUsize::new(0));
     let released = Arc::new(AtomicBool::new(false));

@@ -710,16 +710,10 @@ async fn configure_rejects_unknown_index_and_bad_values() {
 /// the index by its storage name, which includes its incarnation.
 fn engine_search(server: &TestServer, name: &str) -> larch_engine::SearchParams {
     let engine = server.data_plane().engine();
-    let storage = engine
-        .index_names()
+    engine
+        .index(&server.storage_name(name))
         .unwrap()
-        .into_iter()
-        .find(|storage| {
-            larch_catalog::IndexKey::from_storage_name(storage)
-                .is_some_and(|key| key.name().as_str() == name)
-        })
-        .expect("the index is in the engine");
-    engine.index(&storage).unwrap().search_params()
+        .search_params()
 }
 
 #[tokio::test]
