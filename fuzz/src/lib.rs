@@ -16,7 +16,9 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
-use larch_catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, IndexKey, PortPolicy};
+use larch_catalog::{
+    AttachError, AttachMode, Catalog, DataPlaneHost, HostError, IndexKey, PortPolicy,
+};
 use larch_engine::{
     Dimension, Engine, Index, IndexConfig, Metric, SearchParams, UpsertRequest, VectorInput,
 };
@@ -220,11 +222,11 @@ impl DataPlaneHost for NoDataPlane {
         Ok(5081)
     }
 
-    fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+    fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), HostError> {
         Ok(())
     }
 
-    fn detach(&self, _: &IndexKey) -> Result<(), String> {
+    fn detach(&self, _: &IndexKey) -> Result<(), HostError> {
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use larch_proto::control::index_service_client::IndexServiceClient;
-use larch_proto::control::{CreateIndexRequest, DescribeIndexRequest};
+use larch_proto::control::{
+    ConfigureIndexRequest, CreateIndexRequest, DescribeIndexRequest, SearchParams,
+};
 use tonic::Code;
 
 use super::harness::*;
@@ -156,6 +158,37 @@ async fn issue_14_a_paused_plane_never_hangs_the_other() {
         // Not recorded, so not listed.
         let listed = bounded("ListIndexes", list_indexes(&control_addr, Some(KEY))).await;
         assert_eq!(listed.unwrap(), vec!["movies".to_owned()]);
+        // A change of search parameters is refused as UNAVAILABLE too (worth retrying), not as
+        // an internal error, and the parameters in force stay what they were.
+        let err = bounded(
+            "ConfigureIndex",
+            indexes.configure_index(with_key(
+                ConfigureIndexRequest {
+                    name: "movies".into(),
+                    search: Some(SearchParams {
+                        ef_search: Some(200),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Some(KEY),
+            )),
+        )
+        .await
+        .expect_err("the data plane is paused");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("data plane"), "{err:?}");
+        let described = bounded(
+            "DescribeIndex",
+            indexes.describe_index(with_key(
+                DescribeIndexRequest {
+                    name: "movies".into(),
+                },
+                Some(KEY),
+            )),
+        )
+        .await;
+        assert_eq!(described.unwrap().into_inner().search, movies.search);
     }
     // Resumed: changes work again.
     bounded(

@@ -86,6 +86,26 @@ pub enum AttachError {
     Failed(String),
 }
 
+/// Why the data plane did not carry out a change to a served index (configure, detach).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The data plane did not answer in time or could not be reached (worth retrying).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else, described for the operator.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<HostError> for Error {
+    fn from(err: HostError) -> Error {
+        match err {
+            HostError::Unavailable(reason) => Error::DataPlaneUnavailable(reason),
+            HostError::Failed(reason) => Error::DataPlane(reason),
+        }
+    }
+}
+
 /// Whether the data plane starts an index afresh or recovers its stored data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
@@ -122,9 +142,9 @@ pub trait DataPlaneHost: Send + Sync {
         mode: AttachMode,
     ) -> Result<u16, AttachError>;
     /// Applies new ANN parameters to the attached index `key`.
-    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String>;
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError>;
     /// Stops serving `key` and drops its data.
-    fn detach(&self, key: &IndexKey) -> Result<(), String>;
+    fn detach(&self, key: &IndexKey) -> Result<(), HostError>;
 }
 
 #[derive(Clone)]
@@ -778,7 +798,7 @@ impl Catalog {
                     if let Err(undo) = undo {
                         tracing::warn!(index = %key, error = %undo, "cannot restore the recorded search parameters");
                     }
-                    return Err(Error::DataPlane(reason));
+                    return Err(reason.into());
                 }
                 tracing::info!(index = %key, search = ?record.search, "search parameters changed");
             }
@@ -799,7 +819,7 @@ impl Catalog {
         // Applied before it is recorded, as create attaches before recording (without the lock
         // on the records; the change lock keeps other changes out meanwhile).
         if search_changed && let Err(reason) = self.data_plane.configure(&served, record.search) {
-            return Err(Error::DataPlane(reason));
+            return Err(reason.into());
         }
         let mut indexes = self.lock();
         let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
@@ -952,21 +972,23 @@ mod tests {
             self.search.lock().unwrap().insert(name, search);
             Ok(port)
         }
-        fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
+        fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
             assert!(
                 key.incarnation().is_some(),
                 "configure names the incarnation"
             );
             let name = key.without_incarnation().storage_name();
             if !self.attached.lock().unwrap().contains_key(&name) {
-                return Err(format!("index '{key}' is not attached"));
+                return Err(HostError::Failed(format!("index '{key}' is not attached")));
             }
             self.search.lock().unwrap().insert(name, search);
             Ok(())
         }
-        fn detach(&self, key: &IndexKey) -> Result<(), String> {
+        fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
             if self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err("the data plane cannot be reached".into());
+                return Err(HostError::Unavailable(
+                    "the data plane cannot be reached".into(),
+                ));
             }
             self.storage.lock().unwrap().remove(&key.storage_name());
             let name = key.without_incarnation().storage_name();
@@ -1700,10 +1722,10 @@ mod tests {
             self.release.lock().unwrap().recv().unwrap();
             Ok(40000)
         }
-        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), HostError> {
             Ok(())
         }
-        fn detach(&self, _: &IndexKey) -> Result<(), String> {
+        fn detach(&self, _: &IndexKey) -> Result<(), HostError> {
             Ok(())
         }
     }

@@ -39,7 +39,7 @@ pub mod hosts;
 pub mod record;
 mod store;
 
-pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, PortPolicy, Served};
+pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, HostError, PortPolicy, Served};
 pub use error::{Error, Result};
 pub use hosts::{HostTemplate, Hosts};
 /// Where several control-plane replicas share the catalog ([`Catalog::open_shared`]).

@@ -264,7 +264,9 @@ pub(crate) mod testing {
     use std::sync::Arc;
 
     use larch_auth::{Grant, Principal, Role};
-    use larch_catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, IndexKey, PortPolicy};
+    use larch_catalog::{
+        AttachError, AttachMode, Catalog, DataPlaneHost, HostError, IndexKey, PortPolicy,
+    };
     use larch_engine::{IndexConfig, SearchParams};
 
     use super::Indexes;
@@ -285,10 +287,10 @@ pub(crate) mod testing {
         ) -> Result<u16, AttachError> {
             Ok(5081)
         }
-        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), String> {
+        fn configure(&self, _: &IndexKey, _: SearchParams) -> Result<(), HostError> {
             Ok(())
         }
-        fn detach(&self, _: &IndexKey) -> Result<(), String> {
+        fn detach(&self, _: &IndexKey) -> Result<(), HostError> {
             Ok(())
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use larch_auth::Admin;
 use larch_auth::grpc::SendKey;
 use larch_catalog::{
-    AttachError, AttachMode, Catalog, DataPlaneHost, HostTemplate, IndexKey, Served,
+    AttachError, AttachMode, Catalog, DataPlaneHost, HostError, HostTemplate, IndexKey, Served,
 };
 use larch_engine::{IndexConfig, SearchParams};
 use larch_observe::internal::CallTimeouts;
@@ -258,6 +258,15 @@ impl RemoteDataPlane {
         })
     }
 
+    /// A refused configure or detach: unavailable (worth retrying) or failed.
+    fn refused(&self, status: &Status) -> HostError {
+        if unreachable(status) {
+            HostError::Unavailable(self.failed(status))
+        } else {
+            HostError::Failed(self.failed(status))
+        }
+    }
+
     fn failed(&self, status: &Status) -> String {
         format!(
             "the data plane at {} answered {:?}: {}",
@@ -324,7 +333,7 @@ impl DataPlaneHost for RemoteDataPlane {
         }
     }
 
-    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
         let request = internal::ConfigureIndexRequest {
             project: key.project().to_owned(),
             name: key.name().to_string(),
@@ -335,10 +344,10 @@ impl DataPlaneHost for RemoteDataPlane {
             c.configure_index(request).await
         })
         .map(drop)
-        .map_err(|status| self.failed(&status))
+        .map_err(|status| self.refused(&status))
     }
 
-    fn detach(&self, key: &IndexKey) -> Result<(), String> {
+    fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
         let request = DetachIndexRequest {
             project: key.project().to_owned(),
             name: key.name().to_string(),
@@ -346,7 +355,7 @@ impl DataPlaneHost for RemoteDataPlane {
         };
         self.call("detach", async move |mut c| c.detach_index(request).await)
             .map(drop)
-            .map_err(|status| self.failed(&status))
+            .map_err(|status| self.refused(&status))
     }
 }
 

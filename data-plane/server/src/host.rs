@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::{AttachError, AttachMode, DataPlaneHost, IndexKey};
+use larch_catalog::{AttachError, AttachMode, DataPlaneHost, HostError, IndexKey};
 use larch_engine::{Engine, IndexConfig, SearchParams};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
@@ -230,17 +230,17 @@ impl DataPlaneHost for DataPlane {
         Ok(bound.port())
     }
 
-    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), String> {
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
         let index = self
             .inner
             .engine
             .index(&key.storage_name())
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| HostError::Failed(err.to_string()))?;
         index.set_search_params(search);
         Ok(())
     }
 
-    fn detach(&self, key: &IndexKey) -> Result<(), String> {
+    fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
         let storage = key.storage_name();
         if let Some(Running { stop, task: _ }) = self.servers().remove(&storage) {
             // The server drains in-flight requests on its own; nobody needs to wait for it.
@@ -249,7 +249,7 @@ impl DataPlaneHost for DataPlane {
         self.inner
             .engine
             .drop_index(&storage)
-            .map_err(|err| err.to_string())
+            .map_err(|err| HostError::Failed(err.to_string()))
     }
 }
 
