@@ -33,7 +33,7 @@ mod load;
 mod model;
 mod probe;
 mod server;
-mod stats;
+pub(crate) mod stats;
 mod verify;
 
 use std::fmt::Write as _;

@@ -159,15 +159,19 @@ async fn admin_port_serves_probes_and_metrics() {
         "{text}"
     );
 
-    // The refusal's audit line names its request id (text format: the span's fields).
-    assert!(
-        larch
-            .stderr()
-            .lines()
-            .any(|line| line.contains("request_id=bin-text-1") && line.contains("request refused")),
-        "{}",
-        larch.stderr()
-    );
+    // The refusal's audit line names its request id (text format: the span's fields). The
+    // answer can reach the client before the test's reader of the server's stderr has the
+    // line, so it is waited for (bounded).
+    super::split::eventually(
+        std::time::Duration::from_secs(30),
+        "the refusal's audit line with its request id",
+        async || {
+            larch.stderr().lines().any(|line| {
+                line.contains("request_id=bin-text-1") && line.contains("request refused")
+            })
+        },
+    )
+    .await;
 
     assert!(larch.terminate().success());
     let stopped = std::net::TcpStream::connect(admin);
