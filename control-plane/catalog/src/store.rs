@@ -72,25 +72,47 @@ impl StoredTombstone {
 
     /// The key (with its incarnation) of the deleted index; `file` names the catalog in errors.
     pub(crate) fn load(&self, file: &Path) -> Result<IndexKey> {
-        let corrupt = |what: String| {
-            Error::Storage(format!(
-                "{}: tombstone of index '{}' of project '{}': {what}; fix or remove the entry",
-                file.display(),
-                self.name,
-                self.project,
-            ))
-        };
-        let name = IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?;
-        let incarnation = self
-            .incarnation
-            .as_deref()
-            .map(Incarnation::parse)
-            .transpose()
-            .map_err(|e| corrupt(e.to_string()))?;
-        Ok(IndexKey::new(&self.project, name)
-            .map_err(|e| corrupt(e.to_string()))?
-            .with_incarnation(incarnation))
+        let corrupt = corrupt(file, "tombstone of index", &self.name, &self.project);
+        let (key, incarnation) = stored_key(
+            &self.project,
+            &self.name,
+            self.incarnation.as_deref(),
+            &corrupt,
+        )?;
+        Ok(key.with_incarnation(incarnation))
     }
+}
+
+/// Makes the error of a damaged catalog entry (`entry` = "index", "tombstone of index", …),
+/// naming the file, the entry and what is wrong with it.
+fn corrupt<'a>(
+    file: &'a Path,
+    entry: &'a str,
+    name: &'a str,
+    project: &'a str,
+) -> impl Fn(String) -> Error + 'a {
+    move |what| {
+        Error::Storage(format!(
+            "{}: {entry} '{name}' of project '{project}': {what}; fix or remove the entry",
+            file.display(),
+        ))
+    }
+}
+
+/// The key (without incarnation) and the incarnation of a stored entry, re-validated.
+fn stored_key(
+    project: &str,
+    name: &str,
+    incarnation: Option<&str>,
+    corrupt: &impl Fn(String) -> Error,
+) -> Result<(IndexKey, Option<Incarnation>)> {
+    let name = IndexName::new(name).map_err(|e| corrupt(e.to_string()))?;
+    let incarnation = incarnation
+        .map(Incarnation::parse)
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let key = IndexKey::new(project, name).map_err(|e| corrupt(e.to_string()))?;
+    Ok((key, incarnation))
 }
 
 fn default_project() -> String {
@@ -141,24 +163,16 @@ pub(crate) struct LoadedIndex {
 impl StoredIndex {
     /// Re-validates a stored index; `file` names the catalog in errors.
     pub(crate) fn load(self, file: &Path) -> Result<LoadedIndex> {
-        let corrupt = |what: String| {
-            Error::Storage(format!(
-                "{}: index '{}' of project '{}': {what}; fix or remove the entry",
-                file.display(),
-                self.name,
-                self.project,
-            ))
-        };
-        let name = IndexName::new(&self.name).map_err(|e| corrupt(e.to_string()))?;
-        let incarnation = self
-            .incarnation
-            .as_deref()
-            .map(Incarnation::parse)
-            .transpose()
-            .map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = corrupt(file, "index", &self.name, &self.project);
+        let (key, incarnation) = stored_key(
+            &self.project,
+            &self.name,
+            self.incarnation.as_deref(),
+            &corrupt,
+        )?;
         Ok(LoadedIndex {
             incarnation,
-            key: IndexKey::new(&self.project, name).map_err(|e| corrupt(e.to_string()))?,
+            key,
             config: IndexConfig {
                 dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
                 metric: self
