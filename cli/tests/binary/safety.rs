@@ -7,12 +7,12 @@ use std::path::Path;
 
 use larch_proto::control::CreateIndexRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
+use larch_proto::pinecone::FetchRequest;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use larch_proto::pinecone::{FetchRequest, UpsertRequest, Vector};
 
 use super::harness::*;
 
-const KEY: &str = "safety-test-key";
+use super::split::{KEY, upsert_a};
 
 /// The directories under `dir`, sorted (empty if it does not exist).
 pub(super) fn dirs(dir: &Path) -> Vec<String> {
@@ -37,14 +37,14 @@ async fn serve(data_dir: &Path) -> (Larch, String) {
     (larch, addr)
 }
 
-/// Creates index `name` (dimension 2) and upserts vector `a` into it.
-async fn create_with_a(addr: &str, name: &str) {
-    let host = IndexServiceClient::new(connect(addr).await)
+/// Creates index `name` (dimension 2, cosine); returns its host.
+async fn create(addr: &str, name: &str) -> String {
+    IndexServiceClient::new(connect(addr).await)
         .create_index(with_key(
             CreateIndexRequest {
                 name: name.into(),
                 dimension: Some(2),
-                metric: Some("euclidean".into()),
+                metric: Some("cosine".into()),
                 ..Default::default()
             },
             Some(KEY),
@@ -52,22 +52,14 @@ async fn create_with_a(addr: &str, name: &str) {
         .await
         .unwrap()
         .into_inner()
-        .host;
+        .host
+}
+
+/// Creates index `name` (dimension 2) and upserts vector `a` into it.
+async fn create_with_a(addr: &str, name: &str) {
+    let host = create(addr, name).await;
     wait_serving(&host, "").await;
-    VectorServiceClient::new(connect(&host).await)
-        .upsert(with_key(
-            UpsertRequest {
-                vectors: vec![Vector {
-                    id: "a".into(),
-                    values: vec![1.0, 0.0],
-                    ..Default::default()
-                }],
-                namespace: String::new(),
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap();
+    upsert_a(&mut VectorServiceClient::new(connect(&host).await)).await;
 }
 
 /// The ids of `ids` that index `name` holds.
@@ -227,14 +219,12 @@ mod split {
     use std::path::Path;
     use std::time::Duration;
 
-    use larch_proto::control::CreateIndexRequest;
-    use larch_proto::control::index_service_client::IndexServiceClient;
     use larch_proto::pinecone::vector_service_client::VectorServiceClient;
     use larch_proto::pinecone::{FetchRequest, QueryRequest};
 
     use super::super::harness::*;
     use super::super::split::{KEY, eventually, start_data_plane, upsert_a, via_host};
-    use super::{delete, dirs};
+    use super::{create, delete, dirs};
 
     /// A control plane on a reserved port, for a data plane at `data_addr`.
     fn start_control_plane(dir: &Path, port: u16, data_addr: &str) -> Larch {
@@ -256,23 +246,6 @@ mod split {
             ],
             &[("LARCH_API_KEY", KEY)],
         )
-    }
-
-    async fn create(addr: &str, name: &str) -> String {
-        IndexServiceClient::new(connect(addr).await)
-            .create_index(with_key(
-                CreateIndexRequest {
-                    name: name.into(),
-                    dimension: Some(2),
-                    metric: Some("cosine".into()),
-                    ..Default::default()
-                },
-                Some(KEY),
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .host
     }
 
     async fn count(data_addr: &str, host: &str) -> usize {
