@@ -12,7 +12,7 @@ use std::process::Command;
 use larch_proto::control::CreateIndexRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use larch_proto::pinecone::{FetchRequest, QueryRequest, UpsertRequest, Vector};
+use larch_proto::pinecone::{QueryRequest, UpsertRequest, Vector};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -105,25 +105,6 @@ async fn upsert(
     .map(|_| ())
 }
 
-async fn fetch_ids(data: &mut VectorServiceClient<Channel>, ids: &[String]) -> Vec<String> {
-    let mut found: Vec<String> = data
-        .fetch(with_key(
-            FetchRequest {
-                ids: ids.to_vec(),
-                namespace: String::new(),
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .vectors
-        .into_keys()
-        .collect();
-    found.sort();
-    found
-}
-
 fn ids(prefix: &str, count: usize) -> Vec<String> {
     let mut ids: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
     ids.sort();
@@ -177,11 +158,13 @@ async fn a_torn_final_log_record_is_dropped_and_the_rest_recovered() {
 
     let mut running = start(dir.path(), false).await;
     assert_eq!(
-        fetch_ids(&mut running.data, &ids("a", 5)).await,
+        fetch_ids(&mut running.data, &ids("a", 5), KEY).await,
         ids("a", 5)
     );
     assert!(
-        fetch_ids(&mut running.data, &ids("b", 5)).await.is_empty(),
+        fetch_ids(&mut running.data, &ids("b", 5), KEY)
+            .await
+            .is_empty(),
         "the torn batch is gone whole"
     );
     assert!(
@@ -194,11 +177,11 @@ async fn a_torn_final_log_record_is_dropped_and_the_rest_recovered() {
     assert_eq!(running.larch.terminate().code(), Some(0));
     let mut running = start(dir.path(), false).await;
     assert_eq!(
-        fetch_ids(&mut running.data, &ids("c", 2)).await,
+        fetch_ids(&mut running.data, &ids("c", 2), KEY).await,
         ids("c", 2)
     );
     assert_eq!(
-        fetch_ids(&mut running.data, &ids("a", 5)).await,
+        fetch_ids(&mut running.data, &ids("a", 5), KEY).await,
         ids("a", 5)
     );
 }
@@ -260,7 +243,7 @@ async fn a_damaged_segment_stops_startup_naming_file_and_offset() {
     // A clean restart reads the segments back.
     let mut running = start_with(dir.path(), false, &small_log).await;
     assert_eq!(
-        fetch_ids(&mut running.data, &ids("s0-", 1000)).await,
+        fetch_ids(&mut running.data, &ids("s0-", 1000), KEY).await,
         ids("s0-", 1000)
     );
     assert_eq!(running.larch.terminate().code(), Some(0));
@@ -366,17 +349,17 @@ async fn a_full_disk_refuses_writes_with_resource_exhausted_and_keeps_reads() {
     for i in 0..batch {
         let prefix = format!("fill{i}-");
         assert_eq!(
-            fetch_ids(&mut running.data, &ids(&prefix, 100)).await,
+            fetch_ids(&mut running.data, &ids(&prefix, 100), KEY).await,
             ids(&prefix, 100)
         );
     }
     assert!(
-        fetch_ids(&mut running.data, &ids(&format!("fill{batch}-"), 100))
+        fetch_ids(&mut running.data, &ids(&format!("fill{batch}-"), 100), KEY)
             .await
             .is_empty()
     );
     assert_eq!(
-        fetch_ids(&mut running.data, &ids("b", 10)).await,
+        fetch_ids(&mut running.data, &ids("b", 10), KEY).await,
         ids("b", 10)
     );
     assert_eq!(running.larch.terminate().code(), Some(0));
@@ -398,9 +381,15 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(stderr.contains("LOCK"), "names the lock file: {stderr}");
 
     // The first one is untouched and still serves its data.
-    assert_eq!(fetch_ids(&mut first.data, &ids("a", 3)).await, ids("a", 3));
+    assert_eq!(
+        fetch_ids(&mut first.data, &ids("a", 3), KEY).await,
+        ids("a", 3)
+    );
     assert_eq!(first.larch.terminate().code(), Some(0));
     // Once it is gone, the data dir can be opened again.
     let mut again = start(dir.path(), false).await;
-    assert_eq!(fetch_ids(&mut again.data, &ids("a", 3)).await, ids("a", 3));
+    assert_eq!(
+        fetch_ids(&mut again.data, &ids("a", 3), KEY).await,
+        ids("a", 3)
+    );
 }

@@ -392,3 +392,27 @@ pub(crate) fn printed_key(stderr: &str) -> String {
 
 /// The banner `larch serve` prints before a generated key.
 pub(crate) const GENERATED: &str = "Generated the bootstrap API key";
+
+/// The ids of `ids` that `data` holds in the default namespace, sorted (fetched with `key`).
+pub(crate) async fn fetch_ids(
+    data: &mut larch_proto::pinecone::vector_service_client::VectorServiceClient<Channel>,
+    ids: &[String],
+    key: &str,
+) -> Vec<String> {
+    let mut found: Vec<String> = data
+        .fetch(with_key(
+            larch_proto::pinecone::FetchRequest {
+                ids: ids.to_vec(),
+                namespace: String::new(),
+            },
+            Some(key),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .vectors
+        .into_keys()
+        .collect();
+    found.sort();
+    found
+}

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use larch_proto::control::CreateIndexRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
-use larch_proto::pinecone::FetchRequest;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 
 use super::harness::*;
@@ -74,22 +73,13 @@ async fn fetch(addr: &str, name: &str, ids: &[&str]) -> Vec<String> {
         .into_inner()
         .host;
     wait_serving(&host, "").await;
-    let mut found: Vec<String> = VectorServiceClient::new(connect(&host).await)
-        .fetch(with_key(
-            FetchRequest {
-                ids: ids.iter().map(|id| (*id).to_owned()).collect(),
-                namespace: String::new(),
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .vectors
-        .into_keys()
-        .collect();
-    found.sort();
-    found
+    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    fetch_ids(
+        &mut VectorServiceClient::new(connect(&host).await),
+        &ids,
+        KEY,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
