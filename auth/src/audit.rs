@@ -76,19 +76,7 @@ pub(crate) fn unauthenticated(
         .unwrap_or_else(PoisonError::into_inner)
         .sample(Instant::now());
     if let Some(suppressed) = sampled {
-        tracing::info!(
-            target: TARGET,
-            key_id,
-            rpc,
-            project = project.unwrap_or("-"),
-            index = index.unwrap_or("-"),
-            peer = %peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
-            outcome = "denied",
-            code = error.code_name(),
-            reason = %error,
-            suppressed,
-            "request refused",
-        );
+        log_refusal(key_id, rpc, project, index, peer, error, Some(suppressed));
     }
 }
 
@@ -101,6 +89,20 @@ pub(crate) fn refused(
     peer: Option<IpAddr>,
     error: &Error,
 ) {
+    log_refusal(key_id, rpc, project, index, peer, error, None);
+}
+
+/// The one audit event of a refusal; `suppressed` (sampled refusals only) counts the ones not
+/// logged since the previous sample.
+fn log_refusal(
+    key_id: &str,
+    rpc: &str,
+    project: Option<&str>,
+    index: Option<&str>,
+    peer: Option<IpAddr>,
+    error: &Error,
+    suppressed: Option<u64>,
+) {
     tracing::info!(
         target: TARGET,
         key_id,
@@ -111,6 +113,7 @@ pub(crate) fn refused(
         outcome = "denied",
         code = error.code_name(),
         reason = %error,
+        suppressed,
         "request refused",
     );
 }
