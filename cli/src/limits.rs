@@ -90,7 +90,7 @@ struct AnswerArgs {
     /// Most queries (and fetches by metadata) of one API key running or queued at once; more
     /// get RESOURCE_EXHAUSTED with a retry pushback (REST: 429), so one key's slow scans
     /// cannot fill the query pool.
-    #[arg(long, env = "LARCH_MAX_QUERIES_PER_KEY", default_value_t = 8)]
+    #[arg(long, env = "LARCH_MAX_QUERIES_PER_KEY", default_value_t = 64)]
     max_queries_per_key: usize,
 }
 
@@ -275,7 +275,7 @@ mod tests {
         };
         let defaults = LimitSettings::default();
         assert_eq!(defaults.max_response_bytes, 4 * 1024 * 1024);
-        assert_eq!(defaults.max_queries_per_key, 8);
+        assert_eq!(defaults.max_queries_per_key, 64);
         let limits = parse(&[
             "--max-response-bytes",
             "64KiB",

@@ -119,7 +119,7 @@ pub struct LimitSettings {
     /// result limit. gRPC services encode up to this plus [`RESPONSE_HEADROOM_BYTES`].
     pub max_response_bytes: usize,
     /// Most queries (and fetches by metadata) of one API key running or queued at once in the
-    /// process: 8. One more is refused with `RESOURCE_EXHAUSTED` and a retry pushback.
+    /// process: 64 (one application usually sends everything with one key). One more is refused with `RESOURCE_EXHAUSTED` and a retry pushback.
     pub max_queries_per_key: usize,
     /// How long after its headers a request's first body bytes may take to arrive: 5 s.
     pub body_timeout: Duration,
@@ -135,7 +135,7 @@ impl Default for LimitSettings {
             max_header_bytes: 16 * 1024,
             request_timeout: Some(Duration::from_secs(60)),
             max_response_bytes: larch_engine::answer::DEFAULT_MAX_ANSWER_BYTES,
-            max_queries_per_key: 8,
+            max_queries_per_key: 64,
             body_timeout: Duration::from_secs(5),
         }
     }
