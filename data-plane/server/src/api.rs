@@ -1,15 +1,35 @@
-//! The transport-neutral side of the data plane, shared by the gRPC and REST handlers.
+//! The transport-neutral side of the data plane: the facade both transports call.
 //!
-//! [`IndexHandle`] is the one service both transports call: each handler translates its wire
-//! request into an engine request struct, makes one [`IndexHandle::run`] call (the engine
-//! validates), and translates the result back. The few wire-level rules that are not the
-//! engine's — how the default namespace is named for each API version, the refused batch
-//! query, what a namespace schema may declare — live here too, so the transports cannot drift.
+//! [`IndexHandle`] has one method per `VectorService` operation, each taking the [`Caller`]
+//! and a domain request (the engine's request structs, or the few in this module the engine
+//! has no struct for) — e.g. [`IndexHandle::query`]`(&caller, QueryRequest)`. Each method owns
+//! what used to be spread over the handlers: the pool it runs on (writes on the blocking pool,
+//! reads on the query pool), the per-request checks (the per-key query cap for the reads that
+//! scan, the answer budget, the wire rules below), the one engine call (the engine validates),
+//! and the answer's conversion to the transport's type ([`FromAnswer`]), made on the pool
+//! thread that computed it, so a large answer's conversion or JSON encoding never holds up an
+//! async worker. A gRPC or REST handler only decodes its wire request, calls one method and
+//! encodes the answer.
+//!
+//! Authorization is not done here: the auth layers ([`larch_auth::http::AuthenticateLayer`],
+//! then the per-route check) authorize every request by its path — the same
+//! [`larch_auth::Action`] table for gRPC and REST — before its body is read, so a caller
+//! without the rights gets PERMISSION_DENIED whatever its request holds, on both transports,
+//! and a handler only runs for an authorized [`larch_auth::Principal`].
+//!
+//! The few wire-level rules that are not the engine's — how the default namespace is named
+//! for each API version, the refused batch query, what a namespace schema may declare, how
+//! counts saturate and records are keyed — live here too, so the transports cannot drift.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use larch_engine::{AnswerBudget, Engine, Error, Index};
+use larch_engine::{
+    AnswerBudget, DeleteRequest, Engine, Error, FetchByMetadataRequest, FetchByMetadataResponse,
+    FetchRequest, FetchResponse, Index, JsonObject, ListNamespacesRequest, ListRequest,
+    ListResponse, NamespaceInfo, QueryRequest, QueryResponse, Record, Result, UpdateRequest,
+    UpsertRequest,
+};
 use larch_observe::keyed::{KeyPermit, KeyedGate};
 use larch_observe::{Cancel, Limits};
 
@@ -59,7 +79,7 @@ impl IndexHandle {
     /// held until `op` ends (or is skipped). Past the cap: [`Error::Overloaded`]
     /// (RESOURCE_EXHAUSTED with a retry pushback) at once. `None` (no key, which the auth
     /// layers never let through) is not capped.
-    pub async fn query<T, F>(&self, key_id: Option<&str>, op: F) -> larch_engine::Result<T>
+    pub async fn capped<T, F>(&self, key_id: Option<&str>, op: F) -> larch_engine::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Index) -> larch_engine::Result<T> + Send + 'static,
@@ -134,6 +154,374 @@ impl IndexHandle {
         .await
         .ok_or_else(|| Error::Internal("the query failed unexpectedly".into()))?
     }
+}
+
+/// The operations of `VectorService`, one per RPC (and REST route). Each takes the caller and a
+/// domain request and gives the transport's answer `A`, made on the thread that ran the engine
+/// call (see the [module docs](self)). Writes run on the blocking pool, reads on the query
+/// pool; queries and fetches by metadata (filtered scans) hold a slot of the caller's per-key
+/// cap; answers with records are held to the answer budget.
+impl IndexHandle {
+    /// Inserts or replaces records.
+    pub async fn upsert<A: FromAnswer<Upserted>>(
+        &self,
+        _caller: &Caller,
+        request: UpsertRequest,
+    ) -> Result<A> {
+        self.run(move |index| {
+            let upserted_count = index.upsert(request)?;
+            A::from_answer(Upserted { upserted_count })
+        })
+        .await
+    }
+
+    /// Deletes records by id, all of a namespace's, or those matching a filter.
+    pub async fn delete<A: FromAnswer<Deleted>>(
+        &self,
+        _caller: &Caller,
+        request: DeleteRequest,
+    ) -> Result<A> {
+        self.run(move |index| {
+            index.delete(request)?;
+            A::from_answer(Deleted)
+        })
+        .await
+    }
+
+    /// Changes one record by id, or the metadata of the records matching a filter.
+    pub async fn update<A: FromAnswer<Updated>>(
+        &self,
+        _caller: &Caller,
+        request: UpdateRequest,
+    ) -> Result<A> {
+        self.run(move |index| {
+            let matched_records = index.update(request)?;
+            A::from_answer(Updated { matched_records })
+        })
+        .await
+    }
+
+    /// Reads records by id.
+    pub async fn fetch<A: FromAnswer<FetchResponse>>(
+        &self,
+        _caller: &Caller,
+        request: FetchRequest,
+    ) -> Result<A> {
+        let budget = self.budget;
+        self.read(move |index| A::from_answer(index.fetch_within(request, budget)?))
+            .await
+    }
+
+    /// Lists record ids, a page at a time.
+    pub async fn list<A: FromAnswer<ListResponse>>(
+        &self,
+        _caller: &Caller,
+        request: ListRequest,
+    ) -> Result<A> {
+        let budget = self.budget;
+        self.read(move |index| A::from_answer(index.list_within(request, budget)?))
+            .await
+    }
+
+    /// Finds the records most similar to a vector or to a stored record, under the caller's
+    /// per-key cap.
+    pub async fn query<A: FromAnswer<QueryResponse>>(
+        &self,
+        caller: &Caller,
+        request: QueryRequest,
+    ) -> Result<A> {
+        let budget = self.budget;
+        self.capped(caller.key_id(), move |index| {
+            A::from_answer(index.query_within(request, budget)?)
+        })
+        .await
+    }
+
+    /// Reads the records whose metadata matches a filter, a page at a time, under the
+    /// caller's per-key cap.
+    pub async fn fetch_by_metadata<A: FromAnswer<FetchByMetadataResponse>>(
+        &self,
+        caller: &Caller,
+        request: FetchByMetadataRequest,
+    ) -> Result<A> {
+        let budget = self.budget;
+        self.capped(caller.key_id(), move |index| {
+            A::from_answer(index.fetch_by_metadata_within(request, budget)?)
+        })
+        .await
+    }
+
+    /// Record counts per namespace, named as the caller names them.
+    pub async fn describe_index_stats<A: FromAnswer<IndexStats>>(
+        &self,
+        caller: &Caller,
+        request: DescribeIndexStatsRequest,
+    ) -> Result<A> {
+        let DescribeIndexStatsRequest { filter } = request;
+        let default_name = caller.default_namespace;
+        self.read(move |index| {
+            let larch_engine::IndexStats {
+                dimension,
+                metric,
+                namespaces,
+                total_vector_count,
+            } = index.describe_stats(filter)?;
+            A::from_answer(IndexStats {
+                namespaces: namespaces
+                    .into_iter()
+                    .map(|(name, count)| (display_namespace(name, default_name), count))
+                    .collect(),
+                dimension: dimension.get(),
+                metric: metric.to_string(),
+                total_vector_count,
+            })
+        })
+        .await
+    }
+
+    /// One page of namespaces, named as the caller names them.
+    pub async fn list_namespaces<A: FromAnswer<NamespacePage>>(
+        &self,
+        caller: &Caller,
+        request: ListNamespacesRequest,
+    ) -> Result<A> {
+        let default_name = caller.default_namespace;
+        self.read(move |index| {
+            let larch_engine::ListNamespacesResponse {
+                namespaces,
+                next,
+                total_count,
+            } = index.list_namespaces(request)?;
+            A::from_answer(NamespacePage {
+                namespaces: namespaces
+                    .into_iter()
+                    .map(|info| NamespaceDescription::new(info, default_name))
+                    .collect(),
+                next,
+                total_count,
+            })
+        })
+        .await
+    }
+
+    /// One namespace, named as the caller names it.
+    pub async fn describe_namespace<A: FromAnswer<NamespaceDescription>>(
+        &self,
+        caller: &Caller,
+        request: DescribeNamespaceRequest,
+    ) -> Result<A> {
+        let DescribeNamespaceRequest { namespace } = request;
+        let default_name = caller.default_namespace;
+        self.read(move |index| {
+            let info = index.describe_namespace(&namespace)?;
+            A::from_answer(NamespaceDescription::new(info, default_name))
+        })
+        .await
+    }
+
+    /// Creates a namespace, with the metadata fields its schema declares (only filterable
+    /// ones may be declared).
+    pub async fn create_namespace<A: FromAnswer<NamespaceDescription>>(
+        &self,
+        caller: &Caller,
+        request: CreateNamespaceRequest,
+    ) -> Result<A> {
+        let CreateNamespaceRequest { name, schema } = request;
+        let fields = schema.map(declared_fields).transpose()?;
+        let default_name = caller.default_namespace;
+        self.run(move |index| {
+            let info = index.create_namespace(&name, fields)?;
+            A::from_answer(NamespaceDescription::new(info, default_name))
+        })
+        .await
+    }
+
+    /// Deletes a namespace and its records.
+    pub async fn delete_namespace<A: FromAnswer<Deleted>>(
+        &self,
+        _caller: &Caller,
+        request: DeleteNamespaceRequest,
+    ) -> Result<A> {
+        let DeleteNamespaceRequest { namespace } = request;
+        self.run(move |index| {
+            index.delete_namespace(&namespace)?;
+            A::from_answer(Deleted)
+        })
+        .await
+    }
+}
+
+/// Who is asking, as far as the facade cares: the API key the auth layer authenticated (its
+/// queries share one per-key cap) and how the caller names the default namespace (by the API
+/// version it sends). Each transport builds it from its request; handlers never look inside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    key_id: Option<String>,
+    default_namespace: &'static str,
+}
+
+impl Caller {
+    /// The caller `principal` (attached by the auth layer; `None` only where no auth layer
+    /// runs, e.g. a bare [`crate::VectorApi`] in tests, and then uncapped) speaking API version
+    /// `api_version` (the [`API_VERSION_HEADER`] it sent, if any).
+    pub fn new(principal: Option<&larch_auth::Principal>, api_version: Option<&str>) -> Caller {
+        Caller {
+            key_id: principal.map(|principal| principal.key_id.clone()),
+            default_namespace: default_namespace_name(api_version),
+        }
+    }
+
+    /// The id of the caller's API key.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// How the caller names the default namespace (see [`default_namespace_name`]).
+    pub fn default_namespace(&self) -> &'static str {
+        self.default_namespace
+    }
+}
+
+/// A transport's answer to one operation, made from the facade's domain answer `T` on the
+/// thread that ran the engine call (so REST's JSON encoding of a large answer, say, never
+/// holds up an async worker). Implemented by the protobuf responses (in [`crate::convert`])
+/// and by REST's encoded JSON bodies (in [`crate::rest`]).
+///
+/// A trait of this crate rather than `From`: the orphan rule forbids implementing `From`
+/// between the proto crate's and the engine's types, and REST's encoding can fail.
+pub trait FromAnswer<T>: Sized + Send + 'static {
+    /// `answer` in the transport's type.
+    ///
+    /// # Errors
+    ///
+    /// Only if the answer cannot be encoded (an internal error).
+    fn from_answer(answer: T) -> Result<Self>;
+}
+
+/// The answer to an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upserted {
+    /// Records written.
+    pub upserted_count: u32,
+}
+
+/// The answer to an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Updated {
+    /// Records matched (and changed, unless a dry run).
+    pub matched_records: u32,
+}
+
+/// The answer to a delete of records or of a namespace: nothing but success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted;
+
+/// `DescribeIndexStats`: the filter, which the engine refuses when non-empty (as serverless
+/// Pinecone does).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeIndexStatsRequest {
+    /// Refused when non-empty.
+    pub filter: Option<JsonObject>,
+}
+
+/// `DescribeNamespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DescribeNamespaceRequest {
+    /// The namespace's name.
+    pub namespace: String,
+}
+
+/// `DeleteNamespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteNamespaceRequest {
+    /// The namespace's name.
+    pub namespace: String,
+}
+
+/// `CreateNamespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateNamespaceRequest {
+    /// The new namespace's name.
+    pub name: String,
+    /// The schema's `(field, filterable)` pairs, if a schema was sent; only filterable fields
+    /// can be declared (see [`declared_fields`]).
+    pub schema: Option<Vec<(String, bool)>>,
+}
+
+/// Record counts of an index, with namespaces named as the caller names them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexStats {
+    /// Record count per namespace, sorted by the engine's names.
+    pub namespaces: Vec<(String, u64)>,
+    /// The index dimension.
+    pub dimension: u32,
+    /// The index metric, as Pinecone spells it.
+    pub metric: String,
+    /// Sum of the namespace counts.
+    pub total_vector_count: u64,
+}
+
+/// A namespace as both transports describe it, named as the caller names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceDescription {
+    /// Its name (the default namespace's per the caller's API version).
+    pub name: String,
+    /// Records in it.
+    pub record_count: u64,
+    /// Estimated stored bytes.
+    pub size_bytes: u64,
+    /// The metadata fields declared at creation (each filterable), if a schema was declared.
+    pub schema_fields: Option<Vec<String>>,
+}
+
+impl NamespaceDescription {
+    /// The engine's `info`, with the default namespace called `default_name`.
+    pub fn new(info: NamespaceInfo, default_name: &str) -> NamespaceDescription {
+        let NamespaceInfo {
+            name,
+            record_count,
+            size_bytes,
+            schema_fields,
+        } = info;
+        NamespaceDescription {
+            name: display_namespace(name, default_name),
+            record_count,
+            size_bytes,
+            schema_fields,
+        }
+    }
+}
+
+/// One page of namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePage {
+    /// This page, sorted by name.
+    pub namespaces: Vec<NamespaceDescription>,
+    /// Token for the next page, if more namespaces remain.
+    pub next: Option<String>,
+    /// Matching namespaces over all pages.
+    pub total_count: u32,
+}
+
+/// Records keyed by id, as Pinecone's fetch answers carry them, each converted by `vector`.
+pub fn keyed_by_id<V, M>(records: Vec<Record>, vector: impl Fn(Record) -> V) -> M
+where
+    M: FromIterator<(String, V)>,
+{
+    records
+        .into_iter()
+        .map(|record| (record.id.clone(), vector(record)))
+        .collect()
+}
+
+/// `n`, or `u32::MAX` if it does not fit (counts of wire fields narrower than the engine's).
+pub fn saturating_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `n`, or `i32::MAX` if it does not fit (counts of wire fields narrower than the engine's).
+pub fn saturating_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// The result of work skipped because its request was abandoned; nobody receives it.
@@ -310,7 +698,7 @@ mod tests {
             let handle = handle.clone();
             async move {
                 handle
-                    .query(Some("a"), move |_| {
+                    .capped(Some("a"), move |_| {
                         let _ = entered.send(());
                         let _ = released.recv_timeout(Duration::from_secs(30));
                         Ok(())
@@ -320,14 +708,14 @@ mod tests {
         });
         started.await.expect("the held query started");
         assert_eq!(limits.queries().held_by("a"), 1);
-        let err = handle.query(Some("a"), |_| Ok(())).await.unwrap_err();
+        let err = handle.capped(Some("a"), |_| Ok(())).await.unwrap_err();
         assert_eq!(err.code(), larch_engine::ErrorCode::ResourceExhausted);
         assert_eq!(err.retry_after(), Some(QUERY_PUSHBACK));
         assert!(err.to_string().contains("--max-queries-per-key"), "{err}");
         // Another key is not held up (it may wait for a pool thread, not for the cap).
         let other = tokio::spawn({
             let handle = handle.clone();
-            async move { handle.query(Some("b"), |_| Ok(())).await }
+            async move { handle.capped(Some("b"), |_| Ok(())).await }
         });
         release.send(()).expect("the held query waits");
         held.await.expect("joined").expect("held query");
@@ -335,9 +723,170 @@ mod tests {
         // The slot came back when the read ended.
         assert_eq!(limits.queries().held_by("a"), 0);
         handle
-            .query(Some("a"), |_| Ok(()))
+            .capped(Some("a"), |_| Ok(()))
             .await
             .expect("key a again");
+    }
+
+    /// The domain answer itself, as a transport's answer.
+    struct Raw<T>(T);
+
+    impl<T: Send + 'static> FromAnswer<T> for Raw<T> {
+        fn from_answer(answer: T) -> Result<Self> {
+            Ok(Raw(answer))
+        }
+    }
+
+    fn caller(key_id: &str, api_version: Option<&str>) -> Caller {
+        let grant = larch_auth::Grant {
+            project_id: "p".into(),
+            roles: vec![larch_auth::Role::DataPlaneViewer],
+            index_names: None,
+            is_admin: false,
+        };
+        Caller::new(
+            Some(&larch_auth::Principal::new(key_id, grant)),
+            api_version,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_facade_caps_the_callers_scans_but_not_its_other_reads() {
+        use std::time::Duration;
+        let engine = Arc::new(Engine::new());
+        let config = larch_engine::IndexConfig {
+            dimension: larch_engine::Dimension::new(2).expect("dimension"),
+            metric: larch_engine::Metric::Cosine,
+        };
+        engine.create_index("f", config).expect("index");
+        let limits = Limits::new(larch_observe::LimitSettings {
+            max_queries_per_key: 1,
+            ..larch_observe::LimitSettings::default()
+        });
+        let handle = IndexHandle::new_with(engine, "f", &limits);
+        let (a, b) = (caller("a", None), caller("b", None));
+        let Raw(upserted) = handle
+            .upsert(
+                &a,
+                UpsertRequest {
+                    namespace: String::new(),
+                    vectors: vec![larch_engine::VectorInput {
+                        id: "v".into(),
+                        values: vec![1.0, 0.0],
+                        sparse_values: None,
+                        metadata: None,
+                    }],
+                },
+            )
+            .await
+            .expect("upsert");
+        assert_eq!(upserted.upserted_count, 1);
+        // Key a's one slot is taken (or, should the test fail, for at most 30 s).
+        let (entered, started) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .capped(Some("a"), move |_| {
+                        let _ = entered.send(());
+                        let _ = released.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        started.await.expect("the held scan started");
+        let query = QueryRequest {
+            top_k: 1,
+            vector: vec![1.0, 0.0],
+            ..QueryRequest::default()
+        };
+        let refused = handle.query::<Raw<QueryResponse>>(&a, query.clone()).await;
+        let refused = refused.err().expect("past the cap");
+        assert_eq!(refused.code(), larch_engine::ErrorCode::ResourceExhausted);
+        let filtered = FetchByMetadataRequest {
+            filter: Some(
+                serde_json::json!({"x": 1})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+            ..FetchByMetadataRequest::default()
+        };
+        let refused = handle
+            .fetch_by_metadata::<Raw<FetchByMetadataResponse>>(&a, filtered)
+            .await;
+        assert_eq!(
+            refused.err().expect("past the cap").code(),
+            larch_engine::ErrorCode::ResourceExhausted
+        );
+        // Reads that do not scan are not capped; another key's query is.
+        let fetch = FetchRequest {
+            ids: vec!["v".into()],
+            ..FetchRequest::default()
+        };
+        let Raw(fetched) = handle.fetch(&a, fetch).await.expect("fetch is not capped");
+        assert_eq!(fetched.vectors.len(), 1);
+        let Raw(answer) = handle
+            .query::<Raw<QueryResponse>>(&b, query)
+            .await
+            .expect("key b");
+        assert_eq!(answer.matches[0].id, "v");
+        release.send(()).expect("the held scan waits");
+        held.await.expect("joined").expect("held scan");
+    }
+
+    #[tokio::test]
+    async fn the_facade_names_the_default_namespace_as_the_caller_does() {
+        let engine = Arc::new(Engine::new());
+        let config = larch_engine::IndexConfig {
+            dimension: larch_engine::Dimension::new(2).expect("dimension"),
+            metric: larch_engine::Metric::Cosine,
+        };
+        engine.create_index("n", config).expect("index");
+        let handle = IndexHandle::new(engine, "n");
+        let upsert = UpsertRequest {
+            namespace: String::new(),
+            vectors: vec![larch_engine::VectorInput {
+                id: "v".into(),
+                values: vec![1.0, 0.0],
+                sparse_values: None,
+                metadata: None,
+            }],
+        };
+        let old = caller("k", Some("2025-01"));
+        let Raw(_): Raw<Upserted> = handle.upsert(&old, upsert).await.expect("upsert");
+        let stats = |caller: Caller| {
+            let handle = handle.clone();
+            async move {
+                let Raw(stats): Raw<IndexStats> = handle
+                    .describe_index_stats(&caller, DescribeIndexStatsRequest::default())
+                    .await
+                    .expect("stats");
+                stats.namespaces
+            }
+        };
+        assert_eq!(stats(old.clone()).await, [(String::new(), 1)]);
+        let new = caller("k", Some("2026-07"));
+        assert_eq!(stats(new.clone()).await, [("__default__".to_owned(), 1)]);
+        let Raw(page): Raw<NamespacePage> = handle
+            .list_namespaces(&new, ListNamespacesRequest::default())
+            .await
+            .expect("namespaces");
+        assert_eq!(page.namespaces[0].name, "__default__");
+        // A schema may only declare filterable fields, checked before any work is done.
+        let create = CreateNamespaceRequest {
+            name: "films".into(),
+            schema: Some(vec![("genre".into(), false)]),
+        };
+        let refused = handle.create_namespace::<Raw<NamespaceDescription>>(&new, create);
+        let err = refused.await.err().expect("unfilterable field");
+        assert!(
+            err.to_string()
+                .starts_with("schema.fields.genre.filterable: "),
+            "{err}"
+        );
     }
 
     #[test]

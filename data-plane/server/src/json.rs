@@ -6,11 +6,26 @@
 //! API documents them. Like Pinecone's gateway, requests also accept the proto field names
 //! (`top_k`, …), ignore unknown keys, and read `null` as "not given". Metadata and filters stay
 //! JSON objects: the engine validates them as it does for gRPC.
+//!
+//! Request bodies become the facade's domain requests through `From`/`TryFrom`, and its
+//! answers become response bodies through `From` (the REST handlers encode them on the pool
+//! thread, see [`crate::rest`]); the shapes both transports share (records keyed by id,
+//! default namespace names) come from [`crate::api`], only the JSON spelling is here. A field
+//! left out (or `null`) reads as the protobuf default, as on gRPC.
 
 use std::collections::BTreeMap;
 
-use larch_engine::{JsonObject, Metadata, SparseInput, SparseVector, metadata_to_json};
+use larch_engine::{
+    DeleteRequest, FetchByMetadataRequest, JsonObject, Metadata, QueryRequest, Record,
+    ScoredRecord, SparseInput, SparseVector, UpdateRequest, UpsertRequest, VectorInput,
+    metadata_to_json,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    self, CreateNamespaceRequest, Deleted, DescribeIndexStatsRequest, IndexStats, NamespacePage,
+    Updated, Upserted, VECTOR_TYPE, keyed_by_id, refuse_batch_queries,
+};
 
 /// Sparse values, in requests and responses.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -346,9 +361,324 @@ pub struct ListNamespacesResponse {
     pub total_count: u32,
 }
 
+/// The `{}` answer of deletes.
+#[derive(Debug, Serialize)]
+pub struct Empty {}
+
 /// Stored metadata as a JSON object.
 pub fn metadata(metadata: Option<Metadata>) -> Option<JsonObject> {
     metadata.as_ref().map(metadata_to_json)
+}
+
+impl From<UpsertBody> for UpsertRequest {
+    fn from(body: UpsertBody) -> UpsertRequest {
+        let UpsertBody { vectors, namespace } = body;
+        let vectors = vectors
+            .unwrap_or_default()
+            .into_iter()
+            .map(|vector| {
+                let VectorBody {
+                    id,
+                    values,
+                    sparse_values,
+                    metadata,
+                } = vector;
+                VectorInput {
+                    id: id.unwrap_or_default(),
+                    values: values.unwrap_or_default(),
+                    sparse_values: sparse_values.map(Into::into),
+                    metadata,
+                }
+            })
+            .collect();
+        UpsertRequest {
+            namespace: namespace.unwrap_or_default(),
+            vectors,
+        }
+    }
+}
+
+impl TryFrom<QueryBody> for QueryRequest {
+    type Error = larch_engine::Error;
+
+    fn try_from(body: QueryBody) -> larch_engine::Result<QueryRequest> {
+        let QueryBody {
+            namespace,
+            top_k,
+            filter,
+            include_values,
+            include_metadata,
+            queries,
+            vector,
+            sparse_vector,
+            id,
+            // Tuning knobs of Pinecone's dedicated read nodes; the HNSW graph has its own
+            // (ef_search, set per index).
+            scan_factor: _,
+            max_candidates: _,
+        } = body;
+        refuse_batch_queries(queries.map_or(0, |q| q.len()))?;
+        Ok(QueryRequest {
+            namespace: namespace.unwrap_or_default(),
+            top_k: top_k.unwrap_or_default(),
+            filter,
+            include_values: include_values.unwrap_or_default(),
+            include_metadata: include_metadata.unwrap_or_default(),
+            vector: vector.unwrap_or_default(),
+            sparse_vector: sparse_vector.map(Into::into),
+            id: id.unwrap_or_default(),
+        })
+    }
+}
+
+impl From<FetchByMetadataBody> for FetchByMetadataRequest {
+    fn from(body: FetchByMetadataBody) -> FetchByMetadataRequest {
+        let FetchByMetadataBody {
+            namespace,
+            filter,
+            limit,
+            pagination_token,
+        } = body;
+        FetchByMetadataRequest {
+            namespace: namespace.unwrap_or_default(),
+            filter,
+            limit,
+            pagination_token,
+        }
+    }
+}
+
+impl From<DeleteBody> for DeleteRequest {
+    fn from(body: DeleteBody) -> DeleteRequest {
+        let DeleteBody {
+            ids,
+            delete_all,
+            namespace,
+            filter,
+        } = body;
+        DeleteRequest {
+            namespace: namespace.unwrap_or_default(),
+            ids: ids.unwrap_or_default(),
+            delete_all: delete_all.unwrap_or_default(),
+            filter,
+        }
+    }
+}
+
+impl From<UpdateBody> for UpdateRequest {
+    fn from(body: UpdateBody) -> UpdateRequest {
+        let UpdateBody {
+            id,
+            values,
+            sparse_values,
+            set_metadata,
+            namespace,
+            filter,
+            dry_run,
+        } = body;
+        UpdateRequest {
+            namespace: namespace.unwrap_or_default(),
+            id: id.unwrap_or_default(),
+            values: values.unwrap_or_default(),
+            sparse_values: sparse_values.map(Into::into),
+            set_metadata,
+            filter,
+            dry_run: dry_run.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<DescribeIndexStatsBody> for DescribeIndexStatsRequest {
+    fn from(body: DescribeIndexStatsBody) -> DescribeIndexStatsRequest {
+        let DescribeIndexStatsBody { filter } = body;
+        DescribeIndexStatsRequest { filter }
+    }
+}
+
+impl From<CreateNamespaceBody> for CreateNamespaceRequest {
+    fn from(body: CreateNamespaceBody) -> CreateNamespaceRequest {
+        let CreateNamespaceBody { name, schema } = body;
+        let schema = schema.map(|NamespaceSchema { fields }| {
+            fields
+                .into_iter()
+                .map(|(field, FieldProperties { filterable })| (field, filterable))
+                .collect()
+        });
+        CreateNamespaceRequest {
+            name: name.unwrap_or_default(),
+            schema,
+        }
+    }
+}
+
+impl From<Upserted> for UpsertResponse {
+    fn from(answer: Upserted) -> UpsertResponse {
+        let Upserted { upserted_count } = answer;
+        UpsertResponse { upserted_count }
+    }
+}
+
+impl From<Updated> for UpdateResponse {
+    fn from(answer: Updated) -> UpdateResponse {
+        let Updated { matched_records } = answer;
+        UpdateResponse { matched_records }
+    }
+}
+
+impl From<Deleted> for Empty {
+    fn from(Deleted: Deleted) -> Empty {
+        Empty {}
+    }
+}
+
+impl From<Record> for Vector {
+    fn from(record: Record) -> Vector {
+        let Record {
+            id,
+            values,
+            sparse_values,
+            metadata: stored,
+        } = record;
+        Vector {
+            id,
+            values,
+            sparse_values: sparse_values.map(Into::into),
+            metadata: metadata(stored),
+        }
+    }
+}
+
+impl From<ScoredRecord> for ScoredVector {
+    fn from(scored: ScoredRecord) -> ScoredVector {
+        let ScoredRecord {
+            id,
+            score,
+            values,
+            sparse_values,
+            metadata: stored,
+        } = scored;
+        ScoredVector {
+            id,
+            score,
+            values,
+            sparse_values: sparse_values.map(Into::into),
+            metadata: metadata(stored),
+        }
+    }
+}
+
+impl From<larch_engine::QueryResponse> for QueryResponse {
+    fn from(answer: larch_engine::QueryResponse) -> QueryResponse {
+        let larch_engine::QueryResponse { namespace, matches } = answer;
+        QueryResponse {
+            matches: matches.into_iter().map(Into::into).collect(),
+            namespace,
+        }
+    }
+}
+
+impl From<larch_engine::FetchResponse> for FetchResponse {
+    fn from(answer: larch_engine::FetchResponse) -> FetchResponse {
+        let larch_engine::FetchResponse { namespace, vectors } = answer;
+        FetchResponse {
+            vectors: keyed_by_id(vectors, Vector::from),
+            namespace,
+        }
+    }
+}
+
+impl From<larch_engine::FetchByMetadataResponse> for FetchByMetadataResponse {
+    fn from(answer: larch_engine::FetchByMetadataResponse) -> FetchByMetadataResponse {
+        let larch_engine::FetchByMetadataResponse {
+            namespace,
+            vectors,
+            next,
+        } = answer;
+        FetchByMetadataResponse {
+            vectors: keyed_by_id(vectors, Vector::from),
+            namespace,
+            pagination: pagination(next),
+        }
+    }
+}
+
+impl From<larch_engine::ListResponse> for ListResponse {
+    fn from(answer: larch_engine::ListResponse) -> ListResponse {
+        let larch_engine::ListResponse {
+            namespace,
+            ids,
+            next,
+        } = answer;
+        ListResponse {
+            vectors: ids.into_iter().map(|id| ListItem { id }).collect(),
+            pagination: pagination(next),
+            namespace,
+        }
+    }
+}
+
+impl From<IndexStats> for DescribeIndexStatsResponse {
+    fn from(answer: IndexStats) -> DescribeIndexStatsResponse {
+        let IndexStats {
+            namespaces,
+            dimension,
+            metric,
+            total_vector_count,
+        } = answer;
+        DescribeIndexStatsResponse {
+            namespaces: namespaces
+                .into_iter()
+                .map(|(name, vector_count)| (name, NamespaceSummary { vector_count }))
+                .collect(),
+            dimension,
+            index_fullness: 0.0,
+            total_vector_count,
+            metric,
+            vector_type: VECTOR_TYPE,
+        }
+    }
+}
+
+impl From<NamespacePage> for ListNamespacesResponse {
+    fn from(answer: NamespacePage) -> ListNamespacesResponse {
+        let NamespacePage {
+            namespaces,
+            next,
+            total_count,
+        } = answer;
+        ListNamespacesResponse {
+            namespaces: namespaces.into_iter().map(Into::into).collect(),
+            pagination: pagination(next),
+            total_count,
+        }
+    }
+}
+
+impl From<api::NamespaceDescription> for NamespaceDescription {
+    fn from(answer: api::NamespaceDescription) -> NamespaceDescription {
+        let api::NamespaceDescription {
+            name,
+            record_count,
+            size_bytes,
+            schema_fields,
+        } = answer;
+        NamespaceDescription {
+            name,
+            record_count,
+            schema: schema_fields.as_ref().map(|fields| NamespaceSchema {
+                fields: fields
+                    .iter()
+                    .map(|f| (f.clone(), FieldProperties { filterable: true }))
+                    .collect(),
+            }),
+            indexed_fields: schema_fields.map(|fields| IndexedFields { fields }),
+            size_bytes,
+        }
+    }
+}
+
+fn pagination(next: Option<String>) -> Option<Pagination> {
+    next.map(|next| Pagination { next })
 }
 
 #[cfg(test)]

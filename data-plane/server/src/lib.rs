@@ -8,8 +8,10 @@
 //! and Pinecone's data-plane REST API behind the `Api-Key` header check — both scoped to the
 //! index, so the key's project, roles and index allow-list are checked on every request — — HTTP/1.1 and h2c on
 //! the same port, routed by path (`/VectorService/…` is gRPC, `/vectors/…`, `/query`, … REST).
-//! Both transports call the same [`api::IndexHandle`] with the same engine request structs;
-//! the engine validates.
+//! Both transports are adapters over one facade, [`api::IndexHandle`]: a handler decodes its
+//! wire request into a domain request, makes the one facade call of its RPC (which picks the
+//! pool, applies the per-request checks and makes the engine call; the engine validates) and
+//! returns the answer in its wire type.
 //!
 //! Every request's key is checked from its headers before the request limits admit it
 //! ([`larch_auth::http::AuthenticateLayer`], then [`Limits`]), so requests without a valid key
@@ -21,14 +23,18 @@
 //! given to the [`DataPlane`], which also reports each index's vectors and bytes there.
 //!
 //! # Layout
-//! - [`api`]: [`api::IndexHandle`] (one engine call per request, on the blocking pool or the
-//!   query pool; reads held to the answer budget, queries to the per-key cap) and the wire
-//!   rules both transports share.
-//! - [`service`]: the `VectorService` gRPC handlers (protobuf ⇄ [`larch_engine`] requests)
-//!   and the one engine-error → gRPC status map.
-//! - [`rest`]: the REST handlers and the one engine-error → HTTP status map.
-//! - [`json`]: Pinecone's data-plane REST JSON bodies.
-//! - [`convert`]: `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
+//! - [`api`]: the facade — [`api::IndexHandle`] with one method per operation (taking the
+//!   [`api::Caller`] and a domain request; one engine call, on the blocking pool or the query
+//!   pool; reads held to the answer budget, scans to the per-key cap), the domain answers and
+//!   the wire rules both transports share.
+//! - [`service`]: the `VectorService` gRPC handlers (decode, call, encode) and the one
+//!   engine-error → gRPC status map.
+//! - [`rest`]: the REST handlers (decode, call, encode) and the one engine-error → HTTP status
+//!   map.
+//! - [`json`]: Pinecone's data-plane REST JSON bodies and their conversions from and to the
+//!   domain requests and answers.
+//! - [`convert`]: protobuf messages from and to the domain requests and answers, and
+//!   `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
 //! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers.
 //! - [`routed`]: split mode — [`routed::RoutedDataPlane`] serves every index on one address,
 //!   routed by host, following a control plane in another process.

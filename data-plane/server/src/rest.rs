@@ -1,11 +1,13 @@
 //! Pinecone's data-plane REST API, the twin of `VectorService` on the same port.
 //!
-//! JSON in ([`crate::json`]), one [`IndexHandle`] call with the same engine request struct the
-//! gRPC handler builds, JSON out. Errors have the gRPC-gateway shape Pinecone's data plane
-//! uses, `{"code":3,"message":"…","details":[]}` (a gRPC code and an HTTP status), mapped from
-//! the engine's error class in [`RestError`]'s one `From` impl. Answers with records (query,
-//! fetch, fetch by metadata, list) are held to the answer budget and serialised to JSON in the
-//! same query-pool job as their engine call, never on an async worker. Integrated inference
+//! JSON in ([`crate::json`]), one [`IndexHandle`] call with the same domain request the gRPC
+//! handler decodes, JSON out: each handler is a `From`/`TryFrom` of its body (or query string,
+//! `Params`), one facade call with the [`Caller`], and an [`Encoded`] answer. Errors have
+//! the gRPC-gateway shape Pinecone's data plane uses, `{"code":3,"message":"…","details":[]}`
+//! (a gRPC code and an HTTP status), mapped from the engine's error class in [`RestError`]'s
+//! one `From` impl. Every answer is serialised to JSON in the same pool job as its engine call
+//! (see [`crate::api::FromAnswer`]), never on an async worker; answers with records (query,
+//! fetch, fetch by metadata, list) are held to the answer budget. Integrated inference
 //! (`/records/…`), bulk imports and the documents API answer 501 with a message.
 //!
 //! | Route | gRPC twin |
@@ -21,30 +23,27 @@
 //! | `GET /namespaces?prefix=&limit=&paginationToken=`, `POST /namespaces` | `ListNamespaces`, `CreateNamespace` |
 //! | `GET`, `DELETE /namespaces/{namespace}` | `DescribeNamespace`, `DeleteNamespace` |
 
-use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use larch_auth::http::{HttpAuth, require_key};
 use larch_auth::{KeyStore, Principal, Scope};
-use larch_engine::{
-    DeleteRequest, ErrorCode, FetchByMetadataRequest, FetchRequest, ListNamespacesRequest,
-    ListRequest, NamespaceInfo, QueryRequest, Record, ScoredRecord, UpdateRequest, UpsertRequest,
-    VectorInput,
-};
+use larch_engine::{ErrorCode, FetchRequest, ListNamespacesRequest, ListRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Code;
 
 use crate::api::{
-    API_VERSION_HEADER, IndexHandle, VECTOR_TYPE, declared_fields, default_namespace_name,
-    display_namespace, refuse_batch_queries,
+    API_VERSION_HEADER, Caller, DeleteNamespaceRequest, DescribeNamespaceRequest, FromAnswer,
+    IndexHandle,
 };
-use crate::json::{self, metadata};
+use crate::json;
 
 /// Largest JSON request body: generous next to Pinecone's 2 MB upsert limit, since JSON
 /// numbers take several times the bytes of protobuf floats.
@@ -108,348 +107,108 @@ pub async fn not_found(request: Request) -> Response {
 
 async fn upsert(
     State(index): State<IndexHandle>,
+    caller: Caller,
     Json(body): Json<json::UpsertBody>,
-) -> Result<Response, RestError> {
-    let json::UpsertBody { vectors, namespace } = body;
-    let vectors = vectors
-        .unwrap_or_default()
-        .into_iter()
-        .map(|vector| {
-            let json::VectorBody {
-                id,
-                values,
-                sparse_values,
-                metadata,
-            } = vector;
-            VectorInput {
-                id: id.unwrap_or_default(),
-                values: values.unwrap_or_default(),
-                sparse_values: sparse_values.map(Into::into),
-                metadata,
-            }
-        })
-        .collect();
-    let namespace = namespace.unwrap_or_default();
-    let upserted_count = index
-        .run(move |index| index.upsert(UpsertRequest { namespace, vectors }))
-        .await?;
-    Ok(ok(&json::UpsertResponse { upserted_count }))
+) -> Result<Encoded<json::UpsertResponse>, RestError> {
+    Ok(index.upsert(&caller, body.into()).await?)
 }
 
 async fn query(
     State(index): State<IndexHandle>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     Json(body): Json<json::QueryBody>,
-) -> Result<Response, RestError> {
-    let json::QueryBody {
-        namespace,
-        top_k,
-        filter,
-        include_values,
-        include_metadata,
-        queries,
-        vector,
-        sparse_vector,
-        id,
-        // Tuning knobs of Pinecone's dedicated read nodes; exact search needs neither.
-        scan_factor: _,
-        max_candidates: _,
-    } = body;
-    refuse_batch_queries(queries.map_or(0, |q| q.len()))?;
-    let request = QueryRequest {
-        namespace: namespace.unwrap_or_default(),
-        top_k: top_k.unwrap_or_default(),
-        filter,
-        include_values: include_values.unwrap_or_default(),
-        include_metadata: include_metadata.unwrap_or_default(),
-        vector: vector.unwrap_or_default(),
-        sparse_vector: sparse_vector.map(Into::into),
-        id: id.unwrap_or_default(),
-    };
-    let budget = index.answer_budget();
-    // Encoded on the query pool with the engine call: a large answer's JSON is CPU work that
-    // must not hold up an async worker.
-    let body = index
-        .query(key_id(principal.as_ref()), move |index| {
-            let response = index.query_within(request, budget)?;
-            let matches = response
-                .matches
-                .into_iter()
-                .map(|scored| {
-                    let ScoredRecord {
-                        id,
-                        score,
-                        values,
-                        sparse_values,
-                        metadata: stored,
-                    } = scored;
-                    json::ScoredVector {
-                        id,
-                        score,
-                        values,
-                        sparse_values: sparse_values.map(Into::into),
-                        metadata: metadata(stored),
-                    }
-                })
-                .collect();
-            encode(&json::QueryResponse {
-                matches,
-                namespace: response.namespace,
-            })
-        })
-        .await?;
-    Ok(ok_encoded(body))
+) -> Result<Encoded<json::QueryResponse>, RestError> {
+    Ok(index.query(&caller, body.try_into()?).await?)
 }
 
 async fn fetch(
     State(index): State<IndexHandle>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, RestError> {
-    let mut request = FetchRequest::default();
-    for (key, value) in query_pairs(raw.as_deref())? {
-        match key.as_str() {
-            "ids" => request.ids.push(value),
-            "namespace" => request.namespace = value,
-            _ => {}
-        }
-    }
-    let budget = index.answer_budget();
-    let body = index
-        .read(move |index| {
-            let response = index.fetch_within(request, budget)?;
-            encode(&json::FetchResponse {
-                vectors: vector_map(response.vectors),
-                namespace: response.namespace,
-            })
-        })
-        .await?;
-    Ok(ok_encoded(body))
+    caller: Caller,
+    params: Params,
+) -> Result<Encoded<json::FetchResponse>, RestError> {
+    Ok(index.fetch(&caller, params.try_into()?).await?)
 }
 
 async fn fetch_by_metadata(
     State(index): State<IndexHandle>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     Json(body): Json<json::FetchByMetadataBody>,
-) -> Result<Response, RestError> {
-    let json::FetchByMetadataBody {
-        namespace,
-        filter,
-        limit,
-        pagination_token,
-    } = body;
-    let request = FetchByMetadataRequest {
-        namespace: namespace.unwrap_or_default(),
-        filter,
-        limit,
-        pagination_token,
-    };
-    let budget = index.answer_budget();
-    let body = index
-        .query(key_id(principal.as_ref()), move |index| {
-            let response = index.fetch_by_metadata_within(request, budget)?;
-            encode(&json::FetchByMetadataResponse {
-                vectors: vector_map(response.vectors),
-                namespace: response.namespace,
-                pagination: pagination(response.next),
-            })
-        })
-        .await?;
-    Ok(ok_encoded(body))
+) -> Result<Encoded<json::FetchByMetadataResponse>, RestError> {
+    Ok(index.fetch_by_metadata(&caller, body.into()).await?)
 }
 
 async fn delete(
     State(index): State<IndexHandle>,
+    caller: Caller,
     Json(body): Json<json::DeleteBody>,
-) -> Result<Response, RestError> {
-    let json::DeleteBody {
-        ids,
-        delete_all,
-        namespace,
-        filter,
-    } = body;
-    let request = DeleteRequest {
-        namespace: namespace.unwrap_or_default(),
-        ids: ids.unwrap_or_default(),
-        delete_all: delete_all.unwrap_or_default(),
-        filter,
-    };
-    index.run(move |index| index.delete(request)).await?;
-    Ok(ok(&serde_json::Map::new()))
+) -> Result<Encoded<json::Empty>, RestError> {
+    Ok(index.delete(&caller, body.into()).await?)
 }
 
 async fn update(
     State(index): State<IndexHandle>,
+    caller: Caller,
     Json(body): Json<json::UpdateBody>,
-) -> Result<Response, RestError> {
-    let json::UpdateBody {
-        id,
-        values,
-        sparse_values,
-        set_metadata,
-        namespace,
-        filter,
-        dry_run,
-    } = body;
-    let request = UpdateRequest {
-        namespace: namespace.unwrap_or_default(),
-        id: id.unwrap_or_default(),
-        values: values.unwrap_or_default(),
-        sparse_values: sparse_values.map(Into::into),
-        set_metadata,
-        filter,
-        dry_run: dry_run.unwrap_or_default(),
-    };
-    let matched_records = index.run(move |index| index.update(request)).await?;
-    Ok(ok(&json::UpdateResponse { matched_records }))
+) -> Result<Encoded<json::UpdateResponse>, RestError> {
+    Ok(index.update(&caller, body.into()).await?)
 }
 
 async fn describe_index_stats(
     State(index): State<IndexHandle>,
-    headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<json::DescribeIndexStatsBody>,
-) -> Result<Response, RestError> {
-    let json::DescribeIndexStatsBody { filter } = body;
-    let default_name = default_namespace(&headers);
-    let stats = index
-        .read(move |index| index.describe_stats(filter))
-        .await?;
-    let namespaces = stats
-        .namespaces
-        .into_iter()
-        .map(|(name, vector_count)| {
-            (
-                display_namespace(name, default_name),
-                json::NamespaceSummary { vector_count },
-            )
-        })
-        .collect();
-    Ok(ok(&json::DescribeIndexStatsResponse {
-        namespaces,
-        dimension: stats.dimension.get(),
-        index_fullness: 0.0,
-        total_vector_count: stats.total_vector_count,
-        metric: stats.metric.to_string(),
-        vector_type: VECTOR_TYPE,
-    }))
+) -> Result<Encoded<json::DescribeIndexStatsResponse>, RestError> {
+    Ok(index.describe_index_stats(&caller, body.into()).await?)
 }
 
 /// `GET /describe_index_stats`, the bodiless form older clients use.
 async fn describe_index_stats_get(
     state: State<IndexHandle>,
-    headers: HeaderMap,
-) -> Result<Response, RestError> {
-    describe_index_stats(
-        state,
-        headers,
-        Json(json::DescribeIndexStatsBody::default()),
-    )
-    .await
+    caller: Caller,
+) -> Result<Encoded<json::DescribeIndexStatsResponse>, RestError> {
+    describe_index_stats(state, caller, Json(json::DescribeIndexStatsBody::default())).await
 }
 
 async fn list(
     State(index): State<IndexHandle>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, RestError> {
-    let mut request = ListRequest::default();
-    for (key, value) in query_pairs(raw.as_deref())? {
-        match key.as_str() {
-            "namespace" => request.namespace = value,
-            "prefix" => request.prefix = Some(value),
-            "limit" => request.limit = Some(parse_limit(&value)?),
-            "paginationToken" | "pagination_token" => request.pagination_token = Some(value),
-            _ => {}
-        }
-    }
-    let budget = index.answer_budget();
-    let body = index
-        .read(move |index| {
-            let response = index.list_within(request, budget)?;
-            encode(&json::ListResponse {
-                vectors: response
-                    .ids
-                    .into_iter()
-                    .map(|id| json::ListItem { id })
-                    .collect(),
-                pagination: pagination(response.next),
-                namespace: response.namespace,
-            })
-        })
-        .await?;
-    Ok(ok_encoded(body))
+    caller: Caller,
+    params: Params,
+) -> Result<Encoded<json::ListResponse>, RestError> {
+    Ok(index.list(&caller, params.try_into()?).await?)
 }
 
 async fn list_namespaces(
     State(index): State<IndexHandle>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, RestError> {
-    let mut request = ListNamespacesRequest::default();
-    for (key, value) in query_pairs(raw.as_deref())? {
-        match key.as_str() {
-            "prefix" => request.prefix = Some(value),
-            "limit" => request.limit = Some(parse_limit(&value)?),
-            "paginationToken" | "pagination_token" => request.pagination_token = Some(value),
-            _ => {}
-        }
-    }
-    let default_name = default_namespace(&headers);
-    let response = index
-        .read(move |index| index.list_namespaces(request))
-        .await?;
-    Ok(ok(&json::ListNamespacesResponse {
-        namespaces: response
-            .namespaces
-            .into_iter()
-            .map(|info| namespace_description(info, default_name))
-            .collect(),
-        pagination: pagination(response.next),
-        total_count: response.total_count,
-    }))
+    caller: Caller,
+    params: Params,
+) -> Result<Encoded<json::ListNamespacesResponse>, RestError> {
+    Ok(index.list_namespaces(&caller, params.try_into()?).await?)
 }
 
 async fn create_namespace(
     State(index): State<IndexHandle>,
-    headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<json::CreateNamespaceBody>,
-) -> Result<Response, RestError> {
-    let json::CreateNamespaceBody { name, schema } = body;
-    let fields = schema
-        .map(|json::NamespaceSchema { fields }| {
-            declared_fields(
-                fields
-                    .into_iter()
-                    .map(|(field, json::FieldProperties { filterable })| (field, filterable)),
-            )
-        })
-        .transpose()?;
-    let name = name.unwrap_or_default();
-    let default_name = default_namespace(&headers);
-    let info = index
-        .run(move |index| index.create_namespace(&name, fields))
-        .await?;
-    Ok(ok(&namespace_description(info, default_name)))
+) -> Result<Encoded<json::NamespaceDescription>, RestError> {
+    Ok(index.create_namespace(&caller, body.into()).await?)
 }
 
 async fn describe_namespace(
     State(index): State<IndexHandle>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(namespace): Path<String>,
-) -> Result<Response, RestError> {
-    let default_name = default_namespace(&headers);
-    let info = index
-        .read(move |index| index.describe_namespace(&namespace))
-        .await?;
-    Ok(ok(&namespace_description(info, default_name)))
+) -> Result<Encoded<json::NamespaceDescription>, RestError> {
+    let request = DescribeNamespaceRequest { namespace };
+    Ok(index.describe_namespace(&caller, request).await?)
 }
 
 async fn delete_namespace(
     State(index): State<IndexHandle>,
+    caller: Caller,
     Path(namespace): Path<String>,
-) -> Result<Response, RestError> {
-    index
-        .run(move |index| index.delete_namespace(&namespace))
-        .await?;
-    Ok(ok(&serde_json::Map::new()))
+) -> Result<Encoded<json::Empty>, RestError> {
+    let request = DeleteNamespaceRequest { namespace };
+    Ok(index.delete_namespace(&caller, request).await?)
 }
 
 async fn not_implemented(request: Request) -> RestError {
@@ -478,59 +237,86 @@ async fn method_not_allowed(request: Request) -> RestError {
     )
 }
 
-/// Fetched records keyed by id, as Pinecone's responses carry them.
-fn vector_map(records: Vec<Record>) -> BTreeMap<String, json::Vector> {
-    records
-        .into_iter()
-        .map(|record| {
-            let Record {
-                id,
-                values,
-                sparse_values,
-                metadata: stored,
-            } = record;
-            let vector = json::Vector {
-                id: id.clone(),
-                values,
-                sparse_values: sparse_values.map(Into::into),
-                metadata: metadata(stored),
-            };
-            (id, vector)
-        })
-        .collect()
-}
+/// The caller of a REST request: the principal the auth layer attached and the API version
+/// it sent.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
 
-fn pagination(next: Option<String>) -> Option<json::Pagination> {
-    next.map(|next| json::Pagination { next })
-}
-
-fn namespace_description(info: NamespaceInfo, default_name: &str) -> json::NamespaceDescription {
-    let NamespaceInfo {
-        name,
-        record_count,
-        size_bytes,
-        schema_fields,
-    } = info;
-    json::NamespaceDescription {
-        name: display_namespace(name, default_name),
-        record_count,
-        schema: schema_fields.as_ref().map(|fields| json::NamespaceSchema {
-            fields: fields
-                .iter()
-                .map(|f| (f.clone(), json::FieldProperties { filterable: true }))
-                .collect(),
-        }),
-        indexed_fields: schema_fields.map(|fields| json::IndexedFields { fields }),
-        size_bytes,
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Self::Rejection> {
+        Ok(Caller::new(
+            parts.extensions.get::<Principal>(),
+            parts
+                .headers
+                .get(API_VERSION_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        ))
     }
 }
 
-fn default_namespace(headers: &HeaderMap) -> &'static str {
-    default_namespace_name(
-        headers
-            .get(API_VERSION_HEADER)
-            .and_then(|v| v.to_str().ok()),
-    )
+/// The decoded `key=value` pairs of a request's query string, in order (`ids=a&ids=b` gives
+/// two): the parameters of the `GET` routes.
+struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Params, RestError> {
+        query_pairs(parts.uri.query()).map(Params)
+    }
+}
+
+/// `GET /vectors/fetch?ids=a&ids=b&namespace=`.
+impl TryFrom<Params> for FetchRequest {
+    type Error = RestError;
+
+    fn try_from(Params(pairs): Params) -> Result<FetchRequest, RestError> {
+        let mut request = FetchRequest::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "ids" => request.ids.push(value),
+                "namespace" => request.namespace = value,
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// `GET /vectors/list?namespace=&prefix=&limit=&paginationToken=`.
+impl TryFrom<Params> for ListRequest {
+    type Error = RestError;
+
+    fn try_from(Params(pairs): Params) -> Result<ListRequest, RestError> {
+        let mut request = ListRequest::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "namespace" => request.namespace = value,
+                "prefix" => request.prefix = Some(value),
+                "limit" => request.limit = Some(parse_limit(&value)?),
+                "paginationToken" | "pagination_token" => request.pagination_token = Some(value),
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// `GET /namespaces?prefix=&limit=&paginationToken=`.
+impl TryFrom<Params> for ListNamespacesRequest {
+    type Error = RestError;
+
+    fn try_from(Params(pairs): Params) -> Result<ListNamespacesRequest, RestError> {
+        let mut request = ListNamespacesRequest::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "prefix" => request.prefix = Some(value),
+                "limit" => request.limit = Some(parse_limit(&value)?),
+                "paginationToken" | "pagination_token" => request.pagination_token = Some(value),
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
 }
 
 /// The decoded `key=value` pairs of a query string, in order (`ids=a&ids=b` gives two).
@@ -568,34 +354,36 @@ fn parse_limit(value: &str) -> Result<u32, RestError> {
     })
 }
 
-/// `value` as a 200 JSON response, encoded here (small answers; answers with records are
-/// encoded on the query pool, see [`encode`]).
-fn ok(value: &impl Serialize) -> Response {
-    match encode(value) {
-        Ok(body) => ok_encoded(body),
-        Err(err) => RestError::from(err).into_response(),
+/// A 200 answer: the JSON of the wire answer `W`, encoded by the facade on the thread that
+/// ran the engine call (see [`FromAnswer`]).
+pub struct Encoded<W> {
+    body: Vec<u8>,
+    wire: PhantomData<fn() -> W>,
+}
+
+impl<T, W> FromAnswer<T> for Encoded<W>
+where
+    W: From<T> + Serialize + 'static,
+{
+    fn from_answer(answer: T) -> larch_engine::Result<Self> {
+        let body = serde_json::to_vec(&W::from(answer))
+            .map_err(|err| larch_engine::Error::Internal(format!("cannot encode JSON: {err}")))?;
+        Ok(Encoded {
+            body,
+            wire: PhantomData,
+        })
     }
 }
 
-/// `value` as JSON, for a 200 answer.
-fn encode(value: &impl Serialize) -> larch_engine::Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|err| larch_engine::Error::Internal(format!("cannot encode JSON: {err}")))
-}
-
-/// A 200 response of the JSON `body`.
-fn ok_encoded(body: Vec<u8>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
-}
-
-/// The id of the API key that authenticated the request (attached by the auth layer).
-fn key_id(principal: Option<&Extension<Principal>>) -> Option<&str> {
-    principal.map(|Extension(principal)| principal.key_id.as_str())
+impl<W> IntoResponse for Encoded<W> {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body,
+        )
+            .into_response()
+    }
 }
 
 /// A data-plane error response in the gRPC-gateway shape: `{"code","message","details":[]}`.
