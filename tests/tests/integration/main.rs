@@ -13,6 +13,7 @@ mod auth;
 mod control;
 mod data;
 mod durability;
+mod edge;
 mod exploration;
 mod filters;
 mod hostile;
