@@ -539,6 +539,53 @@ mod tests {
         assert!(err.message().starts_with("filter.x: "), "{}", err.message());
     }
 
+    #[tokio::test]
+    async fn a_query_without_values_or_metadata_carries_neither_to_the_wire() {
+        use std::sync::Arc;
+        let engine = Arc::new(larch_engine::Engine::new());
+        let config = larch_engine::IndexConfig {
+            dimension: larch_engine::Dimension::new(2).expect("dimension"),
+            metric: larch_engine::Metric::Cosine,
+        };
+        engine.create_index("q", config).expect("index");
+        let handle = crate::api::IndexHandle::new(engine, "q");
+        let caller = crate::api::Caller::default();
+        let upsert = UpsertRequest::from_proto(pb::UpsertRequest {
+            vectors: vec![pb::Vector {
+                id: "v".into(),
+                values: vec![1.0, 0.5],
+                sparse_values: None,
+                metadata: Some(Struct {
+                    fields: [("genre".to_owned(), value(Kind::StringValue("drama".into())))]
+                        .into_iter()
+                        .collect(),
+                }),
+            }],
+            namespace: String::new(),
+        })
+        .expect("upsert");
+        let _: pb::UpsertResponse = handle.upsert(&caller, upsert).await.expect("upserted");
+        let query = |include: bool| pb::QueryRequest {
+            top_k: 1,
+            vector: vec![1.0, 0.5],
+            include_values: include,
+            include_metadata: include,
+            ..Default::default()
+        };
+        let lean = QueryRequest::from_proto(query(false)).expect("query");
+        assert_eq!(lean.filter, None, "no filter, no JSON object");
+        let answer: pb::QueryResponse = handle.query(&caller, lean).await.expect("answer");
+        let matched = &answer.matches[0];
+        assert_eq!(matched.id, "v");
+        assert!(matched.values.is_empty() && matched.values.capacity() == 0);
+        assert_eq!((&matched.sparse_values, &matched.metadata), (&None, &None));
+        // The same query asking for both gets both: the lean answer left them out on purpose.
+        let full = QueryRequest::from_proto(query(true)).expect("query");
+        let answer: pb::QueryResponse = handle.query(&caller, full).await.expect("answer");
+        assert_eq!(answer.matches[0].values, [1.0, 0.5]);
+        assert!(answer.matches[0].metadata.is_some());
+    }
+
     #[test]
     fn metadata_becomes_struct() {
         let metadata = Metadata::from([
