@@ -479,3 +479,129 @@ fn recover(
     catalog.confirm_removed(&deleted)?;
     Ok(catalog)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    fn config(dir: &Path) -> Config {
+        Config {
+            api_key: Some(ApiKey::generate().as_str().to_owned()),
+            ..Config::ephemeral(dir)
+        }
+    }
+
+    /// Polls the control plane's gRPC health until SERVING (the deadline only bounds a
+    /// failure).
+    async fn wait_serving(addr: SocketAddr) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never SERVING: {status:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The data dir stays locked while the server runs (a second server is refused, naming
+    /// the lock) until the `shutdown` future has resolved and the drain is over; then it can
+    /// be opened again, with the key set up before and no new key generated.
+    #[tokio::test]
+    async fn a_server_holds_its_data_dir_from_open_until_its_drain_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (shut, shutdown) = tokio::sync::oneshot::channel::<()>();
+        let server = serve(config.clone(), async {
+            let _ = shutdown.await;
+            "test shutdown"
+        })
+        .await
+        .unwrap();
+        assert_ne!(
+            server.control_addr().port(),
+            0,
+            "the bound port is reported"
+        );
+        assert_ne!(server.admin_addr().port(), 0, "the bound port is reported");
+        wait_serving(server.control_addr()).await;
+
+        let second = Embedded::open(config.clone());
+        assert!(
+            matches!(&second, Err(Error::Locked { path, .. }) if path.ends_with("LOCK")),
+            "a second server on the data dir is refused: {:?}",
+            second.err()
+        );
+
+        shut.send(()).unwrap();
+        server.join().await.unwrap();
+        let again = Embedded::open(config).unwrap();
+        assert!(
+            again.generated_key().is_none(),
+            "the configured key is kept"
+        );
+    }
+
+    /// Index data without a catalog is refused before anything is written: no key is
+    /// generated and the directories stay where they are.
+    #[tokio::test]
+    async fn index_data_without_a_catalog_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let movies = dir.path().join(INDEXES_DIR).join("movies");
+        std::fs::create_dir_all(&movies).unwrap();
+        let refused = Embedded::open(Config::ephemeral(dir.path()));
+        match refused {
+            Err(Error::Refused(message)) => {
+                assert!(message.contains("movies"), "names the index: {message}")
+            }
+            Err(other) => panic!("expected a refusal, got {other}"),
+            Ok(_) => panic!("expected a refusal, the server opened"),
+        }
+        assert!(movies.exists(), "nothing is moved");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "LOCK")
+            .collect();
+        assert_eq!(left, [INDEXES_DIR], "no key or catalog was written");
+    }
+
+    /// Without a configured key the first start generates one to show, and a later start on
+    /// the same data dir does not.
+    #[tokio::test]
+    async fn only_a_first_start_without_a_key_generates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Embedded::open(Config::ephemeral(dir.path())).unwrap();
+        let key = first
+            .generated_key()
+            .expect("a key is generated")
+            .as_str()
+            .to_owned();
+        drop(first);
+        let next = Embedded::open(Config::ephemeral(dir.path())).unwrap();
+        assert!(next.generated_key().is_none(), "shown only once");
+        assert!(
+            !std::fs::read_to_string(dir.path().join("bootstrap-key.json"))
+                .unwrap()
+                .contains(&key),
+            "only the key's hash is stored"
+        );
+    }
+}
