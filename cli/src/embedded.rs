@@ -45,6 +45,12 @@ pub const INDEXES_DIR: &str = "indexes";
 /// start (beside [`INDEXES_DIR`], so on the same file system: a rename, never a copy).
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// How long the drain after shutdown may take, unless configured (`--drain-timeout-secs`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Namespaces with fewer records are searched exactly, unless configured (`--ann-min-rows`).
+pub const DEFAULT_ANN_MIN_ROWS: usize = 5000;
+
 /// Everything the embedded server is run with, as values (no setting is changed after
 /// construction).
 #[derive(Debug, Clone)]
@@ -100,9 +106,9 @@ impl Config {
             admin_addr: loopback,
             data_ports: PortPolicy::Ephemeral,
             advertise_host: Ipv4Addr::LOCALHOST.to_string(),
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             flush: FlushPolicy::default(),
-            ann_min_rows: 5000,
+            ann_min_rows: DEFAULT_ANN_MIN_ROWS,
             memory_budget: None,
             api_key: None,
             rate_limit: None,

@@ -35,7 +35,7 @@ pub(crate) struct ServeArgs {
     wal_flush_mb: u64,
     /// Namespaces with fewer records are searched exactly; larger ones get an HNSW graph, built
     /// in the background.
-    #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
+    #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = larch::embedded::DEFAULT_ANN_MIN_ROWS)]
     ann_min_rows: usize,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
@@ -81,7 +81,7 @@ impl TlsArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ServerArgs {
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.
-    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    #[arg(long, env = "LARCH_DRAIN_TIMEOUT_SECS", default_value_t = larch::embedded::DEFAULT_DRAIN_TIMEOUT.as_secs())]
     drain_timeout_secs: u64,
     /// Address of the admin HTTP server: Prometheus `/metrics`, `/healthz`, `/readyz`. Port 0
     /// picks a free port. It has no API keys: keep it off public networks.
