@@ -146,25 +146,28 @@ fn parse_budget(text: &str) -> Result<Budget, String> {
 const AUTO_SHARE: f64 = 0.8;
 
 impl MemoryArgs {
-    /// `engine` with the configured budget, logged.
-    pub(crate) fn apply(&self, engine: larch_engine::Engine) -> larch_engine::Engine {
+    /// The configured budget in bytes (`auto` resolved against the cgroup), logged.
+    pub(crate) fn budget(&self) -> Option<u64> {
         let bytes = match self.memory_budget {
             Budget::Off => None,
             Budget::Bytes(bytes) => Some(bytes),
             Budget::Auto => cgroup_memory_limit().map(|limit| (limit as f64 * AUTO_SHARE) as u64),
         };
         match bytes {
-            Some(bytes) => {
-                tracing::info!(
-                    budget_mib = bytes / (1024 * 1024),
-                    "memory budget on: writes that add data are refused past it"
-                );
-                engine.with_memory_budget(bytes)
-            }
-            None => {
-                tracing::info!("no memory budget (no container memory limit found, or off)");
-                engine
-            }
+            Some(bytes) => tracing::info!(
+                budget_mib = bytes / (1024 * 1024),
+                "memory budget on: writes that add data are refused past it"
+            ),
+            None => tracing::info!("no memory budget (no container memory limit found, or off)"),
+        }
+        bytes
+    }
+
+    /// `engine` with the configured budget, logged.
+    pub(crate) fn apply(&self, engine: larch_engine::Engine) -> larch_engine::Engine {
+        match self.budget() {
+            Some(bytes) => engine.with_memory_budget(bytes),
+            None => engine,
         }
     }
 }

@@ -11,7 +11,10 @@
 //! # Layout
 //! - `main`: argument parsing, logging (`LARCH_LOG`, and `--log-format` of `serve`), exit
 //!   codes (bad configuration, or a data dir it must not start on, exits 64), and the API key from the environment.
-//! - [`serve`]: wiring of catalog, data plane and control plane; signals and drain.
+//! - [`serve`]: the flags of `larch serve` turned into a [`larch::embedded::Config`], run until
+//!   SIGINT/SIGTERM; the wiring of catalog, data plane, control plane and drain is the
+//!   library's [`larch::embedded`] (which the integration tests run too).
+//! - [`split`]: `larch control-plane` and `larch data-plane` (split mode).
 //! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
 
 mod admin;
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<serve::Refused>().is_some() => {
+        Err(err) if matches!(err.downcast_ref(), Some(larch::Error::Refused(_))) => {
             eprintln!("larch: {err:#}");
             ExitCode::from(EX_USAGE)
         }

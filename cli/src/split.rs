@@ -26,10 +26,10 @@ use larch_engine::{Engine, FlushPolicy};
 use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
 
-use crate::serve::{
-    AdminServer, Ended, INDEXES_DIR, ServerArgs, lock_data_dir, serve_until_signal,
-    shutdown_signal, wait_for,
-};
+use larch::embedded::INDEXES_DIR;
+use larch::lifecycle::{AdminServer, Ended, lock_data_dir, serve_until, wait_for};
+
+use crate::serve::{ServerArgs, shutdown_signal};
 
 /// Flags of `larch control-plane`.
 #[derive(Debug, clap::Args)]
@@ -339,8 +339,9 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         Some(doc) => larch_control_plane::split::open_shared_catalog(doc, remote),
         None => larch_control_plane::split::open_catalog(&dir, remote),
     });
-    let signal = match serve_until_signal(recovery, ready, &readiness, &mut control).await? {
-        Ended::Signal(signal) => signal,
+    let ended = serve_until(recovery, ready, &readiness, &mut control, shutdown_signal()).await?;
+    let signal = match ended {
+        Ended::Shutdown(signal) => signal,
         Ended::Stopped => return Ok(()),
     };
     let timeout = args.server.drain_timeout();
@@ -457,8 +458,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let data_plane = RoutedDataPlane::new(engine, keys, metrics);
-    data_plane.set_limits(limits);
+    let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits);
     let listener = tokio::net::TcpListener::bind(args.data_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.data_addr))?;

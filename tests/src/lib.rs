@@ -1,9 +1,9 @@
 //! Test harness for Larch's integration tests.
 //!
-//! [`TestServer::start`] runs the real embedded service in-process — the same
-//! [`larch_control_plane::serve`], [`larch_data_plane::DataPlane`] and catalog the `larch`
-//! binary wires — on `127.0.0.1` port 0 with ephemeral data-plane ports, waits for gRPC health
-//! to report SERVING, and hands out tonic clients that send the API key.
+//! [`TestServer::start`] runs the real embedded service in-process — the very
+//! [`larch::embedded::serve`] that `larch serve` runs, with a [`larch::embedded::Config`] of
+//! its own — on `127.0.0.1` port 0 with ephemeral data-plane ports, waits for gRPC health to
+//! report SERVING, and hands out tonic clients that send the API key.
 //!
 //! # Layout
 //! - [`TestServer`]: start/stop a server; make control-plane and data-plane clients.
@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use larch::embedded::{Config, Embedded, Running};
 use larch_catalog::{Catalog, PortPolicy};
-use larch_control_plane::Metrics;
+use larch_control_plane::{Limits, Metrics};
 use larch_data_plane::DataPlane;
 use larch_proto::control::api_key_service_client::ApiKeyServiceClient;
 use larch_proto::control::index_service_client::IndexServiceClient;
@@ -64,11 +65,7 @@ pub struct TestServer {
     pub control_addr: SocketAddr,
     /// The bootstrap admin key.
     pub key: String,
-    stop: tokio::sync::watch::Sender<bool>,
-    control: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    data_plane: DataPlane,
-    metrics: Metrics,
-    limits: larch_control_plane::Limits,
+    server: Running,
     data_dir: tempfile::TempDir,
 }
 
@@ -86,7 +83,7 @@ impl TestServer {
     pub async fn start_with(configure: impl FnOnce(&larch_auth::KeyStore)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let key = larch_auth::ApiKey::generate().as_str().to_owned();
-        TestServer::start_configured(data_dir, key, configure).await
+        TestServer::start_full(data_dir, key, configure, Limits::default()).await
     }
 
     /// Starts both planes with a new data directory, holding every port to `limits` (one
@@ -94,89 +91,53 @@ impl TestServer {
     pub async fn start_limited(limits: larch_control_plane::LimitSettings) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let key = larch_auth::ApiKey::generate().as_str().to_owned();
-        let limits = larch_control_plane::Limits::new(limits);
-        TestServer::start_full(data_dir, key, |_| {}, limits).await
+        TestServer::start_full(data_dir, key, |_| {}, Limits::new(limits)).await
     }
 
     /// Starts both planes on an existing data directory (recovering what it holds).
     pub async fn start_in(data_dir: tempfile::TempDir, key: String) -> TestServer {
-        TestServer::start_configured(data_dir, key, |_| {}).await
-    }
-
-    async fn start_configured(
-        data_dir: tempfile::TempDir,
-        key: String,
-        configure: impl FnOnce(&larch_auth::KeyStore),
-    ) -> TestServer {
-        TestServer::start_full(
-            data_dir,
-            key,
-            configure,
-            larch_control_plane::Limits::default(),
-        )
-        .await
+        TestServer::start_full(data_dir, key, |_| {}, Limits::default()).await
     }
 
     async fn start_full(
         data_dir: tempfile::TempDir,
         key: String,
         configure: impl FnOnce(&larch_auth::KeyStore),
-        limits: larch_control_plane::Limits,
+        limits: Limits,
     ) -> TestServer {
-        let larch_auth::Bootstrap {
-            store: keys, admin, ..
-        } = larch_auth::bootstrap(data_dir.path(), Some(&key)).unwrap();
-        configure(&keys);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let control_addr = listener.local_addr().unwrap();
-        let engine = larch_engine::Engine::open(data_dir.path().join("indexes"));
-        // Both planes share one registry, as in the binary.
-        let metrics = Metrics::new();
-        let data_plane = DataPlane::new(engine, keys.clone(), control_addr.ip(), metrics.clone());
-        data_plane.set_limits(limits.clone());
-        let catalog = Arc::new(
-            Catalog::open(
-                data_dir.path(),
-                Arc::new(data_plane.clone()),
-                PortPolicy::Ephemeral,
-                "127.0.0.1",
-            )
-            .unwrap(),
-        );
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let control = tokio::spawn(larch_control_plane::serve(
-            listener,
-            async move { Some(catalog) },
-            Arc::new(admin),
-            metrics.clone(),
-            limits.clone(),
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        ));
-        let server = TestServer {
-            control_addr,
-            key,
-            stop,
-            control,
-            data_plane,
-            metrics,
+        let config = Config {
+            api_key: Some(key.clone()),
             limits,
+            ..Config::ephemeral(data_dir.path())
+        };
+        let embedded = Embedded::open(config).unwrap();
+        configure(embedded.keys());
+        // Stopped by `Running::stop`, never by a signal.
+        let server = embedded.start(std::future::pending()).await.unwrap();
+        let server = TestServer {
+            control_addr: server.control_addr(),
+            key,
+            server,
             data_dir,
         };
         wait_serving(&server.control_addr.to_string()).await;
         server
     }
 
+    /// The admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
     /// The data plane, to check what reached the engine where no RPC shows it.
     pub fn data_plane(&self) -> &DataPlane {
-        &self.data_plane
+        self.server.data_plane()
     }
 
     /// The engine's storage name of index `name` (of any project): its directory and the name
     /// the engine knows it by, which carries its incarnation.
     pub fn storage_name(&self, name: &str) -> String {
-        self.data_plane
+        self.data_plane()
             .engine()
             .index_names()
             .expect("the engine lists its indexes")
@@ -189,13 +150,13 @@ impl TestServer {
     }
 
     /// The limits every port is held to (e.g. to see how many queries a key has running).
-    pub fn limits(&self) -> &larch_control_plane::Limits {
-        &self.limits
+    pub fn limits(&self) -> &Limits {
+        self.server.limits()
     }
 
     /// The metrics both planes record into (what the binary's `/metrics` would show).
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.server.metrics()
     }
 
     /// A control-plane client sending the admin key.
@@ -289,9 +250,7 @@ impl TestServer {
 
     /// Graceful stop that hands back the data directory and key, for a restart.
     pub async fn stop_keeping_data(self) -> (tempfile::TempDir, String) {
-        let _ = self.stop.send(true);
-        self.control.await.unwrap().unwrap();
-        self.data_plane.shutdown(Duration::from_secs(5)).await;
+        self.server.stop().await.unwrap();
         (self.data_dir, self.key)
     }
 

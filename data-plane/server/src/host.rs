@@ -3,7 +3,9 @@
 //! Opening an index binds its port synchronously (so the catalog learns at once whether the
 //! port is free), applies the catalog's search parameters and spawns [`crate::serve_index`] on
 //! the runtime. Dropping an index stops its server gracefully and frees its memory once
-//! in-flight requests finish.
+//! in-flight requests finish. How every port is bound and served (IP, TLS, limits) is given
+//! at construction as [`IndexPorts`], so the ports recovery opens first are served like later
+//! ones.
 //!
 //! Indexes come as [`IndexKey`]s (project and name); the engine, its data directories and the
 //! server map know each by [`IndexKey::storage_name`], so indexes of the same name in two
@@ -30,6 +32,30 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// How a [`DataPlane`] opens and serves its index ports.
+#[derive(Debug, Clone)]
+pub struct IndexPorts {
+    /// The IP index ports are bound on.
+    pub bind_ip: IpAddr,
+    /// TLS for every index port (`None`: plaintext, HTTP/1.1 and h2c).
+    pub tls: Option<larch_observe::Tls>,
+    /// Request limits of every index port. Pass the control plane's (a clone shares its
+    /// in-flight budget) to hold every port of the process to one budget.
+    pub limits: Limits,
+}
+
+impl IndexPorts {
+    /// Plaintext ports on `bind_ip` with the default limits and an in-flight budget of their
+    /// own.
+    pub fn plain(bind_ip: IpAddr) -> IndexPorts {
+        IndexPorts {
+            bind_ip,
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// Every index of this node and the server of each.
 #[derive(Clone)]
 pub struct DataPlane {
@@ -40,48 +66,42 @@ struct Inner {
     engine: Arc<Engine>,
     keys: KeyStore,
     metrics: Metrics,
-    bind_ip: IpAddr,
-    /// TLS for every index port, once set (see [`DataPlane::set_tls`]).
-    tls: std::sync::OnceLock<larch_observe::Tls>,
-    /// Request limits of every index port (see [`DataPlane::set_limits`]).
-    limits: std::sync::OnceLock<Limits>,
+    /// How every index port is bound and served, fixed at construction so the ports recovery
+    /// opens first are served exactly like those opened later.
+    ports: IndexPorts,
     runtime: Handle,
     /// By storage name.
     servers: Mutex<HashMap<String, Running>>,
 }
 
 impl DataPlane {
-    /// A data plane serving the indexes of `engine`, binding index ports on `bind_ip`,
+    /// A data plane serving the indexes of `engine` on plaintext ports of `bind_ip` with the
+    /// default limits ([`IndexPorts::plain`]); see [`DataPlane::with_ports`].
+    pub fn new(engine: Engine, keys: KeyStore, bind_ip: IpAddr, metrics: Metrics) -> DataPlane {
+        DataPlane::with_ports(engine, keys, metrics, IndexPorts::plain(bind_ip))
+    }
+
+    /// A data plane serving the indexes of `engine` on index ports opened as `ports` says,
     /// checking requests against `keys` and counting them in `metrics` (which also reports
     /// each index's vectors and bytes from now on). Must be called inside a Tokio runtime:
     /// servers are spawned on it.
-    pub fn new(engine: Engine, keys: KeyStore, bind_ip: IpAddr, metrics: Metrics) -> DataPlane {
+    pub fn with_ports(
+        engine: Engine,
+        keys: KeyStore,
+        metrics: Metrics,
+        ports: IndexPorts,
+    ) -> DataPlane {
         metrics.watch_engine(engine.clone());
         DataPlane {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 keys,
                 metrics,
-                bind_ip,
-                tls: std::sync::OnceLock::new(),
-                limits: std::sync::OnceLock::new(),
+                ports,
                 runtime: Handle::current(),
                 servers: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    /// Serves every index port opened from now on over TLS (set once, before recovery opens
-    /// stored indexes; a second call is ignored).
-    pub fn set_tls(&self, tls: larch_observe::Tls) {
-        let _ = self.inner.tls.set(tls);
-    }
-
-    /// Holds every index port opened from now on to `limits` (set once, before recovery opens
-    /// stored indexes; a second call is ignored). Unset: the default limits, with an in-flight
-    /// budget of the data plane's own.
-    pub fn set_limits(&self, limits: Limits) {
-        let _ = self.inner.limits.set(limits);
     }
 
     /// The engine holding every index's data.
@@ -170,7 +190,7 @@ impl DataPlane {
     }
 
     fn bind(&self, port: u16) -> Result<tokio::net::TcpListener, AttachError> {
-        let addr = SocketAddr::new(self.inner.bind_ip, port);
+        let addr = SocketAddr::new(self.inner.ports.bind_ip, port);
         let listener = std::net::TcpListener::bind(addr).map_err(|err| match err.kind() {
             io::ErrorKind::AddrInUse => AttachError::PortInUse,
             _ => AttachError::Failed(format!("cannot listen on {addr}: {err}")),
@@ -210,9 +230,9 @@ impl DataPlaneHost for DataPlane {
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();
         let metrics = self.inner.metrics.clone();
-        let limits = self.inner.limits.get_or_init(Limits::default).clone();
+        let limits = self.inner.ports.limits.clone();
         let served = key.clone();
-        let listener = larch_observe::Listener::new(listener, self.inner.tls.get().cloned());
+        let listener = larch_observe::Listener::new(listener, self.inner.ports.tls.clone());
         let task = self.inner.runtime.spawn(async move {
             let shutdown = async {
                 // A dropped sender (data plane gone) also stops the server.

@@ -61,7 +61,7 @@ use tonic::service::Routes;
 
 use crate::api::IndexHandle;
 
-pub use host::DataPlane;
+pub use host::{DataPlane, IndexPorts};
 /// The metrics registry requests are recorded into, and the request limits (re-exported: they
 /// are in the signatures).
 pub use larch_observe::{Limits, Metrics};

@@ -83,7 +83,7 @@ struct Inner {
     keys: KeyStore,
     metrics: Metrics,
     /// Request limits of the port, for index routes and internal calls alike.
-    limits: std::sync::OnceLock<Limits>,
+    limits: Limits,
     /// Lower-case host name (no port) → the index served there.
     routes: RwLock<HashMap<String, Route>>,
     /// Serializes attach, detach and reconcile: a control-plane call that timed out may still
@@ -103,17 +103,28 @@ struct Route {
 }
 
 impl RoutedDataPlane {
-    /// A data plane over `engine`, checking requests against `keys` (which the sync loop
-    /// keeps equal to the control plane's) and counting them in `metrics` (which also reports
-    /// the engine's indexes).
+    /// A data plane over `engine` with the default limits; see
+    /// [`RoutedDataPlane::with_limits`].
     pub fn new(engine: Engine, keys: KeyStore, metrics: Metrics) -> RoutedDataPlane {
+        RoutedDataPlane::with_limits(engine, keys, metrics, Limits::default())
+    }
+
+    /// A data plane over `engine`, checking requests against `keys` (which the sync loop
+    /// keeps equal to the control plane's), counting them in `metrics` (which also reports
+    /// the engine's indexes) and holding every request of its port to `limits`.
+    pub fn with_limits(
+        engine: Engine,
+        keys: KeyStore,
+        metrics: Metrics,
+        limits: Limits,
+    ) -> RoutedDataPlane {
         metrics.watch_engine(engine.clone());
         RoutedDataPlane {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 keys,
                 metrics,
-                limits: std::sync::OnceLock::new(),
+                limits,
                 routes: RwLock::new(HashMap::new()),
                 changes: std::sync::Mutex::new(()),
                 keys_pulled: std::sync::Mutex::new(None),
@@ -122,14 +133,8 @@ impl RoutedDataPlane {
         }
     }
 
-    /// Holds every request to `limits` (set once, before serving; a second call is ignored).
-    /// Unset: the default limits.
-    pub fn set_limits(&self, limits: Limits) {
-        let _ = self.inner.limits.set(limits);
-    }
-
     fn limits(&self) -> &Limits {
-        self.inner.limits.get_or_init(Limits::default)
+        &self.inner.limits
     }
 
     /// The engine holding every index's data.
