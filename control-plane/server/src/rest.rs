@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use larch_auth::http::{HttpAuth, require_key};
 use larch_auth::{KeyStore, Principal};
+use larch_catalog::IndexRecord;
 use larch_engine::ErrorCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,7 +90,7 @@ async fn create_index(
     Json(body): Json<CreateIndexBody>,
 ) -> Result<Response, RestError> {
     let record = indexes.create(&principal, body).await?;
-    Ok(json(StatusCode::CREATED, &IndexModel::new(record, version)))
+    Ok(index(StatusCode::CREATED, record, version))
 }
 
 async fn describe_index(
@@ -99,7 +100,7 @@ async fn describe_index(
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
     let record = indexes.describe(&principal, &name).await?;
-    Ok(json(StatusCode::OK, &IndexModel::new(record, version)))
+    Ok(index(StatusCode::OK, record, version))
 }
 
 async fn configure_index(
@@ -111,10 +112,7 @@ async fn configure_index(
 ) -> Result<Response, RestError> {
     let call = ConfigureIndexCall { name, body };
     let record = indexes.configure(&principal, call).await?;
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &IndexModel::new(record, version),
-    ))
+    Ok(index(StatusCode::ACCEPTED, record, version))
 }
 
 async fn delete_index(
@@ -165,6 +163,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Version {
             header.and_then(|v| v.to_str().ok()),
         )))
     }
+}
+
+/// `record` as a JSON response in the shape of `version`.
+fn index(status: StatusCode, record: IndexRecord, version: ApiVersion) -> Response {
+    json(status, &IndexModel::new(record, version))
 }
 
 /// `value` as a JSON response.

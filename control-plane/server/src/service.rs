@@ -96,7 +96,7 @@ impl IndexService for IndexApi {
 
 /// The caller (UNAUTHENTICATED without one: the route is not behind the auth layer) and the
 /// message of `request`.
-fn decode<T>(request: Request<T>) -> Result<(Principal, T), Status> {
+pub(crate) fn decode<T>(request: Request<T>) -> Result<(Principal, T), Status> {
     let principal = larch_auth::grpc::principal(&request)?.clone();
     Ok((principal, request.into_inner()))
 }
