@@ -1,6 +1,10 @@
 //! `larch.control.v1.ApiKeyService` and `ProjectService`: protobuf in, one
 //! [`larch_auth::Admin`] call, protobuf out. Admin keys only (the auth layer refuses others
 //! before a handler runs, and [`Admin`] checks again).
+//!
+//! [`Admin`] is the facade (it authorizes and changes the access state); [`AdminApi`] runs its
+//! calls on the blocking pool. The protobuf ⇄ [`larch_auth`] conversions are the `From` impls
+//! at the end of this module, through [`Proto`].
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use larch_proto::control::{
 use tonic::{Request, Response, Status};
 
 use crate::indexes::Indexes;
+use crate::service::{Proto, decode};
 
 /// The admin services over the shared [`Admin`] and, to refuse deleting a project that still
 /// has indexes, the catalog.
@@ -48,163 +53,10 @@ impl AdminApi {
             })?
             .map_err(Status::from)
     }
-}
 
-fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
-    larch_auth::grpc::principal(request).cloned()
-}
-
-#[tonic::async_trait]
-impl ApiKeyService for AdminApi {
-    async fn create_api_key(
-        &self,
-        request: Request<CreateApiKeyRequest>,
-    ) -> Result<Response<CreateApiKeyResponse>, Status> {
-        let principal = caller(&request)?;
-        let CreateApiKeyRequest {
-            name,
-            roles,
-            project_id,
-            index_names,
-            expires_at,
-        } = request.into_inner();
-        let new = NewKey {
-            name,
-            roles,
-            project_id,
-            index_names,
-            expires_at,
-        };
-        let (info, key) = self
-            .run(principal, move |admin, actor| admin.create_key(actor, new))
-            .await?;
-        Ok(Response::new(CreateApiKeyResponse {
-            key: Some(api_key(info)),
-            value: key.as_str().to_owned(),
-        }))
-    }
-
-    async fn list_api_keys(
-        &self,
-        request: Request<ListApiKeysRequest>,
-    ) -> Result<Response<ListApiKeysResponse>, Status> {
-        let principal = caller(&request)?;
-        let ListApiKeysRequest { project_id } = request.into_inner();
-        // On the blocking pool too: with shared state, reading starts by catching up with the
-        // store.
-        let keys = self
-            .run(principal, move |admin, actor| {
-                admin.list_keys(actor, &project_id)
-            })
-            .await?;
-        Ok(Response::new(ListApiKeysResponse {
-            keys: keys.into_iter().map(api_key).collect(),
-        }))
-    }
-
-    async fn describe_api_key(
-        &self,
-        request: Request<DescribeApiKeyRequest>,
-    ) -> Result<Response<ApiKey>, Status> {
-        let principal = caller(&request)?;
-        let DescribeApiKeyRequest { id } = request.into_inner();
-        let info = self
-            .run(principal, move |admin, actor| {
-                admin.describe_key(actor, &id)
-            })
-            .await?;
-        Ok(Response::new(api_key(info)))
-    }
-
-    async fn update_api_key(
-        &self,
-        request: Request<UpdateApiKeyRequest>,
-    ) -> Result<Response<ApiKey>, Status> {
-        let principal = caller(&request)?;
-        let UpdateApiKeyRequest {
-            id,
-            name,
-            roles,
-            index_names,
-            all_indexes,
-        } = request.into_inner();
-        let update = KeyUpdate {
-            id,
-            name,
-            roles,
-            index_names,
-            all_indexes,
-        };
-        let info = self
-            .run(principal, move |admin, actor| {
-                admin.update_key(actor, update)
-            })
-            .await?;
-        Ok(Response::new(api_key(info)))
-    }
-
-    async fn revoke_api_key(
-        &self,
-        request: Request<RevokeApiKeyRequest>,
-    ) -> Result<Response<RevokeApiKeyResponse>, Status> {
-        let principal = caller(&request)?;
-        let RevokeApiKeyRequest { id } = request.into_inner();
-        self.run(principal, move |admin, actor| admin.revoke_key(actor, &id))
-            .await?;
-        Ok(Response::new(RevokeApiKeyResponse {}))
-    }
-}
-
-#[tonic::async_trait]
-impl ProjectService for AdminApi {
-    async fn create_project(
-        &self,
-        request: Request<CreateProjectRequest>,
-    ) -> Result<Response<Project>, Status> {
-        let principal = caller(&request)?;
-        let CreateProjectRequest { name } = request.into_inner();
-        let project = self
-            .run(principal, move |admin, actor| {
-                admin.create_project(actor, &name)
-            })
-            .await?;
-        Ok(Response::new(project_model(project)))
-    }
-
-    async fn list_projects(
-        &self,
-        request: Request<ListProjectsRequest>,
-    ) -> Result<Response<ListProjectsResponse>, Status> {
-        let principal = caller(&request)?;
-        let ListProjectsRequest {} = request.into_inner();
-        let projects = self
-            .run(principal, |admin, actor| admin.list_projects(actor))
-            .await?;
-        Ok(Response::new(ListProjectsResponse {
-            projects: projects.into_iter().map(project_model).collect(),
-        }))
-    }
-
-    async fn describe_project(
-        &self,
-        request: Request<DescribeProjectRequest>,
-    ) -> Result<Response<Project>, Status> {
-        let principal = caller(&request)?;
-        let DescribeProjectRequest { id } = request.into_inner();
-        let project = self
-            .run(principal, move |admin, actor| {
-                admin.describe_project(actor, &id)
-            })
-            .await?;
-        Ok(Response::new(project_model(project)))
-    }
-
-    async fn delete_project(
-        &self,
-        request: Request<DeleteProjectRequest>,
-    ) -> Result<Response<DeleteProjectResponse>, Status> {
-        let principal = caller(&request)?;
-        let DeleteProjectRequest { id } = request.into_inner();
+    /// Deletes project `id` for `principal` once the catalog, recovered, says it holds no
+    /// index.
+    async fn delete_empty_project(&self, principal: Principal, id: String) -> Result<(), Status> {
         // Only a recovered catalog can say whether the project still has indexes (counted on
         // the blocking pool: a shared catalog reads its store first).
         let (indexes, project) = (self.indexes.clone(), id.clone());
@@ -223,43 +75,213 @@ impl ProjectService for AdminApi {
                 indexes.index_count(project).unwrap_or(usize::MAX)
             })
         })
-        .await?;
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl ApiKeyService for AdminApi {
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        let (principal, request) = decode(request)?;
+        let new = NewKey::from(Proto(request));
+        let created = self.run(principal, |admin, actor| admin.create_key(actor, new));
+        Ok(encode(created.await?))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        let (principal, ListApiKeysRequest { project_id }) = decode(request)?;
+        let keys = self.run(principal, move |admin, actor| {
+            admin.list_keys(actor, &project_id)
+        });
+        Ok(encode(keys.await?))
+    }
+
+    async fn describe_api_key(
+        &self,
+        request: Request<DescribeApiKeyRequest>,
+    ) -> Result<Response<ApiKey>, Status> {
+        let (principal, DescribeApiKeyRequest { id }) = decode(request)?;
+        let key = self.run(principal, move |admin, actor| {
+            admin.describe_key(actor, &id)
+        });
+        Ok(encode(key.await?))
+    }
+
+    async fn update_api_key(
+        &self,
+        request: Request<UpdateApiKeyRequest>,
+    ) -> Result<Response<ApiKey>, Status> {
+        let (principal, request) = decode(request)?;
+        let update = KeyUpdate::from(Proto(request));
+        let key = self.run(principal, |admin, actor| admin.update_key(actor, update));
+        Ok(encode(key.await?))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<RevokeApiKeyResponse>, Status> {
+        let (principal, RevokeApiKeyRequest { id }) = decode(request)?;
+        self.run(principal, move |admin, actor| admin.revoke_key(actor, &id))
+            .await?;
+        Ok(Response::new(RevokeApiKeyResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl ProjectService for AdminApi {
+    async fn create_project(
+        &self,
+        request: Request<CreateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        let (principal, CreateProjectRequest { name }) = decode(request)?;
+        let project = self.run(principal, move |admin, actor| {
+            admin.create_project(actor, &name)
+        });
+        Ok(encode(project.await?))
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
+        let (principal, ListProjectsRequest {}) = decode(request)?;
+        let projects = self.run(principal, |admin, actor| admin.list_projects(actor));
+        Ok(encode(projects.await?))
+    }
+
+    async fn describe_project(
+        &self,
+        request: Request<DescribeProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        let (principal, DescribeProjectRequest { id }) = decode(request)?;
+        let project = self.run(principal, move |admin, actor| {
+            admin.describe_project(actor, &id)
+        });
+        Ok(encode(project.await?))
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<DeleteProjectRequest>,
+    ) -> Result<Response<DeleteProjectResponse>, Status> {
+        let (principal, DeleteProjectRequest { id }) = decode(request)?;
+        self.delete_empty_project(principal, id).await?;
         Ok(Response::new(DeleteProjectResponse {}))
     }
 }
 
-fn api_key(info: KeyInfo) -> ApiKey {
-    let KeyInfo {
-        id,
-        name,
-        project_id,
-        roles,
-        index_names,
-        created_at,
-        expires_at,
-        admin,
-    } = info;
-    ApiKey {
-        id,
-        name,
-        project_id,
-        roles: roles.iter().map(ToString::to_string).collect(),
-        index_names,
-        created_at: created_at.map(|t| t.to_string()).unwrap_or_default(),
-        expires_at: expires_at.map(|t| t.to_string()).unwrap_or_default(),
-        admin,
+/// An answer of [`Admin`] as a gRPC response.
+fn encode<T, M: From<Proto<T>>>(answer: T) -> Response<M> {
+    Response::new(M::from(Proto(answer)))
+}
+
+impl From<Proto<CreateApiKeyRequest>> for NewKey {
+    fn from(Proto(request): Proto<CreateApiKeyRequest>) -> NewKey {
+        let CreateApiKeyRequest {
+            name,
+            roles,
+            project_id,
+            index_names,
+            expires_at,
+        } = request;
+        NewKey {
+            name,
+            roles,
+            project_id,
+            index_names,
+            expires_at,
+        }
     }
 }
 
-fn project_model(project: ProjectRecord) -> Project {
-    let ProjectRecord {
-        id,
-        name,
-        created_at,
-    } = project;
-    Project {
-        id,
-        name,
-        created_at: created_at.to_string(),
+impl From<Proto<UpdateApiKeyRequest>> for KeyUpdate {
+    fn from(Proto(request): Proto<UpdateApiKeyRequest>) -> KeyUpdate {
+        let UpdateApiKeyRequest {
+            id,
+            name,
+            roles,
+            index_names,
+            all_indexes,
+        } = request;
+        KeyUpdate {
+            id,
+            name,
+            roles,
+            index_names,
+            all_indexes,
+        }
+    }
+}
+
+impl From<Proto<(KeyInfo, larch_auth::ApiKey)>> for CreateApiKeyResponse {
+    fn from(Proto((info, key)): Proto<(KeyInfo, larch_auth::ApiKey)>) -> CreateApiKeyResponse {
+        CreateApiKeyResponse {
+            key: Some(Proto(info).into()),
+            // The only time the secret is sent.
+            value: key.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<Proto<Vec<KeyInfo>>> for ListApiKeysResponse {
+    fn from(Proto(keys): Proto<Vec<KeyInfo>>) -> ListApiKeysResponse {
+        ListApiKeysResponse {
+            keys: keys.into_iter().map(|info| Proto(info).into()).collect(),
+        }
+    }
+}
+
+impl From<Proto<KeyInfo>> for ApiKey {
+    fn from(Proto(info): Proto<KeyInfo>) -> ApiKey {
+        let KeyInfo {
+            id,
+            name,
+            project_id,
+            roles,
+            index_names,
+            created_at,
+            expires_at,
+            admin,
+        } = info;
+        ApiKey {
+            id,
+            name,
+            project_id,
+            roles: roles.iter().map(ToString::to_string).collect(),
+            index_names,
+            created_at: created_at.map(|t| t.to_string()).unwrap_or_default(),
+            expires_at: expires_at.map(|t| t.to_string()).unwrap_or_default(),
+            admin,
+        }
+    }
+}
+
+impl From<Proto<Vec<ProjectRecord>>> for ListProjectsResponse {
+    fn from(Proto(projects): Proto<Vec<ProjectRecord>>) -> ListProjectsResponse {
+        ListProjectsResponse {
+            projects: projects.into_iter().map(|p| Proto(p).into()).collect(),
+        }
+    }
+}
+
+impl From<Proto<ProjectRecord>> for Project {
+    fn from(Proto(project): Proto<ProjectRecord>) -> Project {
+        let ProjectRecord {
+            id,
+            name,
+            created_at,
+        } = project;
+        Project {
+            id,
+            name,
+            created_at: created_at.to_string(),
+        }
     }
 }

@@ -1,15 +1,25 @@
 //! [`Indexes`]: the control plane's one service, shared by the gRPC and REST transports.
 //!
-//! Both transports translate their wire message into a [`larch_catalog`] request, make one
-//! call here and translate the [`IndexRecord`] back; every rule lives in the catalog. Errors
-//! come back as a [`Failure`] with a transport-neutral [`ErrorCode`], which each transport
-//! maps to its own status in one place.
+//! Each operation is one method taking the caller's [`Principal`] and a domain request
+//! ([`CreateIndex`], [`ConfigureIndex`], an index name) and answering an [`IndexRecord`] or a
+//! [`Failure`]; the transports only decode their wire message, call, and encode the answer.
+//! Every rule lives in the catalog. Errors carry a transport-neutral [`ErrorCode`], which each
+//! transport maps to its own status in one place.
 //!
 //! Every call is scoped to a project — the caller's, `Principal::project_id` — so a caller
-//! sees and changes only its own project's indexes. Before a call names an index, the
-//! transport checks the caller's index allow-list (and roles) with [`authorize`]; a refusal is
-//! [`Failure::Denied`]. Lists keep only the indexes the caller [may see](Principal::may_see).
+//! sees and changes only its own project's indexes. Each call runs the same steps, in the same
+//! order for every transport:
+//! 1. **authorize**: the caller's roles and index allow-list must admit the action on the
+//!    index the request names (a refusal is [`Failure::Denied`]), so a restricted key learns
+//!    nothing about an index it may not use — not whether it exists, nor what is wrong with
+//!    its request;
+//! 2. **translate**: a wire body that is not a catalog request yet (Pinecone's JSON) becomes
+//!    one, or is refused with [`Failure::Unsupported`] (see [`NamesIndex`]);
+//! 3. **call the catalog** on the blocking pool ([`Failure::Recovering`] until it is open).
+//!
+//! Lists keep only the indexes the caller [may see](Principal::may_see).
 
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -78,6 +88,13 @@ impl From<larch_catalog::Error> for Failure {
     }
 }
 
+/// For requests that are catalog requests already: their translation cannot fail.
+impl From<Infallible> for Failure {
+    fn from(never: Infallible) -> Failure {
+        match never {}
+    }
+}
+
 impl From<Denied> for Failure {
     fn from(denied: Denied) -> Failure {
         Failure::Denied(denied)
@@ -88,7 +105,7 @@ impl From<Denied> for Failure {
 /// allow-list (if any) names the index. Checked before the catalog is asked, so a restricted
 /// key learns nothing about indexes it may not use, not even whether they exist.
 /// A refusal is an audit event, as those of the auth layer are.
-pub fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
+fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
     principal.authorize(action, Some(name)).map_err(|denied| {
         let error = larch_auth::Error::Denied(denied.clone());
         larch_auth::audit::denied(principal, action.as_str(), Some(name), &error);
@@ -136,16 +153,6 @@ impl Indexes {
             .map_err(Failure::Catalog)
     }
 
-    /// Creates an index in `project`; it is ready when this returns.
-    pub async fn create(
-        &self,
-        project: &str,
-        request: CreateIndex,
-    ) -> Result<IndexRecord, Failure> {
-        let project = project.to_owned();
-        self.run(move |c| c.create_index(&project, request)).await
-    }
-
     /// Every index of every project (what a split-mode data plane serves).
     pub async fn all(&self) -> Result<Vec<IndexRecord>, Failure> {
         self.run(Catalog::all_indexes).await
@@ -170,42 +177,94 @@ impl Indexes {
         Ok(self.catalog()?.index_count(project)?)
     }
 
-    /// Every index of `project`, ordered by name.
-    pub async fn list(&self, project: &str) -> Result<Vec<IndexRecord>, Failure> {
-        let project = project.to_owned();
-        self.run(move |c| c.list_indexes(&project)).await
+    /// Creates an index in the caller's project; it is ready when this returns.
+    ///
+    /// `request` is the catalog request itself or a wire body that translates to one (and may
+    /// refuse to): either way the caller is authorized for the name it carries first.
+    pub async fn create<R>(&self, principal: &Principal, request: R) -> Result<IndexRecord, Failure>
+    where
+        R: NamesIndex + TryInto<CreateIndex>,
+        Failure: From<R::Error>,
+    {
+        let request = admit(principal, Action::ControlWrite, request)?;
+        let project = principal.project_id.clone();
+        self.run(move |c| c.create_index(&project, request)).await
     }
 
-    /// The indexes of `principal`'s project that it may see, ordered by name.
-    pub async fn list_for(&self, principal: &Principal) -> Result<Vec<IndexRecord>, Failure> {
-        let mut records = self.list(&principal.project_id).await?;
+    /// The indexes of the caller's project that it [may see](Principal::may_see), ordered by
+    /// name.
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<IndexRecord>, Failure> {
+        let project = principal.project_id.clone();
+        let mut records = self.run(move |c| c.list_indexes(&project)).await?;
         records.retain(|record| principal.may_see(record.name.as_str()));
         Ok(records)
     }
 
-    /// One index of `project`.
-    pub async fn describe(&self, project: &str, name: &str) -> Result<IndexRecord, Failure> {
-        let (project, name) = (project.to_owned(), name.to_owned());
+    /// One index of the caller's project.
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<IndexRecord, Failure> {
+        authorize(principal, Action::ControlRead, name)?;
+        let (project, name) = (principal.project_id.clone(), name.to_owned());
         self.run(move |c| c.describe_index(&project, &name)).await
     }
 
     /// Changes deletion protection, merges tags and changes ANN search parameters of an index
-    /// of `project`.
-    pub async fn configure(
+    /// of the caller's project; `request` as for [`Indexes::create`].
+    pub async fn configure<R>(
         &self,
-        project: &str,
-        request: ConfigureIndex,
-    ) -> Result<IndexRecord, Failure> {
-        let project = project.to_owned();
+        principal: &Principal,
+        request: R,
+    ) -> Result<IndexRecord, Failure>
+    where
+        R: NamesIndex + TryInto<ConfigureIndex>,
+        Failure: From<R::Error>,
+    {
+        let request = admit(principal, Action::ControlWrite, request)?;
+        let project = principal.project_id.clone();
         self.run(move |c| c.configure_index(&project, request))
             .await
     }
 
-    /// Deletes an index of `project` and its data.
-    pub async fn delete(&self, project: &str, name: String) -> Result<(), Failure> {
-        let project = project.to_owned();
+    /// Deletes an index of the caller's project and its data.
+    pub async fn delete(&self, principal: &Principal, name: &str) -> Result<(), Failure> {
+        authorize(principal, Action::ControlWrite, name)?;
+        let (project, name) = (principal.project_id.clone(), name.to_owned());
         self.run(move |c| c.delete_index(&project, &name)).await
     }
+}
+
+/// A request that names the index it is about before it is translated to a catalog request,
+/// so the caller can be authorized for that index first.
+pub trait NamesIndex {
+    /// The index the request is about (`""` when the request names none: the catalog then
+    /// refuses it, after authorization).
+    fn index_name(&self) -> &str;
+}
+
+impl NamesIndex for CreateIndex {
+    fn index_name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl NamesIndex for ConfigureIndex {
+    fn index_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `request` translated to its catalog request, once `principal` may do `action` on the
+/// index it names: authorization comes before validation on every transport.
+fn admit<R, T>(principal: &Principal, action: Action, request: R) -> Result<T, Failure>
+where
+    R: NamesIndex + TryInto<T>,
+    Failure: From<R::Error>,
+{
+    authorize(principal, action, request.index_name())?;
+    Ok(request.try_into()?)
 }
 
 /// Pinecone's API version of a request (`X-Pinecone-Api-Version` / `x-pinecone-api-version`):
@@ -365,63 +424,125 @@ mod tests {
         assert_eq!(larch_catalog::DEFAULT_PROJECT, Grant::DEFAULT_PROJECT);
     }
 
+    fn create(name: &str, dimension: i64) -> CreateIndex {
+        CreateIndex {
+            name: name.into(),
+            dimension: Some(dimension),
+            ..Default::default()
+        }
+    }
+
     #[tokio::test]
     async fn calls_work_in_the_callers_project() {
         let indexes = indexes();
-        let create = |dimension| CreateIndex {
-            name: "movies".into(),
-            dimension: Some(dimension),
-            ..Default::default()
-        };
-        indexes
-            .create(Grant::DEFAULT_PROJECT, create(4))
-            .await
-            .unwrap();
-        indexes.create(OTHER, create(8)).await.unwrap();
-        let mine = indexes
-            .describe(Grant::DEFAULT_PROJECT, "movies")
-            .await
-            .unwrap();
-        let theirs = indexes.describe(OTHER, "movies").await.unwrap();
+        let (me, them) = (caller(Grant::DEFAULT_PROJECT, None), caller(OTHER, None));
+        indexes.create(&me, create("movies", 4)).await.unwrap();
+        indexes.create(&them, create("movies", 8)).await.unwrap();
+        let mine = indexes.describe(&me, "movies").await.unwrap();
+        let theirs = indexes.describe(&them, "movies").await.unwrap();
         assert_eq!(
             (mine.config.dimension.get(), theirs.config.dimension.get()),
             (4, 8)
         );
-        indexes.delete(OTHER, "movies".into()).await.unwrap();
+        indexes.delete(&them, "movies").await.unwrap();
         assert!(matches!(
-            indexes.describe(OTHER, "movies").await,
+            indexes.describe(&them, "movies").await,
             Err(Failure::Catalog(larch_catalog::Error::NotFound(_)))
         ));
-        assert_eq!(indexes.list(Grant::DEFAULT_PROJECT).await.unwrap(), [mine]);
+        assert_eq!(indexes.list(&me).await.unwrap(), [mine]);
+        assert!(indexes.list(&them).await.unwrap().is_empty());
+    }
+
+    /// A wire body whose translation always refuses it, as a pod spec in Pinecone's JSON is.
+    struct PodSpec(&'static str);
+
+    impl NamesIndex for PodSpec {
+        fn index_name(&self) -> &str {
+            self.0
+        }
+    }
+
+    impl TryFrom<PodSpec> for CreateIndex {
+        type Error = Failure;
+        fn try_from(_: PodSpec) -> Result<CreateIndex, Failure> {
+            Err(Failure::Unsupported("spec.pod: only serverless".into()))
+        }
+    }
+
+    impl TryFrom<PodSpec> for ConfigureIndex {
+        type Error = Failure;
+        fn try_from(_: PodSpec) -> Result<ConfigureIndex, Failure> {
+            Err(Failure::Unsupported("spec: only tags".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn authorization_comes_before_translation_validation_and_recovery() {
+        let indexes = indexes();
+        let restricted = caller(OTHER, Some(&["a"]));
+        // Refused for the name, whatever is wrong with the request.
+        for refused in [
+            indexes.create(&restricted, PodSpec("b")).await.map(drop),
+            indexes.configure(&restricted, PodSpec("b")).await.map(drop),
+            indexes.create(&restricted, create("b", 0)).await.map(drop),
+        ] {
+            assert!(matches!(refused, Err(Failure::Denied(_))), "{refused:?}");
+        }
+        // Allowed: now the translation, then the catalog, refuses it.
+        assert!(matches!(
+            indexes.create(&restricted, PodSpec("a")).await,
+            Err(Failure::Unsupported(_))
+        ));
+        assert!(matches!(
+            indexes.configure(&restricted, PodSpec("a")).await,
+            Err(Failure::Unsupported(_))
+        ));
+        assert!(matches!(
+            indexes.create(&restricted, create("a", 0)).await,
+            Err(Failure::Catalog(_))
+        ));
+        // While recovering, too: a refusal says nothing about the server's state.
+        let recovering = Indexes::recovering();
+        assert!(matches!(
+            recovering.describe(&restricted, "b").await,
+            Err(Failure::Denied(_))
+        ));
+        assert!(matches!(
+            recovering.delete(&restricted, "b").await,
+            Err(Failure::Denied(_))
+        ));
+        assert!(matches!(
+            recovering.create(&restricted, PodSpec("a")).await,
+            Err(Failure::Unsupported(_))
+        ));
+        assert!(matches!(
+            recovering.describe(&restricted, "a").await,
+            Err(Failure::Recovering)
+        ));
     }
 
     #[tokio::test]
     async fn allow_lists_deny_by_name_and_filter_lists() {
         let indexes = indexes();
         for name in ["a", "b", "c"] {
-            let request = CreateIndex {
-                name: name.into(),
-                dimension: Some(4),
-                ..Default::default()
-            };
-            indexes.create(OTHER, request).await.unwrap();
+            indexes
+                .create(&caller(OTHER, None), create(name, 4))
+                .await
+                .unwrap();
         }
         let restricted = caller(OTHER, Some(&["a", "c", "not-created"]));
         let names: Vec<String> = indexes
-            .list_for(&restricted)
+            .list(&restricted)
             .await
             .unwrap()
             .into_iter()
             .map(|record| record.name.to_string())
             .collect();
         assert_eq!(names, ["a", "c"]);
-        assert_eq!(
-            indexes.list_for(&caller(OTHER, None)).await.unwrap().len(),
-            3
-        );
+        assert_eq!(indexes.list(&caller(OTHER, None)).await.unwrap().len(), 3);
         assert!(
             indexes
-                .list_for(&caller("default", None))
+                .list(&caller("default", None))
                 .await
                 .unwrap()
                 .is_empty()

@@ -4,8 +4,10 @@
 //! 2025-10 `dimension`/`metric`/`vector_type`/`spec` and the 2026-07 `schema`/`deployment`
 //! — and the translation picks the shape by which fields are present (not by the version
 //! header), so either body works with any client. Unknown fields are refused (422), so a typo
-//! is never silently ignored. Responses: [`index_model`] writes the shape of the caller's
-//! [`ApiVersion`].
+//! is never silently ignored. The translations are `TryFrom` impls ([`CreateIndexBody`] →
+//! [`CreateIndex`], [`ConfigureIndexCall`] → [`ConfigureIndex`]) that [`Indexes`](crate::Indexes) runs after
+//! it has authorized the caller for the index the body names ([`NamesIndex`]).
+//! Responses: [`IndexModel::new`] writes the shape of the caller's [`ApiVersion`].
 //!
 //! Only what the catalog can express is accepted; anything else (pod or BYOC deployments,
 //! read-capacity modes, collections, document schemas) is refused with
@@ -18,7 +20,7 @@ use larch_catalog::{ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::indexes::{ApiVersion, Failure};
+use crate::indexes::{ApiVersion, Failure, NamesIndex};
 
 /// The reserved 2026-07 schema field of a classic index's dense values.
 pub const DENSE_FIELD: &str = "_values";
@@ -129,9 +131,17 @@ fn check_read_capacity(value: Option<&Value>, field: &str) -> Result<(), Failure
     }
 }
 
-impl CreateIndexBody {
-    /// The catalog request this body asks for.
-    pub fn into_request(self) -> Result<CreateIndex, Failure> {
+impl NamesIndex for CreateIndexBody {
+    fn index_name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// The catalog request a body asks for, or what the catalog cannot express in it.
+impl TryFrom<CreateIndexBody> for CreateIndex {
+    type Error = Failure;
+
+    fn try_from(body: CreateIndexBody) -> Result<CreateIndex, Failure> {
         let CreateIndexBody {
             name,
             dimension,
@@ -146,7 +156,7 @@ impl CreateIndexBody {
             source_backup_id,
             deletion_protection,
             tags,
-        } = self;
+        } = body;
         check_read_capacity(read_capacity.as_ref(), "read_capacity")?;
         refuse_if_set(
             cmek_id.as_ref(),
@@ -330,9 +340,27 @@ fn serverless(spec: Option<SpecBody>) -> Result<(Option<String>, Option<String>)
     Ok((cloud, region))
 }
 
-impl ConfigureIndexBody {
-    /// The catalog request this body asks for, for index `name`.
-    pub fn into_request(self, name: String) -> Result<ConfigureIndex, Failure> {
+/// `PATCH /indexes/{name}`: the index named by the path, and the changes of the body.
+#[derive(Debug)]
+pub struct ConfigureIndexCall {
+    /// The index to change, from the path.
+    pub name: String,
+    /// The changes.
+    pub body: ConfigureIndexBody,
+}
+
+impl NamesIndex for ConfigureIndexCall {
+    fn index_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The catalog request a call asks for, or what the catalog cannot express in it.
+impl TryFrom<ConfigureIndexCall> for ConfigureIndex {
+    type Error = Failure;
+
+    fn try_from(call: ConfigureIndexCall) -> Result<ConfigureIndex, Failure> {
+        let ConfigureIndexCall { name, body } = call;
         let ConfigureIndexBody {
             deletion_protection,
             tags,
@@ -341,7 +369,7 @@ impl ConfigureIndexBody {
             deployment,
             schema,
             read_capacity,
-        } = self;
+        } = body;
         let only = "only deletion_protection and tags can be changed";
         refuse_if_set(spec.as_ref(), "spec", only)?;
         refuse_if_set(embed.as_ref(), "embed", only)?;
@@ -461,73 +489,87 @@ pub struct IndexList {
     pub indexes: Vec<IndexModel>,
 }
 
-/// `record` in the shape of `version`, with the `host` that version's clients can dial.
-pub fn index_model(record: IndexRecord, version: ApiVersion) -> IndexModel {
-    let host = version.host(&record);
-    let IndexRecord {
-        // The caller's own project: not part of Pinecone's index model.
-        project_id: _,
-        name,
-        config,
-        vector_type,
-        cloud,
-        region,
-        deletion_protection,
-        tags,
-        // Not shown: Pinecone's SDKs parse index models strictly in places, so the REST JSON
-        // stays exactly Pinecone's. gRPC's IndexModel carries the ANN parameters.
-        search: _,
-        state,
-        host: _,
-    } = record;
-    let status = StatusModel {
-        ready: state.is_ready(),
-        state: state.as_str(),
-    };
-    match version {
-        ApiVersion::Classic => IndexModel::Classic(ClassicIndexModel {
-            name: name.to_string(),
-            dimension: config.dimension.get(),
-            metric: config.metric.to_string(),
-            host,
-            deletion_protection: deletion_protection.as_str(),
+impl IndexList {
+    /// `records` in the shape of `version`.
+    pub fn new(records: Vec<IndexRecord>, version: ApiVersion) -> IndexList {
+        IndexList {
+            indexes: records
+                .into_iter()
+                .map(|record| IndexModel::new(record, version))
+                .collect(),
+        }
+    }
+}
+
+impl IndexModel {
+    /// `record` in the shape of `version`, with the `host` that version's clients can dial.
+    pub fn new(record: IndexRecord, version: ApiVersion) -> IndexModel {
+        let host = version.host(&record);
+        let IndexRecord {
+            // The caller's own project: not part of Pinecone's index model.
+            project_id: _,
+            name,
+            config,
+            vector_type,
+            cloud,
+            region,
+            deletion_protection,
             tags,
-            vector_type: vector_type.as_str(),
-            spec: ClassicSpec {
-                serverless: ServerlessModel {
+            // Not shown: Pinecone's SDKs parse index models strictly in places, so the REST JSON
+            // stays exactly Pinecone's. gRPC's IndexModel carries the ANN parameters.
+            search: _,
+            state,
+            host: _,
+        } = record;
+        let status = StatusModel {
+            ready: state.is_ready(),
+            state: state.as_str(),
+        };
+        match version {
+            ApiVersion::Classic => IndexModel::Classic(ClassicIndexModel {
+                name: name.to_string(),
+                dimension: config.dimension.get(),
+                metric: config.metric.to_string(),
+                host,
+                deletion_protection: deletion_protection.as_str(),
+                tags,
+                vector_type: vector_type.as_str(),
+                spec: ClassicSpec {
+                    serverless: ServerlessModel {
+                        cloud: cloud.as_str(),
+                        region,
+                        read_capacity: ReadCapacityModel::ON_DEMAND,
+                    },
+                },
+                status,
+            }),
+            // "Dense vectors-API indexes always report both `_values` and `_sparse_values`."
+            ApiVersion::Schema => IndexModel::Schema(SchemaIndexModel {
+                name: name.to_string(),
+                host,
+                status,
+                deployment: DeploymentModel {
+                    deployment_type: "managed",
                     cloud: cloud.as_str(),
                     region,
-                    read_capacity: ReadCapacityModel::ON_DEMAND,
                 },
-            },
-            status,
-        }),
-        // "Dense vectors-API indexes always report both `_values` and `_sparse_values`."
-        ApiVersion::Schema => IndexModel::Schema(SchemaIndexModel {
-            name: name.to_string(),
-            host,
-            status,
-            deployment: DeploymentModel {
-                deployment_type: "managed",
-                cloud: cloud.as_str(),
-                region,
-            },
-            schema: SchemaModel {
-                fields: BTreeMap::from([
-                    (
-                        DENSE_FIELD,
-                        FieldModel::Dense {
-                            dimension: config.dimension.get(),
-                            metric: config.metric.to_string(),
-                        },
-                    ),
-                    (SPARSE_FIELD, FieldModel::Sparse {}),
-                ]),
-            },
-            read_capacity: ReadCapacityModel::ON_DEMAND,
-            deletion_protection: deletion_protection.as_str(),
-            tags,
-        }),
+                schema: SchemaModel {
+                    fields: BTreeMap::from([
+                        (
+                            DENSE_FIELD,
+                            FieldModel::Dense {
+                                dimension: config.dimension.get(),
+                                metric: config.metric.to_string(),
+                            },
+                        ),
+                        (SPARSE_FIELD, FieldModel::Sparse {}),
+                    ]),
+                },
+                read_capacity: ReadCapacityModel::ON_DEMAND,
+                deletion_protection: deletion_protection.as_str(),
+                tags,
+            }),
+        }
     }
 }
 
@@ -537,9 +579,9 @@ mod tests {
     use serde_json::json;
 
     fn create(body: Value) -> Result<CreateIndex, Failure> {
-        serde_json::from_value::<CreateIndexBody>(body)
-            .expect("deserializes")
-            .into_request()
+        CreateIndex::try_from(
+            serde_json::from_value::<CreateIndexBody>(body).expect("deserializes"),
+        )
     }
 
     #[test]
@@ -629,10 +671,14 @@ mod tests {
             json!({"deletion_protection":"enabled","tags":{"a":"b"},"spec":null}),
         )
         .unwrap();
-        let request = body.into_request("x".into()).unwrap();
+        let call = |body| ConfigureIndexCall {
+            name: "x".into(),
+            body,
+        };
+        let request = ConfigureIndex::try_from(call(body)).unwrap();
         assert_eq!(request.deletion_protection.as_deref(), Some("enabled"));
         let body: ConfigureIndexBody =
             serde_json::from_value(json!({"deployment":{"replicas":2}})).unwrap();
-        assert!(body.into_request("x".into()).is_err());
+        assert!(ConfigureIndex::try_from(call(body)).is_err());
     }
 }

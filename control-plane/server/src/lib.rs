@@ -4,8 +4,8 @@
 //! [`serve`] runs `larch.control.v1.IndexService` and the admin API (`ApiKeyService`,
 //! `ProjectService`) next to gRPC health (`grpc.health.v1`) and server reflection (v1 and
 //! v1alpha), behind the gRPC API-key layer of [`larch_auth`] (which authenticates the key and
-//! checks its roles against each RPC; index allow-lists and projects are applied by the
-//! handlers, which see the index name), and
+//! checks its roles against each RPC; index allow-lists and projects are applied by
+//! [`Indexes`], which sees the index name), and
 //! Pinecone's REST control plane (`/indexes…`, `Api-Key` header) on the same listener. HTTP/1.1
 //! and HTTP/2 (h2c, prior knowledge) are both accepted; requests are routed by path (gRPC
 //! methods live under `/<package.Service>/`, REST under `/indexes`), and a path that is
@@ -25,7 +25,8 @@
 //! # Layout
 //! - [`indexes`]: [`Indexes`], the one service both transports call, its [`Failure`] type,
 //!   and [`ApiVersion`] (which JSON shape and which `host` a client gets).
-//! - [`service`]: the `IndexService` gRPC handlers and the one failure → gRPC status map.
+//! - [`service`]: the `IndexService` gRPC handlers, the protobuf ⇄ catalog conversions and
+//!   the one failure → gRPC status map.
 //! - [`admin`]: the `ApiKeyService` and `ProjectService` gRPC handlers over
 //!   [`larch_auth::Admin`].
 //! - [`split`]: split mode — the internal `ControlPlaneSync` service data planes pull from,

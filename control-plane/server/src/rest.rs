@@ -1,31 +1,35 @@
 //! Pinecone's REST control plane: `GET/POST /indexes`, `GET/PATCH/DELETE /indexes/{name}`.
 //!
 //! JSON in, one [`Indexes`] call, JSON out — in the shape the `X-Pinecone-Api-Version` header
-//! asks for (see [`crate::json`]). Status codes are Pinecone's: 201 for create, 202 for
+//! asks for (see [`crate::json`], which holds the JSON ⇄ catalog conversions). Status codes are Pinecone's: 201 for create, 202 for
 //! configure and delete, 200 otherwise; errors are `{"error":{"code","message"},"status"}`,
 //! mapped from the transport-neutral error class in [`RestError`]'s one `From` impl.
 //! Endpoints Larch does not implement (collections, backups, restore jobs, integrated
 //! inference) answer 501 with a message, rather than 404.
 //!
-//! Each handler takes the caller's [`Principal`] (attached by [`require_key`]) and works in
-//! its project only; calls naming an index first check the key's allow-list with
-//! [`authorize`] (a refusal is 403 `PERMISSION_DENIED`).
+//! Each handler takes the caller's [`Principal`] (attached by [`require_key`]) and hands it to
+//! [`Indexes`] with the decoded body, which works in the caller's project only and checks the
+//! key's allow-list before anything else about the request (a refusal is 403
+//! `PERMISSION_DENIED`, even for a body Larch would refuse).
+
+use std::convert::Infallible;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use larch_auth::http::{HttpAuth, require_key};
-use larch_auth::{Action, KeyStore, Principal};
+use larch_auth::{KeyStore, Principal};
+use larch_catalog::IndexRecord;
 use larch_engine::ErrorCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::indexes::{ApiVersion, Failure, Indexes, authorize};
-use crate::json::{ConfigureIndexBody, CreateIndexBody, IndexList, index_model};
+use crate::indexes::{ApiVersion, Failure, Indexes};
+use crate::json::{ConfigureIndexBody, ConfigureIndexCall, CreateIndexBody, IndexList, IndexModel};
 
 /// The request header naming the API version, and so the JSON shape.
 pub const API_VERSION_HEADER: &str = "x-pinecone-api-version";
@@ -73,62 +77,42 @@ pub async fn not_found(request: Request) -> Response {
 async fn list_indexes(
     State(indexes): State<Indexes>,
     Caller(principal): Caller,
-    headers: HeaderMap,
+    Version(version): Version,
 ) -> Result<Response, RestError> {
-    let version = api_version(&headers);
-    let indexes = indexes
-        .list_for(&principal)
-        .await?
-        .into_iter()
-        .map(|record| index_model(record, version))
-        .collect();
-    Ok(json(StatusCode::OK, &IndexList { indexes }))
+    let records = indexes.list(&principal).await?;
+    Ok(json(StatusCode::OK, &IndexList::new(records, version)))
 }
 
 async fn create_index(
     State(indexes): State<Indexes>,
     Caller(principal): Caller,
-    headers: HeaderMap,
+    Version(version): Version,
     Json(body): Json<CreateIndexBody>,
 ) -> Result<Response, RestError> {
-    let request = body.into_request()?;
-    authorize(&principal, Action::ControlWrite, &request.name)?;
-    let record = indexes.create(&principal.project_id, request).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        &index_model(record, api_version(&headers)),
-    ))
+    let record = indexes.create(&principal, body).await?;
+    Ok(index(StatusCode::CREATED, record, version))
 }
 
 async fn describe_index(
     State(indexes): State<Indexes>,
     Caller(principal): Caller,
-    headers: HeaderMap,
+    Version(version): Version,
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
-    authorize(&principal, Action::ControlRead, &name)?;
-    let record = indexes.describe(&principal.project_id, &name).await?;
-    Ok(json(
-        StatusCode::OK,
-        &index_model(record, api_version(&headers)),
-    ))
+    let record = indexes.describe(&principal, &name).await?;
+    Ok(index(StatusCode::OK, record, version))
 }
 
 async fn configure_index(
     State(indexes): State<Indexes>,
     Caller(principal): Caller,
-    headers: HeaderMap,
+    Version(version): Version,
     Path(name): Path<String>,
     Json(body): Json<ConfigureIndexBody>,
 ) -> Result<Response, RestError> {
-    authorize(&principal, Action::ControlWrite, &name)?;
-    let record = indexes
-        .configure(&principal.project_id, body.into_request(name)?)
-        .await?;
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &index_model(record, api_version(&headers)),
-    ))
+    let call = ConfigureIndexCall { name, body };
+    let record = indexes.configure(&principal, call).await?;
+    Ok(index(StatusCode::ACCEPTED, record, version))
 }
 
 async fn delete_index(
@@ -136,8 +120,7 @@ async fn delete_index(
     Caller(principal): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, RestError> {
-    authorize(&principal, Action::ControlWrite, &name)?;
-    indexes.delete(&principal.project_id, name).await?;
+    indexes.delete(&principal, &name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -167,12 +150,24 @@ async fn method_not_allowed(request: Request) -> RestError {
     )
 }
 
-fn api_version(headers: &HeaderMap) -> ApiVersion {
-    ApiVersion::parse(
-        headers
-            .get(API_VERSION_HEADER)
-            .and_then(|v| v.to_str().ok()),
-    )
+/// The API version a request asks for ([`API_VERSION_HEADER`]), which chooses the JSON shape
+/// of its answer.
+struct Version(ApiVersion);
+
+impl<S: Send + Sync> FromRequestParts<S> for Version {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let header = parts.headers.get(API_VERSION_HEADER);
+        Ok(Version(ApiVersion::parse(
+            header.and_then(|v| v.to_str().ok()),
+        )))
+    }
+}
+
+/// `record` as a JSON response in the shape of `version`.
+fn index(status: StatusCode, record: IndexRecord, version: ApiVersion) -> Response {
+    json(status, &IndexModel::new(record, version))
 }
 
 /// `value` as a JSON response.
@@ -369,7 +364,7 @@ mod tests {
         let refused = describe_index(
             State(indexes.clone()),
             Caller(restricted.clone()),
-            HeaderMap::new(),
+            Version(ApiVersion::Classic),
             Path("b".into()),
         )
         .await
@@ -389,7 +384,7 @@ mod tests {
         let refused = create_index(
             State(indexes.clone()),
             Caller(restricted.clone()),
-            HeaderMap::new(),
+            Version(ApiVersion::Classic),
             create_body("b"),
         )
         .await
@@ -403,6 +398,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_is_authorized_for_the_index_before_its_body_is_validated() {
+        let indexes = indexes();
+        let pod = |name: &str| {
+            Json(
+                serde_json::from_value::<CreateIndexBody>(json!({
+                    "name": name, "dimension": 4, "spec": {"pod": {"environment": "x"}}
+                }))
+                .unwrap(),
+            )
+        };
+        let restricted = caller(OTHER, Some(&["a"]));
+        let create = |principal: &Principal, body| {
+            create_index(
+                State(indexes.clone()),
+                Caller(principal.clone()),
+                Version(ApiVersion::Classic),
+                body,
+            )
+        };
+        let refused = create(&restricted, pod("b")).await.unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::FORBIDDEN, "PERMISSION_DENIED")
+        );
+        let refused = create(&restricted, pod("a")).await.unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT")
+        );
+        assert!(refused.message.starts_with("spec.pod: "), "{refused:?}");
+        let configure = |name: &str| {
+            configure_index(
+                State(indexes.clone()),
+                Caller(restricted.clone()),
+                Version(ApiVersion::Classic),
+                Path(name.into()),
+                Json(serde_json::from_value(json!({"spec": {"pod": {}}})).unwrap()),
+            )
+        };
+        let refused = configure("b").await.unwrap_err();
+        assert_eq!(refused.code, "PERMISSION_DENIED");
+        let refused = configure("a").await.unwrap_err();
+        assert_eq!(refused.code, "INVALID_ARGUMENT");
+    }
+
+    #[tokio::test]
     async fn rest_calls_are_scoped_to_the_callers_project() {
         let indexes = indexes();
         let (mine, theirs) = (caller(Grant::DEFAULT_PROJECT, None), caller(OTHER, None));
@@ -410,15 +451,20 @@ mod tests {
             let created = create_index(
                 State(indexes.clone()),
                 Caller(principal.clone()),
-                HeaderMap::new(),
+                Version(ApiVersion::Classic),
                 create_body(name),
             )
             .await
             .unwrap();
             assert_eq!(created.status(), StatusCode::CREATED);
         }
-        let list =
-            |principal| list_indexes(State(indexes.clone()), Caller(principal), HeaderMap::new());
+        let list = |principal| {
+            list_indexes(
+                State(indexes.clone()),
+                Caller(principal),
+                Version(ApiVersion::Classic),
+            )
+        };
         let names = |body: Value| -> Vec<String> {
             body["indexes"]
                 .as_array()
@@ -437,7 +483,7 @@ mod tests {
         let missing = describe_index(
             State(indexes.clone()),
             Caller(mine.clone()),
-            HeaderMap::new(),
+            Version(ApiVersion::Classic),
             Path("b".into()),
         )
         .await

@@ -1,12 +1,13 @@
 //! `larch.control.v1.IndexService`: protobuf in, one [`Indexes`] call, protobuf out.
 //!
-//! Each handler reads the caller's [`Principal`](larch_auth::Principal) (put in the request by
-//! the auth layer) and works in its project only; calls naming an index first check the key's
-//! allow-list with [`authorize`].
+//! Each handler reads the caller's [`Principal`] (put in the request by the auth layer),
+//! decodes the message, calls the facade (which authorizes, picks the pool and asks the
+//! catalog) and encodes the answer. The protobuf ⇄ catalog conversions are the `From` impls
+//! at the end of this module, through [`Proto`] (both sides are other crates' types).
 
 use std::sync::Arc;
 
-use larch_auth::Action;
+use larch_auth::Principal;
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
 use larch_engine::ErrorCode;
 use larch_proto::control::{
@@ -16,7 +17,7 @@ use larch_proto::control::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::indexes::{Failure, Indexes, authorize};
+use crate::indexes::{ApiVersion, Failure, Indexes, NamesIndex};
 
 /// The gRPC face of the catalog. Clones share the same catalog slot.
 #[derive(Clone)]
@@ -54,7 +55,74 @@ impl IndexService for IndexApi {
         &self,
         request: Request<CreateIndexRequest>,
     ) -> Result<Response<IndexModel>, Status> {
-        let principal = larch_auth::grpc::principal(&request)?.clone();
+        let (principal, request) = decode(request)?;
+        let record = self.indexes.create(&principal, Proto(request)).await;
+        encode(record)
+    }
+
+    async fn list_indexes(
+        &self,
+        request: Request<ListIndexesRequest>,
+    ) -> Result<Response<ListIndexesResponse>, Status> {
+        let (principal, ListIndexesRequest {}) = decode(request)?;
+        encode(self.indexes.list(&principal).await)
+    }
+
+    async fn describe_index(
+        &self,
+        request: Request<DescribeIndexRequest>,
+    ) -> Result<Response<IndexModel>, Status> {
+        let (principal, DescribeIndexRequest { name }) = decode(request)?;
+        encode(self.indexes.describe(&principal, &name).await)
+    }
+
+    async fn configure_index(
+        &self,
+        request: Request<ConfigureIndexRequest>,
+    ) -> Result<Response<IndexModel>, Status> {
+        let (principal, request) = decode(request)?;
+        let record = self.indexes.configure(&principal, Proto(request)).await;
+        encode(record)
+    }
+
+    async fn delete_index(
+        &self,
+        request: Request<DeleteIndexRequest>,
+    ) -> Result<Response<DeleteIndexResponse>, Status> {
+        let (principal, DeleteIndexRequest { name }) = decode(request)?;
+        encode(self.indexes.delete(&principal, &name).await)
+    }
+}
+
+/// The caller (UNAUTHENTICATED without one: the route is not behind the auth layer) and the
+/// message of `request`.
+pub(crate) fn decode<T>(request: Request<T>) -> Result<(Principal, T), Status> {
+    let principal = larch_auth::grpc::principal(&request)?.clone();
+    Ok((principal, request.into_inner()))
+}
+
+/// The facade's answer as a gRPC response.
+fn encode<T, M>(answer: Result<T, Failure>) -> Result<Response<M>, Status>
+where
+    M: From<Proto<T>>,
+{
+    answer
+        .map(|value| Response::new(M::from(Proto(value))))
+        .map_err(status)
+}
+
+/// A protobuf message or a catalog value crossing between the two. Both are other crates'
+/// types, so the conversions between them are written as `From` impls on this wrapper.
+pub struct Proto<T>(pub T);
+
+impl NamesIndex for Proto<CreateIndexRequest> {
+    fn index_name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl From<Proto<CreateIndexRequest>> for CreateIndex {
+    fn from(Proto(request): Proto<CreateIndexRequest>) -> CreateIndex {
         let CreateIndexRequest {
             name,
             dimension,
@@ -64,13 +132,13 @@ impl IndexService for IndexApi {
             tags,
             vector_type,
             search,
-        } = request.into_inner();
-        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
+        } = request;
+        // proto3 strings have no presence: an empty cloud or region is one not given.
         let (cloud, region) = match spec.and_then(|IndexSpec { serverless }| serverless) {
             Some(ServerlessSpec { cloud, region }) => (non_empty(cloud), non_empty(region)),
             None => (None, None),
         };
-        let request = CreateIndex {
+        CreateIndex {
             name,
             dimension: dimension.map(i64::from),
             metric,
@@ -79,86 +147,31 @@ impl IndexService for IndexApi {
             deletion_protection,
             tags: tags.into_iter().collect(),
             vector_type,
-            search: search_settings(search),
-        };
-        let record = self
-            .indexes
-            .create(&principal.project_id, request)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(index_model(record)))
+            search: Proto(search).into(),
+        }
     }
+}
 
-    async fn list_indexes(
-        &self,
-        request: Request<ListIndexesRequest>,
-    ) -> Result<Response<ListIndexesResponse>, Status> {
-        let principal = larch_auth::grpc::principal(&request)?.clone();
-        let ListIndexesRequest {} = request.into_inner();
-        let indexes = self
-            .indexes
-            .list_for(&principal)
-            .await
-            .map_err(status)?
-            .into_iter()
-            .map(index_model)
-            .collect();
-        Ok(Response::new(ListIndexesResponse { indexes }))
+impl NamesIndex for Proto<ConfigureIndexRequest> {
+    fn index_name(&self) -> &str {
+        &self.0.name
     }
+}
 
-    async fn describe_index(
-        &self,
-        request: Request<DescribeIndexRequest>,
-    ) -> Result<Response<IndexModel>, Status> {
-        let principal = larch_auth::grpc::principal(&request)?.clone();
-        let DescribeIndexRequest { name } = request.into_inner();
-        authorize(&principal, Action::ControlRead, &name).map_err(status)?;
-        let record = self
-            .indexes
-            .describe(&principal.project_id, &name)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(index_model(record)))
-    }
-
-    async fn configure_index(
-        &self,
-        request: Request<ConfigureIndexRequest>,
-    ) -> Result<Response<IndexModel>, Status> {
-        let principal = larch_auth::grpc::principal(&request)?.clone();
+impl From<Proto<ConfigureIndexRequest>> for ConfigureIndex {
+    fn from(Proto(request): Proto<ConfigureIndexRequest>) -> ConfigureIndex {
         let ConfigureIndexRequest {
             name,
             deletion_protection,
             tags,
             search,
-        } = request.into_inner();
-        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
-        let request = ConfigureIndex {
+        } = request;
+        ConfigureIndex {
             name,
             deletion_protection,
             tags: tags.into_iter().collect(),
-            search: search_settings(search),
-        };
-        let record = self
-            .indexes
-            .configure(&principal.project_id, request)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(index_model(record)))
-    }
-
-    async fn delete_index(
-        &self,
-        request: Request<DeleteIndexRequest>,
-    ) -> Result<Response<DeleteIndexResponse>, Status> {
-        let principal = larch_auth::grpc::principal(&request)?.clone();
-        let DeleteIndexRequest { name } = request.into_inner();
-        authorize(&principal, Action::ControlWrite, &name).map_err(status)?;
-        self.indexes
-            .delete(&principal.project_id, name)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(DeleteIndexResponse {}))
+            search: Proto(search).into(),
+        }
     }
 }
 
@@ -167,60 +180,80 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// The raw ANN parameters of a request; an absent message changes (or sets) nothing.
-fn search_settings(search: Option<SearchParams>) -> SearchSettings {
-    let SearchParams {
-        m,
-        ef_construction,
-        ef_search,
-        quantization,
-    } = search.unwrap_or_default();
-    SearchSettings {
-        m,
-        ef_construction,
-        ef_search,
-        quantization,
+impl From<Proto<Option<SearchParams>>> for SearchSettings {
+    fn from(Proto(search): Proto<Option<SearchParams>>) -> SearchSettings {
+        let SearchParams {
+            m,
+            ef_construction,
+            ef_search,
+            quantization,
+        } = search.unwrap_or_default();
+        SearchSettings {
+            m,
+            ef_construction,
+            ef_search,
+            quantization,
+        }
     }
 }
 
-fn index_model(record: IndexRecord) -> IndexModel {
-    let IndexRecord {
-        // The caller's own project: not part of Pinecone's IndexModel.
-        project_id: _,
-        name,
-        config,
-        vector_type,
-        cloud,
-        region,
-        deletion_protection,
-        tags,
-        search,
-        state,
-        host,
-    } = record;
-    IndexModel {
-        name: name.to_string(),
-        dimension: i32::try_from(config.dimension.get()).ok(),
-        metric: config.metric.to_string(),
-        host,
-        spec: Some(IndexSpec {
-            serverless: Some(ServerlessSpec {
-                cloud: cloud.as_str().to_owned(),
-                region,
+impl From<Proto<IndexRecord>> for IndexModel {
+    fn from(Proto(record): Proto<IndexRecord>) -> IndexModel {
+        // gRPC callers dial the data plane as pre-2026-07 REST clients do: a bare host:port.
+        let host = ApiVersion::Classic.host(&record);
+        let IndexRecord {
+            // The caller's own project: not part of Pinecone's IndexModel.
+            project_id: _,
+            name,
+            config,
+            vector_type,
+            cloud,
+            region,
+            deletion_protection,
+            tags,
+            search,
+            state,
+            host: _,
+        } = record;
+        IndexModel {
+            name: name.to_string(),
+            dimension: i32::try_from(config.dimension.get()).ok(),
+            metric: config.metric.to_string(),
+            host,
+            spec: Some(IndexSpec {
+                serverless: Some(ServerlessSpec {
+                    cloud: cloud.as_str().to_owned(),
+                    region,
+                }),
             }),
-        }),
-        status: Some(IndexStatus {
-            ready: state.is_ready(),
-            state: state.as_str().to_owned(),
-        }),
-        deletion_protection: deletion_protection.as_str().to_owned(),
-        tags: tags.into_iter().collect(),
-        vector_type: vector_type.as_str().to_owned(),
-        search: Some(SearchParams {
-            m: Some(search.m()),
-            ef_construction: Some(search.ef_construction()),
-            ef_search: Some(search.ef_search()),
-            quantization: Some(search.quantization().as_str().to_owned()),
-        }),
+            status: Some(IndexStatus {
+                ready: state.is_ready(),
+                state: state.as_str().to_owned(),
+            }),
+            deletion_protection: deletion_protection.as_str().to_owned(),
+            tags: tags.into_iter().collect(),
+            vector_type: vector_type.as_str().to_owned(),
+            search: Some(SearchParams {
+                m: Some(search.m()),
+                ef_construction: Some(search.ef_construction()),
+                ef_search: Some(search.ef_search()),
+                quantization: Some(search.quantization().as_str().to_owned()),
+            }),
+        }
+    }
+}
+
+impl From<Proto<Vec<IndexRecord>>> for ListIndexesResponse {
+    fn from(Proto(records): Proto<Vec<IndexRecord>>) -> ListIndexesResponse {
+        ListIndexesResponse {
+            indexes: records.into_iter().map(|r| Proto(r).into()).collect(),
+        }
+    }
+}
+
+impl From<Proto<()>> for DeleteIndexResponse {
+    fn from(Proto(()): Proto<()>) -> DeleteIndexResponse {
+        DeleteIndexResponse {}
     }
 }
 
@@ -394,6 +427,38 @@ mod tests {
         ))
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_is_authorized_for_the_index_before_its_request_is_validated() {
+        let api = IndexApi::from(indexes());
+        let restricted = caller(OTHER, Some(&["a"]));
+        let invalid = |name: &str| {
+            let mut request = create(name, 0);
+            request.metric = Some("manhattan".into());
+            as_caller(&restricted, request)
+        };
+        let status = api.create_index(invalid("b")).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let status = api.create_index(invalid("a")).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let configure = |name: &str| {
+            as_caller(
+                &restricted,
+                ConfigureIndexRequest {
+                    name: name.into(),
+                    deletion_protection: Some("sometimes".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let status = api.configure_index(configure("b")).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        api.create_index(as_caller(&restricted, create("a", 4)))
+            .await
+            .unwrap();
+        let status = api.configure_index(configure("a")).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     }
 
     #[tokio::test]
