@@ -56,7 +56,7 @@ use std::{
     },
 };
 
-use crate::{Error, ErrorCode, Result, error::storage_failure, limits};
+use crate::{Error, ErrorCode, Result, error::storage_failure, limits, timing};
 
 /// First bytes of every log file.
 const MAGIC: &[u8; 8] = b"LARCHWAL";
@@ -469,7 +469,7 @@ impl Wal {
         }
         let syncing = std::time::Instant::now();
         let synced = tail.file.sync();
-        crate::engine::record_timing(crate::Engine::TIMED_WAL_FSYNC, syncing.elapsed());
+        timing::record(timing::WAL_FSYNC, syncing.elapsed());
         if let Err(err) = synced {
             // After a failed fsync the kernel may already have dropped the
             // dirty pages and cleared the error, so a retry could "succeed"
