@@ -7,7 +7,7 @@
 //! Every method validates the whole request first (see `validate`), so a
 //! rejected request changes nothing. Record writes then go through
 //! `Index::write`, which locks the namespace, lets the caller check the
-//! request against stored data and build a [`WriteOp`], and hands that to
+//! request against stored data and build a [`WriteOp`](crate::record::WriteOp), and hands that to
 //! `Index::commit`, the one place every record change passes through.
 //!
 //! # Durability

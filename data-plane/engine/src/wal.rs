@@ -50,9 +50,9 @@
 //! | File | What it owns |
 //! |---|---|
 //! | `wal/frame.rs` | the byte format: file header and record frame, their checksums |
-//! | `wal/file.rs` | log files on disk: names, creation, deletion, directory syncs, the [`LogFile`] appended to |
+//! | `wal/file.rs` | log files on disk: names, creation, deletion, directory syncs, the `LogFile` appended to |
 //! | `wal/commit.rs` | [`Wal`]: appends with group commit, the poisoning after a failed sync, rotation |
-//! | `wal/replay.rs` | reading the log back: [`replay`] of an index directory, [`scan`] of one file, torn tails and damage |
+//! | `wal/replay.rs` | reading the log back: `replay` of an index directory, `scan` of one file, torn tails and damage |
 
 mod commit;
 mod file;

@@ -5,7 +5,8 @@
 //! The check reads the sources from `src/`, starting at `lib.rs` and following `mod`
 //! declarations, so a file outside the module tree is ignored and a new file is covered as
 //! soon as it is declared. A file or inline module belongs to its top-level module
-//! (`src/index/read.rs` and `mod tests { … }` in `src/wal.rs` count as `index` and `wal`).
+//! (`src/index/read.rs` counts as `index`, `mod avx2 { … }` in `src/distance.rs` as
+//! `distance`).
 //! Every path in code is a reference: `crate::x…`, `$crate::x…`, and `super::…` /
 //! `self::…` resolved against the module it appears in. A name the crate root re-exports
 //! (`crate::Index`) is a reference to the module it comes from (`index`).
