@@ -33,7 +33,7 @@
 
 use crate::{
     Metadata, MetadataValue, Namespace, SparseVector, VectorId,
-    namespace::{NewRecord, WriteOp},
+    record::{NewRecord, WriteOp},
 };
 
 /// Kind tags; never renumber, only add.

@@ -40,7 +40,9 @@ use crate::{
     codec::{self, LogEntry, LogRecord},
     flush::{FlushPolicy, Segments},
     index::Durable,
-    namespace::{NamespaceStore, WriteOp},
+    namespace::NamespaceStore,
+    record::WriteOp,
+    segment::Segment,
     storage::Placement,
     wal::{self, Wal, sync_dir},
 };
@@ -176,7 +178,16 @@ pub(crate) fn open(
     }
 
     let storage = placement.storage(&dir, name)?;
-    let (segments, mut namespaces) = Segments::open(name, &dir, config, policy, storage)?;
+    let mut namespaces = BTreeMap::new();
+    let segments = Segments::open(name, &dir, config, policy, storage, |name, segments| {
+        let mut store = NamespaceStore::new(config, None);
+        for segment in segments {
+            restore(&mut store, config, segment?);
+        }
+        store.mark_clean();
+        namespaces.insert(name.clone(), store);
+        Ok(())
+    })?;
     let wal_start = segments.wal_start()?;
     let mut dropped = Vec::new();
     let dimension = config.dimension.len();
@@ -242,6 +253,26 @@ pub(crate) fn apply(
         },
     }
     Ok(())
+}
+
+/// Applies a segment read back from storage to `store`.
+fn restore(store: &mut NamespaceStore, config: IndexConfig, segment: Segment) {
+    let Segment {
+        header,
+        records,
+        tombstones,
+    } = segment;
+    if header.cleared {
+        *store = NamespaceStore::new(config, header.schema_fields);
+    } else {
+        store.restore_schema(header.schema_fields);
+    }
+    if !tombstones.is_empty() {
+        store.restore(WriteOp::Delete(tombstones));
+    }
+    if !records.is_empty() {
+        store.restore(WriteOp::Upsert(records));
+    }
 }
 
 /// Deletes the directory `name` under `root` if it exists: renamed away

@@ -4,18 +4,18 @@ use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock, Weak},
     time::Duration,
 };
 
 use crate::{
-    Error, FlushPolicy, Index, IndexConfig, Result,
-    ann::Ann,
-    dir,
-    index::{read_lock, write_lock},
+    Error, FlushPolicy, Index, IndexConfig, Result, dir,
     indexer::Indexer,
+    locks::{read_lock, write_lock},
+    namespace::ann::Ann,
     pressure::{self, MemoryBudget},
     storage::Placement,
+    timing,
 };
 
 /// All indexes of this node, by name. Cheap to clone: clones share the same
@@ -57,31 +57,14 @@ impl fmt::Debug for Engine {
     }
 }
 
-/// The process-wide receiver of storage timings (see [`Engine::set_timing_hook`]).
-type TimingHook = Box<dyn Fn(&'static str, Duration) + Send + Sync>;
-
-/// Set once by the server binary; read on every timed storage step (an uncontended read lock).
-static TIMING_HOOK: RwLock<Option<TimingHook>> = RwLock::new(None);
-
-/// Reports that the storage step `step` (one of the `Engine::TIMED_…` names) took `elapsed`.
-pub(crate) fn record_timing(step: &'static str, elapsed: Duration) {
-    // A panic in a hook poisons the lock; timings are only for monitoring, so keep going.
-    let hook = TIMING_HOOK
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(hook) = hook.as_ref() {
-        hook(step, elapsed);
-    }
-}
-
 impl Engine {
     /// Timing name of one `fdatasync` of a write-ahead log batch (shared by its writers).
-    pub const TIMED_WAL_FSYNC: &'static str = "wal_fsync";
+    pub const TIMED_WAL_FSYNC: &'static str = timing::WAL_FSYNC;
     /// Timing name of one flush: cutting the memtable, writing its segments, swapping the
     /// manifest and deleting the log files it covers (compaction not included).
-    pub const TIMED_FLUSH: &'static str = "flush";
+    pub const TIMED_FLUSH: &'static str = timing::FLUSH;
     /// Timing name of one compaction: merging one namespace's segments into one.
-    pub const TIMED_COMPACTION: &'static str = "compaction";
+    pub const TIMED_COMPACTION: &'static str = timing::COMPACTION;
 
     /// Sends the duration of every timed storage step — [`Engine::TIMED_WAL_FSYNC`],
     /// [`Engine::TIMED_FLUSH`], [`Engine::TIMED_COMPACTION`] — of every engine in the process
@@ -89,9 +72,7 @@ impl Engine {
     /// log and flush code, far from any engine handle; the server binary sets it once, to feed
     /// its metrics. The hook runs on the thread doing the work, so it must be quick.
     pub fn set_timing_hook(hook: impl Fn(&'static str, Duration) + Send + Sync + 'static) {
-        *TIMING_HOOK
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+        timing::set_hook(hook);
     }
 
     /// An in-memory engine without indexes: nothing is written to disk.
@@ -314,7 +295,7 @@ impl Engine {
     /// (see the `pressure` module); reads and deletes go on. Applies to indexes created or
     /// opened from now on.
     pub fn with_memory_budget(mut self, bytes: u64) -> Self {
-        let measure = pressure::measure(Arc::downgrade(&self.indexes));
+        let measure = memory_measure(Arc::downgrade(&self.indexes));
         self.memory = Some(Arc::new(MemoryBudget::new(bytes, measure)));
         self
     }
@@ -329,9 +310,57 @@ impl Engine {
             self.ann_min_rows.unwrap_or(Ann::MIN_ROWS),
         );
         write_lock(&self.indexes)?.insert(name.to_owned(), Arc::clone(&index));
-        self.indexer.start(Arc::downgrade(&self.indexes));
+        let indexes = Arc::downgrade(&self.indexes);
+        self.indexer.start(move || build_round(&indexes));
         Ok(index)
     }
+}
+
+/// The engine's indexes, as its memory budget and its indexer see them (weakly, so they do
+/// not keep them alive).
+type Indexes = Weak<RwLock<BTreeMap<String, Arc<Index>>>>;
+
+/// The resident set plus the graph nodes `indexes` owe: the pending rows of each index at
+/// [`pressure::graph_row_bytes`] each.
+fn memory_measure(indexes: Indexes) -> pressure::Measure {
+    Box::new(move || {
+        let debt = match indexes.upgrade() {
+            None => 0,
+            Some(indexes) => {
+                let indexes: Vec<_> = match indexes.read() {
+                    Ok(map) => map.values().cloned().collect(),
+                    Err(_) => Vec::new(),
+                };
+                indexes
+                    .iter()
+                    .map(|index| {
+                        let pending = index.indexing_status().map_or(0, |status| status.pending);
+                        pending.saturating_mul(pressure::graph_row_bytes(
+                            index.config(),
+                            index.search_params(),
+                        ))
+                    })
+                    .sum()
+            }
+        };
+        pressure::resident_bytes().saturating_add(debt)
+    })
+}
+
+/// One round of the indexer (see `indexer`): a build step for every index of `indexes`.
+/// Returns whether any had graph work, or `None` once the engine is gone.
+fn build_round(indexes: &Indexes) -> Option<bool> {
+    let indexes = indexes.upgrade()?;
+    let open: Vec<Arc<Index>> = match indexes.read() {
+        Ok(map) => map.values().cloned().collect(),
+        Err(_) => return None,
+    };
+    drop(indexes);
+    let mut worked = false;
+    for index in open {
+        worked |= index.build_step();
+    }
+    Some(worked)
 }
 
 /// `InvalidArgument` unless `name` is a plain directory name (no separator,

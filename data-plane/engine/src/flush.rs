@@ -56,10 +56,10 @@ use std::{
 use crate::{
     Error, IndexConfig, Namespace, Result, VectorId,
     manifest::{self, Manifest, SegmentRef},
-    namespace::{NamespaceStore, NewRecord, WriteOp},
+    record::NewRecord,
     segment::{self, RecordRef, Segment},
     storage::{Storage, Version},
-    wal,
+    timing, wal,
 };
 
 /// Where graph files live, beside `segments/`.
@@ -262,9 +262,10 @@ impl Segments {
     }
 
     /// Recovers the segments of an existing index: reads the manifest and
-    /// every segment it lists (all checked whole) into namespaces, and notes
-    /// unlisted segment files. The caller replays the log from
-    /// [`Segments::wal_start`] on top, then calls
+    /// every segment it lists (all checked whole), handing them to `restore`
+    /// namespace by namespace (each namespace's segments oldest first, read
+    /// as the iterator is advanced), and notes unlisted segment files. The
+    /// caller replays the log from [`Segments::wal_start`] on top, then calls
     /// [`Segments::remove_orphans`].
     pub(crate) fn open(
         index: &str,
@@ -272,7 +273,8 @@ impl Segments {
         config: IndexConfig,
         policy: FlushPolicy,
         storage: Arc<dyn Storage>,
-    ) -> Result<(Self, BTreeMap<Namespace, NamespaceStore>)> {
+        mut restore: impl FnMut(&Namespace, &mut dyn Iterator<Item = Result<Segment>>) -> Result<()>,
+    ) -> Result<Self> {
         let location = storage.location(manifest::PATH);
         let (mut manifest, version) = match storage
             .get_manifest(manifest::PATH)
@@ -286,15 +288,11 @@ impl Segments {
             }
         };
 
-        let mut namespaces = BTreeMap::new();
         for (name, listed) in &manifest.namespaces {
-            let mut store = NamespaceStore::new(config, None);
-            for entry in listed {
-                let segment = read(storage.as_ref(), config, name, entry)?;
-                restore(&mut store, config, segment);
-            }
-            store.mark_clean();
-            namespaces.insert(name.clone(), store);
+            let mut segments = listed
+                .iter()
+                .map(|entry| read(storage.as_ref(), config, name, entry));
+            restore(name, &mut segments)?;
         }
 
         // Leftovers of a flush or compaction that never reached the manifest.
@@ -320,7 +318,7 @@ impl Segments {
         let segments =
             Segments::with_manifest(index, dir, config, policy, storage, manifest, version);
         *segments.orphans.lock().map_err(|_| poisoned())? = orphans;
-        Ok((segments, namespaces))
+        Ok(segments)
     }
 
     /// Deletes the segment files that [`Segments::open`] found unlisted:
@@ -490,7 +488,7 @@ impl Segments {
             state.back_off();
             return Err(err);
         }
-        crate::engine::record_timing(crate::Engine::TIMED_FLUSH, started.elapsed());
+        timing::record(timing::FLUSH, started.elapsed());
         state.retry_at = None;
         self.compact(state)
     }
@@ -580,7 +578,7 @@ impl Segments {
             );
             self.swap(state, next)?;
             self.publish(&state.manifest, |p| p.compactions += 1);
-            crate::engine::record_timing(crate::Engine::TIMED_COMPACTION, started.elapsed());
+            timing::record(timing::COMPACTION, started.elapsed());
             tracing::debug!(index = %self.index, namespace = %namespace.label(), inputs = inputs.len(), segment = number, bytes = bytes.len(), "compacted segments");
             self.delete_segments(&inputs);
         }
@@ -722,26 +720,6 @@ fn read(
         ));
     }
     Ok(segment)
-}
-
-/// Applies a segment read back from storage to `store`.
-fn restore(store: &mut NamespaceStore, config: IndexConfig, segment: Segment) {
-    let Segment {
-        header,
-        records,
-        tombstones,
-    } = segment;
-    if header.cleared {
-        *store = NamespaceStore::new(config, header.schema_fields);
-    } else {
-        store.restore_schema(header.schema_fields);
-    }
-    if !tombstones.is_empty() {
-        store.restore(WriteOp::Delete(tombstones));
-    }
-    if !records.is_empty() {
-        store.restore(WriteOp::Upsert(records));
-    }
 }
 
 fn poisoned() -> Error {

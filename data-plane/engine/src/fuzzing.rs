@@ -31,7 +31,7 @@ use std::{collections::BTreeMap, io::Cursor, path::Path};
 
 use crate::{
     IndexConfig, Namespace, codec, dir, hnsw::Graph, manifest::Manifest, namespace::NamespaceStore,
-    namespace::WriteOp, segment, wal,
+    record::WriteOp, segment, wal,
 };
 
 /// A storage file format.

@@ -1,26 +1,21 @@
 //! The indexer: one background thread per engine that keeps every
-//! namespace's ANN graph caught up with its writes (see `ann`).
+//! namespace's ANN graph caught up with its writes (see `namespace::ann`).
 //!
-//! Writes wake it; it then runs one build step per namespace with pending
-//! rows, index after index, and goes round again until nothing is pending,
-//! so one busy namespace cannot starve the others. It also looks round every
+//! Writes wake it ([`Signal`]); it then runs a round the engine hands it (one
+//! build step per namespace with pending rows, index after index) and goes
+//! round again until nothing is pending, so one busy namespace cannot starve
+//! the others. It also looks round every
 //! few hundred milliseconds on its own, and stops when the engine is
 //! dropped. Queries never wait for it.
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak},
+    sync::{Arc, Condvar, Mutex, PoisonError},
     thread,
     time::Duration,
 };
 
-use crate::Index;
-
 /// How long the thread sleeps when nothing wakes it.
 const IDLE: Duration = Duration::from_millis(250);
-
-/// The indexes of an engine, as the indexer sees them.
-pub(crate) type Indexes = RwLock<BTreeMap<String, Arc<Index>>>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -77,8 +72,10 @@ impl Indexer {
         Arc::clone(&self.signal)
     }
 
-    /// Starts the thread for `indexes` unless it runs already.
-    pub(crate) fn start(&self, indexes: Weak<Indexes>) {
+    /// Starts the thread unless it runs already. `round` is one build step for every
+    /// namespace with graph work, index after index: whether any had some, or `None` once the
+    /// engine is gone.
+    pub(crate) fn start(&self, round: impl FnMut() -> Option<bool> + Send + 'static) {
         {
             let mut state = self.signal.state();
             if state.started {
@@ -89,7 +86,7 @@ impl Indexer {
         let signal = Arc::clone(&self.signal);
         let spawned = thread::Builder::new()
             .name("larch-indexer".into())
-            .spawn(move || run(&signal, &indexes));
+            .spawn(move || run(&signal, round));
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the indexer thread; queries stay exact");
         }
@@ -103,23 +100,15 @@ impl Drop for Indexer {
     }
 }
 
-fn run(signal: &Signal, indexes: &Weak<Indexes>) {
+/// Each time `signal` wakes it, calls `round` until a round finds no graph work; returns when
+/// the indexer is dropped or `round` reports that the engine is gone (`None`).
+fn run(signal: &Signal, mut round: impl FnMut() -> Option<bool>) {
     while signal.wait() {
         loop {
-            let Some(indexes) = indexes.upgrade() else {
-                return;
-            };
-            let open: Vec<Arc<Index>> = match indexes.read() {
-                Ok(map) => map.values().cloned().collect(),
-                Err(_) => return,
-            };
-            drop(indexes);
-            let mut worked = false;
-            for index in open {
-                worked |= index.build_step();
-            }
-            if !worked {
-                break;
+            match round() {
+                None => return,
+                Some(true) => {}
+                Some(false) => break,
             }
         }
     }

@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `engine` | [`Engine`]: all indexes of this node, by name, in memory or each in its own directory |
 //! | `index` | [`Index`]: one index; validates requests, locks namespaces, runs reads and the single write path |
-//! | `namespace` | the per-namespace store: rows in one contiguous `Vec<f32>`, a sorted id map, the mutations it applies, and what changed since the last flush |
+//! | `namespace` | the per-namespace store: rows in chunks of contiguous `f32`s, a sorted id map, the mutations it applies, and what changed since the last flush; its children `namespace::ann` and `namespace::search` |
 //! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, rotation, replay |
 //! | `codec` | the binary (little-endian) encoding of one logged change, and of values in segment blocks |
 //! | `flush` | flushing the memtable to segments, the manifest swap, compaction, loading segments at recovery; [`FlushPolicy`], [`StorageStats`] |
@@ -30,8 +30,8 @@
 //! | `manifest` | the manifest: live segments per namespace, and where log replay starts |
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
-//! | `search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
-//! | `ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
+//! | `namespace::search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
+//! | `namespace::ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
 //! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones, its file format |
 //! | [`pressure`] | write backpressure: the memory budget and the log backlog, refused with [`Error::Overloaded`] and a retry hint |
 //! | [`interrupt`] | how long-running scans learn that their request was abandoned, and stop |
@@ -43,11 +43,20 @@
 //! | `vectors` | dense and sparse value validation, [`SparseVector`] |
 //! | `validate` | request structs → typed, validated values |
 //! | `requests` | the public request and response structs |
+//! | `record` | a validated record and the validated mutations of a namespace: what validation builds, the log and segments encode, and the store applies |
+//! | `locks` | lock helpers: a lock poisoned by an earlier panic is an internal error |
+//! | `timing` | the process-wide hook receiving storage timings ([`Engine::set_timing_hook`]) |
 //! | `pagination` | opaque pagination tokens |
 //! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorId`], [`Namespace`] |
 //! | [`limits`] | every limit the engine enforces |
 //! | [`answer`] | answer budgets: reads refuse, record by record, an answer that would pass [`AnswerBudget`] |
 //! | `error` | [`Error`], its transport-neutral [`ErrorCode`] and [`Result`] |
+//!
+//! The modules form a DAG, read bottom-up: `error`, `limits`, `timing`, `locks`
+//! and the typed values at the bottom; `record`, `codec`, `segment`, `manifest`
+//! and `wal` above them; then `flush`, `namespace` (with its ANN state and
+//! search), `index`, `dir`, and `engine` on top. No module uses one that uses
+//! it; `tests/module_graph.rs` fails, naming the cycle, if one ever does.
 //!
 //! # Durability
 //!
@@ -182,7 +191,6 @@
 //! # Ok::<(), larch_engine::Error>(())
 //! ```
 
-mod ann;
 pub mod answer;
 mod bitmap;
 mod codec;
@@ -200,16 +208,18 @@ mod index;
 mod indexer;
 pub mod interrupt;
 pub mod limits;
+mod locks;
 mod manifest;
 mod metadata;
 mod namespace;
 mod pagination;
 mod params;
 pub mod pressure;
+mod record;
 mod requests;
-mod search;
 mod segment;
 mod storage;
+mod timing;
 mod types;
 mod validate;
 mod vectors;
@@ -229,8 +239,8 @@ pub use params::{Quantization, SearchParams};
 pub use requests::{
     DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest, FetchResponse,
     IndexStats, ListNamespacesRequest, ListNamespacesResponse, ListRequest, ListResponse,
-    NamespaceInfo, QueryRequest, QueryResponse, Record, ScoredRecord, SparseInput, UpdateRequest,
-    UpsertRequest, VectorInput,
+    NamespaceInfo, QueryRequest, QueryResponse, Record, ScoredRecord, UpdateRequest, UpsertRequest,
+    VectorInput,
 };
 pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId};
-pub use vectors::SparseVector;
+pub use vectors::{SparseInput, SparseVector};

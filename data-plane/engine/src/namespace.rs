@@ -16,6 +16,13 @@
 //! The store also remembers what changed since the last flush (see
 //! `flush`): the ids written or deleted, and whether everything older was
 //! cleared. [`NamespaceStore::take_changes`] turns that into a segment.
+//!
+//! # Layout
+//!
+//! The store's search machinery lives in two children, part of this module
+//! because it and the store are made of each other: `ann` (the graph state a
+//! store holds, and the build steps that lock a store to extend it) and
+//! `search` (a query scoring the store's [`Rows`], and the top-k heap).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,46 +35,19 @@ use std::sync::Arc;
 use crate::{
     Filter, IndexConfig, Metadata, Namespace, NamespaceInfo, Record, ScoredRecord, SearchParams,
     SparseVector, VectorId,
-    ann::{Ann, Candidates},
     bitmap::MetadataIndex,
     distance,
     hnsw::{Graph, Node},
     metadata,
-    search::{Hit, SearchQuery},
+    record::{NewRecord, WriteOp},
     segment::{self, RecordRef},
 };
 
-/// A validated record, ready to store.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NewRecord {
-    pub(crate) id: VectorId,
-    pub(crate) values: Vec<f32>,
-    pub(crate) sparse: Option<SparseVector>,
-    /// `None` when the client gave no metadata or an empty object.
-    pub(crate) metadata: Option<Metadata>,
-}
+pub(crate) mod ann;
+pub(crate) mod search;
 
-/// One validated mutation of a namespace. Applying it cannot fail; records it
-/// names that do not exist are skipped.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum WriteOp {
-    /// Insert or replace whole records, in order (a repeated id: the last wins).
-    Upsert(Vec<NewRecord>),
-    /// Remove these records.
-    Delete(Vec<VectorId>),
-    /// Remove every record; the namespace stays.
-    DeleteAll,
-    /// Change parts of one record.
-    Update {
-        id: VectorId,
-        values: Option<Vec<f32>>,
-        sparse: Option<SparseVector>,
-        /// Keys to set in the record's metadata.
-        patch: Option<Metadata>,
-    },
-    /// Set `patch`'s keys in the metadata of each record.
-    MergeMetadata { ids: Vec<VectorId>, patch: Metadata },
-}
+use ann::{Ann, Candidates};
+use search::{Hit, SearchQuery};
 
 /// Bytes of dense values per chunk of [`DenseRows`] (at least one row).
 const CHUNK_BYTES: usize = 1 << 20;

@@ -23,12 +23,11 @@
 //!
 //! Nothing acknowledged is ever dropped: a refused write was not logged and not applied.
 
-use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::{Error, IndexConfig, Result, SearchParams};
 
 /// Writes are admitted up to the budget less `1 / RESERVE_DIVISOR` of it (see the module
 /// docs).
@@ -134,45 +133,25 @@ impl MemoryBudget {
     }
 }
 
-/// The engine's indexes, as the budget sees them (weakly, so it does not keep them alive).
-pub(crate) type Indexes = Weak<RwLock<BTreeMap<String, Arc<crate::Index>>>>;
-
-/// The resident set plus the graph nodes `indexes` owe: the pending rows of each index at
-/// [`graph_row_bytes`] each.
-pub(crate) fn measure(indexes: Indexes) -> Measure {
-    Box::new(move || {
-        let debt = match indexes.upgrade() {
-            None => 0,
-            Some(indexes) => {
-                let indexes: Vec<_> = match indexes.read() {
-                    Ok(map) => map.values().cloned().collect(),
-                    Err(_) => Vec::new(),
-                };
-                indexes
-                    .iter()
-                    .map(|index| {
-                        let pending = index.indexing_status().map_or(0, |status| status.pending);
-                        pending.saturating_mul(graph_row_bytes(index))
-                    })
-                    .sum()
-            }
-        };
-        resident_bytes().saturating_add(debt)
-    })
-}
-
 /// About how many bytes one row adds to its namespace's graph: its vector again (f32; int8
 /// codes are smaller, so this errs high), the links of the bottom layer and node overhead.
-pub(crate) fn graph_row_bytes(index: &crate::Index) -> u64 {
-    let dimension = u64::from(index.config().dimension.get());
-    let m = u64::from(index.search_params().m());
+/// `config` and `params` are the index's.
+pub(crate) fn graph_row_bytes(config: IndexConfig, params: SearchParams) -> u64 {
+    let dimension = u64::from(config.dimension.get());
+    let m = u64::from(params.m());
     dimension * 4 + m * 12 + 64
 }
 
 /// About how many bytes a write of `rows` rows with `payload` bytes of values, ids and
-/// metadata adds to memory: the rows themselves plus their graph nodes.
-pub(crate) fn write_bytes(index: &crate::Index, rows: u64, payload: u64) -> u64 {
-    payload.saturating_add(rows.saturating_mul(graph_row_bytes(index) + 64))
+/// metadata adds to memory of an index with `config` and `params`: the rows themselves plus
+/// their graph nodes.
+pub(crate) fn write_bytes(
+    config: IndexConfig,
+    params: SearchParams,
+    rows: u64,
+    payload: u64,
+) -> u64 {
+    payload.saturating_add(rows.saturating_mul(graph_row_bytes(config, params) + 64))
 }
 
 /// The process's resident set in bytes (`VmRSS` of `/proc/self/status`); 0 where there is no

@@ -4,16 +4,7 @@
 //! engine validates them (see `validate`). Empty strings and empty lists mean
 //! "not given", as in proto3.
 
-use crate::{Dimension, JsonObject, Metadata, Metric, SparseVector};
-
-/// Sparse values as the client sent them: unvalidated, in any order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SparseInput {
-    /// Positions of the non-zero values.
-    pub indices: Vec<u32>,
-    /// The values, one per index.
-    pub values: Vec<f32>,
-}
+use crate::{Dimension, JsonObject, Metadata, Metric, SparseInput, SparseVector};
 
 /// One record of an upsert.
 #[derive(Debug, Clone, Default, PartialEq)]

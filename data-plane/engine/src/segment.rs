@@ -33,7 +33,7 @@ use crate::{
     Metadata, Namespace, SparseVector, VectorId,
     codec::{Decoder, Encoder},
     manifest::MAX_FILE_NUMBER,
-    namespace::NewRecord,
+    record::NewRecord,
 };
 
 const MAGIC: &[u8; 8] = b"LARCHSEG";

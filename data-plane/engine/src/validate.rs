@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use crate::{
     Error, Filter, IndexConfig, JsonObject, Metadata, Namespace, Result, SparseVector, VectorId,
     limits, metadata,
-    namespace::NewRecord,
     pagination::Cursor,
+    record::NewRecord,
     requests::{
         DeleteRequest, FetchByMetadataRequest, FetchRequest, ListNamespacesRequest, ListRequest,
         QueryRequest, UpdateRequest, UpsertRequest, VectorInput,

@@ -1,6 +1,16 @@
-//! Dense and sparse value validation, and the stored [`SparseVector`].
+//! Dense and sparse values: their validation, sparse values as the client sent them
+//! ([`SparseInput`], part of the request structs) and as stored ([`SparseVector`]).
 
-use crate::{Dimension, Error, Metric, Result, SparseInput, limits};
+use crate::{Dimension, Error, Metric, Result, limits};
+
+/// Sparse values as the client sent them: unvalidated, in any order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseInput {
+    /// Positions of the non-zero values.
+    pub indices: Vec<u32>,
+    /// The values, one per index.
+    pub values: Vec<f32>,
+}
 
 /// Validated sparse values: equal lengths, finite values, indices unique and
 /// sorted ascending.

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    AnswerBudget, ErrorCode, Metric, VectorInput,
+    AnswerBudget, ErrorCode, FetchByMetadataRequest, FetchRequest, ListRequest, Metric,
+    QueryRequest, UpsertRequest, VectorInput,
     test_support::{index, object},
 };
 

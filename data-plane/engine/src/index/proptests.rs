@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::*;
 use crate::{
-    Filter, Metric, SparseInput, VectorInput,
+    DeleteRequest, FetchByMetadataRequest, Filter, JsonObject, Metric, QueryRequest, SparseInput,
+    UpsertRequest, VectorInput,
     test_support::{index, object},
 };
 

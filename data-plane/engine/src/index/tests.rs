@@ -5,7 +5,10 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    ErrorCode, MetadataValue, Metric, Record, SparseInput, VectorInput,
+    DeleteRequest, ErrorCode, FetchByMetadataRequest, FetchRequest, JsonObject,
+    ListNamespacesRequest, ListRequest, MetadataValue, Metric, NamespaceInfo, QueryRequest,
+    QueryResponse, Record, SparseInput, UpdateRequest, UpsertRequest, VectorInput,
+    pagination::Cursor,
     test_support::{index, object, sparse, vector, vector_with},
 };
 

@@ -52,14 +52,16 @@ use std::{
 
 use roaring::RoaringBitmap;
 
+use super::{
+    NamespaceStore, Rows,
+    search::{Hit, SearchQuery},
+};
 use crate::{
     IndexConfig, Metric, Namespace, Quantization, SearchParams, VectorId,
     flush::Segments,
     hnsw::{Graph, Loaded, Node},
-    index::{read_lock, write_lock},
     interrupt,
-    namespace::{NamespaceStore, Rows},
-    search::{Hit, SearchQuery},
+    locks::{read_lock, write_lock},
 };
 
 /// "No row" / "no node" in the maps.

@@ -5,7 +5,8 @@
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
-use crate::{Metric, SparseVector, distance, namespace::Rows};
+use super::Rows;
+use crate::{Metric, SparseVector, distance};
 
 /// One search result: a row of the namespace and its score.
 #[derive(Debug, Clone, Copy, PartialEq)]

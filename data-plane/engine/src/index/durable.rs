@@ -1,0 +1,195 @@
+//! What a durable [`Index`] has beyond its memory ([`Durable`]: its log, its segments, the
+//! flush gate), how every logged change holds the gate (`Index::logged`), and the flush:
+//! the cut (`Index::cut`) and the hand-over to `flush` that writes the segments.
+
+use std::{
+    mem,
+    sync::{Mutex, RwLock},
+};
+
+use super::Index;
+use crate::{
+    Namespace, Result,
+    flush::{Pending, Segments, State, StorageStats},
+    locks::{lock, read_lock, write_lock},
+    wal::{self, Wal},
+};
+
+/// What a durable index has beyond its memory: its log, its segments, and
+/// what the next flush needs to know.
+pub(crate) struct Durable {
+    pub(super) wal: Wal,
+    pub(super) segments: Segments,
+    /// Held shared by every logged change from before its append until it
+    /// is applied, and exclusively by a flush while it cuts.
+    gate: RwLock<()>,
+    /// Namespaces deleted since the last cut.
+    pub(super) dropped: Mutex<Vec<Namespace>>,
+    /// Log files this process rotated away from, with their bytes of records: until a
+    /// manifest starts replay after them, they are backlog too (a failed flush rotates but
+    /// deletes nothing).
+    rotated: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Durable {
+    /// `dropped`: namespaces deleted since the segments were written (by
+    /// the replayed log).
+    pub(crate) fn new(wal: Wal, segments: Segments, dropped: Vec<Namespace>) -> Self {
+        Durable {
+            wal,
+            segments,
+            gate: RwLock::new(()),
+            dropped: Mutex::new(dropped),
+            rotated: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Bytes of logged records no manifest covers yet: the active file's and those of the
+    /// rotated files replay would still start from.
+    pub(super) fn log_backlog(&self) -> Result<u64> {
+        let active = self.wal.len().saturating_sub(wal::HEADER_LEN);
+        let number = self.wal.number();
+        let files = self.segments.stats(&self.wal).wal_files;
+        let replay_start = (number + 1).saturating_sub(files);
+        let mut rotated = lock(&self.rotated)?;
+        rotated.retain(|&(file, _)| file >= replay_start);
+        Ok(active + rotated.iter().map(|&(_, bytes)| bytes).sum::<u64>())
+    }
+
+    /// The segments (and graph files).
+    pub(crate) fn segments(&self) -> &Segments {
+        &self.segments
+    }
+}
+
+impl Index {
+    /// Runs `change`, which may log changes, holding the flush gate shared
+    /// so that a flush never cuts between a change's append and its apply;
+    /// then, with no lock held, flushes if the log has grown past the
+    /// threshold.
+    pub(super) fn logged<T>(&self, change: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(durable) = &self.durable else {
+            return change();
+        };
+        let output = {
+            let _gate = read_lock(&durable.gate)?;
+            change()?
+        };
+        if durable.wal.len() >= durable.segments.policy().wal_bytes
+            && let Err(err) = self.flush_segments(false)
+        {
+            // The change is durable in the log, which keeps everything until a flush succeeds.
+            tracing::warn!(index = %self.name, error = %err, "flushing or compacting segments failed; the write-ahead log keeps every change and the flush is retried");
+        }
+        Ok(output)
+    }
+
+    /// Flushes every change logged so far to segments and swaps the
+    /// manifest (then compacts if a namespace has too many segments), even
+    /// below the flush threshold. Returns whether anything was written;
+    /// `false` for an in-memory index. Writes continue meanwhile, except
+    /// for the moment of the cut (see the crate's `# Durability`).
+    pub fn flush(&self) -> Result<bool> {
+        self.flush_segments(true)
+    }
+
+    /// Segment and log figures of a durable index; `None` in memory.
+    pub fn storage_stats(&self) -> Option<StorageStats> {
+        let durable = self.durable.as_ref()?;
+        Some(durable.segments.stats(&durable.wal))
+    }
+
+    /// Stops writing files for good, once a flush in progress is done: the
+    /// index is being dropped and its directory removed.
+    pub(crate) fn close(&self) {
+        if let Some(durable) = &self.durable {
+            durable.segments.close();
+        }
+    }
+
+    /// The log and segments, for tests.
+    #[cfg(test)]
+    pub(crate) fn durable_parts(&self) -> Option<&Durable> {
+        self.durable.as_ref()
+    }
+
+    /// A flush (see `flush`). `force`: wait for a flush in progress, and
+    /// flush whatever there is; otherwise give up if another flush runs,
+    /// the last one failed moments ago, or the log is below the threshold.
+    pub(super) fn flush_segments(&self, force: bool) -> Result<bool> {
+        let Some(durable) = &self.durable else {
+            return Ok(false);
+        };
+        let Some(mut state) = durable.segments.begin(force)? else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let (wal_start, cut) = match self.cut(durable, &state, force) {
+            Ok(Some(cut)) => cut,
+            Ok(None) => return Ok(false),
+            Err(err) => {
+                state.back_off();
+                return Err(err);
+            }
+        };
+        durable
+            .segments
+            .write(&mut state, wal_start, cut, started)?;
+        Ok(true)
+    }
+
+    /// Step 1 of a flush (see `flush`): with writers paused, starts the next
+    /// log file and takes every change since the last cut. Returns the
+    /// number of the new file (where replay will start) and the changes;
+    /// `None` if there is nothing to flush (or, unless `force`, the log is
+    /// below the threshold after all). A failure before the new file exists
+    /// takes nothing; after it, nothing can fail.
+    fn cut(
+        &self,
+        durable: &Durable,
+        state: &State,
+        force: bool,
+    ) -> Result<Option<(u64, Vec<Pending>)>> {
+        let _gate = write_lock(&durable.gate)?;
+        let wal = &durable.wal;
+        if !force && wal.len() < durable.segments.policy().wal_bytes {
+            // Another flush got there first.
+            return Ok(None);
+        }
+        let empty_log = wal.len() <= wal::HEADER_LEN;
+        if empty_log && wal.number() == state.wal_start() && !state.has_pending() {
+            return Ok(None);
+        }
+        // Take every lock first, so the cut cannot stop halfway.
+        let namespaces = read_lock(&self.namespaces)?;
+        let stores = namespaces
+            .iter()
+            .map(|(name, shared)| Ok((name, read_lock(shared)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut dropped = lock(&durable.dropped)?;
+        let mut rotated = lock(&durable.rotated)?;
+        let wal_start = if empty_log {
+            wal.number()
+        } else {
+            let (file, bytes) = (wal.number(), wal.len().saturating_sub(wal::HEADER_LEN));
+            let next = wal.rotate()?;
+            rotated.push((file, bytes));
+            next
+        };
+        let mut cut: Vec<Pending> = mem::take(&mut *dropped)
+            .into_iter()
+            .map(Pending::Dropped)
+            .collect();
+        for (name, store) in &stores {
+            if let Some((bytes, cleared)) = store.take_changes(name) {
+                cut.push(Pending::Segment {
+                    namespace: (*name).clone(),
+                    cleared,
+                    bytes,
+                    written: None,
+                });
+            }
+        }
+        Ok(Some((wal_start, cut)))
+    }
+}
