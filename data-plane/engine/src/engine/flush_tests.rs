@@ -583,7 +583,9 @@ fn writes_wait_while_failing_flushes_let_the_log_grow() {
     assert_eq!(refusal.code(), ErrorCode::ResourceExhausted, "{refusal}");
     assert_eq!(refusal.retry_after(), Some(crate::pressure::LOG_RETRY));
     assert!(
-        refusal.to_string().contains("faster than it can flush"),
+        refusal
+            .to_string()
+            .contains("faster than it can flush: its write-ahead log holds "),
         "{refusal}"
     );
     assert!(stats(&index).wal_files >= 2, "{:?}", stats(&index));

@@ -114,7 +114,8 @@ impl Index {
             if backlog >= limit {
                 return Err(Error::Overloaded {
                     message: format!(
-                        "index '{}' is writing faster than it can flush: its write-ahead log                          holds {} KiB of changes not yet flushed (the limit is {} KiB: {}x the \
+                        "index '{}' is writing faster than it can flush: its write-ahead log \
+                         holds {} KiB of changes not yet flushed (the limit is {} KiB: {}x the \
                          flush threshold); retry shortly (reads are served)",
                         self.name,
                         backlog / 1024,
