@@ -134,9 +134,9 @@ impl Cause {
         Cause(Arc::new(err))
     }
 
-    /// A refusal that arrived as a code and a message (e.g. a gRPC status from another
-    /// process).
-    pub fn remote(code: Code, message: impl Into<String>) -> Cause {
+    /// An error known only by its class and message: a status another process answered, or
+    /// a refusal made on the spot by a layer that has no error type of its own.
+    pub fn from_parts(code: Code, message: impl Into<String>) -> Cause {
         Cause::new(Remote {
             code,
             message: message.into(),
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(cause.code(), Code::ResourceExhausted);
         assert_eq!(cause.retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(cause.to_string(), "disk full: cannot write");
-        let remote = Cause::remote(Code::NotFound, "index 'x' not found");
+        let remote = Cause::from_parts(Code::NotFound, "index 'x' not found");
         assert_eq!(remote.code(), Code::NotFound);
         assert_eq!(remote.retry_after(), None);
         assert_eq!(remote.to_string(), "index 'x' not found");

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::{IndexConfig, SearchParams};
+use larch_model::Cause;
 use larch_state::{SharedDocument, Written};
 
 use crate::error::{Error, Result};
@@ -76,7 +77,7 @@ impl fmt::Display for PortPolicy {
 }
 
 /// Why the data plane could not open an index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AttachError {
     /// The requested port is taken by another program; the catalog tries the next one.
     PortInUse,
@@ -84,10 +85,13 @@ pub enum AttachError {
     Unavailable(String),
     /// Anything else, described for the operator.
     Failed(String),
+    /// The data plane refused with an error of its own (e.g. its disk is full), kept with its
+    /// class.
+    Refused(Cause),
 }
 
 /// Why the data plane did not carry out a change to a served index (configure, detach).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {
     /// The data plane did not answer in time or could not be reached (worth retrying).
     #[error("{0}")]
@@ -95,6 +99,10 @@ pub enum HostError {
     /// Anything else, described for the operator.
     #[error("{0}")]
     Failed(String),
+    /// The data plane refused with an error of its own (e.g. its disk is full), kept with its
+    /// class.
+    #[error("{0}")]
+    Refused(Cause),
 }
 
 impl From<HostError> for Error {
@@ -102,6 +110,7 @@ impl From<HostError> for Error {
         match err {
             HostError::Unavailable(reason) => Error::DataPlaneUnavailable(reason),
             HostError::Failed(reason) => Error::DataPlane(reason),
+            HostError::Refused(cause) => Error::DataPlaneRefused(cause),
         }
     }
 }
@@ -349,6 +358,12 @@ impl Catalog {
                     Err(AttachError::Failed(reason) | AttachError::Unavailable(reason)) => {
                         return Err(Error::DataPlane(format!(
                             "cannot recover index '{}': {reason}",
+                            loaded.key
+                        )));
+                    }
+                    Err(AttachError::Refused(cause)) => {
+                        return Err(Error::DataPlane(format!(
+                            "cannot recover index '{}': {cause}",
                             loaded.key
                         )));
                     }
@@ -726,6 +741,7 @@ impl Catalog {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
                 }
                 Err(AttachError::Failed(reason)) => return Err(Error::DataPlane(reason)),
+                Err(AttachError::Refused(cause)) => return Err(Error::DataPlaneRefused(cause)),
                 Err(AttachError::Unavailable(reason)) => {
                     return Err(Error::DataPlaneUnavailable(reason));
                 }

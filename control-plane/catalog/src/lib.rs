@@ -18,7 +18,7 @@
 //! [`ConfigureIndex`] and its records back into protobuf.
 //!
 //! # Layout
-//! - [`error`]: the crate's [`Error`] and its [`larch_engine::ErrorCode`] class.
+//! - [`error`]: the crate's [`Error`] and its class in the shared vocabulary ([`larch_model::Code`]).
 //! - [`record`]: typed index settings ([`IndexName`], [`IndexKey`], [`Cloud`],
 //!   [`DeletionProtection`], ...),
 //!   the raw [`SearchSettings`] of a request (validated into [`larch_engine::SearchParams`])

@@ -2,8 +2,8 @@
 //!
 //! Both transports translate their wire message into a [`larch_catalog`] request, make one
 //! call here and translate the [`IndexRecord`] back; every rule lives in the catalog. Errors
-//! come back as a [`Failure`] with a transport-neutral [`ErrorCode`], which each transport
-//! maps to its own status in one place.
+//! come back as a [`Failure`], [`Classified`] in the shared vocabulary, which the transports
+//! map with `larch_model::wire`.
 //!
 //! Every call is scoped to a project — the caller's, `Principal::project_id` — so a caller
 //! sees and changes only its own project's indexes. Before a call names an index, the
@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use larch_auth::{Action, Denied, Principal};
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexKey, IndexRecord, Served};
-use larch_engine::ErrorCode;
+use larch_model::{Classified, Code};
 
 /// The index lifecycle over a catalog that may still be recovering. Clones share the catalog.
 #[derive(Clone)]
@@ -41,19 +41,44 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The transport-neutral class of this failure.
-    ///
-    /// [`Failure::Denied`] has no class of its own among the engine's codes: the transports
-    /// answer it with PERMISSION_DENIED (gRPC) or 403 `PERMISSION_DENIED` (REST) before they
-    /// look at the code, which says `FailedPrecondition` for it (the request is valid, but not
-    /// for this caller).
-    pub fn code(&self) -> ErrorCode {
+    /// The class of this failure in the shared vocabulary.
+    pub fn code(&self) -> Code {
         match self {
             Failure::Catalog(err) => err.code(),
-            Failure::Denied(_) => ErrorCode::FailedPrecondition,
-            Failure::Recovering => ErrorCode::Unavailable,
-            Failure::Unsupported(_) => ErrorCode::InvalidArgument,
-            Failure::TaskFailed(_) => ErrorCode::Internal,
+            Failure::Denied(_) => Code::PermissionDenied,
+            Failure::Recovering => Code::Unavailable,
+            Failure::Unsupported(_) => Code::InvalidArgument,
+            Failure::TaskFailed(_) => Code::Internal,
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Catalog(err) => Some(err),
+            Failure::Denied(denied) => Some(denied),
+            Failure::Recovering | Failure::Unsupported(_) | Failure::TaskFailed(_) => None,
+        }
+    }
+}
+
+impl Classified for Failure {
+    fn code(&self) -> Code {
+        Failure::code(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Failure::Catalog(err) => Classified::retry_after(err),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Failure::Catalog(err) => Classified::field(err),
+            _ => None,
         }
     }
 }
@@ -344,20 +369,17 @@ mod tests {
 
     #[test]
     fn failures_have_codes_and_messages() {
-        assert_eq!(Failure::Recovering.code(), ErrorCode::Unavailable);
+        assert_eq!(Failure::Recovering.code(), Code::Unavailable);
         assert!(Failure::Recovering.to_string().contains("recovering"));
         assert_eq!(
             Failure::Unsupported("spec.pod: no".into()).code(),
-            ErrorCode::InvalidArgument
+            Code::InvalidArgument
         );
         assert_eq!(
             Failure::from(larch_catalog::Error::NotFound("x".into())).code(),
-            ErrorCode::NotFound
+            Code::NotFound
         );
-        assert_eq!(
-            Failure::TaskFailed("boom".into()).code(),
-            ErrorCode::Internal
-        );
+        assert_eq!(Failure::TaskFailed("boom".into()).code(), Code::Internal);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use larch_auth::KeyStore;
 use larch_catalog::{AttachError, AttachMode, DataPlaneHost, HostError, IndexKey};
 use larch_engine::{Engine, IndexConfig, SearchParams};
+use larch_model::Cause;
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -203,7 +204,7 @@ impl DataPlaneHost for DataPlane {
             AttachMode::Create => engine.create_index(&storage, config),
             AttachMode::Recover => engine.open_index(&storage, config),
         }
-        .map_err(|err| AttachError::Failed(err.to_string()))?;
+        .map_err(|err| AttachError::Refused(Cause::new(err)))?;
         // Before the server starts, so no query runs with the engine's defaults instead.
         index.set_search_params(search);
         let engine = Arc::clone(&self.inner.engine);
@@ -235,7 +236,7 @@ impl DataPlaneHost for DataPlane {
             .inner
             .engine
             .index(&key.storage_name())
-            .map_err(|err| HostError::Failed(err.to_string()))?;
+            .map_err(|err| HostError::Refused(Cause::new(err)))?;
         index.set_search_params(search);
         Ok(())
     }
@@ -249,7 +250,7 @@ impl DataPlaneHost for DataPlane {
         self.inner
             .engine
             .drop_index(&storage)
-            .map_err(|err| HostError::Failed(err.to_string()))
+            .map_err(|err| HostError::Refused(Cause::new(err)))
     }
 }
 

@@ -7,11 +7,10 @@
 use std::sync::Arc;
 
 use larch_engine::{
-    DeleteRequest as EngineDelete, Engine, Error, ErrorCode,
-    FetchByMetadataRequest as EngineFetchByMeta, FetchRequest as EngineFetch,
-    ListNamespacesRequest as EngineListNamespaces, ListRequest as EngineList, NamespaceInfo,
-    QueryRequest as EngineQuery, Record, UpdateRequest as EngineUpdate,
-    UpsertRequest as EngineUpsert, VectorInput,
+    DeleteRequest as EngineDelete, Engine, Error, FetchByMetadataRequest as EngineFetchByMeta,
+    FetchRequest as EngineFetch, ListNamespacesRequest as EngineListNamespaces,
+    ListRequest as EngineList, NamespaceInfo, QueryRequest as EngineQuery, Record,
+    UpdateRequest as EngineUpdate, UpsertRequest as EngineUpsert, VectorInput,
 };
 use larch_proto::pinecone::{
     CreateNamespaceRequest, DeleteNamespaceRequest, DeleteRequest, DeleteResponse,
@@ -485,25 +484,7 @@ fn default_namespace_name(metadata: &MetadataMap) -> &'static str {
 /// The one place engine errors become gRPC statuses. Backpressure refusals carry
 /// `grpc-retry-pushback-ms`, which Pinecone's clients honour before retrying.
 pub fn status(err: Error) -> Status {
-    let message = err.to_string();
-    match err.code() {
-        ErrorCode::InvalidArgument => Status::invalid_argument(message),
-        ErrorCode::NotFound => Status::not_found(message),
-        ErrorCode::AlreadyExists => Status::already_exists(message),
-        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
-        ErrorCode::ResourceExhausted => {
-            let mut status = Status::resource_exhausted(message);
-            if let Some(retry_after) = err.retry_after() {
-                larch_auth::grpc::set_pushback(status.metadata_mut(), retry_after);
-            }
-            status
-        }
-        ErrorCode::Unavailable => Status::unavailable(message),
-        ErrorCode::Internal => {
-            tracing::error!(error = %message, "data-plane request failed");
-            Status::internal("internal error; see the server log")
-        }
-    }
+    larch_model::wire::grpc_status(&err)
 }
 
 #[cfg(test)]
