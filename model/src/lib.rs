@@ -13,6 +13,10 @@
 //!
 //! # Layout
 //! - this file: [`Code`], [`Classified`], [`Cause`].
+//! - [`index`]: what names an index ([`IndexName`], [`IndexKey`], [`DEFAULT_PROJECT`]), shared by
+//!   both planes.
+//! - [`host`]: what the catalog and a data plane say about serving an index ([`AttachMode`],
+//!   [`AttachError`], [`HostError`]).
 //! - [`wire`] (feature `wire`): [`wire::grpc_status`] and [`wire::http_error`], the one gRPC
 //!   map and the one HTTP map per API dialect.
 
@@ -20,8 +24,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod host;
+pub mod index;
 #[cfg(feature = "wire")]
 pub mod wire;
+
+pub use host::{AttachError, AttachMode, HostError};
+pub use index::{DEFAULT_PROJECT, Incarnation, IndexKey, IndexName, InvalidField};
 
 /// What kind of failure an error is: the one vocabulary of every crate. Each transport maps it
 /// exhaustively to its own status in [`wire`]; the table in the README ("Errors and status

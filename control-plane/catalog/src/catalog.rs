@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::{IndexConfig, SearchParams};
-use larch_model::Cause;
+/// How the data plane answers the catalog: shared with the data plane, which implements
+/// [`DataPlaneHost`], through the crate both planes depend on.
+pub use larch_model::host::{AttachError, AttachMode, HostError};
 use larch_state::{SharedDocument, Written};
 
 use crate::error::{Error, Result};
@@ -76,35 +78,6 @@ impl fmt::Display for PortPolicy {
     }
 }
 
-/// Why the data plane could not open an index.
-#[derive(Debug, Clone)]
-pub enum AttachError {
-    /// The requested port is taken by another program; the catalog tries the next one.
-    PortInUse,
-    /// The data plane did not answer in time or could not be reached (worth retrying).
-    Unavailable(String),
-    /// Anything else, described for the operator.
-    Failed(String),
-    /// The data plane refused with an error of its own (e.g. its disk is full), kept with its
-    /// class.
-    Refused(Cause),
-}
-
-/// Why the data plane did not carry out a change to a served index (configure, detach).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum HostError {
-    /// The data plane did not answer in time or could not be reached (worth retrying).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else, described for the operator.
-    #[error("{0}")]
-    Failed(String),
-    /// The data plane refused with an error of its own (e.g. its disk is full), kept with its
-    /// class.
-    #[error("{0}")]
-    Refused(Cause),
-}
-
 impl From<HostError> for Error {
     fn from(err: HostError) -> Error {
         match err {
@@ -113,15 +86,6 @@ impl From<HostError> for Error {
             HostError::Refused(cause) => Error::DataPlaneRefused(cause),
         }
     }
-}
-
-/// Whether the data plane starts an index afresh or recovers its stored data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachMode {
-    /// A new, empty index (any stale data of that name is discarded).
-    Create,
-    /// An index the catalog knew before a restart: its data is recovered.
-    Recover,
 }
 
 /// The data plane as the catalog sees it: it opens, reconfigures and drops indexes on request.
@@ -927,7 +891,7 @@ fn check_unprotected(record: &IndexRecord) -> Result<()> {
 /// The key of index `name` in `project`, both validated.
 fn key_of(project: &str, name: &str) -> Result<IndexKey> {
     check_project_id(project)?;
-    IndexKey::new(project, IndexName::new(name)?)
+    Ok(IndexKey::new(project, IndexName::new(name)?)?)
 }
 
 /// "Not found" for `key`, naming only the index: whether another project has an index of that

@@ -68,6 +68,13 @@ impl Error {
     }
 }
 
+impl From<larch_model::InvalidField> for Error {
+    fn from(err: larch_model::InvalidField) -> Error {
+        let larch_model::InvalidField { field, message } = err;
+        Error::InvalidArgument { field, message }
+    }
+}
+
 impl Classified for Error {
     fn code(&self) -> Code {
         Error::code(self)

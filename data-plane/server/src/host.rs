@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::{AttachError, AttachMode, DataPlaneHost, HostError, IndexKey};
+use larch_catalog::DataPlaneHost;
 use larch_engine::{Engine, IndexConfig, SearchParams};
-use larch_model::Cause;
+use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -257,8 +257,8 @@ impl DataPlaneHost for DataPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use larch_catalog::IndexName;
     use larch_engine::{Dimension, Metric};
+    use larch_model::IndexName;
     use std::net::Ipv4Addr;
 
     /// A project other than the default, with an id shaped like the auth crate's.
@@ -276,7 +276,7 @@ mod tests {
         );
         let key =
             |project: &str| IndexKey::new(project, IndexName::new("movies").unwrap()).unwrap();
-        let (mine, theirs) = (key(larch_catalog::DEFAULT_PROJECT), key(OTHER));
+        let (mine, theirs) = (key(larch_model::DEFAULT_PROJECT), key(OTHER));
         let config = IndexConfig {
             dimension: Dimension::new(4).unwrap(),
             metric: Metric::Cosine,
@@ -295,7 +295,7 @@ mod tests {
         std::fs::write(root.join("gone").join("data"), b"kept").unwrap();
         std::fs::create_dir_all(root.join(".left.tmp")).unwrap();
         // A deleted index whose data was not removed then (its tombstone names it).
-        let deleted = IndexKey::parse(larch_catalog::DEFAULT_PROJECT, "old", "abc").unwrap();
+        let deleted = IndexKey::parse(larch_model::DEFAULT_PROJECT, "old", "abc").unwrap();
         std::fs::create_dir_all(root.join(deleted.storage_name())).unwrap();
         // Beside the root, as `larch serve` keeps it beside its indexes directory.
         let quarantine = root.with_extension("quarantine");
