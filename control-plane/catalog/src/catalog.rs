@@ -448,7 +448,7 @@ impl Catalog {
 
 /// A shared-state failure as a catalog error (UNAVAILABLE: the store may come back).
 fn shared_failure(err: larch_state::Error) -> Error {
-    Error::Storage(err.to_string())
+    Error::SharedState(err)
 }
 
 /// What is stored of `indexes`.

@@ -32,6 +32,10 @@ pub enum Error {
     /// The catalog file could not be read or written.
     #[error("catalog storage: {0}")]
     Storage(String),
+    /// The catalog shared by several control-plane replicas cannot be read or written now (the
+    /// store's own error, kept typed); retrying later may succeed.
+    #[error("catalog storage: {0}")]
+    SharedState(#[from] larch_state::Error),
     /// The data plane could not open or drop the index.
     #[error("data plane: {0}")]
     DataPlane(String),
@@ -53,7 +57,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::Forbidden,
             Error::NoFreePort(_) => Code::ResourceExhausted,
-            Error::Storage(_) => Code::Unavailable,
+            Error::Storage(_) | Error::SharedState(_) => Code::Unavailable,
             Error::DataPlane(_) => Code::Internal,
             Error::DataPlaneUnavailable(_) => Code::Unavailable,
             Error::DataPlaneRefused(cause) => cause.code(),
