@@ -234,3 +234,50 @@ impl Classified for ForClient<'_> {
         self.error.field()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use larch_model::wire::{HttpError, INTERNAL_MESSAGE, grpc_status};
+
+    use super::*;
+
+    #[test]
+    fn clients_see_neither_the_key_nor_what_was_wrong_with_it() {
+        let malformed = Error::Malformed("bad checksum");
+        let status = grpc_status(&ForClient::new(&malformed, "send a key"));
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "invalid api key");
+        // A missing key names where this transport wants it.
+        let missing = HttpError::of(&ForClient::new(&Error::MissingKey, "send it in 'Api-Key'"));
+        assert_eq!(missing.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.code, Code::Unauthenticated);
+        assert_eq!(missing.message, "send it in 'Api-Key'");
+    }
+
+    #[test]
+    fn each_refusal_has_its_class_and_hint() {
+        let limited = Error::RateLimited {
+            key_id: "k".into(),
+            per_second: 1,
+            retry_after: Duration::from_millis(300),
+        };
+        let refused = HttpError::of(&ForClient::new(&limited, "x"));
+        assert_eq!(refused.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(300)));
+        assert_eq!(
+            Error::FailedPrecondition("x".into()).code(),
+            Code::FailedPrecondition
+        );
+        let io = Error::Io {
+            action: "read",
+            path: "/keys/access.json".into(),
+            source: std::io::Error::other("boom"),
+        };
+        let refused = HttpError::of(&ForClient::new(&io, "x"));
+        assert_eq!(refused.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(refused.message, INTERNAL_MESSAGE);
+        assert_eq!(io.code_name(), "INTERNAL");
+    }
+}
