@@ -4,7 +4,10 @@
 //! error message, so errors can be logged and returned to callers as they are. The
 //! mapping to gRPC statuses lives in [`crate::grpc`] (one exhaustive `match`).
 
+use std::fmt;
 use std::path::PathBuf;
+
+use larch_model::{Classified, Code};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -131,22 +134,42 @@ pub enum Error {
     },
 }
 
+impl Classified for Error {
+    fn code(&self) -> Code {
+        match self {
+            Error::MissingKey | Error::InvalidKey | Error::Malformed(_) | Error::ExpiredKey(_) => {
+                Code::Unauthenticated
+            }
+            Error::Denied(_) => Code::PermissionDenied,
+            Error::IndexNotFound(_) | Error::NotFound { .. } => Code::NotFound,
+            Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::Invalid { .. } | Error::UnknownRole(_) => Code::InvalidArgument,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::SharedState(_) | Error::Contended { .. } => Code::Unavailable,
+            Error::Io { .. } | Error::InvalidKeyFile { .. } => Code::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
 impl Error {
     /// The gRPC code name of the status this error becomes (`UNAUTHENTICATED`, …), for logs.
     pub fn code_name(&self) -> &'static str {
-        match self {
-            Error::MissingKey | Error::InvalidKey | Error::Malformed(_) | Error::ExpiredKey(_) => {
-                "UNAUTHENTICATED"
-            }
-            Error::Denied(_) => "PERMISSION_DENIED",
-            Error::IndexNotFound(_) | Error::NotFound { .. } => "NOT_FOUND",
-            Error::RateLimited { .. } => "RESOURCE_EXHAUSTED",
-            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
-            Error::Invalid { .. } | Error::UnknownRole(_) => "INVALID_ARGUMENT",
-            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
-            Error::SharedState(_) | Error::Contended { .. } => "UNAVAILABLE",
-            Error::Io { .. } | Error::InvalidKeyFile { .. } => "INTERNAL",
-        }
+        self.code().name()
     }
 
     /// Builds a closure for `map_err` that wraps an [`std::io::Error`] with its context.
@@ -160,5 +183,101 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// An [`Error`] as a client sees it, for the transports' maps (`larch_model::wire`): never the
+/// key nor which part of it was wrong, and a missing key names where to send one (the gRPC
+/// metadata or the REST header). Everything else reads as the error itself.
+#[derive(Debug)]
+pub struct ForClient<'a> {
+    error: &'a Error,
+    missing_key: &'static str,
+}
+
+impl<'a> ForClient<'a> {
+    /// `error` for a client who sends keys where `missing_key` says.
+    pub fn new(error: &'a Error, missing_key: &'static str) -> ForClient<'a> {
+        if error.code() == Code::Unavailable {
+            tracing::warn!(error = %error, "shared access state unavailable");
+        }
+        ForClient { error, missing_key }
+    }
+}
+
+impl fmt::Display for ForClient<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error {
+            Error::MissingKey => f.write_str(self.missing_key),
+            Error::InvalidKey | Error::Malformed(_) => f.write_str("invalid api key"),
+            error => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ForClient<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.error)
+    }
+}
+
+impl Classified for ForClient<'_> {
+    fn code(&self) -> Code {
+        self.error.code()
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        self.error.retry_after()
+    }
+
+    fn field(&self) -> Option<&str> {
+        self.error.field()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use larch_model::wire::{HttpError, INTERNAL_MESSAGE, grpc_status};
+
+    use super::*;
+
+    #[test]
+    fn clients_see_neither_the_key_nor_what_was_wrong_with_it() {
+        let malformed = Error::Malformed("bad checksum");
+        let status = grpc_status(&ForClient::new(&malformed, "send a key"));
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "invalid api key");
+        // A missing key names where this transport wants it.
+        let missing = HttpError::of(&ForClient::new(&Error::MissingKey, "send it in 'Api-Key'"));
+        assert_eq!(missing.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.code, Code::Unauthenticated);
+        assert_eq!(missing.message, "send it in 'Api-Key'");
+    }
+
+    #[test]
+    fn each_refusal_has_its_class_and_hint() {
+        let limited = Error::RateLimited {
+            key_id: "k".into(),
+            per_second: 1,
+            retry_after: Duration::from_millis(300),
+        };
+        let refused = HttpError::of(&ForClient::new(&limited, "x"));
+        assert_eq!(refused.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(300)));
+        assert_eq!(
+            Error::FailedPrecondition("x".into()).code(),
+            Code::FailedPrecondition
+        );
+        let io = Error::Io {
+            action: "read",
+            path: "/keys/access.json".into(),
+            source: std::io::Error::other("boom"),
+        };
+        let refused = HttpError::of(&ForClient::new(&io, "x"));
+        assert_eq!(refused.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(refused.message, INTERNAL_MESSAGE);
+        assert_eq!(io.code_name(), "INTERNAL");
     }
 }

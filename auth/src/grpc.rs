@@ -1,5 +1,6 @@
 //! The tonic adapter: a tower [`AuthLayer`] for `Server::builder().layer(..)`, the
-//! [`principal`] helper for handlers, and the one mapping from [`Error`] to [`Status`].
+//! [`principal`] helper for handlers, and [`Error`]'s conversion to [`Status`] (through the
+//! shared map, `larch_model::wire`).
 //!
 //! The layer reads the `api-key` request metadata, authenticates it with a [`KeyStore`]
 //! and puts the resulting [`Principal`] into the request extensions. Requests without a
@@ -19,6 +20,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::{debug, error};
 
+use crate::error::ForClient;
 use crate::gate::{Attempt, Authenticated, Presented, Rejection, Scope};
 use crate::{Error, KeyStore, Principal, Result, action_of};
 
@@ -34,46 +36,15 @@ pub(crate) const PUBLIC_PREFIXES: [&str; 3] = [
 
 const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'api-key' request metadata";
 
-/// Trailer (here: trailers-only header) telling gRPC clients when to retry; Pinecone's
-/// clients honour it.
-pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+/// Where both planes set the retry hint of a refusal (`grpc-retry-pushback-ms`); kept here for
+/// the layers that used it from this crate.
+pub use larch_model::wire::{RETRY_PUSHBACK_HEADER, set_pushback};
 
-/// Tells a gRPC client to wait `retry_after` before retrying (`grpc-retry-pushback-ms`, whole
-/// milliseconds). Every backpressure refusal of both planes sets it through here.
-pub fn set_pushback(metadata: &mut tonic::metadata::MetadataMap, retry_after: std::time::Duration) {
-    let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-    metadata.insert(RETRY_PUSHBACK_HEADER, millis.into());
-}
-
-/// Maps every crate error to the gRPC status a client sees. The one place that does so.
+/// The status a gRPC client sees for every crate error: the shared map
+/// ([`larch_model::wire::grpc_status`]) of the error as a client may see it ([`ForClient`]).
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
-        match err {
-            Error::MissingKey => Status::unauthenticated(MISSING_KEY_MESSAGE),
-            // Never echo the key, nor say which part of it was wrong.
-            Error::InvalidKey | Error::Malformed(_) => Status::unauthenticated("invalid api key"),
-            Error::ExpiredKey(_) => Status::unauthenticated(err.to_string()),
-            Error::Denied(_) => Status::permission_denied(err.to_string()),
-            Error::IndexNotFound(_) | Error::NotFound { .. } => Status::not_found(err.to_string()),
-            Error::RateLimited { retry_after, .. } => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                set_pushback(&mut metadata, retry_after);
-                Status::with_metadata(tonic::Code::ResourceExhausted, err.to_string(), metadata)
-            }
-            Error::AlreadyExists { .. } => Status::already_exists(err.to_string()),
-            Error::Invalid { .. } | Error::UnknownRole(_) => {
-                Status::invalid_argument(err.to_string())
-            }
-            Error::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
-            Error::SharedState(_) | Error::Contended { .. } => {
-                tracing::warn!(error = %err, "shared access state unavailable");
-                Status::unavailable(err.to_string())
-            }
-            Error::Io { .. } | Error::InvalidKeyFile { .. } => {
-                error!(error = &err as &dyn std::error::Error, "key storage failed");
-                Status::internal("internal error")
-            }
-        }
+        larch_model::wire::grpc_status(&ForClient::new(&err, MISSING_KEY_MESSAGE))
     }
 }
 

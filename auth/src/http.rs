@@ -1,6 +1,6 @@
 //! The axum adapters: [`require_key`], a middleware that authenticates the `Api-Key` header
-//! of REST requests with a [`KeyStore`], the one mapping from [`Error`] to an HTTP status, and
-//! [`protect_grpc`], which mounts the gRPC layer of [`crate::grpc`] on gRPC services served
+//! of REST requests with a [`KeyStore`], [`refused`] (an [`Error`] through the shared HTTP map,
+//! `larch_model::wire`), and [`protect_grpc`], which mounts the gRPC layer of [`crate::grpc`] on gRPC services served
 //! from an axum router (one port serving both protocols).
 //!
 //! Pinecone's REST clients send the key in `Api-Key` (HTTP header names are case-insensitive,
@@ -13,8 +13,8 @@
 //! use axum::routing::get;
 //! use larch_auth::http::{HttpAuth, require_key};
 //!
-//! fn render(status: http::StatusCode, message: &str) -> Response {
-//!     (status, message.to_owned()).into_response()
+//! fn render(refused: larch_auth::http::HttpError) -> Response {
+//!     (refused.status, refused.message).into_response()
 //! }
 //! let auth = HttpAuth::new(larch_auth::KeyStore::new(), render);
 //! let app: axum::Router = axum::Router::new()
@@ -33,7 +33,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::StatusCode;
-use tracing::{debug, error};
+use tracing::debug;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,12 +41,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::access::rest_action;
+use crate::error::ForClient;
 use crate::gate::{Attempt, Authenticated, Rejection, Scope};
 use crate::grpc::{AuthLayer, PUBLIC_PREFIXES, peer_ip, presented_key};
 use crate::{Error, KeyStore, action_of};
 
-/// Renders a refused request as `status` with `message`, in the plane's error shape.
-pub type Render = fn(StatusCode, &str) -> Response;
+/// Renders a refused request (its status, class, message and retry hint, from the shared map)
+/// in the plane's error shape.
+pub type Render = fn(HttpError) -> Response;
+
+/// What a [`Render`] function is given.
+pub use larch_model::wire::HttpError;
 
 const MISSING_KEY_MESSAGE: &str = "missing api key: send it in the 'Api-Key' header";
 
@@ -84,43 +89,23 @@ impl std::fmt::Debug for HttpAuth {
     }
 }
 
-/// The HTTP status and client-facing message of every crate error. The one place that does so.
-pub fn rejection(err: &Error) -> (StatusCode, String) {
-    match err {
-        Error::MissingKey => (StatusCode::UNAUTHORIZED, MISSING_KEY_MESSAGE.to_owned()),
-        // Never echo the key, nor say which part of it was wrong.
-        Error::InvalidKey | Error::Malformed(_) => {
-            (StatusCode::UNAUTHORIZED, "invalid api key".to_owned())
-        }
-        Error::ExpiredKey(_) => (StatusCode::UNAUTHORIZED, err.to_string()),
-        Error::Denied(_) => (StatusCode::FORBIDDEN, err.to_string()),
-        Error::IndexNotFound(_) | Error::NotFound { .. } => {
-            (StatusCode::NOT_FOUND, err.to_string())
-        }
-        Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, err.to_string()),
-        Error::AlreadyExists { .. } => (StatusCode::CONFLICT, err.to_string()),
-        Error::Invalid { .. } | Error::UnknownRole(_) => (StatusCode::BAD_REQUEST, err.to_string()),
-        Error::FailedPrecondition(_) => (StatusCode::PRECONDITION_FAILED, err.to_string()),
-        Error::SharedState(_) | Error::Contended { .. } => {
-            tracing::warn!(error = %err, "shared access state unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-        }
-        Error::Io { .. } | Error::InvalidKeyFile { .. } => {
-            error!(error = err as &dyn std::error::Error, "key storage failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error".to_owned(),
-            )
-        }
-    }
+/// The HTTP status, class and client-facing message of every crate error: the shared map
+/// ([`HttpError::of`]) of the error as a REST client may see it ([`ForClient`]).
+pub fn refused(err: &Error) -> HttpError {
+    HttpError::of(&ForClient::new(err, MISSING_KEY_MESSAGE))
 }
 
-/// Tells an HTTP client to wait `retry_after` before retrying (`Retry-After`, in whole seconds,
-/// rounded up). Every backpressure refusal of both planes' REST APIs sets it through here.
-pub fn set_retry_after(headers: &mut http::HeaderMap, retry_after: std::time::Duration) {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    headers.insert(http::header::RETRY_AFTER, seconds.into());
+/// The HTTP status and client-facing message of `err` (see [`refused`]).
+pub fn rejection(err: &Error) -> (StatusCode, String) {
+    let HttpError {
+        status, message, ..
+    } = refused(err);
+    (status, message)
 }
+
+/// Where both planes set the retry hint of a REST refusal (`Retry-After`); kept here for the
+/// layers that used it from this crate.
+pub use larch_model::wire::set_retry_after;
 
 /// Axum middleware (use with `axum::middleware::from_fn_with_state`): lets a request with a
 /// valid `Api-Key` that may do what the route does through with its [`Principal`](crate::Principal) attached,
@@ -156,12 +141,7 @@ pub async fn require_key(
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let (status, message) = rejection(&error);
-            let mut response = (auth.render)(status, &message);
-            if let Error::RateLimited { retry_after, .. } = error {
-                set_retry_after(response.headers_mut(), retry_after);
-            }
-            response
+            (auth.render)(refused(&error))
         }
     }
 }
@@ -287,12 +267,7 @@ fn refusal(grpc: bool, render: Render, error: Error) -> Response {
     if grpc {
         tonic::Status::from(error).into_http::<axum::body::Body>()
     } else {
-        let (status, message) = rejection(&error);
-        let mut response = render(status, &message);
-        if let Error::RateLimited { retry_after, .. } = error {
-            set_retry_after(response.headers_mut(), retry_after);
-        }
-        response
+        render(refused(&error))
     }
 }
 
@@ -330,8 +305,13 @@ mod tests {
     use axum::response::IntoResponse;
     use tower::ServiceExt;
 
-    fn render(status: StatusCode, message: &str) -> Response {
-        (status, format!("refused: {message}")).into_response()
+    fn render(refused: HttpError) -> Response {
+        let mut response =
+            (refused.status, format!("refused: {}", refused.message)).into_response();
+        if let Some(retry_after) = refused.retry_after {
+            set_retry_after(response.headers_mut(), retry_after);
+        }
+        response
     }
 
     /// A router whose one route echoes the key id of the principal it received.

@@ -56,8 +56,8 @@ fn public(path: &str) -> bool {
     .any(|prefix| path.starts_with(prefix))
 }
 
-fn render(status: StatusCode, message: &str) -> Response {
-    (status, message.to_owned()).into_response()
+fn render(refused: larch_auth::http::HttpError) -> Response {
+    (refused.status, refused.message).into_response()
 }
 
 /// What the handler saw: the principal of the request, if any.

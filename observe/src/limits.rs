@@ -58,6 +58,9 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use larch_model::wire::HttpError;
+use larch_model::{Classified, Code};
+
 use crate::keyed::KeyedGate;
 
 /// The gRPC metadata key carrying how long a client should wait before retrying, in
@@ -199,8 +202,8 @@ impl Limits {
     }
 }
 
-/// Renders a REST refusal (status and message) in a plane's JSON error shape.
-pub type Render = fn(StatusCode, &str) -> Response;
+/// Renders a REST refusal (status, class, message, retry hint) in a plane's JSON error shape.
+pub type Render = fn(HttpError) -> Response;
 
 /// The tower layer made by [`Limits::layer`].
 #[derive(Clone)]
@@ -264,8 +267,11 @@ where
 }
 
 /// How a refusal is answered: gRPC status (with optional pushback) or REST.
+#[derive(Debug)]
 struct Refusal {
-    code: tonic::Code,
+    /// The class: the gRPC status, and the code of a REST body.
+    code: Code,
+    /// The REST status, which HTTP prescribes for some refusals (408, 413) whatever the class.
     http: StatusCode,
     message: String,
     retry_after: Option<Duration>,
@@ -335,7 +341,7 @@ impl LimitLayer {
 
     fn busy(&self) -> Refusal {
         Refusal {
-            code: tonic::Code::ResourceExhausted,
+            code: Code::ResourceExhausted,
             http: StatusCode::TOO_MANY_REQUESTS,
             message: format!(
                 "the server is busy: {} requests are already running (the limit, \
@@ -362,7 +368,7 @@ impl LimitLayer {
         let held = peers.entry(ip).or_insert(0);
         if *held >= limit {
             return Err(Refusal {
-                code: tonic::Code::ResourceExhausted,
+                code: Code::ResourceExhausted,
                 http: StatusCode::TOO_MANY_REQUESTS,
                 message: format!(
                     "too many requests from this client: {limit} are already running or \
@@ -395,7 +401,7 @@ impl LimitLayer {
         let timeout = self.limits.settings.body_timeout;
         let Ok(body) = tokio::time::timeout(timeout, Prefixed::read(body, wanted)).await else {
             return Err(Refusal {
-                code: tonic::Code::DeadlineExceeded,
+                code: Code::DeadlineExceeded,
                 http: StatusCode::REQUEST_TIMEOUT,
                 message: format!(
                     "the request body did not start within {} ms of its headers (the limit, \
@@ -409,7 +415,7 @@ impl LimitLayer {
             let length = (&prefix[1..5]).get_u32() as usize;
             if length > self.limits.settings.max_request_bytes {
                 return Err(Refusal {
-                    code: tonic::Code::InvalidArgument,
+                    code: Code::InvalidArgument,
                     http: StatusCode::PAYLOAD_TOO_LARGE,
                     message: format!(
                         "the request message is {length} bytes; the limit is {} bytes \
@@ -456,20 +462,43 @@ impl LimitLayer {
     }
 
     fn refuse(&self, grpc: bool, refusal: Refusal) -> Response {
-        tracing::debug!(code = ?refusal.code, message = %refusal.message, "request refused by a limit");
+        tracing::debug!(code = %refusal.code, message = %refusal.message, "request refused by a limit");
         if grpc {
-            let mut status = tonic::Status::new(refusal.code, refusal.message);
-            if let Some(retry_after) = refusal.retry_after {
-                larch_auth::grpc::set_pushback(status.metadata_mut(), retry_after);
-            }
-            status.into_http::<Body>().into_response()
+            larch_model::wire::grpc_status(&refusal)
+                .into_http::<Body>()
+                .into_response()
         } else {
-            let mut response = (self.render)(refusal.http, &refusal.message);
-            if let Some(retry_after) = refusal.retry_after {
-                larch_auth::http::set_retry_after(response.headers_mut(), retry_after);
-            }
-            response
+            let Refusal {
+                code,
+                http,
+                message,
+                retry_after,
+            } = refusal;
+            (self.render)(HttpError {
+                status: http,
+                code,
+                message,
+                retry_after,
+            })
         }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Classified for Refusal {
+    fn code(&self) -> Code {
+        self.code
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -478,7 +507,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
 
 fn expired(timeout: Duration) -> Refusal {
     Refusal {
-        code: tonic::Code::DeadlineExceeded,
+        code: Code::DeadlineExceeded,
         http: StatusCode::GATEWAY_TIMEOUT,
         message: format!(
             "the request did not finish within its deadline of {} ms; the work it started was \
@@ -693,8 +722,12 @@ mod tests {
         }
     }
 
-    fn render(status: StatusCode, message: &str) -> Response {
-        (status, message.to_owned()).into_response()
+    fn render(refused: HttpError) -> Response {
+        let mut response = (refused.status, refused.message).into_response();
+        if let Some(retry_after) = refused.retry_after {
+            larch_model::wire::set_retry_after(response.headers_mut(), retry_after);
+        }
+        response
     }
 
     /// An app whose `/slow` route waits until released and whose `/echo` route answers with

@@ -346,16 +346,16 @@ impl IndexGauges {
 }
 
 /// The project and name of the index the engine stores as `storage` (see
-/// `larch_catalog::IndexKey::storage_name`: `name@project@incarnation`, or from before
+/// `larch_model::IndexKey::storage_name`: `name@project@incarnation`, or from before
 /// incarnations `name@project`, or the bare name in the default project).
 fn index_labels(storage: &str) -> IndexLabels {
-    match larch_catalog::IndexKey::from_storage_name(storage) {
+    match larch_model::IndexKey::from_storage_name(storage) {
         Some(key) => IndexLabels {
             project: key.project().to_owned(),
             index: key.name().to_string(),
         },
         None => IndexLabels {
-            project: larch_catalog::DEFAULT_PROJECT.to_owned(),
+            project: larch_model::DEFAULT_PROJECT.to_owned(),
             index: storage.to_owned(),
         },
     }

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::{IndexConfig, SearchParams};
+/// How the data plane answers the catalog: shared with the data plane, which implements
+/// [`DataPlaneHost`], through the crate both planes depend on.
+pub use larch_model::host::{AttachError, AttachMode, HostError};
 use larch_state::{SharedDocument, Written};
 
 use crate::error::{Error, Result};
@@ -75,44 +78,14 @@ impl fmt::Display for PortPolicy {
     }
 }
 
-/// Why the data plane could not open an index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttachError {
-    /// The requested port is taken by another program; the catalog tries the next one.
-    PortInUse,
-    /// The data plane did not answer in time or could not be reached (worth retrying).
-    Unavailable(String),
-    /// Anything else, described for the operator.
-    Failed(String),
-}
-
-/// Why the data plane did not carry out a change to a served index (configure, detach).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
-    /// The data plane did not answer in time or could not be reached (worth retrying).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else, described for the operator.
-    #[error("{0}")]
-    Failed(String),
-}
-
 impl From<HostError> for Error {
     fn from(err: HostError) -> Error {
         match err {
             HostError::Unavailable(reason) => Error::DataPlaneUnavailable(reason),
             HostError::Failed(reason) => Error::DataPlane(reason),
+            HostError::Refused(cause) => Error::DataPlaneRefused(cause),
         }
     }
-}
-
-/// Whether the data plane starts an index afresh or recovers its stored data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachMode {
-    /// A new, empty index (any stale data of that name is discarded).
-    Create,
-    /// An index the catalog knew before a restart: its data is recovered.
-    Recover,
 }
 
 /// The data plane as the catalog sees it: it opens, reconfigures and drops indexes on request.
@@ -352,6 +325,12 @@ impl Catalog {
                             loaded.key
                         )));
                     }
+                    Err(AttachError::Refused(cause)) => {
+                        return Err(Error::DataPlane(format!(
+                            "cannot recover index '{}': {cause}",
+                            loaded.key
+                        )));
+                    }
                 };
                 let (key, entry) = catalog.entry_of(loaded, port);
                 tracing::info!(index = %key, host = %entry.record.host, "index recovered");
@@ -469,7 +448,7 @@ impl Catalog {
 
 /// A shared-state failure as a catalog error (UNAVAILABLE: the store may come back).
 fn shared_failure(err: larch_state::Error) -> Error {
-    Error::Storage(err.to_string())
+    Error::SharedState(err)
 }
 
 /// What is stored of `indexes`.
@@ -726,6 +705,7 @@ impl Catalog {
                     tracing::debug!(port, "data-plane port in use, trying the next one");
                 }
                 Err(AttachError::Failed(reason)) => return Err(Error::DataPlane(reason)),
+                Err(AttachError::Refused(cause)) => return Err(Error::DataPlaneRefused(cause)),
                 Err(AttachError::Unavailable(reason)) => {
                     return Err(Error::DataPlaneUnavailable(reason));
                 }
@@ -911,7 +891,7 @@ fn check_unprotected(record: &IndexRecord) -> Result<()> {
 /// The key of index `name` in `project`, both validated.
 fn key_of(project: &str, name: &str) -> Result<IndexKey> {
     check_project_id(project)?;
-    IndexKey::new(project, IndexName::new(name)?)
+    Ok(IndexKey::new(project, IndexName::new(name)?)?)
 }
 
 /// "Not found" for `key`, naming only the index: whether another project has an index of that

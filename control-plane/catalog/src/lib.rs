@@ -18,12 +18,14 @@
 //! [`ConfigureIndex`] and its records back into protobuf.
 //!
 //! # Layout
-//! - [`error`]: the crate's [`Error`] and its [`larch_engine::ErrorCode`] class.
-//! - [`record`]: typed index settings ([`IndexName`], [`IndexKey`], [`Cloud`],
-//!   [`DeletionProtection`], ...),
+//! - [`error`]: the crate's [`Error`] and its class in the shared vocabulary ([`larch_model::Code`]).
+//! - [`record`]: typed index settings ([`Cloud`], [`DeletionProtection`], ...; [`IndexName`],
+//!   [`IndexKey`] and [`DEFAULT_PROJECT`] are `larch_model`'s, re-exported, since the data plane
+//!   shares them),
 //!   the raw [`SearchSettings`] of a request (validated into [`larch_engine::SearchParams`])
 //!   and the validated [`IndexRecord`].
-//! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`].
+//! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`]
+//!   ([`AttachMode`], [`AttachError`] and [`HostError`] are `larch_model`'s, re-exported).
 //! - [`hosts`]: how an index's `host` is formed — its own port (embedded mode) or a host name
 //!   from a [`HostTemplate`] on one shared data-plane address (split mode).
 //! - `store`: the catalog file, written atomically.

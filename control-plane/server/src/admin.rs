@@ -49,7 +49,7 @@ impl AdminApi {
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "admin task failed");
-                Status::internal("internal error; see the server log")
+                Status::internal(larch_model::wire::INTERNAL_MESSAGE)
             })?
             .map_err(Status::from)
     }
@@ -64,10 +64,10 @@ impl AdminApi {
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "admin task failed");
-                Status::internal("internal error; see the server log")
+                Status::internal(larch_model::wire::INTERNAL_MESSAGE)
             })?;
         if let Err(recovering) = counted {
-            return Err(Status::unavailable(recovering.to_string()));
+            return Err(larch_model::wire::grpc_status(&recovering));
         }
         let indexes = self.indexes.clone();
         self.run(principal, move |admin, actor| {

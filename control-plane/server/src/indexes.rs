@@ -3,8 +3,8 @@
 //! Each operation is one method taking the caller's [`Principal`] and a domain request
 //! ([`CreateIndex`], [`ConfigureIndex`], an index name) and answering an [`IndexRecord`] or a
 //! [`Failure`]; the transports only decode their wire message, call, and encode the answer.
-//! Every rule lives in the catalog. Errors carry a transport-neutral [`ErrorCode`], which each
-//! transport maps to its own status in one place.
+//! Every rule lives in the catalog. Errors come back as a [`Failure`],
+//! [`Classified`] in the shared vocabulary, which the transports map with `larch_model::wire`.
 //!
 //! Every call is scoped to a project — the caller's, `Principal::project_id` — so a caller
 //! sees and changes only its own project's indexes. Each call runs the same steps, in the same
@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 
 use larch_auth::{Action, Denied, Principal};
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexKey, IndexRecord, Served};
-use larch_engine::ErrorCode;
+use larch_model::{Classified, Code};
 
 /// The index lifecycle over a catalog that may still be recovering. Clones share the catalog.
 #[derive(Clone)]
@@ -51,19 +51,44 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The transport-neutral class of this failure.
-    ///
-    /// [`Failure::Denied`] has no class of its own among the engine's codes: the transports
-    /// answer it with PERMISSION_DENIED (gRPC) or 403 `PERMISSION_DENIED` (REST) before they
-    /// look at the code, which says `FailedPrecondition` for it (the request is valid, but not
-    /// for this caller).
-    pub fn code(&self) -> ErrorCode {
+    /// The class of this failure in the shared vocabulary.
+    pub fn code(&self) -> Code {
         match self {
             Failure::Catalog(err) => err.code(),
-            Failure::Denied(_) => ErrorCode::FailedPrecondition,
-            Failure::Recovering => ErrorCode::Unavailable,
-            Failure::Unsupported(_) => ErrorCode::InvalidArgument,
-            Failure::TaskFailed(_) => ErrorCode::Internal,
+            Failure::Denied(_) => Code::PermissionDenied,
+            Failure::Recovering => Code::Unavailable,
+            Failure::Unsupported(_) => Code::InvalidArgument,
+            Failure::TaskFailed(_) => Code::Internal,
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Catalog(err) => Some(err),
+            Failure::Denied(denied) => Some(denied),
+            Failure::Recovering | Failure::Unsupported(_) | Failure::TaskFailed(_) => None,
+        }
+    }
+}
+
+impl Classified for Failure {
+    fn code(&self) -> Code {
+        Failure::code(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Failure::Catalog(err) => Classified::retry_after(err),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Failure::Catalog(err) => Classified::field(err),
+            _ => None,
         }
     }
 }
@@ -403,20 +428,17 @@ mod tests {
 
     #[test]
     fn failures_have_codes_and_messages() {
-        assert_eq!(Failure::Recovering.code(), ErrorCode::Unavailable);
+        assert_eq!(Failure::Recovering.code(), Code::Unavailable);
         assert!(Failure::Recovering.to_string().contains("recovering"));
         assert_eq!(
             Failure::Unsupported("spec.pod: no".into()).code(),
-            ErrorCode::InvalidArgument
+            Code::InvalidArgument
         );
         assert_eq!(
             Failure::from(larch_catalog::Error::NotFound("x".into())).code(),
-            ErrorCode::NotFound
+            Code::NotFound
         );
-        assert_eq!(
-            Failure::TaskFailed("boom".into()).code(),
-            ErrorCode::Internal
-        );
+        assert_eq!(Failure::TaskFailed("boom".into()).code(), Code::Internal);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use axum::routing::{any, get, post};
 use larch_auth::http::{HttpAuth, require_key};
 use larch_auth::{KeyStore, Principal};
 use larch_catalog::IndexRecord;
-use larch_engine::ErrorCode;
+use larch_model::wire::{Dialect, HttpError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -197,46 +197,24 @@ impl RestError {
     }
 }
 
-/// The one place control-plane failures become HTTP statuses and Pinecone error codes.
+/// Control-plane failures through the shared HTTP map ([`HttpError::of`]).
 impl From<Failure> for RestError {
     fn from(err: Failure) -> RestError {
-        let message = err.to_string();
-        if let Failure::Denied(_) = err {
-            // Not an engine class: a valid request this key may not make.
-            return RestError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message);
-        }
-        let (status, code) = match err.code() {
-            ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
-            ErrorCode::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ErrorCode::AlreadyExists => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
-            // The catalog's one precondition is deletion protection, which Pinecone answers
-            // with 403 FORBIDDEN ("Deletion protection is enabled for this index").
-            ErrorCode::FailedPrecondition => (StatusCode::FORBIDDEN, "FORBIDDEN"),
-            ErrorCode::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
-            ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            ErrorCode::Internal => {
-                tracing::error!(error = %message, "control-plane request failed");
-                return RestError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "internal error; see the server log",
-                );
-            }
-        };
-        RestError::new(status, code, message)
+        RestError::from(HttpError::of(&err))
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-    status: u16,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+impl From<HttpError> for RestError {
+    fn from(err: HttpError) -> RestError {
+        let HttpError {
+            status,
+            code,
+            message,
+            // The control plane sends no retry hints of its own.
+            retry_after: _,
+        } = err;
+        RestError::new(status, code.name(), message)
+    }
 }
 
 impl IntoResponse for RestError {
@@ -246,32 +224,14 @@ impl IntoResponse for RestError {
             code,
             message,
         } = self;
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: &message,
-            },
-            status: status.as_u16(),
-        };
-        // Two strings and a number always encode.
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let body = larch_model::wire::control_plane_body(status, code, &message);
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 
-/// Renders an authentication refusal in the control plane's error shape.
-pub(crate) fn render_error(status: StatusCode, message: &str) -> Response {
-    let code = match status {
-        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
-        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
-        StatusCode::NOT_FOUND => "NOT_FOUND",
-        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
-        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
-        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-        _ => "INTERNAL",
-    };
-    RestError::new(status, code, message).into_response()
+/// Renders a refusal of the auth or limit layers in the control plane's error shape.
+pub(crate) fn render_error(refused: HttpError) -> Response {
+    refused.into_parts(Dialect::ControlPlane).into_response()
 }
 
 /// The authenticated caller, attached to the request by [`require_key`].

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use larch_auth::Principal;
 use larch_catalog::{Catalog, ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
-use larch_engine::ErrorCode;
 use larch_proto::control::{
     ConfigureIndexRequest, CreateIndexRequest, DeleteIndexRequest, DeleteIndexResponse,
     DescribeIndexRequest, IndexModel, IndexSpec, IndexStatus, ListIndexesRequest,
@@ -257,25 +256,9 @@ impl From<Proto<()>> for DeleteIndexResponse {
     }
 }
 
-/// The one place control-plane failures become gRPC statuses.
+/// Control-plane failures through the shared gRPC map.
 fn status(err: Failure) -> Status {
-    let message = err.to_string();
-    if let Failure::Denied(_) = err {
-        // Not an engine class: a valid request this key may not make.
-        return Status::permission_denied(message);
-    }
-    match err.code() {
-        ErrorCode::InvalidArgument => Status::invalid_argument(message),
-        ErrorCode::NotFound => Status::not_found(message),
-        ErrorCode::AlreadyExists => Status::already_exists(message),
-        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
-        ErrorCode::ResourceExhausted => Status::resource_exhausted(message),
-        ErrorCode::Unavailable => Status::unavailable(message),
-        ErrorCode::Internal => {
-            tracing::error!(error = %message, "control-plane request failed");
-            Status::internal("internal error; see the server log")
-        }
-    }
+    larch_model::wire::grpc_status(&err)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostError, HostTemplate, IndexKey, Served,
 };
 use larch_engine::{IndexConfig, SearchParams};
+use larch_model::{Cause, Code as LarchCode};
 use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
 use larch_proto::internal::{
@@ -56,7 +57,7 @@ impl ControlPlaneSync for SyncApi {
             .indexes
             .assignments(removed)
             .await
-            .map_err(|failure| Status::unavailable(failure.to_string()))?;
+            .map_err(|failure| larch_model::wire::grpc_status(&failure))?;
         Ok(Response::new(ListAssignmentsResponse {
             indexes: served.iter().map(served_assignment).collect(),
             tombstones: tombstones.iter().map(tombstone).collect(),
@@ -258,12 +259,13 @@ impl RemoteDataPlane {
         })
     }
 
-    /// A refused configure or detach: unavailable (worth retrying) or failed.
+    /// A refused configure or detach: unavailable (worth retrying), or the data plane's own
+    /// refusal with its class.
     fn refused(&self, status: &Status) -> HostError {
         if unreachable(status) {
             HostError::Unavailable(self.failed(status))
         } else {
-            HostError::Failed(self.failed(status))
+            HostError::Refused(refusal(status))
         }
     }
 
@@ -275,6 +277,17 @@ impl RemoteDataPlane {
             status.message()
         )
     }
+}
+
+/// The data plane's refusal `status` with its class, so e.g. its full disk is
+/// RESOURCE_EXHAUSTED to the control plane's client too. A refusal of this control plane's own
+/// key is not the client's: it is internal (the log of [`RemoteDataPlane::call`] has it).
+fn refusal(status: &Status) -> Cause {
+    let code = match larch_model::wire::code_of_status(status.code()) {
+        LarchCode::Unauthenticated | LarchCode::PermissionDenied => LarchCode::Internal,
+        code => code,
+    };
+    Cause::from_parts(code, status.message())
 }
 
 /// Whether `status` says the data plane did not answer (down, unreachable, or too slow: the
@@ -329,7 +342,7 @@ impl DataPlaneHost for RemoteDataPlane {
             Err(status) if unreachable(&status) => {
                 Err(AttachError::Unavailable(self.failed(&status)))
             }
-            Err(status) => Err(AttachError::Failed(self.failed(&status))),
+            Err(status) => Err(AttachError::Refused(refusal(&status))),
         }
     }
 
@@ -381,6 +394,27 @@ pub fn open_shared_catalog(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_data_planes_refusal_keeps_its_class_but_not_our_key_trouble() {
+        let full = refusal(&Status::resource_exhausted(
+            "disk full: cannot create index 'm'",
+        ));
+        assert_eq!(
+            larch_model::Classified::code(&full),
+            LarchCode::ResourceExhausted
+        );
+        assert_eq!(full.to_string(), "disk full: cannot create index 'm'");
+        // Through the catalog and the control plane's own failure, to the client.
+        let failure =
+            crate::indexes::Failure::Catalog(larch_catalog::Error::from(HostError::Refused(full)));
+        let status = larch_model::wire::grpc_status(&failure);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("disk full"), "{status:?}");
+        // The data plane refusing this control plane's admin key is not the client's fault.
+        let key = refusal(&Status::unauthenticated("invalid api key"));
+        assert_eq!(larch_model::Classified::code(&key), LarchCode::Internal);
+    }
     use larch_auth::{Grant, KeyStore, NewKey, Principal};
     use larch_catalog::SharedDocument;
 

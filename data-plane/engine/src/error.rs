@@ -1,31 +1,16 @@
-//! The crate's error type and its transport-neutral class.
+//! The crate's error type and its class in the shared vocabulary ([`larch_model::Code`]).
 //!
-//! Transports map [`ErrorCode`] exhaustively to their own status codes (gRPC,
-//! HTTP) in one place each; they never inspect messages.
+//! [`Error`] implements [`larch_model::Classified`]; the transports map it to their own
+//! statuses in one place each (`larch_model::wire`) and never inspect messages.
 
 use std::{io, path::PathBuf};
 
 /// Shorthand for results whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Transport-neutral error class; the server maps it exhaustively to gRPC codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The request is malformed or breaks a limit.
-    InvalidArgument,
-    /// The index, namespace or vector does not exist.
-    NotFound,
-    /// The index or namespace already exists.
-    AlreadyExists,
-    /// The request is valid but the current state does not allow it.
-    FailedPrecondition,
-    /// A quota or backpressure limit was hit; the client may retry later.
-    ResourceExhausted,
-    /// The engine is not serving (for example while draining).
-    Unavailable,
-    /// A bug or a broken invariant; the message is not for clients.
-    Internal,
-}
+/// The engine's name for [`larch_model::Code`], the error vocabulary every crate shares (kept
+/// so code written against the engine's own class compiles unchanged).
+pub use larch_model::Code as ErrorCode;
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +129,20 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+}
+
+impl larch_model::Classified for Error {
+    fn code(&self) -> ErrorCode {
+        Error::code(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        Error::retry_after(self)
+    }
+
+    fn field(&self) -> Option<&str> {
+        Error::field(self)
     }
 }
 

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::{AttachError, AttachMode, DataPlaneHost, HostError, IndexKey};
+use larch_catalog::DataPlaneHost;
 use larch_engine::{Engine, IndexConfig, SearchParams};
+use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -223,7 +224,7 @@ impl DataPlaneHost for DataPlane {
             AttachMode::Create => engine.create_index(&storage, config),
             AttachMode::Recover => engine.open_index(&storage, config),
         }
-        .map_err(|err| AttachError::Failed(err.to_string()))?;
+        .map_err(|err| AttachError::Refused(Cause::new(err)))?;
         // Before the server starts, so no query runs with the engine's defaults instead.
         index.set_search_params(search);
         let engine = Arc::clone(&self.inner.engine);
@@ -255,7 +256,7 @@ impl DataPlaneHost for DataPlane {
             .inner
             .engine
             .index(&key.storage_name())
-            .map_err(|err| HostError::Failed(err.to_string()))?;
+            .map_err(|err| HostError::Refused(Cause::new(err)))?;
         index.set_search_params(search);
         Ok(())
     }
@@ -269,15 +270,15 @@ impl DataPlaneHost for DataPlane {
         self.inner
             .engine
             .drop_index(&storage)
-            .map_err(|err| HostError::Failed(err.to_string()))
+            .map_err(|err| HostError::Refused(Cause::new(err)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use larch_catalog::IndexName;
     use larch_engine::{Dimension, Metric};
+    use larch_model::IndexName;
     use std::net::Ipv4Addr;
 
     /// A project other than the default, with an id shaped like the auth crate's.
@@ -295,7 +296,7 @@ mod tests {
         );
         let key =
             |project: &str| IndexKey::new(project, IndexName::new("movies").unwrap()).unwrap();
-        let (mine, theirs) = (key(larch_catalog::DEFAULT_PROJECT), key(OTHER));
+        let (mine, theirs) = (key(larch_model::DEFAULT_PROJECT), key(OTHER));
         let config = IndexConfig {
             dimension: Dimension::new(4).unwrap(),
             metric: Metric::Cosine,
@@ -314,7 +315,7 @@ mod tests {
         std::fs::write(root.join("gone").join("data"), b"kept").unwrap();
         std::fs::create_dir_all(root.join(".left.tmp")).unwrap();
         // A deleted index whose data was not removed then (its tombstone names it).
-        let deleted = IndexKey::parse(larch_catalog::DEFAULT_PROJECT, "old", "abc").unwrap();
+        let deleted = IndexKey::parse(larch_model::DEFAULT_PROJECT, "old", "abc").unwrap();
         std::fs::create_dir_all(root.join(deleted.storage_name())).unwrap();
         // Beside the root, as `larch serve` keeps it beside its indexes directory.
         let quarantine = root.with_extension("quarantine");

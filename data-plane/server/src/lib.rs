@@ -54,8 +54,8 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use larch_auth::KeyStore;
-use larch_catalog::IndexKey;
 use larch_engine::Engine;
+use larch_model::IndexKey;
 use larch_proto::pinecone::vector_service_server::VectorServiceServer;
 use tonic::service::Routes;
 

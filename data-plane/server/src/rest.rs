@@ -4,8 +4,8 @@
 //! handler decodes, JSON out: each handler is a `From`/`TryFrom` of its body (or query string,
 //! `Params`), one facade call with the [`Caller`], and an [`Encoded`] answer. Errors have
 //! the gRPC-gateway shape Pinecone's data plane uses, `{"code":3,"message":"…","details":[]}`
-//! (a gRPC code and an HTTP status), mapped from the engine's error class in [`RestError`]'s
-//! one `From` impl. Every answer is serialised to JSON in the same pool job as its engine call
+//! (a gRPC code and an HTTP status), from the shared map of errors
+//! (`larch_model::wire`, [`Dialect::DataPlane`]). Every answer is serialised to JSON in the same pool job as its engine call
 //! (see [`crate::api::FromAnswer`]), never on an async worker; answers with records (query,
 //! fetch, fetch by metadata, list) are held to the answer budget. Integrated inference
 //! (`/records/…`), bulk imports and the documents API answer 501 with a message.
@@ -34,10 +34,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use larch_auth::http::{HttpAuth, require_key};
 use larch_auth::{KeyStore, Principal, Scope};
-use larch_engine::{ErrorCode, FetchRequest, ListNamespacesRequest, ListRequest};
+use larch_engine::{FetchRequest, ListNamespacesRequest, ListRequest};
+use larch_model::Code;
+use larch_model::wire::{Dialect, HttpError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::Code;
 
 use crate::api::{
     API_VERSION_HEADER, Caller, DeleteNamespaceRequest, DescribeNamespaceRequest, FromAnswer,
@@ -407,42 +408,28 @@ impl RestError {
     }
 }
 
-/// The one place engine errors become HTTP statuses (and the gRPC code the body carries),
-/// following gRPC-gateway's mapping.
+/// Engine errors through the shared HTTP map ([`HttpError::of`]).
 impl From<larch_engine::Error> for RestError {
     fn from(err: larch_engine::Error) -> RestError {
-        let message = err.to_string();
-        let retry_after = err.retry_after();
-        let (status, code) = match err.code() {
-            ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
-            ErrorCode::NotFound => (StatusCode::NOT_FOUND, Code::NotFound),
-            ErrorCode::AlreadyExists => (StatusCode::CONFLICT, Code::AlreadyExists),
-            ErrorCode::FailedPrecondition => (StatusCode::BAD_REQUEST, Code::FailedPrecondition),
-            ErrorCode::ResourceExhausted => {
-                (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted)
-            }
-            ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
-            ErrorCode::Internal => {
-                tracing::error!(error = %message, "data-plane request failed");
-                return RestError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Code::Internal,
-                    "internal error; see the server log",
-                );
-            }
-        };
-        RestError {
-            retry_after,
-            ..RestError::new(status, code, message)
-        }
+        RestError::from(HttpError::of(&err))
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: i32,
-    message: &'a str,
-    details: [(); 0],
+impl From<HttpError> for RestError {
+    fn from(err: HttpError) -> RestError {
+        let HttpError {
+            status,
+            code,
+            message,
+            retry_after,
+        } = err;
+        RestError {
+            status,
+            code,
+            message,
+            retry_after,
+        }
+    }
 }
 
 impl IntoResponse for RestError {
@@ -453,35 +440,20 @@ impl IntoResponse for RestError {
             message,
             retry_after,
         } = self;
-        let body = ErrorBody {
-            code: code as i32,
-            message: &message,
-            details: [],
-        };
-        // A number, a string and an empty list always encode.
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response =
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Some(retry_after) = retry_after {
-            larch_auth::http::set_retry_after(response.headers_mut(), retry_after);
+        HttpError {
+            status,
+            code,
+            message,
+            retry_after,
         }
-        response
+        .into_parts(Dialect::DataPlane)
+        .into_response()
     }
 }
 
 /// Renders a refusal of the auth or limit layers in the data plane's error shape.
-pub(crate) fn render_error(status: StatusCode, message: &str) -> Response {
-    let code = match status {
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Code::InvalidArgument,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        _ => Code::Internal,
-    };
-    RestError::new(status, code, message).into_response()
+pub(crate) fn render_error(refused: HttpError) -> Response {
+    RestError::from(refused).into_response()
 }
 
 /// A JSON request body. Unlike axum's own extractor it ignores `Content-Type` and answers in

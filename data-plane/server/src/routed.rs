@@ -28,8 +28,10 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
-use larch_catalog::IndexKey;
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
+use larch_model::IndexKey;
+use larch_model::wire::{self, Dialect};
+use larch_model::{Cause, Code};
 use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
@@ -449,22 +451,23 @@ fn stale_keys_refusal(age: Duration, max_age: Duration, request: &Request) -> Re
         age.as_secs(),
         max_age.as_secs()
     );
+    refuse(request, Code::Unavailable, message)
+}
+
+/// A refusal of the router itself in the request's protocol, through the shared maps: a gRPC
+/// status, or the data plane's REST error shape.
+fn refuse(request: &Request, code: Code, message: String) -> Response {
+    let refusal = Cause::from_parts(code, message);
     let grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
     if grpc {
-        Status::unavailable(message)
+        wire::grpc_status(&refusal)
             .into_http::<axum::body::Body>()
             .into_response()
     } else {
-        let body = serde_json::json!({"code": 14, "message": message, "details": []});
-        (
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        wire::http_error(Dialect::DataPlane, &refusal).into_response()
     }
 }
 
@@ -493,23 +496,7 @@ fn no_index_at(host: &str, request: &Request) -> Response {
         "no index is served at host '{host}': use the host DescribeIndex returns (requests are \
          routed by their :authority / Host)"
     );
-    let grpc = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
-        Status::not_found(message)
-            .into_http::<axum::body::Body>()
-            .into_response()
-    } else {
-        let body = serde_json::json!({"code": 5, "message": message, "details": []});
-        (
-            http::StatusCode::NOT_FOUND,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    }
+    refuse(request, Code::NotFound, message)
 }
 
 /// The VectorService (gRPC) and REST routes of one index, behind its scoped auth, each

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use larch_engine::{Engine, Error, ErrorCode};
+use larch_engine::{Engine, Error};
 use larch_proto::pinecone::{
     CreateNamespaceRequest, DeleteNamespaceRequest, DeleteRequest, DeleteResponse,
     DescribeIndexStatsRequest, DescribeIndexStatsResponse, DescribeNamespaceRequest,
@@ -189,25 +189,7 @@ fn decode<P, D: FromProto<P>>(request: Request<P>) -> Result<(Caller, D), Status
 /// The one place engine errors become gRPC statuses. Backpressure refusals carry
 /// `grpc-retry-pushback-ms`, which Pinecone's clients honour before retrying.
 pub fn status(err: Error) -> Status {
-    let message = err.to_string();
-    match err.code() {
-        ErrorCode::InvalidArgument => Status::invalid_argument(message),
-        ErrorCode::NotFound => Status::not_found(message),
-        ErrorCode::AlreadyExists => Status::already_exists(message),
-        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
-        ErrorCode::ResourceExhausted => {
-            let mut status = Status::resource_exhausted(message);
-            if let Some(retry_after) = err.retry_after() {
-                larch_auth::grpc::set_pushback(status.metadata_mut(), retry_after);
-            }
-            status
-        }
-        ErrorCode::Unavailable => Status::unavailable(message),
-        ErrorCode::Internal => {
-            tracing::error!(error = %message, "data-plane request failed");
-            Status::internal("internal error; see the server log")
-        }
-    }
+    larch_model::wire::grpc_status(&err)
 }
 
 #[cfg(test)]
