@@ -31,9 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larch_auth::{Admin, ApiKey, KeyStore, RateLimit};
-use larch_catalog::{Catalog, PortPolicy};
+use larch_catalog::{
+    AttachError, AttachMode, Catalog, DataPlaneHost, HostError, IndexKey, PortPolicy,
+};
 use larch_data_plane::{DataPlane, IndexPorts};
-use larch_engine::{Engine, FlushPolicy};
+use larch_engine::{Engine, FlushPolicy, IndexConfig, SearchParams};
 use larch_observe::{Limits, Listener, Metrics, Readiness, Tls};
 
 use crate::lifecycle::{AdminServer, Ended, Error, Result, lock_data_dir, serve_until, wait_for};
@@ -472,7 +474,7 @@ fn recover(
 ) -> Result<Catalog, Box<dyn std::error::Error + Send + Sync>> {
     let catalog = Catalog::open(
         data_dir,
-        Arc::new(data_plane.clone()),
+        Arc::new(InProcess(data_plane.clone())),
         ports,
         advertise_host,
     )?;
@@ -484,6 +486,31 @@ fn recover(
     )?;
     catalog.confirm_removed(&deleted)?;
     Ok(catalog)
+}
+
+/// The data plane of this process as the catalog's [`DataPlaneHost`]: the one place the two
+/// planes meet in embedded mode, so neither server crate depends on the other.
+pub struct InProcess(pub DataPlane);
+
+impl DataPlaneHost for InProcess {
+    fn attach(
+        &self,
+        key: &IndexKey,
+        config: IndexConfig,
+        search: SearchParams,
+        port: u16,
+        mode: AttachMode,
+    ) -> Result<u16, AttachError> {
+        self.0.attach(key, config, search, port, mode)
+    }
+
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
+        self.0.configure(key, search)
+    }
+
+    fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
+        self.0.detach(key)
+    }
 }
 
 #[cfg(test)]

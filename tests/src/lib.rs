@@ -372,7 +372,7 @@ impl Recovering {
             Metrics::new(),
         );
         let catalog = Arc::new(Catalog::new(
-            Arc::new(data_plane),
+            Arc::new(larch::embedded::InProcess(data_plane)),
             PortPolicy::Ephemeral,
             "127.0.0.1",
         ));

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_catalog::DataPlaneHost;
 use larch_engine::{Engine, IndexConfig, SearchParams};
 use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
@@ -205,8 +204,12 @@ impl DataPlane {
     }
 }
 
-impl DataPlaneHost for DataPlane {
-    fn attach(
+/// What the control plane's catalog asks of an in-process data plane (the embedded server
+/// adapts these to the catalog's `DataPlaneHost`, so this crate needs no catalog).
+impl DataPlane {
+    /// Starts serving index `key` with ANN parameters `search` on `port` (0 = any free port),
+    /// creating or recovering it per `mode`; returns the bound port.
+    pub fn attach(
         &self,
         key: &IndexKey,
         config: IndexConfig,
@@ -251,7 +254,8 @@ impl DataPlaneHost for DataPlane {
         Ok(bound.port())
     }
 
-    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
+    /// Applies new ANN parameters to the served index `key`.
+    pub fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
         let index = self
             .inner
             .engine
@@ -261,7 +265,8 @@ impl DataPlaneHost for DataPlane {
         Ok(())
     }
 
-    fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
+    /// Stops serving `key` and drops its data.
+    pub fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
         let storage = key.storage_name();
         if let Some(Running { stop, task: _ }) = self.servers().remove(&storage) {
             // The server drains in-flight requests on its own; nobody needs to wait for it.

@@ -2,7 +2,8 @@
 //! port per index.
 //!
 //! In the embedded mode every index has its own port, as with Pinecone Local: the control
-//! plane's catalog asks the [`DataPlane`] (through [`larch_catalog::DataPlaneHost`]) to open
+//! plane's catalog asks the [`DataPlane`] (through the catalog's `DataPlaneHost`, which the
+//! embedded wiring implements over [`DataPlane::attach`]) to open
 //! an index, and the data plane binds a listener and runs [`serve_index`] on it. Each such
 //! server answers `VectorService`, gRPC health and reflection behind the gRPC API-key layer,
 //! and Pinecone's data-plane REST API behind the `Api-Key` header check — both scoped to the

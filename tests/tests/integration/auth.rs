@@ -371,7 +371,7 @@ async fn configured_bootstrap_key_authenticates_on_both_planes() {
         metrics.clone(),
     );
     let catalog = Arc::new(Catalog::new(
-        Arc::new(data_plane.clone()),
+        Arc::new(larch::embedded::InProcess(data_plane.clone())),
         PortPolicy::Ephemeral,
         "127.0.0.1",
     ));
