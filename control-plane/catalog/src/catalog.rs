@@ -431,8 +431,10 @@ impl Catalog {
     /// The name must be free in `project` only.
     ///
     /// The record is stored before the data plane is told when other replicas share the
-    /// catalog (and taken back if the data plane refuses), after it otherwise (and the data
-    /// plane's index dropped if storing fails); see [`Catalog::reserve_first`].
+    /// catalog, so of two replicas creating the same name one is refused before touching the
+    /// data plane (the record is taken back if the data plane refuses); otherwise it is stored
+    /// once the data plane serves the index, so no read sees an index not served yet (and the
+    /// data plane's index is dropped if storing fails).
     pub fn create_index(&self, project: &str, request: CreateIndex) -> Result<IndexRecord> {
         check_project_id(project)?;
         let record = request.validate(project)?;
