@@ -37,7 +37,7 @@
 //! configuring a new one at start, never through this API, so an admin cannot lock everyone
 //! out by revoking it. Refreshing never touches it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -593,20 +593,16 @@ impl Admin {
         made
     }
 
-    /// Makes the store's keys other than the bootstrap key those of `access`.
+    /// Makes the store's keys those of `access`, the bootstrap key aside: it is never removed
+    /// nor replaced (a stored key of the same id is ignored). Admin keys other than it come
+    /// only from the stored state (written there by an operator), and stay until restart.
     fn apply(&self, access: &Access) {
-        let wanted: HashMap<&str, &StoredKey> = access
-            .keys
-            .values()
-            .filter(|key| !key.grant().is_admin)
-            .map(|key| (key.key_id(), key))
-            .collect();
         for held in self.store.all() {
-            if !held.grant().is_admin && !wanted.contains_key(held.key_id()) {
+            if !held.grant().is_admin && !access.keys.contains_key(held.key_id()) {
                 self.store.remove(held.key_id());
             }
         }
-        for (id, key) in wanted {
+        for (id, key) in &access.keys {
             match self.store.get(id) {
                 // Never replace the bootstrap key, nor a key that did not change.
                 Some(held) if held.grant().is_admin || held == *key => {}
