@@ -74,12 +74,8 @@ impl StoredTombstone {
     /// errors.
     pub(crate) fn load(&self, location: &str) -> Result<IndexKey> {
         let corrupt = corrupt(location, "tombstone of index", &self.name, &self.project);
-        let (key, incarnation) = stored_key(
-            &self.project,
-            &self.name,
-            self.incarnation.as_deref(),
-            &corrupt,
-        )?;
+        let incarnation = self.incarnation.as_deref();
+        let (key, incarnation) = stored_key(&self.project, &self.name, incarnation, &corrupt)?;
         Ok(key.with_incarnation(incarnation))
     }
 }
@@ -175,12 +171,8 @@ impl StoredIndex {
     /// in errors.
     pub(crate) fn load(self, location: &str, hosts: &Hosts) -> Result<(IndexKey, Entry)> {
         let corrupt = corrupt(location, "index", &self.name, &self.project);
-        let (key, incarnation) = stored_key(
-            &self.project,
-            &self.name,
-            self.incarnation.as_deref(),
-            &corrupt,
-        )?;
+        let incarnation = self.incarnation.as_deref();
+        let (key, incarnation) = stored_key(&self.project, &self.name, incarnation, &corrupt)?;
         let record = IndexRecord {
             host: hosts.host(&key, self.port),
             project_id: key.project().to_owned(),
