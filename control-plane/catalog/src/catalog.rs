@@ -934,6 +934,30 @@ mod tests {
     }
 
     #[test]
+    fn search_parameters_the_data_plane_refuses_are_not_kept_on_disk_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "h").unwrap();
+        let before = catalog.create_index(P, create("a")).unwrap();
+        // The data plane lost the index, so it refuses new parameters for it.
+        dp.attached.lock().unwrap().clear();
+        let request = ConfigureIndex {
+            name: "a".into(),
+            search: SearchSettings {
+                ef_search: Some(300),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = catalog.configure_index(P, request).unwrap_err();
+        assert!(matches!(err, Error::DataPlane(_)), "{err}");
+        assert_eq!(catalog.describe_index(P, "a").unwrap(), before);
+        drop(catalog);
+        let reopened = Catalog::open(dir.path(), dp, PortPolicy::Ephemeral, "h").unwrap();
+        assert_eq!(reopened.describe_index(P, "a").unwrap(), before);
+    }
+
+    #[test]
     fn catalog_written_before_search_params_loads_with_defaults() {
         let dir = tempfile::tempdir().unwrap();
         // catalog.json as written before `search` existed.
