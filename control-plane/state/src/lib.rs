@@ -14,7 +14,7 @@
 //!
 //! # Shared documents
 //! One control plane keeps its catalog and its access file (projects and key hashes) as local
-//! files behind the data-directory lock. Several replicas (a Kubernetes Deployment with more
+//! files behind the data-directory lock ([`LocalFile`]). Several replicas (a Kubernetes Deployment with more
 //! than one pod) instead keep them as a [`SharedDocument`] in a store they all reach: a
 //! directory on a shared volume now, an S3-compatible bucket later (the same `object_store`
 //! interface the engine uses for segments). No replica is special and there is no protocol
