@@ -7,6 +7,11 @@
 //!   same JSON as `access.json`.
 //! - [`Admin::in_memory`]: nowhere (tests).
 //!
+//! The three are [`larch_state::Store`]s ([`LocalFile`], [`SharedDocument`], [`Memory`])
+//! under one [`Versioned`] document: each change (create, update, revoke a key; create, delete
+//! a project) is written once, as a closure over the in-memory access state, and run by
+//! the one read-modify-write loop [`Versioned::change`], whatever the store.
+//!
 //! Every change is validated, written (atomically), and only then applied to the shared
 //! [`KeyStore`], so a failed write changes nothing and an acknowledged change survives a
 //! crash. Revocations and role changes apply to a key's next request: the store is read on
@@ -16,7 +21,7 @@
 //!
 //! With a shared document, each replica keeps the version it read last. A change refreshes
 //! first, validates and computes the new state against the newest version, and writes the
-//! next version with a conditional create. If another replica wrote that version first, the
+//! next version with a conditional create (a change that alters nothing writes nothing). If another replica wrote that version first, the
 //! change is redone from the start on the newer state, validation included (a project name
 //! just taken elsewhere is then `ALREADY_EXISTS`, a key just revoked elsewhere `NOT_FOUND`),
 //! up to [`MAX_ATTEMPTS`] times. So no acknowledged change is lost or applied twice.
@@ -32,12 +37,12 @@
 //! configuring a new one at start, never through this API, so an admin cannot lock everyone
 //! out by revoking it. Refreshing never touches it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use larch_state::{SharedDocument, Written};
+use larch_state::{Format, LocalFile, Memory, SharedDocument, Store, Versioned};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -57,7 +62,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// How many times a change is tried against a shared document that other replicas keep
 /// changing first, before it is refused with [`Error::Contended`].
-pub const MAX_ATTEMPTS: u32 = 32;
+pub const MAX_ATTEMPTS: u32 = larch_state::ATTEMPTS;
 
 /// Longest key name.
 const MAX_KEY_NAME: usize = 80;
@@ -158,38 +163,59 @@ struct AccessFile {
     keys: Vec<StoredKey>,
 }
 
-/// Where the access state is kept.
-enum Persistence {
-    /// Nowhere (tests).
-    Memory,
-    /// [`ACCESS_FILE`] in this directory.
-    Dir(PathBuf),
-    /// Versions of a document shared with other replicas.
-    Shared(SharedDocument),
+/// The access state: projects, and the keys other than the bootstrap key (which has its own
+/// file). Every change is a function over it, run by [`Versioned::change`] whatever the
+/// store.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Access {
+    /// By id; always holds the default project once read or written.
+    projects: BTreeMap<String, Project>,
+    /// By key id.
+    keys: BTreeMap<String, StoredKey>,
 }
 
-/// What [`Admin`] holds under its lock; the keys themselves are in the [`KeyStore`].
-struct Current {
-    projects: BTreeMap<String, Project>,
-    /// The shared document's version that `projects` and the store's keys are; 0 before the
-    /// first read, and always for local and in-memory admins.
-    version: u64,
-}
+/// The access state's [`Format`]: [`Access`] as the bytes of [`ACCESS_FILE`] (pretty JSON,
+/// projects by creation, keys by id).
+struct AccessFormat;
 
-/// The state a change works on: the newest projects and persisted keys, edited in place and
-/// written whole.
-struct Draft {
-    projects: BTreeMap<String, Project>,
-    keys: Vec<StoredKey>,
+impl Format for AccessFormat {
+    type Doc = Access;
+    type Error = Error;
+
+    fn decode(&self, bytes: &[u8], location: &str) -> Result<Access> {
+        let AccessFile { projects, keys, .. } =
+            file::parse(bytes, FILE_VERSION, Path::new(location))?;
+        Ok(Access {
+            projects: with_default(projects),
+            keys: keys
+                .into_iter()
+                .map(|key| (key.key_id().to_owned(), key))
+                .collect(),
+        })
+    }
+
+    fn encode(&self, doc: &Access, location: &str) -> Result<Vec<u8>> {
+        let mut projects: Vec<&Project> = doc.projects.values().collect();
+        projects.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        let file = AccessFile {
+            version: FILE_VERSION,
+            projects: projects.into_iter().cloned().collect(),
+            keys: doc.keys.values().cloned().collect(),
+        };
+        file::encode(&file, Path::new(location))
+    }
+
+    fn failed(&self, err: larch_state::Error) -> Error {
+        file::from_state(err)
+    }
 }
 
 /// Projects and keys, changed by admins.
 pub struct Admin {
     store: KeyStore,
-    persistence: Persistence,
-    /// Held for every change and refresh, so they apply one at a time and in the order
-    /// written.
-    current: Mutex<Current>,
+    /// This replica's copy of the access state and where it is kept. Held for every change
+    /// and refresh, so they apply one at a time and in the order written.
+    state: Mutex<Versioned<AccessFormat>>,
     /// Runs before every write of a change: lets tests make another replica win the race.
     #[cfg(test)]
     before_write: Mutex<Option<Box<dyn FnMut() + Send>>>,
@@ -197,17 +223,11 @@ pub struct Admin {
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let current = self.lock();
-        let mut debug = f.debug_struct("Admin");
-        match &self.persistence {
-            Persistence::Memory => debug.field("persistence", &"memory"),
-            Persistence::Dir(dir) => debug.field("dir", dir),
-            Persistence::Shared(doc) => debug
-                .field("shared", &doc.location())
-                .field("version", &current.version),
-        };
-        debug
-            .field("projects", &current.projects.len())
+        let state = self.lock();
+        f.debug_struct("Admin")
+            .field("location", &state.location())
+            .field("version", state.version())
+            .field("projects", &state.doc().projects.len())
             .finish_non_exhaustive()
     }
 }
@@ -221,26 +241,7 @@ impl Admin {
     /// [`Error::InvalidKeyFile`] for a file that cannot be understood (it is left alone), and
     /// [`Error::Io`] when it cannot be read or written.
     pub fn open(dir: &Path, store: KeyStore) -> Result<Admin> {
-        let path = dir.join(ACCESS_FILE);
-        let persistence = Persistence::Dir(dir.to_owned());
-        let admin = match file::read::<AccessFile>(&path, FILE_VERSION)? {
-            Some(AccessFile { projects, keys, .. }) => {
-                for key in keys {
-                    store.insert(key);
-                }
-                Admin::with(store, persistence, with_default(projects))
-            }
-            None => {
-                let admin = Admin::with(store, persistence, with_default(Vec::new()));
-                let draft = Draft {
-                    projects: admin.lock().projects.clone(),
-                    keys: admin.persisted_keys(),
-                };
-                admin.save(0, &draft)?;
-                admin
-            }
-        };
-        Ok(admin)
+        Admin::with(store, Box::new(LocalFile::new(dir.join(ACCESS_FILE))))
     }
 
     /// Loads the newest version of the access state shared with other replicas (writing
@@ -252,55 +253,34 @@ impl Admin {
     /// [`Error::SharedState`] when the document cannot be read or written,
     /// [`Error::InvalidKeyFile`] for a version that cannot be understood (it is left alone).
     pub fn open_shared(doc: SharedDocument, store: KeyStore) -> Result<Admin> {
-        let admin = Admin::with(store, Persistence::Shared(doc), BTreeMap::new());
-        admin.read_or_create()?;
-        Ok(admin)
-    }
-
-    /// Reads the newest shared version, or writes version 1 if there is none.
-    fn read_or_create(&self) -> Result<()> {
-        let mut current = self.lock();
-        for _ in 0..MAX_ATTEMPTS {
-            self.refresh_locked(&mut current)?;
-            if current.version > 0 {
-                return Ok(());
-            }
-            // The first replica ever to start writes version 1.
-            let draft = Draft {
-                projects: with_default(Vec::new()),
-                keys: self.persisted_keys(),
-            };
-            if let Some(version) = self.save(0, &draft)? {
-                self.apply(&mut current, draft, version);
-                return Ok(());
-            }
-            // Another replica wrote version 1 first: read it.
-        }
-        Err(Error::Contended {
-            attempts: MAX_ATTEMPTS,
-        })
+        Admin::with(store, Box::new(doc))
     }
 
     /// Projects and keys kept in memory only, with the default project.
     pub fn in_memory(store: KeyStore) -> Admin {
-        Admin::with(store, Persistence::Memory, with_default(Vec::new()))
+        Admin::with(store, Box::new(Memory::default()))
+            .expect("a document in memory is always read and written")
     }
 
-    fn with(
-        store: KeyStore,
-        persistence: Persistence,
-        projects: BTreeMap<String, Project>,
-    ) -> Admin {
-        Admin {
+    /// The access state in `kept`, read, or written with the default project when there is
+    /// none yet (by the first replica ever to start, with a shared document).
+    fn with(store: KeyStore, kept: Box<dyn Store>) -> Result<Admin> {
+        let admin = Admin {
             store,
-            persistence,
-            current: Mutex::new(Current {
-                projects,
-                version: 0,
-            }),
+            state: Mutex::new(Versioned::new(kept, AccessFormat)),
             #[cfg(test)]
             before_write: Mutex::new(None),
-        }
+        };
+        let mut state = admin.lock();
+        state.change(|doc| {
+            if !doc.projects.contains_key(Grant::DEFAULT_PROJECT) {
+                doc.projects = with_default(Vec::new());
+            }
+            Ok(())
+        })?;
+        admin.apply(state.doc());
+        drop(state);
+        Ok(admin)
     }
 
     /// Takes the newest version of shared access state, if another replica wrote one since
@@ -316,7 +296,7 @@ impl Admin {
     /// [`Error::SharedState`] when the document cannot be read, [`Error::InvalidKeyFile`]
     /// for a version that cannot be understood; this replica then keeps what it had.
     pub fn refresh(&self) -> Result<()> {
-        self.refresh_locked(&mut self.lock())
+        self.fresh().map(drop)
     }
 
     /// The key store requests are checked against.
@@ -327,11 +307,14 @@ impl Admin {
     /// Whether project `id` exists. With shared access state, when the newest version cannot
     /// be read, answers from the version read last (and logs why).
     pub fn project_exists(&self, id: &str) -> bool {
-        let mut current = self.lock();
-        if let Err(err) = self.refresh_locked(&mut current) {
-            warn!(error = %err, "answering from the access state read last");
-        }
-        current.projects.contains_key(id)
+        let state = match self.fresh() {
+            Ok(state) => state,
+            Err(err) => {
+                warn!(error = %err, "answering from the access state read last");
+                self.lock()
+            }
+        };
+        state.doc().projects.contains_key(id)
     }
 
     /// Creates a key; returns what admins see of it and the key itself, to be shown once.
@@ -344,12 +327,12 @@ impl Admin {
         let project = non_empty_or(&request.project_id, Grant::DEFAULT_PROJECT).to_owned();
         let result = (|| {
             require_admin(actor)?;
-            self.change(|draft| {
+            self.change(|access| {
                 let name = key_name(&request.name)?;
                 let roles = roles(&request.roles)?.unwrap_or_else(|| vec![Role::ProjectEditor]);
                 let index_names = index_names(&request.index_names)?;
                 let expires_at = expiry(&request.expires_at)?;
-                if !draft.projects.contains_key(&project) {
+                if !access.projects.contains_key(&project) {
                     return Err(not_found("project", &project));
                 }
                 let key = ApiKey::generate();
@@ -361,7 +344,7 @@ impl Admin {
                 };
                 let stored = StoredKey::new(&key, grant).named(name).expiring(expires_at);
                 let info = KeyInfo::from(&stored);
-                draft.keys.push(stored);
+                access.keys.insert(stored.key_id().to_owned(), stored);
                 Ok((info, key))
             })
         })();
@@ -382,8 +365,8 @@ impl Admin {
     /// [`Error::NotFound`] for an unknown project, [`Error::Denied`] for a non-admin.
     pub fn list_keys(&self, actor: &Principal, project: &str) -> Result<Vec<KeyInfo>> {
         require_admin(actor)?;
-        let current = self.fresh()?;
-        if !project.is_empty() && !current.projects.contains_key(project) {
+        let state = self.fresh()?;
+        if !project.is_empty() && !state.doc().projects.contains_key(project) {
             return Err(not_found("project", project));
         }
         Ok(self
@@ -402,7 +385,7 @@ impl Admin {
     /// [`Error::NotFound`] for an unknown (or revoked) key, [`Error::Denied`] for a non-admin.
     pub fn describe_key(&self, actor: &Principal, id: &str) -> Result<KeyInfo> {
         require_admin(actor)?;
-        let _current = self.fresh()?;
+        let _state = self.fresh()?;
         self.store
             .get(id)
             .map(|stored| KeyInfo::from(&stored))
@@ -418,8 +401,8 @@ impl Admin {
         let mut project = None;
         let result = (|| {
             require_admin(actor)?;
-            self.change(|draft| {
-                let stored = self.find_key(draft, &update.id, &mut project, "changed")?;
+            self.change(|access| {
+                let stored = self.find_key(access, &update.id, &mut project, "changed")?;
                 let mut grant = stored.grant().clone();
                 if let Some(roles) = roles(&update.roles)? {
                     grant.roles = roles;
@@ -461,9 +444,9 @@ impl Admin {
         let mut project = None;
         let result = (|| {
             require_admin(actor)?;
-            self.change(|draft| {
-                self.find_key(draft, id, &mut project, "revoked")?;
-                draft.keys.retain(|key| key.key_id() != id);
+            self.change(|access| {
+                self.find_key(access, id, &mut project, "revoked")?;
+                access.keys.remove(id);
                 Ok(())
             })
         })();
@@ -479,8 +462,8 @@ impl Admin {
         let result = (|| {
             require_admin(actor)?;
             let name = project_name(name)?;
-            self.change(|draft| {
-                if draft.projects.values().any(|p| p.name == name) {
+            self.change(|access| {
+                if access.projects.values().any(|p| p.name == name) {
                     return Err(Error::AlreadyExists {
                         what: "project",
                         name: name.clone(),
@@ -491,7 +474,7 @@ impl Admin {
                     name: name.clone(),
                     created_at: Timestamp::now(),
                 };
-                draft.projects.insert(project.id.clone(), project.clone());
+                access.projects.insert(project.id.clone(), project.clone());
                 Ok(project)
             })
         })();
@@ -506,7 +489,7 @@ impl Admin {
     /// [`Error::Denied`] for a non-admin.
     pub fn list_projects(&self, actor: &Principal) -> Result<Vec<Project>> {
         require_admin(actor)?;
-        let mut projects: Vec<Project> = self.fresh()?.projects.values().cloned().collect();
+        let mut projects: Vec<Project> = self.fresh()?.doc().projects.values().cloned().collect();
         projects.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(projects)
     }
@@ -519,6 +502,7 @@ impl Admin {
     pub fn describe_project(&self, actor: &Principal, id: &str) -> Result<Project> {
         require_admin(actor)?;
         self.fresh()?
+            .doc()
             .projects
             .get(id)
             .cloned()
@@ -544,8 +528,8 @@ impl Admin {
         let mut indexes = None;
         let result = (|| {
             require_admin(actor)?;
-            self.change(|draft| {
-                let project = draft
+            self.change(|access| {
+                let project = access
                     .projects
                     .remove(id)
                     .ok_or_else(|| not_found("project", id))?;
@@ -564,56 +548,35 @@ impl Admin {
                         project.name
                     )));
                 }
-                draft.keys.retain(|key| key.grant().project_id != id);
+                access.keys.retain(|_, key| key.grant().project_id != id);
                 Ok(())
             })
         })();
         audited(actor, "DeleteProject", Some(id), None, result)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Current> {
+    fn lock(&self) -> MutexGuard<'_, Versioned<AccessFormat>> {
         // Changes replace the state whole after it is written; a poisoned lock is still
         // consistent.
-        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The lock, after taking the newest shared version (for admin reads).
-    fn fresh(&self) -> Result<MutexGuard<'_, Current>> {
-        let mut current = self.lock();
-        self.refresh_locked(&mut current)?;
-        Ok(current)
+    fn fresh(&self) -> Result<MutexGuard<'_, Versioned<AccessFormat>>> {
+        let mut state = self.lock();
+        if state.refresh()? {
+            self.apply(state.doc());
+        }
+        Ok(state)
     }
 
-    fn refresh_locked(&self, current: &mut Current) -> Result<()> {
-        let Persistence::Shared(doc) = &self.persistence else {
-            return Ok(());
-        };
-        let Some(snapshot) = doc.refresh(current.version)? else {
-            return Ok(());
-        };
-        let location = PathBuf::from(format!("{} (version {})", doc.location(), snapshot.version));
-        let AccessFile { projects, keys, .. } =
-            file::parse(&snapshot.bytes, FILE_VERSION, &location)?;
-        let draft = Draft {
-            projects: with_default(projects),
-            keys,
-        };
-        self.apply(current, draft, snapshot.version);
-        Ok(())
-    }
-
-    /// Makes one change: `edit` validates it against the newest state and makes it on a
-    /// draft, which is written and only then applied. With a shared document, a change
-    /// another replica beat to the next version is redone from the start on the newer state.
-    fn change<T>(&self, mut edit: impl FnMut(&mut Draft) -> Result<T>) -> Result<T> {
-        let mut current = self.lock();
-        for _ in 0..MAX_ATTEMPTS {
-            self.refresh_locked(&mut current)?;
-            let mut draft = Draft {
-                projects: current.projects.clone(),
-                keys: self.persisted_keys(),
-            };
-            let made = edit(&mut draft)?;
+    /// Makes one change: `edit` validates it against the newest state and makes it on a copy,
+    /// which is written and only then applied (see [`Versioned::change`]: a change another
+    /// replica beat to the next version is redone from the start on the newer state).
+    fn change<T>(&self, mut edit: impl FnMut(&mut Access) -> Result<T>) -> Result<T> {
+        let mut state = self.lock();
+        let made = state.change(|doc| {
+            let made = edit(doc)?;
             #[cfg(test)]
             if let Some(hook) = self
                 .before_write
@@ -623,46 +586,36 @@ impl Admin {
             {
                 hook();
             }
-            if let Some(version) = self.save(current.version, &draft)? {
-                self.apply(&mut current, draft, version);
-                return Ok(made);
-            }
-        }
-        Err(Error::Contended {
-            attempts: MAX_ATTEMPTS,
-        })
+            Ok(made)
+        });
+        // Also after a failure: the copy may have caught up with another replica's change.
+        self.apply(state.doc());
+        made
     }
 
-    /// Makes `draft` (written as `version`) this replica's state: its projects, and its keys
-    /// as the store's keys other than the bootstrap key.
-    fn apply(&self, current: &mut Current, draft: Draft, version: u64) {
-        let Draft { projects, keys } = draft;
-        let wanted: HashMap<&str, &StoredKey> = keys
-            .iter()
-            .filter(|key| !key.grant().is_admin)
-            .map(|key| (key.key_id(), key))
-            .collect();
+    /// Makes the store's keys those of `access`, the bootstrap key aside: it is never removed
+    /// nor replaced (a stored key of the same id is ignored). Admin keys other than it come
+    /// only from the stored state (written there by an operator), and stay until restart.
+    fn apply(&self, access: &Access) {
         for held in self.store.all() {
-            if !held.grant().is_admin && !wanted.contains_key(held.key_id()) {
+            if !held.grant().is_admin && !access.keys.contains_key(held.key_id()) {
                 self.store.remove(held.key_id());
             }
         }
-        for (id, key) in wanted {
+        for (id, key) in &access.keys {
             match self.store.get(id) {
                 // Never replace the bootstrap key, nor a key that did not change.
                 Some(held) if held.grant().is_admin || held == *key => {}
                 _ => self.store.insert(key.clone()),
             }
         }
-        current.projects = projects;
-        current.version = version;
     }
 
-    /// The key `id` of `draft`, to be changed or revoked (`what`); `project` learns its
+    /// The key `id` of `access`, to be changed or revoked (`what`); `project` learns its
     /// project for the audit event.
     fn find_key<'d>(
         &self,
-        draft: &'d mut Draft,
+        access: &'d mut Access,
         id: &str,
         project: &mut Option<String>,
         what: &str,
@@ -672,50 +625,12 @@ impl Admin {
             *project = Some(held.grant().project_id.clone());
             refuse_bootstrap(&held, what)?;
         }
-        let stored = draft
+        let stored = access
             .keys
-            .iter_mut()
-            .find(|key| key.key_id() == id)
+            .get_mut(id)
             .ok_or_else(|| not_found("api key", id))?;
         *project = Some(stored.grant().project_id.clone());
         Ok(stored)
-    }
-
-    /// The keys written to [`ACCESS_FILE`]: all but the bootstrap key, which has its own file.
-    fn persisted_keys(&self) -> Vec<StoredKey> {
-        self.store
-            .all()
-            .into_iter()
-            .filter(|key| !key.grant().is_admin)
-            .collect()
-    }
-
-    /// Writes `draft` as the version after `base`: `Some(version)` once it is durable
-    /// (always 0 for local and in-memory admins), `None` if another replica wrote that
-    /// version first.
-    fn save(&self, base: u64, draft: &Draft) -> Result<Option<u64>> {
-        let mut projects: Vec<&Project> = draft.projects.values().collect();
-        projects.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        let file = AccessFile {
-            version: FILE_VERSION,
-            projects: projects.into_iter().cloned().collect(),
-            keys: draft.keys.clone(),
-        };
-        match &self.persistence {
-            Persistence::Memory => Ok(Some(0)),
-            Persistence::Dir(dir) => {
-                file::write(dir, &dir.join(ACCESS_FILE), &file)?;
-                Ok(Some(0))
-            }
-            Persistence::Shared(doc) => {
-                // The same bytes `file::write` puts in `access.json`.
-                let bytes = file::encode(&file, Path::new(doc.location()))?;
-                match doc.write_next(base, bytes)? {
-                    Written::Done(version) => Ok(Some(version)),
-                    Written::Conflict => Ok(None),
-                }
-            }
-        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! The crate's JSON files (`bootstrap-key.json`, `access.json`): versioned, read with clear
 //! errors, and replaced atomically so a crash leaves the old file or the new one, never half
-//! of one. They hold hashes, never keys, and are still written with mode 0600.
+//! of one (by larch-state's writer, shared with the catalog). They hold hashes, never keys,
+//! and are still written with mode 0600.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,50 +58,33 @@ pub(crate) fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Writes `value` as pretty JSON to `dir/path` atomically: temp file (mode 0600 on unix) +
-/// fsync + rename + fsync of the directory.
+/// fsync + rename + fsync of the directory ([`larch_state::write_atomically`], the same
+/// writer as every local state file).
 pub(crate) fn write<T: Serialize>(dir: &Path, path: &Path, value: &T) -> Result<()> {
+    debug_assert_eq!(
+        path.parent(),
+        Some(dir),
+        "files are written in their directory"
+    );
     let json = encode(value, path)?;
-
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    if let Err(err) = write_new_file(&tmp, &json) {
-        // Best effort: do not leave a partial temp file behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(err);
-    }
-    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-    sync_dir(dir)
+    larch_state::write_atomically(path, &json).map_err(from_state)
 }
 
-fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
-    // A temp file left by a crash may have other permissions; start from scratch so the
-    // mode below applies.
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(Error::io("remove stale", path)(err)),
+/// A failure of the state crate as this crate's error: a local file's IO error keeps its
+/// action and path, other writers winning every attempt is [`Error::Contended`], anything
+/// else (a shared store) is [`Error::SharedState`].
+pub(crate) fn from_state(err: larch_state::Error) -> Error {
+    match err {
+        larch_state::Error::Io {
+            action,
+            path,
+            source,
+        } => Error::Io {
+            action,
+            path,
+            source,
+        },
+        larch_state::Error::Contended { attempts, .. } => Error::Contended { attempts },
+        other => Error::SharedState(other),
     }
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(Error::io("create", path))?;
-    file.write_all(contents).map_err(Error::io("write", path))?;
-    file.sync_all().map_err(Error::io("sync", path))
-}
-
-/// Makes the rename durable. Only possible on unix: other platforms cannot open a
-/// directory as a file, and there the rename is all we can do.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(Error::io("sync directory", dir))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }

@@ -9,6 +9,7 @@ use std::thread;
 use super::tests::{Dir, admin_principal, new_key};
 use super::*;
 use crate::{BOOTSTRAP_KEY_ID, bootstrap_shared};
+use larch_state::Written;
 
 /// The operator's bootstrap key, the same on every replica.
 const CONFIGURED: &str = "pclocal";

@@ -1,5 +1,6 @@
 use super::*;
 use crate::bootstrap;
+use std::path::PathBuf;
 
 /// A fresh state directory, removed on drop.
 pub(super) struct Dir(pub(super) PathBuf);
@@ -402,5 +403,92 @@ fn issue_14_allow_lists_are_bounded_on_create_and_update() {
             .len(),
         MAX_ALLOWED_INDEXES,
         "unchanged"
+    );
+}
+
+/// `access.json` exactly as `Admin` wrote it before the store trait: projects by creation
+/// time, keys by id, pretty JSON and a newline.
+const ACCESS_BEFORE_THE_STORE_TRAIT: &str = r#"{
+  "version": 1,
+  "projects": [
+    {
+      "id": "default",
+      "name": "default",
+      "created_at": "2026-01-01T00:00:00Z"
+    },
+    {
+      "id": "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f",
+      "name": "team",
+      "created_at": "2026-02-01T00:00:00Z"
+    }
+  ],
+  "keys": [
+    {
+      "key_id": "0123456789ab",
+      "salt": "00112233445566778899aabbccddeeff",
+      "hash": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+      "grant": {
+        "project_id": "default",
+        "roles": [
+          "ProjectEditor"
+        ],
+        "index_names": null,
+        "is_admin": false
+      },
+      "name": "ci",
+      "created_at": "2026-01-02T00:00:00Z"
+    },
+    {
+      "key_id": "ba9876543210",
+      "salt": "ffeeddccbbaa99887766554433221100",
+      "hash": "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100",
+      "grant": {
+        "project_id": "3f2b8c1e-7d4a-4e0b-9c6f-1a2b3c4d5e6f",
+        "roles": [
+          "DataPlaneViewer"
+        ],
+        "index_names": [
+          "movies"
+        ],
+        "is_admin": false
+      },
+      "name": "reader",
+      "created_at": "2026-02-02T00:00:00Z",
+      "expires_at": "2999-01-01T00:00:00Z"
+    }
+  ]
+}
+"#;
+
+#[test]
+fn an_access_file_loads_and_is_written_back_byte_for_byte_as_before() {
+    let dir = Dir::new("golden");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let path = dir.0.join(ACCESS_FILE);
+    std::fs::write(&path, ACCESS_BEFORE_THE_STORE_TRAIT).expect("written");
+    let store = KeyStore::new();
+    let admin = Admin::open(&dir.0, store.clone()).expect("loads");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        ACCESS_BEFORE_THE_STORE_TRAIT,
+        "opening writes nothing"
+    );
+    assert_eq!(store.len(), 2);
+    let actor = admin_principal();
+    let reader = admin.describe_key(&actor, "ba9876543210").expect("loaded");
+    assert_eq!(reader.index_names, ["movies"]);
+
+    // A change and its reverse: the file is what it was, byte for byte.
+    let extra = admin.create_project(&actor, "extra").expect("created");
+    assert_ne!(
+        std::fs::read_to_string(&path).expect("read"),
+        ACCESS_BEFORE_THE_STORE_TRAIT
+    );
+    admin
+        .delete_project(&actor, &extra.id, |_| 0)
+        .expect("deleted");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        ACCESS_BEFORE_THE_STORE_TRAIT
     );
 }

@@ -4,28 +4,24 @@
 //! Indexes are keyed by [`IndexKey`] (project and name): every lookup is scoped to the caller's
 //! project, and an index of another project is as invisible as one that does not exist.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use larch_engine::{IndexConfig, SearchParams};
 /// How the data plane answers the catalog: shared with the data plane, which implements
 /// [`DataPlaneHost`], through the crate both planes depend on.
 pub use larch_model::host::{AttachError, AttachMode, HostError};
-use larch_state::{SharedDocument, Written};
+use larch_state::{LocalFile, Memory, SharedDocument, Store, Versioned};
 
+use crate::doc::{Configured, Entry, Indexes, not_found};
 use crate::error::{Error, Result};
 use crate::hosts::{HostTemplate, Hosts};
 use crate::record::{
     ConfigureIndex, CreateIndex, DeletionProtection, Incarnation, IndexKey, IndexName, IndexRecord,
-    IndexState, check_project_id, merge_tags,
+    check_project_id,
 };
-use crate::store::{self, CatalogStore, LoadedIndex, Stored, StoredIndex, StoredTombstone};
-
-/// How often a change to a shared catalog is redone after another replica changed it first.
-const COMMIT_ATTEMPTS: usize = 32;
+use crate::store::CatalogFormat;
 
 /// Which ports the data plane may use for indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,21 +116,6 @@ pub trait DataPlaneHost: Send + Sync {
     fn detach(&self, key: &IndexKey) -> Result<(), HostError>;
 }
 
-#[derive(Clone)]
-struct Entry {
-    record: IndexRecord,
-    port: u16,
-    /// Which creation of the index this is; `None` for indexes from before incarnations.
-    incarnation: Option<Incarnation>,
-}
-
-impl Entry {
-    /// `key` as the data plane knows this index: with its incarnation.
-    fn served(&self, key: &IndexKey) -> IndexKey {
-        key.clone().with_incarnation(self.incarnation.clone())
-    }
-}
-
 /// An index as a data plane serves it: its key with its incarnation (see
 /// [`IndexKey::storage_name`]) and its record.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,50 +126,24 @@ pub struct Served {
     pub record: IndexRecord,
 }
 
-/// A catalog several control-plane replicas share (split mode): the newest version of the
-/// document is the truth, `Catalog::indexes` this replica's copy of it.
-struct Shared {
-    doc: SharedDocument,
-    /// The version the copy reflects; read and written only under the `indexes` lock.
-    version: AtomicU64,
-}
-
-/// The indexes of one project or another, by project and name (keys without incarnation),
-/// and the tombstones of deleted ones. Derefs to the map of live indexes, which is what most
-/// code looks at.
-#[derive(Clone, Default)]
-struct Indexes {
-    live: BTreeMap<IndexKey, Entry>,
-    /// Deleted indexes (keys with their incarnation) whose data the data plane has not
-    /// confirmed removing: it removes it when told, or at its next sync if that failed.
-    tombstones: BTreeSet<IndexKey>,
-}
-
-impl std::ops::Deref for Indexes {
-    type Target = BTreeMap<IndexKey, Entry>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.live
-    }
-}
-
-impl std::ops::DerefMut for Indexes {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.live
-    }
-}
+/// The catalog document in its store ([`CatalogFormat`] over a local file, a shared document
+/// or memory).
+type State = Versioned<CatalogFormat>;
 
 /// Every index of this control plane, of every project.
 pub struct Catalog {
-    /// The records. Held briefly, never across a call to the data plane.
-    indexes: Mutex<Indexes>,
+    /// The records: this process's copy of the catalog document and its store. Held briefly
+    /// (a read, or one write of the document), never across a call to the data plane.
+    state: Mutex<State>,
     /// Serializes changes (create, configure, delete): held for a whole change, data-plane call
     /// included, so no two changes interleave; never needed to read.
     changes: Mutex<()>,
-    /// Where records are persisted; `None` (and no `shared`) keeps them in memory only.
-    store: Option<CatalogStore>,
-    /// Set instead of `store` when several replicas share the catalog.
-    shared: Option<Shared>,
+    /// Whether other writers (control-plane replicas) share the document, so a new index's
+    /// name is recorded — reserved — before the data plane is told, and of two replicas
+    /// creating the same name one is refused before touching it. Otherwise an index is
+    /// recorded only once the data plane serves it, so no read ever sees an index that is not
+    /// served yet.
+    reserve_first: bool,
     data_plane: Arc<dyn DataPlaneHost>,
     ports: PortPolicy,
     /// How each index's `host` (what clients dial) is formed.
@@ -206,21 +161,33 @@ impl Catalog {
         let hosts = Hosts::PerPort {
             advertise_host: advertise_host.into(),
         };
-        Catalog::with_hosts(data_plane, ports, hosts)
+        Catalog::with_store(Box::new(Memory::default()), data_plane, ports, hosts)
     }
 
     /// An empty catalog whose indexes are all served by one data-plane address (split mode),
     /// each with the host `template` gives it.
     pub fn routed(data_plane: Arc<dyn DataPlaneHost>, template: HostTemplate) -> Catalog {
-        Catalog::with_hosts(data_plane, PortPolicy::Ephemeral, Hosts::Template(template))
+        Catalog::with_store(
+            Box::new(Memory::default()),
+            data_plane,
+            PortPolicy::Ephemeral,
+            Hosts::Template(template),
+        )
     }
 
-    fn with_hosts(data_plane: Arc<dyn DataPlaneHost>, ports: PortPolicy, hosts: Hosts) -> Catalog {
+    fn with_store(
+        store: Box<dyn Store>,
+        data_plane: Arc<dyn DataPlaneHost>,
+        ports: PortPolicy,
+        hosts: Hosts,
+    ) -> Catalog {
+        let format = CatalogFormat {
+            hosts: hosts.clone(),
+        };
         Catalog {
-            indexes: Mutex::new(Indexes::default()),
+            state: Mutex::new(Versioned::new(store, format)),
             changes: Mutex::new(()),
-            store: None,
-            shared: None,
+            reserve_first: false,
             data_plane,
             ports,
             hosts,
@@ -239,7 +206,7 @@ impl Catalog {
         let hosts = Hosts::PerPort {
             advertise_host: advertise_host.into(),
         };
-        Catalog::open_with(dir, Catalog::with_hosts(data_plane, ports, hosts))
+        Catalog::open_local(dir, data_plane, ports, hosts)
     }
 
     /// [`Catalog::open`] for split mode: every index is served by one data-plane address, each
@@ -249,7 +216,8 @@ impl Catalog {
         data_plane: Arc<dyn DataPlaneHost>,
         template: HostTemplate,
     ) -> Result<Catalog> {
-        Catalog::open_with(dir, Catalog::routed(data_plane, template))
+        let hosts = Hosts::Template(template);
+        Catalog::open_local(dir, data_plane, PortPolicy::Ephemeral, hosts)
     }
 
     /// A catalog in a document that several control-plane replicas share (split mode), each
@@ -264,230 +232,123 @@ impl Catalog {
         data_plane: Arc<dyn DataPlaneHost>,
         template: HostTemplate,
     ) -> Result<Catalog> {
-        let mut catalog = Catalog::routed(data_plane, template);
-        catalog.shared = Some(Shared {
-            doc,
-            version: AtomicU64::new(0),
-        });
-        let count = catalog.synced()?.len();
-        if let Some(shared) = &catalog.shared {
+        let mut catalog = Catalog::with_store(
+            Box::new(doc),
+            data_plane,
+            PortPolicy::Ephemeral,
+            Hosts::Template(template),
+        );
+        catalog.reserve_first = true;
+        {
+            let state = catalog.synced()?;
             tracing::info!(
-                location = shared.doc.location(),
-                version = shared.version.load(Ordering::Relaxed),
-                indexes = count,
+                location = state.location(),
+                version = ?state.version(),
+                indexes = state.doc().len(),
                 "shared catalog opened",
             );
         }
         Ok(catalog)
     }
 
-    fn open_with(dir: &Path, mut catalog: Catalog) -> Result<Catalog> {
-        let store = CatalogStore::new(dir);
-        let stored = store.load()?;
-        let mut moved = false;
-        {
-            let mut indexes = catalog.lock();
-            for tombstone in &stored.tombstones {
-                indexes.tombstones.insert(tombstone.load(store.path())?);
-            }
-            for stored in stored.indexes {
-                let loaded = stored.load(store.path())?;
-                let served = loaded
-                    .key
-                    .clone()
-                    .with_incarnation(loaded.incarnation.clone());
-                let port = match catalog.data_plane.attach(
-                    &served,
-                    loaded.config,
-                    loaded.search,
-                    loaded.port,
-                    AttachMode::Recover,
-                ) {
-                    Ok(port) => port,
-                    Err(AttachError::PortInUse) => {
-                        tracing::warn!(
-                            index = %loaded.key,
-                            port = loaded.port,
-                            "the index's port is taken by another program; serving it on a new port, so its host changes",
-                        );
-                        moved = true;
-                        catalog.attach(
-                            &indexes,
-                            &served,
-                            loaded.config,
-                            loaded.search,
-                            AttachMode::Recover,
-                        )?
-                    }
-                    Err(AttachError::Failed(reason) | AttachError::Unavailable(reason)) => {
-                        return Err(Error::DataPlane(format!(
-                            "cannot recover index '{}': {reason}",
-                            loaded.key
-                        )));
-                    }
-                    Err(AttachError::Refused(cause)) => {
-                        return Err(Error::DataPlane(format!(
-                            "cannot recover index '{}': {cause}",
-                            loaded.key
-                        )));
-                    }
-                };
-                let (key, entry) = catalog.entry_of(loaded, port);
-                tracing::info!(index = %key, host = %entry.record.host, "index recovered");
-                indexes.insert(key, entry);
-            }
+    /// A catalog in `dir`'s [`CATALOG_FILE`](crate::CATALOG_FILE), each index recovered by the
+    /// data plane (see [`Catalog::open`]).
+    fn open_local(
+        dir: &Path,
+        data_plane: Arc<dyn DataPlaneHost>,
+        ports: PortPolicy,
+        hosts: Hosts,
+    ) -> Result<Catalog> {
+        let store = LocalFile::new(dir.join(crate::CATALOG_FILE));
+        let catalog = Catalog::with_store(Box::new(store), data_plane, ports, hosts);
+        let stored = catalog.synced()?.doc().clone();
+        // What is served so far: recovered indexes keep their port, so others pick from the
+        // rest.
+        let mut served = Indexes {
+            tombstones: stored.tombstones.clone(),
+            ..Indexes::default()
+        };
+        for (key, entry) in &stored.live {
+            let index = entry.served(key);
+            let (config, search) = (entry.record.config, entry.record.search);
+            let port = match catalog.data_plane.attach(
+                &index,
+                config,
+                search,
+                entry.port,
+                AttachMode::Recover,
+            ) {
+                Ok(port) => port,
+                Err(AttachError::PortInUse) => {
+                    tracing::warn!(
+                        index = %key,
+                        port = entry.port,
+                        "the index's port is taken by another program; serving it on a new port, so its host changes",
+                    );
+                    catalog.attach(&served, &index, config, search, AttachMode::Recover)?
+                }
+                Err(AttachError::Failed(reason) | AttachError::Unavailable(reason)) => {
+                    return Err(Error::DataPlane(format!(
+                        "cannot recover index '{key}': {reason}"
+                    )));
+                }
+                Err(AttachError::Refused(cause)) => {
+                    return Err(Error::DataPlane(format!(
+                        "cannot recover index '{key}': {cause}"
+                    )));
+                }
+            };
+            let mut entry = entry.clone();
+            entry.port = port;
+            entry.record.host = catalog.hosts.host(key, port);
+            tracing::info!(index = %key, host = %entry.record.host, "index recovered");
+            served.live.insert(key.clone(), entry);
         }
-        catalog.store = Some(store);
-        if moved {
-            let indexes = catalog.lock();
-            catalog.save(&indexes)?;
-        }
+        // Ports that moved are recorded (nothing is written when none did).
+        catalog.commit(|doc| {
+            for (key, entry) in &served.live {
+                doc.serve_on(key, entry.port, entry.record.host.clone());
+            }
+            Ok(())
+        })?;
         Ok(catalog)
     }
 
-    /// The entry of a stored index served on `port`.
-    fn entry_of(&self, loaded: LoadedIndex, port: u16) -> (IndexKey, Entry) {
-        let record = IndexRecord {
-            host: self.hosts.host(&loaded.key, port),
-            project_id: loaded.key.project().to_owned(),
-            name: loaded.key.name().clone(),
-            config: loaded.config,
-            vector_type: loaded.vector_type,
-            cloud: loaded.cloud,
-            region: loaded.region,
-            deletion_protection: loaded.deletion_protection,
-            tags: loaded.tags,
-            search: loaded.search,
-            state: IndexState::Ready,
-        };
-        let entry = Entry {
-            record,
-            port,
-            incarnation: loaded.incarnation,
-        };
-        (loaded.key, entry)
+    /// The lock on the records, caught up with the newest version of the document (a no-op
+    /// but for a shared one).
+    fn synced(&self) -> Result<MutexGuard<'_, State>> {
+        // A panic while holding the lock cannot leave a half-written document (a change
+        // replaces it whole once stored), so a poisoned lock is still consistent.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.refresh()?;
+        Ok(state)
     }
 
-    /// Persists `indexes` (local durable catalogs only; a shared one is written by
-    /// [`Catalog::commit_shared`]).
-    fn save(&self, indexes: &Indexes) -> Result<()> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        store.save(stored(indexes))
+    /// Makes one change to the document (see [`crate::doc`]): stored before it is applied
+    /// here, redone on the newer document when another replica wrote first.
+    fn commit<T>(&self, change: impl FnMut(&mut Indexes) -> Result<T>) -> Result<T> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .change(change)
     }
 
-    /// Catches this replica's copy up with the newest version of a shared catalog (a no-op
-    /// for other catalogs).
-    fn sync(&self, indexes: &mut Indexes) -> Result<()> {
-        let Some(shared) = &self.shared else {
-            return Ok(());
-        };
-        let known = shared.version.load(Ordering::Relaxed);
-        let Some(newest) = shared.doc.refresh(known).map_err(shared_failure)? else {
-            return Ok(());
-        };
-        let location = Path::new(shared.doc.location());
-        let mut next = Indexes::default();
-        let stored = store::decode(&newest.bytes, shared.doc.location())?;
-        for stored in stored.indexes {
-            let (key, entry) = self.entry_of(stored.load(location)?, 0);
-            next.insert(key, entry);
-        }
-        for tombstone in &stored.tombstones {
-            next.tombstones.insert(tombstone.load(location)?);
-        }
-        *indexes = next;
-        shared.version.store(newest.version, Ordering::Relaxed);
-        Ok(())
+    /// The change lock (see [`Catalog::changes`]); take it before the records lock.
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The lock on the indexes, caught up with a shared catalog's newest version.
-    fn synced(&self) -> Result<MutexGuard<'_, Indexes>> {
-        let mut indexes = self.lock();
-        self.sync(&mut indexes)?;
-        Ok(indexes)
-    }
-
-    /// Applies `change` to the newest version of a shared catalog and writes the result as
-    /// the next version; when another replica wrote first, catches up and applies `change`
-    /// again (so it sees, and may refuse, what the other replica did). `indexes` is this
-    /// replica's copy, updated only once the write succeeded.
-    fn commit_shared<T>(
-        &self,
-        shared: &Shared,
-        indexes: &mut Indexes,
-        mut change: impl FnMut(&mut Indexes) -> Result<T>,
-    ) -> Result<T> {
-        for _ in 0..COMMIT_ATTEMPTS {
-            self.sync(indexes)?;
-            let mut next = indexes.clone();
-            let out = change(&mut next)?;
-            let base = shared.version.load(Ordering::Relaxed);
-            match shared
-                .doc
-                .write_next(base, store::encode(stored(&next)))
-                .map_err(shared_failure)?
-            {
-                Written::Done(version) => {
-                    *indexes = next;
-                    shared.version.store(version, Ordering::Relaxed);
-                    return Ok(out);
-                }
-                Written::Conflict => {
-                    tracing::debug!(base, "another replica changed the catalog first; redoing");
-                }
-            }
-        }
-        Err(Error::Storage(format!(
-            "{}: other replicas changed the catalog {COMMIT_ATTEMPTS} times while this change was made; retry",
-            shared.doc.location()
-        )))
-    }
-}
-
-/// A shared-state failure as a catalog error (UNAVAILABLE: the store may come back).
-fn shared_failure(err: larch_state::Error) -> Error {
-    Error::SharedState(err)
-}
-
-/// What is stored of `indexes`.
-fn stored(indexes: &Indexes) -> Stored {
-    let live = indexes
-        .values()
-        .map(
-            |Entry {
-                 record,
-                 port,
-                 incarnation,
-             }| StoredIndex {
-                project: record.project_id.clone(),
-                name: record.name.to_string(),
-                dimension: record.config.dimension.get(),
-                metric: record.config.metric.to_string(),
-                vector_type: record.vector_type.as_str().to_owned(),
-                cloud: record.cloud.as_str().to_owned(),
-                region: record.region.clone(),
-                deletion_protection: record.deletion_protection.as_str().to_owned(),
-                tags: record.tags.clone(),
-                port: *port,
-                search: record.search.into(),
-                incarnation: incarnation.as_ref().map(|i| i.as_str().to_owned()),
-            },
-        )
-        .collect();
-    Stored {
-        indexes: live,
-        tombstones: indexes.tombstones.iter().map(StoredTombstone::of).collect(),
-    }
-}
-
-impl Catalog {
     /// The key of every index of every project, with its incarnation, for telling data the
     /// catalog knows from data it does not (compare [`IndexKey::storage_name`]s).
     pub fn index_keys(&self) -> Result<Vec<IndexKey>> {
         Ok(self
             .synced()?
+            .doc()
             .iter()
             .map(|(key, entry)| entry.served(key))
             .collect())
@@ -497,6 +358,7 @@ impl Catalog {
     pub fn served(&self) -> Result<Vec<Served>> {
         Ok(self
             .synced()?
+            .doc()
             .iter()
             .map(|(key, entry)| Served {
                 key: entry.served(key),
@@ -508,7 +370,7 @@ impl Catalog {
     /// Deleted indexes (keys with their incarnation) whose data the data plane has not yet
     /// confirmed removing.
     pub fn tombstones(&self) -> Result<Vec<IndexKey>> {
-        Ok(self.synced()?.tombstones.iter().cloned().collect())
+        Ok(self.synced()?.doc().tombstones.iter().cloned().collect())
     }
 
     /// Forgets the tombstones of `removed`, whose data a data plane has removed; unknown keys
@@ -517,27 +379,7 @@ impl Catalog {
         if removed.is_empty() {
             return Ok(());
         }
-        let mut indexes = self.lock();
-        if let Some(shared) = &self.shared {
-            return self.commit_shared(shared, &mut indexes, |next| {
-                for key in removed {
-                    next.tombstones.remove(key);
-                }
-                Ok(())
-            });
-        }
-        let before = indexes.tombstones.clone();
-        for key in removed {
-            indexes.tombstones.remove(key);
-        }
-        if indexes.tombstones.len() == before.len() {
-            return Ok(());
-        }
-        if let Err(err) = self.save(&indexes) {
-            indexes.tombstones = before;
-            return Err(err);
-        }
-        for key in removed {
+        for key in self.commit(|doc| Ok(doc.forget(removed)))? {
             tracing::info!(index = %key, storage = %key.storage_name(), "data of a deleted index removed");
         }
         Ok(())
@@ -547,6 +389,7 @@ impl Catalog {
     pub fn all_indexes(&self) -> Result<Vec<IndexRecord>> {
         Ok(self
             .synced()?
+            .doc()
             .values()
             .map(|entry| entry.record.clone())
             .collect())
@@ -556,130 +399,73 @@ impl Catalog {
     pub fn index_count(&self, project: &str) -> Result<usize> {
         Ok(self
             .synced()?
+            .doc()
             .keys()
             .filter(|key| key.project() == project)
             .count())
     }
 
-    /// The change lock (see [`Catalog::changes`]); take it before [`Catalog::lock`].
-    fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Indexes> {
-        // A panic while holding the lock cannot leave a half-written entry (entries are
-        // inserted whole), so a poisoned lock is still consistent.
-        self.indexes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Creates an index in `project` and starts serving it; it is ready when this returns.
     /// The name must be free in `project` only.
+    ///
+    /// The record is stored before the data plane is told when other replicas share the
+    /// catalog, so of two replicas creating the same name one is refused before touching the
+    /// data plane (the record is taken back if the data plane refuses); otherwise it is stored
+    /// once the data plane serves the index, so no read sees an index not served yet (and the
+    /// data plane's index is dropped if storing fails).
     pub fn create_index(&self, project: &str, request: CreateIndex) -> Result<IndexRecord> {
         check_project_id(project)?;
-        let valid = request.validate()?;
-        let key = IndexKey::new(project, valid.name.clone())?;
-        let mut record = IndexRecord {
-            host: self.hosts.host(&key, 0),
-            project_id: key.project().to_owned(),
-            name: valid.name,
-            config: valid.config,
-            vector_type: valid.vector_type,
-            cloud: valid.cloud,
-            region: valid.region,
-            deletion_protection: valid.deletion_protection,
-            tags: valid.tags,
-            search: valid.search,
-            state: IndexState::Ready,
-        };
+        let record = request.validate(project)?;
+        let key = IndexKey::new(project, record.name.clone())?;
         let _changing = self.changing();
         // A fresh storage name: a name deleted and created again never meets the old data.
         let incarnation = Incarnation::random();
-        if let Some(shared) = &self.shared {
-            return self.create_shared(shared, key, record, incarnation);
-        }
-        // A copy to pick a free port from: the data plane is called without the lock.
-        let known = self.lock().clone();
-        if known.contains_key(&key) {
-            return Err(Error::AlreadyExists(record.name.to_string()));
-        }
-        let served = key.clone().with_incarnation(Some(incarnation.clone()));
-        let port = self.attach(
-            &known,
-            &served,
-            record.config,
-            record.search,
-            AttachMode::Create,
-        )?;
-        record.host = self.hosts.host(&key, port);
-        let mut indexes = self.lock();
-        indexes.insert(
-            key.clone(),
-            Entry {
-                record: record.clone(),
-                port,
-                incarnation: Some(incarnation),
+        let mut entry = Entry {
+            record: IndexRecord {
+                host: self.hosts.host(&key, 0),
+                ..record
             },
-        );
-        if let Err(err) = self.save(&indexes) {
-            // Not recorded, so not created: undo the data plane's side too.
-            indexes.remove(&key);
-            drop(indexes);
-            if let Err(detach) = self.data_plane.detach(&served) {
-                tracing::warn!(index = %key, error = %detach, "cannot drop the unrecorded index");
-            }
-            return Err(err);
+            port: 0,
+            incarnation: Some(incarnation),
+        };
+        let served = entry.served(&key);
+        // A copy to pick a free port from (the data plane is called without the lock), which
+        // refuses a taken name before the data plane is touched.
+        let known = self.synced()?.doc().clone();
+        if self.reserve_first {
+            self.commit(|doc| doc.create(&key, &entry))?;
+        } else {
+            known.clone().create(&key, &entry)?;
         }
-        tracing::info!(index = %key, host = %record.host, "index created");
-        Ok(record)
-    }
-
-    /// [`Catalog::create_index`] of a shared catalog: recorded first (so of two replicas
-    /// creating the same name, one gets ALREADY_EXISTS before touching the data plane), then
-    /// served; if the data plane refuses, the record is taken back.
-    fn create_shared(
-        &self,
-        shared: &Shared,
-        key: IndexKey,
-        record: IndexRecord,
-        incarnation: Incarnation,
-    ) -> Result<IndexRecord> {
-        let served = key.clone().with_incarnation(Some(incarnation.clone()));
-        self.commit_shared(shared, &mut self.lock(), |next| {
-            if next.contains_key(&key) {
-                return Err(Error::AlreadyExists(key.name().to_string()));
+        let (config, search) = (entry.record.config, entry.record.search);
+        let port = match self.attach(&known, &served, config, search, AttachMode::Create) {
+            Ok(port) => port,
+            Err(err) => {
+                if self.reserve_first {
+                    let undo = self.commit(|doc| {
+                        doc.take_back(&key, entry.incarnation.as_ref());
+                        Ok(())
+                    });
+                    if let Err(undo) = undo {
+                        tracing::warn!(index = %key, error = %undo, "cannot take back the record of an index the data plane refused");
+                    }
+                }
+                return Err(err);
             }
-            let entry = Entry {
-                record: record.clone(),
-                port: 0,
-                incarnation: Some(incarnation.clone()),
-            };
-            next.insert(key.clone(), entry);
-            Ok(())
-        })?;
-        // A copy to pick a free port from: the data plane is called without the lock.
-        let known = self.lock().clone();
-        if let Err(err) = self.attach(
-            &known,
-            &served,
-            record.config,
-            record.search,
-            AttachMode::Create,
-        ) {
-            let undo = self.commit_shared(shared, &mut self.lock(), |next| {
-                next.remove(&key);
-                Ok(())
-            });
-            if let Err(undo) = undo {
-                tracing::warn!(index = %key, error = %undo, "cannot take back the record of an index the data plane refused");
+        };
+        if !self.reserve_first {
+            entry.port = port;
+            entry.record.host = self.hosts.host(&key, port);
+            if let Err(err) = self.commit(|doc| doc.create(&key, &entry)) {
+                // Not recorded, so not created: undo the data plane's side too.
+                if let Err(detach) = self.data_plane.detach(&served) {
+                    tracing::warn!(index = %key, error = %detach, "cannot drop the unrecorded index");
+                }
+                return Err(err);
             }
-            return Err(err);
         }
-        tracing::info!(index = %key, host = %record.host, "index created");
-        Ok(record)
+        tracing::info!(index = %key, host = %entry.record.host, "index created");
+        Ok(entry.record)
     }
 
     /// Asks the data plane to serve `key` on the first port that works (ports are shared by
@@ -719,6 +505,7 @@ impl Catalog {
         // Keys order by project first, so this project's indexes come by name.
         Ok(self
             .synced()?
+            .doc()
             .iter()
             .filter(|(key, _)| key.project() == project)
             .map(|(_, e)| e.record.clone())
@@ -729,6 +516,7 @@ impl Catalog {
     pub fn describe_index(&self, project: &str, name: &str) -> Result<IndexRecord> {
         let key = key_of(project, name)?;
         self.synced()?
+            .doc()
             .get(&key)
             .map(|e| e.record.clone())
             .ok_or_else(|| not_found(&key))
@@ -737,6 +525,9 @@ impl Catalog {
     /// Changes deletion protection, merges tags (`""` removes a tag) and changes the given ANN
     /// parameters, which the data plane applies before this returns. The index is looked up in
     /// `project`.
+    ///
+    /// Recorded first, then applied; if the data plane refuses, the recorded parameters go
+    /// back to what they were (unless another change came in between).
     pub fn configure_index(&self, project: &str, request: ConfigureIndex) -> Result<IndexRecord> {
         let ConfigureIndex {
             name,
@@ -750,73 +541,22 @@ impl Catalog {
             .map(|s| DeletionProtection::parse(s, "deletion_protection"))
             .transpose()?;
         let _changing = self.changing();
-        if let Some(shared) = &self.shared {
-            let (record, previous, served) =
-                self.commit_shared(shared, &mut self.lock(), |next| {
-                    let entry = next.get_mut(&key).ok_or_else(|| not_found(&key))?;
-                    let mut record = entry.record.clone();
-                    merge_tags(&mut record.tags, tags.clone())?;
-                    if let Some(protection) = protection {
-                        record.deletion_protection = protection;
-                    }
-                    record.search = search.clone().apply_to(record.search)?;
-                    let previous = std::mem::replace(&mut entry.record, record.clone());
-                    Ok((record, previous.search, entry.served(&key)))
-                })?;
-            // Recorded first, then applied; if the data plane refuses, the recorded parameters
-            // go back to what they were (unless another change came in between).
-            if record.search != previous {
-                if let Err(reason) = self.data_plane.configure(&served, record.search) {
-                    let undo = self.commit_shared(shared, &mut self.lock(), |next| {
-                        if let Some(entry) = next.get_mut(&key)
-                            && entry.record.search == record.search
-                        {
-                            entry.record.search = previous;
-                        }
-                        Ok(())
-                    });
-                    if let Err(undo) = undo {
-                        tracing::warn!(index = %key, error = %undo, "cannot restore the recorded search parameters");
-                    }
-                    return Err(reason.into());
+        let Configured {
+            record,
+            previous,
+            served,
+        } = self.commit(|doc| doc.configure(&key, protection, &tags, &search))?;
+        if record.search != previous {
+            if let Err(reason) = self.data_plane.configure(&served, record.search) {
+                let undo = self.commit(|doc| {
+                    doc.restore_search(&key, record.search, previous);
+                    Ok(())
+                });
+                if let Err(undo) = undo {
+                    tracing::warn!(index = %key, error = %undo, "cannot restore the recorded search parameters");
                 }
-                tracing::info!(index = %key, search = ?record.search, "search parameters changed");
+                return Err(reason.into());
             }
-            return Ok(record);
-        }
-        let (previous, served) = self
-            .lock()
-            .get(&key)
-            .map(|entry| (entry.record.clone(), entry.served(&key)))
-            .ok_or_else(|| not_found(&key))?;
-        let mut record = previous.clone();
-        merge_tags(&mut record.tags, tags)?;
-        if let Some(protection) = protection {
-            record.deletion_protection = protection;
-        }
-        record.search = search.apply_to(record.search)?;
-        let search_changed = record.search != previous.search;
-        // Applied before it is recorded, as create attaches before recording (without the lock
-        // on the records; the change lock keeps other changes out meanwhile).
-        if search_changed && let Err(reason) = self.data_plane.configure(&served, record.search) {
-            return Err(reason.into());
-        }
-        let mut indexes = self.lock();
-        let entry = indexes.get_mut(&key).ok_or_else(|| not_found(&key))?;
-        entry.record = record.clone();
-        if let Err(err) = self.save(&indexes) {
-            if let Some(entry) = indexes.get_mut(&key) {
-                entry.record = previous.clone();
-            }
-            drop(indexes);
-            if search_changed
-                && let Err(reason) = self.data_plane.configure(&served, previous.search)
-            {
-                tracing::warn!(index = %key, error = %reason, "cannot restore the previous search parameters");
-            }
-            return Err(err);
-        }
-        if search_changed {
             tracing::info!(index = %key, search = ?record.search, "search parameters changed");
         }
         Ok(record)
@@ -832,32 +572,7 @@ impl Catalog {
     pub fn delete_index(&self, project: &str, name: &str) -> Result<()> {
         let key = key_of(project, name)?;
         let _changing = self.changing();
-        let mut indexes = self.lock();
-        let served = if let Some(shared) = &self.shared {
-            self.commit_shared(shared, &mut indexes, |next| {
-                let entry = next.get(&key).ok_or_else(|| not_found(&key))?;
-                check_unprotected(&entry.record)?;
-                let served = entry.served(&key);
-                next.remove(&key);
-                next.tombstones.insert(served.clone());
-                Ok(served)
-            })?
-        } else {
-            let entry = indexes.get(&key).ok_or_else(|| not_found(&key))?;
-            check_unprotected(&entry.record)?;
-            let served = entry.served(&key);
-            let entry = indexes
-                .remove(&key)
-                .expect("looked up above under the same lock");
-            indexes.tombstones.insert(served.clone());
-            if let Err(err) = self.save(&indexes) {
-                indexes.tombstones.remove(&served);
-                indexes.insert(key, entry);
-                return Err(err);
-            }
-            served
-        };
-        drop(indexes);
+        let served = self.commit(|doc| doc.delete(&key))?;
         // Recorded as gone first: a crash now leaves a tombstone, acted on at the next start
         // (embedded) or sync (split).
         match self.data_plane.detach(&served) {
@@ -876,28 +591,10 @@ impl Catalog {
     }
 }
 
-/// Deletion protection refuses deleting `record`'s index.
-fn check_unprotected(record: &IndexRecord) -> Result<()> {
-    if record.deletion_protection == DeletionProtection::Enabled {
-        let name = &record.name;
-        return Err(Error::FailedPrecondition(format!(
-            "index '{name}' has deletion protection enabled; disable it first with \
-             ConfigureIndex {{\"name\":\"{name}\",\"deletion_protection\":\"disabled\"}}"
-        )));
-    }
-    Ok(())
-}
-
 /// The key of index `name` in `project`, both validated.
 fn key_of(project: &str, name: &str) -> Result<IndexKey> {
     check_project_id(project)?;
     Ok(IndexKey::new(project, IndexName::new(name)?)?)
-}
-
-/// "Not found" for `key`, naming only the index: whether another project has an index of that
-/// name is none of the caller's business.
-fn not_found(key: &IndexKey) -> Error {
-    Error::NotFound(key.name().to_string())
 }
 
 #[cfg(test)]
@@ -905,6 +602,8 @@ mod tests {
     use super::*;
     use crate::record::SearchSettings;
     use larch_engine::Quantization;
+    use larch_state::Written;
+    use std::collections::BTreeMap;
     use std::collections::BTreeSet;
 
     mod shared;
@@ -1214,6 +913,30 @@ mod tests {
     }
 
     #[test]
+    fn search_parameters_the_data_plane_refuses_are_not_kept_on_disk_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::open(dir.path(), dp.clone(), PortPolicy::Ephemeral, "h").unwrap();
+        let before = catalog.create_index(P, create("a")).unwrap();
+        // The data plane lost the index, so it refuses new parameters for it.
+        dp.attached.lock().unwrap().clear();
+        let request = ConfigureIndex {
+            name: "a".into(),
+            search: SearchSettings {
+                ef_search: Some(300),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = catalog.configure_index(P, request).unwrap_err();
+        assert!(matches!(err, Error::DataPlane(_)), "{err}");
+        assert_eq!(catalog.describe_index(P, "a").unwrap(), before);
+        drop(catalog);
+        let reopened = Catalog::open(dir.path(), dp, PortPolicy::Ephemeral, "h").unwrap();
+        assert_eq!(reopened.describe_index(P, "a").unwrap(), before);
+    }
+
+    #[test]
     fn catalog_written_before_search_params_loads_with_defaults() {
         let dir = tempfile::tempdir().unwrap();
         // catalog.json as written before `search` existed.
@@ -1374,6 +1097,119 @@ mod tests {
         let dp = Arc::new(FakeDataPlane::default());
         let _catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
         assert_eq!(storage(&dp), now);
+    }
+
+    /// `catalog.json` exactly as the catalog wrote it before the store trait: an index with
+    /// an incarnation, one without, and two tombstones.
+    const CATALOG_BEFORE_THE_STORE_TRAIT: &str = r#"{
+  "version": 1,
+  "indexes": [
+    {
+      "project": "default",
+      "name": "movies",
+      "dimension": 4,
+      "metric": "cosine",
+      "vector_type": "dense",
+      "cloud": "aws",
+      "region": "us-east-1",
+      "deletion_protection": "enabled",
+      "tags": {
+        "team": "search"
+      },
+      "port": 6001,
+      "search": {
+        "m": 16,
+        "ef_construction": 200,
+        "ef_search": 40,
+        "quantization": "none"
+      },
+      "incarnation": "0123456789abcdef"
+    },
+    {
+      "project": "default",
+      "name": "old",
+      "dimension": 8,
+      "metric": "euclidean",
+      "vector_type": "dense",
+      "cloud": "gcp",
+      "region": "europe-west4",
+      "deletion_protection": "disabled",
+      "tags": {},
+      "port": 6002,
+      "search": {
+        "m": 16,
+        "ef_construction": 200,
+        "ef_search": 100,
+        "quantization": "none"
+      }
+    }
+  ],
+  "tombstones": [
+    {
+      "project": "default",
+      "name": "books",
+      "incarnation": "aaaa"
+    },
+    {
+      "project": "default",
+      "name": "gone"
+    }
+  ]
+}"#;
+
+    #[test]
+    fn a_catalog_file_loads_and_is_written_back_byte_for_byte_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::CATALOG_FILE);
+        std::fs::write(&path, CATALOG_BEFORE_THE_STORE_TRAIT).unwrap();
+        let dp = Arc::new(FakeDataPlane::default());
+        let policy = PortPolicy::parse("6001-6010").unwrap();
+        let catalog = Catalog::open(dir.path(), dp.clone(), policy, "127.0.0.1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            CATALOG_BEFORE_THE_STORE_TRAIT,
+            "recovering without a change writes nothing"
+        );
+        let movies = catalog.describe_index(P, "movies").unwrap();
+        assert_eq!(
+            (movies.host.as_str(), movies.search.ef_search()),
+            ("127.0.0.1:6001", 40)
+        );
+        let storage = dp.storage.lock().unwrap().clone();
+        assert_eq!(
+            storage,
+            BTreeSet::from([
+                "movies@default@0123456789abcdef".to_owned(),
+                "old".to_owned()
+            ])
+        );
+        assert_eq!(catalog.tombstones().unwrap().len(), 2);
+
+        // One change: the file is what the old catalog wrote for the same change.
+        let books = IndexKey::parse(P, "books", "aaaa").unwrap();
+        catalog.confirm_removed(&[books]).unwrap();
+        let start = CATALOG_BEFORE_THE_STORE_TRAIT
+            .find("    {\n      \"project\": \"default\",\n      \"name\": \"books\"")
+            .unwrap();
+        let end = CATALOG_BEFORE_THE_STORE_TRAIT
+            .find("    {\n      \"project\": \"default\",\n      \"name\": \"gone\"")
+            .unwrap();
+        let expected = format!(
+            "{}{}",
+            &CATALOG_BEFORE_THE_STORE_TRAIT[..start],
+            &CATALOG_BEFORE_THE_STORE_TRAIT[end..]
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the catalog is readable by its owner only"
+            );
+        }
     }
 
     #[test]

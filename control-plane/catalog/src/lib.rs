@@ -28,14 +28,21 @@
 //!   ([`AttachMode`], [`AttachError`] and [`HostError`] are `larch_model`'s, re-exported).
 //! - [`hosts`]: how an index's `host` is formed — its own port (embedded mode) or a host name
 //!   from a [`HostTemplate`] on one shared data-plane address (split mode).
-//! - `store`: the catalog file, written atomically.
+//! - `doc`: the catalog document (every index and tombstone) and every change to it, each
+//!   written once as a function over the document.
+//! - `store`: how the document is stored (`catalog.json`'s format, the same bytes in every
+//!   store).
 //!
-//! A catalog made with [`Catalog::open`] persists every change to `catalog.json` (atomic
-//! replace) before acknowledging it, and recovers every index at start-up. One made with
-//! [`Catalog::open_shared`] (split mode) keeps the same records in a [`SharedDocument`] that
-//! several control-plane replicas read and write side by side (`larch-state`).
+//! Every change goes through one read-modify-write loop ([`larch_state::Versioned::change`])
+//! over a [`larch_state::Store`]: a catalog made with [`Catalog::open`] persists every change
+//! to `catalog.json` (atomic replace) before acknowledging it, and recovers every index at
+//! start-up; one made with [`Catalog::open_shared`] (split mode) keeps the same document in a
+//! [`SharedDocument`] that several control-plane replicas read and write side by side, a
+//! change that another replica beat being redone on the newer document; [`Catalog::new`]
+//! keeps it in memory.
 
 pub mod catalog;
+mod doc;
 pub mod error;
 pub mod hosts;
 pub mod record;

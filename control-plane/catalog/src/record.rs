@@ -225,22 +225,10 @@ fn search_error(field: &'static str) -> impl FnOnce(larch_engine::Error) -> Erro
     }
 }
 
-/// Validated settings of a new index (all but its port).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ValidIndex {
-    pub(crate) name: IndexName,
-    pub(crate) config: IndexConfig,
-    pub(crate) vector_type: VectorType,
-    pub(crate) cloud: Cloud,
-    pub(crate) region: String,
-    pub(crate) deletion_protection: DeletionProtection,
-    pub(crate) tags: BTreeMap<String, String>,
-    pub(crate) search: SearchParams,
-}
-
 impl CreateIndex {
-    /// Checks every field; the first problem found is returned.
-    pub(crate) fn validate(self) -> Result<ValidIndex> {
+    /// Checks every field and makes the record of the new index in `project` (without its
+    /// `host`, which depends on where it is served); the first problem found is returned.
+    pub(crate) fn validate(self, project: &str) -> Result<IndexRecord> {
         let name = IndexName::new(&self.name)?;
         let vector_type = self
             .vector_type
@@ -311,7 +299,8 @@ impl CreateIndex {
         let mut tags = BTreeMap::new();
         merge_tags(&mut tags, self.tags)?;
         let search = self.search.apply_to(SearchParams::default())?;
-        Ok(ValidIndex {
+        Ok(IndexRecord {
+            project_id: project.to_owned(),
             name,
             config: IndexConfig { dimension, metric },
             vector_type,
@@ -320,6 +309,8 @@ impl CreateIndex {
             deletion_protection,
             tags,
             search,
+            state: IndexState::Ready,
+            host: String::new(),
         })
     }
 }
@@ -429,7 +420,7 @@ mod tests {
 
     #[test]
     fn defaults_are_pinecone_defaults() {
-        let v = create(8).validate().unwrap();
+        let v = create(8).validate(DEFAULT_PROJECT).unwrap();
         assert_eq!(v.config.metric, Metric::Cosine);
         assert_eq!(v.config.dimension.get(), 8);
         assert_eq!(v.cloud, Cloud::Aws);
@@ -441,16 +432,21 @@ mod tests {
     #[test]
     fn dimension_metric_and_spec_are_checked() {
         for d in [0, -1, 20001, i64::MAX] {
-            let err = create(d).validate().unwrap_err();
+            let err = create(d).validate(DEFAULT_PROJECT).unwrap_err();
             assert!(err.to_string().starts_with("dimension: "), "{err}");
         }
         let mut c = create(4);
         c.dimension = None;
-        assert!(c.validate().unwrap_err().to_string().contains("required"));
+        assert!(
+            c.validate(DEFAULT_PROJECT)
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
         let mut c = create(4);
         c.metric = Some("manhattan".into());
         assert!(
-            c.validate()
+            c.validate(DEFAULT_PROJECT)
                 .unwrap_err()
                 .to_string()
                 .starts_with("metric: ")
@@ -458,14 +454,24 @@ mod tests {
         let mut c = create(4);
         c.cloud = Some("ibm".into());
         c.region = Some("x".into());
-        assert!(c.validate().unwrap_err().to_string().contains("aws"));
+        assert!(
+            c.validate(DEFAULT_PROJECT)
+                .unwrap_err()
+                .to_string()
+                .contains("aws")
+        );
         let mut c = create(4);
         c.cloud = Some("gcp".into());
-        assert!(c.validate().unwrap_err().to_string().contains("region"));
+        assert!(
+            c.validate(DEFAULT_PROJECT)
+                .unwrap_err()
+                .to_string()
+                .contains("region")
+        );
         let mut c = create(4);
         c.vector_type = Some("sparse".into());
         assert!(
-            c.validate()
+            c.validate(DEFAULT_PROJECT)
                 .unwrap_err()
                 .to_string()
                 .contains("not supported")
@@ -475,7 +481,7 @@ mod tests {
     #[test]
     fn search_settings_default_and_validate_naming_the_field() {
         assert_eq!(
-            create(8).validate().unwrap().search,
+            create(8).validate(DEFAULT_PROJECT).unwrap().search,
             SearchParams::default()
         );
         let mut c = create(8);
@@ -485,7 +491,7 @@ mod tests {
             quantization: Some("INT8".into()),
             ..Default::default()
         };
-        let search = c.validate().unwrap().search;
+        let search = c.validate(DEFAULT_PROJECT).unwrap().search;
         assert_eq!(
             (
                 search.m(),
@@ -528,7 +534,7 @@ mod tests {
         for (search, message) in cases {
             let mut c = create(8);
             c.search = search;
-            let err = c.validate().unwrap_err();
+            let err = c.validate(DEFAULT_PROJECT).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
             assert_eq!(err.to_string(), message);
         }

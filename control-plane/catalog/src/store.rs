@@ -1,26 +1,26 @@
-//! The catalog file: every index record, written atomically so a crash leaves either the old
-//! or the new catalog, never a mix.
+//! How the catalog is stored: [`CatalogFormat`], the catalog's
+//! [`Format`](larch_state::Format) — the same bytes in `catalog.json` (one control plane,
+//! [`larch_state::LocalFile`]: temp file, fsync, rename, fsync of the directory) and in each
+//! version of a shared catalog ([`larch_state::SharedDocument`]).
 //!
-//! Format: `catalog.json`, `{"version":1,"indexes":[{...}]}`. Written to a temporary file,
-//! fsynced, renamed over the old one, and the directory fsynced so the rename itself is durable.
-//! Fields added later default when absent, so files written by older versions load without a
+//! Format: `{"version":1,"indexes":[{...}],"tombstones":[{...}]}`, each index a
+//! [`StoredIndex`] of plain values, validated again when loaded. Fields added later default when absent, so files written by older versions load without a
 //! version bump: `search` (the default ANN parameters), `project` (the default project,
 //! which is what every index belonged to before projects existed), `incarnation` (none: the
 //! index keeps its old storage name) and `tombstones` (deleted indexes whose data the data
 //! plane has not confirmed removing yet; none).
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use larch_engine::{Dimension, IndexConfig, Metric, SearchParams};
 use serde::{Deserialize, Serialize};
 
+use crate::doc::{Entry, Indexes};
 use crate::error::{Error, Result};
+use crate::hosts::Hosts;
 use crate::record::{
-    Cloud, DEFAULT_PROJECT, DeletionProtection, Incarnation, IndexKey, IndexName, SearchSettings,
-    VectorType,
+    Cloud, DEFAULT_PROJECT, DeletionProtection, Incarnation, IndexKey, IndexName, IndexRecord,
+    IndexState, SearchSettings, VectorType,
 };
 
 /// Name of the catalog file inside the data directory.
@@ -70,15 +70,12 @@ impl StoredTombstone {
         }
     }
 
-    /// The key (with its incarnation) of the deleted index; `file` names the catalog in errors.
-    pub(crate) fn load(&self, file: &Path) -> Result<IndexKey> {
-        let corrupt = corrupt(file, "tombstone of index", &self.name, &self.project);
-        let (key, incarnation) = stored_key(
-            &self.project,
-            &self.name,
-            self.incarnation.as_deref(),
-            &corrupt,
-        )?;
+    /// The key (with its incarnation) of the deleted index; `location` names the catalog in
+    /// errors.
+    pub(crate) fn load(&self, location: &str) -> Result<IndexKey> {
+        let corrupt = corrupt(location, "tombstone of index", &self.name, &self.project);
+        let incarnation = self.incarnation.as_deref();
+        let (key, incarnation) = stored_key(&self.project, &self.name, incarnation, &corrupt)?;
         Ok(key.with_incarnation(incarnation))
     }
 }
@@ -86,15 +83,14 @@ impl StoredTombstone {
 /// Makes the error of a damaged catalog entry (`entry` = "index", "tombstone of index", …),
 /// naming the file, the entry and what is wrong with it.
 fn corrupt<'a>(
-    file: &'a Path,
+    location: &'a str,
     entry: &'a str,
     name: &'a str,
     project: &'a str,
 ) -> impl Fn(String) -> Error + 'a {
     move |what| {
         Error::Storage(format!(
-            "{}: {entry} '{name}' of project '{project}': {what}; fix or remove the entry",
-            file.display(),
+            "{location}: {entry} '{name}' of project '{project}': {what}; fix or remove the entry",
         ))
     }
 }
@@ -146,33 +142,41 @@ impl Default for StoredSearch {
     }
 }
 
-/// What a stored index turns back into.
-pub(crate) struct LoadedIndex {
-    pub(crate) key: IndexKey,
-    pub(crate) config: IndexConfig,
-    pub(crate) vector_type: VectorType,
-    pub(crate) cloud: Cloud,
-    pub(crate) region: String,
-    pub(crate) deletion_protection: DeletionProtection,
-    pub(crate) tags: BTreeMap<String, String>,
-    pub(crate) search: SearchParams,
-    pub(crate) port: u16,
-    pub(crate) incarnation: Option<Incarnation>,
+impl From<(&IndexKey, &Entry)> for StoredIndex {
+    fn from((key, entry): (&IndexKey, &Entry)) -> StoredIndex {
+        let Entry {
+            record,
+            port,
+            incarnation,
+        } = entry;
+        StoredIndex {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            dimension: record.config.dimension.get(),
+            metric: record.config.metric.to_string(),
+            vector_type: record.vector_type.as_str().to_owned(),
+            cloud: record.cloud.as_str().to_owned(),
+            region: record.region.clone(),
+            deletion_protection: record.deletion_protection.as_str().to_owned(),
+            tags: record.tags.clone(),
+            port: *port,
+            search: record.search.into(),
+            incarnation: incarnation.as_ref().map(|i| i.as_str().to_owned()),
+        }
+    }
 }
 
 impl StoredIndex {
-    /// Re-validates a stored index; `file` names the catalog in errors.
-    pub(crate) fn load(self, file: &Path) -> Result<LoadedIndex> {
-        let corrupt = corrupt(file, "index", &self.name, &self.project);
-        let (key, incarnation) = stored_key(
-            &self.project,
-            &self.name,
-            self.incarnation.as_deref(),
-            &corrupt,
-        )?;
-        Ok(LoadedIndex {
-            incarnation,
-            key,
+    /// Re-validates a stored index, whose `host` `hosts` forms; `location` names the catalog
+    /// in errors.
+    pub(crate) fn load(self, location: &str, hosts: &Hosts) -> Result<(IndexKey, Entry)> {
+        let corrupt = corrupt(location, "index", &self.name, &self.project);
+        let incarnation = self.incarnation.as_deref();
+        let (key, incarnation) = stored_key(&self.project, &self.name, incarnation, &corrupt)?;
+        let record = IndexRecord {
+            host: hosts.host(&key, self.port),
+            project_id: key.project().to_owned(),
+            name: key.name().clone(),
             config: IndexConfig {
                 dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
                 metric: self
@@ -206,8 +210,14 @@ impl StoredIndex {
             },
             region: self.region,
             tags: self.tags,
+            state: IndexState::Ready,
+        };
+        let entry = Entry {
+            record,
             port: self.port,
-        })
+            incarnation,
+        };
+        Ok((key, entry))
     }
 }
 
@@ -220,101 +230,56 @@ struct CatalogFile {
     tombstones: Vec<StoredTombstone>,
 }
 
-/// What a catalog file holds.
-#[derive(Debug, Default)]
-pub(crate) struct Stored {
-    pub(crate) indexes: Vec<StoredIndex>,
-    pub(crate) tombstones: Vec<StoredTombstone>,
-}
-
-/// Where the catalog lives on disk.
+/// The catalog's [`Format`](larch_state::Format): [`Indexes`] as the bytes of
+/// `catalog.json`; records read back get their `host` from `hosts`.
 #[derive(Debug, Clone)]
-pub(crate) struct CatalogStore {
-    path: PathBuf,
+pub(crate) struct CatalogFormat {
+    pub(crate) hosts: Hosts,
 }
 
-impl CatalogStore {
-    pub(crate) fn new(dir: &Path) -> CatalogStore {
-        CatalogStore {
-            path: dir.join(CATALOG_FILE),
+impl larch_state::Format for CatalogFormat {
+    type Doc = Indexes;
+    type Error = Error;
+
+    fn decode(&self, bytes: &[u8], location: &str) -> Result<Indexes> {
+        let file: CatalogFile = serde_json::from_slice(bytes)
+            .map_err(|err| Error::Storage(format!("{location} is not a valid catalog: {err}")))?;
+        let CatalogFile {
+            version,
+            indexes,
+            tombstones,
+        } = file;
+        if version != VERSION {
+            return Err(Error::Storage(format!(
+                "{location} has version {version}, this larch reads version {VERSION}"
+            )));
+        }
+        let mut doc = Indexes::default();
+        for tombstone in &tombstones {
+            doc.tombstones.insert(tombstone.load(location)?);
+        }
+        for stored in indexes {
+            let (key, entry) = stored.load(location, &self.hosts)?;
+            doc.live.insert(key, entry);
+        }
+        Ok(doc)
+    }
+
+    fn encode(&self, doc: &Indexes, _location: &str) -> Result<Vec<u8>> {
+        let file = CatalogFile {
+            version: VERSION,
+            indexes: doc.live.iter().map(StoredIndex::from).collect(),
+            tombstones: doc.tombstones.iter().map(StoredTombstone::of).collect(),
+        };
+        Ok(serde_json::to_vec_pretty(&file).expect("catalog records always serialize"))
+    }
+
+    fn failed(&self, err: larch_state::Error) -> Error {
+        match err {
+            larch_state::Error::Contended { location, attempts } => Error::Storage(format!(
+                "{location}: other replicas changed the catalog {attempts} times while this change was made; retry"
+            )),
+            other => Error::Storage(other.to_string()),
         }
     }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Every stored index and tombstone; none if the file does not exist yet (first start).
-    pub(crate) fn load(&self) -> Result<Stored> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
-            Err(err) => {
-                return Err(Error::Storage(format!(
-                    "cannot read {}: {err}",
-                    self.path.display()
-                )));
-            }
-        };
-        decode(&bytes, &self.path.display().to_string())
-    }
-
-    /// Replaces the stored catalog with `stored`, durably.
-    pub(crate) fn save(&self, stored: Stored) -> Result<()> {
-        write_atomically(&self.path, &encode(stored))
-            .map_err(|err| Error::Storage(format!("cannot write {}: {err}", self.path.display())))
-    }
-}
-
-/// The catalog file's bytes (also the content of each version of a shared catalog).
-pub(crate) fn encode(
-    Stored {
-        indexes,
-        tombstones,
-    }: Stored,
-) -> Vec<u8> {
-    let file = CatalogFile {
-        version: VERSION,
-        indexes,
-        tombstones,
-    };
-    serde_json::to_vec_pretty(&file).expect("catalog records always serialize")
-}
-
-/// The indexes in a catalog file's bytes; `location` names it in errors.
-pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Stored> {
-    let file: CatalogFile = serde_json::from_slice(bytes)
-        .map_err(|err| Error::Storage(format!("{location} is not a valid catalog: {err}")))?;
-    if file.version != VERSION {
-        return Err(Error::Storage(format!(
-            "{location} has version {}, this larch reads version {VERSION}",
-            file.version
-        )));
-    }
-    let CatalogFile {
-        version: _,
-        indexes,
-        tombstones,
-    } = file;
-    Ok(Stored {
-        indexes,
-        tombstones,
-    })
-}
-
-/// Temp file + fsync + rename + fsync of the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    // Makes the rename durable; directories can be opened and synced on unix.
-    #[cfg(unix)]
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }

@@ -1,7 +1,20 @@
-//! Versioned documents shared by several control-plane replicas.
+//! The control plane's state documents (the catalog, the access state) and where they live.
 //!
+//! Each kind of state is one document, changed by read-modify-write through one loop,
+//! [`Versioned::change`], over the [`Store`] trait (load the newest version; replace it if it
+//! is still the version read). Each change is a function over the in-memory document, written
+//! once whatever the store.
+//!
+//! # Layout
+//! - [`store`]: the [`Store`] trait, its [`Version`]s, and the stores: [`LocalFile`] (one
+//!   control plane: a file behind the data-directory lock), [`SharedDocument`] (below) and
+//!   [`Memory`] (nowhere).
+//! - [`versioned`]: [`Versioned`], a [`Format`] (one kind of state) in a store, and the
+//!   read-modify-write loop with retry on conflict.
+//!
+//! # Shared documents
 //! One control plane keeps its catalog and its access file (projects and key hashes) as local
-//! files behind the data-directory lock. Several replicas (a Kubernetes Deployment with more
+//! files behind the data-directory lock ([`LocalFile`]). Several replicas (a Kubernetes Deployment with more
 //! than one pod) instead keep them as a [`SharedDocument`] in a store they all reach: a
 //! directory on a shared volume now, an S3-compatible bucket later (the same `object_store`
 //! interface the engine uses for segments). No replica is special and there is no protocol
@@ -26,6 +39,12 @@
 //!
 //! Everything here is synchronous (callers hold their own lock and run on blocking threads);
 //! the async `object_store` calls are driven to completion on the calling thread.
+
+pub mod store;
+pub mod versioned;
+
+pub use store::{Loaded, LocalFile, Memory, Replaced, Store, Version, write_atomically};
+pub use versioned::{ATTEMPTS, Format, Versioned};
 
 use std::future::Future;
 use std::path::Path;
@@ -60,6 +79,27 @@ pub enum Error {
         "shared state {0}: the outcome of this change is unknown (this replica stalled while others made {KEEP}+ changes); check and retry"
     )]
     Unknown(String),
+    /// A local file could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`read`, `create`, `rename into place`, …).
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Other writers changed the document first `attempts` times in a row; nothing was changed.
+    #[error(
+        "{location}: other writers changed the document first {attempts} times in a row; retry"
+    )]
+    Contended {
+        /// Where the document lives.
+        location: String,
+        /// How many times the change was tried.
+        attempts: u32,
+    },
 }
 
 /// The crate's result type.
