@@ -84,6 +84,18 @@ impl Code {
         Code::Internal,
     ];
 
+    /// The class of a failed disk or file operation: [`Code::ResourceExhausted`] when the disk
+    /// or the user's quota is full (freeing space fixes it), [`Code::Unavailable`] otherwise
+    /// (a read-only, failing or missing disk).
+    pub fn of_io(err: &std::io::Error) -> Code {
+        match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Code::ResourceExhausted
+            }
+            _ => Code::Unavailable,
+        }
+    }
+
     /// The code's name as the control plane's REST errors spell it (`INVALID_ARGUMENT`, …),
     /// also used in logs.
     pub fn name(self) -> &'static str {
@@ -201,6 +213,23 @@ impl Classified for Remote {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_disk_is_resource_exhausted_and_other_io_failures_unavailable() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            super::Code::of_io(&Error::from(ErrorKind::StorageFull)),
+            super::Code::ResourceExhausted
+        );
+        assert_eq!(
+            super::Code::of_io(&Error::from(ErrorKind::QuotaExceeded)),
+            super::Code::ResourceExhausted
+        );
+        assert_eq!(
+            super::Code::of_io(&Error::from(ErrorKind::ReadOnlyFilesystem)),
+            super::Code::Unavailable
+        );
+    }
+
     use super::*;
 
     #[derive(Debug, thiserror::Error)]

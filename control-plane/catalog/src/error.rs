@@ -32,8 +32,9 @@ pub enum Error {
     /// The catalog file could not be read or written.
     #[error("catalog storage: {0}")]
     Storage(String),
-    /// The catalog shared by several control-plane replicas cannot be read or written now (the
-    /// store's own error, kept typed); retrying later may succeed.
+    /// The catalog's store (its file, or the document shared by several control-plane
+    /// replicas) cannot be read or written now; the store's own error, kept typed, so a full
+    /// disk is RESOURCE_EXHAUSTED and anything else UNAVAILABLE (retrying later may succeed).
     #[error("catalog storage: {0}")]
     SharedState(#[from] larch_state::Error),
     /// The data plane could not open or drop the index.
@@ -57,7 +58,8 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::Forbidden,
             Error::NoFreePort(_) => Code::ResourceExhausted,
-            Error::Storage(_) | Error::SharedState(_) => Code::Unavailable,
+            Error::Storage(_) => Code::Unavailable,
+            Error::SharedState(err) => err.code(),
             Error::DataPlane(_) => Code::Internal,
             Error::DataPlaneUnavailable(_) => Code::Unavailable,
             Error::DataPlaneRefused(cause) => cause.code(),
@@ -193,5 +195,24 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(Classified::code(&err), code, "{err}");
         }
+    }
+
+    #[test]
+    fn a_full_disk_under_the_catalog_file_stays_resource_exhausted() {
+        let full = |kind| {
+            Error::from(larch_state::Error::Io {
+                action: "write",
+                path: "/data/catalog.json.tmp".into(),
+                source: std::io::Error::from(kind),
+            })
+        };
+        assert_eq!(
+            Classified::code(&full(std::io::ErrorKind::StorageFull)),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Classified::code(&full(std::io::ErrorKind::PermissionDenied)),
+            Code::Unavailable
+        );
     }
 }

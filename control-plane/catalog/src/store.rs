@@ -279,7 +279,7 @@ impl larch_state::Format for CatalogFormat {
             larch_state::Error::Contended { location, attempts } => Error::Storage(format!(
                 "{location}: other replicas changed the catalog {attempts} times while this change was made; retry"
             )),
-            other => Error::Storage(other.to_string()),
+            other => Error::SharedState(other),
         }
     }
 }

@@ -102,6 +102,20 @@ pub enum Error {
     },
 }
 
+impl larch_model::Classified for Error {
+    /// A full disk is [`Code::ResourceExhausted`](larch_model::Code::ResourceExhausted) (free
+    /// space and retry); everything else may pass once the store or the other writers let go,
+    /// so it is [`Code::Unavailable`](larch_model::Code::Unavailable).
+    fn code(&self) -> larch_model::Code {
+        match self {
+            Error::Io { source, .. } => larch_model::Code::of_io(source),
+            Error::Store { .. } | Error::Unknown(_) | Error::Contended { .. } => {
+                larch_model::Code::Unavailable
+            }
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 

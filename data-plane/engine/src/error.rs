@@ -151,22 +151,13 @@ pub(crate) fn storage_failure(
     what: impl std::fmt::Display,
     err: &io::Error,
 ) -> (ErrorCode, String) {
-    if is_disk_full(err) {
-        (
+    match ErrorCode::of_io(err) {
+        ErrorCode::ResourceExhausted => (
             ErrorCode::ResourceExhausted,
             format!("disk full: {what}: {err}; free disk space and retry"),
-        )
-    } else {
-        (ErrorCode::Unavailable, format!("{what}: {err}"))
+        ),
+        code => (code, format!("{what}: {err}")),
     }
-}
-
-/// Whether `err` means the disk (or the user's quota) is full.
-fn is_disk_full(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 #[cfg(test)]
