@@ -146,8 +146,15 @@ impl Classified for Error {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Invalid { .. } | Error::UnknownRole(_) => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::SharedState(_) | Error::Contended { .. } => Code::Unavailable,
-            Error::Io { .. } | Error::InvalidKeyFile { .. } => Code::Internal,
+            Error::SharedState(err) => err.code(),
+            Error::Contended { .. } => Code::Unavailable,
+            // A full disk is the operator's to fix and the client's to retry; any other
+            // failure of the access file is the server's.
+            Error::Io { source, .. } => match Code::of_io(source) {
+                Code::ResourceExhausted => Code::ResourceExhausted,
+                _ => Code::Internal,
+            },
+            Error::InvalidKeyFile { .. } => Code::Internal,
         }
     }
 
@@ -279,5 +286,17 @@ mod tests {
         assert_eq!(refused.status, http::StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(refused.message, INTERNAL_MESSAGE);
         assert_eq!(io.code_name(), "INTERNAL");
+        let full = Error::Io {
+            action: "create",
+            path: "/keys/access.json.tmp".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        let shared_full = Error::SharedState(larch_state::Error::Io {
+            action: "write",
+            path: "/shared/access".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        assert_eq!(shared_full.code(), Code::ResourceExhausted);
     }
 }
