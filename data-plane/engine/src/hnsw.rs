@@ -715,9 +715,13 @@ impl Graph {
                         let scored = Scored { dist, node };
                         candidates.push(Reverse(scored));
                         if accept(node) {
-                            found_heap.push(scored);
-                            if found_heap.len() > ef {
-                                found_heap.pop();
+                            if found_heap.len() < ef {
+                                found_heap.push(scored);
+                            } else if let Some(mut farthest) = found_heap.peek_mut() {
+                                // Full, and `scored` is closer than the farthest
+                                // kept (`dist < bound`): it takes that place with
+                                // one sift down instead of a push and a pop.
+                                *farthest = scored;
                             }
                         }
                     }
