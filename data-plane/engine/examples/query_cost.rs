@@ -26,7 +26,8 @@
 //! through a fixed random linear map plus a little noise, so that, like
 //! sentence embeddings, they have a low intrinsic dimension; queries come
 //! from the same distribution with another seed. Cosine, the index's
-//! default parameters, or `--ef` for `ef_search`.
+//! default parameters, or `--ef` for `ef_search`; `--int8` quantizes the
+//! graph (use another `--dir`: a graph is saved with its quantization).
 
 use std::{
     hint::black_box,
@@ -35,7 +36,8 @@ use std::{
 };
 
 use larch_engine::{
-    Dimension, Engine, Index, IndexConfig, Metric, QueryRequest, UpsertRequest, VectorInput,
+    Dimension, Engine, Index, IndexConfig, Metric, Quantization, QueryRequest, SearchParams,
+    UpsertRequest, VectorInput,
 };
 
 const INDEX: &str = "bench";
@@ -48,6 +50,7 @@ struct Options {
     queries: usize,
     dim: usize,
     ef: Option<u32>,
+    int8: bool,
     recall: bool,
 }
 
@@ -58,6 +61,7 @@ fn options() -> Result<Options, String> {
         queries: 500,
         dim: 384,
         ef: None,
+        int8: false,
         recall: false,
     };
     let mut args = std::env::args().skip(1);
@@ -74,6 +78,7 @@ fn options() -> Result<Options, String> {
             "--dim" => options.dim = number(value()?)?,
             "--ef" => options.ef = Some(number(value()?)? as u32),
             "--recall" => options.recall = true,
+            "--int8" => options.int8 = true,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -149,7 +154,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let engine = Engine::open(&options.dir);
     let started = Instant::now();
-    let index = match engine.open_index(INDEX, config) {
+    // Graph parameters are not stored with the index (the control plane keeps them): set them
+    // before the indexer looks at the saved graph, or it rebuilds it.
+    let params = if options.int8 {
+        SearchParams::default().with_quantization(Quantization::Int8)
+    } else {
+        SearchParams::default()
+    };
+    let opened = engine
+        .open_index(INDEX, config)
+        .inspect(|index| index.set_search_params(params));
+    let index = match opened {
         Ok(index) => {
             wait_indexed(&index);
             eprintln!(
@@ -161,6 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(_) => {
             let index = engine.create_index(INDEX, config)?;
+            index.set_search_params(params);
             let mut data = Embeddings::new(options.dim, 1);
             for start in (0..options.vectors).step_by(1000) {
                 let vectors = (start..options.vectors.min(start + 1000))

@@ -133,6 +133,17 @@ impl Kernel<f32> {
     }
 }
 
+impl Kernel<i8> {
+    /// [`dot_i8`], chosen for this CPU.
+    pub(crate) fn dot_i8() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Kernel(avx2::dot_i8);
+        }
+        Kernel(dot_i8_portable)
+    }
+}
+
 /// Asks the CPU to start loading every cache line of `values`. A hint only: it reads
 /// nothing and cannot fault. The graph walk issues it for all the
 /// neighbours it is about to score, so their loads overlap.
@@ -365,6 +376,7 @@ mod tests {
             ));
             let naive: f32 = a.iter().zip(&codes).map(|(x, c)| x * f32::from(*c)).sum();
             assert!(close(dot_i8(&a, &codes), naive), "len {len}");
+            assert_eq!(Kernel::dot_i8().run(&a, &codes), dot_i8(&a, &codes));
         }
     }
 

@@ -248,21 +248,31 @@ impl Scorer for L2F32<'_> {
     }
 }
 
-/// Int8 codes, either space.
+/// Int8 codes, either space: the full-precision query times the codes,
+/// scaled per node (the same arithmetic as [`Graph::dist`]).
 struct Int8<'a> {
-    graph: &'a Graph,
     query: &'a Prepared,
+    codes: &'a Chunked<i8>,
+    scales: &'a [f32],
+    sq_norms: &'a [f32],
+    space: Space,
+    dot: distance::Kernel<i8>,
 }
 
 impl Scorer for Int8<'_> {
     #[inline]
     fn dist(&self, node: Node) -> f32 {
-        self.graph.dist(self.query, node)
+        let node = node as usize;
+        let dot = self.dot.run(&self.query.values, self.codes.get(node)) * self.scales[node];
+        match self.space {
+            Space::Cosine => -dot,
+            Space::L2 => self.query.sq_norm + self.sq_norms[node] - 2.0 * dot,
+        }
     }
 
     #[inline]
     fn prefetch(&self, node: Node) {
-        self.graph.prefetch(node);
+        distance::prefetch(self.codes.get(node as usize));
     }
 }
 
@@ -469,14 +479,6 @@ impl Graph {
         Prepared { values, sq_norm }
     }
 
-    /// Starts loading `node`'s vector into the cache.
-    fn prefetch(&self, node: Node) {
-        match &self.vectors {
-            Vectors::F32(values) => distance::prefetch(values.get(node as usize)),
-            Vectors::Int8 { codes, .. } => distance::prefetch(codes.get(node as usize)),
-        }
-    }
-
     fn links(&self, node: Node, level: usize) -> &[Node] {
         if level == 0 {
             let start = node as usize * (self.m0 + 1);
@@ -636,7 +638,21 @@ impl Graph {
                 values,
                 l2: distance::Kernel::squared_euclidean(),
             }),
-            (Vectors::Int8 { .. }, _) => f.call(&Int8 { graph: self, query }),
+            (
+                Vectors::Int8 {
+                    codes,
+                    scales,
+                    sq_norms,
+                },
+                space,
+            ) => f.call(&Int8 {
+                query,
+                codes,
+                scales,
+                sq_norms,
+                space,
+                dot: distance::Kernel::dot_i8(),
+            }),
         }
     }
 
