@@ -951,6 +951,39 @@ mod tests {
     }
 
     #[test]
+    fn searches_reusing_a_threads_scratch_answer_as_a_fresh_thread_does() {
+        let build = |count: usize, quantization: Quantization| {
+            let params = SearchParams::default().with_quantization(quantization);
+            let mut graph = Graph::new(16, Metric::Euclidean, &params, 0.0);
+            for v in &dataset(count, 16, count as u64) {
+                graph.insert(v);
+            }
+            graph
+        };
+        let (large, small) = (
+            build(2500, Quantization::None),
+            build(300, Quantization::Int8),
+        );
+        let queries = dataset(20, 16, 77);
+        let answers = |graph: &Graph| -> Vec<Vec<(Node, f32)>> {
+            queries
+                .iter()
+                .map(|q| graph.search(&graph.prepare(q), 32, |node| node % 3 != 0))
+                .collect()
+        };
+        let fresh = std::thread::scope(|scope| {
+            let large = scope.spawn(|| answers(&large));
+            let small = scope.spawn(|| answers(&small));
+            (large.join().expect("large"), small.join().expect("small"))
+        });
+        // This thread's scratch grows on the large graph, then serves the small one and back.
+        assert_eq!(answers(&large), fresh.0);
+        assert_eq!(answers(&small), fresh.1);
+        assert_eq!(answers(&large), fresh.0);
+        assert!(fresh.1.iter().all(|found| found.len() == 32));
+    }
+
+    #[test]
     fn the_stored_vector_is_its_own_nearest() {
         let data = dataset(500, 8, 11);
         let mut graph = Graph::new(8, Metric::Cosine, &SearchParams::default(), 0.0);
