@@ -28,6 +28,10 @@
 //! from the same distribution with another seed. Cosine, the index's
 //! default parameters, or `--ef` for `ef_search`; `--int8` quantizes the
 //! graph (use another `--dir`: a graph is saved with its quantization).
+//! Index parameters are not stored with the index, so `--int8` sets them
+//! right after opening it; natively that is before the indexer reads the
+//! saved graph, but under valgrind it is not, and the graph is rebuilt
+//! (hours): count int8 runs on a smaller `--vectors`.
 
 use std::{
     hint::black_box,
