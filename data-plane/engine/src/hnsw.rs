@@ -14,7 +14,10 @@
 //! new one by cloning (see `ann`). Cloning is cheap where it matters: vectors
 //! sit in fixed-size chunks behind `Arc`s, so a clone shares every chunk and
 //! the indexer copies only the one it appends to; the links (a few dozen
-//! `u32` per node) are copied.
+//! `u32` per node) are copied. A search allocates nothing once warm: its
+//! visited marks, heaps and results live in buffers kept per thread (the
+//! query pool's and the indexer's), and the walk is compiled once per vector
+//! format and space (see `Scorer`), with its distance kernel picked once.
 //!
 //! Distances are "lower is closer" for every metric: the negated inner
 //! product for cosine (whose vectors are normalized on the way in), the
@@ -769,7 +772,7 @@ impl Graph {
         found
     }
 
-    /// [`Graph::search`] handing each node to `each` instead of collecting
+    /// `Graph::search` (tests) handing each node to `each` instead of collecting
     /// them: the query path allocates nothing per search (see [`Scratch`]).
     pub(crate) fn search_each(
         &self,
