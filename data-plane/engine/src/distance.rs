@@ -7,7 +7,8 @@
 //! about four times faster at dimension 384 than what the compiler makes of
 //! the portable loops (it packs them into 2-lane operations). The ANN graph
 //! and exact scans spend their time here. Cosine uses norms precomputed per
-//! stored row.
+//! stored row. A caller computing many distances in a row (the graph walk)
+//! takes a [`Kernel`] once instead of paying the feature check per call.
 //!
 //! A SIMD crate would do the same, but the ones measured (SimSIMD/NumKong,
 //! through `usearch`) compile hundreds of kernels in C for minutes on two
@@ -88,6 +89,60 @@ dispatched! {
 dispatched! {
     /// Inner product of `f32` values with signed-byte codes (int8 quantization).
     dot_i8(a: &[f32], b: &[i8]) = dot_i8_portable
+}
+
+/// A dense kernel chosen once for this CPU. The dispatching functions above
+/// check the CPU's features on every call; a graph walk computes thousands of
+/// distances per query, so it picks its kernel once and calls it through this.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T: 'static>(
+    /// Only ever the portable build or, when the CPU has AVX2 and FMA, the `avx2` one.
+    unsafe fn(&[f32], &[T]) -> f32,
+);
+
+impl<T> Kernel<T> {
+    /// The kernel's value for two equally long slices.
+    #[inline]
+    pub(crate) fn run(self, a: &[f32], b: &[T]) -> f32 {
+        debug_assert_eq!(a.len(), b.len());
+        #[allow(unsafe_code)]
+        // SAFETY: the constructors below hand out an `avx2` kernel only after checking that the
+        // CPU has AVX2 and FMA; the portable kernels have no requirement.
+        unsafe {
+            (self.0)(a, b)
+        }
+    }
+}
+
+impl Kernel<f32> {
+    /// [`dot`], chosen for this CPU.
+    pub(crate) fn dot() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Kernel(avx2::dot);
+        }
+        Kernel(dot_portable)
+    }
+
+    /// [`squared_euclidean`], chosen for this CPU.
+    pub(crate) fn squared_euclidean() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Kernel(avx2::squared_euclidean);
+        }
+        Kernel(squared_euclidean_portable)
+    }
+}
+
+impl Kernel<i8> {
+    /// [`dot_i8`], chosen for this CPU.
+    pub(crate) fn dot_i8() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Kernel(avx2::dot_i8);
+        }
+        Kernel(dot_i8_portable)
+    }
 }
 
 /// Asks the CPU to start loading every cache line of `values`. A hint only: it reads
@@ -311,12 +366,18 @@ mod tests {
                 .collect();
             let close = |x: f32, y: f32| (x - y).abs() <= 1e-3 * (1.0 + x.abs());
             assert!(close(dot(&a, &b), dot_portable(&a, &b)), "len {len}");
+            assert_eq!(Kernel::dot().run(&a, &b), dot(&a, &b));
+            assert_eq!(
+                Kernel::squared_euclidean().run(&a, &b),
+                squared_euclidean(&a, &b)
+            );
             assert!(close(
                 squared_euclidean(&a, &b),
                 squared_euclidean_portable(&a, &b)
             ));
             let naive: f32 = a.iter().zip(&codes).map(|(x, c)| x * f32::from(*c)).sum();
             assert!(close(dot_i8(&a, &codes), naive), "len {len}");
+            assert_eq!(Kernel::dot_i8().run(&a, &codes), dot_i8(&a, &codes));
         }
     }
 

@@ -14,7 +14,10 @@
 //! new one by cloning (see `ann`). Cloning is cheap where it matters: vectors
 //! sit in fixed-size chunks behind `Arc`s, so a clone shares every chunk and
 //! the indexer copies only the one it appends to; the links (a few dozen
-//! `u32` per node) are copied.
+//! `u32` per node) are copied. A search allocates nothing once warm: its
+//! visited marks, heaps and results live in buffers kept per thread (the
+//! query pool's and the indexer's), and the walk is compiled once per vector
+//! format and space (see `Scorer`), with its distance kernel picked once.
 //!
 //! Distances are "lower is closer" for every metric: the negated inner
 //! product for cosine (whose vectors are normalized on the way in), the
@@ -117,18 +120,40 @@ pub(crate) struct Prepared {
     sq_norm: f32,
 }
 
-/// A node and its distance, ordered by distance then node.
+/// A node and its distance, ordered by distance (as `f32::total_cmp`) then node.
 #[derive(Debug, Clone, Copy)]
 struct Scored {
     dist: f32,
     node: Node,
+    /// The distance's `total_cmp` integer in the high half, the node in the
+    /// low half: the same order in one comparison, which the heaps of a walk
+    /// make tens of thousands of times per query.
+    key: i64,
+}
+
+impl Scored {
+    fn new(dist: f32, node: Node) -> Self {
+        // `f32::total_cmp`'s mapping: flipping the magnitude bits of negative
+        // values makes the bits order as the floats do, as signed integers.
+        let mut bits = dist.to_bits() as i32;
+        bits ^= (((bits >> 31) as u32) >> 1) as i32;
+        Scored {
+            dist,
+            node,
+            key: (i64::from(bits) << 32) | i64::from(node),
+        }
+    }
 }
 
 impl Ord for Scored {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.dist
-            .total_cmp(&other.dist)
-            .then(self.node.cmp(&other.node))
+        debug_assert_eq!(
+            self.key.cmp(&other.key),
+            self.dist
+                .total_cmp(&other.dist)
+                .then(self.node.cmp(&other.node))
+        );
+        self.key.cmp(&other.key)
     }
 }
 
@@ -146,13 +171,11 @@ impl PartialEq for Scored {
 
 impl Eq for Scored {}
 
-/// Marks of visited nodes, reused across searches on one thread: a node is
-/// visited when its mark equals the current epoch.
+/// Marks of visited nodes: a node is visited when its mark equals the
+/// current epoch, so starting a search costs one increment, not a clear.
 struct Visited {
     marks: Vec<u32>,
     epoch: u32,
-    /// Scratch: the unvisited neighbours of the node being expanded.
-    fresh: Vec<Node>,
 }
 
 impl Visited {
@@ -177,8 +200,105 @@ impl Visited {
     }
 }
 
+/// What a layer search works in, kept per thread (a query-pool thread, the
+/// indexer) and reused, so a search allocates nothing once the buffers have
+/// grown to the graph's size: the visited marks, the two heaps and the
+/// unvisited neighbours of the node being expanded.
+struct Scratch {
+    visited: Visited,
+    fresh: Vec<Node>,
+    /// Backing store of the candidate heap (closest on top).
+    candidates: Vec<Reverse<Scored>>,
+    /// Backing store of the result heap (farthest on top).
+    found: Vec<Scored>,
+}
+
 thread_local! {
-    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0, fresh: Vec::new() }) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            visited: Visited { marks: Vec::new(), epoch: 0 },
+            fresh: Vec::new(),
+            candidates: Vec::new(),
+            found: Vec::new(),
+        })
+    };
+}
+
+/// Distances from one query to the graph's nodes, in one vector format and
+/// space. The walk is generic over it, so each combination compiles to its
+/// own loop with the kernel called directly: no per-distance match on the
+/// format, the space or the CPU's features.
+trait Scorer {
+    /// Distance from the query to `node`; lower is closer.
+    fn dist(&self, node: Node) -> f32;
+    /// Starts loading `node`'s vector into the cache.
+    fn prefetch(&self, node: Node);
+}
+
+/// Full-precision vectors, negated inner product (cosine).
+struct CosineF32<'a> {
+    query: &'a [f32],
+    values: &'a Chunked<f32>,
+    dot: distance::Kernel<f32>,
+}
+
+impl Scorer for CosineF32<'_> {
+    #[inline]
+    fn dist(&self, node: Node) -> f32 {
+        -self.dot.run(self.query, self.values.get(node as usize))
+    }
+
+    #[inline]
+    fn prefetch(&self, node: Node) {
+        distance::prefetch(self.values.get(node as usize));
+    }
+}
+
+/// Full-precision vectors, squared euclidean distance (euclidean, dotproduct).
+struct L2F32<'a> {
+    query: &'a [f32],
+    values: &'a Chunked<f32>,
+    l2: distance::Kernel<f32>,
+}
+
+impl Scorer for L2F32<'_> {
+    #[inline]
+    fn dist(&self, node: Node) -> f32 {
+        self.l2.run(self.query, self.values.get(node as usize))
+    }
+
+    #[inline]
+    fn prefetch(&self, node: Node) {
+        distance::prefetch(self.values.get(node as usize));
+    }
+}
+
+/// Int8 codes, either space: the full-precision query times the codes,
+/// scaled per node (the same arithmetic as [`Graph::dist`]).
+struct Int8<'a> {
+    query: &'a Prepared,
+    codes: &'a Chunked<i8>,
+    scales: &'a [f32],
+    sq_norms: &'a [f32],
+    space: Space,
+    dot: distance::Kernel<i8>,
+}
+
+impl Scorer for Int8<'_> {
+    #[inline]
+    fn dist(&self, node: Node) -> f32 {
+        let node = node as usize;
+        let dot = self.dot.run(&self.query.values, self.codes.get(node)) * self.scales[node];
+        match self.space {
+            Space::Cosine => -dot,
+            Space::L2 => self.query.sq_norm + self.sq_norms[node] - 2.0 * dot,
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, node: Node) {
+        distance::prefetch(self.codes.get(node as usize));
+    }
 }
 
 /// Signed-byte codes of `values` and the value of code 1.
@@ -384,14 +504,6 @@ impl Graph {
         Prepared { values, sq_norm }
     }
 
-    /// Starts loading `node`'s vector into the cache.
-    fn prefetch(&self, node: Node) {
-        match &self.vectors {
-            Vectors::F32(values) => distance::prefetch(values.get(node as usize)),
-            Vectors::Int8 { codes, .. } => distance::prefetch(codes.get(node as usize)),
-        }
-    }
-
     fn links(&self, node: Node, level: usize) -> &[Node] {
         if level == 0 {
             let start = node as usize * (self.m0 + 1);
@@ -451,16 +563,29 @@ impl Graph {
             self.entry = Some((node, level));
             return node;
         };
-        let mut nearest = Scored {
-            dist: self.dist(&query, entry),
-            node: entry,
-        };
-        for layer in (level + 1..=top).rev() {
-            nearest = self.greedy(&query, nearest, layer);
-        }
+        let start = Scored::new(self.dist(&query, entry), entry);
+        let nearest = self.with_scorer(
+            &query,
+            Descend {
+                graph: self,
+                from: start,
+                layers: level + 1..top + 1,
+            },
+        );
         let mut entries = vec![nearest];
         for layer in (0..=level.min(top)).rev() {
-            let found = self.search_layer(&query, &entries, self.ef_construction, layer, None);
+            let mut found = Vec::new();
+            self.with_scorer(
+                &query,
+                Layer {
+                    graph: self,
+                    entries: &entries,
+                    ef: self.ef_construction,
+                    layer,
+                    accept: |_| true,
+                    out: &mut found,
+                },
+            );
             let chosen = self.select(&found, self.m);
             let links: Vec<Node> = chosen.iter().map(|s| s.node).collect();
             self.set_links(node, layer, &links);
@@ -488,12 +613,9 @@ impl Graph {
         }
         let mut candidates: Vec<Scored> = current
             .iter()
-            .map(|&node| Scored {
-                dist: self.between(from, node),
-                node,
-            })
+            .map(|&node| Scored::new(self.between(from, node), node))
             .collect();
-        candidates.push(Scored { dist, node: to });
+        candidates.push(Scored::new(dist, to));
         candidates.sort_unstable();
         let kept: Vec<Node> = self
             .select(&candidates, cap)
@@ -522,14 +644,45 @@ impl Graph {
         kept
     }
 
+    /// Runs `f` with the scorer of `query` for this graph's format and space.
+    fn with_scorer<R>(&self, query: &Prepared, f: impl ScorerFn<R>) -> R {
+        match (&self.vectors, self.space) {
+            (Vectors::F32(values), Space::Cosine) => f.call(&CosineF32 {
+                query: &query.values,
+                values,
+                dot: distance::Kernel::dot(),
+            }),
+            (Vectors::F32(values), Space::L2) => f.call(&L2F32 {
+                query: &query.values,
+                values,
+                l2: distance::Kernel::squared_euclidean(),
+            }),
+            (
+                Vectors::Int8 {
+                    codes,
+                    scales,
+                    sq_norms,
+                },
+                space,
+            ) => f.call(&Int8 {
+                query,
+                codes,
+                scales,
+                sq_norms,
+                space,
+                dot: distance::Kernel::dot_i8(),
+            }),
+        }
+    }
+
     /// Moves greedily to closer nodes on `layer` until none is closer.
-    fn greedy(&self, query: &Prepared, mut nearest: Scored, layer: usize) -> Scored {
+    fn greedy<S: Scorer>(&self, scorer: &S, mut nearest: Scored, layer: usize) -> Scored {
         loop {
             let mut moved = false;
             for &node in self.links(nearest.node, layer) {
-                let dist = self.dist(query, node);
+                let dist = scorer.dist(node);
                 if dist < nearest.dist {
-                    nearest = Scored { dist, node };
+                    nearest = Scored::new(dist, node);
                     moved = true;
                 }
             }
@@ -540,90 +693,189 @@ impl Graph {
     }
 
     /// Best-first search of one layer from `entries`, keeping the `ef`
-    /// closest nodes that `accept` allows (all nodes when `None`), sorted
+    /// closest nodes that `accept` allows; `out` receives them sorted
     /// closest first. Rejected nodes are still walked through.
-    fn search_layer(
+    fn search_layer<S: Scorer, A: Fn(Node) -> bool>(
         &self,
-        query: &Prepared,
+        scorer: &S,
         entries: &[Scored],
         ef: usize,
         layer: usize,
-        accept: Option<&dyn Fn(Node) -> bool>,
-    ) -> Vec<Scored> {
-        VISITED.with_borrow_mut(|visited| {
+        accept: A,
+        out: &mut Vec<Scored>,
+    ) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                visited,
+                fresh,
+                candidates: candidates_buf,
+                found: found_buf,
+            } = scratch;
             visited.reset(self.len());
-            let allowed = |node: Node| accept.is_none_or(|accept| accept(node));
-            let mut candidates: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
-            let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+            candidates_buf.clear();
+            found_buf.clear();
+            // Heaps over the kept buffers: `from` an empty vector is free, and
+            // `into_vec` hands the grown buffer back for the next search.
+            let mut candidates = BinaryHeap::from(std::mem::take(candidates_buf));
+            let mut found_heap = BinaryHeap::from(std::mem::take(found_buf));
             for entry in entries {
                 if visited.insert(entry.node) {
                     candidates.push(Reverse(*entry));
-                    if allowed(entry.node) {
-                        found.push(*entry);
+                    if accept(entry.node) {
+                        found_heap.push(*entry);
                     }
                 }
             }
-            while found.len() > ef {
-                found.pop();
+            while found_heap.len() > ef {
+                found_heap.pop();
             }
             while let Some(Reverse(closest)) = candidates.pop() {
-                let bound = found.peek().map_or(f32::INFINITY, |worst| worst.dist);
-                if closest.dist > bound && found.len() >= ef {
+                let bound = found_heap.peek().map_or(f32::INFINITY, |worst| worst.dist);
+                if closest.dist > bound && found_heap.len() >= ef {
                     break;
                 }
                 // Unvisited neighbours first, their vectors prefetched, then
                 // scored: the memory loads overlap instead of queueing.
-                let mut fresh = std::mem::take(&mut visited.fresh);
                 fresh.clear();
                 for &node in self.links(closest.node, layer) {
                     if visited.insert(node) {
-                        self.prefetch(node);
+                        scorer.prefetch(node);
                         fresh.push(node);
                     }
                 }
-                for &node in &fresh {
-                    let dist = self.dist(query, node);
-                    let bound = found.peek().map_or(f32::INFINITY, |worst| worst.dist);
-                    if found.len() < ef || dist < bound {
-                        let scored = Scored { dist, node };
+                for &node in fresh.iter() {
+                    let dist = scorer.dist(node);
+                    let bound = found_heap.peek().map_or(f32::INFINITY, |worst| worst.dist);
+                    if found_heap.len() < ef || dist < bound {
+                        let scored = Scored::new(dist, node);
                         candidates.push(Reverse(scored));
-                        if allowed(node) {
-                            found.push(scored);
-                            if found.len() > ef {
-                                found.pop();
+                        if accept(node) {
+                            if found_heap.len() < ef {
+                                found_heap.push(scored);
+                            } else if let Some(mut farthest) = found_heap.peek_mut() {
+                                // Full, and `scored` is closer than the farthest
+                                // kept (`dist < bound`): it takes that place with
+                                // one sift down instead of a push and a pop.
+                                *farthest = scored;
                             }
                         }
                     }
                 }
-                visited.fresh = fresh;
             }
-            found.into_sorted_vec()
+            let mut kept = found_heap.into_vec();
+            kept.sort_unstable();
+            out.clear();
+            out.extend_from_slice(&kept);
+            kept.clear();
+            *found_buf = kept;
+            let mut left = candidates.into_vec();
+            left.clear();
+            *candidates_buf = left;
         })
     }
 
     /// Up to `ef` nodes closest to `query` among those `accept` allows,
     /// closest first, with their graph distances.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn search(
         &self,
         query: &Prepared,
         ef: usize,
-        accept: &dyn Fn(Node) -> bool,
+        accept: impl Fn(Node) -> bool,
     ) -> Vec<(Node, f32)> {
-        let Some((entry, top)) = self.entry else {
-            return Vec::new();
-        };
-        let mut nearest = Scored {
-            dist: self.dist(query, entry),
-            node: entry,
-        };
-        for layer in (1..=top).rev() {
-            nearest = self.greedy(query, nearest, layer);
-        }
-        self.search_layer(query, &[nearest], ef.max(1), 0, Some(accept))
-            .into_iter()
-            .map(|s| (s.node, s.dist))
-            .collect()
+        let mut found = Vec::new();
+        self.search_each(query, ef, accept, |node, dist| found.push((node, dist)));
+        found
     }
+
+    /// `Graph::search` (tests) handing each node to `each` instead of collecting
+    /// them: the query path allocates nothing per search (see [`Scratch`]).
+    pub(crate) fn search_each(
+        &self,
+        query: &Prepared,
+        ef: usize,
+        accept: impl Fn(Node) -> bool,
+        mut each: impl FnMut(Node, f32),
+    ) {
+        let Some((entry, top)) = self.entry else {
+            return;
+        };
+        let start = Scored::new(self.dist(query, entry), entry);
+        let nearest = self.with_scorer(
+            query,
+            Descend {
+                graph: self,
+                from: start,
+                layers: 1..top + 1,
+            },
+        );
+        RESULTS.with_borrow_mut(|found| {
+            self.with_scorer(
+                query,
+                Layer {
+                    graph: self,
+                    entries: &[nearest],
+                    ef: ef.max(1),
+                    layer: 0,
+                    accept,
+                    out: &mut *found,
+                },
+            );
+            for scored in found.iter() {
+                each(scored.node, scored.dist);
+            }
+        });
+    }
+}
+
+/// A computation generic over the scorer; what [`Graph::with_scorer`] runs.
+/// (A closure cannot be generic over a type, so this is a trait.)
+trait ScorerFn<R> {
+    fn call<S: Scorer>(self, scorer: &S) -> R;
+}
+
+/// Greedy descent through `layers`, top first, from `from`.
+struct Descend<'a> {
+    graph: &'a Graph,
+    from: Scored,
+    layers: std::ops::Range<usize>,
+}
+
+impl ScorerFn<Scored> for Descend<'_> {
+    fn call<S: Scorer>(self, scorer: &S) -> Scored {
+        self.layers.rev().fold(self.from, |nearest, layer| {
+            self.graph.greedy(scorer, nearest, layer)
+        })
+    }
+}
+
+/// Best-first search of one layer (see [`Graph::search_layer`]).
+struct Layer<'a, A> {
+    graph: &'a Graph,
+    entries: &'a [Scored],
+    ef: usize,
+    layer: usize,
+    accept: A,
+    out: &'a mut Vec<Scored>,
+}
+
+impl<A: Fn(Node) -> bool> ScorerFn<()> for Layer<'_, A> {
+    fn call<S: Scorer>(self, scorer: &S) {
+        let Layer {
+            graph,
+            entries,
+            ef,
+            layer,
+            accept,
+            out,
+        } = self;
+        graph.search_layer(scorer, entries, ef, layer, accept, out);
+    }
+}
+
+thread_local! {
+    /// The result buffer of [`Graph::search_each`], kept per thread like [`Scratch`].
+    static RESULTS: RefCell<Vec<Scored>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -640,14 +892,12 @@ mod tests {
         let mut all: Vec<Scored> = (0..data.len())
             .map(|i| {
                 let score = distance::score(metric, query, qn, &data[i], distance::norm(&data[i]));
-                Scored {
-                    dist: if metric.higher_is_better() {
-                        -score
-                    } else {
-                        score
-                    },
-                    node: i as Node,
-                }
+                let dist = if metric.higher_is_better() {
+                    -score
+                } else {
+                    score
+                };
+                Scored::new(dist, i as Node)
             })
             .collect();
         all.sort_unstable();
@@ -668,7 +918,7 @@ mod tests {
         for q in &queries {
             let truth = exact(&data, metric, q, k);
             let found: Vec<Node> = graph
-                .search(&graph.prepare(q), ef, &|_| true)
+                .search(&graph.prepare(q), ef, |_| true)
                 .iter()
                 .take(k)
                 .map(|(node, _)| *node)
@@ -707,11 +957,44 @@ mod tests {
             graph.insert(v);
         }
         let query = graph.prepare(&data[5]);
-        let found = graph.search(&query, 20, &|node| node % 7 == 0);
+        let found = graph.search(&query, 20, |node| node % 7 == 0);
         assert_eq!(found.len(), 20);
         assert!(found.iter().all(|(node, _)| node % 7 == 0));
         assert!(found.windows(2).all(|w| w[0].1 <= w[1].1), "sorted");
-        assert!(graph.search(&query, 20, &|_| false).is_empty());
+        assert!(graph.search(&query, 20, |_| false).is_empty());
+    }
+
+    #[test]
+    fn searches_reusing_a_threads_scratch_answer_as_a_fresh_thread_does() {
+        let build = |count: usize, quantization: Quantization| {
+            let params = SearchParams::default().with_quantization(quantization);
+            let mut graph = Graph::new(16, Metric::Euclidean, &params, 0.0);
+            for v in &dataset(count, 16, count as u64) {
+                graph.insert(v);
+            }
+            graph
+        };
+        let (large, small) = (
+            build(2500, Quantization::None),
+            build(300, Quantization::Int8),
+        );
+        let queries = dataset(20, 16, 77);
+        let answers = |graph: &Graph| -> Vec<Vec<(Node, f32)>> {
+            queries
+                .iter()
+                .map(|q| graph.search(&graph.prepare(q), 32, |node| node % 3 != 0))
+                .collect()
+        };
+        let fresh = std::thread::scope(|scope| {
+            let large = scope.spawn(|| answers(&large));
+            let small = scope.spawn(|| answers(&small));
+            (large.join().expect("large"), small.join().expect("small"))
+        });
+        // This thread's scratch grows on the large graph, then serves the small one and back.
+        assert_eq!(answers(&large), fresh.0);
+        assert_eq!(answers(&small), fresh.1);
+        assert_eq!(answers(&large), fresh.0);
+        assert!(fresh.1.iter().all(|found| found.len() == 32));
     }
 
     #[test]
@@ -722,7 +1005,7 @@ mod tests {
             graph.insert(v);
         }
         for (i, v) in data.iter().enumerate().step_by(37) {
-            let found = graph.search(&graph.prepare(v), 10, &|_| true);
+            let found = graph.search(&graph.prepare(v), 10, |_| true);
             assert_eq!(found[0].0, i as Node);
         }
     }
@@ -773,8 +1056,8 @@ mod tests {
             assert!(!loaded.graph.fits(12, Metric::Cosine));
             assert!(loaded.graph.built_with(&params));
             for (i, q) in data.iter().enumerate().step_by(101) {
-                let before = graph.search(&graph.prepare(q), 10, &|_| true);
-                let after = loaded.graph.search(&loaded.graph.prepare(q), 10, &|_| true);
+                let before = graph.search(&graph.prepare(q), 10, |_| true);
+                let after = loaded.graph.search(&loaded.graph.prepare(q), 10, |_| true);
                 assert_eq!(before, after);
                 assert!(loaded.graph.holds(i as Node, q));
                 assert!(!loaded.graph.holds(i as Node, &data[i + 1]));

@@ -317,10 +317,10 @@ impl Graph {
     pub(crate) fn exercise(mut self) {
         let dim = self.width - usize::from(self.norm_bound.is_some());
         let query = self.prepare(&vec![0.5; dim]);
-        self.search(&query, 10, &|_| true);
+        self.search(&query, 10, |_| true);
         self.insert(&vec![0.25; dim]);
         let query = self.prepare(&vec![-1.0; dim]);
-        self.search(&query, 10, &|_| true);
+        self.search(&query, 10, |_| true);
     }
 }
 
@@ -457,6 +457,6 @@ mod tests {
         // Without that link the file loads, and searches.
         let (_, loaded) = Graph::decode(&sealed(&body(&[]))).expect("a valid graph");
         let query = loaded.graph.prepare(&[1.0, 0.0]);
-        assert_eq!(loaded.graph.search(&query, 2, &|_| true).len(), 2);
+        assert_eq!(loaded.graph.search(&query, 2, |_| true).len(), 2);
     }
 }

@@ -290,10 +290,10 @@ impl Ann {
                     2 * ef
                 };
                 let mut offered = 0;
-                for (node, _) in graph.search(&prepared, ef, &accept) {
+                graph.search_each(&prepared, ef, accept, |node, _| {
                     offer(self.node_row[node as usize] as usize);
                     offered += 1;
-                }
+                });
                 for &row in self.pending.iter().filter(|row| accepts(**row)) {
                     offer(row as usize);
                     offered += 1;
