@@ -9,8 +9,9 @@
 //! Refusals of requests without a valid key are *sampled*: anyone can send them, as fast as
 //! the network allows, so logging each would let a flood fill the disk. The first is logged,
 //! then at most one per [`UNAUTHENTICATED_LOG_EVERY`], with `suppressed` saying how many were
-//! left out since the last one logged. All of them are counted, in the refusal hook's metric
-//! (`larch_auth_denials_total{reason="UNAUTHENTICATED"}`). Refusals of authenticated keys
+//! left out since the last one logged. All of them are counted, through the key store's refusal
+//! counter ([`KeyStore::count_refusals`](crate::KeyStore::count_refusals)), in the metric
+//! `larch_auth_denials_total{reason="UNAUTHENTICATED"}`. Refusals of authenticated keys
 //! (roles, allow-lists, rate limits) name a key of ours and are each logged.
 
 use std::net::IpAddr;

@@ -4,34 +4,15 @@
 //! protocol.
 
 use std::net::IpAddr;
-use std::sync::{PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{Action, ApiKey, Error, KeyStore, Principal, audit};
 
-/// The process-wide receiver of refusals (see [`set_refusal_hook`]).
-type RefusalHook = Box<dyn Fn(&'static str) + Send + Sync>;
-
-/// Set once by the server binary; read on every refusal (an uncontended read lock).
-static REFUSAL_HOOK: RwLock<Option<RefusalHook>> = RwLock::new(None);
-
-/// Sends the reason of every request refused by [`KeyStore::admit`] in this process — the
-/// refusal's [`Error::code_name`], e.g. `UNAUTHENTICATED` or `PERMISSION_DENIED` — to `hook`,
-/// replacing any earlier hook. Process-wide, like a metrics facade: the server binary sets it
-/// once to count denials, whichever key store refused. The hook runs on the request path, so
-/// it must be quick.
-pub fn set_refusal_hook(hook: impl Fn(&'static str) + Send + Sync + 'static) {
-    *REFUSAL_HOOK.write().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
-}
-
-/// Passes a refusal's reason to the hook, if one is set.
-fn count_refusal(error: &Error) {
-    // A panic in a hook poisons the lock; counting is only for monitoring, so keep going.
-    let hook = REFUSAL_HOOK.read().unwrap_or_else(PoisonError::into_inner);
-    if let Some(hook) = hook.as_ref() {
-        hook(error.code_name());
-    }
-}
+/// Receives the reason of a refused request — the refusal's [`Error::code_name`], e.g.
+/// `UNAUTHENTICATED` or `PERMISSION_DENIED` — e.g. to count denials in a server's metrics. It
+/// runs on the request path, so it must be quick.
+pub type RefusalCounter = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// What a server's requests act on, for authorization.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -105,6 +86,21 @@ impl Authenticated {
 }
 
 impl KeyStore {
+    /// Sends the reason of every request this store refuses — through any of its clones, so
+    /// on every server checking keys against it — to `counter`. Set once at start-up, before
+    /// requests arrive (like [`KeyStore::limit_rate`]); returns `false`, keeping the first
+    /// counter, if one was already set. Other stores in the process count elsewhere.
+    pub fn count_refusals(&self, counter: RefusalCounter) -> bool {
+        self.guard().refusals.set(counter).is_ok()
+    }
+
+    /// Passes a refusal's reason to this store's counter, if one is set.
+    fn count_refusal(&self, error: &Error) {
+        if let Some(counter) = self.guard().refusals.get() {
+            counter(error.code_name());
+        }
+    }
+
     /// Decides whether `attempt` may proceed in `scope`, and as whom:
     /// [`KeyStore::authenticate_attempt`] then [`KeyStore::authorize_attempt`].
     ///
@@ -134,7 +130,7 @@ impl KeyStore {
         let (project, index) = scope_names(scope);
         let refuse = |key_id: &str, error: Error, delay: Duration| {
             audit::unauthenticated(key_id, attempt.rpc, project, index, attempt.peer, &error);
-            count_refusal(&error);
+            self.count_refusal(&error);
             Rejection { error, delay }
         };
         let presented = match attempt.presented {
@@ -184,7 +180,7 @@ impl KeyStore {
         let (project, index) = scope_names(scope);
         let refuse = |key_id: &str, error: Error| {
             audit::refused(key_id, attempt.rpc, project, index, attempt.peer, &error);
-            count_refusal(&error);
+            self.count_refusal(&error);
             Rejection {
                 error,
                 delay: Duration::ZERO,
@@ -396,14 +392,26 @@ mod tests {
             .expect("another key has its own budget");
     }
 
+    /// A counter recording the reasons it is given, and what it got.
+    fn recording_counter() -> (RefusalCounter, Arc<std::sync::Mutex<Vec<&'static str>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let counter: RefusalCounter =
+            Arc::new(move |reason| record.lock().expect("not poisoned").push(reason));
+        (counter, seen)
+    }
+
     #[test]
-    fn every_refusal_reaches_the_refusal_hook() {
-        // The only test that sets the process-wide hook. Other tests' refusals may reach it
-        // too, so this only checks that its own are among those seen.
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = std::sync::Arc::clone(&seen);
-        set_refusal_hook(move |reason| record.lock().expect("not poisoned").push(reason));
+    fn every_refusal_reaches_its_stores_counter_and_no_other() {
         let store = KeyStore::new();
+        let (counter, seen) = recording_counter();
+        assert!(store.count_refusals(counter));
+        let (second, _) = recording_counter();
+        assert!(!store.count_refusals(second), "set once");
+        let other = KeyStore::new();
+        let (other_counter, other_seen) = recording_counter();
+        assert!(other.count_refusals(other_counter));
+
         let viewer = key(&store, "p", &[Role::DataPlaneViewer], None);
         let scope = index("p", "i");
         let missing = Attempt {
@@ -411,14 +419,28 @@ mod tests {
             ..attempt("", Action::DataRead)
         };
         store.admit(&scope, missing).expect_err("no key");
+        // Through a clone, as each server holds one.
         store
+            .clone()
             .admit(&scope, attempt(viewer.as_str(), Action::DataWrite))
             .expect_err("a viewer cannot write");
         store
             .admit(&scope, attempt(viewer.as_str(), Action::DataRead))
             .expect("admitted requests are not counted");
-        let seen = seen.lock().expect("not poisoned");
-        assert!(seen.contains(&"UNAUTHENTICATED"), "{seen:?}");
-        assert!(seen.contains(&"PERMISSION_DENIED"), "{seen:?}");
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            ["UNAUTHENTICATED", "PERMISSION_DENIED"]
+        );
+        assert!(
+            other_seen.lock().expect("not poisoned").is_empty(),
+            "another store's refusals are not counted here"
+        );
+
+        other.admit(&scope, missing).expect_err("no key");
+        assert_eq!(
+            *other_seen.lock().expect("not poisoned"),
+            ["UNAUTHENTICATED"]
+        );
+        assert_eq!(seen.lock().expect("not poisoned").len(), 2);
     }
 }

@@ -75,7 +75,7 @@ pub use access::{Action, Denied, action_of, rest_action};
 pub use admin::{Admin, KeyInfo, KeyUpdate, NewKey, Project, REFRESH_EVERY};
 pub use bootstrap::{BOOTSTRAP_FILE, Bootstrap, bootstrap, bootstrap_shared};
 pub use error::{Error, Result};
-pub use gate::{Attempt, Authenticated, Presented, Rejection, Scope};
+pub use gate::{Attempt, Authenticated, Presented, RefusalCounter, Rejection, Scope};
 pub use key::{ApiKey, BOOTSTRAP_KEY_ID, KEY_PREFIX, ParsedKey};
 pub use limit::RateLimit;
 pub use principal::{Grant, Principal, Role};

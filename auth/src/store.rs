@@ -27,6 +27,8 @@ pub(crate) struct Guard {
     /// Set once at start-up when a per-key rate limit is configured.
     pub(crate) rate: OnceLock<Buckets>,
     pub(crate) failures: Failures,
+    /// Set once at start-up when refusals are counted (see `KeyStore::count_refusals`).
+    pub(crate) refusals: OnceLock<crate::gate::RefusalCounter>,
 }
 
 impl KeyStore {

@@ -89,17 +89,12 @@ pub struct Config {
     /// Request limits of every port: the control port and every index port share one
     /// in-flight budget.
     pub limits: Limits,
-    /// Whether the engine's storage timings and the key gate's refusals, which are reported
-    /// through process-wide hooks, are recorded into this server's metrics. The binary runs
-    /// one server per process and turns it on; tests running many servers in one process
-    /// leave it off, so no server records into another's registry.
-    pub process_hooks: bool,
 }
 
 impl Config {
     /// The embedded defaults of `larch serve` with every port on 127.0.0.1 chosen by the
-    /// operating system (port 0, index ports included), state in `data_dir`, and no
-    /// process-wide hooks: what tests and other embedders want.
+    /// operating system (port 0, index ports included) and state in `data_dir`: what tests
+    /// and other embedders want.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Config {
         let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         Config {
@@ -117,7 +112,6 @@ impl Config {
             auth_slowdown: true,
             tls: None,
             limits: Limits::default(),
-            process_hooks: false,
         }
     }
 }
@@ -211,10 +205,13 @@ impl Embedded {
             admin,
             generated: _,
         } = self;
-        // One registry for both planes, the engine's storage timings and the gate's refusals.
+        // One registry for both planes, the engine's storage timings and the gate's refusals:
+        // this server's own, so servers sharing a process keep separate counts.
         let metrics = Metrics::new();
-        if config.process_hooks {
-            metrics.install_hooks();
+        if !keys.count_refusals(metrics.refusal_counter()) {
+            tracing::warn!(
+                "the key store already counts its refusals elsewhere; /metrics will not show them"
+            );
         }
         // The admin port answers from the start: /healthz at once, /readyz once recovered.
         let readiness = Readiness::new();
@@ -230,7 +227,8 @@ impl Embedded {
             })?;
         let control_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
-            .with_ann_min_rows(config.ann_min_rows);
+            .with_ann_min_rows(config.ann_min_rows)
+            .with_storage_timer(metrics.storage_timer());
         let engine = match config.memory_budget {
             Some(bytes) => engine.with_memory_budget(bytes),
             None => engine,

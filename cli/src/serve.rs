@@ -158,8 +158,6 @@ impl ServeArgs {
             auth_slowdown: self.auth_slowdown,
             tls: self.server.tls.load()?,
             limits: self.server.limits.limits()?,
-            // One server in this process: the engine's and the gate's hooks report to it.
-            process_hooks: true,
         })
     }
 }

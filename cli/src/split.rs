@@ -300,7 +300,8 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         ))
     });
     let metrics = Metrics::new();
-    metrics.install_hooks();
+    // A fresh store: nothing counts its refusals yet.
+    admin.store().count_refusals(metrics.refusal_counter());
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
@@ -450,11 +451,12 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         wal_bytes: args.wal_flush_mb.saturating_mul(1024 * 1024),
         ..FlushPolicy::default()
     };
-    let engine =
-        Engine::open_with(data_dir.join(INDEXES_DIR), flush).with_ann_min_rows(args.ann_min_rows);
-    let engine = args.memory.apply(engine);
     let metrics = Metrics::new();
-    metrics.install_hooks();
+    keys.count_refusals(metrics.refusal_counter());
+    let engine = Engine::open_with(data_dir.join(INDEXES_DIR), flush)
+        .with_ann_min_rows(args.ann_min_rows)
+        .with_storage_timer(metrics.storage_timer());
+    let engine = args.memory.apply(engine);
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;

@@ -9,15 +9,18 @@
 //! sets up logging as text or JSON ([`logging::init`]).
 //!
 //! The engine and the API-key gate stay free of HTTP: they report storage timings and refusals
-//! through process-wide hooks that [`Metrics::install_hooks`] points at a registry, and the
+//! to receivers they are given as values when they are set up ([`Metrics::storage_timer`],
+//! [`Metrics::refusal_counter`]), so two servers in one process keep separate counts, and the
 //! per-index gauges are read from the engine at each scrape ([`Metrics::watch_engine`]).
 //!
 //! ```no_run
-//! # async fn example(app: axum::Router, listener: tokio::net::TcpListener, engine: larch_engine::Engine) {
+//! # async fn example(app: axum::Router, listener: tokio::net::TcpListener, keys: larch_auth::KeyStore) {
 //! use larch_observe::{Metrics, Readiness, RequestLayer};
 //!
 //! let metrics = Metrics::new();
-//! metrics.install_hooks();
+//! let engine = larch_engine::Engine::open("./indexes")
+//!     .with_storage_timer(metrics.storage_timer());
+//! keys.count_refusals(metrics.refusal_counter());
 //! metrics.watch_engine(engine);
 //! let app = app.layer(RequestLayer::new(metrics.clone()));
 //! let readiness = Readiness::new();

@@ -26,7 +26,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use larch_engine::Engine;
+use larch_auth::RefusalCounter;
+use larch_engine::{Engine, StorageTimer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -89,11 +90,12 @@ fn storage_histogram() -> Histogram {
     Histogram::new(STORAGE_BUCKETS)
 }
 
-/// Every metric of a Larch process: what the request layer, the storage and auth hooks and
-/// the engine's index gauges record, rendered for Prometheus by [`Metrics::render`].
+/// Every metric of a Larch server: what the request layer, the engine's storage timer
+/// ([`Metrics::storage_timer`]), the key store's refusal counter ([`Metrics::refusal_counter`])
+/// and the engine's index gauges record, rendered for Prometheus by [`Metrics::render`].
 ///
 /// Cheap to clone: clones share the same registry. The binary makes one for both planes;
-/// tests make one per server.
+/// tests make one per server, and each counts only its own server's steps and refusals.
 ///
 /// ```
 /// let metrics = larch_observe::Metrics::new();
@@ -234,15 +236,19 @@ impl Metrics {
         self.inner.key_age.set(age.as_secs_f64());
     }
 
-    /// Routes the engine's storage timings and the API-key gate's refusals into these
-    /// metrics. Both report through process-wide hooks ([`Engine::set_timing_hook`],
-    /// [`larch_auth::gate::set_refusal_hook`]), so this is for the one registry of a process:
-    /// the binary calls it once; a later call redirects them.
-    pub fn install_hooks(&self) {
+    /// A storage timer recording into these metrics ([`Metrics::observe_storage`]), for the
+    /// engine whose storage steps they show:
+    /// `Engine::open(root).with_storage_timer(metrics.storage_timer())`.
+    pub fn storage_timer(&self) -> StorageTimer {
         let metrics = self.clone();
-        Engine::set_timing_hook(move |step, elapsed| metrics.observe_storage(step, elapsed));
+        Arc::new(move |step, elapsed| metrics.observe_storage(step, elapsed))
+    }
+
+    /// A refusal counter recording into these metrics ([`Metrics::count_auth_denial`]), for
+    /// the key store whose refusals they show: `keys.count_refusals(metrics.refusal_counter())`.
+    pub fn refusal_counter(&self) -> RefusalCounter {
         let metrics = self.clone();
-        larch_auth::gate::set_refusal_hook(move |reason| metrics.count_auth_denial(reason));
+        Arc::new(move |reason| metrics.count_auth_denial(reason))
     }
 
     /// Reports the indexes of `engine` (vectors and bytes of each) at every scrape, instead
@@ -447,13 +453,15 @@ mod tests {
     #[test]
     fn denials_and_storage_steps_are_recorded() {
         let metrics = Metrics::new();
+        // Directly, and through the receivers the key store and the engine are given.
+        let (deny, time) = (metrics.refusal_counter(), metrics.storage_timer());
         metrics.count_auth_denial("UNAUTHENTICATED");
-        metrics.count_auth_denial("UNAUTHENTICATED");
-        metrics.count_auth_denial("PERMISSION_DENIED");
-        metrics.observe_storage(Engine::TIMED_WAL_FSYNC, Duration::from_micros(300));
+        deny("UNAUTHENTICATED");
+        deny("PERMISSION_DENIED");
+        time(Engine::TIMED_WAL_FSYNC, Duration::from_micros(300));
         metrics.observe_storage(Engine::TIMED_FLUSH, Duration::from_secs(2));
-        metrics.observe_storage(Engine::TIMED_COMPACTION, Duration::from_secs(1));
-        metrics.observe_storage("something else", Duration::from_secs(1));
+        time(Engine::TIMED_COMPACTION, Duration::from_secs(1));
+        time("something else", Duration::from_secs(1));
         let text = metrics.render();
         for line in [
             r#"larch_auth_denials_total{reason="UNAUTHENTICATED"} 2"#,

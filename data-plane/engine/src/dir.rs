@@ -44,6 +44,7 @@ use crate::{
     record::WriteOp,
     segment::Segment,
     storage::Placement,
+    timing::Timer,
     wal::{self, Wal, sync_dir},
 };
 
@@ -80,13 +81,15 @@ fn staging_dir(root: &Path, name: &str) -> PathBuf {
 }
 
 /// Creates the directory of a new, empty index under `root`, replacing any
-/// stale one (and stale files in a shared store), and opens its log.
+/// stale one (and stale files in a shared store), and opens its log. Its log and segments
+/// report their timings to `timer`.
 pub(crate) fn create(
     root: &Path,
     name: &str,
     config: IndexConfig,
     placement: &Placement,
     policy: FlushPolicy,
+    timer: &Timer,
 ) -> Result<Durable> {
     let failed = |err: io::Error| {
         Error::storage(
@@ -120,9 +123,9 @@ pub(crate) fn create(
         let _ = remove_if_present(&staging);
         return Err(failed(err));
     }
-    let wal = Wal::open(name, &dir, 1, wal::HEADER_LEN)?;
+    let wal = Wal::open(name, &dir, 1, wal::HEADER_LEN)?.timed(timer.clone());
     let storage = placement.storage(&dir, name)?;
-    let segments = Segments::new(name, &dir, config, policy, storage);
+    let segments = Segments::new(name, &dir, config, policy, storage).timed(timer.clone());
     Ok(Durable::new(wal, segments, Vec::new()))
 }
 
@@ -140,13 +143,15 @@ fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
 }
 
 /// Opens the existing index `name` under `root`: checks its description
-/// against `config`, loads its segments and replays its log on top.
+/// against `config`, loads its segments and replays its log on top. Its log and segments
+/// report their timings to `timer`.
 pub(crate) fn open(
     root: &Path,
     name: &str,
     config: IndexConfig,
     placement: &Placement,
     policy: FlushPolicy,
+    timer: &Timer,
 ) -> Result<(BTreeMap<Namespace, NamespaceStore>, Durable)> {
     let dir = root.join(name);
     let meta_path = dir.join(META_FILE);
@@ -203,8 +208,11 @@ pub(crate) fn open(
     if let Err(err) = wal::remove_before(&dir, wal_start) {
         tracing::warn!(index = %name, error = %err, "cannot delete write-ahead log files that segments cover");
     }
-    let wal = Wal::open(name, &dir, replayed.number, replayed.len)?;
-    Ok((namespaces, Durable::new(wal, segments, dropped)))
+    let wal = Wal::open(name, &dir, replayed.number, replayed.len)?.timed(timer.clone());
+    Ok((
+        namespaces,
+        Durable::new(wal, segments.timed(timer.clone()), dropped),
+    ))
 }
 
 /// Applies one replayed record, noting deleted namespaces in `dropped`

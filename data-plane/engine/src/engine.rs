@@ -5,7 +5,6 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, Weak},
-    time::Duration,
 };
 
 use crate::{
@@ -15,7 +14,7 @@ use crate::{
     namespace::ann::Ann,
     pressure::{self, MemoryBudget},
     storage::Placement,
-    timing,
+    timing::{self, StorageTimer, Timer},
 };
 
 /// All indexes of this node, by name. Cheap to clone: clones share the same
@@ -44,6 +43,8 @@ pub struct Engine {
     ann_min_rows: Option<usize>,
     /// Writes that add data are refused past this (see `pressure`); `None`: no budget.
     memory: Option<Arc<MemoryBudget>>,
+    /// Where the durable indexes' logs and segments report their timings; none by default.
+    timer: Timer,
 }
 
 impl fmt::Debug for Engine {
@@ -65,15 +66,6 @@ impl Engine {
     pub const TIMED_FLUSH: &'static str = timing::FLUSH;
     /// Timing name of one compaction: merging one namespace's segments into one.
     pub const TIMED_COMPACTION: &'static str = timing::COMPACTION;
-
-    /// Sends the duration of every timed storage step — [`Engine::TIMED_WAL_FSYNC`],
-    /// [`Engine::TIMED_FLUSH`], [`Engine::TIMED_COMPACTION`] — of every engine in the process
-    /// to `hook`, replacing any earlier hook. Process-wide because these steps run deep in the
-    /// log and flush code, far from any engine handle; the server binary sets it once, to feed
-    /// its metrics. The hook runs on the thread doing the work, so it must be quick.
-    pub fn set_timing_hook(hook: impl Fn(&'static str, Duration) + Send + Sync + 'static) {
-        timing::set_hook(hook);
-    }
 
     /// An in-memory engine without indexes: nothing is written to disk.
     pub fn new() -> Self {
@@ -127,7 +119,14 @@ impl Engine {
         let index = match &self.root {
             None => Index::new(name, config),
             Some(root) => {
-                let durable = dir::create(root, name, config, &self.placement, self.policy)?;
+                let durable = dir::create(
+                    root,
+                    name,
+                    config,
+                    &self.placement,
+                    self.policy,
+                    &self.timer,
+                )?;
                 Index::durable(name, config, BTreeMap::new(), durable)
             }
         };
@@ -150,7 +149,14 @@ impl Engine {
         };
         let _lifecycle = self.lifecycle()?;
         self.check_free(name)?;
-        let (namespaces, durable) = dir::open(root, name, config, &self.placement, self.policy)?;
+        let (namespaces, durable) = dir::open(
+            root,
+            name,
+            config,
+            &self.placement,
+            self.policy,
+            &self.timer,
+        )?;
         self.register(name, Index::durable(name, config, namespaces, durable))
     }
 
@@ -300,6 +306,16 @@ impl Engine {
         self
     }
 
+    /// Sends the duration of every timed storage step of this engine's durable indexes —
+    /// [`Engine::TIMED_WAL_FSYNC`], [`Engine::TIMED_FLUSH`], [`Engine::TIMED_COMPACTION`] — to
+    /// `timer` (e.g. a server's metrics); other engines in the process report elsewhere.
+    /// Applies to indexes created or opened from now on: each index's log and segments hold
+    /// a clone of it, so recording takes no lock.
+    pub fn with_storage_timer(mut self, timer: StorageTimer) -> Self {
+        self.timer = Timer::new(timer);
+        self
+    }
+
     fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
         let index = Arc::new(index);
         if let Some(memory) = &self.memory {
@@ -428,42 +444,85 @@ mod tests {
         assert!(format!("{engine:?}").contains("Engine"));
     }
 
-    #[test]
-    fn storage_steps_reach_the_timing_hook() {
-        // The only test that sets the process-wide hook. Other tests' steps may reach it too,
-        // so this only checks that its own are among those seen.
+    /// A storage timer recording the steps it sees, and what it saw.
+    fn recording_timer() -> (StorageTimer, Arc<Mutex<Vec<&'static str>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
-        Engine::set_timing_hook(move |step, _| record.lock().expect("not poisoned").push(step));
-        let dir = tempfile::tempdir().expect("a temp dir");
+        let timer: StorageTimer =
+            Arc::new(move |step, _| record.lock().expect("not poisoned").push(step));
+        (timer, seen)
+    }
+
+    fn upsert_one(index: &Index, id: &str) {
+        index
+            .upsert(crate::UpsertRequest {
+                namespace: String::new(),
+                vectors: vec![crate::VectorInput {
+                    id: id.into(),
+                    values: vec![1.0, 2.0, 3.0],
+                    sparse_values: None,
+                    metadata: None,
+                }],
+            })
+            .expect("upserted");
+    }
+
+    #[test]
+    fn each_engine_reports_its_storage_steps_to_its_own_timer() {
         let policy = FlushPolicy {
             max_segments: 1,
             ..FlushPolicy::default()
         };
-        let engine = Engine::open_with(dir.path(), policy);
+        let (timer, seen) = recording_timer();
+        let (other_timer, other_seen) = recording_timer();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let engine = Engine::open_with(dir.path().join("one"), policy).with_storage_timer(timer);
+        let other =
+            Engine::open_with(dir.path().join("two"), policy).with_storage_timer(other_timer);
         let index = engine.create_index("timed", config()).expect("created");
+        let other_index = other.create_index("timed", config()).expect("created");
         for id in ["a", "b"] {
-            index
-                .upsert(crate::UpsertRequest {
-                    namespace: String::new(),
-                    vectors: vec![crate::VectorInput {
-                        id: id.into(),
-                        values: vec![1.0, 2.0, 3.0],
-                        sparse_values: None,
-                        metadata: None,
-                    }],
-                })
-                .expect("upserted");
+            upsert_one(&index, id);
             // Two flushes of one namespace: two segments, more than `max_segments`.
             assert!(index.flush().expect("flushed"));
         }
-        let seen = seen.lock().expect("not poisoned");
-        for step in [
-            Engine::TIMED_WAL_FSYNC,
-            Engine::TIMED_FLUSH,
-            Engine::TIMED_COMPACTION,
-        ] {
-            assert!(seen.contains(&step), "{step} in {seen:?}");
-        }
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            [
+                Engine::TIMED_WAL_FSYNC,
+                Engine::TIMED_FLUSH,
+                Engine::TIMED_WAL_FSYNC,
+                Engine::TIMED_FLUSH,
+                Engine::TIMED_COMPACTION,
+            ]
+        );
+        assert!(
+            other_seen.lock().expect("not poisoned").is_empty(),
+            "another engine's steps are not reported to this one"
+        );
+
+        upsert_one(&other_index, "c");
+        assert_eq!(
+            *other_seen.lock().expect("not poisoned"),
+            [Engine::TIMED_WAL_FSYNC]
+        );
+        assert_eq!(seen.lock().expect("not poisoned").len(), 5);
+
+        // An index opened again (recovery) reports to the timer of the engine opening it.
+        drop((index, other_index, engine));
+        let (timer, reopened_seen) = recording_timer();
+        let reopened = Engine::open_with(dir.path().join("one"), policy).with_storage_timer(timer);
+        let index = reopened.open_index("timed", config()).expect("reopened");
+        upsert_one(&index, "d");
+        assert!(index.flush().expect("flushed"));
+        assert_eq!(
+            *reopened_seen.lock().expect("not poisoned"),
+            // The flushed segment joins the compacted one: two, so they are compacted again.
+            [
+                Engine::TIMED_WAL_FSYNC,
+                Engine::TIMED_FLUSH,
+                Engine::TIMED_COMPACTION
+            ]
+        );
     }
 }

@@ -59,7 +59,8 @@ use crate::{
     record::NewRecord,
     segment::{self, RecordRef, Segment},
     storage::{Storage, Version},
-    timing, wal,
+    timing::{self, Timer},
+    wal,
 };
 
 /// Where graph files live, beside `segments/`.
@@ -197,6 +198,9 @@ pub(crate) struct Segments {
     published: Mutex<Published>,
     /// Segment files found at open that the manifest does not list.
     orphans: Mutex<Vec<String>>,
+    /// Receives the duration of every flush and compaction (the engine's storage timer, or
+    /// none).
+    timer: Timer,
     /// Runs once inside the next graph save, after its checks and before it
     /// writes: tests race a drop of the index against it.
     #[cfg(test)]
@@ -252,6 +256,7 @@ impl Segments {
             }),
             published: Mutex::new(Published::default()),
             orphans: Mutex::new(Vec::new()),
+            timer: Timer::default(),
             #[cfg(test)]
             before_graph_put: Mutex::new(None),
         };
@@ -319,6 +324,12 @@ impl Segments {
             Segments::with_manifest(index, dir, config, policy, storage, manifest, version);
         *segments.orphans.lock().map_err(|_| poisoned())? = orphans;
         Ok(segments)
+    }
+
+    /// These segments, reporting how long each flush and compaction took to `timer`.
+    pub(crate) fn timed(mut self, timer: Timer) -> Self {
+        self.timer = timer;
+        self
     }
 
     /// Deletes the segment files that [`Segments::open`] found unlisted:
@@ -488,7 +499,7 @@ impl Segments {
             state.back_off();
             return Err(err);
         }
-        timing::record(timing::FLUSH, started.elapsed());
+        self.timer.record(timing::FLUSH, started.elapsed());
         state.retry_at = None;
         self.compact(state)
     }
@@ -578,7 +589,7 @@ impl Segments {
             );
             self.swap(state, next)?;
             self.publish(&state.manifest, |p| p.compactions += 1);
-            timing::record(timing::COMPACTION, started.elapsed());
+            self.timer.record(timing::COMPACTION, started.elapsed());
             tracing::debug!(index = %self.index, namespace = %namespace.label(), inputs = inputs.len(), segment = number, bytes = bytes.len(), "compacted segments");
             self.delete_segments(&inputs);
         }

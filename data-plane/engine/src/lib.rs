@@ -45,7 +45,7 @@
 //! | `requests` | the public request and response structs |
 //! | `record` | a validated record and the validated mutations of a namespace: what validation builds, the log and segments encode, and the store applies |
 //! | `locks` | lock helpers: a lock poisoned by an earlier panic is an internal error |
-//! | `timing` | the process-wide hook receiving storage timings ([`Engine::set_timing_hook`]) |
+//! | `timing` | [`StorageTimer`], the receiver of storage timings an engine is built with ([`Engine::with_storage_timer`]), held by each index's log and segments |
 //! | `pagination` | opaque pagination tokens |
 //! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorId`], [`Namespace`] |
 //! | [`limits`] | every limit the engine enforces |
@@ -242,5 +242,6 @@ pub use requests::{
     NamespaceInfo, QueryRequest, QueryResponse, Record, ScoredRecord, UpdateRequest, UpsertRequest,
     VectorInput,
 };
+pub use timing::StorageTimer;
 pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId};
 pub use vectors::{SparseInput, SparseVector};

@@ -1,11 +1,12 @@
-//! Storage timings: the process-wide hook that receives how long each timed storage step
-//! took (see [`Engine::set_timing_hook`](crate::Engine::set_timing_hook)), and the names of
-//! those steps.
+//! Storage timings: the receiver of how long each timed storage step took (a value given to
+//! the engine with [`Engine::with_storage_timer`](crate::Engine::with_storage_timer) and
+//! handed down to each index's log and segments when they are built), and the names of those
+//! steps.
 //!
 //! It sits at the bottom of the engine so that the log and the flush, deep below the
-//! [`Engine`](crate::Engine), can report to it without reaching up.
+//! [`Engine`](crate::Engine), can hold one without reaching up.
 
-use std::{sync::RwLock, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 /// Step name of one `fdatasync` of a write-ahead log batch (shared by its writers).
 pub(crate) const WAL_FSYNC: &str = "wal_fsync";
@@ -15,26 +16,36 @@ pub(crate) const FLUSH: &str = "flush";
 /// Step name of one compaction: merging one namespace's segments into one.
 pub(crate) const COMPACTION: &str = "compaction";
 
-/// The process-wide receiver of storage timings.
-type TimingHook = Box<dyn Fn(&'static str, Duration) + Send + Sync>;
+/// Receives the name of a timed storage step (an `Engine::TIMED_…` name) and how long it
+/// took. It runs on the thread doing the work (a writer holding the log, a flush), so it must
+/// be quick.
+pub type StorageTimer = Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
 
-/// Set once by the server binary; read on every timed storage step (an uncontended read lock).
-static TIMING_HOOK: RwLock<Option<TimingHook>> = RwLock::new(None);
+/// The storage timer of one engine as its logs and segments hold it: a clone of the engine's
+/// [`StorageTimer`], or nothing (an engine built without one), so recording takes no lock.
+#[derive(Clone, Default)]
+pub(crate) struct Timer(Option<StorageTimer>);
 
-/// Sends every later timing to `hook`, replacing any earlier hook.
-pub(crate) fn set_hook(hook: impl Fn(&'static str, Duration) + Send + Sync + 'static) {
-    *TIMING_HOOK
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+impl Timer {
+    /// Sends every timing to `timer`.
+    pub(crate) fn new(timer: StorageTimer) -> Timer {
+        Timer(Some(timer))
+    }
+
+    /// Reports that the storage step `step` (one of the names above) took `elapsed`.
+    pub(crate) fn record(&self, step: &'static str, elapsed: Duration) {
+        if let Some(timer) = &self.0 {
+            timer(step, elapsed);
+        }
+    }
 }
 
-/// Reports that the storage step `step` (one of the names above) took `elapsed`.
-pub(crate) fn record(step: &'static str, elapsed: Duration) {
-    // A panic in a hook poisons the lock; timings are only for monitoring, so keep going.
-    let hook = TIMING_HOOK
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(hook) = hook.as_ref() {
-        hook(step, elapsed);
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Timer(set)"
+        } else {
+            "Timer(none)"
+        })
     }
 }

@@ -406,3 +406,87 @@ async fn index_gauges_show_each_indexs_vectors() {
     );
     server.stop().await;
 }
+
+/// The admin port's `/metrics` of `server`, as Prometheus scrapes it.
+async fn scrape(server: &TestServer) -> String {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let uri = format!("http://{}/metrics", server.admin_addr());
+    let response = client
+        .request(Request::get(&uri).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
+    assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// A request without a key to `server`'s control plane, refused UNAUTHENTICATED by its gate.
+async fn keyless_request(server: &TestServer) {
+    let refused = grpc(
+        &server.control_addr.to_string(),
+        "/larch.control.v1.IndexService/ListIndexes",
+        &ListIndexesRequest {},
+        &[],
+    )
+    .await;
+    assert_eq!(refused.grpc_status(), Some("16"));
+}
+
+/// Issue 16, item 5: the engine's storage timings and the key gate's refusals reach the
+/// metrics of the server they happened in, and only those, when two servers share a process
+/// (they were process-wide hooks, which test servers left unset: they recorded nothing).
+#[tokio::test]
+async fn two_servers_in_one_process_keep_separate_storage_and_denial_counts() {
+    const DENIED: &str = r#"larch_auth_denials_total{reason="UNAUTHENTICATED"}"#;
+    const FSYNCS: &str = "larch_wal_fsync_duration_seconds_count";
+    const FLUSHES: &str = "larch_flush_duration_seconds_count";
+    let one = TestServer::start().await;
+    let two = TestServer::start().await;
+
+    let (_, mut data) = one.create_index("timed", 2, "cosine").await;
+    data.upsert(UpsertRequest {
+        vectors: vec![Vector {
+            id: "a".into(),
+            values: vec![1.0, 0.0],
+            ..Default::default()
+        }],
+        namespace: String::new(),
+    })
+    .await
+    .unwrap();
+    let index = one
+        .data_plane()
+        .engine()
+        .index(&one.storage_name("timed"))
+        .unwrap();
+    let flushed = tokio::task::spawn_blocking(move || index.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(flushed, "the upsert was flushed into a segment");
+    keyless_request(&one).await;
+
+    let (first, second) = (scrape(&one).await, scrape(&two).await);
+    assert_eq!(sample(&first, DENIED), Some(1.0), "{first}");
+    assert!(
+        sample(&first, FSYNCS).is_some_and(|n| n >= 1.0),
+        "the upsert was fsynced: {first}"
+    );
+    assert_eq!(sample(&first, FLUSHES), Some(1.0), "{first}");
+    assert_eq!(
+        sample(&second, DENIED),
+        None,
+        "the other server refused nothing: {second}"
+    );
+    assert_eq!(sample(&second, FSYNCS), Some(0.0), "{second}");
+    assert_eq!(sample(&second, FLUSHES), Some(0.0), "{second}");
+
+    // And the other way round.
+    keyless_request(&two).await;
+    keyless_request(&two).await;
+    let (first, second) = (scrape(&one).await, scrape(&two).await);
+    assert_eq!(sample(&second, DENIED), Some(2.0), "{second}");
+    assert_eq!(sample(&first, DENIED), Some(1.0), "{first}");
+    one.stop().await;
+    two.stop().await;
+}

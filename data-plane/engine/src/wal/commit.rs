@@ -15,7 +15,12 @@ use super::{
     file::{LogFile, create_or_reuse_file, file_name, open_append, sync_dir},
     frame::{HEADER_LEN, push_frame},
 };
-use crate::{Error, ErrorCode, Result, error::storage_failure, limits, timing};
+use crate::{
+    Error, ErrorCode, Result,
+    error::storage_failure,
+    limits,
+    timing::{self, Timer},
+};
 
 /// The outcome of a failed batch, for the writers whose records were in it.
 struct Failure {
@@ -68,6 +73,8 @@ pub(crate) struct Wal {
     commit: Mutex<Commit>,
     /// Signalled whenever a batch finishes.
     finished: Condvar,
+    /// Receives the duration of every sync (the engine's storage timer, or none).
+    timer: Timer,
 }
 
 impl Wal {
@@ -92,7 +99,14 @@ impl Wal {
                 syncs: 0,
             }),
             finished: Condvar::new(),
+            timer: Timer::default(),
         }
+    }
+
+    /// This log, reporting how long each sync took to `timer`.
+    pub(crate) fn timed(mut self, timer: Timer) -> Self {
+        self.timer = timer;
+        self
     }
 
     /// Opens log file number `number` of the index directory `dir` for
@@ -275,7 +289,7 @@ impl Wal {
         }
         let syncing = std::time::Instant::now();
         let synced = tail.file.sync();
-        timing::record(timing::WAL_FSYNC, syncing.elapsed());
+        self.timer.record(timing::WAL_FSYNC, syncing.elapsed());
         if let Err(err) = synced {
             // After a failed fsync the kernel may already have dropped the
             // dirty pages and cleared the error, so a retry could "succeed"
