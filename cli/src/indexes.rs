@@ -146,6 +146,10 @@ impl Indexes {
         Ok(Self { client, key })
     }
 
+    pub(crate) fn key(&self) -> &MetadataValue<Ascii> {
+        &self.key
+    }
+
     pub(crate) async fn describe(&mut self, name: String) -> anyhow::Result<IndexModel> {
         let answer = self
             .client

@@ -5,7 +5,8 @@
 //! per index from `5081-5199`). Every flag has a `LARCH_…` environment twin; the bootstrap
 //! API key comes only from `LARCH_API_KEY` (so it never shows in a process list).
 //!
-//! `larch indexes …` manages indexes through the running control plane, with the key from
+//! `larch indexes …`, `larch vectors …` and `larch namespaces …` manage indexes and their
+//! records through the running control plane, with the key from
 //! `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
 //!
 //! `larch keys …` and `larch projects …` administer API keys and projects through the
@@ -21,15 +22,20 @@
 //! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API), and the
 //!   `--addr` connection every client command shares.
 //! - [`indexes`]: `larch indexes …` (the control plane's `IndexService`).
+//! - [`vectors`]: `larch vectors …` (an index's `VectorService`, found by describing the
+//!   index; JSON Lines upserts in batches with progress).
+//! - [`namespaces`]: `larch namespaces …` (the same data-plane client).
 //! - [`output`]: `--output table|json`, tables, the API key and failed calls of the client
 //!   commands.
 
 mod admin;
 mod indexes;
 mod limits;
+mod namespaces;
 mod output;
 mod serve;
 mod split;
+mod vectors;
 
 use std::process::ExitCode;
 
@@ -70,6 +76,24 @@ enum Command {
         output: output::OutputArgs,
         #[command(subcommand)]
         command: indexes::IndexesCommand,
+    },
+    /// Upsert a file, query, fetch, delete, list and count an index's records.
+    Vectors {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(flatten)]
+        output: output::OutputArgs,
+        #[command(subcommand)]
+        command: vectors::VectorsCommand,
+    },
+    /// List, describe and delete an index's namespaces.
+    Namespaces {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(flatten)]
+        output: output::OutputArgs,
+        #[command(subcommand)]
+        command: namespaces::NamespacesCommand,
     },
     /// Create, list, describe, update and revoke API keys (needs the admin key).
     Keys {
@@ -132,9 +156,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.log_format(),
         Command::ControlPlane(args) => args.log_format(),
         Command::DataPlane(args) => args.log_format(),
-        Command::Keys { .. } | Command::Projects { .. } | Command::Indexes { .. } => {
-            larch_observe::LogFormat::Text
-        }
+        Command::Keys { .. }
+        | Command::Projects { .. }
+        | Command::Indexes { .. }
+        | Command::Vectors { .. }
+        | Command::Namespaces { .. } => larch_observe::LogFormat::Text,
     };
     // Nothing else sets a subscriber in this process.
     let _ = larch_observe::logging::init(
@@ -175,6 +201,16 @@ fn main() -> ExitCode {
             output,
             command,
         } => indexes::run(&connection, output, command),
+        Command::Vectors {
+            connection,
+            output,
+            command,
+        } => vectors::run(&connection, output, command),
+        Command::Namespaces {
+            connection,
+            output,
+            command,
+        } => namespaces::run(&connection, output, command),
         Command::Keys {
             connection,
             command,

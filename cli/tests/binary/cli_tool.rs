@@ -173,3 +173,291 @@ async fn a_wrong_key_exits_non_zero_with_the_servers_message() {
     assert_ne!(code, 0);
     assert!(stderr.contains("LARCH_API_KEY"), "{stderr}");
 }
+
+/// `count` records of dimension `dimension` as JSON Lines: ids `v0…`, values from a fixed
+/// linear congruential sequence, metadata `genre` drama for odd ids and comedy for even.
+fn records(count: usize, dimension: usize) -> Vec<(String, Vec<f32>, String)> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..count)
+        .map(|i| {
+            let values = (0..dimension)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect();
+            let genre = if i % 2 == 1 { "drama" } else { "comedy" };
+            (format!("v{i}"), values, genre.to_owned())
+        })
+        .collect()
+}
+
+fn write_jsonl(path: &std::path::Path, records: &[(String, Vec<f32>, String)]) {
+    let text: String = records
+        .iter()
+        .map(|(id, values, genre)| {
+            serde_json::json!({"id": id, "values": values, "metadata": {"genre": genre}})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn total(index: &str, env: &[(&str, &str)]) -> u64 {
+    json(&["vectors", "stats", "--index", index], env)["total_vector_count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_command_line() {
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(
+        &[
+            "indexes",
+            "create",
+            "movies",
+            "--dimension",
+            "8",
+            "--metric",
+            "cosine",
+        ],
+        &env,
+    );
+
+    let data = records(2500, 8);
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &data);
+    let file = file.to_str().unwrap();
+    let upserted = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--file",
+            file,
+            "--batch",
+            "300",
+            "--in-flight",
+            "3",
+        ],
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 2500);
+    assert_eq!(total("movies", &env), 2500);
+
+    // Query by a stored record's own values: it is its own nearest neighbour.
+    let (id, values, _) = &data[1234];
+    let vector = serde_json::to_string(values).unwrap();
+    let answer = json(
+        &[
+            "vectors", "query", "--index", "movies", "--vector", &vector, "--top-k", "3",
+        ],
+        &env,
+    );
+    assert_eq!(answer["matches"][0]["id"], id.as_str(), "{answer}");
+    assert_eq!(answer["matches"].as_array().unwrap().len(), 3);
+    let by_id = json(
+        &[
+            "vectors", "query", "--index", "movies", "--id", id, "--top-k", "1",
+        ],
+        &env,
+    );
+    assert_eq!(by_id["matches"][0]["id"], id.as_str());
+    let (code, table, stderr) = cli(
+        &[
+            "vectors", "query", "--index", "movies", "--vector", &vector, "--top-k", "1",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.lines().nth(1).unwrap().starts_with(id.as_str()),
+        "{table}"
+    );
+
+    // A filter as JSON: every match satisfies it.
+    let dramas = json(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "movies",
+            "--vector",
+            &vector,
+            "--top-k",
+            "5",
+            "--filter",
+            r#"{"genre":"drama"}"#,
+            "--include-metadata",
+        ],
+        &env,
+    );
+    let matches = dramas["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 5);
+    assert!(
+        matches.iter().all(|m| m["metadata"]["genre"] == "drama"),
+        "{dramas}"
+    );
+
+    let fetched = json(
+        &["vectors", "fetch", "--index", "movies", "--ids", "v1,v2"],
+        &env,
+    );
+    assert_eq!(fetched["vectors"]["v1"]["metadata"]["genre"], "drama");
+    assert_eq!(fetched["vectors"]["v2"]["metadata"]["genre"], "comedy");
+    assert_eq!(
+        fetched["vectors"]["v2"]["values"].as_array().unwrap().len(),
+        8
+    );
+
+    let listed = json(
+        &["vectors", "list", "--index", "movies", "--prefix", "v249"],
+        &env,
+    );
+    let mut ids: Vec<&str> = listed["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = std::iter::once("v249".to_owned())
+        .chain((2490..2500).map(|i| format!("v{i}")))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    // A second namespace, listed, described and deleted.
+    let other = dir.path().join("other.jsonl");
+    write_jsonl(&other, &records(3, 8));
+    json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--namespace",
+            "other",
+            "--file",
+            other.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    let named: Vec<(&str, u64)> = namespaces["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ns| {
+            (
+                ns["name"].as_str().unwrap(),
+                ns["record_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(named.contains(&("other", 3)), "{namespaces}");
+    let described = json(
+        &["namespaces", "describe", "--index", "movies", "other"],
+        &env,
+    );
+    assert_eq!(described["record_count"], 3);
+    json(
+        &["namespaces", "delete", "--index", "movies", "other"],
+        &env,
+    );
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    assert!(
+        !namespaces["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ns| ns["name"] == "other"),
+        "{namespaces}"
+    );
+
+    // Deletes by id, by filter, then all.
+    json(
+        &["vectors", "delete", "--index", "movies", "--ids", "v1"],
+        &env,
+    );
+    let fetched = json(
+        &["vectors", "fetch", "--index", "movies", "--ids", "v1"],
+        &env,
+    );
+    assert_eq!(fetched["vectors"], serde_json::json!({}));
+    json(
+        &[
+            "vectors",
+            "delete",
+            "--index",
+            "movies",
+            "--filter",
+            r#"{"genre":"comedy"}"#,
+        ],
+        &env,
+    );
+    assert_eq!(total("movies", &env), 2500 - 1 - 1250);
+    json(&["vectors", "delete", "--index", "movies", "--all"], &env);
+    assert_eq!(total("movies", &env), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(&["indexes", "create", "books", "--dimension", "4"], &env);
+
+    let data = records(10, 4);
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &data);
+    let mut lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines[6] = r#"{"id":"v6","values":[1,2,"x",4]}"#.to_owned();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let path = file.to_str().unwrap();
+
+    let args = [
+        "vectors", "upsert", "--index", "books", "--file", path, "--batch", "3",
+    ];
+    let (code, _, stderr) = cli(&args, &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("line 7"), "{stderr}");
+    assert!(stderr.contains("values[2]"), "{stderr}");
+    assert!(stderr.contains("--skip 6"), "{stderr}");
+    // Lines 1-6 (two whole batches) are in; nothing of line 7's batch was sent.
+    assert_eq!(total("books", &env), 6);
+
+    // Fixed, the run resumes where it stopped.
+    write_jsonl(&file, &data);
+    let resumed = json(&[&args[..], &["--skip", "6"]].concat(), &env);
+    assert_eq!(resumed["upserted_count"], 4);
+    assert_eq!(total("books", &env), 10);
+
+    // Other formats are refused, saying so, before anything is sent.
+    let npy = dir.path().join("data.npy");
+    std::fs::write(&npy, b"").unwrap();
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "books",
+            "--file",
+            npy.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}
