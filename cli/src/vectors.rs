@@ -438,7 +438,7 @@ impl Upsert {
     fn check(&self) -> anyhow::Result<()> {
         let extension = self.file.extension().and_then(|e| e.to_str()).unwrap_or("");
         match extension {
-            "jsonl" | "ndjson" | "json" => Ok(()),
+            "jsonl" | "ndjson" => Ok(()),
             other => bail!(
                 "{}: .{other} input is not supported yet; give a JSON Lines file (.jsonl) with one \
                  {{\"id\",\"values\",\"sparse_values\",\"metadata\"}} object a line",

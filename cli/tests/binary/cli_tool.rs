@@ -444,6 +444,28 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     assert_eq!(resumed["upserted_count"], 4);
     assert_eq!(total("books", &env), 10);
 
+    // A record the server refuses (wrong dimension): its message, a non-zero exit, and the
+    // records before the refused batch stay in.
+    let wrong = dir.path().join("wrong.jsonl");
+    std::fs::write(&wrong, "{\"id\":\"w0\",\"values\":[1,2,3]}\n").unwrap();
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "books",
+            "--file",
+            wrong.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("dimension"),
+        "{stderr}"
+    );
+    assert_eq!(total("books", &env), 10);
+
     // Other formats are refused, saying so, before anything is sent.
     let npy = dir.path().join("data.npy");
     std::fs::write(&npy, b"").unwrap();
