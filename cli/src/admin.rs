@@ -5,6 +5,9 @@
 //! `LARCH_API_KEY_FILE` (never a flag, so keys stay out of process lists and shell history),
 //! and prints the answer as JSON — the same shapes as the gRPC API's JSON form, e.g.
 //! `{"key":{"id":…,"name":"ci",…},"value":"larch_…"}` for `keys create`.
+//!
+//! [`Connection`], [`channel`], [`request`] and [`runtime`] are shared with the other client
+//! commands (`indexes`, `vectors`, `namespaces`).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
