@@ -82,6 +82,8 @@ enum Command {
         #[command(flatten)]
         connection: admin::Connection,
         #[command(flatten)]
+        route: vectors::Route,
+        #[command(flatten)]
         output: output::OutputArgs,
         #[command(subcommand)]
         command: vectors::VectorsCommand,
@@ -90,6 +92,8 @@ enum Command {
     Namespaces {
         #[command(flatten)]
         connection: admin::Connection,
+        #[command(flatten)]
+        route: vectors::Route,
         #[command(flatten)]
         output: output::OutputArgs,
         #[command(subcommand)]
@@ -203,14 +207,16 @@ fn main() -> ExitCode {
         } => indexes::run(&connection, output, command),
         Command::Vectors {
             connection,
+            route,
             output,
             command,
-        } => vectors::run(&connection, output, command),
+        } => vectors::run(&connection, &route, output, command),
         Command::Namespaces {
             connection,
+            route,
             output,
             command,
-        } => namespaces::run(&connection, output, command),
+        } => namespaces::run(&connection, &route, output, command),
         Command::Keys {
             connection,
             command,

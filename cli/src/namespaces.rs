@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::admin::{Connection, request, runtime};
 use crate::output::{Format, OutputArgs, cell, failed, print_fields, print_json, print_table};
-use crate::vectors::{DataPlane, namespace_label};
+use crate::vectors::{DataPlane, Route, namespace_label};
 
 /// `larch namespaces …`
 #[derive(Debug, Subcommand)]
@@ -50,6 +50,7 @@ pub(crate) struct IndexArg {
 /// Runs a `namespaces` command and prints its answer.
 pub(crate) fn run(
     connection: &Connection,
+    route: &Route,
     output: OutputArgs,
     command: NamespacesCommand,
 ) -> anyhow::Result<()> {
@@ -57,7 +58,7 @@ pub(crate) fn run(
     runtime()?.block_on(async {
         match command {
             NamespacesCommand::List { index, prefix } => {
-                let mut data = DataPlane::connect(connection, &index.index).await?;
+                let mut data = DataPlane::connect(connection, route, &index.index).await?;
                 let mut namespaces = Vec::new();
                 let mut token = None;
                 loop {
@@ -95,7 +96,7 @@ pub(crate) fn run(
                 }
             }
             NamespacesCommand::Describe { index, name } => {
-                let mut data = DataPlane::connect(connection, &index.index).await?;
+                let mut data = DataPlane::connect(connection, route, &index.index).await?;
                 let message = DescribeNamespaceRequest { namespace: name };
                 let described = data
                     .client
@@ -113,7 +114,7 @@ pub(crate) fn run(
                 }
             }
             NamespacesCommand::Delete { index, name } => {
-                let mut data = DataPlane::connect(connection, &index.index).await?;
+                let mut data = DataPlane::connect(connection, route, &index.index).await?;
                 let message = DeleteNamespaceRequest {
                     namespace: name.clone(),
                 };

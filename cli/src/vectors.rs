@@ -134,6 +134,15 @@ pub(crate) enum VectorsCommand {
     },
 }
 
+/// How to reach an index's data plane (`--connect-to`, on `vectors` and `namespaces`).
+#[derive(Debug, Args)]
+pub(crate) struct Route {
+    /// Dial this address (host:port) instead of the index's host, still naming the host as
+    /// the request's authority: split mode's host-routed data plane without wildcard DNS.
+    #[arg(long, env = "LARCH_CONNECT_TO", global = true)]
+    connect_to: Option<String>,
+}
+
 /// A data-plane client for one index, found by describing it on the control plane.
 pub(crate) struct DataPlane {
     pub(crate) client: VectorServiceClient<Channel>,
@@ -141,17 +150,28 @@ pub(crate) struct DataPlane {
 }
 
 impl DataPlane {
-    pub(crate) async fn connect(connection: &Connection, index: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(
+        connection: &Connection,
+        route: &Route,
+        index: &str,
+    ) -> anyhow::Result<Self> {
         let mut indexes = Indexes::connect(connection).await?;
         let host = indexes.describe(index.to_owned()).await?.host;
-        // The control plane answers a bare `host:port`; a scheme is kept if one is given.
-        let url = if host.contains("://") {
-            host
-        } else {
-            format!("http://{host}")
+        let url = with_scheme(&host);
+        let endpoint = match &route.connect_to {
+            None => Endpoint::from_shared(url.clone())
+                .with_context(|| format!("index {index}: host {url:?} is not an address"))?,
+            Some(addr) => {
+                let origin = url
+                    .parse::<tonic::codegen::http::Uri>()
+                    .with_context(|| format!("index {index}: host {url:?} is not an address"))?;
+                Endpoint::from_shared(with_scheme(addr))
+                    .with_context(|| format!("--connect-to {addr:?} is not host:port"))?
+                    .origin(origin)
+            }
         };
-        let channel = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("index {index}: host {url:?} is not an address"))?
+        let url = route.connect_to.as_deref().map_or(url.clone(), with_scheme);
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach index {index}'s data plane at {url}"))?;
@@ -162,9 +182,19 @@ impl DataPlane {
     }
 }
 
+/// The control plane answers a bare `host:port`; a scheme is kept if one is given.
+fn with_scheme(host: &str) -> String {
+    if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    }
+}
+
 /// Runs a `vectors` command and prints its answer.
 pub(crate) fn run(
     connection: &Connection,
+    route: &Route,
     output: OutputArgs,
     command: VectorsCommand,
 ) -> anyhow::Result<()> {
@@ -186,7 +216,7 @@ pub(crate) fn run(
                     skip,
                 };
                 plan.check()?;
-                let data = DataPlane::connect(connection, &target.index).await?;
+                let data = DataPlane::connect(connection, route, &target.index).await?;
                 let summary = plan.run(data).await?;
                 match format {
                     Format::Json => print_json(&summary),
@@ -229,7 +259,7 @@ pub(crate) fn run(
                     scan_factor: None,
                     max_candidates: None,
                 };
-                let mut data = DataPlane::connect(connection, &target.index).await?;
+                let mut data = DataPlane::connect(connection, route, &target.index).await?;
                 let answer = data
                     .client
                     .query(request(message, &data.key))
@@ -251,7 +281,7 @@ pub(crate) fn run(
                 }
             }
             VectorsCommand::Fetch { target, ids } => {
-                let mut data = DataPlane::connect(connection, &target.index).await?;
+                let mut data = DataPlane::connect(connection, route, &target.index).await?;
                 let message = FetchRequest {
                     ids: ids.clone(),
                     namespace: target.namespace,
@@ -287,7 +317,7 @@ pub(crate) fn run(
                 filter,
                 all,
             } => {
-                let mut data = DataPlane::connect(connection, &target.index).await?;
+                let mut data = DataPlane::connect(connection, route, &target.index).await?;
                 let message = DeleteRequest {
                     ids,
                     delete_all: all,
@@ -309,7 +339,7 @@ pub(crate) fn run(
                 }
             }
             VectorsCommand::List { target, prefix } => {
-                let mut data = DataPlane::connect(connection, &target.index).await?;
+                let mut data = DataPlane::connect(connection, route, &target.index).await?;
                 let mut ids = Vec::new();
                 let mut token = None;
                 loop {
@@ -343,7 +373,7 @@ pub(crate) fn run(
                 }
             }
             VectorsCommand::Stats { index } => {
-                let mut data = DataPlane::connect(connection, &index).await?;
+                let mut data = DataPlane::connect(connection, route, &index).await?;
                 let message = DescribeIndexStatsRequest { filter: None };
                 let stats = data
                     .client

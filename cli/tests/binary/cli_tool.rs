@@ -483,3 +483,77 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     assert_ne!(code, 0);
     assert!(stderr.contains("not supported yet"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
+    use super::split::{KEY, start_data_plane};
+    let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let port = data_addr.rsplit(':').next().unwrap();
+    let control = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            control_dir.path().to_str().unwrap(),
+            "--control-addr",
+            &format!("127.0.0.1:{control_port}"),
+            "--data-plane-url",
+            &format!("http://{data_addr}"),
+            "--host-template",
+            &format!("{{index}}.{{project}}.larch.invalid:{port}"),
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    let control_addr = control.control_addr().to_string();
+    wait_serving(&control_addr, "").await;
+    wait_serving(&data_addr, "").await;
+    let url = format!("http://{control_addr}");
+    let env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
+
+    let created = json(&["indexes", "create", "movies", "--dimension", "2"], &env);
+    assert_eq!(
+        created["host"],
+        format!("movies.default.larch.invalid:{port}")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &records(5, 2));
+    let file = file.to_str().unwrap();
+
+    // The host names no machine (.invalid never resolves): dialing it fails, saying where.
+    let (code, _, stderr) = cli(&["vectors", "stats", "--index", "movies"], &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot reach index movies"), "{stderr}");
+
+    let upserted = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--file",
+            file,
+            "--connect-to",
+            &data_addr,
+        ],
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 5);
+    let env_to = [
+        ("LARCH_ADDR", url.as_str()),
+        ("LARCH_API_KEY", KEY),
+        ("LARCH_CONNECT_TO", data_addr.as_str()),
+    ];
+    assert_eq!(total("movies", &env_to), 5);
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env_to);
+    assert_eq!(
+        namespaces["namespaces"][0]["record_count"], 5,
+        "{namespaces}"
+    );
+}
