@@ -5,9 +5,9 @@
 //! per index from `5081-5199`). Every flag has a `LARCH_…` environment twin; the bootstrap
 //! API key comes only from `LARCH_API_KEY` (so it never shows in a process list).
 //!
-//! `larch indexes …`, `larch vectors …` and `larch namespaces …` manage indexes and their
-//! records through the running control plane, with the key from
-//! `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
+//! `larch indexes …` manages indexes through the running control plane; `larch vectors …` and
+//! `larch namespaces …` manage their records through each index's data plane (its host found
+//! by describing the index). The key comes from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
 //!
 //! `larch keys …` and `larch projects …` administer API keys and projects through the
 //! running control plane, with the admin key from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
