@@ -5,6 +5,9 @@
 //! `LARCH_API_KEY_FILE` (never a flag, so keys stay out of process lists and shell history),
 //! and prints the answer as JSON — the same shapes as the gRPC API's JSON form, e.g.
 //! `{"key":{"id":…,"name":"ci",…},"value":"larch_…"}` for `keys create`.
+//!
+//! [`Connection`], [`channel`], [`request`] and [`runtime`] are shared with the other client
+//! commands (`indexes`, `vectors`, `namespaces`).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -19,7 +22,7 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-/// Where the control plane is and which key to send.
+/// Where the control plane is (shared by every client command: admin, indexes, vectors).
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
     /// Control-plane address (gRPC).
@@ -29,7 +32,7 @@ pub(crate) struct Connection {
         default_value = "http://127.0.0.1:5080",
         global = true
     )]
-    addr: String,
+    pub(crate) addr: String,
 }
 
 /// `larch keys …`
@@ -135,7 +138,7 @@ fn admin_key() -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
         .map_err(|_| anyhow::anyhow!("the API key contains characters that cannot be sent"))
 }
 
-async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(connection.addr.clone()).with_context(|| {
         format!(
             "--addr {:?} is not a URL such as http://127.0.0.1:5080",
@@ -148,7 +151,10 @@ async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach the control plane at {}", connection.addr))
 }
 
-fn request<T>(message: T, key: &MetadataValue<tonic::metadata::Ascii>) -> tonic::Request<T> {
+pub(crate) fn request<T>(
+    message: T,
+    key: &MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("api-key", key.clone());
     request
@@ -278,7 +284,7 @@ pub(crate) fn projects(connection: &Connection, command: ProjectsCommand) -> any
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

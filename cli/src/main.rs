@@ -5,6 +5,10 @@
 //! per index from `5081-5199`). Every flag has a `LARCH_…` environment twin; the bootstrap
 //! API key comes only from `LARCH_API_KEY` (so it never shows in a process list).
 //!
+//! `larch indexes …` manages indexes through the running control plane; `larch vectors …` and
+//! `larch namespaces …` manage their records through each index's data plane (its host found
+//! by describing the index). The key comes from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
+//!
 //! `larch keys …` and `larch projects …` administer API keys and projects through the
 //! running control plane, with the admin key from `LARCH_API_KEY` or `LARCH_API_KEY_FILE`.
 //!
@@ -15,12 +19,23 @@
 //!   SIGINT/SIGTERM; the wiring of catalog, data plane, control plane and drain is the
 //!   library's [`larch::embedded`] (which the integration tests run too).
 //! - [`split`]: `larch control-plane` and `larch data-plane` (split mode).
-//! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API).
+//! - [`admin`]: the `keys` and `projects` commands (gRPC clients of the admin API), and the
+//!   `--addr` connection every client command shares.
+//! - [`indexes`]: `larch indexes …` (the control plane's `IndexService`).
+//! - [`vectors`]: `larch vectors …` (an index's `VectorService`, found by describing the
+//!   index; JSON Lines upserts in batches with progress).
+//! - [`namespaces`]: `larch namespaces …` (the same data-plane client).
+//! - [`output`]: `--output table|json`, tables, the API key and failed calls of the client
+//!   commands.
 
 mod admin;
+mod indexes;
 mod limits;
+mod namespaces;
+mod output;
 mod serve;
 mod split;
+mod vectors;
 
 use std::process::ExitCode;
 
@@ -53,6 +68,37 @@ enum Command {
     /// Run only the data plane (split mode): every index on one address, routed by host,
     /// following the control plane at --control-plane-url.
     DataPlane(split::DataPlaneArgs),
+    /// Create, list, describe, configure and delete indexes.
+    Indexes {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(flatten)]
+        output: output::OutputArgs,
+        #[command(subcommand)]
+        command: indexes::IndexesCommand,
+    },
+    /// Upsert a file, query, fetch, delete, list and count an index's records.
+    Vectors {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(flatten)]
+        route: vectors::Route,
+        #[command(flatten)]
+        output: output::OutputArgs,
+        #[command(subcommand)]
+        command: vectors::VectorsCommand,
+    },
+    /// List, describe and delete an index's namespaces.
+    Namespaces {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(flatten)]
+        route: vectors::Route,
+        #[command(flatten)]
+        output: output::OutputArgs,
+        #[command(subcommand)]
+        command: namespaces::NamespacesCommand,
+    },
     /// Create, list, describe, update and revoke API keys (needs the admin key).
     Keys {
         #[command(flatten)]
@@ -114,7 +160,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.log_format(),
         Command::ControlPlane(args) => args.log_format(),
         Command::DataPlane(args) => args.log_format(),
-        Command::Keys { .. } | Command::Projects { .. } => larch_observe::LogFormat::Text,
+        Command::Keys { .. }
+        | Command::Projects { .. }
+        | Command::Indexes { .. }
+        | Command::Vectors { .. }
+        | Command::Namespaces { .. } => larch_observe::LogFormat::Text,
     };
     // Nothing else sets a subscriber in this process.
     let _ = larch_observe::logging::init(
@@ -150,6 +200,23 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Indexes {
+            connection,
+            output,
+            command,
+        } => indexes::run(&connection, output, command),
+        Command::Vectors {
+            connection,
+            route,
+            output,
+            command,
+        } => vectors::run(&connection, &route, output, command),
+        Command::Namespaces {
+            connection,
+            route,
+            output,
+            command,
+        } => namespaces::run(&connection, &route, output, command),
         Command::Keys {
             connection,
             command,

@@ -3,6 +3,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod cli_tool;
 mod crash;
 mod drain;
 mod faults;

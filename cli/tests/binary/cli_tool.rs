@@ -1,0 +1,559 @@
+//! The command-line client against a running `larch serve`: `larch indexes …` over the
+//! control plane (issue 18, item 1), JSON output for scripts, tables for people, and the
+//! server's message with a non-zero exit when a call fails.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::harness::*;
+
+/// Runs `larch <args>` to completion with a clean environment plus `env`; returns the exit
+/// code, stdout and stderr.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
+    command.args(args);
+    clear_larch_env(&mut command);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("larch runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Runs a command that must succeed with `--output json` and parses what it printed.
+fn json(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    let (code, stdout, stderr) = cli(&args, env);
+    assert_eq!(code, 0, "larch {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+/// A running server and the environment that points the CLI at it.
+struct Server {
+    _larch: Larch,
+    _data_dir: tempfile::TempDir,
+    url: String,
+    key: String,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let data_dir = tempfile::tempdir().unwrap();
+        let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        let larch = Larch::serve(data_dir.path(), &[("LARCH_API_KEY", &key)]);
+        let addr = larch.control_addr().to_string();
+        wait_serving(&addr, "").await;
+        Server {
+            _larch: larch,
+            _data_dir: data_dir,
+            url: format!("http://{addr}"),
+            key,
+        }
+    }
+
+    fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("LARCH_ADDR", self.url.as_str()),
+            ("LARCH_API_KEY", self.key.as_str()),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line() {
+    let server = Server::start().await;
+    let env = server.env();
+
+    let created = json(
+        &[
+            "indexes",
+            "create",
+            "movies",
+            "--dimension",
+            "8",
+            "--metric",
+            "euclidean",
+            "--tag",
+            "env=dev",
+            "--ef-search",
+            "100",
+        ],
+        &env,
+    );
+    assert_eq!(created["name"], "movies");
+    assert_eq!(created["dimension"], 8);
+    assert_eq!(created["metric"], "euclidean");
+    assert_eq!(created["spec"]["serverless"]["cloud"], "aws");
+    assert_eq!(created["spec"]["serverless"]["region"], "us-east-1");
+    assert_eq!(created["tags"]["env"], "dev");
+    assert_eq!(created["search"]["ef_search"], 100);
+    assert!(created["host"].as_str().unwrap().contains(':'), "{created}");
+
+    let described = json(&["indexes", "describe", "movies"], &env);
+    assert_eq!(described, created, "describe answers what create did");
+
+    let listed = json(&["indexes", "list"], &env);
+    let names: Vec<&str> = listed["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|index| index["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["movies"]);
+
+    // The default output is a table with a header and one row per index.
+    let (code, table, stderr) = cli(&["indexes", "list"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(
+        lines[1].starts_with("movies") && lines[1].contains("euclidean"),
+        "{table}"
+    );
+
+    let configured = json(
+        &[
+            "indexes",
+            "configure",
+            "movies",
+            "--deletion-protection",
+            "enabled",
+            "--tag",
+            "env=",
+            "--tag",
+            "team=search",
+        ],
+        &env,
+    );
+    assert_eq!(configured["deletion_protection"], "enabled");
+    assert_eq!(configured["tags"], serde_json::json!({"team": "search"}));
+
+    // Deletion protection: the server refuses, the CLI prints its message and fails.
+    let (code, _, stderr) = cli(&["indexes", "delete", "movies"], &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("deletion protection"), "{stderr}");
+
+    json(
+        &[
+            "indexes",
+            "configure",
+            "movies",
+            "--deletion-protection",
+            "disabled",
+        ],
+        &env,
+    );
+    let deleted = json(&["indexes", "delete", "movies"], &env);
+    assert_eq!(deleted["deleted"], true);
+    let (code, _, stderr) = cli(&["indexes", "describe", "movies"], &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("NotFound"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_exits_non_zero_with_the_servers_message() {
+    let server = Server::start().await;
+    let wrong = larch_auth::ApiKey::generate().as_str().to_owned();
+    let env = [
+        ("LARCH_ADDR", server.url.as_str()),
+        ("LARCH_API_KEY", wrong.as_str()),
+    ];
+    let (code, stdout, stderr) = cli(&["indexes", "list"], &env);
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+
+    let (code, _, stderr) = cli(&["indexes", "list"], &[("LARCH_ADDR", server.url.as_str())]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("LARCH_API_KEY"), "{stderr}");
+}
+
+/// `count` records of dimension `dimension` as JSON Lines: ids `v0…`, values from a fixed
+/// linear congruential sequence, metadata `genre` drama for odd ids and comedy for even.
+fn records(count: usize, dimension: usize) -> Vec<(String, Vec<f32>, String)> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..count)
+        .map(|i| {
+            let values = (0..dimension)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect();
+            let genre = if i % 2 == 1 { "drama" } else { "comedy" };
+            (format!("v{i}"), values, genre.to_owned())
+        })
+        .collect()
+}
+
+fn write_jsonl(path: &std::path::Path, records: &[(String, Vec<f32>, String)]) {
+    let text: String = records
+        .iter()
+        .map(|(id, values, genre)| {
+            serde_json::json!({"id": id, "values": values, "metadata": {"genre": genre}})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn total(index: &str, env: &[(&str, &str)]) -> u64 {
+    json(&["vectors", "stats", "--index", index], env)["total_vector_count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_command_line() {
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(
+        &[
+            "indexes",
+            "create",
+            "movies",
+            "--dimension",
+            "8",
+            "--metric",
+            "cosine",
+        ],
+        &env,
+    );
+
+    let data = records(2500, 8);
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &data);
+    let file = file.to_str().unwrap();
+    let upserted = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--file",
+            file,
+            "--batch",
+            "300",
+            "--in-flight",
+            "3",
+        ],
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 2500);
+    assert_eq!(total("movies", &env), 2500);
+
+    // Query by a stored record's own values: it is its own nearest neighbour.
+    let (id, values, _) = &data[1234];
+    let vector = serde_json::to_string(values).unwrap();
+    let answer = json(
+        &[
+            "vectors", "query", "--index", "movies", "--vector", &vector, "--top-k", "3",
+        ],
+        &env,
+    );
+    assert_eq!(answer["matches"][0]["id"], id.as_str(), "{answer}");
+    assert_eq!(answer["matches"].as_array().unwrap().len(), 3);
+    let by_id = json(
+        &[
+            "vectors", "query", "--index", "movies", "--id", id, "--top-k", "1",
+        ],
+        &env,
+    );
+    assert_eq!(by_id["matches"][0]["id"], id.as_str());
+    let (code, table, stderr) = cli(
+        &[
+            "vectors", "query", "--index", "movies", "--vector", &vector, "--top-k", "1",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.lines().nth(1).unwrap().starts_with(id.as_str()),
+        "{table}"
+    );
+
+    // A filter as JSON: every match satisfies it.
+    let dramas = json(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "movies",
+            "--vector",
+            &vector,
+            "--top-k",
+            "5",
+            "--filter",
+            r#"{"genre":"drama"}"#,
+            "--include-metadata",
+        ],
+        &env,
+    );
+    let matches = dramas["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 5);
+    assert!(
+        matches.iter().all(|m| m["metadata"]["genre"] == "drama"),
+        "{dramas}"
+    );
+
+    let fetched = json(
+        &["vectors", "fetch", "--index", "movies", "--ids", "v1,v2"],
+        &env,
+    );
+    assert_eq!(fetched["vectors"]["v1"]["metadata"]["genre"], "drama");
+    assert_eq!(fetched["vectors"]["v2"]["metadata"]["genre"], "comedy");
+    assert_eq!(
+        fetched["vectors"]["v2"]["values"].as_array().unwrap().len(),
+        8
+    );
+
+    let listed = json(
+        &["vectors", "list", "--index", "movies", "--prefix", "v249"],
+        &env,
+    );
+    let mut ids: Vec<&str> = listed["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = std::iter::once("v249".to_owned())
+        .chain((2490..2500).map(|i| format!("v{i}")))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    // A second namespace, listed, described and deleted.
+    let other = dir.path().join("other.jsonl");
+    write_jsonl(&other, &records(3, 8));
+    json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--namespace",
+            "other",
+            "--file",
+            other.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    let named: Vec<(&str, u64)> = namespaces["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ns| {
+            (
+                ns["name"].as_str().unwrap(),
+                ns["record_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(named.contains(&("other", 3)), "{namespaces}");
+    let described = json(
+        &["namespaces", "describe", "--index", "movies", "other"],
+        &env,
+    );
+    assert_eq!(described["record_count"], 3);
+    json(
+        &["namespaces", "delete", "--index", "movies", "other"],
+        &env,
+    );
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    assert!(
+        !namespaces["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ns| ns["name"] == "other"),
+        "{namespaces}"
+    );
+
+    // Deletes by id, by filter, then all.
+    json(
+        &["vectors", "delete", "--index", "movies", "--ids", "v1"],
+        &env,
+    );
+    let fetched = json(
+        &["vectors", "fetch", "--index", "movies", "--ids", "v1"],
+        &env,
+    );
+    assert_eq!(fetched["vectors"], serde_json::json!({}));
+    json(
+        &[
+            "vectors",
+            "delete",
+            "--index",
+            "movies",
+            "--filter",
+            r#"{"genre":"comedy"}"#,
+        ],
+        &env,
+    );
+    assert_eq!(total("movies", &env), 2500 - 1 - 1250);
+    json(&["vectors", "delete", "--index", "movies", "--all"], &env);
+    assert_eq!(total("movies", &env), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(&["indexes", "create", "books", "--dimension", "4"], &env);
+
+    let data = records(10, 4);
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &data);
+    let mut lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines[6] = r#"{"id":"v6","values":[1,2,"x",4]}"#.to_owned();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let path = file.to_str().unwrap();
+
+    let args = [
+        "vectors", "upsert", "--index", "books", "--file", path, "--batch", "3",
+    ];
+    let (code, _, stderr) = cli(&args, &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("line 7"), "{stderr}");
+    assert!(stderr.contains("values[2]"), "{stderr}");
+    assert!(stderr.contains("--skip 6"), "{stderr}");
+    // Lines 1-6 (two whole batches) are in; nothing of line 7's batch was sent.
+    assert_eq!(total("books", &env), 6);
+
+    // Fixed, the run resumes where it stopped.
+    write_jsonl(&file, &data);
+    let resumed = json(&[&args[..], &["--skip", "6"]].concat(), &env);
+    assert_eq!(resumed["upserted_count"], 4);
+    assert_eq!(total("books", &env), 10);
+
+    // A record the server refuses (wrong dimension): its message, a non-zero exit, and the
+    // records before the refused batch stay in.
+    let wrong = dir.path().join("wrong.jsonl");
+    std::fs::write(&wrong, "{\"id\":\"w0\",\"values\":[1,2,3]}\n").unwrap();
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "books",
+            "--file",
+            wrong.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("dimension"),
+        "{stderr}"
+    );
+    assert_eq!(total("books", &env), 10);
+
+    // Other formats are refused, saying so, before anything is sent.
+    let npy = dir.path().join("data.npy");
+    std::fs::write(&npy, b"").unwrap();
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "books",
+            "--file",
+            npy.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
+    use super::split::{KEY, start_data_plane};
+    let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let port = data_addr.rsplit(':').next().unwrap();
+    let control = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            control_dir.path().to_str().unwrap(),
+            "--control-addr",
+            &format!("127.0.0.1:{control_port}"),
+            "--data-plane-url",
+            &format!("http://{data_addr}"),
+            "--host-template",
+            &format!("{{index}}.{{project}}.larch.invalid:{port}"),
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    let control_addr = control.control_addr().to_string();
+    wait_serving(&control_addr, "").await;
+    wait_serving(&data_addr, "").await;
+    let url = format!("http://{control_addr}");
+    let env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
+
+    let created = json(&["indexes", "create", "movies", "--dimension", "2"], &env);
+    assert_eq!(
+        created["host"],
+        format!("movies.default.larch.invalid:{port}")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.jsonl");
+    write_jsonl(&file, &records(5, 2));
+    let file = file.to_str().unwrap();
+
+    // The host names no machine (.invalid never resolves): dialing it fails, saying where.
+    let (code, _, stderr) = cli(&["vectors", "stats", "--index", "movies"], &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot reach index movies"), "{stderr}");
+
+    let upserted = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "movies",
+            "--file",
+            file,
+            "--connect-to",
+            &data_addr,
+        ],
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 5);
+    let env_to = [
+        ("LARCH_ADDR", url.as_str()),
+        ("LARCH_API_KEY", KEY),
+        ("LARCH_CONNECT_TO", data_addr.as_str()),
+    ];
+    assert_eq!(total("movies", &env_to), 5);
+    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env_to);
+    assert_eq!(
+        namespaces["namespaces"][0]["record_count"], 5,
+        "{namespaces}"
+    );
+}
