@@ -5,6 +5,10 @@
 //!
 //! Both directions authenticate with the admin (bootstrap) key, which both processes are given:
 //! the internal services need [`larch_auth::Action::Admin`].
+//!
+//! A refused pull is a [`SyncError`], answered through the one gRPC map
+//! ([`larch_model::wire::grpc_status`]); a data plane's refusal keeps its class on the way to
+//! the catalog (see [`RemoteDataPlane`]).
 
 use std::sync::Arc;
 

@@ -19,6 +19,11 @@
 //! brings (a DeleteIndex whose DetachIndex did not get through). Tombstones acted on are
 //! reported in the next pull, and the control plane then forgets them. Every index is named
 //! with its incarnation, so a name deleted and created again is served from fresh storage.
+//!
+//! Failures are typed: [`ControlError`] (a refused `DataPlaneControl` call, or an index a pull
+//! lists that cannot be served) and [`SyncError`] (one failed pull, logged and retried). Both
+//! say their class through [`Classified`]; the service answers with the one gRPC map
+//! ([`wire::grpc_status`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
