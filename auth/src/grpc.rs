@@ -86,7 +86,7 @@ impl tonic::service::Interceptor for SendKey {
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<&Principal, Status> {
     req.extensions().get::<Principal>().ok_or_else(|| {
         error!("request has no principal; is the service mounted behind AuthLayer?");
-        Status::unauthenticated(MISSING_KEY_MESSAGE)
+        Status::from(Error::MissingKey)
     })
 }
 

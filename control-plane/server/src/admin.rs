@@ -47,10 +47,7 @@ impl AdminApi {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| op(&admin, &principal)))
             .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "admin task failed");
-                Status::internal(larch_model::wire::INTERNAL_MESSAGE)
-            })?
+            .map_err(TaskFailed)?
             .map_err(Status::from)
     }
 
@@ -62,10 +59,7 @@ impl AdminApi {
         let (indexes, project) = (self.indexes.clone(), id.clone());
         let counted = tokio::task::spawn_blocking(move || indexes.index_count(&project))
             .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "admin task failed");
-                Status::internal(larch_model::wire::INTERNAL_MESSAGE)
-            })?;
+            .map_err(TaskFailed)?;
         if let Err(recovering) = counted {
             return Err(larch_model::wire::grpc_status(&recovering));
         }
@@ -76,6 +70,24 @@ impl AdminApi {
             })
         })
         .await
+    }
+}
+
+/// A blocking admin task that panicked or was cancelled: INTERNAL, so the client gets the
+/// generic message and the server log the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("admin task failed")]
+struct TaskFailed(#[source] tokio::task::JoinError);
+
+impl larch_model::Classified for TaskFailed {
+    fn code(&self) -> larch_model::Code {
+        larch_model::Code::Internal
+    }
+}
+
+impl From<TaskFailed> for Status {
+    fn from(err: TaskFailed) -> Status {
+        larch_model::wire::grpc_status(&err)
     }
 }
 
@@ -283,5 +295,19 @@ impl From<Proto<ProjectRecord>> for Project {
             name,
             created_at: created_at.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_admin_task_is_internal_and_tells_the_client_nothing() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let status = Status::from(TaskFailed(task.await.expect_err("aborted")));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), larch_model::wire::INTERNAL_MESSAGE);
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! Both directions authenticate with the admin (bootstrap) key, which both processes are given:
 //! the internal services need [`larch_auth::Action::Admin`].
+//!
+//! A refused pull is a [`SyncError`], answered through the one gRPC map
+//! ([`larch_model::wire::grpc_status`]); a data plane's refusal keeps its class on the way to
+//! the catalog (see [`RemoteDataPlane`]).
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostError, HostTemplate, IndexKey, Served,
 };
 use larch_engine::{IndexConfig, SearchParams};
-use larch_model::{Cause, Code as LarchCode};
+use larch_model::{Cause, Classified, Code as LarchCode, InvalidField};
 use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
 use larch_proto::internal::{
@@ -52,7 +56,7 @@ impl ControlPlaneSync for SyncApi {
         let removed = removed
             .iter()
             .map(tombstone_key)
-            .collect::<Result<Vec<_>, Status>>()?;
+            .collect::<Result<Vec<_>, SyncError>>()?;
         let (served, tombstones) = self
             .indexes
             .assignments(removed)
@@ -83,7 +87,7 @@ impl ControlPlaneSync for SyncApi {
             key_page(admin.store().all(), &page_token, page_size)
         })
         .await
-        .map_err(|err| Status::internal(format!("key listing failed: {err}")))??;
+        .map_err(SyncError::Task)??;
         Ok(Response::new(page))
     }
 }
@@ -102,11 +106,9 @@ fn key_page(
     keys: Vec<larch_auth::StoredKey>,
     after: &str,
     page_size: u32,
-) -> Result<ListKeysResponse, Status> {
-    let encode = |keys: &[larch_auth::StoredKey]| {
-        serde_json::to_string(keys)
-            .map_err(|err| Status::internal(format!("cannot encode keys: {err}")))
-    };
+) -> Result<ListKeysResponse, SyncError> {
+    let encode =
+        |keys: &[larch_auth::StoredKey]| serde_json::to_string(keys).map_err(SyncError::Encode);
     if page_size == 0 {
         return Ok(ListKeysResponse {
             keys_json: encode(&keys)?,
@@ -184,14 +186,51 @@ pub fn tombstone(key: &IndexKey) -> IndexTombstone {
 }
 
 /// The key (with its incarnation) a tombstone names.
-pub fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, Status> {
+pub fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, SyncError> {
     let IndexTombstone {
         project,
         name,
         incarnation,
     } = tombstone;
-    IndexKey::parse(project, name, incarnation)
-        .map_err(|err| Status::invalid_argument(format!("tombstone: {err}")))
+    IndexKey::parse(project, name, incarnation).map_err(SyncError::Tombstone)
+}
+
+/// Why this control plane refused a data plane's pull: a malformed tombstone in the request
+/// is INVALID_ARGUMENT naming the field; failing to list or encode the keys is INTERNAL.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A tombstone reported removed that names no index.
+    #[error("tombstone: {0}")]
+    Tombstone(#[source] InvalidField),
+    /// The keys cannot be written as JSON.
+    #[error("cannot encode keys: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The blocking task listing the keys panicked or was cancelled.
+    #[error("key listing failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl Classified for SyncError {
+    fn code(&self) -> LarchCode {
+        match self {
+            SyncError::Tombstone(_) => LarchCode::InvalidArgument,
+            SyncError::Encode(_) | SyncError::Task(_) => LarchCode::Internal,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            SyncError::Tombstone(err) => Some(err.field),
+            SyncError::Encode(_) | SyncError::Task(_) => None,
+        }
+    }
+}
+
+/// The status the data plane sees: the one gRPC map.
+impl From<SyncError> for Status {
+    fn from(err: SyncError) -> Status {
+        larch_model::wire::grpc_status(&err)
+    }
 }
 
 fn search_params(search: SearchParams) -> internal::SearchParams {
@@ -419,6 +458,36 @@ mod tests {
     use larch_catalog::SharedDocument;
 
     use super::*;
+
+    #[tokio::test]
+    async fn sync_refusals_say_their_class_and_field() {
+        let bad = tombstone_key(&IndexTombstone {
+            project: "default".into(),
+            name: "Movies".into(),
+            incarnation: String::new(),
+        })
+        .expect_err("upper case");
+        assert_eq!(bad.code(), LarchCode::InvalidArgument);
+        assert_eq!(bad.field(), Some("name"));
+        let status = Status::from(bad);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("tombstone: name: "),
+            "{status:?}"
+        );
+
+        let unencodable = serde_json::to_string(&std::collections::HashMap::from([((1, 2), 3)]))
+            .expect_err("a map with non-string keys");
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let cancelled = task.await.expect_err("aborted");
+        for err in [SyncError::Encode(unencodable), SyncError::Task(cancelled)] {
+            assert_eq!(err.code(), LarchCode::Internal, "{err:?}");
+            let status = Status::from(err);
+            assert_eq!(status.code(), Code::Internal);
+            assert_eq!(status.message(), larch_model::wire::INTERNAL_MESSAGE);
+        }
+    }
 
     fn replica(dir: &std::path::Path) -> Arc<Admin> {
         let doc = SharedDocument::local(dir, "access").unwrap();

@@ -443,7 +443,10 @@ fn value_to_json(value: Value, field: &str) -> Result<serde_json::Value, Status>
         Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
             .map(serde_json::Value::Number)
             .ok_or_else(|| {
-                Status::invalid_argument(format!("{field}: numbers must be finite, got {n}"))
+                status(larch_engine::Error::InvalidArgument {
+                    field: field.to_owned(),
+                    message: format!("numbers must be finite, got {n}"),
+                })
             })?,
         Some(Kind::ListValue(ListValue { values })) => serde_json::Value::Array(
             values

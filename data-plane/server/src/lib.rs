@@ -143,8 +143,11 @@ fn vector_service(index: IndexHandle, limits: &Limits) -> VectorServiceServer<Ve
 /// callers, a JSON 404 for everyone else.
 async fn unrouted(request: Request) -> Response {
     if is_grpc(&request) {
-        let status =
-            tonic::Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()));
+        let unknown = larch_model::Cause::from_parts(
+            larch_model::Code::Unimplemented,
+            format!("unknown gRPC method {}", request.uri().path()),
+        );
+        let status = larch_model::wire::grpc_status(&unknown);
         status.into_http::<axum::body::Body>().into_response()
     } else {
         rest::not_found(request).await

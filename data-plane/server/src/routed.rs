@@ -19,6 +19,11 @@
 //! brings (a DeleteIndex whose DetachIndex did not get through). Tombstones acted on are
 //! reported in the next pull, and the control plane then forgets them. Every index is named
 //! with its incarnation, so a name deleted and created again is served from fresh storage.
+//!
+//! Failures are typed: [`ControlError`] (a refused `DataPlaneControl` call, or an index a pull
+//! lists that cannot be served) and [`SyncError`] (one failed pull, logged and retried). Both
+//! say their class through [`Classified`]; the service answers with the one gRPC map
+//! ([`wire::grpc_status`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -29,9 +34,9 @@ use axum::response::{IntoResponse, Response};
 use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_engine::{Dimension, Engine, IndexConfig, Metric, Quantization, SearchParams};
-use larch_model::IndexKey;
 use larch_model::wire::{self, Dialect};
 use larch_model::{Cause, Code};
+use larch_model::{Classified, IndexKey, InvalidField};
 use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Metrics, Readiness};
 use larch_proto::internal::control_plane_sync_client::ControlPlaneSyncClient;
@@ -189,7 +194,7 @@ impl RoutedDataPlane {
 
     /// Starts serving `assignment` (creating its storage if `create`, else recovering it, or
     /// creating it when there is nothing to recover), or updates it if it is served already.
-    fn attach(&self, assignment: &IndexAssignment, create: bool) -> Result<(), Status> {
+    fn attach(&self, assignment: &IndexAssignment, create: bool) -> Result<(), ControlError> {
         let (key, config, search, host) = parse_assignment(assignment)?;
         let engine = &self.inner.engine;
         let storage = key.storage_name();
@@ -199,12 +204,9 @@ impl RoutedDataPlane {
             (open, _) => {
                 if open.is_some() {
                     // A new index under a name whose old data is still open: start afresh.
-                    engine.drop_index(&storage).map_err(engine_status)?;
+                    engine.drop_index(&storage)?;
                 }
-                let stored = engine
-                    .index_dirs()
-                    .map_err(engine_status)?
-                    .contains(&storage);
+                let stored = engine.index_dirs()?.contains(&storage);
                 if create || !stored {
                     if !create {
                         tracing::warn!(index = %key, "the control plane lists an index this data plane has no data for; serving it empty");
@@ -212,8 +214,7 @@ impl RoutedDataPlane {
                     engine.create_index(&storage, config)
                 } else {
                     engine.open_index(&storage, config)
-                }
-                .map_err(engine_status)?
+                }?
             }
         };
         index.set_search_params(search);
@@ -237,29 +238,23 @@ impl RoutedDataPlane {
         Ok(())
     }
 
-    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), Status> {
-        let index = self
-            .inner
-            .engine
-            .index(&key.storage_name())
-            .map_err(engine_status)?;
+    fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), ControlError> {
+        let index = self.inner.engine.index(&key.storage_name())?;
         index.set_search_params(search);
         Ok(())
     }
 
     /// Stops serving `key` (that incarnation only) and deletes its data, whether or not it is
     /// open (after a restart, a deleted index is not); done if there is none.
-    fn detach(&self, key: &IndexKey) -> Result<(), Status> {
+    fn detach(&self, key: &IndexKey) -> Result<(), ControlError> {
         self.write().retain(|_, route| &route.key != key);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
         match engine.drop_index(&storage) {
             Ok(()) => Ok(()),
             // Not open: delete what is stored, if anything.
-            Err(larch_engine::Error::NotFound(_)) => {
-                engine.remove_orphan(&storage).map_err(engine_status)
-            }
-            Err(err) => Err(engine_status(err)),
+            Err(larch_engine::Error::NotFound(_)) => Ok(engine.remove_orphan(&storage)?),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -286,10 +281,10 @@ impl RoutedDataPlane {
                     self.configure(&key, search)
                 }
                 Ok(_) => self.attach(assignment, false),
-                Err(status) => Err(status),
+                Err(err) => Err(err),
             };
-            if let Err(status) = result {
-                tracing::error!(index = %assignment.name, project = %assignment.project, error = status.message(), "cannot serve an index the control plane lists");
+            if let Err(err) = result {
+                tracing::error!(index = %assignment.name, project = %assignment.project, error = %err, "cannot serve an index the control plane lists");
             }
         }
         let mut routes = self.write();
@@ -310,8 +305,8 @@ impl RoutedDataPlane {
             });
             match result {
                 Ok(()) => removed.push(tombstone.clone()),
-                Err(status) => {
-                    tracing::error!(index = %tombstone.name, project = %tombstone.project, error = status.message(), "cannot remove the data of a deleted index; retrying at the next sync");
+                Err(err) => {
+                    tracing::error!(index = %tombstone.name, project = %tombstone.project, error = %err, "cannot remove the data of a deleted index; retrying at the next sync");
                 }
             }
         }
@@ -334,7 +329,7 @@ impl RoutedDataPlane {
 
     /// Every stored key, page by page (the whole set is replaced at once, only once every
     /// page arrived).
-    async fn pull_keys(client: &mut SyncClient) -> Result<Vec<StoredKey>, Status> {
+    async fn pull_keys(client: &mut SyncClient) -> Result<Vec<StoredKey>, SyncError> {
         let mut keys: Vec<StoredKey> = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -343,36 +338,35 @@ impl RoutedDataPlane {
                     page_token: page_token.clone(),
                     page_size: KEY_PAGE_SIZE,
                 })
-                .await?
+                .await
+                .map_err(SyncError::Remote)?
                 .into_inner();
             let ListKeysResponse {
                 keys_json,
                 next_page_token,
             } = page;
-            let mut got: Vec<StoredKey> = serde_json::from_str(&keys_json)
-                .map_err(|err| Status::internal(format!("unreadable key list: {err}")))?;
+            let mut got: Vec<StoredKey> =
+                serde_json::from_str(&keys_json).map_err(SyncError::UnreadableKeys)?;
             keys.append(&mut got);
             if next_page_token.is_empty() {
                 return Ok(keys);
             }
             // Key ids only grow from page to page; anything else would loop forever.
             if next_page_token <= page_token {
-                return Err(Status::internal(format!(
-                    "the control plane sent page token {next_page_token:?} after {page_token:?}; \
-                     keeping the current keys"
-                )));
+                return Err(SyncError::PageOrder {
+                    next: next_page_token,
+                    after: page_token,
+                });
             }
             page_token = next_page_token;
         }
     }
 
     /// Pulls indexes and keys once.
-    async fn sync(&self, client: &mut SyncClient) -> Result<(), Status> {
+    async fn sync(&self, client: &mut SyncClient) -> Result<(), SyncError> {
         let keys = Self::pull_keys(client).await?;
         if keys.is_empty() {
-            return Err(Status::failed_precondition(
-                "the control plane sent no keys at all; keeping the current ones",
-            ));
+            return Err(SyncError::NoKeys);
         }
         self.inner.keys.replace_all(keys);
         *self
@@ -391,7 +385,7 @@ impl RoutedDataPlane {
             Ok(pulled) => pulled.into_inner(),
             Err(status) => {
                 self.removed().extend(removed);
-                return Err(status);
+                return Err(SyncError::Remote(status));
             }
         };
         let ListAssignmentsResponse {
@@ -403,7 +397,7 @@ impl RoutedDataPlane {
             me.serialized(|me| me.reconcile(&indexes, &tombstones))
         })
         .await
-        .map_err(|err| Status::internal(format!("reconcile failed: {err}")))?;
+        .map_err(SyncError::Reconcile)?;
         self.removed().extend(removed);
         Ok(())
     }
@@ -522,24 +516,22 @@ fn index_router(
 
 fn parse_assignment(
     assignment: &IndexAssignment,
-) -> Result<(IndexKey, IndexConfig, SearchParams, String), Status> {
-    let invalid = |err: &dyn std::fmt::Display| Status::invalid_argument(err.to_string());
-    let key = IndexKey::parse(
+) -> Result<(IndexKey, IndexConfig, SearchParams, String), ControlError> {
+    let key = index_key(
         &assignment.project,
         &assignment.name,
         &assignment.incarnation,
-    )
-    .map_err(|e| invalid(&e))?;
+    )?;
     let config = IndexConfig {
-        dimension: Dimension::new(assignment.dimension).map_err(|e| invalid(&e))?,
+        dimension: Dimension::new(assignment.dimension).map_err(ControlError::Invalid)?,
         metric: assignment
             .metric
             .parse::<Metric>()
-            .map_err(|e| invalid(&e))?,
+            .map_err(ControlError::Invalid)?,
     };
-    let search = search_params(assignment.search.as_ref()).map_err(|e| invalid(&e))?;
+    let search = search_params(assignment.search.as_ref()).map_err(ControlError::Invalid)?;
     if assignment.host.is_empty() {
-        return Err(Status::invalid_argument("the index has no host"));
+        return Err(ControlError::NoHost);
     }
     Ok((key, config, search, host_name(&assignment.host)))
 }
@@ -555,8 +547,112 @@ fn search_params(search: Option<&internal::SearchParams>) -> larch_engine::Resul
         .with_quantization(Quantization::parse("quantization", &search.quantization)?))
 }
 
-fn engine_status(err: larch_engine::Error) -> Status {
-    crate::service::status(err)
+/// Why `DataPlaneControl` refused a call of the control plane (or why [`RoutedDataPlane`]
+/// cannot serve an index the pull lists): a malformed assignment is INVALID_ARGUMENT naming
+/// the field, an engine failure keeps the engine's class, a panicked task is INTERNAL. The
+/// control plane passes the class on to its client (its full disk is RESOURCE_EXHAUSTED there).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// AttachIndex without an `index`.
+    #[error("index is required")]
+    NoIndex,
+    /// An assignment without a `host` to serve the index at.
+    #[error("the index has no host")]
+    NoHost,
+    /// A project, name or incarnation that names no index.
+    #[error(transparent)]
+    Key(#[from] InvalidField),
+    /// A dimension, metric or search parameter the engine refuses.
+    #[error(transparent)]
+    Invalid(larch_engine::Error),
+    /// The engine could not create, open, configure or remove the index.
+    #[error(transparent)]
+    Engine(#[from] larch_engine::Error),
+    /// The blocking task doing the change panicked or was cancelled.
+    #[error("{what} failed")]
+    Task {
+        /// Which change: `attach` or `detach`.
+        what: &'static str,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl Classified for ControlError {
+    fn code(&self) -> Code {
+        match self {
+            ControlError::NoIndex
+            | ControlError::NoHost
+            | ControlError::Key(_)
+            | ControlError::Invalid(_) => Code::InvalidArgument,
+            ControlError::Engine(err) => err.code(),
+            ControlError::Task { .. } => Code::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ControlError::Engine(err) => err.retry_after(),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ControlError::NoIndex => Some("index"),
+            ControlError::NoHost => Some("host"),
+            ControlError::Key(err) => Some(err.field),
+            ControlError::Invalid(err) | ControlError::Engine(err) => err.field(),
+            ControlError::Task { .. } => None,
+        }
+    }
+}
+
+/// The status the control plane sees: the one gRPC map.
+impl From<ControlError> for Status {
+    fn from(err: ControlError) -> Status {
+        wire::grpc_status(&err)
+    }
+}
+
+/// Why one pull from the control plane failed; the sync loop logs it and retries at the next
+/// refresh, keeping the last indexes and keys.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The control plane answered the call with an error (or did not answer: unreachable,
+    /// timed out); its message as received.
+    #[error("{}", .0.message())]
+    Remote(Status),
+    /// A ListKeys page whose JSON is not a key list.
+    #[error("unreadable key list: {0}")]
+    UnreadableKeys(#[source] serde_json::Error),
+    /// Page tokens must grow from page to page; anything else would loop forever.
+    #[error("the control plane sent page token {next:?} after {after:?}; keeping the current keys")]
+    PageOrder {
+        /// The token received.
+        next: String,
+        /// The token it should have come after.
+        after: String,
+    },
+    /// An empty key list: not even the admin key, so surely not the control plane's state.
+    #[error("the control plane sent no keys at all; keeping the current ones")]
+    NoKeys,
+    /// The blocking task applying the pulled indexes panicked or was cancelled.
+    #[error("reconcile failed: {0}")]
+    Reconcile(#[source] tokio::task::JoinError),
+}
+
+impl Classified for SyncError {
+    fn code(&self) -> Code {
+        match self {
+            SyncError::Remote(status) => wire::code_of_status(status.code()),
+            SyncError::NoKeys => Code::FailedPrecondition,
+            SyncError::UnreadableKeys(_)
+            | SyncError::PageOrder { .. }
+            | SyncError::Reconcile(_) => Code::Internal,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -566,11 +662,14 @@ impl DataPlaneControl for RoutedDataPlane {
         request: GrpcRequest<AttachIndexRequest>,
     ) -> Result<GrpcResponse<AttachIndexResponse>, Status> {
         let AttachIndexRequest { index, create } = request.into_inner();
-        let index = index.ok_or_else(|| Status::invalid_argument("index is required"))?;
+        let index = index.ok_or(ControlError::NoIndex)?;
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.serialized(|me| me.attach(&index, create)))
             .await
-            .map_err(|err| Status::internal(format!("attach failed: {err}")))??;
+            .map_err(|source| ControlError::Task {
+                what: "attach",
+                source,
+            })??;
         Ok(GrpcResponse::new(AttachIndexResponse {}))
     }
 
@@ -585,8 +684,7 @@ impl DataPlaneControl for RoutedDataPlane {
             incarnation,
         } = request.into_inner();
         let key = index_key(&project, &name, &incarnation)?;
-        let search = search_params(search.as_ref())
-            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let search = search_params(search.as_ref()).map_err(ControlError::Invalid)?;
         self.configure(&key, search)?;
         Ok(GrpcResponse::new(ConfigureIndexResponse {}))
     }
@@ -604,18 +702,20 @@ impl DataPlaneControl for RoutedDataPlane {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.serialized(|me| me.detach(&key)))
             .await
-            .map_err(|err| Status::internal(format!("detach failed: {err}")))??;
+            .map_err(|source| ControlError::Task {
+                what: "detach",
+                source,
+            })??;
         Ok(GrpcResponse::new(DetachIndexResponse {}))
     }
 }
 
-fn index_key(project: &str, name: &str, incarnation: &str) -> Result<IndexKey, Status> {
-    IndexKey::parse(project, name, incarnation)
-        .map_err(|err| Status::invalid_argument(err.to_string()))
+fn index_key(project: &str, name: &str, incarnation: &str) -> Result<IndexKey, ControlError> {
+    Ok(IndexKey::parse(project, name, incarnation)?)
 }
 
 /// The key (with its incarnation) a tombstone names.
-fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, Status> {
+fn tombstone_key(tombstone: &IndexTombstone) -> Result<IndexKey, ControlError> {
     let IndexTombstone {
         project,
         name,
@@ -701,20 +801,20 @@ pub async fn serve_routed(
                     tracing::info!(url = %control_plane.url, "in sync with the control plane again");
                 }
                 Ok(()) => {}
-                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                Err(err) if err.code() == Code::Unauthenticated => {
                     failing = synced;
                     tracing::warn!(
                         url = %control_plane.url,
-                        error = status.message(),
+                        error = %err,
                         "the control plane refused this data plane's admin key: give both planes the same key (LARCH_API_KEY, or LARCH_API_KEY_FILE, which is read again before every pull); keeping the last indexes and keys"
                     );
                 }
-                Err(status) => {
+                Err(err) => {
                     failing = synced;
                     tracing::warn!(
                         url = %control_plane.url,
-                        code = ?status.code(),
-                        error = status.message(),
+                        code = %err.code(),
+                        error = %err,
                         "cannot sync with the control plane; keeping the last indexes and keys"
                     );
                 }
@@ -875,8 +975,255 @@ mod tests {
                 ..good.clone()
             },
         ] {
-            let err = parse_assignment(&bad).expect_err("invalid");
+            let err = Status::from(parse_assignment(&bad).expect_err("invalid"));
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
+    }
+
+    /// A real `JoinError` (a cancelled task), without a panic in the test output.
+    async fn join_error() -> tokio::task::JoinError {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        task.await.expect_err("aborted")
+    }
+
+    #[tokio::test]
+    async fn control_errors_say_their_class_and_field() {
+        let full = larch_engine::Error::Storage {
+            code: Code::ResourceExhausted,
+            message: "disk full: cannot create index 'm'".into(),
+        };
+        let busy = larch_engine::Error::Overloaded {
+            message: "memory budget reached".into(),
+            retry_after: Duration::from_secs(3),
+        };
+        let bad_name = IndexKey::parse("default", "Movies", "").expect_err("upper case");
+        let bad_metric = "manhattan".parse::<Metric>().expect_err("unknown metric");
+        let cases = [
+            (ControlError::NoIndex, Code::InvalidArgument, Some("index")),
+            (ControlError::NoHost, Code::InvalidArgument, Some("host")),
+            (
+                ControlError::Key(bad_name),
+                Code::InvalidArgument,
+                Some("name"),
+            ),
+            (
+                ControlError::Invalid(bad_metric),
+                Code::InvalidArgument,
+                Some("metric"),
+            ),
+            (ControlError::Engine(full), Code::ResourceExhausted, None),
+            (ControlError::Engine(busy), Code::ResourceExhausted, None),
+            (
+                ControlError::Task {
+                    what: "attach",
+                    source: join_error().await,
+                },
+                Code::Internal,
+                None,
+            ),
+        ];
+        for (err, code, field) in cases {
+            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.field(), field, "{err:?}");
+            let status = Status::from(err);
+            assert_eq!(status.code(), wire::grpc_code(code), "{status:?}");
+            if code == Code::Internal {
+                assert_eq!(status.message(), wire::INTERNAL_MESSAGE);
+            } else if let Some(field) = field {
+                assert!(status.message().contains(field), "{status:?}");
+            }
+        }
+        // Backpressure keeps its retry hint on the way to the control plane.
+        let busy = ControlError::Engine(larch_engine::Error::Overloaded {
+            message: "memory budget reached".into(),
+            retry_after: Duration::from_secs(3),
+        });
+        assert_eq!(busy.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn sync_errors_say_their_class_and_what_failed() {
+        let unreadable = serde_json::from_str::<Vec<StoredKey>>("{").expect_err("not a list");
+        let cases = [
+            (
+                SyncError::Remote(Status::unauthenticated("invalid api key")),
+                Code::Unauthenticated,
+                "invalid api key",
+            ),
+            (
+                SyncError::Remote(Status::unavailable("connection refused")),
+                Code::Unavailable,
+                "connection refused",
+            ),
+            (
+                SyncError::UnreadableKeys(unreadable),
+                Code::Internal,
+                "unreadable key list: ",
+            ),
+            (
+                SyncError::PageOrder {
+                    next: "a".into(),
+                    after: "b".into(),
+                },
+                Code::Internal,
+                "page token \"a\" after \"b\"",
+            ),
+            (
+                SyncError::NoKeys,
+                Code::FailedPrecondition,
+                "no keys at all",
+            ),
+            (
+                SyncError::Reconcile(join_error().await),
+                Code::Internal,
+                "reconcile failed: ",
+            ),
+        ];
+        for (err, code, said) in cases {
+            assert_eq!(err.code(), code, "{err:?}");
+            // The sync loop logs the Display: it must say what failed.
+            assert!(err.to_string().contains(said), "{err}");
+        }
+    }
+
+    /// The internal service on a real server, called by a real client with the admin key: a
+    /// malformed call is INVALID_ARGUMENT naming the field, a good one is served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_internal_service_refuses_bad_calls_naming_the_field() {
+        use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
+
+        let admin = larch_auth::ApiKey::generate();
+        let keys = KeyStore::new();
+        keys.insert(StoredKey::new(&admin, larch_auth::Grant::admin()));
+        let data_plane = RoutedDataPlane::new(Engine::new(), keys, Metrics::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        // A control plane that is not there: the calls below tell the data plane directly.
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind");
+        let control_plane = ControlPlane {
+            url: format!("http://{nowhere}"),
+            admin_key: SendKey::new(admin.as_str()).expect("ascii key"),
+            admin_key_file: None,
+            key_max_age: Duration::from_secs(3600),
+            refresh: Duration::from_secs(3600),
+            ca_pem: None,
+            timeouts: CallTimeouts::new(Duration::from_secs(5)),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_routed(
+            listener,
+            data_plane.clone(),
+            control_plane,
+            Readiness::new(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = DataPlaneControlClient::with_interceptor(
+            channel,
+            SendKey::new(admin.as_str()).expect("ascii key"),
+        );
+        let good = IndexAssignment {
+            project: "default".into(),
+            name: "movies".into(),
+            dimension: 4,
+            metric: "cosine".into(),
+            search: None,
+            host: "movies.default.larch.test".into(),
+            incarnation: String::new(),
+        };
+        let attach = |index: Option<IndexAssignment>| AttachIndexRequest {
+            index,
+            create: true,
+        };
+        let refusals = [
+            (attach(None), "index is required"),
+            (
+                attach(Some(IndexAssignment {
+                    name: "Movies".into(),
+                    ..good.clone()
+                })),
+                "name: ",
+            ),
+            (
+                attach(Some(IndexAssignment {
+                    dimension: 0,
+                    ..good.clone()
+                })),
+                "dimension: ",
+            ),
+            (
+                attach(Some(IndexAssignment {
+                    host: String::new(),
+                    ..good.clone()
+                })),
+                "has no host",
+            ),
+        ];
+        for (request, said) in refusals {
+            let err = client
+                .attach_index(request)
+                .await
+                .expect_err("a malformed attach");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(said), "{said}: {err:?}");
+        }
+        let err = client
+            .configure_index(internal::ConfigureIndexRequest {
+                project: "default".into(),
+                name: "movies".into(),
+                search: Some(internal::SearchParams {
+                    m: 1,
+                    ..internal::SearchParams::default()
+                }),
+                incarnation: String::new(),
+            })
+            .await
+            .expect_err("m out of range");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with("m: "), "{err:?}");
+        let err = client
+            .detach_index(DetachIndexRequest {
+                project: "default".into(),
+                name: "movies".into(),
+                incarnation: "Not-An-Id".into(),
+            })
+            .await
+            .expect_err("not an incarnation");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with("incarnation: "), "{err:?}");
+        assert!(data_plane.served().is_empty());
+
+        client
+            .attach_index(attach(Some(good)))
+            .await
+            .expect("a good attach");
+        let served: Vec<String> = data_plane.served().into_iter().map(|(h, _)| h).collect();
+        assert_eq!(served, ["movies.default.larch.test"]);
+        // Configuring an index this data plane does not have keeps the engine's class.
+        let err = client
+            .configure_index(internal::ConfigureIndexRequest {
+                project: "default".into(),
+                name: "books".into(),
+                search: None,
+                incarnation: String::new(),
+            })
+            .await
+            .expect_err("no such index");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+        drop(client);
+        let _ = stop.send(());
+        server.await.expect("joined").expect("served");
     }
 }
