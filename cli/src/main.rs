@@ -23,7 +23,7 @@
 //!   `--addr` connection every client command shares.
 //! - [`indexes`]: `larch indexes …` (the control plane's `IndexService`).
 //! - [`vectors`]: `larch vectors …` (an index's `VectorService`, found by describing the
-//!   index; JSON Lines upserts in batches with progress).
+//!   index; JSON Lines and .npy upserts in batches with progress; `.npy` headers in [`npy`]).
 //! - [`namespaces`]: `larch namespaces …` (the same data-plane client).
 //! - [`output`]: `--output table|json`, tables, the API key and failed calls of the client
 //!   commands.
@@ -32,6 +32,7 @@ mod admin;
 mod indexes;
 mod limits;
 mod namespaces;
+mod npy;
 mod output;
 mod serve;
 mod split;

@@ -13,8 +13,16 @@
 //! Progress goes to stderr: a line rewritten in place with records/s and ETA on a terminal,
 //! a plain line every few seconds otherwise. Upserts are idempotent, so a failed run can be
 //! re-run as is; `--skip N` (the run's error says which N) starts after the first N records.
+//!
+//! `upsert --file emb.npy` reads a NumPy 2-D float32 (or float64) matrix, one record a row
+//! (the format is parsed in [`crate::npy`], rows streamed). Ids come from `--ids-file` (one a
+//! line, as many as there are rows, checked before anything is sent) or are generated as
+//! `--id-prefix` and the row's 0-based index (default prefix: the file's stem and `-`, so
+//! `emb-0`, `emb-1`, …). `--skip N` skips rows, by seeking; batching and progress are the
+//! JSON Lines path's.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,6 +43,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::admin::{Connection, request, runtime};
 use crate::indexes::Indexes;
+use crate::npy;
 use crate::output::{Format, OutputArgs, cell, failed, print_fields, print_json, print_table};
 
 /// Pinecone's limit on records per upsert request.
@@ -54,13 +63,20 @@ pub(crate) struct Target {
 /// `larch vectors …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum VectorsCommand {
-    /// Upsert the records of a JSON Lines file, in batches, several in flight.
+    /// Upsert the records of a JSON Lines or .npy file, in batches, several in flight.
     Upsert {
         #[command(flatten)]
         target: Target,
-        /// A .jsonl (or .ndjson) file: one {"id","values","sparse_values","metadata"} a line.
+        /// A .jsonl (or .ndjson) file: one {"id","values","sparse_values","metadata"} a line;
+        /// or a .npy 2-D float32 (or float64) matrix, one record a row.
         #[arg(long)]
         file: PathBuf,
+        /// For .npy input: the rows' ids, one a line, as many as the matrix has rows.
+        #[arg(long, conflicts_with = "id_prefix")]
+        ids_file: Option<PathBuf>,
+        /// For .npy input: ids PREFIX0, PREFIX1, … by row [default: the file's stem and "-"].
+        #[arg(long)]
+        id_prefix: Option<String>,
         /// Records per request, 1-1000.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
         batch: u16,
@@ -204,20 +220,24 @@ pub(crate) fn run(
             VectorsCommand::Upsert {
                 target,
                 file,
+                ids_file,
+                id_prefix,
                 batch,
                 in_flight,
                 skip,
             } => {
                 let plan = Upsert {
                     file,
+                    ids_file,
+                    id_prefix,
                     namespace: target.namespace,
                     batch: usize::from(batch).min(MAX_BATCH),
                     in_flight: usize::from(in_flight),
                     skip,
                 };
-                plan.check()?;
+                let records = plan.open()?;
                 let data = DataPlane::connect(connection, route, &target.index).await?;
-                let summary = plan.run(data).await?;
+                let summary = plan.run(records, data).await?;
                 match format {
                     Format::Json => print_json(&summary),
                     Format::Table => println!(
@@ -454,6 +474,8 @@ fn print_records(
 /// An upsert of one file.
 struct Upsert {
     file: PathBuf,
+    ids_file: Option<PathBuf>,
+    id_prefix: Option<String>,
     namespace: String,
     batch: usize,
     in_flight: usize,
@@ -464,24 +486,54 @@ struct Upsert {
 type Sent = (usize, u64, Result<u32, tonic::Status>);
 
 impl Upsert {
-    /// Refuses input it cannot read before anything is sent.
-    fn check(&self) -> anyhow::Result<()> {
+    /// Opens the input past `--skip`, refusing what it cannot read before anything is sent.
+    fn open(&self) -> anyhow::Result<Records> {
         let extension = self.file.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match extension {
-            "jsonl" | "ndjson" => Ok(()),
+        let (total, source) = match extension {
+            "jsonl" | "ndjson" => {
+                if self.ids_file.is_some() || self.id_prefix.is_some() {
+                    bail!(
+                        "--ids-file and --id-prefix apply to .npy input only; a JSON Lines \
+                         record carries its own \"id\""
+                    );
+                }
+                let total = count_records(&self.file)?.saturating_sub(self.skip);
+                let file = File::open(&self.file)
+                    .with_context(|| format!("cannot open {}", self.file.display()))?;
+                let lines = BufReader::new(file).lines();
+                let source = Source::Jsonl {
+                    lines,
+                    number: 0,
+                    skip: self.skip,
+                };
+                (total, source)
+            }
+            "npy" => {
+                let mut rows = npy::Rows::open(&self.file)?;
+                let count = rows.header().rows;
+                let ids = match (&self.ids_file, &self.id_prefix) {
+                    (Some(path), _) => Ids::File(open_ids(path, count, self.skip)?),
+                    (None, Some(prefix)) => Ids::Prefix(prefix.clone()),
+                    (None, None) => {
+                        let stem = self.file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                        Ids::Prefix(format!("{stem}-"))
+                    }
+                };
+                rows.seek(self.skip)?;
+                (count.saturating_sub(self.skip), Source::Npy { rows, ids })
+            }
             other => bail!(
                 "{}: .{other} input is not supported yet; give a JSON Lines file (.jsonl) with one \
-                 {{\"id\",\"values\",\"sparse_values\",\"metadata\"}} object a line",
+                 {{\"id\",\"values\",\"sparse_values\",\"metadata\"}} object a line, or a \
+                 .npy 2-D float32 matrix",
                 self.file.display()
             ),
-        }
+        };
+        Ok(Records { total, source })
     }
 
-    async fn run(self, data: DataPlane) -> anyhow::Result<Value> {
-        let total = count_records(&self.file)?.saturating_sub(self.skip);
-        let file = std::fs::File::open(&self.file)
-            .with_context(|| format!("cannot open {}", self.file.display()))?;
-        let mut progress = Progress::new(total);
+    async fn run(self, mut records: Records, data: DataPlane) -> anyhow::Result<Value> {
+        let mut progress = Progress::new(records.total);
         let mut sending = JoinSet::new();
         // Acknowledged batches: sequence → records of the file up to the batch's end; the
         // contiguous prefix tells `--skip` for a re-run.
@@ -491,33 +543,32 @@ impl Upsert {
             records: self.skip,
         };
         let mut batch = Vec::with_capacity(self.batch);
-        let mut seen: u64 = 0;
+        let mut seen: u64 = self.skip;
         let mut sequence = 0;
         let mut upserted: u64 = 0;
-        for (number, line) in BufReader::new(file).lines().enumerate() {
-            let number = number + 1;
-            let line = line
-                .with_context(|| format!("{}: cannot read line {number}", self.file.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
+        while let Some(read) = records
+            .next()
+            .with_context(|| self.file.display().to_string())?
+        {
             seen += 1;
-            if seen <= self.skip {
-                continue;
-            }
-            let record = match parse_record(&line) {
+            let record = match read {
                 Ok(record) => record,
-                Err(message) => {
+                Err(bad) => {
                     // What is in flight still lands: wait, so the resume point is exact.
                     while let Some(sent) = sending.join_next().await {
                         upserted += settle(sent, &mut acknowledged, &mut resume)?;
                     }
                     progress.finish(upserted);
                     bail!(
-                        "{}: line {number}: {message}\nnothing of this line's batch was sent; {} \
-                         records before it were upserted (fix the line and re-run with --skip {})",
+                        "{}: {} {}: {}\nnothing of this {}'s batch was sent; {} records before it \
+                         were upserted (fix the {} and re-run with --skip {})",
                         self.file.display(),
+                        bad.unit,
+                        bad.number,
+                        bad.message,
+                        bad.unit,
                         upserted,
+                        bad.unit,
                         resume.records
                     );
                 }
@@ -602,6 +653,146 @@ fn settle(
             resume.records, resume.records
         ))),
     }
+}
+
+/// An upsert's input, positioned past `--skip`: what is left of it and where it comes from.
+struct Records {
+    total: u64,
+    source: Source,
+}
+
+/// Where records come from: JSON Lines, or a `.npy` matrix's rows with their ids.
+enum Source {
+    Jsonl {
+        lines: std::io::Lines<BufReader<File>>,
+        /// The last line read, 1-based.
+        number: usize,
+        /// Records still to pass over unparsed.
+        skip: u64,
+    },
+    Npy {
+        rows: npy::Rows,
+        ids: Ids,
+    },
+}
+
+/// A `.npy` row's id: the prefix and the row's index, or the ids file's line.
+enum Ids {
+    Prefix(String),
+    File(IdsFile),
+}
+
+/// An ids file being read in step with the rows.
+struct IdsFile {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+}
+
+/// A record that cannot be sent: which line or row, and why.
+struct Bad {
+    unit: &'static str,
+    number: u64,
+    message: String,
+}
+
+impl Records {
+    /// The next record, a record that cannot be sent, or `None` at the end.
+    fn next(&mut self) -> anyhow::Result<Option<Result<Vector, Bad>>> {
+        match &mut self.source {
+            Source::Jsonl {
+                lines,
+                number,
+                skip,
+            } => loop {
+                let Some(line) = lines.next() else {
+                    return Ok(None);
+                };
+                *number += 1;
+                let line = line.with_context(|| format!("cannot read line {number}"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if *skip > 0 {
+                    *skip -= 1;
+                    continue;
+                }
+                return Ok(Some(parse_record(&line).map_err(|message| Bad {
+                    unit: "line",
+                    number: *number as u64,
+                    message,
+                })));
+            },
+            Source::Npy { rows, ids } => {
+                let Some((row, values)) = rows.next_row()? else {
+                    return Ok(None);
+                };
+                let id = match ids {
+                    Ids::Prefix(prefix) => format!("{prefix}{row}"),
+                    Ids::File(file) => file.next(row)?,
+                };
+                if let Some((at, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Ok(Some(Err(Bad {
+                        unit: "row",
+                        number: row,
+                        message: format!("values[{at}] is {value}; values must be finite"),
+                    })));
+                }
+                Ok(Some(Ok(Vector {
+                    id,
+                    values,
+                    ..Vector::default()
+                })))
+            }
+        }
+    }
+}
+
+impl IdsFile {
+    fn next(&mut self, row: u64) -> anyhow::Result<String> {
+        match self.lines.next() {
+            Some(line) => Ok(line
+                .with_context(|| format!("cannot read {}", self.path.display()))?
+                .trim_end_matches('\r')
+                .to_owned()),
+            None => bail!("{}: no id for row {row}", self.path.display()),
+        }
+    }
+}
+
+/// Opens an ids file after checking it holds one non-empty id a line for each of `rows`,
+/// positioned at the id of row `skip`.
+fn open_ids(path: &Path, rows: u64, skip: u64) -> anyhow::Result<IdsFile> {
+    let open = || {
+        File::open(path)
+            .map(|file| BufReader::new(file).lines())
+            .with_context(|| format!("cannot open {}", path.display()))
+    };
+    let mut count: u64 = 0;
+    for line in open()? {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        count += 1;
+        if line.trim_end_matches('\r').is_empty() {
+            bail!(
+                "{}: line {count} is empty; give one id a line, one for each row",
+                path.display()
+            );
+        }
+    }
+    if count != rows {
+        bail!(
+            "{} has {count} ids but the matrix has {rows} rows; give one id a line, one for each \
+             row (nothing was sent)",
+            path.display()
+        );
+    }
+    let mut ids = IdsFile {
+        path: path.to_owned(),
+        lines: open()?,
+    };
+    for row in 0..skip.min(rows) {
+        ids.next(row)?;
+    }
+    Ok(ids)
 }
 
 /// The file's non-blank lines, for the ETA.

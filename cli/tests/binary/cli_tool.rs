@@ -467,8 +467,8 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     assert_eq!(total("books", &env), 10);
 
     // Other formats are refused, saying so, before anything is sent.
-    let npy = dir.path().join("data.npy");
-    std::fs::write(&npy, b"").unwrap();
+    let parquet = dir.path().join("data.parquet");
+    std::fs::write(&parquet, b"").unwrap();
     let (code, _, stderr) = cli(
         &[
             "vectors",
@@ -476,12 +476,180 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
             "--index",
             "books",
             "--file",
-            npy.to_str().unwrap(),
+            parquet.to_str().unwrap(),
         ],
         &env,
     );
     assert_ne!(code, 0);
     assert!(stderr.contains("not supported yet"), "{stderr}");
+}
+
+/// A version 1.0 `.npy` file as NumPy writes it: magic, version, header length, the header
+/// dict padded with spaces to a newline at a 64-byte boundary, then the data.
+fn write_npy(path: &std::path::Path, descr: &str, shape: &str, data: &[u8]) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(&["indexes", "create", "emb", "--dimension", "4"], &env);
+
+    let data = records(12, 4);
+    let f32s: Vec<u8> = data
+        .iter()
+        .flat_map(|(_, values, _)| values.iter().flat_map(|v| v.to_le_bytes()))
+        .collect();
+    let file = dir.path().join("emb.npy");
+    write_npy(&file, "<f4", "(12, 4)", &f32s);
+    let path = file.to_str().unwrap();
+    let query = |namespace: &str| {
+        let vector = serde_json::to_string(&data[7].1).unwrap();
+        let answer = json(
+            &[
+                "vectors", "query", "--index", "emb", "-n", namespace, "--vector", &vector,
+                "--top-k", "1",
+            ],
+            &env,
+        );
+        answer["matches"][0]["id"].as_str().unwrap().to_owned()
+    };
+
+    // Generated ids: the file's stem and "-" by default, in batches, resumable by row.
+    let upserted = json(
+        &[
+            "vectors", "upsert", "--index", "emb", "--file", path, "--batch", "5",
+        ],
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 12);
+    assert_eq!(total("emb", &env), 12);
+    assert_eq!(query(""), "emb-7");
+    let skipped = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "emb",
+            "-n",
+            "p",
+            "--file",
+            path,
+            "--id-prefix",
+            "doc",
+            "--skip",
+            "5",
+        ],
+        &env,
+    );
+    assert_eq!(skipped["upserted_count"], 7);
+    assert_eq!(query("p"), "doc7");
+    let listed = json(&["vectors", "list", "--index", "emb", "-n", "p"], &env);
+    let mut listed: Vec<&str> = listed["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["id"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        ["doc10", "doc11", "doc5", "doc6", "doc7", "doc8", "doc9"],
+        "--skip 5 starts at row 5"
+    );
+
+    // Ids from a second file, one a line; float64 is converted.
+    let f64s: Vec<u8> = data
+        .iter()
+        .flat_map(|(_, values, _)| values.iter().flat_map(|&v| f64::from(v).to_le_bytes()))
+        .collect();
+    let wide = dir.path().join("wide.npy");
+    write_npy(&wide, "<f8", "(12, 4)", &f64s);
+    let ids = dir.path().join("ids.txt");
+    let names: String = (0..12).map(|i| format!("movie-{}\n", i * 10)).collect();
+    std::fs::write(&ids, names).unwrap();
+    let from_file = json(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "emb",
+            "-n",
+            "f",
+            "--file",
+            wide.to_str().unwrap(),
+            "--ids-file",
+            ids.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(from_file["upserted_count"], 12);
+    assert_eq!(query("f"), "movie-70");
+    assert_eq!(total("emb", &env), 12 + 7 + 12);
+
+    // An ids file of the wrong length is refused before anything is sent.
+    json(&["indexes", "create", "empty", "--dimension", "4"], &env);
+    std::fs::write(&ids, "a\nb\nc\n").unwrap();
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "empty",
+            "--file",
+            path,
+            "--ids-file",
+            ids.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("3 ids") && stderr.contains("12 rows"),
+        "{stderr}"
+    );
+    assert_eq!(total("empty", &env), 0);
+
+    // Arrays of another dtype or shape are refused naming what was found.
+    let refused = |descr: &str, shape: &str, data: &[u8]| {
+        let bad = dir.path().join("bad.npy");
+        write_npy(&bad, descr, shape, data);
+        let (code, _, stderr) = cli(
+            &[
+                "vectors",
+                "upsert",
+                "--index",
+                "empty",
+                "--file",
+                bad.to_str().unwrap(),
+            ],
+            &env,
+        );
+        assert_ne!(code, 0);
+        stderr
+    };
+    let stderr = refused("<i4", "(12, 4)", &f32s);
+    assert!(
+        stderr.contains("'<i4'") && stderr.contains("'<f4'"),
+        "{stderr}"
+    );
+    let stderr = refused("<f4", "(48,)", &f32s);
+    assert!(
+        stderr.contains("(48,)") && stderr.contains("2-D"),
+        "{stderr}"
+    );
+    assert_eq!(total("empty", &env), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
