@@ -650,6 +650,54 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
         "{stderr}"
     );
     assert_eq!(total("empty", &env), 0);
+
+    // Ids flags belong to .npy input: a JSON Lines record carries its own id.
+    let lines = dir.path().join("data.jsonl");
+    write_jsonl(&lines, &data);
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "empty",
+            "--file",
+            lines.to_str().unwrap(),
+            "--id-prefix",
+            "x",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains(".npy input only"), "{stderr}");
+    assert_eq!(total("empty", &env), 0);
+
+    // A row that is not finite stops the run like a bad JSON line: by row, with the --skip
+    // that resumes it, and nothing of its batch sent.
+    let mut holed = f32s.clone();
+    holed[7 * 16 + 8..7 * 16 + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let hole = dir.path().join("hole.npy");
+    write_npy(&hole, "<f4", "(12, 4)", &holed);
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "upsert",
+            "--index",
+            "empty",
+            "--file",
+            hole.to_str().unwrap(),
+            "--batch",
+            "5",
+            "--in-flight",
+            "1",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("row 7") && stderr.contains("values[2]") && stderr.contains("--skip 5"),
+        "{stderr}"
+    );
+    assert_eq!(total("empty", &env), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
