@@ -2,28 +2,9 @@
 //! control plane (issue 18, item 1), JSON output for scripts, tables for people, and the
 //! server's message with a non-zero exit when a call fails.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use super::harness::*;
-
-/// Runs `larch <args>` to completion with a clean environment plus `env`; returns the exit
-/// code, stdout and stderr.
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
-    command.args(args);
-    clear_larch_env(&mut command);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("larch runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
 
 /// Runs a command that must succeed with `--output json` and parses what it printed.
 fn json(args: &[&str], env: &[(&str, &str)]) -> Value {
@@ -702,33 +683,9 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
-    use super::split::{KEY, start_data_plane};
-    let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
-    let data_addr = data.logged_addr("larch data plane listening").to_string();
-    let port = data_addr.rsplit(':').next().unwrap();
-    let control = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            control_dir.path().to_str().unwrap(),
-            "--control-addr",
-            &format!("127.0.0.1:{control_port}"),
-            "--data-plane-url",
-            &format!("http://{data_addr}"),
-            "--host-template",
-            &format!("{{index}}.{{project}}.larch.invalid:{port}"),
-        ],
-        &[("LARCH_API_KEY", KEY)],
-    );
-    let control_addr = control.control_addr().to_string();
-    wait_serving(&control_addr, "").await;
-    wait_serving(&data_addr, "").await;
+    use super::split::{KEY, Split};
+    let split = Split::start("larch.invalid").await;
+    let (control_addr, data_addr, port) = (&split.control_addr, &split.data_addr, &split.data_port);
     let url = format!("http://{control_addr}");
     let env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
 

@@ -38,6 +38,23 @@ pub(crate) fn clear_larch_env(command: &mut Command) {
     }
 }
 
+/// Runs `larch <args>` to completion with a clean environment plus `env`; returns the exit
+/// code, stdout and stderr.
+pub(crate) fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
+    command.args(args);
+    clear_larch_env(&mut command);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("larch runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
 /// failing test never leaves a server behind.
 pub(crate) struct Larch {

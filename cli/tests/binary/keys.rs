@@ -2,8 +2,6 @@
 //! `larch serve`, keys never in the log even at trace level, audit events for refusals and
 //! changes, `LARCH_API_KEY_FILE`, and rotating the bootstrap key without losing data.
 
-use std::process::Command;
-
 use larch_proto::control::CreateIndexRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
 use larch_proto::pinecone::DescribeIndexStatsRequest;
@@ -12,23 +10,6 @@ use serde_json::Value;
 use tonic::Code;
 
 use super::harness::*;
-
-/// Runs `larch <args>` to completion with a clean environment plus `env`; returns the exit
-/// code, stdout and stderr.
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_larch"));
-    command.args(args);
-    clear_larch_env(&mut command);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("larch runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
 
 /// Runs an admin command that must succeed and parses its JSON.
 fn admin(args: &[&str], env: &[(&str, &str)]) -> Value {

@@ -107,40 +107,75 @@ pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: 
     )
 }
 
+/// A control plane and a data plane in split mode on ports of their own, indexes named
+/// `{index}.{project}.<domain>:<data-plane port>`, both SERVING (the data plane once it has
+/// synced with the control plane).
+pub(super) struct Split {
+    pub(super) control: Larch,
+    pub(super) data: Larch,
+    pub(super) control_addr: String,
+    pub(super) data_addr: String,
+    pub(super) control_port: u16,
+    /// The data plane's port, as index hosts name it.
+    pub(super) data_port: String,
+    pub(super) control_dir: tempfile::TempDir,
+    pub(super) data_dir: tempfile::TempDir,
+}
+
+impl Split {
+    pub(super) async fn start(domain: &str) -> Split {
+        let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // The data plane needs the control plane's URL and the other way round: reserve a port
+        // for the control plane, start the data plane (it retries until the control plane is
+        // up).
+        let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
+        let data_addr = data.logged_addr("larch data plane listening").to_string();
+        let data_port = data_addr.rsplit(':').next().unwrap().to_owned();
+        let control = Larch::spawn(
+            &[
+                "control-plane",
+                "--data-dir",
+                control_dir.path().to_str().unwrap(),
+                "--control-addr",
+                &format!("127.0.0.1:{control_port}"),
+                "--data-plane-url",
+                &format!("http://{data_addr}"),
+                "--host-template",
+                &format!("{{index}}.{{project}}.{domain}:{data_port}"),
+            ],
+            &[("LARCH_API_KEY", KEY)],
+        );
+        let control_addr = control.control_addr().to_string();
+        wait_serving(&control_addr, "").await;
+        wait_serving(&data_addr, "").await;
+        Split {
+            control,
+            data,
+            control_addr,
+            data_addr,
+            control_port,
+            data_port,
+            control_dir,
+            data_dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_planes_serve_indexes_and_follow_key_changes() {
-    let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // The data plane needs the control plane's URL and the other way round: reserve a port for
-    // the control plane, start the data plane (it retries until the control plane is up).
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
-    let data_addr = data.logged_addr("larch data plane listening").to_string();
-    let template = format!(
-        "{{index}}.{{project}}.larch.test:{}",
-        data_addr.rsplit(':').next().unwrap()
+    // Bound whole, so the directories live as long as the processes (the fields taken out
+    // below are moved, the rest stays in `split`).
+    let mut split = Split::start("larch.test").await;
+    let (control_addr, data_addr, control_port) = (
+        split.control_addr.clone(),
+        split.data_addr.clone(),
+        split.control_port,
     );
-    let control = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            control_dir.path().to_str().unwrap(),
-            "--control-addr",
-            &format!("127.0.0.1:{control_port}"),
-            "--data-plane-url",
-            &format!("http://{data_addr}"),
-            "--host-template",
-            &template,
-        ],
-        &[("LARCH_API_KEY", KEY)],
-    );
-    let control_addr = control.control_addr().to_string();
-    wait_serving(&control_addr, "").await;
-    // The data plane reports SERVING once it has synced with the control plane.
-    wait_serving(&data_addr, "").await;
 
     let mut indexes = IndexServiceClient::new(connect(&control_addr).await);
     let model = indexes
@@ -188,11 +223,17 @@ async fn split_planes_serve_indexes_and_follow_key_changes() {
 
     // A data plane restart (same address, as behind a Service) recovers the index from the
     // control plane's list.
-    let mut data = data;
-    assert!(data.terminate().success(), "stderr:\n{}", data.stderr());
-    let data = start_data_plane(data_dir.path(), &data_addr, control_port);
+    assert!(
+        split.data.terminate().success(),
+        "stderr:\n{}",
+        split.data.stderr()
+    );
+    split.data = start_data_plane(split.data_dir.path(), &data_addr, control_port);
     assert_eq!(
-        data.logged_addr("larch data plane listening").to_string(),
+        split
+            .data
+            .logged_addr("larch data plane listening")
+            .to_string(),
         data_addr
     );
     wait_serving(&data_addr, "").await;
@@ -215,6 +256,5 @@ async fn split_planes_serve_indexes_and_follow_key_changes() {
         .unwrap();
     let err = query(&data_addr, &model.host, KEY).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    drop(data);
-    drop(control);
+    drop(split);
 }
