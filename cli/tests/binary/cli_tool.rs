@@ -713,7 +713,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
             "--file",
             file,
             "--connect-to",
-            &data_addr,
+            data_addr,
         ],
         &env,
     );

@@ -111,14 +111,16 @@ pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: 
 /// `{index}.{project}.<domain>:<data-plane port>`, both SERVING (the data plane once it has
 /// synced with the control plane).
 pub(super) struct Split {
-    pub(super) control: Larch,
+    /// Held so the control plane runs as long as the pair.
+    pub(super) _control: Larch,
     pub(super) data: Larch,
     pub(super) control_addr: String,
     pub(super) data_addr: String,
     pub(super) control_port: u16,
     /// The data plane's port, as index hosts name it.
     pub(super) data_port: String,
-    pub(super) control_dir: tempfile::TempDir,
+    /// Held so the control plane's data lives as long as the pair.
+    pub(super) _control_dir: tempfile::TempDir,
     pub(super) data_dir: tempfile::TempDir,
 }
 
@@ -154,13 +156,13 @@ impl Split {
         wait_serving(&control_addr, "").await;
         wait_serving(&data_addr, "").await;
         Split {
-            control,
+            _control: control,
             data,
             control_addr,
             data_addr,
             control_port,
             data_port,
-            control_dir,
+            _control_dir: control_dir,
             data_dir,
         }
     }
