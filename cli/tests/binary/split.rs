@@ -93,6 +93,17 @@ pub(super) async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, what: &
 }
 
 pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: u16) -> Larch {
+    start_data_plane_with(dir, addr, control_port, &[])
+}
+
+/// [`start_data_plane`] with more environment variables (`LARCH_…` settings).
+fn start_data_plane_with(
+    dir: &std::path::Path,
+    addr: &str,
+    control_port: u16,
+    env: &[(&str, &str)],
+) -> Larch {
+    let base = [("LARCH_API_KEY", KEY), ("LARCH_KEY_REFRESH_SECS", "1")];
     Larch::spawn(
         &[
             "data-plane",
@@ -103,7 +114,7 @@ pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: 
             "--control-plane-url",
             &format!("http://127.0.0.1:{control_port}"),
         ],
-        &[("LARCH_API_KEY", KEY), ("LARCH_KEY_REFRESH_SECS", "1")],
+        &[&base[..], env].concat(),
     )
 }
 
@@ -111,8 +122,7 @@ pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: 
 /// `{index}.{project}.<domain>:<data-plane port>`, both SERVING (the data plane once it has
 /// synced with the control plane).
 pub(super) struct Split {
-    /// Held so the control plane runs as long as the pair.
-    pub(super) _control: Larch,
+    pub(super) control: Larch,
     pub(super) data: Larch,
     pub(super) control_addr: String,
     pub(super) data_addr: String,
@@ -126,6 +136,12 @@ pub(super) struct Split {
 
 impl Split {
     pub(super) async fn start(domain: &str) -> Split {
+        Split::start_with(domain, &[]).await
+    }
+
+    /// [`Split::start`] with more environment variables for both processes (each ignores the
+    /// `LARCH_…` settings that are not its own).
+    pub(super) async fn start_with(domain: &str, env: &[(&str, &str)]) -> Split {
         let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         // The data plane needs the control plane's URL and the other way round: reserve a port
         // for the control plane, start the data plane (it retries until the control plane is
@@ -135,7 +151,7 @@ impl Split {
             .local_addr()
             .unwrap()
             .port();
-        let data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
+        let data = start_data_plane_with(data_dir.path(), "127.0.0.1:0", control_port, env);
         let data_addr = data.logged_addr("larch data plane listening").to_string();
         let data_port = data_addr.rsplit(':').next().unwrap().to_owned();
         let control = Larch::spawn(
@@ -150,13 +166,13 @@ impl Split {
                 "--host-template",
                 &format!("{{index}}.{{project}}.{domain}:{data_port}"),
             ],
-            &[("LARCH_API_KEY", KEY)],
+            &[&[("LARCH_API_KEY", KEY)][..], env].concat(),
         );
         let control_addr = control.control_addr().to_string();
         wait_serving(&control_addr, "").await;
         wait_serving(&data_addr, "").await;
         Split {
-            _control: control,
+            control,
             data,
             control_addr,
             data_addr,

@@ -13,7 +13,7 @@ use larch_proto::control::{
 use tonic::Code;
 
 use super::harness::*;
-use super::split::{KEY, query};
+use super::split::{KEY, Split, query};
 
 /// Far longer than the planes' 2 s internal timeout, yet finite: a call that takes longer hangs.
 const BOUND: Duration = Duration::from_secs(30);
@@ -68,49 +68,17 @@ async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_14_a_paused_plane_never_hangs_the_other() {
-    let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = Larch::spawn(
+    let split = Split::start_with(
+        "larch.test",
         &[
-            "data-plane",
-            "--data-dir",
-            data_dir.path().to_str().unwrap(),
-            "--data-addr",
-            "127.0.0.1:0",
-            "--control-plane-url",
-            &format!("http://127.0.0.1:{control_port}"),
-        ],
-        &[
-            ("LARCH_API_KEY", KEY),
-            ("LARCH_KEY_REFRESH_SECS", "1"),
             ("LARCH_INTERNAL_TIMEOUT_SECS", "2"),
             // Long enough that the keys stay fresh while the control plane is paused here.
             ("LARCH_KEY_MAX_AGE_SECS", "600"),
         ],
-    );
-    let data_addr = data.logged_addr("larch data plane listening").to_string();
-    let port = data_addr.rsplit(':').next().unwrap().to_owned();
-    let control = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            control_dir.path().to_str().unwrap(),
-            "--control-addr",
-            &format!("127.0.0.1:{control_port}"),
-            "--data-plane-url",
-            &format!("http://{data_addr}"),
-            "--host-template",
-            &format!("{{index}}.{{project}}.larch.test:{port}"),
-        ],
-        &[("LARCH_API_KEY", KEY), ("LARCH_INTERNAL_TIMEOUT_SECS", "2")],
-    );
-    let control_addr = control.control_addr().to_string();
-    wait_serving(&control_addr, "").await;
-    wait_serving(&data_addr, "").await;
+    )
+    .await;
+    let (control, data) = (&split.control, &split.data);
+    let (control_addr, data_addr) = (split.control_addr.clone(), split.data_addr.clone());
     let mut indexes = IndexServiceClient::new(connect(&control_addr).await);
     let movies = indexes
         .create_index(with_key(create("movies"), Some(KEY)))
@@ -121,7 +89,7 @@ async fn issue_14_a_paused_plane_never_hangs_the_other() {
     // The data plane paused: the control plane still lists and describes, and a change that
     // needs the data plane fails within the bound instead of hanging (and holding up reads).
     {
-        let _paused = Paused::new(&data);
+        let _paused = Paused::new(data);
         let mut creating = indexes.clone();
         let create = tokio::spawn(async move {
             creating
@@ -208,20 +176,20 @@ async fn issue_14_a_paused_plane_never_hangs_the_other() {
     // the data plane keeps serving with what it has; resumed, it syncs again.
     let failed = "cannot sync with the control plane";
     let recovered = "in sync with the control plane again";
-    let (failed_before, recovered_before) = (logged(&data, failed), logged(&data, recovered));
+    let (failed_before, recovered_before) = (logged(data, failed), logged(data, recovered));
     {
-        let _paused = Paused::new(&control);
+        let _paused = Paused::new(control);
         super::split::eventually(
             BOUND,
             "a logged timeout of the data plane's pull",
-            async || logged(&data, failed) > failed_before,
+            async || logged(data, failed) > failed_before,
         )
         .await;
         let served = bounded("Query", query(&data_addr, &movies.host, KEY)).await;
         assert_eq!(served.unwrap(), 0);
     }
     super::split::eventually(BOUND, "the data plane syncing again", async || {
-        logged(&data, recovered) > recovered_before
+        logged(data, recovered) > recovered_before
     })
     .await;
     let stderr = data.stderr();
