@@ -216,18 +216,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     write_jsonl(&file, &data);
     let file = file.to_str().unwrap();
     let upserted = json(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "movies",
-            "--file",
-            file,
-            "--batch",
-            "300",
-            "--in-flight",
-            "3",
-        ],
+        &upsert_args("movies", file, &["--batch", "300", "--in-flight", "3"]),
         &env,
     );
     assert_eq!(upserted["upserted_count"], 2500);
@@ -319,16 +308,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     let other = dir.path().join("other.jsonl");
     write_jsonl(&other, &records(3, 8));
     json(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "movies",
-            "--namespace",
-            "other",
-            "--file",
-            other.to_str().unwrap(),
-        ],
+        &upsert_args("movies", other.to_str().unwrap(), &["--namespace", "other"]),
         &env,
     );
     let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
@@ -408,9 +388,7 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let path = file.to_str().unwrap();
 
-    let args = [
-        "vectors", "upsert", "--index", "books", "--file", path, "--batch", "3",
-    ];
+    let args = upsert_args("books", path, &["--batch", "3"]);
     let (code, _, stderr) = cli(&args, &env);
     assert_ne!(code, 0);
     assert!(stderr.contains("line 7"), "{stderr}");
@@ -429,17 +407,7 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     // records before the refused batch stay in.
     let wrong = dir.path().join("wrong.jsonl");
     std::fs::write(&wrong, "{\"id\":\"w0\",\"values\":[1,2,3]}\n").unwrap();
-    let (code, _, stderr) = cli(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "books",
-            "--file",
-            wrong.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let (code, _, stderr) = cli(&upsert_args("books", wrong.to_str().unwrap(), &[]), &env);
     assert_ne!(code, 0);
     assert!(
         stderr.contains("InvalidArgument") && stderr.contains("dimension"),
@@ -450,19 +418,18 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     // Other formats are refused, saying so, before anything is sent.
     let parquet = dir.path().join("data.parquet");
     std::fs::write(&parquet, b"").unwrap();
-    let (code, _, stderr) = cli(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "books",
-            "--file",
-            parquet.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let (code, _, stderr) = cli(&upsert_args("books", parquet.to_str().unwrap(), &[]), &env);
     assert_ne!(code, 0);
     assert!(stderr.contains("not supported yet"), "{stderr}");
+}
+
+/// `vectors upsert --index <index> --file <file>` followed by `more`.
+fn upsert_args<'a>(index: &'a str, file: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["vectors", "upsert", "--index", index, "--file", file][..],
+        more,
+    ]
+    .concat()
 }
 
 /// A version 1.0 `.npy` file as NumPy writes it: magic, version, header length, the header
@@ -508,30 +475,16 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     };
 
     // Generated ids: the file's stem and "-" by default, in batches, resumable by row.
-    let upserted = json(
-        &[
-            "vectors", "upsert", "--index", "emb", "--file", path, "--batch", "5",
-        ],
-        &env,
-    );
+    let upserted = json(&upsert_args("emb", path, &["--batch", "5"]), &env);
     assert_eq!(upserted["upserted_count"], 12);
     assert_eq!(total("emb", &env), 12);
     assert_eq!(query(""), "emb-7");
     let skipped = json(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
+        &upsert_args(
             "emb",
-            "-n",
-            "p",
-            "--file",
             path,
-            "--id-prefix",
-            "doc",
-            "--skip",
-            "5",
-        ],
+            &["-n", "p", "--id-prefix", "doc", "--skip", "5"],
+        ),
         &env,
     );
     assert_eq!(skipped["upserted_count"], 7);
@@ -561,18 +514,11 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let names: String = (0..12).map(|i| format!("movie-{}\n", i * 10)).collect();
     std::fs::write(&ids, names).unwrap();
     let from_file = json(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
+        &upsert_args(
             "emb",
-            "-n",
-            "f",
-            "--file",
             wide.to_str().unwrap(),
-            "--ids-file",
-            ids.to_str().unwrap(),
-        ],
+            &["-n", "f", "--ids-file", ids.to_str().unwrap()],
+        ),
         &env,
     );
     assert_eq!(from_file["upserted_count"], 12);
@@ -583,16 +529,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     json(&["indexes", "create", "empty", "--dimension", "4"], &env);
     std::fs::write(&ids, "a\nb\nc\n").unwrap();
     let (code, _, stderr) = cli(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "empty",
-            "--file",
-            path,
-            "--ids-file",
-            ids.to_str().unwrap(),
-        ],
+        &upsert_args("empty", path, &["--ids-file", ids.to_str().unwrap()]),
         &env,
     );
     assert_ne!(code, 0);
@@ -606,17 +543,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let refused = |descr: &str, shape: &str, data: &[u8]| {
         let bad = dir.path().join("bad.npy");
         write_npy(&bad, descr, shape, data);
-        let (code, _, stderr) = cli(
-            &[
-                "vectors",
-                "upsert",
-                "--index",
-                "empty",
-                "--file",
-                bad.to_str().unwrap(),
-            ],
-            &env,
-        );
+        let (code, _, stderr) = cli(&upsert_args("empty", bad.to_str().unwrap(), &[]), &env);
         assert_ne!(code, 0);
         stderr
     };
@@ -636,16 +563,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let lines = dir.path().join("data.jsonl");
     write_jsonl(&lines, &data);
     let (code, _, stderr) = cli(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "empty",
-            "--file",
-            lines.to_str().unwrap(),
-            "--id-prefix",
-            "x",
-        ],
+        &upsert_args("empty", lines.to_str().unwrap(), &["--id-prefix", "x"]),
         &env,
     );
     assert_ne!(code, 0);
@@ -659,18 +577,11 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let hole = dir.path().join("hole.npy");
     write_npy(&hole, "<f4", "(12, 4)", &holed);
     let (code, _, stderr) = cli(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
+        &upsert_args(
             "empty",
-            "--file",
             hole.to_str().unwrap(),
-            "--batch",
-            "5",
-            "--in-flight",
-            "1",
-        ],
+            &["--batch", "5", "--in-flight", "1"],
+        ),
         &env,
     );
     assert_ne!(code, 0);
@@ -705,16 +616,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
     assert!(stderr.contains("cannot reach index movies"), "{stderr}");
 
     let upserted = json(
-        &[
-            "vectors",
-            "upsert",
-            "--index",
-            "movies",
-            "--file",
-            file,
-            "--connect-to",
-            data_addr,
-        ],
+        &upsert_args("movies", file, &["--connect-to", data_addr]),
         &env,
     );
     assert_eq!(upserted["upserted_count"], 5);
