@@ -9,6 +9,8 @@
 //! |---|---|
 //! | `log` | the batch object format, [`LogReader`](log::LogReader) (replay and tailing), the conditional create every batch goes through |
 //! | `writer` | [`Writer`](writer::Writer): group commit, ambiguous PUTs, the fence at open, truncation; the [`Authority`](writer::Authority) it writes under |
+//! | `lease` | [`Contender`](lease::Contender) and [`Lease`](lease::Lease): the lease object, acquisition, takeover, renewal, release |
+//! | `clock` | [`Clock`](clock::Clock): the monotonic clock leases are timed with, and a fake one for tests |
 //! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters |
 
 use std::{fmt, future::Future, path::PathBuf, sync::Arc};
@@ -20,10 +22,14 @@ use object_store::{
 
 use crate::{Error, ErrorCode};
 
+pub(crate) mod clock;
 #[cfg(test)]
 mod faulty;
+pub(crate) mod lease;
 pub(crate) mod log;
 pub(crate) mod writer;
+
+use clock::Clock;
 
 /// What went wrong in the object log, its lease or its fence.
 ///
@@ -133,9 +139,10 @@ impl fmt::Debug for Bucket {
     }
 }
 
-/// An object read back.
+/// An object read back with the version a conditional write must name.
 struct Fetched {
     bytes: Vec<u8>,
+    version: UpdateVersion,
 }
 
 impl Bucket {
@@ -159,13 +166,22 @@ impl Bucket {
         self.prefix.clone().join("wal")
     }
 
+    fn lease(&self) -> ObjectPath {
+        self.prefix.clone().join("lease")
+    }
+
     /// The object at `path`; `None` if there is none.
     fn get(&self, path: &ObjectPath) -> Result<Option<Fetched>, object_store::Error> {
         let fetched = wait(async {
             let result = self.store.get(path).await?;
+            let version = UpdateVersion {
+                e_tag: result.meta.e_tag.clone(),
+                version: result.meta.version.clone(),
+            };
             let bytes = result.bytes().await?;
             Ok(Fetched {
                 bytes: bytes.to_vec(),
+                version,
             })
         });
         match fetched {
