@@ -1,7 +1,125 @@
 //! The object write-ahead log of an index on a shared object store, its
 //! writer lease and the fence that stops a stale writer (issue 17).
 //!
-//! PROTOCOL-DOCS
+//! This is the write path for stateless data-plane pods over an
+//! S3-compatible bucket: the bucket is the only durable state, and the only
+//! arbiter between pods is the bucket's conditional put (`PutMode::Create` =
+//! `If-None-Match: *`, `PutMode::Update` = `If-Match`). There is no
+//! consensus protocol of our own. This module is plain library code; the
+//! index and the server wire it in.
+//!
+//! # Objects
+//!
+//! ```text
+//! <prefix>/lease                       holder id, epoch, ttl, renewal counter, released (JSON)
+//! <prefix>/wal/00000000000000000042    one group-commit batch: magic, version, writer epoch,
+//!                                      random 128-bit batch id, seq, records, crc32
+//! ```
+//!
+//! `<prefix>` is an index's incarnation prefix, so a re-created index never
+//! meets these objects. The log's sequence numbers are dense: `wal/<n>`
+//! exists for every `n` from the manifest's start to the newest batch
+//! (below it, only fence batches are kept).
+//!
+//! # The protocol
+//!
+//! 1. **Lease** ([`lease`]). A process that wants to write acquires the
+//!    lease object: creates it (`If-None-Match: *`, epoch 1), or takes it
+//!    over (`If-Match` on the version it saw, epoch + 1) once it has seen the
+//!    *same* content and version unchanged for a full TTL on its own
+//!    monotonic clock, or at once if the lease says `released`. The holder
+//!    renews every TTL/3 (`If-Match`); it stops acknowledging once its last
+//!    successful renewal was *sent* more than TTL − margin ago, and a failed
+//!    `If-Match` means it lost the lease. On shutdown it writes `released`.
+//! 2. **Fence** ([`writer::Writer::open`]). The new holder, with epoch `E`,
+//!    replays the log from the manifest's start to the first missing number
+//!    `N + 1`, and creates `wal/<N+1>` as a *fence batch* (no records,
+//!    epoch `E`). If that number is taken first (an older writer's last
+//!    batch), it replays that batch and fences at the next number. A batch of
+//!    epoch ≥ `E` in the log means a newer writer exists: it does not write.
+//! 3. **Append** ([`writer::Writer::append`]). Appends are group-committed:
+//!    one batch object per create, at most one create in flight, the next
+//!    batch forming meanwhile (bounded in bytes), no lock held during the
+//!    create. A write is acknowledged only once the create of its batch
+//!    `wal/<seq>` (`If-None-Match: *`) succeeded and the lease still allows
+//!    acknowledging.
+//! 4. **Ambiguity** ([`log::create_batch`]). A create whose answer is an
+//!    error, a timeout or `AlreadyExists` (a retried request whose first
+//!    attempt landed) is resolved by reading `wal/<seq>` back: the same
+//!    batch id means it succeeded; another batch means a newer writer took
+//!    the number: this writer is **fenced** and fails this and every later
+//!    append (the engine answers `UNAVAILABLE` "not the writer"); no object
+//!    means the create did not happen and it is retried with the same
+//!    number and the same bytes. A number is never skipped and never retried
+//!    into `seq + 1`. When neither create nor read-back gets an answer, the
+//!    writer stops (outcome unknown), as the local log does after a failed
+//!    fsync; a new writer's replay shows what is there.
+//! 5. **Read** ([`log::LogReader`]). Replay and followers read `wal/<n>`,
+//!    `wal/<n+1>`, … up to the first missing number, checking each object's
+//!    crc32, that it holds the batch its key names, and that epochs never
+//!    decrease.
+//! 6. **Truncate** ([`writer::Writer::delete_before`]). Only an unfenced
+//!    writer that has just renewed its lease deletes batches, below a
+//!    durable manifest's start, oldest first (so the log from that start on
+//!    never has a gap), and never a fence batch. Readers and stale writers
+//!    never delete.
+//!
+//! # Why it is safe
+//!
+//! **No acknowledged write is lost, whatever the clocks do.** Objects are
+//! only ever created, never overwritten, so the create of `wal/<s>` is
+//! decided once, by the store. A writer creates `s + 1` only after `s` is
+//! its own (a batch or its fence), so from the oldest kept batch on the log
+//! is gap-free and a read up to the first missing number sees every batch.
+//! A new writer fences at the first missing number `f`, after replaying
+//! everything below it; a batch of the old writer that takes `f` first is
+//! replayed and the fence moves up. So every batch the old writer stored —
+//! every write it acknowledged — lies below the fence and is in the new
+//! writer's state. The old writer's next create is at a number ≤ the fence's,
+//! all taken, so it meets another batch id and stops for good: nothing it
+//! writes after the fence is ever acknowledged, and it never skips ahead
+//! into a number beyond the fence. Truncation keeps every fence, so this
+//! holds however long the old writer was paused; the only numbers it could
+//! still create are deleted ones below the fence, and there its create
+//! can only be the retry of a batch that was already replayed (a number it
+//! had not tried yet was free when the fence was placed, so it would be the
+//! fence's). Epochs only grow along the log, so a stale object is detected,
+//! not applied.
+//!
+//! **An ambiguous create is decided exactly once.** The batch id is 128
+//! random bits, so finding it in `wal/<s>` proves this writer's create
+//! landed; finding another id proves it did not and never will (the number
+//! is taken). A retry sends the same bytes under the same number, so a
+//! delayed first attempt and a retry cannot both land, and whichever lands
+//! is the same batch. The lease's writes are resolved the same way: every
+//! write carries a fresh renewal counter, so equal content is this write.
+//!
+//! **At most one writer acknowledges at a time, given bounded clock-rate
+//! differences.** A contender starts its TTL when its read of the lease
+//! returns, which is after the holder's last renewal landed, which is after
+//! that renewal was sent, when the holder's TTL − margin started. If, over
+//! one TTL, the holder's clock runs at least `1 − margin/TTL` as fast as the
+//! contender's (75% with the default margin of TTL/4; only intervals on each
+//! process's own monotonic clock are compared, never wall-clock times), the
+//! holder stops acknowledging before the contender can take over. A holder
+//! checks before starting a create and again before acknowledging it, so a
+//! create that outlives the lease is not acknowledged. A process paused
+//! between that check and its answer (SIGSTOP, a long GC) can answer late,
+//! but only with a write that is already in the log below any later fence:
+//! the clocks bound *when* a stale writer may answer; durability never
+//! depends on them.
+//!
+//! # Calling it
+//!
+//! Every call blocks its thread until the store answers: object_store's
+//! futures are driven on the calling thread with `futures_executor::block_on`,
+//! as the `storage` module does. Call it from blocking threads (the server's
+//! `spawn_blocking` pool, the engine's own threads), never from an async task.
+//! A store whose IO needs a Tokio runtime (object_store's S3 client) must be
+//! built with `with_http_connector(SpawnedReqwestConnector::new(handle))`,
+//! so its requests run on that runtime and its futures complete under any
+//! executor. Lease renewal is the caller's loop: sleep [`lease::Lease::renew_in`],
+//! then [`lease::Lease::renew`], until it fails with "not the writer".
 //!
 //! # Layout
 //!
@@ -10,7 +128,7 @@
 //! | `log` | the batch object format, [`LogReader`](log::LogReader) (replay and tailing), the conditional create every batch goes through |
 //! | `writer` | [`Writer`](writer::Writer): group commit, ambiguous PUTs, the fence at open, truncation; the [`Authority`](writer::Authority) it writes under |
 //! | `lease` | [`Contender`](lease::Contender) and [`Lease`](lease::Lease): the lease object, acquisition, takeover, renewal, release |
-//! | `clock` | [`Clock`](clock::Clock): the monotonic clock leases are timed with, and a fake one for tests |
+//! | `clock` | [`Clock`]: the monotonic clock leases are timed with, and a fake one for tests |
 //! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters |
 
 use std::{fmt, future::Future, path::PathBuf, sync::Arc};
@@ -209,10 +327,10 @@ impl Bucket {
         }
     }
 
-    /// The sequence numbers of the log objects present, ascending.
-    fn list_wal(&self) -> Result<Vec<u64>, object_store::Error> {
+    /// The log objects present, ascending: sequence number and size.
+    fn list_wal(&self) -> Result<Vec<(u64, u64)>, object_store::Error> {
         let dir = self.wal_dir();
-        let mut seqs = Vec::new();
+        let mut found = Vec::new();
         for meta in futures_executor::block_on_stream(self.store.list(Some(&dir))) {
             let meta = meta?;
             // Anything that is not `wal/<digits>` is not ours to touch.
@@ -222,10 +340,10 @@ impl Bucket {
                     _ => None,
                 }
             });
-            seqs.extend(seq);
+            found.extend(seq.map(|seq| (seq, meta.size)));
         }
-        seqs.sort_unstable();
-        Ok(seqs)
+        found.sort_unstable();
+        Ok(found)
     }
 }
 

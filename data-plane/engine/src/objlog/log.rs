@@ -30,6 +30,8 @@ const VERSION: u32 = 1;
 /// magic, version, epoch, batch id, seq, record count.
 const HEADER: usize = 8 + 4 + 8 + 16 + 8 + 4;
 const CRC: usize = 4;
+/// The size of a fence batch (no records); every other batch is larger.
+pub(crate) const FENCE_SIZE: u64 = (HEADER + CRC) as u64;
 
 /// The random id of one batch object: a writer recognises its own object by
 /// it when the answer to its create was lost.
@@ -343,6 +345,8 @@ mod tests {
         assert_eq!(Batch::decode(&path, 7, &bytes).unwrap(), original);
         let fence = batch(7, 3, &[]);
         assert!(Batch::decode(&path, 7, &fence.encode()).unwrap().is_fence());
+        assert_eq!(fence.encode().len() as u64, FENCE_SIZE);
+        assert!(batch(7, 3, &[b""]).encode().len() as u64 > FENCE_SIZE);
 
         // Under the wrong key.
         let err = Batch::decode(&path, 8, &bytes).unwrap_err();

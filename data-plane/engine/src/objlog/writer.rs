@@ -18,7 +18,7 @@ use std::{
 
 use super::{
     Bucket, LogError,
-    log::{Batch, BatchId, Created, LogReader, Retry, create_batch},
+    log::{Batch, BatchId, Created, FENCE_SIZE, LogReader, Retry, create_batch},
     unavailable,
 };
 
@@ -305,11 +305,18 @@ impl Writer {
     }
 
     /// Deletes the log's batches below `seq` (at most up to what is stored),
-    /// oldest first, so the log stays gap-free from its first object on;
+    /// oldest first, so the log stays gap-free from `seq` on while it runs;
     /// returns how many were deleted. Only a writer that is not fenced and
     /// has just confirmed its lease with the store deletes anything. The
     /// caller passes the start of a durable manifest, after a grace period
     /// for followers still reading below it.
+    ///
+    /// Fence batches are never deleted (they are tiny, one per change of
+    /// writer): a stale writer, however long it was paused, must always
+    /// meet the fence of its successor. Were that fence deleted, its next
+    /// create would succeed below the manifest's start and be acknowledged
+    /// but never replayed. Below a deleted fence-free number, a stale
+    /// writer can only re-create the very batch that was already replayed.
     pub(crate) fn delete_before(&self, seq: u64) -> Result<usize, LogError> {
         let seq = {
             let state = self.lock()?;
@@ -325,7 +332,10 @@ impl Writer {
             .list_wal()
             .map_err(|err| unavailable(what(), &err))?;
         let mut deleted = 0;
-        for old in present.into_iter().take_while(|old| *old < seq) {
+        for (old, size) in present.into_iter().take_while(|(old, _)| *old < seq) {
+            if size == FENCE_SIZE {
+                continue;
+            }
             self.bucket
                 .delete(&self.bucket.wal(old))
                 .map_err(|err| unavailable(what(), &err))?;
@@ -447,7 +457,12 @@ mod tests {
     fn whole_log(store: Arc<dyn ObjectStore>) -> Vec<Batch> {
         let bucket = Bucket::new(store, "idx");
         let batches = LogReader::new(bucket.clone(), 0).read_to_end().unwrap();
-        let present = bucket.list_wal().unwrap();
+        let present: Vec<u64> = bucket
+            .list_wal()
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
         let read: Vec<u64> = batches.iter().map(|b| b.seq).collect();
         assert_eq!(read, present, "the log has a gap");
         batches
@@ -712,7 +727,8 @@ mod tests {
         assert_eq!(follower_store.counts().deletes, 0);
         assert_eq!(follower_store.counts().puts, 0);
 
-        // The writer deletes, oldest first: a failure leaves no gap.
+        // The writer deletes, oldest first (a failure leaves no gap), and
+        // keeps every fence.
         new.append(vec![11]).unwrap();
         new_store.inject(
             Op::Delete,
@@ -721,21 +737,59 @@ mod tests {
             1,
         );
         assert!(new.delete_before(4).is_err());
-        assert_eq!(
-            Bucket::new(Arc::clone(&shared), "idx").list_wal().unwrap(),
-            [2, 3, 4, 5]
-        );
+        assert_eq!(kept(&shared), [0, 2, 3, 4, 5]);
         assert_eq!(new.delete_before(4), Ok(2));
-        assert_eq!(
-            Bucket::new(Arc::clone(&shared), "idx").list_wal().unwrap(),
-            [4, 5]
-        );
+        assert_eq!(kept(&shared), [0, 4, 5]);
         // Never past what is stored.
-        assert_eq!(new.delete_before(100), Ok(2));
-        assert!(Bucket::new(shared, "idx").list_wal().unwrap().is_empty());
-        assert_eq!(new_store.counts().deletes, 2 + 1 + 2 + 2);
+        assert_eq!(new.delete_before(100), Ok(1));
+        assert_eq!(kept(&shared), [0, 4]);
+        assert_eq!(new_store.counts().deletes, 1 + 1 + 2 + 1);
         // The old writer's store still issued none.
         assert_eq!(old_store.counts().deletes, 0);
+    }
+
+    fn kept(store: &Arc<dyn ObjectStore>) -> Vec<u64> {
+        let bucket = Bucket::new(Arc::clone(store), "idx");
+        bucket
+            .list_wal()
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_stale_writer_meets_the_fence_even_after_truncation() {
+        // The old writer still believes it may write (its clock is wrong, or
+        // it was paused): only the fence stops it.
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let old = open(Arc::clone(&store), Granted::new(1));
+        assert_eq!(old.append(b"old".to_vec()), Ok(1));
+        let new = open(Arc::clone(&store), Granted::new(2));
+        assert_eq!(new.fence_seq(), 2);
+        for n in 0..3 {
+            new.append(vec![n]).unwrap();
+        }
+        // A flush made the log below 5 redundant.
+        assert_eq!(new.delete_before(5), Ok(3));
+        assert_eq!(kept(&store), [0, 2, 5]);
+        let err = old.append(b"late".to_vec()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::Fenced {
+                    seq: 2,
+                    by_epoch: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(kept(&store), [0, 2, 5]);
+        let log = LogReader::new(Bucket::new(store, "idx"), 5)
+            .read_to_end()
+            .unwrap();
+        assert_eq!(log.len(), 1);
     }
 
     #[test]
