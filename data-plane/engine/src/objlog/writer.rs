@@ -391,6 +391,7 @@ mod tests {
     };
 
     use object_store::{ObjectStore, memory::InMemory};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::objlog::faulty::{Failure, Fault, FaultyStore, Gate, Op};
@@ -845,5 +846,68 @@ mod tests {
             Err(true)
         );
         assert_eq!(faulty.counts().deletes, 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the store does to creates and read-backs, every
+        /// acknowledged record is in the log exactly once at the sequence
+        /// number it was acknowledged with, the log stays dense, nothing
+        /// refused outright is in it, and after the first error nothing is
+        /// acknowledged again.
+        #[test]
+        fn the_log_holds_exactly_what_was_acknowledged(
+            faults in proptest::collection::vec((0u8..5, any::<bool>()), 0..16),
+            appends in 1usize..12,
+        ) {
+            let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+            let writer = open(faulty.clone(), Granted::new(1));
+            for (kind, on_put) in faults {
+                let fault = match kind {
+                    0 => Fault::Fail(Failure::Timeout),
+                    1 => Fault::ApplyThenFail(Failure::Timeout),
+                    2 => Fault::ApplyThenFail(Failure::AlreadyExists),
+                    3 => Fault::Fail(Failure::AlreadyExists),
+                    _ => Fault::Delay(Duration::ZERO),
+                };
+                let op = if on_put { Op::Put } else { Op::Get };
+                faulty.inject(op, "wal/", fault, 1);
+            }
+            let mut acked = HashMap::new();
+            let mut unknown = Vec::new();
+            let mut first_error: Option<LogError> = None;
+            for n in 0..appends {
+                let record = format!("r{n}").into_bytes();
+                match (writer.append(record.clone()), &first_error) {
+                    (Ok(seq), None) => {
+                        acked.insert(record, seq);
+                    }
+                    (Ok(seq), Some(err)) => {
+                        prop_assert!(false, "acknowledged at {} after {}", seq, err);
+                    }
+                    (Err(err), Some(first)) => prop_assert_eq!(&err, first),
+                    (Err(err), None) => {
+                        if matches!(err, LogError::Unavailable(_)) {
+                            unknown.push(record);
+                        }
+                        first_error = Some(err);
+                    }
+                }
+            }
+            faulty.clear();
+            let log = whole_log(faulty);
+            for (record, seq) in records(&log) {
+                match acked.remove(&record) {
+                    Some(acked_seq) => prop_assert_eq!(acked_seq, seq),
+                    None => prop_assert!(
+                        unknown.contains(&record),
+                        "{:?} is in the log but was refused",
+                        record
+                    ),
+                }
+            }
+            prop_assert!(acked.is_empty(), "acknowledged but not in the log: {:?}", acked);
+        }
     }
 }
