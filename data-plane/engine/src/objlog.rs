@@ -351,3 +351,38 @@ impl Bucket {
 fn unavailable(what: impl fmt::Display, err: &object_store::Error) -> LogError {
     LogError::Unavailable(format!("{what}: {err}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_the_writer_is_unavailable_and_damage_is_internal() {
+        let fenced = LogError::Fenced {
+            seq: 7,
+            epoch: 1,
+            by_epoch: 2,
+        };
+        assert!(fenced.is_not_writer());
+        let err = Error::from(fenced);
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert_eq!(
+            err.to_string(),
+            "not the writer: wal/00000000000000000007 belongs to writer epoch 2, this writer has epoch 1"
+        );
+        let lost = LogError::NotWriter {
+            reason: "the lease was released".into(),
+        };
+        assert_eq!(Error::from(lost).code(), ErrorCode::Unavailable);
+        let unknown = LogError::Unavailable("outcome unknown".into());
+        assert!(!unknown.is_not_writer());
+        assert_eq!(Error::from(unknown).code(), ErrorCode::Unavailable);
+        let corrupt = LogError::corrupt(&ObjectPath::from("i/wal/1"), 12, "checksum mismatch");
+        let err = Error::from(corrupt);
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert_eq!(
+            err.to_string(),
+            "corrupt data in i/wal/1: at byte 12: checksum mismatch"
+        );
+    }
+}

@@ -506,6 +506,42 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_tailing_the_log_sees_every_batch_in_order() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let writer = open(Arc::clone(&store), Granted::new(1));
+        let total = 60;
+        let tailed = std::thread::scope(|scope| {
+            let follower = scope.spawn(|| {
+                let mut reader = LogReader::new(Bucket::new(Arc::clone(&store), "idx"), 0);
+                let (mut batches, mut records) = (Vec::new(), 0);
+                while records < total {
+                    match reader.next_batch().unwrap() {
+                        Some(batch) => {
+                            records += batch.records.len();
+                            batches.push(batch);
+                        }
+                        // At the tail for now: ask again from the same place.
+                        None => std::thread::yield_now(),
+                    }
+                }
+                batches
+            });
+            for thread in 0..3 {
+                let writer = &writer;
+                scope.spawn(move || {
+                    for n in 0..total / 3 {
+                        writer
+                            .append(format!("t{thread}-{n}").into_bytes())
+                            .unwrap();
+                    }
+                });
+            }
+            follower.join().unwrap()
+        });
+        assert_eq!(tailed, whole_log(store));
+    }
+
+    #[test]
     fn appends_during_a_create_form_the_next_batch_within_its_size() {
         let faulty = FaultyStore::new(Arc::new(InMemory::new()));
         let config = LogConfig {
