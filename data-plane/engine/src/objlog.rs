@@ -36,7 +36,9 @@
 //!    `N + 1`, and creates `wal/<N+1>` as a *fence batch* (no records,
 //!    epoch `E`). If that number is taken first (an older writer's last
 //!    batch), it replays that batch and fences at the next number. A batch of
-//!    epoch ≥ `E` in the log means a newer writer exists: it does not write.
+//!    a newer epoch than `E` in the log means a newer writer exists: it does
+//!    not write. (Batches of epoch `E` itself are replayed: an earlier writer
+//!    of this process under the same lease, which stopped.)
 //! 3. **Append** ([`writer::Writer::append`]). Appends are group-committed:
 //!    one batch object per create, at most one create in flight, the next
 //!    batch forming meanwhile (bounded in bytes), no lock held during the

@@ -123,8 +123,10 @@ impl Writer {
     /// If a batch of an older writer takes the fence's number first, it is
     /// replayed too and the fence goes after it, so nothing that older
     /// writer acknowledged is missed; its next create then meets the fence.
-    /// A batch of this epoch or a newer one in the log means a newer writer
-    /// exists: [`LogError::Fenced`].
+    /// A batch of a newer epoch in the log means a newer writer exists:
+    /// [`LogError::Fenced`]. Batches of this very epoch are replayed: they
+    /// are an earlier writer under the same lease, which a process opens
+    /// again after its writer stopped (an outcome left unknown).
     pub(crate) fn open<E: From<LogError>>(
         bucket: Bucket,
         authority: Arc<dyn Authority>,
@@ -136,7 +138,7 @@ impl Writer {
         let mut reader = LogReader::new(bucket.clone(), start);
         let fence_seq = loop {
             while let Some(batch) = reader.next_batch()? {
-                if batch.epoch >= epoch {
+                if batch.epoch > epoch {
                     return Err(LogError::Fenced {
                         seq: batch.seq,
                         epoch,
@@ -849,9 +851,10 @@ mod tests {
             puts,
             "a stopped writer creates nothing"
         );
-        // A new writer sees what is there and goes on from it.
-        let next = open(faulty.clone(), Granted::new(2));
-        assert_eq!(next.fence_seq(), 2);
+        // A new writer under the same lease sees what is there and goes on from it.
+        let next = open(faulty.clone(), writer.authority.clone());
+        assert_eq!((next.epoch(), next.fence_seq()), (1, 2));
+        assert_eq!(next.append(b"again".to_vec()), Ok(3));
     }
 
     #[test]
