@@ -120,8 +120,8 @@
 //! A store whose IO needs a Tokio runtime (object_store's S3 client) must be
 //! built with `with_http_connector(SpawnedReqwestConnector::new(handle))`,
 //! so its requests run on that runtime and its futures complete under any
-//! executor. Lease renewal is the caller's loop: sleep [`lease::Lease::renew_in`],
-//! then [`lease::Lease::renew`], until it fails with "not the writer".
+//! executor. [`lease::Renewer`] renews a lease on a thread of its own until
+//! it is stopped or the lease is lost.
 //!
 //! # Layout
 //!
@@ -129,7 +129,7 @@
 //! |---|---|
 //! | `log` | the batch object format, [`LogReader`](log::LogReader) (replay and tailing), the conditional create every batch goes through |
 //! | `writer` | [`Writer`](writer::Writer): group commit, ambiguous PUTs, the fence at open, truncation; the [`Authority`](writer::Authority) it writes under |
-//! | `lease` | [`Contender`](lease::Contender) and [`Lease`](lease::Lease): the lease object, acquisition, takeover, renewal, release |
+//! | `lease` | [`Contender`](lease::Contender), [`Lease`](lease::Lease) and [`Renewer`](lease::Renewer): the lease object, acquisition, takeover, renewal, release |
 //! | `clock` | [`Clock`]: the monotonic clock leases are timed with, and a fake one for tests |
 //! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters |
 

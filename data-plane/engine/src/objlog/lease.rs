@@ -7,7 +7,8 @@
 //!   `If-Match` write of epoch + 1, but only once this contender has seen the
 //!   *same* content and version unchanged for a full TTL on its own clock,
 //!   or at once if the lease says it was released.
-//! - **Renew** ([`Lease::renew`], every TTL/3, [`Lease::renew_in`]): an
+//! - **Renew** ([`Lease::renew`], every TTL/3, [`Lease::renew_in`];
+//!   [`Renewer`] does it on a thread): an
 //!   `If-Match` write of the next counter. A failed `If-Match` means the
 //!   lease was taken over: the lease is lost for good.
 //! - **Stop acknowledging** ([`Lease::may_acknowledge`]): once the last
@@ -22,7 +23,8 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -461,6 +463,85 @@ impl Lease {
     }
 }
 
+/// Renews a lease on a thread of its own, every TTL/3 (after a failed
+/// renewal, again after TTL/12), until it is stopped or the lease is lost.
+/// Renewal pauses are real time; the lease's own clock decides when it may
+/// acknowledge.
+#[derive(Debug)]
+pub(crate) struct Renewer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Renewer {
+    /// Starts renewing `lease`.
+    pub(crate) fn start(lease: Arc<Lease>) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("larch-lease".into())
+            .spawn(move || renew_until_stopped(&lease, &signal))?;
+        Ok(Renewer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the thread has ended (the lease was lost or released).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops renewing and waits for the thread; the lease stays held until
+    /// it lapses or is released.
+    pub(crate) fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the lease renewal thread panicked");
+        }
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn renew_until_stopped(lease: &Lease, stop: &(Mutex<bool>, Condvar)) {
+    let (stopped, wake) = stop;
+    let mut pause = lease.renew_in();
+    loop {
+        let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = wake
+            .wait_timeout_while(guard, pause, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *guard {
+            return;
+        }
+        drop(guard);
+        pause = match lease.renew() {
+            Ok(()) => lease.renew_in(),
+            Err(err) if err.is_not_writer() => {
+                tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "stopped renewing the lease");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "lease renewal failed; retrying");
+                lease.config.ttl / 12
+            }
+        };
+    }
+}
+
 fn poisoned() -> LogError {
     LogError::Unavailable("the lease is unusable after an earlier panic".to_owned())
 }
@@ -586,6 +667,44 @@ mod tests {
         let clock = MonotonicClock::default();
         let (first, second) = (clock.now(), clock.now());
         assert!(second >= first);
+    }
+
+    #[test]
+    fn the_renewer_keeps_a_lease_until_stopped_or_lost() {
+        // Real time, with generous bounds: only "eventually" is asserted.
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let config = LeaseConfig::new(Duration::from_millis(300));
+        let clock = Arc::new(MonotonicClock::default());
+        let bucket = Bucket::new(Arc::clone(&store), "idx");
+        let mut a = Contender::new(bucket.clone(), "a", config, clock.clone()).unwrap();
+        let a = Arc::new(acquired(a.try_acquire().unwrap()));
+        let renewer = Renewer::start(Arc::clone(&a)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while a.lock().unwrap().renewed < 3 {
+            assert!(std::time::Instant::now() < deadline, "no renewals");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        renewer.stop();
+        let renewed = a.lock().unwrap().renewed;
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            a.lock().unwrap().renewed,
+            renewed,
+            "renewals go on after stop"
+        );
+
+        // A lost lease ends the thread by itself.
+        let renewer = Renewer::start(Arc::clone(&a)).unwrap();
+        a.release().unwrap();
+        while !renewer.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the renewer outlives its lease"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut b = Contender::new(bucket, "b", config, clock).unwrap();
+        assert_eq!(acquired(b.try_acquire().unwrap()).epoch(), 2);
     }
 
     #[test]
