@@ -71,7 +71,7 @@
 //! **No acknowledged write is lost, whatever the clocks do.** Objects are
 //! only ever created, never overwritten, so the create of `wal/<s>` is
 //! decided once, by the store. A writer creates `s + 1` only after `s` is
-//! its own (a batch or its fence), so from the oldest kept batch on the log
+//! its own (a batch or its fence), so from the manifest's start on the log
 //! is gap-free and a read up to the first missing number sees every batch.
 //! A new writer fences at the first missing number `f`, after replaying
 //! everything below it; a batch of the old writer that takes `f` first is
