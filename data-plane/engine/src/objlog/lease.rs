@@ -133,6 +133,8 @@ pub(crate) struct Contender {
     clock: Arc<dyn Clock>,
     /// The lease as last seen, and since when (this clock) it is unchanged.
     seen: Option<Seen>,
+    /// The highest epoch known to be in use (see [`Contender::with_min_epoch`]).
+    min_epoch: u64,
 }
 
 #[derive(Debug)]
@@ -158,7 +160,16 @@ impl Contender {
             config,
             clock,
             seen: None,
+            min_epoch: 0,
         })
+    }
+
+    /// Never acquires an epoch at or below `epoch` (the highest one the
+    /// caller knows of, e.g. from the manifest): should the lease object
+    /// ever be lost, a new lease still fences the log with a higher epoch.
+    pub(crate) fn with_min_epoch(mut self, epoch: u64) -> Self {
+        self.min_epoch = epoch;
+        self
     }
 
     /// This contender's holder id, as written in the lease.
@@ -177,7 +188,7 @@ impl Contender {
         // Measured after the read returned: whatever it saw was written before now.
         let now = self.clock.now();
         let Some(found) = found else {
-            let record = self.record(1);
+            let record = self.record(self.min_epoch + 1);
             return self.write(record, PutMode::Create);
         };
         let current = Record::decode(&path, &found.bytes)?;
@@ -204,10 +215,9 @@ impl Contender {
             lease = %path,
             from = %current.holder,
             released = current.released,
-            epoch = current.epoch + 1,
             "taking over the lease"
         );
-        let record = self.record(current.epoch + 1);
+        let record = self.record(current.epoch.max(self.min_epoch) + 1);
         self.write(record, PutMode::Update(found.version))
     }
 
@@ -723,6 +733,18 @@ mod tests {
         assert!(a.renew().unwrap_err().is_not_writer());
         let b = acquired(b.try_acquire().unwrap());
         assert_eq!(b.epoch(), 2);
+    }
+
+    #[test]
+    fn a_minimum_epoch_outranks_a_lost_lease_object() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let clock = FakeClock::new();
+        let mut a = contender(Arc::clone(&store), "a", clock.clone()).with_min_epoch(6);
+        let a = acquired(a.try_acquire().unwrap());
+        assert_eq!(a.epoch(), 7);
+        a.release().unwrap();
+        let mut b = contender(Arc::clone(&store), "b", clock.clone()).with_min_epoch(9);
+        assert_eq!(acquired(b.try_acquire().unwrap()).epoch(), 10);
     }
 
     #[test]
