@@ -208,7 +208,10 @@ pub(crate) fn open(
     if let Err(err) = wal::remove_before(&dir, wal_start) {
         tracing::warn!(index = %name, error = %err, "cannot delete write-ahead log files that segments cover");
     }
-    let wal = Wal::open(name, &dir, replayed.number, replayed.len)?.timed(timer.clone());
+    let lsn = segments.lsn()?.saturating_add(replayed.records);
+    let wal = Wal::open(name, &dir, replayed.number, replayed.len)?
+        .after_lsn(lsn)
+        .timed(timer.clone());
     Ok((
         namespaces,
         Durable::new(wal, segments.timed(timer.clone()), dropped),

@@ -354,6 +354,11 @@ impl Segments {
         Ok(self.lock()?.manifest.wal_start)
     }
 
+    /// The LSN of the last log record before [`Segments::wal_start`], by the current manifest.
+    pub(crate) fn lsn(&self) -> Result<u64> {
+        Ok(self.lock()?.manifest.lsn)
+    }
+
     /// The flush and compaction policy.
     pub(crate) fn policy(&self) -> FlushPolicy {
         self.policy
@@ -483,18 +488,19 @@ impl Segments {
 
     /// Steps 2 and 3 of a flush (see the module docs): writes `cut` and
     /// every earlier pending change as segments, swaps the manifest to
-    /// start replay at log file `wal_start`, deletes what it covers, then
+    /// start replay at log file `wal_start` (numbering its records on from `lsn`, the LSN of
+    /// the last record before it), deletes what it covers, then
     /// compacts. On error the cut stays pending for the next flush. `started`: when the flush
     /// began (before the cut), for its reported duration.
     pub(crate) fn write(
         &self,
         state: &mut State,
-        wal_start: u64,
+        (wal_start, lsn): (u64, u64),
         cut: Vec<Pending>,
         started: Instant,
     ) -> Result<()> {
         state.pending.extend(cut);
-        let written = self.write_pending(state, wal_start);
+        let written = self.write_pending(state, wal_start, lsn);
         if let Err(err) = written {
             state.back_off();
             return Err(err);
@@ -504,7 +510,7 @@ impl Segments {
         self.compact(state)
     }
 
-    fn write_pending(&self, state: &mut State, wal_start: u64) -> Result<()> {
+    fn write_pending(&self, state: &mut State, wal_start: u64, lsn: u64) -> Result<()> {
         for pending in &mut state.pending {
             let Pending::Segment {
                 namespace,
@@ -530,6 +536,7 @@ impl Segments {
         let mut next = state.manifest.clone();
         next.generation += 1;
         next.wal_start = wal_start;
+        next.lsn = lsn;
         let mut obsolete = Vec::new();
         for pending in &state.pending {
             match pending {

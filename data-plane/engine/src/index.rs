@@ -42,7 +42,10 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::{Arc, OnceLock, RwLock, atomic::AtomicUsize},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicU64, AtomicUsize},
+    },
 };
 
 use crate::{
@@ -61,6 +64,8 @@ pub(crate) use durable::Durable;
 
 #[cfg(test)]
 mod answer_tests;
+#[cfg(test)]
+mod lsn_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -112,6 +117,9 @@ pub struct Index {
     namespaces: RwLock<BTreeMap<Namespace, SharedStore>>,
     /// The log and segments; `None` for an in-memory index.
     durable: Option<Durable>,
+    /// The LSN of the last change of an in-memory index, which has no log to number its
+    /// changes (see [`Index::last_lsn`]); unused by a durable index.
+    memory_lsn: AtomicU64,
 }
 
 impl fmt::Debug for Index {
@@ -136,6 +144,7 @@ impl Index {
             memory: OnceLock::new(),
             namespaces: RwLock::new(BTreeMap::new()),
             durable: None,
+            memory_lsn: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +169,7 @@ impl Index {
             memory: OnceLock::new(),
             namespaces: RwLock::new(namespaces),
             durable: Some(durable),
+            memory_lsn: AtomicU64::new(0),
         }
     }
 

@@ -23,11 +23,11 @@
 //! | `engine` | [`Engine`]: all indexes of this node, by name, in memory or each in its own directory |
 //! | `index` | [`Index`]: one index; validates requests, locks namespaces, runs reads and the single write path |
 //! | `namespace` | the per-namespace store: rows in chunks of contiguous `f32`s, a sorted id map, the mutations it applies, and what changed since the last flush; its children `namespace::ann` and `namespace::search` |
-//! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, rotation, replay |
+//! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, log sequence numbers, rotation, replay |
 //! | `codec` | the binary (little-endian) encoding of one logged change, and of values in segment blocks |
 //! | `flush` | flushing the memtable to segments, the manifest swap, compaction, loading segments at recovery; [`FlushPolicy`], [`StorageStats`] |
 //! | `segment` | the segment file: one namespace's records (vectors contiguous) and tombstones, a checksum per block |
-//! | `manifest` | the manifest: live segments per namespace, and where log replay starts |
+//! | `manifest` | the manifest: live segments per namespace, where log replay starts and the LSN it numbers on from |
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `namespace::search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
@@ -138,6 +138,10 @@
 //!   its header or any block (vectors, ids, sparse values, metadata,
 //!   tombstones, namespace). Partial data is never served, and nothing is
 //!   deleted from an index that fails to open.
+//! - **Log sequence numbers** ([`Index::last_lsn`]): every change takes the
+//!   next one, and they only grow, across flushes and restarts: the
+//!   manifest keeps the LSN of the last record its segments cover, and
+//!   recovery counts the replayed records on top.
 //! - **Faults**: when the disk is full ([`ErrorCode::ResourceExhausted`]) or
 //!   read-only or failing ([`ErrorCode::Unavailable`]), writes fail with the
 //!   reason and reads keep working. After a failed `fdatasync` an index

@@ -1,5 +1,6 @@
 //! The manifest: which segments are live, per namespace and in order, and
-//! the first write-ahead log file that recovery must replay on top of them.
+//! the first write-ahead log file that recovery must replay on top of them,
+//! with the log sequence number (LSN) its records are numbered on from.
 //!
 //! It is one small file, `manifest`, replaced whole and atomically on every
 //! flush and compaction (see `storage`): a reader sees one version or the
@@ -10,11 +11,13 @@
 //! # Layout
 //!
 //! ```text
-//! magic "LARCHMAN" | version:u32 | generation:u64 | wal start:u64 | next segment:u64
+//! magic "LARCHMAN" | version:u32 | generation:u64 | wal start:u64 | next segment:u64 | lsn:u64
 //! | namespaces:u32 | (name:str | segments:u32 | (number:u64 | size:u64)*)* | crc32 of everything before
 //! ```
 //!
-//! Integers are little-endian; `str` is a u32 length and UTF-8 bytes.
+//! Integers are little-endian; `str` is a u32 length and UTF-8 bytes. Version 1, written
+//! before indexes numbered their writes, has no `lsn` and is read as LSN 0 (no LSN was ever
+//! given out then); every manifest written now is version 2.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +26,13 @@ use crate::{Namespace, codec::Decoder};
 /// Where the manifest lives under the storage root.
 pub(crate) const PATH: &str = "manifest";
 const MAGIC: &[u8; 8] = b"LARCHMAN";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The version before `lsn`, still read.
+const VERSION_WITHOUT_LSN: u32 = 1;
 /// Bytes before the namespace list.
-const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4;
+const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4;
+/// Bytes before the namespace list of a version 1 manifest.
+const FIXED_LEN_WITHOUT_LSN: usize = FIXED_LEN - 8;
 
 /// Above every log and segment file number and manifest generation this engine can reach:
 /// each flush or compaction takes one or two of each, so a number this high was never written
@@ -51,6 +58,9 @@ pub(crate) struct Manifest {
     pub(crate) wal_start: u64,
     /// Every segment number below this has been used.
     pub(crate) next_segment: u64,
+    /// The log sequence number of the last record before log file `wal_start` (0: none): the
+    /// records replayed are numbered on from here (see `wal`'s `Wal::after_lsn`).
+    pub(crate) lsn: u64,
     /// Live segments of each namespace, oldest first.
     pub(crate) namespaces: BTreeMap<Namespace, Vec<SegmentRef>>,
 }
@@ -63,6 +73,7 @@ impl Manifest {
             generation: 0,
             wal_start: 1,
             next_segment: 1,
+            lsn: 0,
             namespaces: BTreeMap::new(),
         }
     }
@@ -80,6 +91,7 @@ impl Manifest {
         out.extend_from_slice(&self.generation.to_le_bytes());
         out.extend_from_slice(&self.wal_start.to_le_bytes());
         out.extend_from_slice(&self.next_segment.to_le_bytes());
+        out.extend_from_slice(&self.lsn.to_le_bytes());
         let len = |n: usize| u32::try_from(n).expect("fewer than 4 Gi namespaces and segments");
         out.extend_from_slice(&len(self.namespaces.len()).to_le_bytes());
         for (namespace, segments) in &self.namespaces {
@@ -97,7 +109,7 @@ impl Manifest {
 
     /// Decodes a manifest; on failure, the offset of the bad part and why.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, (u64, String)> {
-        if bytes.len() < FIXED_LEN + 4 {
+        if bytes.len() < FIXED_LEN_WITHOUT_LSN + 4 {
             return Err((
                 0,
                 format!(
@@ -116,24 +128,38 @@ impl Manifest {
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err((
-                8,
-                format!(
-                    "unsupported manifest format version {version}; this build reads version {VERSION}"
-                ),
-            ));
-        }
+        let (fixed_len, lsn) = match version {
+            VERSION if bytes.len() >= FIXED_LEN + 4 => (FIXED_LEN, u64_at(36)),
+            VERSION => {
+                return Err((
+                    0,
+                    format!(
+                        "the file is {} bytes, too short for a manifest",
+                        bytes.len()
+                    ),
+                ));
+            }
+            VERSION_WITHOUT_LSN => (FIXED_LEN_WITHOUT_LSN, 0),
+            _ => {
+                return Err((
+                    8,
+                    format!(
+                        "unsupported manifest format version {version}; this build reads versions {VERSION_WITHOUT_LSN} and {VERSION}"
+                    ),
+                ));
+            }
+        };
         let mut manifest = Manifest {
             generation: u64_at(12),
             wal_start: u64_at(20),
             next_segment: u64_at(28),
+            lsn,
             namespaces: BTreeMap::new(),
         };
         // The checksum matched, so anything wrong below was written that way.
         let invalid =
-            |reason: String| (FIXED_LEN as u64 - 4, format!("invalid manifest: {reason}"));
-        let mut input = Decoder::new(&bytes[FIXED_LEN - 4..body], 0);
+            |reason: String| (fixed_len as u64 - 4, format!("invalid manifest: {reason}"));
+        let mut input = Decoder::new(&bytes[fixed_len - 4..body], 0);
         let namespaces = input.count(8).map_err(invalid)?;
         for _ in 0..namespaces {
             let name = input.str().map_err(invalid)?;
@@ -164,11 +190,13 @@ impl Manifest {
             manifest.generation,
             manifest.wal_start,
             manifest.next_segment,
+            manifest.lsn,
         ];
+        // No LSN gets that high either (2^62 records), so numbering on cannot overflow.
         if numbers.iter().any(|n| *n > MAX_FILE_NUMBER) {
             return Err(invalid(format!(
-                "numbers (generation {}, log {}, next segment {}) above {MAX_FILE_NUMBER} were never written",
-                manifest.generation, manifest.wal_start, manifest.next_segment
+                "numbers (generation {}, log {}, next segment {}, lsn {}) above {MAX_FILE_NUMBER} were never written",
+                manifest.generation, manifest.wal_start, manifest.next_segment, manifest.lsn
             )));
         }
         Ok(manifest)
@@ -205,6 +233,7 @@ mod tests {
             generation: 5,
             wal_start: 12,
             next_segment: 10,
+            lsn: 77,
             namespaces,
         }
     }
@@ -216,6 +245,30 @@ mod tests {
         let empty = Manifest::empty();
         assert_eq!(Manifest::decode(&empty.encode()).unwrap(), empty);
         assert_eq!(manifest.segments().count(), 3);
+    }
+
+    /// Indexes whose manifest was written before writes were numbered open, numbering on
+    /// from 0 (no LSN was given out then).
+    #[test]
+    fn version_1_manifests_are_read_with_lsn_0() {
+        let manifest = sample();
+        let mut bytes = manifest.encode();
+        bytes[8..12].copy_from_slice(&VERSION_WITHOUT_LSN.to_le_bytes());
+        bytes.drain(36..44);
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let read = Manifest::decode(&bytes).unwrap();
+        assert_eq!(read, Manifest { lsn: 0, ..manifest });
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let (offset, reason) = Manifest::decode(&bytes).unwrap_err();
+        assert_eq!(offset, 8);
+        assert!(
+            reason.contains("unsupported manifest format version 3"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -252,6 +305,9 @@ mod tests {
         far.wal_start = MAX_FILE_NUMBER;
         far.next_segment = MAX_FILE_NUMBER;
         far.generation = MAX_FILE_NUMBER;
+        far.lsn = MAX_FILE_NUMBER + 1;
+        assert!(Manifest::decode(&far.encode()).is_err());
+        far.lsn = MAX_FILE_NUMBER;
         assert_eq!(Manifest::decode(&far.encode()), Ok(far));
     }
 

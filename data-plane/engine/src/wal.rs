@@ -26,7 +26,8 @@
 //! A writer frames its record into a shared pending buffer and waits. One
 //! writer at a time becomes the leader: it takes the whole buffer, writes it
 //! and calls `sync_data` without holding the buffer's mutex (so others keep
-//! queueing the next batch), then publishes the batch's number as finished
+//! queueing the next batch), then numbers its records (their log sequence
+//! numbers, see `wal/commit.rs`), publishes the batch's number as finished
 //! and wakes everyone. Writers of one batch share one `fdatasync`.
 //!
 //! # Replay and damage

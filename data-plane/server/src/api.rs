@@ -20,6 +20,14 @@
 //! The few wire-level rules that are not the engine's — how the default namespace is named
 //! for each API version, the refused batch query, what a namespace schema may declare, how
 //! counts saturate and records are keyed — live here too, so the transports cannot drift.
+//!
+//! # Freshness
+//!
+//! Writes (upsert, update, delete) and queries answer [`Sequenced`]: the answer and the
+//! index's log sequence number ([`Index::last_lsn`]), which the transports send as Pinecone's
+//! [`REQUEST_LSN_HEADER`] (read once the write is applied: at least the write's own LSN) and
+//! [`MAX_INDEXED_LSN_HEADER`] (read before the query looks: every change with an LSN up to
+//! it is in the answer). So a query whose LSN is not below a write's reflects that write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,41 +170,43 @@ impl IndexHandle {
 /// pool; queries and fetches by metadata (filtered scans) hold a slot of the caller's per-key
 /// cap; answers with records are held to the answer budget.
 impl IndexHandle {
-    /// Inserts or replaces records.
+    /// Inserts or replaces records; with the LSN once they are applied.
     pub async fn upsert<A: FromAnswer<Upserted>>(
         &self,
         _caller: &Caller,
         request: UpsertRequest,
-    ) -> Result<A> {
+    ) -> Result<Sequenced<A>> {
         self.run(move |index| {
             let upserted_count = index.upsert(request)?;
-            A::from_answer(Upserted { upserted_count })
+            Sequenced::after_write(index, Upserted { upserted_count })
         })
         .await
     }
 
-    /// Deletes records by id, all of a namespace's, or those matching a filter.
+    /// Deletes records by id, all of a namespace's, or those matching a filter; with the LSN
+    /// once the delete is applied.
     pub async fn delete<A: FromAnswer<Deleted>>(
         &self,
         _caller: &Caller,
         request: DeleteRequest,
-    ) -> Result<A> {
+    ) -> Result<Sequenced<A>> {
         self.run(move |index| {
             index.delete(request)?;
-            A::from_answer(Deleted)
+            Sequenced::after_write(index, Deleted)
         })
         .await
     }
 
-    /// Changes one record by id, or the metadata of the records matching a filter.
+    /// Changes one record by id, or the metadata of the records matching a filter; with the
+    /// LSN once the change is applied.
     pub async fn update<A: FromAnswer<Updated>>(
         &self,
         _caller: &Caller,
         request: UpdateRequest,
-    ) -> Result<A> {
+    ) -> Result<Sequenced<A>> {
         self.run(move |index| {
             let matched_records = index.update(request)?;
-            A::from_answer(Updated { matched_records })
+            Sequenced::after_write(index, Updated { matched_records })
         })
         .await
     }
@@ -224,15 +234,19 @@ impl IndexHandle {
     }
 
     /// Finds the records most similar to a vector or to a stored record, under the caller's
-    /// per-key cap.
+    /// per-key cap; with the LSN every change up to which the answer reflects.
     pub async fn query<A: FromAnswer<QueryResponse>>(
         &self,
         caller: &Caller,
         request: QueryRequest,
-    ) -> Result<A> {
+    ) -> Result<Sequenced<A>> {
         let budget = self.budget;
         self.capped(caller.key_id(), move |index| {
-            A::from_answer(index.query_within(request, budget)?)
+            // Read before the query looks: a change with an LSN up to this one is applied, or
+            // still holds its namespace's lock, which the query then waits for.
+            let lsn = index.last_lsn();
+            let answer = A::from_answer(index.query_within(request, budget)?)?;
+            Ok(Sequenced { answer, lsn })
         })
         .await
     }
@@ -396,6 +410,41 @@ pub trait FromAnswer<T>: Sized + Send + 'static {
     ///
     /// Only if the answer cannot be encoded (an internal error).
     fn from_answer(answer: T) -> Result<Self>;
+}
+
+/// The header (gRPC metadata or HTTP) carrying the LSN of a write (upsert, update, delete), as
+/// Pinecone names it: the index's LSN once the write was applied.
+pub const REQUEST_LSN_HEADER: &str = "x-pinecone-request-lsn";
+
+/// The header (gRPC metadata or HTTP) carrying the LSN up to which a query's answer reflects
+/// every change, as Pinecone names it.
+pub const MAX_INDEXED_LSN_HEADER: &str = "x-pinecone-max-indexed-lsn";
+
+/// An answer and the index's log sequence number that dates it (see the [module
+/// docs](self#freshness)): for a write, at least the write's own LSN ([`REQUEST_LSN_HEADER`]);
+/// for a query, an LSN every change up to which the answer reflects
+/// ([`MAX_INDEXED_LSN_HEADER`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced<A> {
+    /// The transport's answer.
+    pub answer: A,
+    /// The LSN ([`Index::last_lsn`]).
+    pub lsn: u64,
+}
+
+impl<A> Sequenced<A> {
+    /// `answer` to a write just applied to `index`, in the transport's type, with the index's
+    /// LSN now (the write's own, or a later one if other writes were applied meanwhile).
+    fn after_write<T>(index: &Index, answer: T) -> Result<Sequenced<A>>
+    where
+        A: FromAnswer<T>,
+    {
+        let lsn = index.last_lsn();
+        Ok(Sequenced {
+            answer: A::from_answer(answer)?,
+            lsn,
+        })
+    }
 }
 
 /// The answer to an upsert.
@@ -765,7 +814,10 @@ mod tests {
         });
         let handle = IndexHandle::new_with(engine, "f", &limits);
         let (a, b) = (caller("a", None), caller("b", None));
-        let Raw(upserted) = handle
+        let Sequenced {
+            answer: Raw(upserted),
+            lsn,
+        } = handle
             .upsert(
                 &a,
                 UpsertRequest {
@@ -781,6 +833,7 @@ mod tests {
             .await
             .expect("upsert");
         assert_eq!(upserted.upserted_count, 1);
+        assert_eq!(lsn, 1, "the index's first change");
         // Key a's one slot is taken (or, should the test fail, for at most 30 s).
         let (entered, started) = tokio::sync::oneshot::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
@@ -828,11 +881,15 @@ mod tests {
         };
         let Raw(fetched) = handle.fetch(&a, fetch).await.expect("fetch is not capped");
         assert_eq!(fetched.vectors.len(), 1);
-        let Raw(answer) = handle
+        let Sequenced {
+            answer: Raw(answer),
+            lsn,
+        } = handle
             .query::<Raw<QueryResponse>>(&b, query)
             .await
             .expect("key b");
         assert_eq!(answer.matches[0].id, "v");
+        assert_eq!(lsn, 1, "the upsert is in the answer");
         release.send(()).expect("the held scan waits");
         held.await.expect("joined").expect("held scan");
     }
@@ -856,7 +913,7 @@ mod tests {
             }],
         };
         let old = caller("k", Some("2025-01"));
-        let Raw(_): Raw<Upserted> = handle.upsert(&old, upsert).await.expect("upsert");
+        let _: Sequenced<Raw<Upserted>> = handle.upsert(&old, upsert).await.expect("upsert");
         let stats = |caller: Caller| {
             let handle = handle.clone();
             async move {

@@ -567,7 +567,11 @@ mod tests {
             namespace: String::new(),
         })
         .expect("upsert");
-        let _: pb::UpsertResponse = handle.upsert(&caller, upsert).await.expect("upserted");
+        let _: pb::UpsertResponse = handle
+            .upsert(&caller, upsert)
+            .await
+            .expect("upserted")
+            .answer;
         let query = |include: bool| pb::QueryRequest {
             top_k: 1,
             vector: vec![1.0, 0.5],
@@ -577,14 +581,14 @@ mod tests {
         };
         let lean = QueryRequest::from_proto(query(false)).expect("query");
         assert_eq!(lean.filter, None, "no filter, no JSON object");
-        let answer: pb::QueryResponse = handle.query(&caller, lean).await.expect("answer");
+        let answer: pb::QueryResponse = handle.query(&caller, lean).await.expect("answer").answer;
         let matched = &answer.matches[0];
         assert_eq!(matched.id, "v");
         assert!(matched.values.is_empty() && matched.values.capacity() == 0);
         assert_eq!((&matched.sparse_values, &matched.metadata), (&None, &None));
         // The same query asking for both gets both: the lean answer left them out on purpose.
         let full = QueryRequest::from_proto(query(true)).expect("query");
-        let answer: pb::QueryResponse = handle.query(&caller, full).await.expect("answer");
+        let answer: pb::QueryResponse = handle.query(&caller, full).await.expect("answer").answer;
         assert_eq!(answer.matches[0].values, [1.0, 0.5]);
         assert!(answer.matches[0].metadata.is_some());
     }

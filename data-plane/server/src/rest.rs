@@ -7,7 +7,9 @@
 //! (a gRPC code and an HTTP status), from the shared map of errors
 //! (`larch_model::wire`, [`Dialect::DataPlane`]). Every answer is serialised to JSON in the same pool job as its engine call
 //! (see [`crate::api::FromAnswer`]), never on an async worker; answers with records (query,
-//! fetch, fetch by metadata, list) are held to the answer budget. Integrated inference
+//! fetch, fetch by metadata, list) are held to the answer budget. Writes (upsert, update,
+//! delete) and queries send the index's log sequence number in Pinecone's headers
+//! ([`REQUEST_LSN_HEADER`], [`MAX_INDEXED_LSN_HEADER`]). Integrated inference
 //! (`/records/…`), bulk imports and the documents API answer 501 with a message.
 //!
 //! | Route | gRPC twin |
@@ -29,7 +31,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use larch_auth::http::{HttpAuth, require_key};
@@ -42,7 +44,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     API_VERSION_HEADER, Caller, DeleteNamespaceRequest, DescribeNamespaceRequest, FromAnswer,
-    IndexHandle,
+    IndexHandle, MAX_INDEXED_LSN_HEADER, REQUEST_LSN_HEADER, Sequenced,
 };
 use crate::json;
 
@@ -110,16 +112,18 @@ async fn upsert(
     State(index): State<IndexHandle>,
     caller: Caller,
     Json(body): Json<json::UpsertBody>,
-) -> Result<Encoded<json::UpsertResponse>, RestError> {
-    Ok(index.upsert(&caller, body.into()).await?)
+) -> Result<WithLsn<json::UpsertResponse>, RestError> {
+    let answer = index.upsert(&caller, body.into()).await?;
+    Ok(WithLsn::new(REQUEST_LSN_HEADER, answer))
 }
 
 async fn query(
     State(index): State<IndexHandle>,
     caller: Caller,
     Json(body): Json<json::QueryBody>,
-) -> Result<Encoded<json::QueryResponse>, RestError> {
-    Ok(index.query(&caller, body.try_into()?).await?)
+) -> Result<WithLsn<json::QueryResponse>, RestError> {
+    let answer = index.query(&caller, body.try_into()?).await?;
+    Ok(WithLsn::new(MAX_INDEXED_LSN_HEADER, answer))
 }
 
 async fn fetch(
@@ -142,16 +146,18 @@ async fn delete(
     State(index): State<IndexHandle>,
     caller: Caller,
     Json(body): Json<json::DeleteBody>,
-) -> Result<Encoded<json::Empty>, RestError> {
-    Ok(index.delete(&caller, body.into()).await?)
+) -> Result<WithLsn<json::Empty>, RestError> {
+    let answer = index.delete(&caller, body.into()).await?;
+    Ok(WithLsn::new(REQUEST_LSN_HEADER, answer))
 }
 
 async fn update(
     State(index): State<IndexHandle>,
     caller: Caller,
     Json(body): Json<json::UpdateBody>,
-) -> Result<Encoded<json::UpdateResponse>, RestError> {
-    Ok(index.update(&caller, body.into()).await?)
+) -> Result<WithLsn<json::UpdateResponse>, RestError> {
+    let answer = index.update(&caller, body.into()).await?;
+    Ok(WithLsn::new(REQUEST_LSN_HEADER, answer))
 }
 
 async fn describe_index_stats(
@@ -382,6 +388,30 @@ impl<W> IntoResponse for Encoded<W> {
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             self.body,
+        )
+            .into_response()
+    }
+}
+
+/// A 200 answer with the index's log sequence number in one of Pinecone's LSN headers.
+pub struct WithLsn<W> {
+    header: &'static str,
+    answer: Sequenced<Encoded<W>>,
+}
+
+impl<W> WithLsn<W> {
+    /// `answer`, its LSN sent in `header`.
+    fn new(header: &'static str, answer: Sequenced<Encoded<W>>) -> WithLsn<W> {
+        WithLsn { header, answer }
+    }
+}
+
+impl<W> IntoResponse for WithLsn<W> {
+    fn into_response(self) -> Response {
+        let Sequenced { answer, lsn } = self.answer;
+        (
+            [(HeaderName::from_static(self.header), HeaderValue::from(lsn))],
+            answer,
         )
             .into_response()
     }

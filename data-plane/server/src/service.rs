@@ -4,7 +4,9 @@
 //! [`crate::convert`]), calls the one [`IndexHandle`] method of its RPC with the [`Caller`]
 //! (the key the auth layer attached, the API version the client sent), and returns the
 //! answer, which the facade has already converted to protobuf. The REST twin
-//! ([`crate::rest`]) calls the same methods with the same domain requests.
+//! ([`crate::rest`]) calls the same methods with the same domain requests. Writes (upsert,
+//! update, delete) and queries return the index's log sequence number in the response's
+//! initial metadata, as Pinecone does ([`REQUEST_LSN_HEADER`], [`MAX_INDEXED_LSN_HEADER`]).
 
 use std::sync::Arc;
 
@@ -19,7 +21,9 @@ use larch_proto::pinecone::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::api::{API_VERSION_HEADER, Caller, IndexHandle};
+use crate::api::{
+    API_VERSION_HEADER, Caller, IndexHandle, MAX_INDEXED_LSN_HEADER, REQUEST_LSN_HEADER, Sequenced,
+};
 use crate::convert::FromProto;
 
 /// The gRPC face of one index.
@@ -49,7 +53,7 @@ impl VectorService for VectorApi {
     ) -> Result<Response<UpsertResponse>, Status> {
         let (caller, request) = decode(request)?;
         let answer = self.index.upsert(&caller, request).await.map_err(status)?;
-        Ok(Response::new(answer))
+        Ok(with_lsn(REQUEST_LSN_HEADER, answer))
     }
 
     async fn delete(
@@ -58,7 +62,7 @@ impl VectorService for VectorApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let (caller, request) = decode(request)?;
         let answer = self.index.delete(&caller, request).await.map_err(status)?;
-        Ok(Response::new(answer))
+        Ok(with_lsn(REQUEST_LSN_HEADER, answer))
     }
 
     async fn fetch(
@@ -82,7 +86,7 @@ impl VectorService for VectorApi {
     ) -> Result<Response<QueryResponse>, Status> {
         let (caller, request) = decode(request)?;
         let answer = self.index.query(&caller, request).await.map_err(status)?;
-        Ok(Response::new(answer))
+        Ok(with_lsn(MAX_INDEXED_LSN_HEADER, answer))
     }
 
     async fn update(
@@ -91,7 +95,7 @@ impl VectorService for VectorApi {
     ) -> Result<Response<UpdateResponse>, Status> {
         let (caller, request) = decode(request)?;
         let answer = self.index.update(&caller, request).await.map_err(status)?;
-        Ok(Response::new(answer))
+        Ok(with_lsn(REQUEST_LSN_HEADER, answer))
     }
 
     async fn describe_index_stats(
@@ -184,6 +188,13 @@ fn decode<P, D: FromProto<P>>(request: Request<P>) -> Result<(Caller, D), Status
             .and_then(|v| v.to_str().ok()),
     );
     Ok((caller, D::from_proto(request.into_inner())?))
+}
+
+/// The response carrying `answer`, with its LSN in the initial metadata `header`.
+fn with_lsn<T>(header: &'static str, Sequenced { answer, lsn }: Sequenced<T>) -> Response<T> {
+    let mut response = Response::new(answer);
+    response.metadata_mut().insert(header, lsn.into());
+    response
 }
 
 /// The one place engine errors become gRPC statuses. Backpressure refusals carry

@@ -16,6 +16,7 @@ mod durability;
 mod edge;
 mod exploration;
 mod filters;
+mod freshness;
 mod hostile;
 mod lifecycle;
 mod limits;

@@ -15,6 +15,10 @@ use crate::{
     wal::{self, Wal},
 };
 
+/// Where replay starts after a flush: the log file number, and the LSN of the last record
+/// before that file (see `Segments::write`).
+type ReplayStart = (u64, u64);
+
 /// What a durable index has beyond its memory: its log, its segments, and
 /// what the next flush needs to know.
 pub(crate) struct Durable {
@@ -124,7 +128,7 @@ impl Index {
             return Ok(false);
         };
         let started = std::time::Instant::now();
-        let (wal_start, cut) = match self.cut(durable, &state, force) {
+        let (start, cut) = match self.cut(durable, &state, force) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(false),
             Err(err) => {
@@ -132,15 +136,14 @@ impl Index {
                 return Err(err);
             }
         };
-        durable
-            .segments
-            .write(&mut state, wal_start, cut, started)?;
+        durable.segments.write(&mut state, start, cut, started)?;
         Ok(true)
     }
 
     /// Step 1 of a flush (see `flush`): with writers paused, starts the next
     /// log file and takes every change since the last cut. Returns the
-    /// number of the new file (where replay will start) and the changes;
+    /// number of the new file (where replay will start) with the LSN of the
+    /// last record before it, and the changes;
     /// `None` if there is nothing to flush (or, unless `force`, the log is
     /// below the threshold after all). A failure before the new file exists
     /// takes nothing; after it, nothing can fail.
@@ -149,7 +152,7 @@ impl Index {
         durable: &Durable,
         state: &State,
         force: bool,
-    ) -> Result<Option<(u64, Vec<Pending>)>> {
+    ) -> Result<Option<(ReplayStart, Vec<Pending>)>> {
         let _gate = write_lock(&durable.gate)?;
         let wal = &durable.wal;
         if !force && wal.len() < durable.segments.policy().wal_bytes {
@@ -190,6 +193,7 @@ impl Index {
                 });
             }
         }
-        Ok(Some((wal_start, cut)))
+        // No append is in flight (the gate): every record up to this LSN is in an earlier file.
+        Ok(Some(((wal_start, wal.last_lsn()), cut)))
     }
 }

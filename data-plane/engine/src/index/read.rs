@@ -1,8 +1,11 @@
 //! The reads of an [`Index`]: query, fetch, fetch by metadata, list, stats, namespaces and
 //! indexing status. Each validates its request, read-locks one namespace (or the map) and
-//! holds its answer to an [`AnswerBudget`].
+//! holds its answer to an [`AnswerBudget`]. Also [`Index::last_lsn`], how fresh a read is.
 
-use std::{ops::Bound, sync::Arc};
+use std::{
+    ops::Bound,
+    sync::{Arc, atomic::Ordering},
+};
 
 use super::{Index, IndexingStatus, SharedStore, namespace_not_found, vector_not_found};
 use crate::{
@@ -20,6 +23,31 @@ use crate::{
 };
 
 impl Index {
+    /// The log sequence number (LSN) of the last change of this index (0: none yet).
+    ///
+    /// Every change that alters something (an upsert, update or delete that changes records,
+    /// a namespace created or deleted) takes the next LSN, in the order the changes are
+    /// applied to each namespace; a request that changes nothing (deleting ids that are not
+    /// there, a dry run) takes none. In a durable index the LSN is the number of the change's
+    /// record in the write-ahead log, so LSNs only grow, across flushes and restarts (see
+    /// `wal`); in memory they are counted here.
+    ///
+    /// - Read after a change was acknowledged, it is at least that change's LSN.
+    /// - Read before a read starts, every change with an LSN up to it is visible to that read:
+    ///   a change takes its LSN while it holds its namespace's write lock and keeps the lock
+    ///   until it is applied, so a read of that namespace waits for it.
+    ///
+    /// So a client that compares the LSN returned with a write (read after it) with one
+    /// returned with a query (read before it) knows the write is in the answer when the
+    /// query's is not lower; that is Pinecone's `x-pinecone-request-lsn` and
+    /// `x-pinecone-max-indexed-lsn`.
+    pub fn last_lsn(&self) -> u64 {
+        match &self.durable {
+            Some(durable) => durable.wal.last_lsn(),
+            None => self.memory_lsn.load(Ordering::Acquire),
+        }
+    }
+
     /// The `top_k` records most similar to a vector or a stored record, best
     /// first (ties by id), among those matching the filter; the answer is held to the default
     /// [`AnswerBudget`] (see [`Index::query_within`]).

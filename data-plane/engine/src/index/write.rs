@@ -213,11 +213,14 @@ impl Index {
                 "namespace '{name}' already exists"
             )));
         }
-        if let Some(durable) = &self.durable {
-            durable.wal.append(&codec::encode_create_namespace(
-                &namespace,
-                schema_fields.as_deref(),
-            ))?;
+        match &self.durable {
+            Some(durable) => {
+                durable.wal.append(&codec::encode_create_namespace(
+                    &namespace,
+                    schema_fields.as_deref(),
+                ))?;
+            }
+            None => self.number_in_memory(),
         }
         let store = self.new_store(schema_fields);
         let info = store.info(&namespace);
@@ -241,11 +244,14 @@ impl Index {
         // map stays locked meanwhile: deleting a namespace is rare).
         let mut store = write_lock(&shared)?;
         debug_assert!(!store.is_dropped(), "a dropped store is not in the map");
-        if let Some(durable) = &self.durable {
-            durable
-                .wal
-                .append(&codec::encode_delete_namespace(&namespace))?;
-            lock(&durable.dropped)?.push(namespace.clone());
+        match &self.durable {
+            Some(durable) => {
+                durable
+                    .wal
+                    .append(&codec::encode_delete_namespace(&namespace))?;
+                lock(&durable.dropped)?.push(namespace.clone());
+            }
+            None => self.number_in_memory(),
         }
         namespaces.remove(&namespace);
         drop(namespaces);
@@ -310,8 +316,11 @@ impl Index {
     /// Every record change passes through here. If the log append fails,
     /// memory stays untouched.
     fn commit(&self, namespace: &Namespace, store: &mut NamespaceStore, op: WriteOp) -> Result<()> {
-        if let Some(durable) = &self.durable {
-            durable.wal.append(&codec::encode_write(namespace, &op))?;
+        match &self.durable {
+            Some(durable) => {
+                durable.wal.append(&codec::encode_write(namespace, &op))?;
+            }
+            None => self.number_in_memory(),
         }
         store.apply(op);
         if let Some(indexer) = self.indexer.get()
@@ -321,6 +330,13 @@ impl Index {
             indexer.wake();
         }
         Ok(())
+    }
+
+    /// Gives a change of an in-memory index the next LSN (a durable index's log numbers its
+    /// records, see `wal`). Called, like an append, with the changed namespace locked and
+    /// before the change is applied: see [`Index::last_lsn`] for why.
+    fn number_in_memory(&self) {
+        self.memory_lsn.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(super) fn ann_min_rows(&self) -> usize {

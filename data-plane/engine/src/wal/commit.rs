@@ -1,5 +1,16 @@
 //! [`Wal`]: appending records with group commit (writers share one `fdatasync`), the
 //! poisoning after a failed sync, and rotation to the next log file.
+//!
+//! # Log sequence numbers
+//!
+//! Every record gets a log sequence number (LSN) once its batch is durable: the LSN of the
+//! record before it plus one, in log order, across log files. Only records of a batch that
+//! was written and synced are numbered (a failed batch, cut off the file again, takes none),
+//! so the records in the files are exactly the numbered ones, in order: recovery numbers them
+//! again by counting from the manifest's LSN (that of the last record before the manifest's
+//! first log file) and resumes with [`Wal::after_lsn`]. An index's LSNs therefore only grow,
+//! across rotations, flushes and restarts, and an acknowledged write's LSN is never given
+//! to another record.
 
 use std::{
     collections::HashMap,
@@ -22,11 +33,11 @@ use crate::{
     timing::{self, Timer},
 };
 
-/// The outcome of a failed batch, for the writers whose records were in it.
-struct Failure {
-    code: ErrorCode,
-    message: String,
-    /// Writers of the batch that have not collected the failure yet.
+/// The outcome of a finished batch, for the writers whose records were in it.
+struct Outcome {
+    /// The LSN of the batch's first record, or why the batch failed.
+    first_lsn: std::result::Result<u64, (ErrorCode, String)>,
+    /// Writers of the batch that have not collected the outcome yet.
     unread: usize,
 }
 
@@ -42,8 +53,10 @@ struct Commit {
     finished: u64,
     /// A leader is writing and syncing a batch.
     leader: bool,
-    /// Failed batches whose writers have not all been told; usually empty.
-    failures: HashMap<u64, Failure>,
+    /// Finished batches whose writers have not all been told; at most a few.
+    outcomes: HashMap<u64, Outcome>,
+    /// LSN of the last record written and synced (0: none yet).
+    last_lsn: u64,
     /// Set when a sync failed: the message every later write gets.
     poisoned: Option<String>,
     /// Records appended and syncs attempted, for tests of the batching.
@@ -69,6 +82,8 @@ pub(crate) struct Wal {
     number: AtomicU64,
     /// Durable length of that file, readable without waiting for a sync.
     len: AtomicU64,
+    /// `Commit::last_lsn`, readable without waiting for a sync.
+    lsn: AtomicU64,
     tail: Mutex<Tail>,
     commit: Mutex<Commit>,
     /// Signalled whenever a batch finishes.
@@ -86,6 +101,7 @@ impl Wal {
             dir: None,
             number: AtomicU64::new(1),
             len: AtomicU64::new(durable_len),
+            lsn: AtomicU64::new(0),
             tail: Mutex::new(Tail { file, durable_len }),
             commit: Mutex::new(Commit {
                 pending: Vec::new(),
@@ -93,7 +109,8 @@ impl Wal {
                 open_batch: 1,
                 finished: 0,
                 leader: false,
-                failures: HashMap::new(),
+                outcomes: HashMap::new(),
+                last_lsn: 0,
                 poisoned: None,
                 appends: 0,
                 syncs: 0,
@@ -106,6 +123,16 @@ impl Wal {
     /// This log, reporting how long each sync took to `timer`.
     pub(crate) fn timed(mut self, timer: Timer) -> Self {
         self.timer = timer;
+        self
+    }
+
+    /// This log, numbering its next record `lsn + 1`: `lsn` is the sequence number of the
+    /// last record before it (at recovery, the manifest's plus the records replayed).
+    pub(crate) fn after_lsn(mut self, lsn: u64) -> Self {
+        self.lsn = AtomicU64::new(lsn);
+        if let Ok(commit) = self.commit.get_mut() {
+            commit.last_lsn = lsn;
+        }
         self
     }
 
@@ -128,6 +155,12 @@ impl Wal {
     /// Durable length of the file appended to, header included.
     pub(crate) fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// The LSN of the last durable record (0: none yet); a writer holding its namespace's lock
+    /// has not applied its record yet, but every record up to here is on disk.
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.lsn.load(Ordering::Acquire)
     }
 
     /// Starts the next log file and sends every later append there; returns
@@ -177,10 +210,10 @@ impl Wal {
         Ok(number)
     }
 
-    /// Appends one record and returns once it is durable (written and
+    /// Appends one record and returns its LSN once it is durable (written and
     /// `fdatasync`ed), sharing the sync with concurrent writers. On error the
     /// record is not in the log: the caller must not apply it.
-    pub(crate) fn append(&self, payload: &[u8]) -> Result<()> {
+    pub(crate) fn append(&self, payload: &[u8]) -> Result<u64> {
         if payload.len() > limits::MAX_LOG_RECORD_BYTES {
             return Err(Error::invalid(
                 "request",
@@ -196,25 +229,30 @@ impl Wal {
             return Err(unavailable(message));
         }
         push_frame(&mut commit.pending, payload);
+        // Records before this one in its batch.
+        let position = commit.pending_records as u64;
         commit.pending_records += 1;
         commit.appends += 1;
         let batch = commit.open_batch;
         loop {
             if commit.finished >= batch {
-                return match commit.failures.get_mut(&batch) {
-                    None => Ok(()),
-                    Some(failure) => {
-                        let error = Error::Storage {
-                            code: failure.code,
-                            message: failure.message.clone(),
-                        };
-                        failure.unread -= 1;
-                        if failure.unread == 0 {
-                            commit.failures.remove(&batch);
-                        }
-                        Err(error)
-                    }
+                let Some(outcome) = commit.outcomes.get_mut(&batch) else {
+                    return Err(Error::Internal(
+                        "the write-ahead log lost the outcome of a batch".to_owned(),
+                    ));
                 };
+                let result = match &outcome.first_lsn {
+                    Ok(first) => Ok(first + position),
+                    Err((code, message)) => Err(Error::Storage {
+                        code: *code,
+                        message: message.clone(),
+                    }),
+                };
+                outcome.unread -= 1;
+                if outcome.unread == 0 {
+                    commit.outcomes.remove(&batch);
+                }
+                return result;
             }
             if let Some(message) = &commit.poisoned {
                 // Our record is still pending and will never be written.
@@ -238,22 +276,31 @@ impl Wal {
             commit = self.lock_commit()?;
             commit.leader = false;
             commit.finished = batch;
-            if let Err(failure) = outcome {
-                if let Some(poison) = failure.poison {
-                    commit.poisoned = Some(poison);
-                    // Nobody will write what is pending now; its writers get the poison.
-                    commit.pending.clear();
-                    commit.pending_records = 0;
+            let first_lsn = match outcome {
+                Ok(()) => {
+                    // Numbered only now that they are durable, so a failed batch takes no LSNs.
+                    let first = commit.last_lsn + 1;
+                    commit.last_lsn += records as u64;
+                    self.lsn.store(commit.last_lsn, Ordering::Release);
+                    Ok(first)
                 }
-                commit.failures.insert(
-                    batch,
-                    Failure {
-                        code: failure.code,
-                        message: failure.message,
-                        unread: records,
-                    },
-                );
-            }
+                Err(failure) => {
+                    if let Some(poison) = failure.poison {
+                        commit.poisoned = Some(poison);
+                        // Nobody will write what is pending now; its writers get the poison.
+                        commit.pending.clear();
+                        commit.pending_records = 0;
+                    }
+                    Err((failure.code, failure.message))
+                }
+            };
+            commit.outcomes.insert(
+                batch,
+                Outcome {
+                    first_lsn,
+                    unread: records,
+                },
+            );
             self.finished.notify_all();
         }
     }

@@ -14,11 +14,14 @@ use super::{
 };
 use crate::{Error, Result, limits};
 
-/// The file to append to after replay, and its length.
+/// The file to append to after replay, its length, and how many records were replayed.
 #[derive(Debug)]
 pub(crate) struct Replayed {
     pub(crate) number: u64,
     pub(crate) len: u64,
+    /// Good records in all the files replayed: the log continues numbering at the manifest's
+    /// LSN plus this (see [`Wal::after_lsn`](super::Wal::after_lsn)).
+    pub(crate) records: u64,
 }
 
 /// Replays the log files of `dir` numbered `start` and up, in order, calling
@@ -63,6 +66,7 @@ pub(crate) fn replay(
     }
     debug_assert!(first <= last);
     let mut replayed = None;
+    let mut records = 0u64;
     for number in numbers {
         let path = dir.join(file_name(number));
         let read_error = |err: io::Error| {
@@ -101,9 +105,11 @@ pub(crate) fn replay(
                 )
             })?;
         }
+        records += scan.records;
         replayed = Some(Replayed {
             number,
             len: scan.good_len,
+            records,
         });
     }
     Ok(replayed.expect("there is at least one log file"))
@@ -114,6 +120,8 @@ pub(crate) fn replay(
 pub(crate) struct Scan {
     /// End of the last good record.
     pub(crate) good_len: u64,
+    /// Good records, each passed to `visit`.
+    pub(crate) records: u64,
     /// Why the bytes after `good_len` were dropped, if there are any.
     pub(crate) torn: Option<String>,
 }
@@ -146,10 +154,12 @@ pub(crate) fn scan(
     input.read_exact(&mut head).map_err(read_error)?;
     check_header(&head, number).map_err(|(offset, reason)| Error::corrupt(path, offset, reason))?;
 
-    let torn = |offset: u64, reason: String| {
+    let mut records = 0;
+    let torn = |offset: u64, records: u64, reason: String| {
         if last {
             Ok(Scan {
                 good_len: offset,
+                records,
                 torn: Some(reason),
             })
         } else {
@@ -167,6 +177,7 @@ pub(crate) fn scan(
         if left < FRAME_LEN {
             return torn(
                 offset,
+                records,
                 format!("an incomplete record frame of {left} bytes"),
             );
         }
@@ -192,6 +203,7 @@ pub(crate) fn scan(
             }
             return torn(
                 offset,
+                records,
                 "the last record's frame fails its checksum".to_owned(),
             );
         }
@@ -209,6 +221,7 @@ pub(crate) fn scan(
         if size > left - FRAME_LEN {
             return torn(
                 offset,
+                records,
                 format!(
                     "a record of {size} bytes ends {} bytes past the end of the file",
                     size - (left - FRAME_LEN)
@@ -220,7 +233,11 @@ pub(crate) fn scan(
         input.read_exact(&mut payload).map_err(read_error)?;
         if crc32fast::hash(&payload) != crc {
             if rest_is_zero(&mut input).map_err(read_error)? {
-                return torn(offset, "the last record fails its checksum".to_owned());
+                return torn(
+                    offset,
+                    records,
+                    "the last record fails its checksum".to_owned(),
+                );
             }
             return Err(Error::corrupt(
                 path,
@@ -229,10 +246,12 @@ pub(crate) fn scan(
             ));
         }
         visit(path, offset, &payload)?;
+        records += 1;
         offset += FRAME_LEN + size;
     }
     Ok(Scan {
         good_len: offset,
+        records,
         torn: None,
     })
 }

@@ -193,7 +193,7 @@ fn group_commit_makes_every_concurrent_append_durable() {
     assert!(next.iter().all(|n| *n == EACH));
 }
 
-fn storage_code(result: Result<()>) -> (ErrorCode, String) {
+fn storage_code<T: std::fmt::Debug>(result: Result<T>) -> (ErrorCode, String) {
     let err = result.unwrap_err();
     (err.code(), err.to_string())
 }
@@ -307,4 +307,97 @@ fn oversized_records_are_refused_before_logging() {
     let err = wal.append(&huge).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert_eq!(file.len(), HEADER_LEN);
+}
+
+#[test]
+fn records_are_numbered_in_log_order_and_failed_batches_take_no_number() {
+    let file = MemoryFile::with_header();
+    let wal = Wal::new("movies", Box::new(file.clone()), file.len());
+    assert_eq!(wal.last_lsn(), 0);
+    assert_eq!(wal.append(b"one").unwrap(), 1);
+    assert_eq!(wal.append(b"two").unwrap(), 2);
+    {
+        let mut faults = file.faults.lock().unwrap();
+        faults.append = Some(io::ErrorKind::StorageFull);
+        faults.partial = 5;
+    }
+    storage_code(wal.append(b"lost"));
+    assert_eq!(wal.last_lsn(), 2, "a failed batch takes no number");
+    file.faults.lock().unwrap().append = None;
+    // The next record is the third in the file, and numbered so.
+    assert_eq!(wal.append(b"three").unwrap(), 3);
+    assert_eq!(wal.last_lsn(), 3);
+    let (payloads, scan) = records(&file.bytes.lock().unwrap(), true).unwrap();
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(scan.records, 3);
+}
+
+#[test]
+fn writers_of_one_batch_get_consecutive_numbers() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let file = MemoryFile::with_header();
+    // Slow syncs, so writers queue up behind the leader and share batches.
+    file.faults.lock().unwrap().sync_delay = Duration::from_millis(2);
+    let wal = Arc::new(Wal::new("movies", Box::new(file.clone()), file.len()).after_lsn(100));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let wal = Arc::clone(&wal);
+            thread::spawn(move || {
+                (0..EACH)
+                    .map(|seq| {
+                        let lsn = wal.append(format!("{writer}:{seq}").as_bytes()).unwrap();
+                        (lsn, format!("{writer}:{seq}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut numbered: Vec<(u64, String)> = handles
+        .into_iter()
+        .flat_map(|handle| handle.join().unwrap())
+        .collect();
+    numbered.sort();
+    let total = (WRITERS * EACH) as u64;
+    // Every record has its own number, from 101 on, and the number is its place in the file.
+    let lsns: Vec<u64> = numbered.iter().map(|(lsn, _)| *lsn).collect();
+    assert_eq!(lsns, (101..=100 + total).collect::<Vec<_>>());
+    assert_eq!(wal.last_lsn(), 100 + total);
+    let (payloads, _) = records(&file.bytes.lock().unwrap(), true).unwrap();
+    let in_file: Vec<String> = payloads
+        .iter()
+        .map(|p| String::from_utf8(p.clone()).unwrap())
+        .collect();
+    let by_number: Vec<String> = numbered.into_iter().map(|(_, payload)| payload).collect();
+    assert_eq!(in_file, by_number);
+    let (appends, syncs) = wal.counts();
+    assert_eq!(appends, total);
+    assert!(syncs <= appends);
+}
+
+#[test]
+fn replay_counts_the_records_of_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    create_file(dir.path(), 1).unwrap();
+    let wal = Wal::open("movies", dir.path(), 1, HEADER_LEN).unwrap();
+    wal.append(b"one").unwrap();
+    wal.append(b"two").unwrap();
+    wal.rotate().unwrap();
+    assert_eq!(
+        wal.append(b"three").unwrap(),
+        3,
+        "numbers go on across files"
+    );
+    drop(wal);
+    let replayed = replay(dir.path(), 1, |_, _, _| Ok(())).unwrap();
+    assert_eq!((replayed.number, replayed.records), (2, 3));
+    let replayed = replay(dir.path(), 2, |_, _, _| Ok(())).unwrap();
+    assert_eq!(replayed.records, 1);
+    // A torn record at the end is not counted.
+    let path = dir.path().join(file_name(2));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[7; 5]);
+    std::fs::write(&path, bytes).unwrap();
+    let replayed = replay(dir.path(), 1, |_, _, _| Ok(())).unwrap();
+    assert_eq!(replayed.records, 3);
 }
