@@ -24,10 +24,12 @@ use crate::{
 /// indexes.
 ///
 /// [`Engine::new`] keeps everything in memory; [`Engine::open`] keeps each
-/// index durable in its own directory (see the crate's `# Durability`).
+/// index durable in its own directory (see the crate's `# Durability`);
+/// [`Engine::open_on_store`] keeps everything but the log in a shared object
+/// store.
 ///
 /// Index names are validated by the control plane; here they only have to be
-/// usable as directory names.
+/// usable as directory names (and, on a shared store, carry an incarnation).
 #[derive(Clone, Default)]
 pub struct Engine {
     indexes: Arc<RwLock<BTreeMap<String, Arc<Index>>>>,
@@ -256,7 +258,8 @@ impl Engine {
     }
 
     /// Deletes the directory `name` (an entry of [`Engine::index_dirs`]) of
-    /// an index that is not open; does nothing if it does not exist.
+    /// an index that is not open, and on a shared store its incarnation's
+    /// objects; does nothing if there are none.
     /// `FailedPrecondition` for an open index: drop it instead.
     ///
     /// Only for data that was asked to go (a deleted index, a leftover of

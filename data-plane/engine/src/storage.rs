@@ -204,20 +204,18 @@ pub(crate) enum Placement {
 
 impl Placement {
     /// The storage of index `name`, whose directory is `dir`. In a shared
-    /// store `name` must carry an incarnation (`InvalidArgument` if not).
+    /// store `name` must carry an incarnation (`FailedPrecondition` if not:
+    /// an index from before incarnations cannot move into a shared store).
     pub(crate) fn storage(&self, dir: &Path, name: &str) -> Result<Arc<dyn Storage>> {
         Ok(match self {
             Placement::IndexDirs => Arc::new(ObjectStorage::local(dir)?),
             Placement::Shared { store, prefix } => {
                 let Some(index) = index_prefix(prefix, name) else {
-                    return Err(Error::invalid(
-                        "name",
-                        format!(
-                            "index '{name}' has no incarnation id; an index kept in a shared \
-                             object store needs one (name@project@incarnation), so that a name \
-                             created again never meets the objects of the old index"
-                        ),
-                    ));
+                    return Err(Error::FailedPrecondition(format!(
+                        "index '{name}' has no incarnation id; an index kept in a shared object \
+                         store needs one (name@project@incarnation), so that a name created \
+                         again never meets the objects of the old index"
+                    )));
                 };
                 Arc::new(ObjectStorage::shared(Arc::clone(store), index))
             }
@@ -597,7 +595,8 @@ mod tests {
             let err = placement
                 .storage(Path::new("/nonexistent"), name)
                 .unwrap_err();
-            assert_eq!(err.field(), Some("name"), "{name}: {err}");
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{name}: {err}");
+            assert!(err.to_string().contains("no incarnation id"), "{err}");
             // Nothing of such a name is in the store, so there is nothing to delete.
             placement.remove(name).unwrap();
         }

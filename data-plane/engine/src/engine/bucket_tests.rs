@@ -324,7 +324,7 @@ fn creating_an_existing_incarnation_checks_its_description() {
     // A name without an incarnation cannot be kept in a shared store.
     for name in ["movies", "movies@p1"] {
         let err = engine.create_index(name, config()).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
         assert!(err.to_string().contains("incarnation"), "{err}");
     }
     assert!(engine.is_on_store());
