@@ -1,7 +1,7 @@
-//! Index directories on the local disk: creating, opening (recovery),
-//! removing and listing them.
+//! Index directories on the local disk, and index descriptions in a shared
+//! store: creating, opening (recovery), removing and listing indexes.
 //!
-//! # Layout
+//! # Layout on local disk (the default)
 //!
 //! ```text
 //! <root>/<index>/index.meta              dimension and metric, checksummed
@@ -12,27 +12,55 @@
 //! ```
 //!
 //! `index.meta` and the log are plain files; the manifest and segments go
-//! through [`Storage`](crate::storage::Storage), here on the same directory
-//! (or, with a shared store, under the index's prefix there).
+//! through [`Storage`](crate::storage::Storage), here on the same directory.
+//!
+//! # Layout with a shared store (a bucket)
+//!
+//! ```text
+//! <root>/<index>/wal-000042.log                                   the log: still a local file in this step
+//! <prefix>/indexes/<project>/<name>/<incarnation>/index.meta      created once (PutMode::Create), never replaced
+//! <prefix>/indexes/<project>/<name>/<incarnation>/manifest        swapped with conditional PUTs
+//! <prefix>/indexes/<project>/<name>/<incarnation>/segments/…, graphs/…
+//! ```
+//!
+//! `<index>` is the storage name `name@project@incarnation`, and the object
+//! prefix is derived from it (see `storage`), so every creation of a name has
+//! its own objects. Everything but the log is in the store, so a process
+//! given only the store (and, for writes not yet flushed, the index's local
+//! log) opens the index: its description, manifest and segments come from
+//! the store, and a missing local log directory is started empty from where
+//! the manifest says replay starts.
+//!
+//! Creating an index in a shared store never deletes anything: it creates
+//! `index.meta`, and if that already exists with the same dimension and
+//! metric (a repeated create of the same incarnation, or a second data plane
+//! told about the same new index) it opens what is there instead. Opening
+//! never deletes an object it does not recognise (see `flush`). Only
+//! dropping the index deletes, and only its own incarnation's prefix.
+//!
+//! # Recovery
 //!
 //! Recovery ([`open`]) checks `index.meta`, loads the segments the manifest
 //! lists (see `flush`), replays the log from the manifest's first file, and
 //! deletes log files the segments cover.
 //!
-//! A new index is built complete in `.<index>.tmp` and renamed into place,
-//! and a dropped one is renamed away before it is deleted, so a crash never
-//! leaves a half-made `<index>` directory: only a leftover whose name starts
-//! with a dot, which is never an index name.
+//! A new local index is built complete in `.<index>.tmp` and renamed into
+//! place, and a dropped one is renamed away before it is deleted, so a crash
+//! never leaves a half-made `<index>` directory: only a leftover whose name
+//! starts with a dot, which is never an index name. A local log directory of
+//! an index in a shared store is made the same way.
 //!
 //! `index.meta` is 21 bytes: magic `LARCHIDX`, format version (u32),
 //! dimension (u32), metric (u8: 0 cosine, 1 euclidean, 2 dotproduct), and a
-//! crc32 of the preceding 17 bytes; integers little-endian.
+//! crc32 of the preceding 17 bytes; integers little-endian. It is the same
+//! bytes on disk and in a store.
 
 use std::{
     collections::BTreeMap,
     fs::{self, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::{
@@ -43,7 +71,7 @@ use crate::{
     namespace::NamespaceStore,
     record::WriteOp,
     segment::Segment,
-    storage::Placement,
+    storage::{Placement, Storage, StoreError},
     timing::Timer,
     wal::{self, Wal, sync_dir},
 };
@@ -80,9 +108,17 @@ fn staging_dir(root: &Path, name: &str) -> PathBuf {
     root.join(format!(".{name}.tmp"))
 }
 
-/// Creates the directory of a new, empty index under `root`, replacing any
-/// stale one (and stale files in a shared store), and opens its log. Its log and segments
+/// What an opened or created index holds: its namespaces as recovered, and
+/// its log and segments.
+pub(crate) type Opened = (BTreeMap<Namespace, NamespaceStore>, Durable);
+
+/// Creates the new index `name` and opens its log; its log and segments
 /// report their timings to `timer`.
+///
+/// On local disk: the directory of a new, empty index under `root`,
+/// replacing any stale one. In a shared store: its description, created
+/// once; nothing is deleted, and an incarnation that already exists with the
+/// same description is opened as it is (see the module docs).
 pub(crate) fn create(
     root: &Path,
     name: &str,
@@ -90,7 +126,10 @@ pub(crate) fn create(
     placement: &Placement,
     policy: FlushPolicy,
     timer: &Timer,
-) -> Result<Durable> {
+) -> Result<Opened> {
+    if placement.is_shared() {
+        return create_shared(root, name, config, placement, policy, timer);
+    }
     let failed = |err: io::Error| {
         Error::storage(
             format!("cannot create the data directory of index '{name}'"),
@@ -99,21 +138,12 @@ pub(crate) fn create(
     };
     let dir = root.join(name);
     let staging = staging_dir(root, name);
-    if !root.exists() {
-        fs::create_dir_all(root).map_err(failed)?;
-        // Make the new root's own entry durable too.
-        let parent = root
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        sync_dir(parent).map_err(failed)?;
-    }
+    create_root(root).map_err(failed)?;
     if dir.exists() {
         tracing::warn!(index = %name, dir = %dir.display(), "replacing a stale directory of an index that is being created");
         remove(root, name).map_err(failed)?;
     }
     remove_if_present(&staging).map_err(failed)?;
-    placement.remove(name)?;
     let built = build(&staging, config).and_then(|()| {
         fs::rename(&staging, &dir)?;
         sync_dir(root)
@@ -126,7 +156,78 @@ pub(crate) fn create(
     let wal = Wal::open(name, &dir, 1, wal::HEADER_LEN)?.timed(timer.clone());
     let storage = placement.storage(&dir, name)?;
     let segments = Segments::new(name, &dir, config, policy, storage).timed(timer.clone());
-    Ok(Durable::new(wal, segments, Vec::new()))
+    Ok((BTreeMap::new(), Durable::new(wal, segments, Vec::new())))
+}
+
+/// Creates `root` if it does not exist, durably.
+fn create_root(root: &Path) -> io::Result<()> {
+    if !root.exists() {
+        fs::create_dir_all(root)?;
+        // Make the new root's own entry durable too.
+        let parent = root
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// [`create`] in a shared store: stores `index.meta` once (`PutMode::Create`)
+/// and opens the index. If the description is already there (this
+/// incarnation was created before: a repeated create, or another data plane
+/// told of the same index), what is there is opened, provided it describes
+/// the same dimension and metric. Deletes nothing.
+fn create_shared(
+    root: &Path,
+    name: &str,
+    config: IndexConfig,
+    placement: &Placement,
+    policy: FlushPolicy,
+    timer: &Timer,
+) -> Result<Opened> {
+    let storage = placement.storage(&root.join(name), name)?;
+    match storage.put_immutable(META_FILE, &encode_meta(config)) {
+        Ok(()) => {
+            tracing::debug!(index = %name, file = %storage.location(META_FILE).display(), "stored the description of a new index");
+        }
+        Err(StoreError::Conflict(_)) => {
+            tracing::info!(index = %name, file = %storage.location(META_FILE).display(), "the index is already in the object store (created before under this incarnation); opening it");
+        }
+        Err(err) => {
+            return Err(err.into_error(format!(
+                "cannot store the description {} of index '{name}'",
+                storage.location(META_FILE).display()
+            )));
+        }
+    }
+    open_shared(root, name, config, storage, policy, timer)
+}
+
+/// Makes the local log directory of an index kept in a shared store, holding
+/// one empty log file numbered `wal_start` (where the manifest says replay
+/// starts): built in `.<index>.tmp` and renamed into place, like a local index.
+fn create_log_dir(root: &Path, name: &str, wal_start: u64) -> Result<()> {
+    let failed = |err: io::Error| {
+        Error::storage(
+            format!("cannot create the log directory of index '{name}'"),
+            &err,
+        )
+    };
+    create_root(root).map_err(failed)?;
+    let staging = staging_dir(root, name);
+    remove_if_present(&staging).map_err(failed)?;
+    let built = fs::create_dir(&staging)
+        .and_then(|()| wal::create_file(&staging, wal_start))
+        .and_then(|_| sync_dir(&staging))
+        .and_then(|()| fs::rename(&staging, root.join(name)))
+        .and_then(|()| sync_dir(root));
+    if let Err(err) = built {
+        // Best effort: a leftover is harmless and removed on the next try.
+        let _ = remove_if_present(&staging);
+        return Err(failed(err));
+    }
+    Ok(())
 }
 
 /// Fills a fresh index directory at `dir` and syncs it.
@@ -144,7 +245,8 @@ fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
 
 /// Opens the existing index `name` under `root`: checks its description
 /// against `config`, loads its segments and replays its log on top. Its log and segments
-/// report their timings to `timer`.
+/// report their timings to `timer`. In a shared store the description and
+/// segments come from the store (see [`open_shared`]).
 pub(crate) fn open(
     root: &Path,
     name: &str,
@@ -152,7 +254,11 @@ pub(crate) fn open(
     placement: &Placement,
     policy: FlushPolicy,
     timer: &Timer,
-) -> Result<(BTreeMap<Namespace, NamespaceStore>, Durable)> {
+) -> Result<Opened> {
+    if placement.is_shared() {
+        let storage = placement.storage(&root.join(name), name)?;
+        return open_shared(root, name, config, storage, policy, timer);
+    }
     let dir = root.join(name);
     let meta_path = dir.join(META_FILE);
     let bytes = match fs::read(&meta_path) {
@@ -173,18 +279,71 @@ pub(crate) fn open(
             ));
         }
     };
-    let stored = decode_meta(&bytes)
-        .map_err(|(offset, reason)| Error::corrupt(&meta_path, offset, reason))?;
+    check_meta(name, &meta_path, &bytes, config)?;
+    let storage = placement.storage(&dir, name)?;
+    let (namespaces, segments) = load(name, &dir, config, policy, storage)?;
+    replay(name, &dir, config, namespaces, segments, timer)
+}
+
+/// [`open`] in a shared store: `index.meta`, the manifest and the segments
+/// come from `storage`; the log from the local index directory, which is
+/// started empty (from where the manifest says replay starts) if this
+/// process has none. Deletes no object.
+fn open_shared(
+    root: &Path,
+    name: &str,
+    config: IndexConfig,
+    storage: Arc<dyn Storage>,
+    policy: FlushPolicy,
+    timer: &Timer,
+) -> Result<Opened> {
+    let meta_location = storage.location(META_FILE);
+    let bytes = match storage.get(META_FILE) {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound) => {
+            return Err(Error::NotFound(format!(
+                "index '{name}' is not in the object store (no {})",
+                meta_location.display()
+            )));
+        }
+        Err(err) => {
+            return Err(err.into_error(format!("cannot read {}", meta_location.display())));
+        }
+    };
+    check_meta(name, &meta_location, &bytes, config)?;
+    let dir = root.join(name);
+    let (namespaces, segments) = load(name, &dir, config, policy, storage)?;
+    if !dir.exists() {
+        let wal_start = segments.wal_start()?;
+        tracing::warn!(index = %name, dir = %dir.display(), wal_start, "this process has no log of the index: serving what its segments in the object store hold, with a new empty log (writes that were not flushed are only in the log of the process that took them)");
+        create_log_dir(root, name, wal_start)?;
+    }
+    replay(name, &dir, config, namespaces, segments, timer)
+}
+
+/// Checks the description `bytes` read from `location` against `config`.
+fn check_meta(name: &str, location: &Path, bytes: &[u8], config: IndexConfig) -> Result<()> {
+    let stored =
+        decode_meta(bytes).map_err(|(offset, reason)| Error::corrupt(location, offset, reason))?;
     if stored != config {
         return Err(Error::FailedPrecondition(format!(
             "index '{name}' is stored with dimension {} and metric {}, but was opened with dimension {} and metric {}",
             stored.dimension, stored.metric, config.dimension, config.metric
         )));
     }
+    Ok(())
+}
 
-    let storage = placement.storage(&dir, name)?;
+/// Loads the segments of index `name` from `storage` into namespaces.
+fn load(
+    name: &str,
+    dir: &Path,
+    config: IndexConfig,
+    policy: FlushPolicy,
+    storage: Arc<dyn Storage>,
+) -> Result<(BTreeMap<Namespace, NamespaceStore>, Segments)> {
     let mut namespaces = BTreeMap::new();
-    let segments = Segments::open(name, &dir, config, policy, storage, |name, segments| {
+    let segments = Segments::open(name, dir, config, policy, storage, |name, segments| {
         let mut store = NamespaceStore::new(config, None);
         for segment in segments {
             restore(&mut store, config, segment?);
@@ -193,23 +352,38 @@ pub(crate) fn open(
         namespaces.insert(name.clone(), store);
         Ok(())
     })?;
+    Ok((namespaces, segments))
+}
+
+/// Replays the log in `dir` on top of the loaded `namespaces`, then cleans
+/// up (see [`Segments::remove_orphans`]) and opens the log for appending.
+fn replay(
+    name: &str,
+    dir: &Path,
+    config: IndexConfig,
+    mut namespaces: BTreeMap<Namespace, NamespaceStore>,
+    segments: Segments,
+    timer: &Timer,
+) -> Result<Opened> {
     let wal_start = segments.wal_start()?;
     let mut dropped = Vec::new();
     let dimension = config.dimension.len();
-    let replayed = wal::replay(&dir, wal_start, |file, offset, payload| {
+    let replayed = wal::replay(dir, wal_start, |file, offset, payload| {
         let record = codec::decode(payload, dimension).map_err(|reason| {
             Error::corrupt(file, offset, format!("undecodable record: {reason}"))
         })?;
         apply(&mut namespaces, &mut dropped, config, record)
             .map_err(|reason| Error::corrupt(file, offset, reason))
     })?;
-    // Everything checked out: only now delete what the manifest does not need.
+    // Everything checked out: only now delete what the manifest does not need
+    // (in a shared store, the segments only count what they would delete).
     segments.remove_orphans();
-    if let Err(err) = wal::remove_before(&dir, wal_start) {
+    // The log is this process's own, in a shared store too.
+    if let Err(err) = wal::remove_before(dir, wal_start) {
         tracing::warn!(index = %name, error = %err, "cannot delete write-ahead log files that segments cover");
     }
     let lsn = segments.lsn()?.saturating_add(replayed.records);
-    let wal = Wal::open(name, &dir, replayed.number, replayed.len)?
+    let wal = Wal::open(name, dir, replayed.number, replayed.len)?
         .after_lsn(lsn)
         .timed(timer.clone());
     Ok((

@@ -1,4 +1,7 @@
-//! All indexes of this node, by name, and where their data lives.
+//! All indexes of this node, by name, and where their data lives: in memory
+//! ([`Engine::new`]), each in its own local directory ([`Engine::open`]), or
+//! with everything but the log in a shared object store
+//! ([`Engine::open_on_store`]; layout in `storage` and `dir`).
 
 use std::{
     collections::BTreeMap,
@@ -21,10 +24,12 @@ use crate::{
 /// indexes.
 ///
 /// [`Engine::new`] keeps everything in memory; [`Engine::open`] keeps each
-/// index durable in its own directory (see the crate's `# Durability`).
+/// index durable in its own directory (see the crate's `# Durability`);
+/// [`Engine::open_on_store`] keeps everything but the log in a shared object
+/// store.
 ///
 /// Index names are validated by the control plane; here they only have to be
-/// usable as directory names.
+/// usable as directory names (and, on a shared store, carry an incarnation).
 #[derive(Clone, Default)]
 pub struct Engine {
     indexes: Arc<RwLock<BTreeMap<String, Arc<Index>>>>,
@@ -89,18 +94,53 @@ impl Engine {
         }
     }
 
-    /// A durable engine whose indexes keep their log under `root` and their
-    /// segments and manifests in `store`, each under its own prefix.
-    #[cfg(test)]
-    pub(crate) fn open_shared(
+    /// A durable engine keeping its indexes in a shared object store (a
+    /// bucket), under `prefix`: each index's description, manifest, segments
+    /// and graph files live under
+    /// `<prefix>/indexes/<project>/<name>/<incarnation>/`, so a fresh process
+    /// on the same store opens them. Only the write-ahead log is still local,
+    /// in `<root>/<index name>/` (a missing one is started empty at open).
+    /// Does no IO.
+    ///
+    /// Index names must be storage names with an incarnation
+    /// (`name@project@incarnation`, see `larch_model::IndexKey::storage_name`):
+    /// creating never deletes, and a name created again gets a new incarnation
+    /// and never meets the old objects. `store` must support conditional
+    /// creates (`PutMode::Create`), as S3-compatible stores, `InMemory` and
+    /// `LocalFileSystem` do.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use larch_engine::{Dimension, Engine, FlushPolicy, IndexConfig, Metric};
+    /// use larch_engine::object_store::{memory::InMemory, path::Path};
+    ///
+    /// let logs = tempfile::tempdir()?;
+    /// let bucket = Arc::new(InMemory::new());
+    /// let config = IndexConfig { dimension: Dimension::new(2)?, metric: Metric::Cosine };
+    /// let engine = Engine::open_on_store(logs.path(), FlushPolicy::default(), bucket.clone(), Path::from("larch"));
+    /// engine.create_index("movies@default@0a1b2c3d", config)?;
+    /// // Another process, with a log directory of its own, finds the index in the bucket.
+    /// let other = tempfile::tempdir()?;
+    /// let engine = Engine::open_on_store(other.path(), FlushPolicy::default(), bucket, Path::from("larch"));
+    /// engine.open_index("movies@default@0a1b2c3d", config)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_on_store(
         root: impl Into<PathBuf>,
         policy: FlushPolicy,
         store: Arc<dyn object_store::ObjectStore>,
+        prefix: object_store::path::Path,
     ) -> Self {
         Engine {
-            placement: Placement::Shared(store),
+            placement: Placement::Shared { store, prefix },
             ..Engine::open_with(root, policy)
         }
+    }
+
+    /// Whether indexes keep their files in a shared object store
+    /// ([`Engine::open_on_store`]).
+    pub fn is_on_store(&self) -> bool {
+        self.placement.is_shared()
     }
 
     /// The directory holding index directories; `None` for an in-memory engine.
@@ -111,7 +151,10 @@ impl Engine {
     /// Creates an empty index; `AlreadyExists` if the name is taken. A
     /// durable engine first replaces any stale directory of that name (left
     /// by a crash) with a fresh one holding the index description and an
-    /// empty log, synced to disk.
+    /// empty log, synced to disk. An engine on a shared store
+    /// ([`Engine::open_on_store`]) deletes nothing: it stores the description
+    /// once, and if this incarnation is already in the store with the same
+    /// dimension and metric (a repeated create), opens it as it is.
     pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
         dir::check_name(name)?;
         let _lifecycle = self.lifecycle()?;
@@ -119,7 +162,7 @@ impl Engine {
         let index = match &self.root {
             None => Index::new(name, config),
             Some(root) => {
-                let durable = dir::create(
+                let (namespaces, durable) = dir::create(
                     root,
                     name,
                     config,
@@ -127,7 +170,7 @@ impl Engine {
                     self.policy,
                     &self.timer,
                 )?;
-                Index::durable(name, config, BTreeMap::new(), durable)
+                Index::durable(name, config, namespaces, durable)
             }
         };
         self.register(name, index)
@@ -137,7 +180,8 @@ impl Engine {
     /// description matches `config` (`FailedPrecondition` if not), loads its
     /// segments, replays the rest of its write-ahead log into memory and
     /// registers it. `NotFound` if it has no
-    /// directory; [`Error::Corrupt`] if its files are damaged, in which case
+    /// directory (on a shared store: no description there);
+    /// [`Error::Corrupt`] if its files are damaged, in which case
     /// nothing is served. An in-memory engine has nothing to open
     /// (`FailedPrecondition`).
     pub fn open_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
@@ -169,7 +213,9 @@ impl Engine {
     }
 
     /// Removes the index called `name` and its data; `NotFound` if there is
-    /// none. Requests already holding the index finish against it. If its
+    /// none. On a shared store its data is exactly its incarnation's prefix:
+    /// other incarnations of the name are untouched. Requests already holding
+    /// the index finish against it. If its
     /// directory cannot be deleted, the index is dropped all the same and the
     /// failure is logged; the directory then shows up in
     /// [`Engine::index_dirs`] for [`Engine::remove_orphan`].
@@ -212,7 +258,8 @@ impl Engine {
     }
 
     /// Deletes the directory `name` (an entry of [`Engine::index_dirs`]) of
-    /// an index that is not open; does nothing if it does not exist.
+    /// an index that is not open, and on a shared store its incarnation's
+    /// objects; does nothing if there are none.
     /// `FailedPrecondition` for an open index: drop it instead.
     ///
     /// Only for data that was asked to go (a deleted index, a leftover of
@@ -397,6 +444,8 @@ fn index_not_found(name: &str) -> Error {
     Error::NotFound(format!("index '{name}' not found"))
 }
 
+#[cfg(test)]
+mod bucket_tests;
 #[cfg(test)]
 mod durable_tests;
 #[cfg(test)]

@@ -25,7 +25,8 @@
 //! If step 2 fails (disk full, say), the manifest and the log files are
 //! untouched, so nothing is lost; the cut segments stay pending and the
 //! next flush writes them first. Files written without reaching a manifest
-//! are orphans, deleted at the next start.
+//! are orphans: deleted at the next start of an index on local disk, left in
+//! place (and counted) in a shared store (see Recovery).
 //!
 //! # Compaction
 //!
@@ -44,6 +45,15 @@
 //! all of that succeeded, deletes the files under `segments/` that the
 //! manifest does not list ([`Segments::remove_orphans`]): nothing is deleted
 //! from an index that fails to open.
+//!
+//! That deletion happens only in a private index directory on local disk. In
+//! a shared store ([`Storage::private`] is false) start-up deletes nothing it
+//! does not recognise: an unlisted segment may be the work of another writer
+//! of the same index whose manifest this process has not seen, so it is only
+//! logged (at debug) and counted ([`StorageStats::unlisted_segments`]). The
+//! only deletes in a shared store are the writer's own clean-up right after
+//! a manifest swap (the segments and graph files that manifest no longer
+//! needs) and dropping the index (its incarnation's whole prefix).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -119,6 +129,10 @@ pub struct StorageStats {
     pub flushes: u64,
     /// See `flushes`.
     pub compactions: u64,
+    /// Segment files found at open that the manifest does not list and that were left in
+    /// place: in a shared store start-up deletes nothing it does not recognise (on local disk
+    /// they are deleted, and this stays 0).
+    pub unlisted_segments: usize,
 }
 
 /// Changes cut from the memtable that no manifest lists yet, oldest first.
@@ -181,6 +195,7 @@ struct Published {
     wal_start: u64,
     flushes: u64,
     compactions: u64,
+    unlisted_segments: usize,
 }
 
 /// The segments and manifest of one durable index, and the flushes and
@@ -334,12 +349,26 @@ impl Segments {
 
     /// Deletes the segment files that [`Segments::open`] found unlisted:
     /// leftovers of a flush or compaction that never reached the manifest.
-    /// Best effort; call it once recovery has succeeded.
+    /// Best effort; call it once recovery has succeeded. In a shared store
+    /// (not [`Storage::private`]) nothing is deleted: the files are logged
+    /// and counted in [`StorageStats::unlisted_segments`] instead.
     pub(crate) fn remove_orphans(&self) {
         let orphans = match self.orphans.lock() {
             Ok(mut orphans) => mem::take(&mut *orphans),
             Err(_) => return,
         };
+        if !self.storage.private() {
+            for path in &orphans {
+                tracing::debug!(index = %self.index, file = %self.storage.location(path).display(), "leaving a segment file the manifest does not list (a shared store: start-up deletes nothing)");
+            }
+            if !orphans.is_empty() {
+                tracing::debug!(index = %self.index, count = orphans.len(), "segment files the manifest does not list were left in the shared store");
+            }
+            if let Ok(mut published) = self.published.lock() {
+                published.unlisted_segments = orphans.len();
+            }
+            return;
+        }
         for path in orphans {
             tracing::warn!(index = %self.index, file = %self.storage.location(&path).display(), "deleting a segment file the manifest does not list (left by an interrupted flush or compaction)");
             if let Err(err) = self.storage.delete(&path) {
@@ -477,6 +506,7 @@ impl Segments {
             manifest_generation: published.generation,
             flushes: published.flushes,
             compactions: published.compactions,
+            unlisted_segments: published.unlisted_segments,
         }
     }
 
@@ -673,13 +703,14 @@ impl Segments {
         Ok(())
     }
 
-    /// Best effort: a segment left behind is an orphan, deleted at the next start.
+    /// Best effort: a segment left behind is an orphan, deleted at the next
+    /// start of a local index (and left, counted, in a shared store).
     fn delete_segments(&self, obsolete: &[SegmentRef]) {
         for entry in obsolete {
             let path = segment::path(entry.number);
             if let Err(err) = self.storage.delete(&path) {
                 let err = err.into_error("cannot delete it");
-                tracing::warn!(index = %self.index, file = %path, error = %err, "cannot delete a segment the manifest no longer lists; it is deleted at the next start");
+                tracing::warn!(index = %self.index, file = %path, error = %err, "cannot delete a segment the manifest no longer lists; it is left behind as an unlisted segment");
             }
         }
     }

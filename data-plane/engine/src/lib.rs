@@ -110,7 +110,10 @@
 //! stores that support it), so an S3-compatible store can be plugged in
 //! later. `object_store` is async; the engine drives its futures on the
 //! calling thread, which is a blocking thread (the server calls the engine
-//! through `spawn_blocking`).
+//! through `spawn_blocking`). [`Engine::open_on_store`] keeps everything but
+//! the log in a shared object store instead (`index.meta` too, created once),
+//! under `<prefix>/indexes/<project>/<name>/<incarnation>/`; there start-up
+//! deletes no object it does not recognise (layout in the `storage` module).
 //!
 //! What is guaranteed:
 //!
@@ -241,6 +244,9 @@ pub use filter::Filter;
 pub use flush::{FlushPolicy, StorageStats};
 pub use index::{Index, IndexingStatus};
 pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
+/// The object store crate of [`Engine::open_on_store`]'s signature, so callers build stores
+/// with the same version.
+pub use object_store;
 pub use params::{Quantization, SearchParams};
 pub use requests::{
     DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest, FetchResponse,

@@ -1,31 +1,56 @@
-//! The one interface through which an index stores its segments and its
-//! manifest, and its implementation on the `object_store` crate.
+//! The one interface through which an index stores its segments, manifest,
+//! graph files and (in a shared store) its description, and its
+//! implementation on the `object_store` crate.
 //!
 //! [`Storage`] offers only what every object store can do: whole immutable
 //! files (put once, read, list, delete) and one small file, the manifest,
 //! that is replaced atomically. Nothing above this module assumes more
 //! (no appends, no renames, no directories, no `fsync`), so an S3-compatible
-//! store can be plugged in later without touching the flush, compaction or
+//! store can be plugged in without touching the flush, compaction or
 //! recovery code.
 //!
-//! [`ObjectStorage`] implements it on any [`ObjectStore`]:
+//! [`ObjectStorage`] implements it on any [`ObjectStore`]; [`Placement`]
+//! says which:
 //!
-//! - **Local disk** (the default, [`ObjectStorage::local`]):
-//!   `LocalFileSystem` rooted at the index directory, with `fsync` on: a put
-//!   writes a staging file, syncs it, renames it into place and syncs the
-//!   directory, so a file is durable and complete once `put` returns, and
-//!   the manifest swap is an atomic rename. The engine is the only writer of
-//!   an index directory, so the manifest is replaced unconditionally.
-//! - **Shared stores** ([`Placement::Shared`]): one store for all indexes,
-//!   each under its own prefix; `InMemory` in tests, S3-compatible stores
-//!   later. Files are created with `PutMode::Create` and the manifest is
-//!   swapped with `PutMode::Update` (a conditional PUT against the version
-//!   read or written last), so a second writer is detected instead of
-//!   silently overwritten.
+//! - **Local disk** ([`Placement::IndexDirs`], the default,
+//!   [`ObjectStorage::local`]): `LocalFileSystem` rooted at the index
+//!   directory, with `fsync` on: a put writes a staging file, syncs it,
+//!   renames it into place and syncs the directory, so a file is durable and
+//!   complete once `put` returns, and the manifest swap is an atomic rename.
+//!   The engine is the only writer of an index directory, so the manifest is
+//!   replaced unconditionally, and the directory is *private*: recovery may
+//!   delete what it does not recognise there.
+//! - **A shared store** ([`Placement::Shared`], `Engine::open_on_store`): one
+//!   store (a bucket) for all indexes, possibly seen by several processes.
+//!   Files are created with `PutMode::Create` and the manifest is swapped
+//!   with `PutMode::Update` (a conditional PUT against the version read or
+//!   written last), so a second writer is detected instead of silently
+//!   overwritten. Nothing there is private: no start-up path deletes an
+//!   object it does not recognise (see [`Storage::private`]).
 //!
-//! The write-ahead log does **not** go through here: it needs appends and
+//! # Layout in a shared store
+//!
+//! ```text
+//! <prefix>/indexes/<project>/<name>/<incarnation>/index.meta      dimension and metric (see `dir`), created once
+//! <prefix>/indexes/<project>/<name>/<incarnation>/manifest        the live segments, where log replay starts
+//! <prefix>/indexes/<project>/<name>/<incarnation>/segments/seg-000007.seg
+//! <prefix>/indexes/<project>/<name>/<incarnation>/graphs/<hash>-<time>.graph
+//! ```
+//!
+//! `<prefix>` is the one the engine was given (`s3://bucket/prefix` → `prefix`);
+//! `<project>`, `<name>` and `<incarnation>` come from the index's storage name
+//! `name@project@incarnation` (`larch_model::IndexKey::storage_name`). The
+//! catalog gives every creation of an index a fresh incarnation, so creating
+//! never has to delete anything, and a name deleted and created again never
+//! meets the old objects: they sit under another incarnation until that one's
+//! drop deletes exactly its own prefix ([`Placement::remove`]). An index
+//! without an incarnation (created before incarnations existed) cannot be kept
+//! in a shared store.
+//!
+//! The write-ahead log does **not** go through here yet: it needs appends and
 //! `fdatasync`, which `object_store` cannot offer, so it stays on plain
-//! `std::fs` files in the index directory (see `wal`).
+//! `std::fs` files in the local index directory (see `wal`), also in shared
+//! placement.
 //!
 //! # Async bridge
 //!
@@ -43,9 +68,13 @@ use std::{
     future::Future,
     io,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
+use larch_model::IndexKey;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
     local::LocalFileSystem,
@@ -53,6 +82,9 @@ use object_store::{
 };
 
 use crate::{Error, ErrorCode, Result};
+
+#[cfg(test)]
+pub(crate) mod counting;
 
 /// Runs an `object_store` future to completion on this thread: the single
 /// async-to-sync bridge of the engine (see the module docs).
@@ -120,6 +152,12 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// Where `path` is, for messages and [`Error::Corrupt`].
     fn location(&self, path: &str) -> PathBuf;
 
+    /// Whether this process is the only one that sees these files (an index
+    /// directory on local disk): only then may start-up delete files it does
+    /// not recognise. In a shared store an unknown object may belong to a
+    /// writer this process does not know about, so it is left alone.
+    fn private(&self) -> bool;
+
     /// Stores a new immutable file; it is complete and durable on return.
     /// Paths are never reused, so the file must not exist yet.
     fn put_immutable(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError>;
@@ -155,38 +193,81 @@ pub(crate) enum Placement {
     /// Each index in its own directory, beside its log (`LocalFileSystem`).
     #[default]
     IndexDirs,
-    /// One shared store, each index under a prefix named after it; the
-    /// store must support conditional puts (`InMemory` in tests, S3 later).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Shared(Arc<dyn ObjectStore>),
+    /// One shared store (a bucket) for all indexes, each under
+    /// `<prefix>/indexes/<project>/<name>/<incarnation>` (see the module
+    /// docs); the store must support conditional puts.
+    Shared {
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
 }
 
 impl Placement {
-    /// The storage of index `name`, whose directory is `dir`.
+    /// The storage of index `name`, whose directory is `dir`. In a shared
+    /// store `name` must carry an incarnation (`FailedPrecondition` if not:
+    /// an index from before incarnations cannot move into a shared store).
     pub(crate) fn storage(&self, dir: &Path, name: &str) -> Result<Arc<dyn Storage>> {
         Ok(match self {
             Placement::IndexDirs => Arc::new(ObjectStorage::local(dir)?),
-            Placement::Shared(store) => Arc::new(ObjectStorage::shared(Arc::clone(store), name)),
+            Placement::Shared { store, prefix } => {
+                let Some(index) = index_prefix(prefix, name) else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "index '{name}' has no incarnation id; an index kept in a shared object \
+                         store needs one (name@project@incarnation), so that a name created \
+                         again never meets the objects of the old index"
+                    )));
+                };
+                Arc::new(ObjectStorage::shared(Arc::clone(store), index))
+            }
         })
     }
 
-    /// Deletes everything a shared store holds for index `name` (a local
-    /// index's files go with its directory).
-    pub(crate) fn remove(&self, name: &str) -> Result<()> {
-        match self {
-            Placement::IndexDirs => Ok(()),
-            Placement::Shared(store) => {
-                let storage = ObjectStorage::shared(Arc::clone(store), name);
-                let what = || format!("cannot delete the stored files of index '{name}'");
-                for file in storage.list("").map_err(|err| err.into_error(what()))? {
-                    storage
-                        .delete(&file.path)
-                        .map_err(|err| err.into_error(what()))?;
-                }
-                Ok(())
-            }
-        }
+    /// Whether indexes live in a shared store.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Placement::Shared { .. })
     }
+
+    /// Deletes everything a shared store holds for index `name`: exactly its
+    /// incarnation's prefix, never another incarnation's objects. A local
+    /// index's files go with its directory, and a name without an
+    /// incarnation has nothing in a shared store.
+    pub(crate) fn remove(&self, name: &str) -> Result<()> {
+        let Placement::Shared { store, prefix } = self else {
+            return Ok(());
+        };
+        let Some(index) = index_prefix(prefix, name) else {
+            return Ok(());
+        };
+        let storage = ObjectStorage::shared(Arc::clone(store), index);
+        let what = || format!("cannot delete the stored files of index '{name}'");
+        let listed = storage.list("").map_err(|err| err.into_error(what()))?;
+        let count = listed.len();
+        for file in listed {
+            storage
+                .delete(&file.path)
+                .map_err(|err| err.into_error(what()))?;
+        }
+        tracing::debug!(index = %name, objects = count, "deleted the stored objects of the index");
+        Ok(())
+    }
+}
+
+/// Where index `name` (a storage name, `name@project@incarnation`) keeps its
+/// objects under `root` in a shared store:
+/// `<root>/indexes/<project>/<name>/<incarnation>`; `None` for a name without
+/// an incarnation.
+pub(crate) fn index_prefix(root: &ObjectPath, name: &str) -> Option<ObjectPath> {
+    let key = IndexKey::from_storage_name(name)?;
+    let incarnation = key.incarnation()?;
+    let parts = [
+        "indexes",
+        key.project(),
+        key.name().as_str(),
+        incarnation.as_str(),
+    ];
+    Some(ObjectPath::from_iter(
+        root.parts().chain(parts.into_iter().map(PathPart::from)),
+    ))
 }
 
 /// [`Storage`] on an [`ObjectStore`], under a prefix.
@@ -200,6 +281,9 @@ pub(crate) struct ObjectStorage {
     /// Whether the store checks `PutMode::Create` / `PutMode::Update`; if
     /// not, the engine's single writer per index makes plain puts safe.
     conditional: bool,
+    /// Set once a conditional manifest swap fell back to an overwrite (the
+    /// store cannot replace conditionally), so that is logged once.
+    overwrites: AtomicBool,
 }
 
 impl ObjectStorage {
@@ -216,17 +300,19 @@ impl ObjectStorage {
             prefix: ObjectPath::default(),
             display_root: dir.to_owned(),
             conditional: false,
+            overwrites: AtomicBool::new(false),
         })
     }
 
-    /// The files of index `name` in a shared store that supports
-    /// conditional puts.
-    pub(crate) fn shared(store: Arc<dyn ObjectStore>, name: &str) -> Self {
+    /// The files under `prefix` in a shared store that supports conditional
+    /// puts.
+    pub(crate) fn shared(store: Arc<dyn ObjectStore>, prefix: ObjectPath) -> Self {
         ObjectStorage {
-            display_root: PathBuf::from(format!("{store}")).join(name),
-            prefix: ObjectPath::from_iter([PathPart::from(name)]),
+            display_root: PathBuf::from(format!("{store}")).join(prefix.as_ref()),
+            prefix,
             store,
             conditional: true,
+            overwrites: AtomicBool::new(false),
         }
     }
 
@@ -241,6 +327,10 @@ impl ObjectStorage {
     }
 
     fn put(&self, path: &str, bytes: &[u8], mode: PutMode) -> Result<Version, StoreError> {
+        self.put_raw(path, bytes, mode).map_err(failure)
+    }
+
+    fn put_raw(&self, path: &str, bytes: &[u8], mode: PutMode) -> object_store::Result<Version> {
         let options = PutOptions {
             mode,
             ..PutOptions::default()
@@ -248,7 +338,7 @@ impl ObjectStorage {
         let location = self.object_path(path);
         // One copy, so a failed put leaves the caller its bytes to retry with.
         let payload = PutPayload::from(bytes.to_vec());
-        let result = wait(self.store.put_opts(&location, payload, options)).map_err(failure)?;
+        let result = wait(self.store.put_opts(&location, payload, options))?;
         Ok(Version {
             e_tag: result.e_tag,
             version: result.version,
@@ -259,6 +349,12 @@ impl ObjectStorage {
 impl Storage for ObjectStorage {
     fn location(&self, path: &str) -> PathBuf {
         self.display_root.join(path)
+    }
+
+    fn private(&self) -> bool {
+        // Only a local index directory is written unconditionally, and only
+        // because this engine is its one writer.
+        !self.conditional
     }
 
     fn put_immutable(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -339,7 +435,18 @@ impl Storage for ObjectStorage {
                 version: version.clone(),
             }),
         };
-        self.put(path, bytes, mode)
+        let update = matches!(mode, PutMode::Update(_));
+        match self.put_raw(path, bytes, mode) {
+            // `LocalFileSystem` (a shared directory) creates conditionally but cannot replace
+            // conditionally; its overwrite is still an atomic rename.
+            Err(object_store::Error::NotImplemented { .. }) if update => {
+                if !self.overwrites.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(store = %self.store, file = %self.location(path).display(), "the object store cannot replace a file conditionally; the manifest is overwritten, so a second writer of this index would not be detected");
+                }
+                self.put(path, bytes, PutMode::Overwrite)
+            }
+            result => result.map_err(failure),
+        }
     }
 }
 
@@ -421,6 +528,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = ObjectStorage::local(dir.path()).unwrap();
         exercise(&storage);
+        assert!(storage.private());
         assert_eq!(fs_read(dir.path(), "manifest"), b"v2");
         assert_eq!(
             storage.location("segments/x"),
@@ -435,11 +543,25 @@ mod tests {
     #[test]
     fn shared_stores_keep_indexes_apart_and_check_versions() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let storage = ObjectStorage::shared(Arc::clone(&store), "movies");
-        exercise(&storage);
-        let other = ObjectStorage::shared(Arc::clone(&store), "books");
-        assert!(other.list("").unwrap().is_empty());
-        assert!(other.get_manifest("manifest").unwrap().is_none());
+        let placement = Placement::Shared {
+            store: Arc::clone(&store),
+            prefix: ObjectPath::from("larch"),
+        };
+        let dir = Path::new("/nonexistent");
+        let storage = placement.storage(dir, "movies@default@aa").unwrap();
+        exercise(storage.as_ref());
+        assert!(!storage.private());
+        assert_eq!(
+            storage.location("manifest"),
+            PathBuf::from("InMemory/larch/indexes/default/movies/aa/manifest")
+        );
+        // Another incarnation of the same name, and the same name in another project.
+        for other in ["movies@default@bb", "movies@p1@aa"] {
+            let other = placement.storage(dir, other).unwrap();
+            assert!(other.list("").unwrap().is_empty());
+            assert!(other.get_manifest("manifest").unwrap().is_none());
+            other.put_immutable("b", b"theirs").unwrap();
+        }
 
         // A stale version or a second creation is a conflict, not an overwrite.
         let (_, current) = storage.get_manifest("manifest").unwrap().unwrap();
@@ -454,10 +576,34 @@ mod tests {
         assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
         assert_eq!(storage.get_manifest("manifest").unwrap().unwrap().0, b"v3");
 
-        Placement::Shared(Arc::clone(&store))
-            .remove("movies")
-            .unwrap();
+        // Removing one incarnation deletes its prefix and nothing else.
+        placement.remove("movies@default@aa").unwrap();
         assert!(storage.list("").unwrap().is_empty());
+        for other in ["movies@default@bb", "movies@p1@aa"] {
+            let other = placement.storage(dir, other).unwrap();
+            assert_eq!(other.get("b").unwrap(), b"theirs");
+        }
+    }
+
+    #[test]
+    fn a_shared_store_needs_an_incarnation() {
+        let placement = Placement::Shared {
+            store: Arc::new(InMemory::new()),
+            prefix: ObjectPath::default(),
+        };
+        for name in ["movies", "movies@p1", ".movies.tmp"] {
+            let err = placement
+                .storage(Path::new("/nonexistent"), name)
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{name}: {err}");
+            assert!(err.to_string().contains("no incarnation id"), "{err}");
+            // Nothing of such a name is in the store, so there is nothing to delete.
+            placement.remove(name).unwrap();
+        }
+        assert_eq!(
+            index_prefix(&ObjectPath::default(), "movies@default@0a1b").unwrap(),
+            ObjectPath::from("indexes/default/movies/0a1b")
+        );
     }
 
     /// The server calls the engine on Tokio's blocking threads, where

@@ -86,7 +86,10 @@ pub(crate) fn sparse(pairs: &[(u32, f32)]) -> SparseInput {
 /// Empty segments of index `name` in a fresh in-memory store, for a durable
 /// index whose log is not a file (it never flushes).
 pub(crate) fn memory_segments(name: &str, config: IndexConfig) -> Segments {
-    let storage = ObjectStorage::shared(Arc::new(InMemory::new()), name);
+    let storage = ObjectStorage::shared(
+        Arc::new(InMemory::new()),
+        object_store::path::Path::from(name),
+    );
     Segments::new(
         name,
         Path::new("/nonexistent"),

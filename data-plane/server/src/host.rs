@@ -10,6 +10,11 @@
 //! Indexes come as [`IndexKey`]s (project and name); the engine, its data directories and the
 //! server map know each by [`IndexKey::storage_name`], so indexes of the same name in two
 //! projects stay apart, and default-project indexes keep their bare name.
+//!
+//! Where the indexes' files live is [`IndexStorage`]: each index in a local directory (the
+//! default), or everything but the write-ahead log in a shared object store (a bucket), where
+//! each index's incarnation has a prefix of its own. It builds the [`Engine`] that both this
+//! embedded [`DataPlane`] and split mode's `RoutedDataPlane` are given.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,12 +24,53 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use larch_auth::KeyStore;
-use larch_engine::{Engine, IndexConfig, SearchParams};
+use larch_engine::object_store::{ObjectStore, path::Path as ObjectPath};
+use larch_engine::{Engine, FlushPolicy, IndexConfig, SearchParams};
 use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// Where a data plane keeps its indexes' files: the storage setting of a data-plane process.
+#[derive(Debug, Clone)]
+pub enum IndexStorage {
+    /// Each index in its own directory `<root>/<storage name>/` on local disk: its
+    /// description, write-ahead log, manifest, segments and graph files (today's default).
+    Local {
+        /// Where index directories live (`<data-dir>/indexes`).
+        root: PathBuf,
+    },
+    /// Each index's description, manifest, segments and graph files in `store` under
+    /// `<prefix>/indexes/<project>/<name>/<incarnation>/`, so another process on the same
+    /// store opens the index; its write-ahead log still in `<root>/<storage name>/` on local
+    /// disk (writes not yet flushed are only there). Creating deletes nothing and start-up
+    /// deletes no object it does not recognise; dropping an index deletes its incarnation's
+    /// prefix. Every index needs an incarnation (the catalog gives every new index one).
+    Bucket {
+        /// Where the indexes' local log directories live (`<data-dir>/indexes`).
+        root: PathBuf,
+        /// The shared store, e.g. an S3-compatible bucket; it must support conditional creates.
+        store: Arc<dyn ObjectStore>,
+        /// Where in the store this deployment's indexes live (`s3://bucket/prefix` → `prefix`).
+        prefix: ObjectPath,
+    },
+}
+
+impl IndexStorage {
+    /// The engine keeping indexes here, flushing and compacting by `policy`. Does no IO:
+    /// indexes are created and opened through the data plane.
+    pub fn engine(&self, policy: FlushPolicy) -> Engine {
+        match self {
+            IndexStorage::Local { root } => Engine::open_with(root, policy),
+            IndexStorage::Bucket {
+                root,
+                store,
+                prefix,
+            } => Engine::open_on_store(root, policy, Arc::clone(store), prefix.clone()),
+        }
+    }
+}
 
 /// A running per-index server.
 struct Running {
@@ -150,6 +196,10 @@ impl DataPlane {
     /// the catalog's record and the data plane's work, must not cost data. Leftovers of
     /// interrupted work (names starting with a dot) are deleted. Returns each quarantined
     /// directory's name and where it went.
+    ///
+    /// With [`IndexStorage::Bucket`] the directories are the local log directories; in the
+    /// bucket only the `deleted` indexes lose objects (exactly their incarnation's prefix),
+    /// never an index because the catalog does not list it.
     pub fn collect_orphans(
         &self,
         known: &[IndexKey],

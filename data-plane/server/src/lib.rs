@@ -36,7 +36,8 @@
 //!   domain requests and answers.
 //! - [`convert`]: protobuf messages from and to the domain requests and answers, and
 //!   `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
-//! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers.
+//! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers, and
+//!   [`IndexStorage`], where the indexes' files live (local disk or a bucket).
 //! - [`routed`]: split mode — [`routed::RoutedDataPlane`] serves every index on one address,
 //!   routed by host, following a control plane in another process.
 
@@ -62,7 +63,7 @@ use tonic::service::Routes;
 
 use crate::api::IndexHandle;
 
-pub use host::{DataPlane, IndexPorts};
+pub use host::{DataPlane, IndexPorts, IndexStorage};
 /// The metrics registry requests are recorded into, and the request limits (re-exported: they
 /// are in the signatures).
 pub use larch_observe::{Limits, Metrics};

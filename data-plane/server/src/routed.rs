@@ -201,6 +201,9 @@ impl RoutedDataPlane {
         let open = engine.index(&storage).ok();
         let index = match (open, create) {
             (Some(index), false) => index,
+            // On a bucket the storage name carries the incarnation, so this is a repeated
+            // create of the index being served: creating never deletes there.
+            (Some(index), true) if engine.is_on_store() => index,
             (open, _) => {
                 if open.is_some() {
                     // A new index under a name whose old data is still open: start afresh.
@@ -208,7 +211,9 @@ impl RoutedDataPlane {
                 }
                 let stored = engine.index_dirs()?.contains(&storage);
                 if create || !stored {
-                    if !create {
+                    // On a bucket, creating opens what the bucket already holds of this
+                    // incarnation, so it is not necessarily empty.
+                    if !create && !engine.is_on_store() {
                         tracing::warn!(index = %key, "the control plane lists an index this data plane has no data for; serving it empty");
                     }
                     engine.create_index(&storage, config)
@@ -978,6 +983,70 @@ mod tests {
             let err = Status::from(parse_assignment(&bad).expect_err("invalid"));
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
+    }
+
+    /// On a bucket an assignment repeated as a create (a retried AttachIndex) keeps the index
+    /// it serves instead of starting it afresh, and a data plane with no local log of an
+    /// index opens what the bucket holds: creating never deletes there (issue 17).
+    #[tokio::test]
+    async fn on_a_bucket_a_repeated_create_keeps_the_index() {
+        use larch_engine::object_store::{ObjectStore, memory::InMemory, path::Path};
+
+        let logs = std::env::temp_dir().join(format!("larch-routed-bucket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&logs);
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let engine_in = |dir: &str| {
+            crate::IndexStorage::Bucket {
+                root: logs.join(dir),
+                store: Arc::clone(&store),
+                prefix: Path::from("larch"),
+            }
+            .engine(larch_engine::FlushPolicy::default())
+        };
+        let assignment = IndexAssignment {
+            project: "default".into(),
+            name: "movies".into(),
+            dimension: 2,
+            metric: "cosine".into(),
+            search: None,
+            host: "movies.default.larch.test".into(),
+            incarnation: "0a1b".into(),
+        };
+        let storage = "movies@default@0a1b";
+        let first = RoutedDataPlane::new(engine_in("first"), KeyStore::new(), Metrics::new());
+        first.attach(&assignment, true).expect("created");
+        let index = first.inner.engine.index(storage).expect("served");
+        let vector = larch_engine::VectorInput {
+            id: "a".into(),
+            values: vec![1.0, 0.0],
+            ..Default::default()
+        };
+        index
+            .upsert(larch_engine::UpsertRequest {
+                namespace: String::new(),
+                vectors: vec![vector],
+            })
+            .expect("upserted");
+        assert!(index.flush().expect("flushed"));
+        first.attach(&assignment, true).expect("created again");
+        let served = first.inner.engine.index(storage).expect("served");
+        assert!(Arc::ptr_eq(&served, &index), "the same index is kept");
+
+        // Another data plane, told to recover an index it has no local log of.
+        let second = RoutedDataPlane::new(engine_in("second"), KeyStore::new(), Metrics::new());
+        second.attach(&assignment, false).expect("recovered");
+        let stats = second
+            .inner
+            .engine
+            .index(storage)
+            .expect("served")
+            .describe_stats(None)
+            .expect("stats");
+        assert_eq!(
+            stats.total_vector_count, 1,
+            "opened from the bucket, not empty"
+        );
+        let _ = std::fs::remove_dir_all(&logs);
     }
 
     /// A real `JoinError` (a cancelled task), without a panic in the test output.

@@ -10,6 +10,7 @@ mod abuse;
 mod access;
 mod answers;
 mod auth;
+mod bucket;
 mod control;
 mod data;
 mod durability;

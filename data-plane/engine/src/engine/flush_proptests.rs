@@ -164,6 +164,9 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
+/// A storage name with an incarnation, as an index in a shared store needs.
+const NAME: &str = "durable@default@0a1b";
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -173,11 +176,11 @@ proptest! {
         let root = TempDir::new().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let engine = || if case.shared {
-            Engine::open_shared(root.path(), case.policy, Arc::clone(&store))
+            Engine::open_on_store(root.path(), case.policy, Arc::clone(&store), object_store::path::Path::from("larch"))
         } else {
             Engine::open_with(root.path(), case.policy)
         };
-        let mut index = engine().create_index("durable", config()).unwrap();
+        let mut index = engine().create_index(NAME, config()).unwrap();
         for (step, op) in case.ops.iter().enumerate() {
             match op {
                 Op::Flush => {
@@ -185,7 +188,7 @@ proptest! {
                 }
                 Op::Restart => {
                     drop(index);
-                    index = engine().open_index("durable", config()).unwrap();
+                    index = engine().open_index(NAME, config()).unwrap();
                     prop_assert_eq!(snapshot(&index), snapshot(&reference), "after restart at step {}", step);
                 }
                 change => {
@@ -199,7 +202,7 @@ proptest! {
         let stats = index.storage_stats().unwrap();
         prop_assert!(stats.segments <= NAMESPACES.len() * case.policy.max_segments, "{:?}", stats);
         drop(index);
-        let index = engine().open_index("durable", config()).unwrap();
+        let index = engine().open_index(NAME, config()).unwrap();
         prop_assert_eq!(snapshot(&index), before);
     }
 }

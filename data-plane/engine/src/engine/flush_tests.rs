@@ -447,23 +447,34 @@ fn a_damaged_or_missing_segment_stops_recovery() {
 
 #[test]
 fn an_in_memory_object_store_holds_segments_too() {
+    // An index in a shared store needs an incarnation in its name.
+    const SHARED: &str = "movies@default@0a1b";
     let root = TempDir::new().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let policy = policy(400, 2);
+    let open = || {
+        Engine::open_on_store(
+            root.path(),
+            policy(400, 2),
+            Arc::clone(&store),
+            object_store::path::Path::default(),
+        )
+    };
     let before = {
-        let engine = Engine::open_shared(root.path(), policy, Arc::clone(&store));
-        let index = engine.create_index(NAME, config()).unwrap();
+        let engine = open();
+        let index = engine.create_index(SHARED, config()).unwrap();
         change_everything(&index);
         index.flush().unwrap();
         assert!(stats(&index).segments > 0);
         snapshot(&index)
     };
-    // Only the log and the description are local.
-    assert!(segment_files(&root).is_empty());
-    assert!(!index_dir(&root).join(manifest::PATH).exists());
+    // Only the log is local.
+    let local = root.path().join(SHARED);
+    assert!(!local.join(segment::DIR).exists());
+    assert!(!local.join(manifest::PATH).exists());
+    assert!(!local.join(crate::dir::META_FILE).exists());
 
-    let engine = Engine::open_shared(root.path(), policy, Arc::clone(&store));
-    let index = engine.open_index(NAME, config()).unwrap();
+    let engine = open();
+    let index = engine.open_index(SHARED, config()).unwrap();
     assert_eq!(snapshot(&index), before);
     let fetched = index
         .fetch(FetchRequest {
@@ -475,8 +486,11 @@ fn an_in_memory_object_store_holds_segments_too() {
 
     // Dropping the index deletes its objects.
     drop(index);
-    engine.drop_index(NAME).unwrap();
-    let storage = crate::storage::ObjectStorage::shared(store, NAME);
+    engine.drop_index(SHARED).unwrap();
+    let storage = crate::storage::ObjectStorage::shared(
+        store,
+        object_store::path::Path::from("indexes/default/movies/0a1b"),
+    );
     assert!(
         crate::storage::Storage::list(&storage, "")
             .unwrap()
