@@ -10,6 +10,7 @@
 //! Child processes started by a test inherit the `AWS_*` variables, so a binary given
 //! [`TestBucket::url`] reaches the same server.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,7 +46,9 @@ pub fn s3(test: &str) -> Option<TestBucket> {
                 "{test}: {REQUIRE_VAR}=1 but {URL_VAR} is not set: start an S3-compatible server \
                  (tests/s3/serve.py; tests/run does) and export {URL_VAR} and the AWS_* variables"
             );
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "note: skipping {test}: no S3-compatible server ({URL_VAR} is not set; tests/run \
                  starts one)"
             );
