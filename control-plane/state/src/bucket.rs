@@ -460,6 +460,22 @@ mod tests {
     }
 
     #[test]
+    fn ring_is_the_only_crypto_provider_in_the_workspace() {
+        // Cargo.lock holds every package some feature of the workspace turns on: aws-lc-rs
+        // would arrive with object_store's `aws` feature or reqwest's `rustls`.
+        let lock = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock");
+        let lock = std::fs::read_to_string(lock).expect("the workspace's Cargo.lock");
+        for package in ["aws-lc-rs", "aws-lc-sys"] {
+            assert!(
+                !lock.contains(&format!("name = \"{package}\"")),
+                "{package} is in Cargo.lock: keep object_store on aws-base + reqwest + ring and \
+                 reqwest on rustls-no-provider"
+            );
+        }
+        assert!(lock.contains("name = \"ring\""), "ring is the provider");
+    }
+
+    #[test]
     fn a_file_url_is_a_directory_created_if_missing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("deep/bucket");
