@@ -1,7 +1,8 @@
 //! Control-plane replicas on a bucket, with the real binary and a real S3-compatible server
 //! (issue 17): `larch control-plane --object-store-url s3://…` processes over one prefix of
 //! the test bucket, without a shared directory. The same index name created on both at once
-//! exists once, and a key made on one works on the other. Skipped without a server
+//! exists once, a key made on one works on the other, and a single control plane's state is
+//! copied into the bucket when it is restarted with the flag. Skipped without a server
 //! (`larch_state::testing::s3`; `tests/run` starts one), failing instead with
 //! `LARCH_REQUIRE_S3=1`.
 
@@ -160,6 +161,63 @@ async fn control_plane_replicas_on_one_bucket_create_a_name_once_and_share_keys(
             assert!(!dir.path().join(file).exists(), "{file} in a data dir");
         }
     }
+    drop((data, first, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_control_planes_state_moves_into_the_bucket() {
+    let Some(test) = larch_state::testing::s3("s3_single_state_moves_in") else {
+        return;
+    };
+    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let template = format!(
+        "{{index}}.{{project}}.larch.test:{}",
+        data_addr.rsplit(':').next().unwrap()
+    );
+    let addr = format!("127.0.0.1:{control_port}");
+
+    // One control plane keeping its state in its data dir.
+    let data_plane_url = format!("http://{data_addr}");
+    let dir = dirs[1].path().to_str().unwrap();
+    let mut single = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            dir,
+            "--control-addr",
+            &addr,
+            "--data-plane-url",
+            &data_plane_url,
+            "--host-template",
+            &template,
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    wait_serving(&single.control_addr().to_string(), "").await;
+    create(&addr, "legacy").await.unwrap();
+    let (_, key) = create_key(&addr, "old", "ProjectEditor").await;
+    assert!(single.terminate().success(), "stderr:\n{}", single.stderr());
+
+    // Restarted on the bucket with the same data dir: its state is copied in, and a second
+    // replica with an empty data dir sees it too.
+    let (first, _) = replica(dirs[1].path(), &addr, &test.url, &data_addr, &template).await;
+    assert_eq!(list(&addr, &key).await.unwrap(), ["legacy"]);
+    let (second, second_addr) = replica(
+        dirs[2].path(),
+        "127.0.0.1:0",
+        &test.url,
+        &data_addr,
+        &template,
+    )
+    .await;
+    assert_eq!(list(&second_addr, &key).await.unwrap(), ["legacy"]);
     drop((data, first, second));
 }
 
