@@ -6,8 +6,9 @@ thread, so two racing creates of one key can both pass the check and both succee
 shared state and object log rely on exactly one winning. Served from a single thread, each
 request runs to the end before the next starts, which makes every check-then-store atomic
 (``--threaded`` brings the threads back, only to show the race: see the README; it also makes
-Python switch threads every microsecond, so the race shows within a few rounds of
-``s3_racing_conditional_creates_and_updates_have_exactly_one_winner`` instead of rarely).
+Python switch threads every microsecond, so that
+``s3_racing_conditional_creates_and_updates_have_exactly_one_winner`` catches the race in most
+runs instead of rarely).
 
 The server listens on 127.0.0.1 (``--port``, 0 for a free one), creates the bucket given with
 ``--bucket`` before it accepts a request, and writes the port it got to ``--port-file`` (and

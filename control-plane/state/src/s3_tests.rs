@@ -12,7 +12,7 @@ use crate::{SharedDocument, Written};
 
 /// Racers per round, and rounds per test.
 const RACERS: usize = 16;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 20;
 
 fn wait<F: std::future::Future>(future: F) -> F::Output {
     futures_executor::block_on(future)
