@@ -53,6 +53,9 @@ def main() -> int:
     s3_backends[DEFAULT_ACCOUNT_ID]["aws"].create_bucket(args.bucket, REGION)
 
     app = DomainDispatcherApplication(create_backend_app)
+    # Single-threaded, werkzeug answers HTTP/1.0 and closes each connection after its response:
+    # a kept-alive idle connection would otherwise hold the only thread and stall every other
+    # client.
     server = make_server(
         "127.0.0.1",
         args.port,
