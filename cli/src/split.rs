@@ -2,7 +2,8 @@
 //! mode), for deployments where they scale and restart independently (e.g. a control-plane
 //! Deployment and a data-plane StatefulSet on Kubernetes).
 //!
-//! The control plane keeps the catalog, projects and keys in its data dir and serves the public
+//! The control plane keeps the catalog, projects and keys in its data dir (or, for several
+//! replicas, in a shared directory or an object-store bucket) and serves the public
 //! control-plane API plus `larch.internal.v1.ControlPlaneSync`. The data plane keeps index data
 //! in its own data dir, serves every index on one address — routed by the host each request
 //! was sent to, from the control plane's `--host-template` — and follows the control plane:
@@ -22,6 +23,7 @@ use larch_catalog::{HostTemplate, SharedDocument};
 use larch_control_plane::split::RemoteDataPlane;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
+use larch_state::Bucket;
 
 use larch_observe::internal::CallTimeouts;
 use larch_observe::{Limits, Listener, LogFormat, Metrics, Readiness, Tls};
@@ -35,7 +37,8 @@ use crate::serve::{ServerArgs, shutdown_signal};
 #[derive(Debug, clap::Args)]
 pub(crate) struct ControlPlaneArgs {
     /// Where the control plane keeps the catalog, projects and the keys' hashes (with
-    /// --shared-state-dir: only this replica's lock and the admin key's hash).
+    /// --shared-state-dir or --object-store-url: only this replica's lock and the admin key's
+    /// hash).
     #[arg(long, env = "LARCH_DATA_DIR", default_value = "./larch-data")]
     data_dir: PathBuf,
     /// Keep the catalog, projects and the keys' hashes in this directory, shared by every
@@ -44,8 +47,20 @@ pub(crate) struct ControlPlaneArgs {
     /// create; replicas read the newest before answering and pick up keys changed elsewhere
     /// within 2 seconds. At the first start, a single control plane's state in --data-dir is
     /// copied in.
-    #[arg(long, env = "LARCH_SHARED_STATE_DIR")]
+    #[arg(
+        long,
+        env = "LARCH_SHARED_STATE_DIR",
+        conflicts_with = "object_store_url"
+    )]
     shared_state_dir: Option<PathBuf>,
+    /// Keep the catalog, projects and the keys' hashes in an object store shared by every
+    /// control-plane replica, as --shared-state-dir does in a directory:
+    /// s3://bucket/prefix (an S3-compatible store with conditional writes; credentials,
+    /// region and endpoint from the standard AWS_* variables, e.g. AWS_ENDPOINT_URL and
+    /// AWS_ALLOW_HTTP=true for a plain-HTTP endpoint), file:///absolute/dir, or memory://
+    /// (tests). At the first start, a single control plane's state in --data-dir is copied in.
+    #[arg(long, env = "LARCH_OBJECT_STORE_URL")]
+    object_store_url: Option<String>,
     /// Address of the control plane (gRPC and REST). Port 0 picks a free port.
     #[arg(long, env = "LARCH_CONTROL_ADDR", default_value = "127.0.0.1:5080")]
     control_addr: SocketAddr,
@@ -176,6 +191,8 @@ fn internal_ca(url: &str, ca: Option<&PathBuf>, flag: &str) -> Result<Option<Vec
 /// Validated configuration of `larch control-plane`.
 pub(crate) struct ControlPlaneConfig {
     args: ControlPlaneArgs,
+    /// The store of --object-store-url, opened (no request made yet).
+    bucket: Option<Bucket>,
     template: HostTemplate,
     key: String,
     tls: Option<Tls>,
@@ -198,8 +215,15 @@ impl ControlPlaneArgs {
             "--data-plane-url",
         )?;
         let timeouts = self.internal.timeouts()?;
+        let bucket = self
+            .object_store_url
+            .as_deref()
+            .map(larch_state::bucket::open)
+            .transpose()
+            .map_err(|err| err.to_string())?;
         Ok(ControlPlaneConfig {
             args: self,
+            bucket,
             template,
             key,
             tls,
@@ -271,6 +295,7 @@ pub(crate) fn run_control_plane(config: ControlPlaneConfig) -> anyhow::Result<()
 async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let ControlPlaneConfig {
         args,
+        bucket,
         template,
         key,
         tls,
@@ -280,17 +305,38 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     } = config;
     let data_dir = &args.data_dir;
     let _lock = lock_data_dir(data_dir)?;
-    let (bootstrap, catalog_doc) = match &args.shared_state_dir {
+    let shared = match (&args.shared_state_dir, &bucket) {
+        (Some(shared), _) => {
+            let open = |name: &str| {
+                SharedDocument::local(shared, name)
+                    .with_context(|| format!("cannot use --shared-state-dir {}", shared.display()))
+            };
+            Some((open("access")?, open("catalog")?))
+        }
+        (None, Some(bucket)) => Some((
+            SharedDocument::in_bucket(bucket, "access"),
+            SharedDocument::in_bucket(bucket, "catalog"),
+        )),
+        (None, None) => None,
+    };
+    let (bootstrap, catalog_doc) = match shared {
         None => {
             let bootstrap = larch_auth::bootstrap(data_dir, Some(&key))
                 .with_context(|| format!("cannot set up API keys in {}", data_dir.display()))?;
             (bootstrap, None)
         }
-        Some(shared) => {
-            let (access, catalog) = shared_state(data_dir, shared)?;
-            let bootstrap = larch_auth::bootstrap_shared(data_dir, &key, access)
-                .with_context(|| format!("cannot set up API keys in {}", shared.display()))?;
-            (bootstrap, Some(catalog))
+        Some((access, catalog)) => {
+            // Requests to the store (a bucket: network round trips) on a blocking thread.
+            let (data_dir, key) = (data_dir.clone(), key.clone());
+            tokio::task::spawn_blocking(move || {
+                let (access, catalog) = copy_in_single_state(&data_dir, access, catalog)?;
+                let location = access.location().to_owned();
+                let bootstrap = larch_auth::bootstrap_shared(&data_dir, &key, access)
+                    .with_context(|| format!("cannot set up API keys in {location}"))?;
+                anyhow::Ok((bootstrap, Some(catalog)))
+            })
+            .await
+            .context("setting up the shared state failed")??
         }
     };
     let admin = Arc::new(bootstrap.admin);
@@ -364,19 +410,15 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     drained
 }
 
-/// The two documents of a shared state directory (`access` for projects and keys, `catalog`
-/// for indexes); at the first start, the state a single control plane kept in `data_dir`
-/// (`access.json`, `catalog.json`) becomes their first version, so a deployment can grow from
-/// one replica to several.
-fn shared_state(
+/// The two shared documents (`access` for projects and keys, `catalog` for indexes) of a
+/// shared state directory or bucket; at the first start, the state a single control plane
+/// kept in `data_dir` (`access.json`, `catalog.json`) becomes their first version, so a
+/// deployment can grow from one replica to several.
+fn copy_in_single_state(
     data_dir: &std::path::Path,
-    shared: &std::path::Path,
+    access: SharedDocument,
+    catalog: SharedDocument,
 ) -> anyhow::Result<(SharedDocument, SharedDocument)> {
-    let open = |name: &str| {
-        SharedDocument::local(shared, name)
-            .with_context(|| format!("cannot use --shared-state-dir {}", shared.display()))
-    };
-    let (access, catalog) = (open("access")?, open("catalog")?);
     for (doc, file) in [
         (&access, larch_auth::admin::ACCESS_FILE),
         (&catalog, larch_catalog::CATALOG_FILE),

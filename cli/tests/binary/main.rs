@@ -12,6 +12,7 @@ mod keys;
 mod observability;
 mod pressure;
 mod replicas;
+mod s3_control;
 mod safety;
 mod search;
 mod serve;

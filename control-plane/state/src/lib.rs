@@ -11,13 +11,19 @@
 //!   [`Memory`] (nowhere).
 //! - [`versioned`]: [`Versioned`], a [`Format`] (one kind of state) in a store, and the
 //!   read-modify-write loop with retry on conflict.
+//! - [`bucket`]: [`bucket::open`], the object store an `--object-store-url` names
+//!   (`s3://bucket/prefix` with conditional writes, `file:///dir`, `memory://`), usable from
+//!   any thread.
+//! - `testing` (feature `testing`): each test's own prefix in the test bucket of a real
+//!   S3-compatible server.
 //!
 //! # Shared documents
 //! One control plane keeps its catalog and its access file (projects and key hashes) as local
 //! files behind the data-directory lock ([`LocalFile`]). Several replicas (a Kubernetes Deployment with more
 //! than one pod) instead keep them as a [`SharedDocument`] in a store they all reach: a
-//! directory on a shared volume now, an S3-compatible bucket later (the same `object_store`
-//! interface the engine uses for segments). No replica is special and there is no protocol
+//! directory on a shared volume ([`SharedDocument::local`]) or an S3-compatible bucket
+//! ([`SharedDocument::in_bucket`]; the same `object_store` interface the engine uses for
+//! segments). No replica is special and there is no protocol
 //! between them: the store's conditional create is the only arbiter.
 //!
 //! # Format and protocol
@@ -40,9 +46,13 @@
 //! Everything here is synchronous (callers hold their own lock and run on blocking threads);
 //! the async `object_store` calls are driven to completion on the calling thread.
 
+pub mod bucket;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod versioned;
 
+pub use bucket::Bucket;
 pub use store::{Loaded, LocalFile, Memory, Replaced, Store, Version, write_atomically};
 pub use versioned::{ATTEMPTS, Format, Versioned};
 
@@ -90,6 +100,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An object-store URL ([`bucket::open`]) that cannot be used.
+    #[error("--object-store-url {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Other writers changed the document first `attempts` times in a row; nothing was changed.
     #[error(
         "{location}: other writers changed the document first {attempts} times in a row; retry"
@@ -109,6 +127,7 @@ impl larch_model::Classified for Error {
     fn code(&self) -> larch_model::Code {
         match self {
             Error::Io { source, .. } => larch_model::Code::of_io(source),
+            Error::Url { .. } => larch_model::Code::InvalidArgument,
             Error::Store { .. } | Error::Unknown(_) | Error::Contended { .. } => {
                 larch_model::Code::Unavailable
             }
@@ -179,6 +198,19 @@ impl SharedDocument {
         SharedDocument {
             store,
             dir: ObjectPath::from(name),
+            location,
+            local_dir: None,
+        }
+    }
+
+    /// Document `name` under the prefix of `bucket` (e.g. `s3://bucket/prefix` keeps
+    /// document `catalog` as `prefix/catalog/00000000000000000001.json`, …).
+    pub fn in_bucket(bucket: &Bucket, name: &str) -> SharedDocument {
+        let dir = bucket.path(name);
+        let location = bucket.describe(&dir);
+        SharedDocument {
+            store: Arc::clone(&bucket.store),
+            dir,
             location,
             local_dir: None,
         }
@@ -374,5 +406,7 @@ fn wait<F: Future>(future: F) -> F::Output {
     futures_executor::block_on(future)
 }
 
+#[cfg(test)]
+mod s3_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,250 @@
+//! Control-plane replicas on a bucket, with the real binary and a real S3-compatible server
+//! (issue 17): `larch control-plane --object-store-url s3://…` processes over one prefix of
+//! the test bucket, without a shared directory. The same index name created on both at once
+//! exists once, a key made on one works on the other, and a single control plane's state is
+//! copied into the bucket when it is restarted with the flag. Skipped without a server
+//! (`larch_state::testing::s3`; `tests/run` starts one), failing instead with
+//! `LARCH_REQUIRE_S3=1`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use larch_proto::control::index_service_client::IndexServiceClient;
+use larch_proto::control::{CreateIndexRequest, IndexModel, ListIndexesRequest};
+use larch_proto::pinecone::vector_service_client::VectorServiceClient;
+use tonic::Code;
+
+use super::harness::*;
+use super::split::{KEY, create_key, eventually, query, start_data_plane, upsert_a, via_host};
+
+/// A control-plane replica on `addr` with its lock and admin-key hash in `dir` and its state
+/// in the bucket `url`, once it serves; returns it and its address.
+async fn replica(
+    dir: &Path,
+    addr: &str,
+    url: &str,
+    data_addr: &str,
+    template: &str,
+) -> (Larch, String) {
+    let data_plane_url = format!("http://{data_addr}");
+    let larch = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--control-addr",
+            addr,
+            "--data-plane-url",
+            &data_plane_url,
+            "--host-template",
+            template,
+            "--object-store-url",
+            url,
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    let addr = larch.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    (larch, addr)
+}
+
+async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
+    IndexServiceClient::new(connect(addr).await)
+        .create_index(with_key(
+            CreateIndexRequest {
+                name: name.into(),
+                dimension: Some(2),
+                metric: Some("cosine".into()),
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
+    IndexServiceClient::new(connect(addr).await)
+        .list_indexes(with_key(ListIndexesRequest {}, Some(key)))
+        .await
+        .map(|r| r.into_inner().indexes.into_iter().map(|i| i.name).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_replicas_on_one_bucket_create_a_name_once_and_share_keys() {
+    let Some(test) = larch_state::testing::s3("s3_control_plane_replicas") else {
+        return;
+    };
+    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let template = format!(
+        "{{index}}.{{project}}.larch.test:{}",
+        data_addr.rsplit(':').next().unwrap()
+    );
+    let first_addr = format!("127.0.0.1:{control_port}");
+    let (first, _) = replica(
+        dirs[1].path(),
+        &first_addr,
+        &test.url,
+        &data_addr,
+        &template,
+    )
+    .await;
+    let (second, second_addr) = replica(
+        dirs[2].path(),
+        "127.0.0.1:0",
+        &test.url,
+        &data_addr,
+        &template,
+    )
+    .await;
+    wait_serving(&data_addr, "").await;
+
+    // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
+        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
+        assert!(
+            codes == [None, Some(Code::AlreadyExists)]
+                || codes == [Some(Code::AlreadyExists), None],
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+    assert_eq!(
+        list(&first_addr, KEY).await.unwrap(),
+        ["race-0", "race-1", "race-2"]
+    );
+    assert_eq!(
+        list(&second_addr, KEY).await.unwrap(),
+        ["race-0", "race-1", "race-2"]
+    );
+
+    // Created on the second replica, served by the data plane that follows the first.
+    let movies = create(&second_addr, "movies").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the index served by the data plane",
+        async || query(&data_addr, &movies.host, KEY).await.is_ok(),
+    )
+    .await;
+    upsert_a(&mut VectorServiceClient::new(
+        via_host(&data_addr, &movies.host).await,
+    ))
+    .await;
+
+    // A key made on the second replica works on the first (within its refresh period) and on
+    // the data plane.
+    let (_, key) = create_key(&second_addr, "on-the-bucket", "ProjectEditor").await;
+    eventually(
+        Duration::from_secs(10),
+        "the key working on the first replica",
+        async || list(&first_addr, &key).await.is_ok(),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the key working on the data plane",
+        async || matches!(query(&data_addr, &movies.host, &key).await, Ok(1)),
+    )
+    .await;
+
+    // The state is in the bucket, not in the replicas' data dirs.
+    for dir in &dirs[1..] {
+        for file in ["catalog.json", "access.json"] {
+            assert!(!dir.path().join(file).exists(), "{file} in a data dir");
+        }
+    }
+    drop((data, first, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_control_planes_state_moves_into_the_bucket() {
+    let Some(test) = larch_state::testing::s3("s3_single_state_moves_in") else {
+        return;
+    };
+    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
+    let data_addr = data.logged_addr("larch data plane listening").to_string();
+    let template = format!(
+        "{{index}}.{{project}}.larch.test:{}",
+        data_addr.rsplit(':').next().unwrap()
+    );
+    let addr = format!("127.0.0.1:{control_port}");
+
+    // One control plane keeping its state in its data dir.
+    let data_plane_url = format!("http://{data_addr}");
+    let dir = dirs[1].path().to_str().unwrap();
+    let mut single = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            dir,
+            "--control-addr",
+            &addr,
+            "--data-plane-url",
+            &data_plane_url,
+            "--host-template",
+            &template,
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    wait_serving(&single.control_addr().to_string(), "").await;
+    create(&addr, "legacy").await.unwrap();
+    let (_, key) = create_key(&addr, "old", "ProjectEditor").await;
+    assert!(single.terminate().success(), "stderr:\n{}", single.stderr());
+
+    // Restarted on the bucket with the same data dir: its state is copied in, and a second
+    // replica with an empty data dir sees it too.
+    let (first, _) = replica(dirs[1].path(), &addr, &test.url, &data_addr, &template).await;
+    assert_eq!(list(&addr, &key).await.unwrap(), ["legacy"]);
+    let (second, second_addr) = replica(
+        dirs[2].path(),
+        "127.0.0.1:0",
+        &test.url,
+        &data_addr,
+        &template,
+    )
+    .await;
+    assert_eq!(list(&second_addr, &key).await.unwrap(), ["legacy"]);
+    drop((data, first, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_object_store_url_exits_64_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut larch = Larch::spawn(
+        &[
+            "control-plane",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--control-addr",
+            "127.0.0.1:0",
+            "--data-plane-url",
+            "http://127.0.0.1:1",
+            "--host-template",
+            "{index}.{project}.larch.test:1",
+            "--object-store-url",
+            "gs://somewhere",
+        ],
+        &[("LARCH_API_KEY", KEY)],
+    );
+    let status = larch.wait();
+    assert_eq!(status.code(), Some(64), "stderr:\n{}", larch.stderr());
+    let stderr = larch.stderr();
+    assert!(
+        stderr.contains("--object-store-url") && stderr.contains("gs://somewhere"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,91 @@
+"""An S3-compatible server for Larch's tests: moto's S3 served one request at a time.
+
+moto checks conditional writes (``If-None-Match: *``, ``If-Match``) by looking the object up
+and then storing it, without a lock. Its own ``moto_server`` serves every request on its own
+thread, so two racing creates of one key can both pass the check and both succeed; Larch's
+shared state and object log rely on exactly one winning. Served from a single thread, each
+request runs to the end before the next starts, which makes every check-then-store atomic
+(``--threaded`` brings the threads back, only to show the race: see the README; it also makes
+Python switch threads every microsecond, so that
+``s3_racing_conditional_creates_and_updates_have_exactly_one_winner`` catches the race in most
+runs instead of rarely).
+
+The server listens on 127.0.0.1 (``--port``, 0 for a free one), creates the bucket given with
+``--bucket`` before it accepts a request, and writes the port it got to ``--port-file`` (and
+prints it) once clients can connect. SIGTERM or SIGINT stops it.
+
+Usage: serve.py [--port N] [--port-file FILE] [--bucket NAME] [--threaded]
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.s3.models import s3_backends
+from werkzeug.serving import make_server
+
+REGION = "us-east-1"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0: any free one")
+    parser.add_argument("--port-file", help="write the port here once the server accepts")
+    parser.add_argument("--bucket", default="larch-test", help="bucket to create at start")
+    parser.add_argument(
+        "--threaded",
+        action="store_true",
+        help="one thread per request, as moto_server does (races conditional writes)",
+    )
+    args = parser.parse_args()
+    if args.threaded:
+        # Widen the race window between moto's precondition check and its store.
+        sys.setswitchinterval(1e-6)
+
+    # The bucket exists before the first request, so no test has to create it.
+    s3_backends[DEFAULT_ACCOUNT_ID]["aws"].create_bucket(args.bucket, REGION)
+
+    app = DomainDispatcherApplication(create_backend_app)
+    # Single-threaded, werkzeug answers HTTP/1.0 and closes each connection after its response:
+    # a kept-alive idle connection would otherwise hold the only thread and stall every other
+    # client.
+    server = make_server(
+        "127.0.0.1",
+        args.port,
+        app,
+        threaded=args.threaded,
+        request_handler=MotoRequestHandler,
+    )
+    port = server.server_port
+
+    def stop(signum, _frame):
+        # serve_forever() runs on this thread: leave it by raising out of the signal handler.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    if args.port_file:
+        # Written whole under a temporary name, then renamed: a reader never sees half a port.
+        tmp = f"{args.port_file}.tmp"
+        with open(tmp, "w", encoding="ascii") as out:
+            out.write(f"{port}\n")
+        os.replace(tmp, args.port_file)
+    mode = "threaded" if args.threaded else "single-threaded"
+    print(f"s3 server ({mode}) on 127.0.0.1:{port}, bucket {args.bucket}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
