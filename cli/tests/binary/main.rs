@@ -18,4 +18,5 @@ mod serve;
 mod split;
 mod split_hangs;
 mod split_keys;
+mod split_pods;
 mod tls;
