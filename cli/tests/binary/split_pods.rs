@@ -89,15 +89,20 @@ fn stored(dir: &Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The preferred writer a data plane logged for the index it serves at `host`.
-fn logged_writer(stderr: &str, host: &str) -> Option<String> {
+/// The preferred writer a data plane logged for the index it serves at `host`, and whether it
+/// found itself to be that writer.
+fn logged_writer(stderr: &str, host: &str) -> Option<(String, bool)> {
     let host_name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let field = |line: &str, name: &str| -> Option<String> {
+        let (_, after) = line.split_once(&format!(" {name}="))?;
+        Some(after.split_whitespace().next()?.to_owned())
+    };
     stderr
         .lines()
         .filter(|line| line.contains("data plane serving index") && line.contains(host_name))
         .find_map(|line| {
-            let (_, after) = line.split_once("preferred_writer=")?;
-            Some(after.split_whitespace().next()?.to_owned())
+            let writer = field(line, "preferred_writer")?;
+            Some((writer, field(line, "writer")? == "true"))
         })
 }
 
@@ -150,16 +155,16 @@ async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_
     for addr in &addrs {
         assert_eq!(stats(addr, &movies).await.unwrap(), 2, "{addr}");
     }
-    let writers: Vec<Option<String>> = planes
+    // Each pod was told the same preferred writer, and exactly that pod knows itself as it.
+    let writers: Vec<(String, bool)> = planes
         .iter()
-        .map(|plane| logged_writer(&plane.stderr(), &movies))
+        .map(|plane| logged_writer(&plane.stderr(), &movies).expect("logged"))
         .collect();
-    assert_eq!(writers[0], writers[1], "{writers:?}");
-    assert!(
-        matches!(writers[0].as_deref(), Some("dp-0" | "dp-1")),
-        "{writers:?}\n{}",
-        planes[0].stderr()
-    );
+    assert_eq!(writers[0].0, writers[1].0, "{writers:?}");
+    let writer = writers[0].0.as_str();
+    assert!(matches!(writer, "dp-0" | "dp-1"), "{writers:?}");
+    assert_eq!(writers[0].1, writer == "dp-0", "{writers:?}");
+    assert_eq!(writers[1].1, writer == "dp-1", "{writers:?}");
     // Each pod keeps its own copy (until the object log): a write lands on the pod it is sent
     // to.
     upsert_a(&mut VectorServiceClient::new(

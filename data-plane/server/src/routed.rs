@@ -121,8 +121,32 @@ struct Inner {
 struct Route {
     key: IndexKey,
     router: axum::Router,
-    /// The pod that should write the index (empty: the control plane did not say).
-    preferred_writer: String,
+    /// Who should write the index: see [`Writer`].
+    writer: Writer,
+}
+
+/// The preferred writer of an index, as its assignment names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Writer {
+    /// The pod's name (empty: the control plane did not say).
+    pod: String,
+    /// Whether the assignment names a single pod: then that pod is this one, whatever the
+    /// names say (with one data plane, its name need not match the control plane's URL).
+    sole: bool,
+}
+
+impl Writer {
+    fn of(assignment: &IndexAssignment) -> Writer {
+        Writer {
+            pod: assignment.preferred_writer.clone(),
+            sole: assignment.pods.len() == 1,
+        }
+    }
+
+    /// Whether the pod named `me` is this writer.
+    fn is(&self, me: &str) -> bool {
+        self.sole || (!me.is_empty() && self.pod == me)
+    }
 }
 
 impl RoutedDataPlane {
@@ -175,20 +199,19 @@ impl RoutedDataPlane {
     /// says (rendezvous hashing in the control plane); false when not served or not said.
     pub fn is_preferred_writer(&self, key: &IndexKey) -> bool {
         let pod = self.pod_name();
-        !pod.is_empty()
-            && self
-                .read()
-                .values()
-                .any(|route| &route.key == key && route.preferred_writer == pod)
+        self.read()
+            .values()
+            .any(|route| &route.key == key && route.writer.is(pod))
     }
 
-    /// Warns (once) when `assignment` lists the pods serving it and this pod is not among
-    /// them: its --pod-name does not match the control plane's --data-plane-url list, so the
-    /// control plane cannot count this pod's reports (deleted indexes' tombstones linger).
-    /// It serves the index all the same: every pod serves every index today.
+    /// Warns (once) when `assignment` lists several pods serving it and this pod is not
+    /// among them: its --pod-name does not match the control plane's --data-plane-url list, so
+    /// the control plane cannot count this pod's reports (deleted indexes' tombstones linger).
+    /// It serves the index all the same: every pod serves every index today. (With a single
+    /// pod listed, that pod is this one whatever the names.)
     fn check_placed(&self, assignment: &IndexAssignment) {
         let pod = self.pod_name();
-        if assignment.pods.is_empty() || assignment.pods.iter().any(|listed| listed == pod) {
+        if assignment.pods.len() <= 1 || assignment.pods.iter().any(|listed| listed == pod) {
             return;
         }
         if !self
@@ -297,7 +320,7 @@ impl RoutedDataPlane {
             Route {
                 key: key.clone(),
                 router,
-                preferred_writer: assignment.preferred_writer.clone(),
+                writer: Writer::of(assignment),
             },
         );
         drop(routes);
@@ -311,13 +334,13 @@ impl RoutedDataPlane {
         Ok(())
     }
 
-    /// Records `preferred_writer` for the index served at `host` (the pods may have changed).
-    fn place(&self, host: &str, preferred_writer: &str) {
+    /// Records `writer` for the index served at `host` (the pods may have changed).
+    fn place(&self, host: &str, writer: Writer) {
         if let Some(route) = self.write().get_mut(host)
-            && route.preferred_writer != preferred_writer
+            && route.writer != writer
         {
-            tracing::info!(index = %route.key, from = %route.preferred_writer, to = %preferred_writer, "the index's preferred writer changed");
-            route.preferred_writer = preferred_writer.to_owned();
+            tracing::info!(index = %route.key, from = %route.writer.pod, to = %writer.pod, "the index's preferred writer changed");
+            route.writer = writer;
         }
     }
 
@@ -362,7 +385,7 @@ impl RoutedDataPlane {
                 // Served already, as this incarnation: only its parameters may have changed.
                 Ok((key, _, search, _)) if served.get(&host) == Some(&key) => {
                     self.check_placed(assignment);
-                    self.place(&host, &assignment.preferred_writer);
+                    self.place(&host, Writer::of(assignment));
                     self.configure(&key, search)
                 }
                 Ok(_) => self.attach(assignment, false),
@@ -611,7 +634,7 @@ fn parse_assignment(
         search,
         host,
         incarnation,
-        // Where the index is placed: see `check_placed` and `Route::preferred_writer`.
+        // Where the index is placed: see `check_placed` and `Writer`.
         pods: _,
         preferred_writer: _,
     } = assignment;
@@ -1071,6 +1094,28 @@ mod tests {
             let err = Status::from(parse_assignment(&bad).expect_err("invalid"));
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_preferred_writer_is_the_named_pod_or_the_only_one() {
+        let assignment = |pods: &[&str], writer: &str| IndexAssignment {
+            pods: pods.iter().map(|pod| (*pod).to_owned()).collect(),
+            preferred_writer: writer.into(),
+            ..IndexAssignment::default()
+        };
+        let two = Writer::of(&assignment(
+            &["larch-data-1", "larch-data-0"],
+            "larch-data-1",
+        ));
+        assert!(two.is("larch-data-1"));
+        assert!(!two.is("larch-data-0"));
+        assert!(!two.is(""));
+        // One pod listed: it is this one, whatever either side calls it.
+        let one = Writer::of(&assignment(&["127.0.0.1:5081"], "127.0.0.1:5081"));
+        assert!(one.is("my-laptop") && one.is(""));
+        // A control plane that does not place indexes names no writer.
+        let unplaced = Writer::of(&assignment(&[], ""));
+        assert!(!unplaced.is("larch-data-0") && !unplaced.is(""));
     }
 
     /// A real `JoinError` (a cancelled task), without a panic in the test output.
