@@ -542,7 +542,13 @@ impl DataPlanes {
         for key in removed {
             let by = removals.entry(key.clone()).or_default();
             by.insert(pod.to_owned());
-            if self.pods.names().iter().all(|pod| by.contains(pod)) {
+            // Every pod the index is placed on (today: all of them).
+            if self
+                .placement(&key)
+                .pods()
+                .iter()
+                .all(|pod| by.contains(pod))
+            {
                 removals.remove(&key);
                 done.push(key);
             }
