@@ -64,7 +64,7 @@ enum Command {
     /// Run the control plane and the data plane in one process (embedded defaults).
     Serve(serve::ServeArgs),
     /// Run only the control plane (split mode): catalog, keys and projects; indexes are served
-    /// by a `larch data-plane` at --data-plane-url.
+    /// by the `larch data-plane` pods at --data-plane-url.
     ControlPlane(split::ControlPlaneArgs),
     /// Run only the data plane (split mode): every index on one address, routed by host,
     /// following the control plane at --control-plane-url.

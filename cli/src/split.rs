@@ -10,6 +10,10 @@
 //! told of each index change as it happens, and pulling every index and key every
 //! `--key-refresh-secs`. Both are given the same admin key (`LARCH_API_KEY` or
 //! `LARCH_API_KEY_FILE`), which authenticates the calls between them.
+//!
+//! The control plane may follow several data-plane pods (`--data-plane-url` repeated,
+//! `LARCH_DATA_PLANE_URLS`), each named (`--pod-name` on `larch data-plane`): index changes go
+//! to every pod, and a pod that misses one catches up at its next pull.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +24,7 @@ use anyhow::Context;
 use larch_auth::grpc::SendKey;
 use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
 use larch_catalog::{HostTemplate, SharedDocument};
-use larch_control_plane::split::RemoteDataPlane;
+use larch_control_plane::split::{DataPlaneUrl, DataPlanes, parse_data_plane_urls};
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
 use larch_engine::{Engine, FlushPolicy};
 use larch_state::Bucket;
@@ -64,9 +68,14 @@ pub(crate) struct ControlPlaneArgs {
     /// Address of the control plane (gRPC and REST). Port 0 picks a free port.
     #[arg(long, env = "LARCH_CONTROL_ADDR", default_value = "127.0.0.1:5080")]
     control_addr: SocketAddr,
-    /// URL of the data plane, e.g. http://larch-data-0.larch-data:5081.
-    #[arg(long, env = "LARCH_DATA_PLANE_URL")]
-    data_plane_url: String,
+    /// URL of a data-plane pod, e.g. http://larch-data-0.larch-data:5081. Repeat the flag (or
+    /// list the URLs in LARCH_DATA_PLANE_URLS, comma-separated) for several pods: every index
+    /// change goes to each of them, and a pod that misses one catches up at its next pull.
+    /// Each pod is named after its URL's first DNS label (larch-data-0 here; host:port for an
+    /// IP address), or as written in POD=URL; give each `larch data-plane` that --pod-name.
+    /// Without either, LARCH_DATA_PLANE_URL (one URL) is read.
+    #[arg(long, env = "LARCH_DATA_PLANE_URLS", value_delimiter = ',')]
+    data_plane_url: Vec<String>,
     /// Host of each index, e.g. "{index}.{project}.data.example.com:5081": the data plane
     /// routes requests by the host they were sent to, so point a wildcard DNS name at it.
     #[arg(long, env = "LARCH_HOST_TEMPLATE")]
@@ -106,6 +115,11 @@ pub(crate) struct DataPlaneArgs {
     /// URL of the control plane, e.g. http://larch-control:5080.
     #[arg(long, env = "LARCH_CONTROL_PLANE_URL")]
     control_plane_url: String,
+    /// This pod's name, as the control plane's --data-plane-url list names it (on Kubernetes,
+    /// the StatefulSet pod's name from the downward API). Sent with every pull and compared
+    /// with each index's preferred writer. Default: the host name.
+    #[arg(long, env = "LARCH_POD_NAME")]
+    pod_name: Option<String>,
     /// Seconds between pulls of indexes and keys from the control plane: a revoked key is
     /// refused here at most this long (plus one round trip) after the control plane revoked it.
     #[arg(long, env = "LARCH_KEY_REFRESH_SECS", default_value_t = 2)]
@@ -193,6 +207,7 @@ pub(crate) struct ControlPlaneConfig {
     args: ControlPlaneArgs,
     /// The store of --object-store-url, opened (no request made yet).
     bucket: Option<Bucket>,
+    data_planes: Vec<DataPlaneUrl>,
     template: HostTemplate,
     key: String,
     tls: Option<Tls>,
@@ -209,11 +224,16 @@ impl ControlPlaneArgs {
         send_key(&key)?;
         let tls = self.server.tls.load()?;
         let limits = self.server.limits.limits()?;
-        let ca = internal_ca(
+        let data_planes = data_plane_urls(
             &self.data_plane_url,
-            self.tls_ca.as_ref(),
-            "--data-plane-url",
+            std::env::var("LARCH_DATA_PLANE_URL").ok(),
         )?;
+        // One CA for every https URL (they must all be http or all be checked the same way).
+        let mut ca = None;
+        for data_plane in &data_planes {
+            let trusted = internal_ca(&data_plane.url, self.tls_ca.as_ref(), "--data-plane-url")?;
+            ca = ca.or(trusted);
+        }
         let timeouts = self.internal.timeouts()?;
         let bucket = self
             .object_store_url
@@ -224,6 +244,7 @@ impl ControlPlaneArgs {
         Ok(ControlPlaneConfig {
             args: self,
             bucket,
+            data_planes,
             template,
             key,
             tls,
@@ -234,9 +255,52 @@ impl ControlPlaneArgs {
     }
 }
 
+/// The data-plane pods of `larch control-plane`: the `listed` URLs (--data-plane-url, or
+/// LARCH_DATA_PLANE_URLS split at commas), else the `single` one (LARCH_DATA_PLANE_URL, the
+/// setting from before several pods).
+fn data_plane_urls(listed: &[String], single: Option<String>) -> Result<Vec<DataPlaneUrl>, String> {
+    let single: Vec<String> = single
+        .into_iter()
+        .filter(|url| !url.trim().is_empty())
+        .collect();
+    let specs = if listed.iter().any(|url| !url.trim().is_empty()) {
+        listed
+    } else if !single.is_empty() {
+        &single[..]
+    } else {
+        return Err(
+            "give the data plane's URL: --data-plane-url (repeated for several pods), \
+                    LARCH_DATA_PLANE_URLS (comma-separated) or LARCH_DATA_PLANE_URL"
+                .into(),
+        );
+    };
+    parse_data_plane_urls(specs).map_err(|err| format!("--data-plane-url: {err}"))
+}
+
+/// This data plane's pod name: `configured` (--pod-name, LARCH_POD_NAME), else the host name
+/// (a StatefulSet pod's host name is its pod name).
+fn pod_name(configured: Option<&str>) -> Result<String, String> {
+    if let Some(name) = configured {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("--pod-name must not be empty".into());
+        }
+        return Ok(name.to_owned());
+    }
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok();
+    from_kernel
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| "cannot read this machine's host name: give --pod-name".to_owned())
+}
+
 /// Validated configuration of `larch data-plane`.
 pub(crate) struct DataPlaneConfig {
     args: DataPlaneArgs,
+    pod: String,
     key: String,
     tls: Option<Tls>,
     limits: Limits,
@@ -253,6 +317,7 @@ impl DataPlaneArgs {
         }
         let key = admin_key()?;
         send_key(&key)?;
+        let pod = pod_name(self.pod_name.as_deref())?;
         let tls = self.server.tls.load()?;
         let limits = self.server.limits.limits()?;
         let ca = internal_ca(
@@ -276,6 +341,7 @@ impl DataPlaneArgs {
             .map(PathBuf::from);
         Ok(DataPlaneConfig {
             args: self,
+            pod,
             key,
             tls,
             limits,
@@ -296,6 +362,7 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let ControlPlaneConfig {
         args,
         bucket,
+        data_planes,
         template,
         key,
         tls,
@@ -355,14 +422,16 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.control_addr))?;
     let addr = listener.local_addr()?;
-    let remote = RemoteDataPlane::new(
-        &args.data_plane_url,
-        send_key(&key).map_err(anyhow::Error::msg)?,
-        template.clone(),
-        ca,
-        timeouts,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let remote = Arc::new(
+        DataPlanes::new(
+            &data_planes,
+            send_key(&key).map_err(anyhow::Error::msg)?,
+            template.clone(),
+            ca,
+            timeouts,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
 
     let (ready, recovered) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -372,11 +441,16 @@ async fn control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         admin,
         metrics,
         limits,
+        Arc::clone(&remote),
         wait_for(stopped),
     ));
+    let pods: Vec<String> = data_planes
+        .iter()
+        .map(|data_plane| format!("{}={}", data_plane.pod, data_plane.url))
+        .collect();
     tracing::info!(
         %addr,
-        data_plane = %args.data_plane_url,
+        data_planes = ?pods,
         host_template = %template,
         data_dir = %data_dir.display(),
         "larch control plane listening",
@@ -475,6 +549,7 @@ pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
 async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let DataPlaneConfig {
         args,
+        pod,
         key,
         tls,
         limits,
@@ -502,7 +577,8 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits);
+    let data_plane =
+        RoutedDataPlane::with_limits(engine, keys, metrics, limits).with_pod_name(pod.clone());
     let listener = tokio::net::TcpListener::bind(args.data_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.data_addr))?;
@@ -526,6 +602,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     ));
     tracing::info!(
         %addr,
+        %pod,
         control_plane = %args.control_plane_url,
         data_dir = %data_dir.display(),
         "larch data plane listening",
@@ -543,4 +620,88 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         admin_server,
     };
     drain(signal, shutdown, server, timeout, "data plane").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods(urls: &[DataPlaneUrl]) -> Vec<(&str, &str)> {
+        urls.iter()
+            .map(|url| (url.pod.as_str(), url.url.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_url_list_wins_over_the_single_url() {
+        // --data-plane-url repeated, or LARCH_DATA_PLANE_URLS split at commas by clap.
+        let listed = vec![
+            "http://larch-data-0.larch-data:5081".to_owned(),
+            "http://larch-data-1.larch-data:5081".to_owned(),
+            " http://larch-data-2.larch-data:5081 ".to_owned(),
+        ];
+        let single = Some("http://old:5081".to_owned());
+        let urls = data_plane_urls(&listed, single).unwrap();
+        assert_eq!(
+            pods(&urls),
+            [
+                ("larch-data-0", "http://larch-data-0.larch-data:5081"),
+                ("larch-data-1", "http://larch-data-1.larch-data:5081"),
+                ("larch-data-2", "http://larch-data-2.larch-data:5081"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_single_url_still_works_alone() {
+        let urls =
+            data_plane_urls(&[], Some("http://larch-data-0.larch-data:5081".into())).unwrap();
+        assert_eq!(
+            pods(&urls),
+            [("larch-data-0", "http://larch-data-0.larch-data:5081")]
+        );
+        // An empty list entry (LARCH_DATA_PLANE_URLS="") does not hide it.
+        let urls = data_plane_urls(&[String::new()], Some("http://dp:5081".into())).unwrap();
+        assert_eq!(pods(&urls), [("dp", "http://dp:5081")]);
+    }
+
+    #[test]
+    fn bad_url_lists_say_what_is_wrong() {
+        let err = data_plane_urls(&[], None).unwrap_err();
+        assert!(err.contains("LARCH_DATA_PLANE_URLS"), "{err}");
+        let err = data_plane_urls(&[], Some("  ".into())).unwrap_err();
+        assert!(err.contains("--data-plane-url"), "{err}");
+        let twice = vec![
+            "http://127.0.0.1:5081".to_owned(),
+            "http://127.0.0.1:5081".to_owned(),
+        ];
+        let err = data_plane_urls(&twice, None).unwrap_err();
+        assert!(
+            err.starts_with("--data-plane-url: two data-plane URLs name pod"),
+            "{err}"
+        );
+        let err = data_plane_urls(&["larch-data-0:5081".to_owned()], None).unwrap_err();
+        assert!(err.contains("not a URL"), "{err}");
+        // Named pods on one host are apart.
+        let named = vec![
+            "dp-0=http://127.0.0.1:5081".to_owned(),
+            "dp-1=http://127.0.0.1:5082".to_owned(),
+        ];
+        let urls = data_plane_urls(&named, None).unwrap();
+        assert_eq!(
+            pods(&urls),
+            [
+                ("dp-0", "http://127.0.0.1:5081"),
+                ("dp-1", "http://127.0.0.1:5082")
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_names_come_from_the_flag_or_the_host_name() {
+        assert_eq!(pod_name(Some(" larch-data-1 ")).unwrap(), "larch-data-1");
+        assert!(pod_name(Some("")).is_err());
+        // This machine has a host name (the test runs on Linux).
+        assert!(!pod_name(None).unwrap().is_empty());
+    }
 }

@@ -11,7 +11,11 @@ the drain time it needs, the API key only as a mounted Secret and no Kubernetes 
 control plane keeps its catalog on a ReadWriteMany volume shared by its replicas (or is one
 replica replaced with Recreate); the data plane's headless Service and
 the URLs between the planes name objects that exist; a PodDisruptionBudget covers both planes;
-and no Secret is rendered. Then it breaks the manifests in the ways these rules guard against
+and no Secret is rendered. On a bucket (s3 mode: LARCH_OBJECT_STORE_URL, the s3 overlay): the
+data plane has several pods, no volume claims and each pod's name from the downward API, the
+control plane names every data-plane pod (LARCH_DATA_PLANE_URLS) and runs at least two
+replicas without a volume, and every pod gets the bucket's URL and the object-store Secret
+(AWS_* keys only, the one Secret allowed). Then it breaks the manifests in the ways these rules guard against
 and checks that each breakage is caught, so a rule cannot silently stop working.
 
 Prints every problem (and with --list-rules each rule it applied); exits 1 if there is any. Needs PyYAML (a
@@ -33,6 +37,11 @@ MIN_STARTUP_SECONDS = 300
 DEFAULT_DRAIN_SECONDS = 20
 GRACE_MARGIN_SECONDS = 5
 KEY_SECRET = "larch-api-key"
+# s3 mode: the bucket's URL, and the prefix of object_store's standard variables, which only the
+# object-store Secret may hold.
+OBJECT_STORE_URL = "LARCH_OBJECT_STORE_URL"
+AWS_PREFIX = "AWS_"
+AWS_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 COMMANDS = {"Deployment": "control-plane", "StatefulSet": "data-plane"}
 
 
@@ -59,6 +68,10 @@ class Rules:
         self.uid = uid
         self.problems = []
         self.applied = []
+        # s3 mode: some plane is given a bucket (the s3 overlay).
+        self.s3 = any(OBJECT_STORE_URL in self.config("probe", c, quiet=True)
+                      for w in self.of_kind("Deployment") + self.of_kind("StatefulSet")
+                      for c in w["spec"]["template"]["spec"]["containers"])
 
     def problem(self, where, message):
         self.problems.append(f"{where}: {message}")
@@ -69,14 +82,14 @@ class Rules:
     def of_kind(self, kind):
         return [o for o in self.objects if o.get("kind") == kind]
 
-    def config(self, pod, container):
+    def config(self, pod, container, quiet=False):
         """The container's environment: its ConfigMaps (envFrom), then its own `env`."""
         env = {}
         maps = {o["metadata"]["name"]: o.get("data", {}) for o in self.of_kind("ConfigMap")}
         for source in container.get("envFrom", []):
             ref = source.get("configMapRef")
             if ref:
-                if ref["name"] not in maps:
+                if ref["name"] not in maps and not quiet:
                     self.problem(pod, f"envFrom names ConfigMap {ref['name']}, which is not rendered")
                 env.update(maps.get(ref["name"], {}))
         for var in container.get("env", []):
@@ -90,9 +103,14 @@ class Rules:
         self.rule("the control plane (Deployment) and the data plane (StatefulSet) are rendered")
         if not self.of_kind("Deployment") or not self.of_kind("StatefulSet"):
             self.problem("manifests", "need a control-plane Deployment and a data-plane StatefulSet")
-        self.rule("no Secret is rendered (the admin key is created with kubectl, never in manifests)")
+        self.rule("no Secret is rendered (the admin key is created with kubectl, never in manifests), "
+                  "but in s3 mode the object-store Secret the pods take AWS_* variables from")
+        store_secrets = self.object_store_secrets(workloads) if self.s3 else set()
         for secret in self.of_kind("Secret"):
-            self.problem(f"Secret/{secret['metadata']['name']}", "a Secret in the manifests")
+            if secret["metadata"]["name"] not in store_secrets:
+                self.problem(f"Secret/{secret['metadata']['name']}", "a Secret in the manifests")
+        if self.s3:
+            self.check_object_store(workloads)
         for workload in workloads:
             self.check_workload(workload, services)
         for service in services:
@@ -110,7 +128,21 @@ class Rules:
         labels = template["metadata"].get("labels", {})
         pod_sc = pod.get("securityContext", {})
 
-        if kind == "Deployment":
+        if kind == "Deployment" and self.s3:
+            self.rule("s3 mode, control plane: state in the bucket, so at least 2 replicas, no "
+                      "LARCH_SHARED_STATE_DIR and no PersistentVolumeClaim")
+            container = pod["containers"][0]
+            env = self.config(where, container)
+            if (spec.get("replicas") or 1) < 2:
+                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, need at least 2")
+            if env.get("LARCH_SHARED_STATE_DIR"):
+                self.problem(where, "LARCH_SHARED_STATE_DIR beside LARCH_OBJECT_STORE_URL: the "
+                                    "state is in the bucket")
+            for volume in pod.get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    self.problem(where, f"volume {volume['name']} is a PersistentVolumeClaim on a "
+                                        "bucket (no ReadWriteMany volume in s3 mode)")
+        elif kind == "Deployment":
             self.rule("control plane: several replicas or rolling updates only with "
                       "LARCH_SHARED_STATE_DIR on a ReadWriteMany volume; otherwise one replica "
                       "with strategy Recreate (data-dir lock)")
@@ -132,12 +164,26 @@ class Rules:
                                         "LARCH_SHARED_STATE_DIR, must be 1")
                 if spec.get("strategy", {}).get("type") != "Recreate":
                     self.problem(where, "strategy must be Recreate without LARCH_SHARED_STATE_DIR")
+        elif self.s3:
+            self.rule("s3 mode, data plane: several pods, no volumeClaimTemplates, LARCH_POD_NAME "
+                      "from the downward API (metadata.name), a headless governing Service")
+            if (spec.get("replicas") or 1) < 2:
+                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, need at least 2")
+            if spec.get("volumeClaimTemplates"):
+                self.problem(where, "volumeClaimTemplates on a bucket: s3-mode pods keep no volume")
+            container = pod["containers"][0]
+            named = [v for v in container.get("env", []) if v["name"] == "LARCH_POD_NAME"]
+            field = named[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") if named else None
+            if field != "metadata.name":
+                self.problem(where, "LARCH_POD_NAME must come from the downward API "
+                                    "(fieldRef metadata.name): the control plane's URLs name pods")
         else:
             self.rule("data plane: one replica, a volumeClaimTemplate, a headless governing Service")
             if spec.get("replicas") != 1:
                 self.problem(where, f"replicas is {spec.get('replicas')}, must be 1")
             if not spec.get("volumeClaimTemplates"):
                 self.problem(where, "no volumeClaimTemplates")
+        if kind == "StatefulSet":
             governing = [s for s in services if s["metadata"]["name"] == spec.get("serviceName")]
             if not governing:
                 self.problem(where, f"serviceName {spec.get('serviceName')!r} is not a rendered Service")
@@ -162,6 +208,15 @@ class Rules:
                    if selects(p["spec"].get("selector", {}).get("matchLabels"), labels)]
         if len(budgets) != 1:
             self.problem(where, f"{len(budgets)} PodDisruptionBudgets select its pods, need exactly 1")
+        replicas = spec.get("replicas") or 1
+        for budget in budgets:
+            unavailable = budget["spec"].get("maxUnavailable")
+            available = budget["spec"].get("minAvailable")
+            if replicas > 1 and isinstance(unavailable, int) and unavailable >= replicas:
+                self.problem(where, f"its budget lets all {replicas} pods go at once "
+                                    f"(maxUnavailable {unavailable})")
+            if replicas > 1 and available == 0:
+                self.problem(where, "its budget lets all pods go at once (minAvailable 0)")
 
         annotations = template["metadata"].get("annotations", {})
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -273,7 +328,14 @@ class Rules:
         claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
         claims |= {name for name, v in volumes.items() if "persistentVolumeClaim" in v}
         data_dir = env.get("LARCH_DATA_DIR", "")
-        if env.get("LARCH_SHARED_STATE_DIR"):
+        if self.s3:
+            # Scratch: the durable state is in the bucket (index data moves there with the
+            # object log); a claim would tie each pod to one node's volume.
+            if not any(m["mountPath"] == data_dir and m["name"] in volumes for m in mounts):
+                self.problem(where, f"LARCH_DATA_DIR ({data_dir or 'unset'}) is not a mounted volume")
+            elif any(m["mountPath"] == data_dir and m["name"] in claims for m in mounts):
+                self.problem(where, f"LARCH_DATA_DIR ({data_dir}) is a persistent volume claim on a bucket")
+        elif env.get("LARCH_SHARED_STATE_DIR"):
             # The state is in the shared dir; the data dir holds a lock and the admin key's hash.
             if not any(m["mountPath"] == data_dir for m in mounts):
                 self.problem(where, f"LARCH_DATA_DIR ({data_dir or 'unset'}) is not a mounted volume")
@@ -318,12 +380,31 @@ class Rules:
             ports = workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])
             return next((p["containerPort"] for p in ports if p.get("name") == "grpc"), None)
 
-        url = urlsplit(env.get("LARCH_DATA_PLANE_URL", ""))
-        pod_name = f"{data['metadata']['name']}-0.{data['spec'].get('serviceName')}"
-        if url.hostname is None or url.hostname.split(".")[:2] != pod_name.split(".") \
-                or url.port != grpc_port(data):
-            self.problem("LARCH_DATA_PLANE_URL", f"{env.get('LARCH_DATA_PLANE_URL')!r} is not "
-                                                 f"{pod_name}:{grpc_port(data)}")
+        replicas = data["spec"].get("replicas") or 1
+        pods = [f"{data['metadata']['name']}-{i}.{data['spec'].get('serviceName')}"
+                for i in range(replicas)]
+        if "LARCH_DATA_PLANE_URLS" in env:
+            self.rule("ConfigMap: LARCH_DATA_PLANE_URLS lists every data-plane pod (one per "
+                      "replica, in order) through its headless Service on the gRPC port, and "
+                      "replaces LARCH_DATA_PLANE_URL")
+            urls = [urlsplit(u.strip()) for u in env["LARCH_DATA_PLANE_URLS"].split(",") if u.strip()]
+            named = [(u.hostname or "").split(".")[:2] for u in urls]
+            if named != [p.split(".") for p in pods] or any(u.port != grpc_port(data) for u in urls):
+                self.problem("LARCH_DATA_PLANE_URLS", f"{env['LARCH_DATA_PLANE_URLS']!r} is not "
+                                                      f"{', '.join(f'{p}:{grpc_port(data)}' for p in pods)}")
+            if "LARCH_DATA_PLANE_URL" in env:
+                self.problem("LARCH_DATA_PLANE_URL", "set beside LARCH_DATA_PLANE_URLS, which "
+                                                     "wins: remove it")
+        else:
+            if replicas > 1:
+                self.problem("LARCH_DATA_PLANE_URL", f"the data plane has {replicas} pods but the "
+                                                     "control plane names one: list them all in "
+                                                     "LARCH_DATA_PLANE_URLS")
+            url = urlsplit(env.get("LARCH_DATA_PLANE_URL", ""))
+            if url.hostname is None or url.hostname.split(".")[:2] != pods[0].split(".") \
+                    or url.port != grpc_port(data):
+                self.problem("LARCH_DATA_PLANE_URL", f"{env.get('LARCH_DATA_PLANE_URL')!r} is not "
+                                                     f"{pods[0]}:{grpc_port(data)}")
         url = urlsplit(data_env.get("LARCH_CONTROL_PLANE_URL", ""))
         labels = control["spec"]["template"]["metadata"].get("labels", {})
         ok = [s for s in services
@@ -336,6 +417,49 @@ class Rules:
         template = env.get("LARCH_HOST_TEMPLATE", "")
         if "{index}" not in template or "{project}" not in template:
             self.problem("LARCH_HOST_TEMPLATE", f"{template!r} lacks {{index}} or {{project}}")
+
+    def object_store_secrets(self, workloads):
+        """The Secrets the pods take environment variables from (envFrom secretRef)."""
+        return {source["secretRef"]["name"]
+                for w in workloads for c in w["spec"]["template"]["spec"]["containers"]
+                for source in c.get("envFrom", []) if "secretRef" in source}
+
+    def check_object_store(self, workloads):
+        self.rule("s3 mode: every pod gets the same LARCH_OBJECT_STORE_URL (s3://…) and its AWS_* "
+                  "variables from a rendered Secret (envFrom) holding only AWS_* keys, with "
+                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; no AWS_* in ConfigMaps or env values")
+        secrets = {o["metadata"]["name"]: o for o in self.of_kind("Secret")}
+        urls = set()
+        for workload in workloads:
+            where = f"{workload['kind']}/{workload['metadata']['name']}"
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                env = self.config(where, container, quiet=True)
+                url = env.get(OBJECT_STORE_URL, "")
+                urls.add(url)
+                if not url.startswith("s3://") or len(url) <= len("s3://"):
+                    self.problem(where, f"{OBJECT_STORE_URL} ({url or 'unset'}) is not an s3:// URL")
+                for name in env:
+                    if name.startswith(AWS_PREFIX):
+                        self.problem(where, f"{name} in a ConfigMap or env value: object-store "
+                                            "settings come from the object-store Secret")
+                refs = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+                if not refs:
+                    self.problem(where, "no object-store Secret (envFrom secretRef) for its AWS_* variables")
+                for ref in refs:
+                    secret = secrets.get(ref)
+                    if secret is None:
+                        self.problem(where, f"envFrom names Secret {ref}, which is not rendered")
+                        continue
+                    keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+                    for key in sorted(keys):
+                        if not key.startswith(AWS_PREFIX):
+                            self.problem(f"Secret/{ref}", f"holds {key}: only AWS_* keys belong "
+                                                          "in the object-store Secret")
+                    for key in AWS_REQUIRED:
+                        if key not in keys:
+                            self.problem(f"Secret/{ref}", f"lacks {key}")
+        if len(urls) > 1:
+            self.problem(OBJECT_STORE_URL, f"the planes are given different buckets: {sorted(urls)}")
 
     def secret_file(self, pod, container, path):
         """The Secret whose mount holds file `path`, or None."""
@@ -370,18 +494,22 @@ class Rules:
         (control_env, control_secrets), (data_env, data_secrets) = plane["Deployment"], plane["StatefulSet"]
         if ("LARCH_TLS_CERT" in control_env) != ("LARCH_TLS_CERT" in data_env):
             self.problem("TLS", "only one plane serves TLS: the other's calls would carry the admin key in clear")
-        for url_var, caller_env, server_env in (("LARCH_DATA_PLANE_URL", control_env, data_env),
-                                                ("LARCH_CONTROL_PLANE_URL", data_env, control_env)):
-            url = urlsplit(caller_env.get(url_var, ""))
+        data_url_var = "LARCH_DATA_PLANE_URLS" if "LARCH_DATA_PLANE_URLS" in control_env \
+            else "LARCH_DATA_PLANE_URL"
+        calls = [(data_url_var, u.strip(), control_env, data_env)
+                 for u in control_env.get(data_url_var, "").split(",")]
+        calls.append(("LARCH_CONTROL_PLANE_URL", data_env.get("LARCH_CONTROL_PLANE_URL", ""),
+                      data_env, control_env))
+        for url_var, raw, caller_env, server_env in calls:
+            url = urlsplit(raw)
             if "LARCH_TLS_CERT" in server_env:
                 if url.scheme != "https":
-                    self.problem(url_var, f"{caller_env.get(url_var)!r} must be https: that plane serves TLS")
+                    self.problem(url_var, f"{raw!r} must be https: that plane serves TLS")
                 if "LARCH_TLS_CA" not in caller_env:
                     self.problem(url_var, "its caller has no LARCH_TLS_CA to verify the certificate with")
             elif url.scheme == "https":
-                self.problem(url_var, f"{caller_env.get(url_var)!r} is https but that plane serves no TLS")
-        hosts = [urlsplit(env.get(var, "")).hostname for env, var in
-                 ((control_env, "LARCH_DATA_PLANE_URL"), (data_env, "LARCH_CONTROL_PLANE_URL"))]
+                self.problem(url_var, f"{raw!r} is https but that plane serves no TLS")
+        hosts = [urlsplit(raw).hostname for _, raw, _, _ in calls]
         served = {s.get("LARCH_TLS_CERT") for _, s in plane.values()} - {None}
         issued = {c.get("spec", {}).get("secretName") for c in self.of_kind("Certificate")}
         if self.of_kind("Certificate") and served - issued:
@@ -441,25 +569,76 @@ BREAKAGES = [
     ("no memory limit", "no memory in resources.limits", lambda o: container(o, "Deployment")["resources"]["limits"].pop("memory")),
     ("grace period shorter than the drain", "terminationGracePeriodSeconds", lambda o: config_data(o)
         .update(LARCH_DRAIN_TIMEOUT_SECS="60")),
-    ("two control-plane replicas without shared state", "replicas is 2", lambda o: container(o, "Deployment")
-        .update(env=[v for v in container(o, "Deployment")["env"] if v["name"] != "LARCH_SHARED_STATE_DIR"])),
-    ("shared state on a ReadWriteOnce volume", "must be ReadWriteMany", lambda o: find(o, "PersistentVolumeClaim")
-        ["spec"].update(accessModes=["ReadWriteOnce"])),
-    ("shared state on the pod's own emptyDir", "not a mounted PersistentVolumeClaim", lambda o: [
-        v.update(value="/data") for v in container(o, "Deployment")["env"] if v["name"] == "LARCH_SHARED_STATE_DIR"]),
     ("a Secret in the manifests", "a Secret in the manifests", lambda o: o.append(
         {"kind": "Secret", "metadata": {"name": KEY_SECRET}, "data": {"api-key": "eA=="}})),
     ("the key in the environment", "LARCH_API_KEY is set", lambda o: container(o, "Deployment")["env"].append(
         {"name": "LARCH_API_KEY", "value": "x"})),
     ("a renamed headless Service", "serviceName", lambda o: find(o, "StatefulSet")["spec"]
         .update(serviceName="larch-data-headless")),
-    ("a data-plane URL on the wrong port", "LARCH_DATA_PLANE_URL", lambda o: config_data(o)
-        .update(LARCH_DATA_PLANE_URL="http://larch-data-0.larch-data:5080")),
     ("no PodDisruptionBudget", "PodDisruptionBudgets select", lambda o: o.remove(find(o, "PodDisruptionBudget"))),
     ("a gRPC port without appProtocol", "needs appProtocol grpc", lambda o: find(o, "Service")["spec"]["ports"][0]
         .pop("appProtocol")),
     ("service-account token mounted", "automountServiceAccountToken", lambda o: find(o, "StatefulSet")["spec"]["template"]["spec"]
         .update(automountServiceAccountToken=True)),
+]
+
+
+def data_urls(objects):
+    return config_data(objects)["LARCH_DATA_PLANE_URLS"].split(",")
+
+
+def object_store_secret(objects):
+    return next(o for o in objects if o.get("kind") == "Secret")
+
+
+# Breakages of the local-disk layout only (base, example overlay).
+LOCAL_BREAKAGES = [
+    ("two control-plane replicas without shared state", "replicas is 2", lambda o: container(o, "Deployment")
+        .update(env=[v for v in container(o, "Deployment")["env"] if v["name"] != "LARCH_SHARED_STATE_DIR"])),
+    ("shared state on a ReadWriteOnce volume", "must be ReadWriteMany", lambda o: find(o, "PersistentVolumeClaim")
+        ["spec"].update(accessModes=["ReadWriteOnce"])),
+    ("shared state on the pod's own emptyDir", "not a mounted PersistentVolumeClaim", lambda o: [
+        v.update(value="/data") for v in container(o, "Deployment")["env"] if v["name"] == "LARCH_SHARED_STATE_DIR"]),
+    ("a data-plane URL on the wrong port", "LARCH_DATA_PLANE_URL", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URL="http://larch-data-0.larch-data:5080")),
+    ("two data-plane pods on local disks", "replicas is 2", lambda o: find(o, "StatefulSet")["spec"]
+        .update(replicas=2)),
+]
+
+
+# Breakages of s3 mode (the s3 overlay).
+S3_BREAKAGES = [
+    ("a volume claim on an s3 data plane", "volumeClaimTemplates on a bucket", lambda o: find(o, "StatefulSet")
+        ["spec"].update(volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}])),
+    ("one control-plane replica on a bucket", "need at least 2", lambda o: find(o, "Deployment")["spec"]
+        .update(replicas=1)),
+    ("a shared volume on a bucket", "PersistentVolumeClaim on a bucket", lambda o: find(o, "Deployment")
+        ["spec"]["template"]["spec"]["volumes"].append({"name": "state", "persistentVolumeClaim": {"claimName": "x"}})),
+    ("a data plane without the object-store Secret", "no object-store Secret", lambda o: container(o, "StatefulSet")
+        .update(envFrom=[s for s in container(o, "StatefulSet")["envFrom"] if "secretRef" not in s])),
+    ("a plane without the bucket's URL", OBJECT_STORE_URL, lambda o: container(o, "Deployment")["env"].append(
+        {"name": OBJECT_STORE_URL, "value": ""})),
+    ("credentials in the ConfigMap", "in a ConfigMap or env value", lambda o: config_data(o)
+        .update(AWS_SECRET_ACCESS_KEY="x")),
+    ("the admin key in the object-store Secret", "only AWS_* keys", lambda o: object_store_secret(o)["data"]
+        .update(LARCH_API_KEY="eA==")),
+    ("an object-store Secret without a secret key", "lacks AWS_SECRET_ACCESS_KEY", lambda o: object_store_secret(o)
+        ["data"].pop("AWS_SECRET_ACCESS_KEY")),
+    ("a data-plane pod missing from the URL list", "LARCH_DATA_PLANE_URLS", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URLS=",".join(data_urls(o)[:-1]))),
+    ("a data-plane URL list on the wrong port", "LARCH_DATA_PLANE_URLS", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URLS=",".join(u.replace(":5081", ":5080") for u in data_urls(o)))),
+    ("the single URL beside the list", "set beside LARCH_DATA_PLANE_URLS", lambda o: config_data(o)
+        .update(LARCH_DATA_PLANE_URL="http://larch-data-0.larch-data:5081")),
+    ("a pod name not from the downward API", "LARCH_POD_NAME must come", lambda o: container(o, "StatefulSet")
+        .update(env=[v for v in container(o, "StatefulSet")["env"] if v["name"] != "LARCH_POD_NAME"])),
+    ("a data-plane budget letting every pod go", "lets all 3 pods go", lambda o: [
+        p["spec"].update(maxUnavailable=3) for p in o
+        if p.get("kind") == "PodDisruptionBudget" and p["metadata"]["name"] == "larch-data"]),
+    ("a data dir on a claim on a bucket", "persistent volume claim on a bucket", lambda o: [
+        v.update(persistentVolumeClaim={"claimName": "x"}) or v.pop("emptyDir")
+        for v in find(o, "StatefulSet")["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"]),
 ]
 
 
@@ -497,7 +676,9 @@ def main():
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     missed = []
-    breakages = BREAKAGES + (TLS_BREAKAGES if has_tls(objects) else [])
+    s3 = Rules(objects, uid).s3
+    breakages = BREAKAGES + (S3_BREAKAGES if s3 else LOCAL_BREAKAGES) \
+        + (TLS_BREAKAGES if has_tls(objects) else [])
     for description, expected, breakage in breakages:
         broken = copy.deepcopy(objects)
         breakage(broken)

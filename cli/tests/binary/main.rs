@@ -19,4 +19,5 @@ mod serve;
 mod split;
 mod split_hangs;
 mod split_keys;
+mod split_pods;
 mod tls;

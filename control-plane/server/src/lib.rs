@@ -30,7 +30,8 @@
 //! - [`admin`]: the `ApiKeyService` and `ProjectService` gRPC handlers over
 //!   [`larch_auth::Admin`].
 //! - [`split`]: split mode — the internal `ControlPlaneSync` service data planes pull from,
-//!   and [`split::RemoteDataPlane`], the catalog's handle on a data plane in another process.
+//!   and [`split::DataPlanes`], the catalog's handle on the data-plane pods in other processes.
+//! - [`placement`]: which pods serve an index and which should write it (rendezvous hashing).
 //! - [`rest`]: the REST handlers and the one failure → HTTP status map.
 //! - [`json`]: Pinecone's control-plane JSON (2025-10 and 2026-07 shapes) ⇄ catalog types.
 //! - [`serve`]: the server as a library function, used by the `larch` binary and the tests.
@@ -38,6 +39,7 @@
 pub mod admin;
 pub mod indexes;
 pub mod json;
+pub mod placement;
 pub mod rest;
 pub mod service;
 pub mod split;
@@ -77,20 +79,22 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, catalog, admin, metrics, limits, shutdown, false).await
+    serve_with(listener, catalog, admin, metrics, limits, shutdown, None).await
 }
 
-/// [`serve`] for split mode: also serves `larch.internal.v1.ControlPlaneSync`, which data
-/// planes in other processes pull indexes and keys from (admin key only).
+/// [`serve`] for split mode: also serves `larch.internal.v1.ControlPlaneSync`, which the data
+/// planes `planes` (in other processes) pull indexes and keys from (admin key only).
 pub async fn serve_split(
     listener: impl Into<larch_observe::Listener>,
     catalog: impl Future<Output = Option<Arc<Catalog>>> + Send,
     admin: Arc<Admin>,
     metrics: Metrics,
     limits: Limits,
+    planes: Arc<split::DataPlanes>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, catalog, admin, metrics, limits, shutdown, true).await
+    let split = Some(planes);
+    serve_with(listener, catalog, admin, metrics, limits, shutdown, split).await
 }
 
 async fn serve_with(
@@ -100,7 +104,7 @@ async fn serve_with(
     metrics: Metrics,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
-    split: bool,
+    split: Option<Arc<split::DataPlanes>>,
 ) -> Result<(), tonic::transport::Error> {
     let keys = admin.store().clone();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -142,10 +146,11 @@ async fn serve_with(
             ProjectServiceServer::new(AdminApi::new(Arc::clone(&admin), indexes.clone()))
                 .max_encoding_message_size(max_answer),
         );
-    if split {
+    if let Some(planes) = split {
         routes = routes.add_service(ControlPlaneSyncServer::new(split::SyncApi::new(
             indexes.clone(),
             admin,
+            planes,
         )));
     }
     let grpc = routes.into_axum_router();

@@ -1,16 +1,21 @@
 //! Split mode, control-plane side: `larch.internal.v1.ControlPlaneSync` (what data planes pull:
-//! every index to serve and every stored key) and [`RemoteDataPlane`], the catalog's
-//! [`DataPlaneHost`] for a data plane in another process (it calls that data plane's
-//! `DataPlaneControl`).
+//! every index to serve and every stored key) and [`DataPlanes`], the catalog's
+//! [`DataPlaneHost`] for one or more data-plane pods in other processes (it calls each pod's
+//! `DataPlaneControl`; see [`DataPlanes`] for what happens when a pod does not answer).
+//!
+//! Pods are named (`--data-plane-url [POD=]URL`, [`DataPlaneUrl`]); every index's assignment
+//! carries the pods serving it and its preferred writer, chosen by rendezvous hashing over the
+//! pod names ([`crate::placement`]).
 //!
 //! Both directions authenticate with the admin (bootstrap) key, which both processes are given:
 //! the internal services need [`larch_auth::Action::Admin`].
 //!
 //! A refused pull is a [`SyncError`], answered through the one gRPC map
 //! ([`larch_model::wire::grpc_status`]); a data plane's refusal keeps its class on the way to
-//! the catalog (see [`RemoteDataPlane`]).
+//! the catalog (see [`DataPlanes`]).
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError};
 
 use larch_auth::Admin;
 use larch_auth::grpc::SendKey;
@@ -31,18 +36,27 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 use crate::indexes::Indexes;
+use crate::placement::{Placement, Pods, PodsError};
 
 /// The internal API data planes pull from.
 #[derive(Clone)]
 pub struct SyncApi {
     indexes: Indexes,
     admin: Arc<Admin>,
+    /// The pods pulling: where each index is placed, and which pods have removed the data of
+    /// each deleted index.
+    planes: Arc<DataPlanes>,
 }
 
 impl SyncApi {
-    /// Serves the indexes of `indexes` and the keys `admin` keeps.
-    pub fn new(indexes: Indexes, admin: Arc<Admin>) -> SyncApi {
-        SyncApi { indexes, admin }
+    /// Serves the indexes of `indexes`, placed on the pods of `planes`, and the keys `admin`
+    /// keeps.
+    pub fn new(indexes: Indexes, admin: Arc<Admin>, planes: Arc<DataPlanes>) -> SyncApi {
+        SyncApi {
+            indexes,
+            admin,
+            planes,
+        }
     }
 }
 
@@ -52,18 +66,24 @@ impl ControlPlaneSync for SyncApi {
         &self,
         request: Request<ListAssignmentsRequest>,
     ) -> Result<Response<ListAssignmentsResponse>, Status> {
-        let ListAssignmentsRequest { removed } = request.into_inner();
+        let ListAssignmentsRequest { removed, pod_name } = request.into_inner();
         let removed = removed
             .iter()
             .map(tombstone_key)
             .collect::<Result<Vec<_>, SyncError>>()?;
+        // A tombstone goes once every pod has removed the data, not the first one.
+        let removed = self.planes.removed_by(&pod_name, removed);
         let (served, tombstones) = self
             .indexes
             .assignments(removed)
             .await
             .map_err(|failure| larch_model::wire::grpc_status(&failure))?;
+        self.planes.keep_removals_of(&tombstones);
         Ok(Response::new(ListAssignmentsResponse {
-            indexes: served.iter().map(served_assignment).collect(),
+            indexes: served
+                .iter()
+                .map(|served| served_assignment(served, &self.planes.placement(&served.key)))
+                .collect(),
             tombstones: tombstones.iter().map(tombstone).collect(),
         }))
     }
@@ -163,8 +183,8 @@ pub async fn keep_access_refreshed(admin: Arc<Admin>) {
     }
 }
 
-/// What a data plane needs to serve `served`.
-fn served_assignment(Served { key, record }: &Served) -> IndexAssignment {
+/// What a data plane needs to serve `served`, placed on `placement`.
+fn served_assignment(Served { key, record }: &Served, placement: &Placement) -> IndexAssignment {
     IndexAssignment {
         project: record.project_id.clone(),
         name: record.name.to_string(),
@@ -173,6 +193,8 @@ fn served_assignment(Served { key, record }: &Served) -> IndexAssignment {
         search: Some(search_params(record.search)),
         host: record.host.clone(),
         incarnation: key.incarnation_str().to_owned(),
+        pods: placement.pods().to_vec(),
+        preferred_writer: placement.preferred_writer().to_owned(),
     }
 }
 
@@ -244,32 +266,97 @@ fn search_params(search: SearchParams) -> internal::SearchParams {
 
 type Client = DataPlaneControlClient<InterceptedService<Channel, SendKey>>;
 
-/// The catalog's view of a data plane in another process, reached at one URL.
-///
-/// The catalog calls [`DataPlaneHost`] methods synchronously from blocking threads (never
-/// from async workers), so each call blocks on the runtime for its RPC.
-pub struct RemoteDataPlane {
+/// One data-plane pod as the control plane names and reaches it: `--data-plane-url
+/// [POD=]URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlaneUrl {
+    /// The pod's name, as the pod itself says it (`larch data-plane --pod-name`): the name
+    /// rendezvous hashing ranks, and the one the pod's pulls carry.
+    pub pod: String,
+    /// Where to call it, e.g. `http://larch-data-0.larch-data:5081`.
+    pub url: String,
+}
+
+impl DataPlaneUrl {
+    /// Reads `[POD=]URL`. Without `POD=`, the pod is named after the URL's host: its first
+    /// DNS label (`larch-data-0` for `http://larch-data-0.larch-data:5081`, a StatefulSet
+    /// pod's name and hostname), or the whole `host:port` for an IP address.
+    pub fn parse(spec: &str) -> Result<DataPlaneUrl, String> {
+        let spec = spec.trim();
+        let (pod, url) = match spec.split_once('=') {
+            // A name is what comes before the first '=' if it cannot be part of a URL's
+            // scheme and authority (URLs here have no query).
+            Some((pod, url)) if !pod.contains([':', '/']) => (Some(pod.trim()), url.trim()),
+            _ => (None, spec),
+        };
+        let uri: http::Uri = url.parse().map_err(|err| {
+            format!("{url:?} is not a URL such as http://larch-data-0.larch-data:5081: {err}")
+        })?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(format!(
+                "{url:?} is not a URL such as http://larch-data-0.larch-data:5081"
+            ));
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("{url:?}: the scheme must be http or https"));
+        }
+        let pod = match pod {
+            Some("") => return Err(format!("{spec:?}: the pod name before '=' is empty")),
+            Some(pod) => pod.to_owned(),
+            None => {
+                let host = authority.host();
+                let ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+                if ip {
+                    authority.as_str().to_owned()
+                } else {
+                    host.split('.').next().unwrap_or(host).to_owned()
+                }
+            }
+        };
+        Ok(DataPlaneUrl {
+            pod,
+            url: url.to_owned(),
+        })
+    }
+}
+
+/// Reads a list of `[POD=]URL`s (`--data-plane-url` repeated, or `LARCH_DATA_PLANE_URLS`
+/// split at commas; blank entries are skipped): at least one, each pod named once.
+pub fn parse_data_plane_urls<S: AsRef<str>>(specs: &[S]) -> Result<Vec<DataPlaneUrl>, String> {
+    let urls = specs
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|spec| !spec.trim().is_empty())
+        .map(DataPlaneUrl::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    Pods::new(urls.iter().map(|url| url.pod.clone())).map_err(|err| match err {
+        PodsError::Duplicate(pod) => format!(
+            "two data-plane URLs name pod {pod:?}: name each pod once (POD=URL when the hosts \
+             do not tell them apart)"
+        ),
+        err => err.to_string(),
+    })?;
+    Ok(urls)
+}
+
+/// One data plane (pod) in another process, reached at one URL.
+struct RemoteDataPlane {
     client: Client,
+    pod: String,
     url: String,
-    template: HostTemplate,
-    runtime: tokio::runtime::Handle,
 }
 
 impl RemoteDataPlane {
-    /// A data plane at `url` (e.g. `http://larch-data-0.larch-data:5081`), called with
-    /// `admin_key`; indexes get hosts from `template`. Connects lazily, so the data plane may
-    /// start later. Must be called inside a Tokio runtime.
-    /// For an https `url`, `ca_pem` is the CA certificate(s) to trust. Every call is bounded
-    /// by `timeouts`, so a data plane that stops answering fails the catalog change (UNAVAILABLE)
-    /// instead of hanging it.
-    pub fn new(
-        url: &str,
+    /// Connects lazily, so the data plane may start later. Must be called inside a Tokio
+    /// runtime.
+    fn new(
+        target: &DataPlaneUrl,
         admin_key: SendKey,
-        template: HostTemplate,
         ca_pem: Option<Vec<u8>>,
         timeouts: CallTimeouts,
     ) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        let url = &target.url;
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|err| format!("{url:?} is not a URL such as http://data-plane:5081: {err}"))?;
         let mut endpoint = timeouts.apply(endpoint);
         if let Some(ca) = ca_pem {
@@ -281,36 +368,15 @@ impl RemoteDataPlane {
         }
         Ok(RemoteDataPlane {
             client: DataPlaneControlClient::with_interceptor(endpoint.connect_lazy(), admin_key),
-            url: url.to_owned(),
-            template,
-            runtime: tokio::runtime::Handle::current(),
+            pod: target.pod.clone(),
+            url: url.clone(),
         })
-    }
-
-    fn call<T>(
-        &self,
-        what: &str,
-        rpc: impl AsyncFnOnce(Client) -> Result<T, Status>,
-    ) -> Result<T, Status> {
-        let client = self.client.clone();
-        self.runtime.block_on(rpc(client)).inspect_err(|status| {
-            tracing::warn!(url = %self.url, code = ?status.code(), error = status.message(), "data plane refused {what}");
-        })
-    }
-
-    /// A refused configure or detach: unavailable (worth retrying), or the data plane's own
-    /// refusal with its class.
-    fn refused(&self, status: &Status) -> HostError {
-        if unreachable(status) {
-            HostError::Unavailable(self.failed(status))
-        } else {
-            HostError::Refused(refusal(status))
-        }
     }
 
     fn failed(&self, status: &Status) -> String {
         format!(
-            "the data plane at {} answered {:?}: {}",
+            "the data plane {} at {} answered {:?}: {}",
+            self.pod,
             self.url,
             status.code(),
             status.message()
@@ -318,9 +384,209 @@ impl RemoteDataPlane {
     }
 }
 
+/// The catalog's view of the data-plane pods in other processes: every index change is sent
+/// to every pod the index is placed on (today: all of them), at once.
+///
+/// # When a pod does not answer
+///
+/// A change is acknowledged once it is recorded in the catalog and applied by every pod that
+/// answered; it is never reported as applied by a pod that did not answer. Such a pod (down,
+/// partitioned, too slow: UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) catches up at its next
+/// pull (`ControlPlaneSync`, every `--key-refresh-secs`; a restarted pod pulls before it
+/// reports SERVING): it attaches what it misses, takes the recorded search parameters, and
+/// removes the data of deleted indexes. So:
+///
+/// - **create** succeeds if at least one pod attached the index; it fails (UNAVAILABLE) if no
+///   pod answered. If a pod *refuses* (e.g. its disk is full), the create fails with that
+///   pod's class and the pods that did attach the index drop it again.
+/// - **configure** succeeds if at least one pod applied it and none refused; a refusal fails
+///   it, the catalog keeps the old parameters, and pods that applied the new ones return to
+///   the recorded ones at their next pull.
+/// - **delete** always succeeds (the catalog records a tombstone first); the tombstone is
+///   forgotten only once every pod has removed the index's data, reported either here or in
+///   its pulls.
+/// - **recovery** at start-up tolerates pods that do not answer or refuse (each pulls what it
+///   should serve); it fails only if every pod refuses.
+///
+/// The catalog calls [`DataPlaneHost`] methods synchronously from blocking threads (never
+/// from async workers); each call runs its RPCs to every pod concurrently on the runtime and
+/// blocks until all have answered or timed out.
+pub struct DataPlanes {
+    planes: Vec<RemoteDataPlane>,
+    pods: Pods,
+    template: HostTemplate,
+    runtime: tokio::runtime::Handle,
+    /// Deleted indexes (tombstones) → the pods that have removed their data, reported since
+    /// this process started. In memory: after a restart the pods report again (every pull
+    /// reports every tombstone it is sent), so nothing is lost, only asked again.
+    removals: std::sync::Mutex<HashMap<IndexKey, BTreeSet<String>>>,
+}
+
+impl DataPlanes {
+    /// The pods at `urls` (at least one, from [`parse_data_plane_urls`]), called with
+    /// `admin_key`; indexes get hosts from `template`. For https URLs, `ca_pem` is the CA
+    /// certificate(s) to trust. Every call is bounded by `timeouts`, so a pod that stops
+    /// answering counts as not answering instead of hanging the change. Must be called inside
+    /// a Tokio runtime.
+    pub fn new(
+        urls: &[DataPlaneUrl],
+        admin_key: SendKey,
+        template: HostTemplate,
+        ca_pem: Option<Vec<u8>>,
+        timeouts: CallTimeouts,
+    ) -> Result<Self, String> {
+        let pods =
+            Pods::new(urls.iter().map(|url| url.pod.clone())).map_err(|err| err.to_string())?;
+        let planes = urls
+            .iter()
+            .map(|url| RemoteDataPlane::new(url, admin_key.clone(), ca_pem.clone(), timeouts))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DataPlanes {
+            planes,
+            pods,
+            template,
+            runtime: tokio::runtime::Handle::current(),
+            removals: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The pods, by name.
+    pub fn pods(&self) -> &Pods {
+        &self.pods
+    }
+
+    /// Where `key` is served and who should write it.
+    pub fn placement(&self, key: &IndexKey) -> Placement {
+        Placement::all(&self.pods, &key.storage_name())
+    }
+
+    /// The pods of `placement`, in its order.
+    fn placed(&self, placement: &Placement) -> Vec<&RemoteDataPlane> {
+        placement
+            .pods()
+            .iter()
+            .filter_map(|pod| self.planes.iter().find(|plane| &plane.pod == pod))
+            .collect()
+    }
+
+    /// Runs `rpc` against each of `planes` at once; the outcome of each, in order.
+    fn each<'a, T, F>(
+        &self,
+        what: &str,
+        planes: Vec<&'a RemoteDataPlane>,
+        rpc: impl Fn(Client) -> F,
+    ) -> Vec<(&'a RemoteDataPlane, Result<T, Status>)>
+    where
+        F: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let calls: Vec<_> = planes
+            .into_iter()
+            .map(|plane| (plane, self.runtime.spawn(rpc(plane.client.clone()))))
+            .collect();
+        self.runtime.block_on(async {
+            let mut outcomes = Vec::with_capacity(calls.len());
+            for (plane, call) in calls {
+                let outcome = call
+                    .await
+                    .unwrap_or_else(|err| Err(Status::internal(format!("call failed: {err}"))));
+                if let Err(status) = &outcome {
+                    tracing::warn!(pod = %plane.pod, url = %plane.url, code = ?status.code(), error = status.message(), "data plane refused {what}");
+                }
+                outcomes.push((plane, outcome));
+            }
+            outcomes
+        })
+    }
+
+    /// What a data plane needs to serve `key`.
+    fn assignment(
+        &self,
+        key: &IndexKey,
+        config: IndexConfig,
+        search: SearchParams,
+        host: String,
+        placement: &Placement,
+    ) -> IndexAssignment {
+        IndexAssignment {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            dimension: config.dimension.get(),
+            metric: config.metric.to_string(),
+            search: Some(search_params(search)),
+            host,
+            incarnation: key.incarnation_str().to_owned(),
+            pods: placement.pods().to_vec(),
+            preferred_writer: placement.preferred_writer().to_owned(),
+        }
+    }
+
+    /// Records that `pod` has removed the data of the deleted indexes `removed`; returns those
+    /// now removed by every pod (the tombstones the catalog may forget). With one pod, that
+    /// pod's report is enough whatever name it gives (data planes from before pod names send
+    /// none); with several, a pod this control plane does not know counts for nothing.
+    pub fn removed_by(&self, pod: &str, removed: Vec<IndexKey>) -> Vec<IndexKey> {
+        if self.pods.len() == 1 || removed.is_empty() {
+            return removed;
+        }
+        if !self.pods.contains(pod) {
+            tracing::warn!(
+                pod,
+                known = ?self.pods.names(),
+                "a data plane whose pod name is not among --data-plane-url's reported removed indexes; not counted (give each data plane the --pod-name its URL names)"
+            );
+            return Vec::new();
+        }
+        let mut removals = self.removals.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut done = Vec::new();
+        for key in removed {
+            let by = removals.entry(key.clone()).or_default();
+            by.insert(pod.to_owned());
+            // Every pod the index is placed on (today: all of them).
+            if self
+                .placement(&key)
+                .pods()
+                .iter()
+                .all(|pod| by.contains(pod))
+            {
+                removals.remove(&key);
+                done.push(key);
+            }
+        }
+        done
+    }
+
+    /// Forgets removals of tombstones the catalog no longer holds (another replica forgot
+    /// them), so the ledger stays as small as the catalog's tombstones.
+    fn keep_removals_of(&self, tombstones: &[IndexKey]) {
+        let mut removals = self.removals.lock().unwrap_or_else(PoisonError::into_inner);
+        removals.retain(|key, _| tombstones.contains(key));
+    }
+}
+
+/// The outcome of one change over several pods: the pods that applied it, the first refusal
+/// (with its class), and what the pods that did not answer said.
+fn outcome_of<'a>(
+    outcomes: &[(&'a RemoteDataPlane, Result<(), Status>)],
+) -> (Vec<&'a str>, Option<Cause>, Vec<String>) {
+    let mut applied = Vec::new();
+    let mut refused = None;
+    let mut unanswered = Vec::new();
+    for (plane, outcome) in outcomes {
+        match outcome {
+            Ok(()) => applied.push(plane.pod.as_str()),
+            Err(status) if unreachable(status) => unanswered.push(plane.failed(status)),
+            Err(status) => {
+                refused.get_or_insert_with(|| refusal(status));
+            }
+        }
+    }
+    (applied, refused, unanswered)
+}
+
 /// The data plane's refusal `status` with its class, so e.g. its full disk is
 /// RESOURCE_EXHAUSTED to the control plane's client too. A refusal of this control plane's own
-/// key is not the client's: it is internal (the log of [`RemoteDataPlane::call`] has it).
+/// key is not the client's: it is internal (the log of [`DataPlanes::each`] has it).
 fn refusal(status: &Status) -> Cause {
     let code = match larch_model::wire::code_of_status(status.code()) {
         LarchCode::Unauthenticated | LarchCode::PermissionDenied => LarchCode::Internal,
@@ -340,7 +606,7 @@ fn unreachable(status: &Status) -> bool {
     )
 }
 
-impl DataPlaneHost for RemoteDataPlane {
+impl DataPlaneHost for DataPlanes {
     fn attach(
         &self,
         key: &IndexKey,
@@ -349,40 +615,44 @@ impl DataPlaneHost for RemoteDataPlane {
         _port: u16,
         mode: AttachMode,
     ) -> Result<u16, AttachError> {
-        let index = IndexAssignment {
-            project: key.project().to_owned(),
-            name: key.name().to_string(),
-            dimension: config.dimension.get(),
-            metric: config.metric.to_string(),
-            search: Some(search_params(search)),
-            host: self.template.render(key),
-            incarnation: key.incarnation_str().to_owned(),
-        };
+        let placement = self.placement(key);
+        let index = self.assignment(key, config, search, self.template.render(key), &placement);
         let request = AttachIndexRequest {
             index: Some(index),
             create: mode == AttachMode::Create,
         };
-        match self.call("attach", async move |mut c| c.attach_index(request).await) {
-            Ok(_) => Ok(0),
-            // At start-up the data plane may not be up yet: it pulls every index it should
-            // serve when it starts, so recovery need not wait for it.
-            Err(status) if mode == AttachMode::Recover && unreachable(&status) => {
-                tracing::info!(index = %key, url = %self.url, "data plane not reachable yet; it recovers the index itself when it starts");
-                Ok(0)
-            }
-            // The admin key rotated here but not yet on the data plane: it recovers the index
-            // itself once its pulls work (see `larch data-plane`, LARCH_API_KEY_FILE).
-            Err(status)
-                if mode == AttachMode::Recover && status.code() == Code::Unauthenticated =>
-            {
-                tracing::warn!(index = %key, url = %self.url, "the data plane refused this control plane's admin key; it recovers the index itself once both planes have the same key");
-                Ok(0)
-            }
-            Err(status) if unreachable(&status) => {
-                Err(AttachError::Unavailable(self.failed(&status)))
-            }
-            Err(status) => Err(AttachError::Refused(refusal(&status))),
+        let outcomes = self.each("attach", self.placed(&placement), |mut c| {
+            let request = request.clone();
+            async move { c.attach_index(request).await.map(drop) }
+        });
+        if mode == AttachMode::Recover {
+            return recovered(key, &outcomes);
         }
+        let (applied, refusal, unanswered) = outcome_of(&outcomes);
+        if let Some(refusal) = refusal {
+            // Not created: the pods that attached it drop it again (a pod that misses this
+            // stops serving it at its next pull, since the catalog does not list it).
+            let attached: Vec<&RemoteDataPlane> = outcomes
+                .iter()
+                .filter(|(_, outcome)| outcome.is_ok())
+                .map(|(plane, _)| *plane)
+                .collect();
+            if !attached.is_empty() {
+                let detach = detach_request(key);
+                self.each("detach of a refused create", attached, |mut c| {
+                    let request = detach.clone();
+                    async move { c.detach_index(request).await.map(drop) }
+                });
+            }
+            return Err(AttachError::Refused(refusal));
+        }
+        if applied.is_empty() {
+            return Err(AttachError::Unavailable(unanswered.join("; ")));
+        }
+        if !unanswered.is_empty() {
+            tracing::warn!(index = %key, attached = ?applied, missing = ?unanswered, "index created, but not every data plane answered; the others attach it at their next pull");
+        }
+        Ok(0)
     }
 
     fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError> {
@@ -392,43 +662,102 @@ impl DataPlaneHost for RemoteDataPlane {
             search: Some(search_params(search)),
             incarnation: key.incarnation_str().to_owned(),
         };
-        self.call("configure", async move |mut c| {
-            c.configure_index(request).await
-        })
-        .map(drop)
-        .map_err(|status| self.refused(&status))
+        let placement = self.placement(key);
+        let outcomes = self.each("configure", self.placed(&placement), |mut c| {
+            let request = request.clone();
+            async move { c.configure_index(request).await.map(drop) }
+        });
+        match outcome_of(&outcomes) {
+            (_, Some(refusal), _) => Err(HostError::Refused(refusal)),
+            (applied, None, unanswered) if applied.is_empty() => {
+                Err(HostError::Unavailable(unanswered.join("; ")))
+            }
+            (applied, None, unanswered) => {
+                if !unanswered.is_empty() {
+                    tracing::warn!(index = %key, configured = ?applied, missing = ?unanswered, "search parameters changed, but not every data plane answered; the others take them at their next pull");
+                }
+                Ok(())
+            }
+        }
     }
 
     fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
-        let request = DetachIndexRequest {
-            project: key.project().to_owned(),
-            name: key.name().to_string(),
-            incarnation: key.incarnation_str().to_owned(),
-        };
-        self.call("detach", async move |mut c| c.detach_index(request).await)
-            .map(drop)
-            .map_err(|status| self.refused(&status))
+        let request = detach_request(key);
+        let placement = self.placement(key);
+        let outcomes = self.each("detach", self.placed(&placement), |mut c| {
+            let request = request.clone();
+            async move { c.detach_index(request).await.map(drop) }
+        });
+        let (applied, refusal, unanswered) = outcome_of(&outcomes);
+        if refusal.is_none() && unanswered.is_empty() {
+            return Ok(());
+        }
+        // Counted towards the tombstone, which the others report from their pulls.
+        for pod in applied {
+            self.removed_by(pod, vec![key.clone()]);
+        }
+        match refusal {
+            Some(refusal) => Err(HostError::Refused(refusal)),
+            None => Err(HostError::Unavailable(unanswered.join("; "))),
+        }
     }
 }
 
-/// Opens the durable catalog of a split-mode control plane, whose indexes live on the data
-/// plane at `remote`'s URL.
+fn detach_request(key: &IndexKey) -> DetachIndexRequest {
+    DetachIndexRequest {
+        project: key.project().to_owned(),
+        name: key.name().to_string(),
+        incarnation: key.incarnation_str().to_owned(),
+    }
+}
+
+/// A recovery at start-up: each pod that does not answer yet, or refuses this control plane's
+/// admin key (rotated here first), recovers the index itself once its pulls work; a pod that
+/// refuses the index is logged and retries at its pulls. Fails only if every pod refused it.
+fn recovered(
+    key: &IndexKey,
+    outcomes: &[(&RemoteDataPlane, Result<(), Status>)],
+) -> Result<u16, AttachError> {
+    let mut refusals = Vec::new();
+    for (plane, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {}
+            Err(status) if unreachable(status) => {
+                tracing::info!(index = %key, pod = %plane.pod, url = %plane.url, "data plane not reachable yet; it recovers the index itself when it starts");
+            }
+            Err(status) if status.code() == Code::Unauthenticated => {
+                tracing::warn!(index = %key, pod = %plane.pod, url = %plane.url, "the data plane refused this control plane's admin key; it recovers the index itself once both planes have the same key");
+            }
+            Err(status) => {
+                tracing::error!(index = %key, pod = %plane.pod, url = %plane.url, error = status.message(), "the data plane cannot recover the index; it retries at its next pull");
+                refusals.push(refusal(status));
+            }
+        }
+    }
+    if !outcomes.is_empty() && refusals.len() == outcomes.len() {
+        return Err(AttachError::Refused(refusals.swap_remove(0)));
+    }
+    Ok(0)
+}
+
+/// Opens the durable catalog of a split-mode control plane, whose indexes live on the
+/// data-plane pods `planes`.
 pub fn open_catalog(
     dir: &std::path::Path,
-    remote: RemoteDataPlane,
+    planes: Arc<DataPlanes>,
 ) -> larch_catalog::Result<Catalog> {
-    let template = remote.template.clone();
-    Catalog::open_routed(dir, Arc::new(remote), template)
+    let template = planes.template.clone();
+    Catalog::open_routed(dir, planes, template)
 }
 
 /// Opens the catalog that several split-mode control-plane replicas share in `doc` (see
-/// [`Catalog::open_shared`]), whose indexes live on the data plane at `remote`'s URL.
+/// [`Catalog::open_shared`]), whose indexes live on the data-plane pods `planes`.
 pub fn open_shared_catalog(
     doc: larch_catalog::SharedDocument,
-    remote: RemoteDataPlane,
+    planes: Arc<DataPlanes>,
 ) -> larch_catalog::Result<Catalog> {
-    let template = remote.template.clone();
-    Catalog::open_shared(doc, Arc::new(remote), template)
+    let template = planes.template.clone();
+    Catalog::open_shared(doc, planes, template)
 }
 
 #[cfg(test)]
@@ -489,6 +818,131 @@ mod tests {
         }
     }
 
+    /// Data planes at `urls` (never called in these tests). Needs a Tokio runtime.
+    fn planes(urls: &[&str]) -> Arc<DataPlanes> {
+        let urls = parse_data_plane_urls(urls).unwrap();
+        let template = HostTemplate::parse("{index}.{project}.larch.test").unwrap();
+        let key = SendKey::new("test-key").unwrap();
+        let timeouts = CallTimeouts::new(std::time::Duration::from_secs(5));
+        Arc::new(DataPlanes::new(&urls, key, template, None, timeouts).unwrap())
+    }
+
+    #[test]
+    fn data_plane_urls_name_their_pods() {
+        let parsed = |spec: &str| DataPlaneUrl::parse(spec).map(|url| (url.pod, url.url));
+        let pod = |pod: &str, url: &str| Ok((pod.to_owned(), url.to_owned()));
+        // A StatefulSet pod's stable DNS name: the pod is its first label.
+        assert_eq!(
+            parsed("http://larch-data-0.larch-data:5081"),
+            pod("larch-data-0", "http://larch-data-0.larch-data:5081")
+        );
+        assert_eq!(
+            parsed(" https://larch-data-2.larch-data.larch.svc.cluster.local:5081 "),
+            pod(
+                "larch-data-2",
+                "https://larch-data-2.larch-data.larch.svc.cluster.local:5081"
+            )
+        );
+        // An IP address is no name: host and port are.
+        assert_eq!(
+            parsed("http://127.0.0.1:5081"),
+            pod("127.0.0.1:5081", "http://127.0.0.1:5081")
+        );
+        assert_eq!(
+            parsed("http://[::1]:5081"),
+            pod("[::1]:5081", "http://[::1]:5081")
+        );
+        // An explicit name wins.
+        assert_eq!(
+            parsed("dp-1=http://127.0.0.1:5082"),
+            pod("dp-1", "http://127.0.0.1:5082")
+        );
+        for bad in [
+            "larch-data:5081",
+            "ftp://larch-data:21",
+            "=http://a:1",
+            "",
+            "dp=not a url",
+        ] {
+            assert!(parsed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn data_plane_url_lists_need_one_url_and_distinct_pods() {
+        let urls = parse_data_plane_urls(&[
+            "http://larch-data-0.larch-data:5081",
+            " ",
+            "http://larch-data-1.larch-data:5081",
+        ])
+        .unwrap();
+        let pods: Vec<&str> = urls.iter().map(|url| url.pod.as_str()).collect();
+        assert_eq!(pods, ["larch-data-0", "larch-data-1"]);
+        assert!(parse_data_plane_urls::<&str>(&[]).is_err());
+        assert!(parse_data_plane_urls(&[""]).is_err());
+        let twice = parse_data_plane_urls(&[
+            "http://larch-data-0.larch-data:5081",
+            "http://larch-data-0.other:5081",
+        ])
+        .unwrap_err();
+        assert!(twice.contains("\"larch-data-0\""), "{twice}");
+        // Named apart, the same host is fine.
+        assert!(parse_data_plane_urls(&["a=http://localhost:1", "b=http://localhost:2"]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_goes_only_once_every_pod_removed_the_data() {
+        let planes = planes(&["a=http://127.0.0.1:1", "b=http://127.0.0.1:2"]);
+        let gone = IndexKey::parse("default", "movies", "9f3c2a1b7d4e6f80").unwrap();
+        let other = IndexKey::parse("default", "books", "").unwrap();
+        assert!(planes.removed_by("a", vec![gone.clone()]).is_empty());
+        // Reported again by the same pod (every pull reports what it is sent): still waiting.
+        assert!(planes.removed_by("a", vec![gone.clone()]).is_empty());
+        // A pod nobody configured counts for nothing.
+        assert!(planes.removed_by("stranger", vec![gone.clone()]).is_empty());
+        assert_eq!(
+            planes.removed_by("b", vec![gone.clone(), other.clone()]),
+            std::slice::from_ref(&gone)
+        );
+        // Once forgotten elsewhere, partial reports are dropped too.
+        planes.keep_removals_of(&[]);
+        assert!(planes.removed_by("a", vec![other.clone()]).is_empty());
+        // With a single pod, its report is enough whatever name it gives (older data planes
+        // send none).
+        let one = self::planes(&["http://larch-data-0.larch-data:5081"]);
+        assert_eq!(one.removed_by("", vec![gone.clone()]), [gone]);
+    }
+
+    #[tokio::test]
+    async fn assignments_name_every_pod_and_the_rendezvous_writer() {
+        let planes = planes(&[
+            "http://larch-data-0.larch-data:5081",
+            "http://larch-data-1.larch-data:5081",
+            "http://larch-data-2.larch-data:5081",
+        ]);
+        let key = IndexKey::parse("default", "movies", "9f3c2a1b7d4e6f80").unwrap();
+        let placement = planes.placement(&key);
+        assert_eq!(placement.pods().len(), 3);
+        assert_eq!(
+            placement,
+            Placement::all(planes.pods(), "movies@default@9f3c2a1b7d4e6f80")
+        );
+        let config = IndexConfig {
+            dimension: larch_engine::Dimension::new(4).unwrap(),
+            metric: larch_engine::Metric::Cosine,
+        };
+        let assignment = planes.assignment(
+            &key,
+            config,
+            SearchParams::default(),
+            "movies.default.larch.test".into(),
+            &placement,
+        );
+        assert_eq!(assignment.pods, placement.pods());
+        assert_eq!(assignment.preferred_writer, placement.preferred_writer());
+        assert_eq!(assignment.pods[0], assignment.preferred_writer);
+    }
+
     fn replica(dir: &std::path::Path) -> Arc<Admin> {
         let doc = SharedDocument::local(dir, "access").unwrap();
         Arc::new(Admin::open_shared(doc, KeyStore::new()).unwrap())
@@ -533,7 +987,11 @@ mod tests {
     async fn a_pull_from_any_replica_gets_the_keys_made_on_another() {
         let dir = tempfile::tempdir().unwrap();
         let (made_on, pulled_from) = (replica(dir.path()), replica(dir.path()));
-        let sync = SyncApi::new(Indexes::recovering(), Arc::clone(&pulled_from));
+        let sync = SyncApi::new(
+            Indexes::recovering(),
+            Arc::clone(&pulled_from),
+            planes(&["http://larch-data-0.larch-data:5081"]),
+        );
         let admin = Principal::new("admin", Grant::admin());
         let request = NewKey {
             name: "reader".into(),

@@ -20,6 +20,15 @@
 //! reported in the next pull, and the control plane then forgets them. Every index is named
 //! with its incarnation, so a name deleted and created again is served from fresh storage.
 //!
+//! With several data-plane pods, each is named ([`RoutedDataPlane::with_pod_name`], `larch
+//! data-plane --pod-name`) and the control plane calls every pod on each change. A pod the call
+//! did not reach catches up here, at its next pull (and before it first reports SERVING): the
+//! pull is the reconcile loop that makes a missed attach, configure or delete happen. Each pull
+//! names the pod, because the control plane forgets a tombstone only once every pod has
+//! reported it. Assignments carry the pods serving the index and its preferred writer
+//! (rendezvous hashing in the control plane); today every pod serves every index, and each
+//! keeps its own copy on its own disk.
+//!
 //! Failures are typed: [`ControlError`] (a refused `DataPlaneControl` call, or an index a pull
 //! lists that cannot be served) and [`SyncError`] (one failed pull, logged and retried). Both
 //! say their class through [`Classified`]; the service answers with the one gRPC map
@@ -101,12 +110,43 @@ struct Inner {
     keys_pulled: std::sync::Mutex<Option<std::time::Instant>>,
     /// Tombstones whose data was removed, to report in the next pull.
     removed: std::sync::Mutex<Vec<IndexTombstone>>,
+    /// This pod's name (`--pod-name`), sent with every pull and compared with each
+    /// assignment's pods and preferred writer. Empty: unnamed (a single data plane).
+    pod: std::sync::OnceLock<String>,
+    /// Whether the warning that this pod's name is not among an assignment's pods was given.
+    unplaced_warned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
 struct Route {
     key: IndexKey,
     router: axum::Router,
+    /// Who should write the index: see [`Writer`].
+    writer: Writer,
+}
+
+/// The preferred writer of an index, as its assignment names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Writer {
+    /// The pod's name (empty: the control plane did not say).
+    pod: String,
+    /// Whether the assignment names a single pod: then that pod is this one, whatever the
+    /// names say (with one data plane, its name need not match the control plane's URL).
+    sole: bool,
+}
+
+impl Writer {
+    fn of(assignment: &IndexAssignment) -> Writer {
+        Writer {
+            pod: assignment.preferred_writer.clone(),
+            sole: assignment.pods.len() == 1,
+        }
+    }
+
+    /// Whether the pod named `me` is this writer.
+    fn is(&self, me: &str) -> bool {
+        self.sole || (!me.is_empty() && self.pod == me)
+    }
 }
 
 impl RoutedDataPlane {
@@ -136,7 +176,54 @@ impl RoutedDataPlane {
                 changes: std::sync::Mutex::new(()),
                 keys_pulled: std::sync::Mutex::new(None),
                 removed: std::sync::Mutex::new(Vec::new()),
+                pod: std::sync::OnceLock::new(),
+                unplaced_warned: std::sync::atomic::AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// Names this data plane `pod` (its `--pod-name`, e.g. the StatefulSet pod's name), as
+    /// the control plane's `--data-plane-url` list names it. Set once, before serving; later
+    /// calls are ignored.
+    pub fn with_pod_name(self, pod: impl Into<String>) -> RoutedDataPlane {
+        let _ = self.inner.pod.set(pod.into());
+        self
+    }
+
+    /// This data plane's pod name (empty if unnamed).
+    pub fn pod_name(&self) -> &str {
+        self.inner.pod.get().map_or("", String::as_str)
+    }
+
+    /// Whether this pod is the preferred writer of the served index `key`, as its assignment
+    /// says (rendezvous hashing in the control plane); false when not served or not said.
+    pub fn is_preferred_writer(&self, key: &IndexKey) -> bool {
+        let pod = self.pod_name();
+        self.read()
+            .values()
+            .any(|route| &route.key == key && route.writer.is(pod))
+    }
+
+    /// Warns (once) when `assignment` lists several pods serving it and this pod is not
+    /// among them: its --pod-name does not match the control plane's --data-plane-url list, so
+    /// the control plane cannot count this pod's reports (deleted indexes' tombstones linger).
+    /// It serves the index all the same: every pod serves every index today. (With a single
+    /// pod listed, that pod is this one whatever the names.)
+    fn check_placed(&self, assignment: &IndexAssignment) {
+        let pod = self.pod_name();
+        if assignment.pods.len() <= 1 || assignment.pods.iter().any(|listed| listed == pod) {
+            return;
+        }
+        if !self
+            .inner
+            .unplaced_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                pod,
+                pods = ?assignment.pods,
+                "this data plane's --pod-name is not among the pods the control plane names (its --data-plane-url list); serving the index anyway, but give this pod the name its URL names"
+            );
         }
     }
 
@@ -196,6 +283,7 @@ impl RoutedDataPlane {
     /// creating it when there is nothing to recover), or updates it if it is served already.
     fn attach(&self, assignment: &IndexAssignment, create: bool) -> Result<(), ControlError> {
         let (key, config, search, host) = parse_assignment(assignment)?;
+        self.check_placed(assignment);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
         let open = engine.index(&storage).ok();
@@ -237,10 +325,28 @@ impl RoutedDataPlane {
             Route {
                 key: key.clone(),
                 router,
+                writer: Writer::of(assignment),
             },
         );
-        tracing::info!(index = %key, %host, "data plane serving index");
+        drop(routes);
+        tracing::info!(
+            index = %key,
+            %host,
+            preferred_writer = %assignment.preferred_writer,
+            writer = self.is_preferred_writer(&key),
+            "data plane serving index"
+        );
         Ok(())
+    }
+
+    /// Records `writer` for the index served at `host` (the pods may have changed).
+    fn place(&self, host: &str, writer: Writer) {
+        if let Some(route) = self.write().get_mut(host)
+            && route.writer != writer
+        {
+            tracing::info!(index = %route.key, from = %route.writer.pod, to = %writer.pod, "the index's preferred writer changed");
+            route.writer = writer;
+        }
     }
 
     fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), ControlError> {
@@ -283,6 +389,8 @@ impl RoutedDataPlane {
             let result = match parse_assignment(assignment) {
                 // Served already, as this incarnation: only its parameters may have changed.
                 Ok((key, _, search, _)) if served.get(&host) == Some(&key) => {
+                    self.check_placed(assignment);
+                    self.place(&host, Writer::of(assignment));
                     self.configure(&key, search)
                 }
                 Ok(_) => self.attach(assignment, false),
@@ -384,6 +492,7 @@ impl RoutedDataPlane {
         let pulled = match client
             .list_assignments(ListAssignmentsRequest {
                 removed: removed.clone(),
+                pod_name: self.pod_name().to_owned(),
             })
             .await
         {
@@ -522,23 +631,28 @@ fn index_router(
 fn parse_assignment(
     assignment: &IndexAssignment,
 ) -> Result<(IndexKey, IndexConfig, SearchParams, String), ControlError> {
-    let key = index_key(
-        &assignment.project,
-        &assignment.name,
-        &assignment.incarnation,
-    )?;
+    let IndexAssignment {
+        project,
+        name,
+        dimension,
+        metric,
+        search,
+        host,
+        incarnation,
+        // Where the index is placed: see `check_placed` and `Writer`.
+        pods: _,
+        preferred_writer: _,
+    } = assignment;
+    let key = index_key(project, name, incarnation)?;
     let config = IndexConfig {
-        dimension: Dimension::new(assignment.dimension).map_err(ControlError::Invalid)?,
-        metric: assignment
-            .metric
-            .parse::<Metric>()
-            .map_err(ControlError::Invalid)?,
+        dimension: Dimension::new(*dimension).map_err(ControlError::Invalid)?,
+        metric: metric.parse::<Metric>().map_err(ControlError::Invalid)?,
     };
-    let search = search_params(assignment.search.as_ref()).map_err(ControlError::Invalid)?;
-    if assignment.host.is_empty() {
+    let search = search_params(search.as_ref()).map_err(ControlError::Invalid)?;
+    if host.is_empty() {
         return Err(ControlError::NoHost);
     }
-    Ok((key, config, search, host_name(&assignment.host)))
+    Ok((key, config, search, host_name(host)))
 }
 
 fn search_params(search: Option<&internal::SearchParams>) -> larch_engine::Result<SearchParams> {
@@ -939,6 +1053,8 @@ mod tests {
             }),
             host: "movies.default.larch.test:5081".into(),
             incarnation: String::new(),
+            pods: vec!["larch-data-1".into(), "larch-data-0".into()],
+            preferred_writer: "larch-data-1".into(),
         };
         let (key, config, search, host) = parse_assignment(&good).expect("valid");
         assert_eq!(key.storage_name(), "movies");
@@ -1011,6 +1127,7 @@ mod tests {
             search: None,
             host: "movies.default.larch.test".into(),
             incarnation: "0a1b".into(),
+            ..IndexAssignment::default()
         };
         let storage = "movies@default@0a1b";
         let first = RoutedDataPlane::new(engine_in("first"), KeyStore::new(), Metrics::new());
@@ -1047,6 +1164,28 @@ mod tests {
             "opened from the bucket, not empty"
         );
         let _ = std::fs::remove_dir_all(&logs);
+    }
+
+    #[test]
+    fn the_preferred_writer_is_the_named_pod_or_the_only_one() {
+        let assignment = |pods: &[&str], writer: &str| IndexAssignment {
+            pods: pods.iter().map(|pod| (*pod).to_owned()).collect(),
+            preferred_writer: writer.into(),
+            ..IndexAssignment::default()
+        };
+        let two = Writer::of(&assignment(
+            &["larch-data-1", "larch-data-0"],
+            "larch-data-1",
+        ));
+        assert!(two.is("larch-data-1"));
+        assert!(!two.is("larch-data-0"));
+        assert!(!two.is(""));
+        // One pod listed: it is this one, whatever either side calls it.
+        let one = Writer::of(&assignment(&["127.0.0.1:5081"], "127.0.0.1:5081"));
+        assert!(one.is("my-laptop") && one.is(""));
+        // A control plane that does not place indexes names no writer.
+        let unplaced = Writer::of(&assignment(&[], ""));
+        assert!(!unplaced.is("larch-data-0") && !unplaced.is(""));
     }
 
     /// A real `JoinError` (a cancelled task), without a panic in the test output.
@@ -1165,7 +1304,8 @@ mod tests {
         let admin = larch_auth::ApiKey::generate();
         let keys = KeyStore::new();
         keys.insert(StoredKey::new(&admin, larch_auth::Grant::admin()));
-        let data_plane = RoutedDataPlane::new(Engine::new(), keys, Metrics::new());
+        let data_plane =
+            RoutedDataPlane::new(Engine::new(), keys, Metrics::new()).with_pod_name("larch-data-0");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1210,6 +1350,8 @@ mod tests {
             search: None,
             host: "movies.default.larch.test".into(),
             incarnation: String::new(),
+            pods: vec!["larch-data-0".into(), "larch-data-1".into()],
+            preferred_writer: "larch-data-0".into(),
         };
         let attach = |index: Option<IndexAssignment>| AttachIndexRequest {
             index,
@@ -1277,8 +1419,11 @@ mod tests {
             .attach_index(attach(Some(good)))
             .await
             .expect("a good attach");
-        let served: Vec<String> = data_plane.served().into_iter().map(|(h, _)| h).collect();
-        assert_eq!(served, ["movies.default.larch.test"]);
+        let served: Vec<(String, IndexKey)> = data_plane.served();
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].0, "movies.default.larch.test");
+        // The assignment names this pod as the index's preferred writer.
+        assert!(data_plane.is_preferred_writer(&served[0].1));
         // Configuring an index this data plane does not have keeps the engine's class.
         let err = client
             .configure_index(internal::ConfigureIndexRequest {

@@ -425,6 +425,8 @@ async fn split_mode_authenticates_before_routing() {
                 search: None,
                 host: host.into(),
                 incarnation: String::new(),
+                pods: Vec::new(),
+                preferred_writer: String::new(),
             }),
             create: true,
         })

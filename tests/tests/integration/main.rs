@@ -27,3 +27,4 @@ mod rest_client;
 mod rest_control;
 mod rest_data;
 mod scores;
+mod split_pods;
