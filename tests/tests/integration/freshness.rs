@@ -281,6 +281,8 @@ async fn issue_18_split_mode_sends_the_lsn_headers_too() {
                 search: None,
                 host: host.into(),
                 incarnation: String::new(),
+                pods: Vec::new(),
+                preferred_writer: String::new(),
             }),
             create: true,
         })
