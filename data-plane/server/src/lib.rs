@@ -37,12 +37,14 @@
 //! - [`convert`]: protobuf messages from and to the domain requests and answers, and
 //!   `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
 //! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers.
+//! - [`import`]: bulk import of Pinecone's Parquet import layout (also read by the CLI).
 //! - [`routed`]: split mode — [`routed::RoutedDataPlane`] serves every index on one address,
 //!   routed by host, following a control plane in another process.
 
 pub mod api;
 pub mod convert;
 pub mod host;
+pub mod import;
 pub mod json;
 mod pool;
 pub mod rest;
