@@ -17,6 +17,7 @@ mod edge;
 mod exploration;
 mod filters;
 mod hostile;
+mod imports;
 mod lifecycle;
 mod limits;
 mod observability;
