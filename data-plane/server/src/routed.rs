@@ -101,6 +101,8 @@ struct Inner {
     keys_pulled: std::sync::Mutex<Option<std::time::Instant>>,
     /// Tombstones whose data was removed, to report in the next pull.
     removed: std::sync::Mutex<Vec<IndexTombstone>>,
+    /// Bulk imports of every index (off unless given an import root).
+    imports: crate::import::Imports,
 }
 
 #[derive(Clone)]
@@ -136,8 +138,24 @@ impl RoutedDataPlane {
                 changes: std::sync::Mutex::new(()),
                 keys_pulled: std::sync::Mutex::new(None),
                 removed: std::sync::Mutex::new(Vec::new()),
+                imports: crate::import::Imports::default(),
             }),
         }
+    }
+
+    /// The same data plane, running bulk imports with `imports` (`--import-root`). Call it
+    /// right after construction, before the data plane is shared.
+    pub fn with_imports(mut self, imports: crate::import::Imports) -> RoutedDataPlane {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.imports = imports,
+            None => tracing::error!("with_imports called on a shared data plane; imports stay off"),
+        }
+        self
+    }
+
+    /// The bulk imports of every index.
+    pub fn imports(&self) -> &crate::import::Imports {
+        &self.inner.imports
     }
 
     fn limits(&self) -> &Limits {
@@ -224,7 +242,10 @@ impl RoutedDataPlane {
             self.inner.keys.clone(),
             self.inner.metrics.clone(),
             self.limits(),
+            self.inner.imports.clone(),
         );
+        // The index's unfinished imports resume (no-op when they are running already).
+        self.inner.imports.recover(engine, &storage);
         let mut routes = self.write();
         routes.retain(|_, route| route.key != key);
         routes.insert(
@@ -250,6 +271,7 @@ impl RoutedDataPlane {
         self.write().retain(|_, route| &route.key != key);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
+        self.inner.imports.stop(&storage);
         match engine.drop_index(&storage) {
             Ok(()) => Ok(()),
             // Not open: delete what is stored, if anything.
@@ -288,14 +310,19 @@ impl RoutedDataPlane {
             }
         }
         let mut routes = self.write();
+        let mut unlisted = Vec::new();
         routes.retain(|host, route| {
             let keep = listed.contains(host);
             if !keep {
                 tracing::warn!(index = %route.key, %host, "the control plane no longer lists this index; not serving it (its data is kept)");
+                unlisted.push(route.key.storage_name());
             }
             keep
         });
         drop(routes);
+        for storage in unlisted {
+            self.inner.imports.stop(&storage);
+        }
         let mut removed = Vec::new();
         for tombstone in tombstones {
             let result = tombstone_key(tombstone).and_then(|key| {
@@ -501,8 +528,9 @@ fn index_router(
     keys: KeyStore,
     metrics: Metrics,
     limits: &Limits,
+    imports: crate::import::Imports,
 ) -> axum::Router {
-    let index = IndexHandle::new_with(engine, key.storage_name(), limits);
+    let index = IndexHandle::new_with(engine, key.storage_name(), limits).with_imports(imports);
     let scope = Scope::Index {
         project: key.project().to_owned(),
         name: key.name().to_string(),

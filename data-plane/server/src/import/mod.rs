@@ -39,8 +39,8 @@ pub enum ImportError {
     },
     /// The server was started without `--import-root`.
     #[error(
-        "bulk import is off on this server: start larch serve with --import-root DIR \
-         (LARCH_IMPORT_ROOT) to allow file:// imports of directories under DIR"
+        "bulk import is off on this server: start larch serve (or larch data-plane) with \
+         --import-root DIR (LARCH_IMPORT_ROOT) to allow file:// imports of directories under DIR"
     )]
     Off,
     /// A URI that is not a readable `file://` directory under the import root.
