@@ -731,3 +731,115 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::parquet::write::write_records;
+    use larch_engine::{Dimension, IndexConfig, Metric};
+
+    fn record(i: usize) -> VectorInput {
+        VectorInput {
+            id: format!("r{i}"),
+            values: vec![i as f32, 1.0],
+            ..VectorInput::default()
+        }
+    }
+
+    /// An engine with index "i" (dimension 2), an import root holding `set/ns/0.parquet` with
+    /// `rows` records, and imports over both.
+    fn setup(rows: usize) -> (tempfile::TempDir, Arc<Engine>, Imports, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let set = dir.path().join("root").join("set");
+        std::fs::create_dir_all(set.join("ns")).unwrap();
+        let records: Vec<VectorInput> = (0..rows).map(record).collect();
+        write_records(&set.join("ns").join("0.parquet"), &records, 500).unwrap();
+        let engine = Arc::new(Engine::new());
+        engine
+            .create_index(
+                "i",
+                IndexConfig {
+                    dimension: Dimension::new(2).unwrap(),
+                    metric: Metric::Euclidean,
+                },
+            )
+            .unwrap();
+        let imports = Imports::new(ImportSettings {
+            root: Some(dir.path().join("root")),
+            state_dir: Some(dir.path().join("state")),
+        });
+        let uri = format!("file://{}", set.display());
+        (dir, engine, imports, uri)
+    }
+
+    fn wait(imports: &Imports, id: &str) -> ImportState {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let state = imports.describe("i", id).unwrap();
+            if state.status.is_terminal() {
+                return state;
+            }
+            assert!(std::time::Instant::now() < deadline, "{state:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_job_imports_every_row_and_persists_its_end() {
+        let (dir, engine, imports, uri) = setup(1500);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(state.status, Status::Completed);
+        assert_eq!((state.records_imported, state.rows_done), (1500, 1500));
+        assert_eq!(state.percent_complete(), 100.0);
+        let stored: ImportState = serde_json::from_slice(
+            &std::fs::read(dir.path().join("state").join("i").join("1.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stored, state);
+    }
+
+    #[test]
+    fn uris_outside_the_root_or_not_file_are_refused() {
+        let (dir, engine, imports, _) = setup(1);
+        let refused = |uri: &str| {
+            imports
+                .start(&engine, "i", uri, ErrorMode::Abort)
+                .unwrap_err()
+        };
+        let outside = dir.path().join("state");
+        std::fs::create_dir_all(&outside).unwrap();
+        let err = refused(&format!("file://{}", outside.display()));
+        assert!(err.to_string().contains("outside"), "{err}");
+        let err = refused(&format!("file://{}/root/set/../..", dir.path().display()));
+        assert!(err.to_string().contains("outside"), "{err}");
+        let err = refused("s3://bucket/x");
+        assert!(err.to_string().contains("object storage"), "{err}");
+        let err = refused("root/set");
+        assert!(err.to_string().contains("file://"), "{err}");
+        let off = Imports::default();
+        let err = off
+            .start(&engine, "i", "file:///", ErrorMode::Abort)
+            .unwrap_err();
+        assert_eq!(
+            larch_model::Classified::code(&err),
+            Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn pages_of_imports_follow_their_ids() {
+        let (_dir, engine, imports, uri) = setup(10);
+        for _ in 0..3 {
+            let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+            wait(&imports, &id);
+        }
+        let (page, next) = imports.list("i", Some(2), None).unwrap();
+        let ids: Vec<&str> = page.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!((ids, next.as_deref()), (vec!["1", "2"], Some("2")));
+        let (page, next) = imports.list("i", Some(2), Some("2")).unwrap();
+        assert_eq!((page.len(), page[0].id.as_str(), next), (1, "3", None));
+        assert!(imports.list("i", Some(0), None).is_err());
+        assert!(imports.list("i", None, Some("x")).is_err());
+    }
+}
