@@ -17,5 +17,6 @@ mod search;
 mod serve;
 mod split;
 mod split_hangs;
+mod split_imports;
 mod split_keys;
 mod tls;
