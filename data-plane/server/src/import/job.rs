@@ -828,6 +828,48 @@ mod tests {
     }
 
     #[test]
+    fn a_full_memory_budget_holds_an_import_until_it_is_cancelled() {
+        let (dir, _, _, uri) = setup(10);
+        // 1 MiB: any test process is past it, so every write is refused as backpressure.
+        let engine = Arc::new(Engine::new().with_memory_budget(1024 * 1024));
+        engine
+            .create_index(
+                "i",
+                IndexConfig {
+                    dimension: Dimension::new(2).unwrap(),
+                    metric: Metric::Euclidean,
+                },
+            )
+            .unwrap();
+        let imports = Imports::new(ImportSettings {
+            root: Some(dir.path().join("root")),
+            state_dir: None,
+        });
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        // It waits (InProgress), never fails for backpressure; a cancel still stops it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while imports.describe("i", &id).unwrap().status != Status::InProgress {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        imports.cancel("i", &id).unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(
+            (state.status, state.records_imported),
+            (Status::Cancelled, 0)
+        );
+        assert_eq!(
+            engine
+                .index("i")
+                .unwrap()
+                .describe_stats(None)
+                .unwrap()
+                .total_vector_count,
+            0
+        );
+    }
+
+    #[test]
     fn pages_of_imports_follow_their_ids() {
         let (_dir, engine, imports, uri) = setup(10);
         for _ in 0..3 {
