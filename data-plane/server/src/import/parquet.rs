@@ -556,6 +556,88 @@ mod tests {
         assert!(bad.to_string().contains("bad.parquet row 3"));
     }
 
+    /// What pandas and pyarrow write by default: float64 values, int64 sparse indices, large
+    /// strings, no compression here.
+    #[test]
+    fn float64_lists_int64_indices_and_large_strings_are_read() {
+        use arrow_array::builder::{
+            Float64Builder, Int64Builder, LargeStringBuilder, ListBuilder, StructBuilder,
+        };
+        use arrow_schema::{Field, Fields};
+        use std::sync::Arc;
+        let mut ids = LargeStringBuilder::new();
+        let mut values = ListBuilder::new(Float64Builder::new());
+        let fields = Fields::from(vec![
+            Field::new(
+                "indices",
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                true,
+            ),
+            Field::new(
+                "values",
+                DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+                true,
+            ),
+        ]);
+        let mut sparse = StructBuilder::new(
+            fields,
+            vec![
+                Box::new(ListBuilder::new(Int64Builder::new())),
+                Box::new(ListBuilder::new(Float64Builder::new())),
+            ],
+        );
+        for (id, indices) in [("a", vec![3_i64, 9]), ("b", vec![-1])] {
+            ids.append_value(id);
+            values.values().append_slice(&[0.5, 1.5]);
+            values.append(true);
+            let list = sparse
+                .field_builder::<ListBuilder<Int64Builder>>(0)
+                .unwrap();
+            list.values().append_slice(&indices);
+            list.append(true);
+            let list = sparse
+                .field_builder::<ListBuilder<Float64Builder>>(1)
+                .unwrap();
+            list.values().append_slice(&vec![0.25; indices.len()]);
+            list.append(true);
+            sparse.append(true);
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(ids.finish())),
+            ("values", Arc::new(values.finish())),
+            ("sparse_values", Arc::new(sparse.finish())),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pandas.parquet");
+        let file = File::create(&path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let rows = read_all(&path, 0);
+        let a = rows[0].clone().unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.values.as_slice()),
+            ("a", &[0.5_f32, 1.5][..])
+        );
+        assert_eq!(
+            a.sparse_values,
+            Some(SparseInput {
+                indices: vec![3, 9],
+                values: vec![0.25, 0.25]
+            })
+        );
+        assert_eq!(a.metadata, None);
+        let b = rows[1].clone().unwrap_err();
+        assert_eq!(b.row, 1);
+        assert!(
+            b.message.contains("sparse_values.indices[0]"),
+            "{}",
+            b.message
+        );
+    }
+
     #[test]
     fn metadata_must_be_a_json_object() {
         assert!(metadata_object(r#"{"a":1}"#).is_ok());
