@@ -362,17 +362,17 @@ impl Imports {
             None => MAX_PAGE,
             Some(n) if (1..=MAX_PAGE as u32).contains(&n) => n as usize,
             Some(n) => {
-                return Err(ImportError::BadLimit(format!(
-                    "limit must be 1-{MAX_PAGE}, got {n}"
-                )));
+                return Err(ImportError::BadPage {
+                    field: "limit",
+                    message: format!("limit must be 1-{MAX_PAGE}, got {n}"),
+                });
             }
         };
         let after = match token {
             None => 0,
-            Some(token) => token.parse::<u64>().map_err(|_| {
-                ImportError::BadLimit(format!(
-                    "paginationToken {token:?} is not one this server gave"
-                ))
+            Some(token) => token.parse::<u64>().map_err(|_| ImportError::BadPage {
+                field: "paginationToken",
+                message: format!("paginationToken {token:?} is not one this server gave"),
             })?,
         };
         let jobs = self.index(index);

@@ -46,9 +46,14 @@ pub enum ImportError {
     /// A URI that is not a readable `file://` directory under the import root.
     #[error("{0}")]
     BadUri(String),
-    /// A `limit` or `paginationToken` out of range.
-    #[error("{0}")]
-    BadLimit(String),
+    /// A `limit` out of range or a `paginationToken` this server did not give.
+    #[error("{message}")]
+    BadPage {
+        /// `limit` or `paginationToken`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// No import of that id on this index.
     #[error("import {0} not found on this index")]
     NotFound(String),
@@ -82,9 +87,9 @@ pub type Result<T> = std::result::Result<T, ImportError>;
 impl Classified for ImportError {
     fn code(&self) -> Code {
         match self {
-            ImportError::Unreadable { .. } | ImportError::BadUri(_) | ImportError::BadLimit(_) => {
-                Code::InvalidArgument
-            }
+            ImportError::Unreadable { .. }
+            | ImportError::BadUri(_)
+            | ImportError::BadPage { .. } => Code::InvalidArgument,
             ImportError::Off | ImportError::Finished { .. } => Code::FailedPrecondition,
             ImportError::NotFound(_) => Code::NotFound,
             ImportError::Engine(err) => err.code(),
@@ -102,7 +107,7 @@ impl Classified for ImportError {
     fn field(&self) -> Option<&str> {
         match self {
             ImportError::Unreadable { .. } | ImportError::BadUri(_) => Some("uri"),
-            ImportError::BadLimit(_) => Some("limit"),
+            ImportError::BadPage { field, .. } => Some(field),
             ImportError::Engine(err) => err.field(),
             _ => None,
         }
