@@ -47,6 +47,9 @@ pub const INDEXES_DIR: &str = "indexes";
 /// start (beside [`INDEXES_DIR`], so on the same file system: a rename, never a copy).
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// Folder of the data dir holding the state of bulk imports, a sub-folder per index.
+pub const IMPORTS_DIR: &str = "imports";
+
 /// How long the drain after shutdown may take, unless configured (`--drain-timeout-secs`).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -89,6 +92,9 @@ pub struct Config {
     /// Request limits of every port: the control port and every index port share one
     /// in-flight budget.
     pub limits: Limits,
+    /// Bulk imports may read `file://` directories under this one (`--import-root`); `None`:
+    /// imports are refused.
+    pub import_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -112,6 +118,7 @@ impl Config {
             auth_slowdown: true,
             tls: None,
             limits: Limits::default(),
+            import_root: None,
         }
     }
 }
@@ -242,6 +249,12 @@ impl Embedded {
                 tls: config.tls.clone(),
                 // One in-flight budget for the control port and every index port.
                 limits: config.limits.clone(),
+                imports: larch_data_plane::import::Imports::new(
+                    larch_data_plane::import::ImportSettings {
+                        root: config.import_root.clone(),
+                        state_dir: Some(config.data_dir.join(IMPORTS_DIR)),
+                    },
+                ),
             },
         );
 

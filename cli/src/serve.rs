@@ -39,6 +39,10 @@ pub(crate) struct ServeArgs {
     ann_min_rows: usize,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
+    /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
+    /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
+    #[arg(long, env = "LARCH_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
     /// Requests per second each API key may send; beyond it requests get RESOURCE_EXHAUSTED
     /// with a retry pushback [default: no limit].
     #[arg(long, env = "LARCH_RATE_LIMIT")]
@@ -158,6 +162,7 @@ impl ServeArgs {
             auth_slowdown: self.auth_slowdown,
             tls: self.server.tls.load()?,
             limits: self.server.limits.limits()?,
+            import_root: self.import_root,
         })
     }
 }

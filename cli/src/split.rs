@@ -138,6 +138,10 @@ pub(crate) struct DataPlaneArgs {
     ann_min_rows: usize,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
+    /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
+    /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
+    #[arg(long, env = "LARCH_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
@@ -577,8 +581,14 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let data_plane =
-        RoutedDataPlane::with_limits(engine, keys, metrics, limits).with_pod_name(pod.clone());
+    let imports =
+        larch_data_plane::import::Imports::new(larch_data_plane::import::ImportSettings {
+            root: args.import_root.clone(),
+            state_dir: Some(data_dir.join(larch::embedded::IMPORTS_DIR)),
+        });
+    let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)
+        .with_pod_name(pod.clone())
+        .with_imports(imports);
     let listener = tokio::net::TcpListener::bind(args.data_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.data_addr))?;

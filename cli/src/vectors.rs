@@ -20,6 +20,13 @@
 //! `--id-prefix` and the row's 0-based index (default prefix: the file's stem and `-`, so
 //! `emb-0`, `emb-1`, …). `--skip N` skips rows, by seeking; batching and progress are the
 //! JSON Lines path's.
+//!
+//! `upsert --file data.parquet` reads Pinecone's Parquet import format (columns `id`,
+//! `values`, `sparse_values`, `metadata` as a JSON string; read by the data plane's
+//! [`larch_data_plane::import::parquet`], which bulk import uses too), a record a row; `--skip N`
+//! skips rows. `--file DIR` reads a directory in Pinecone's import layout: one sub-directory per
+//! namespace (`__default__` for the default one) of `.parquet` files, each namespace upserted in
+//! turn (so `--namespace` and `--skip` do not apply).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -45,6 +52,7 @@ use crate::admin::{Connection, request, runtime};
 use crate::indexes::Indexes;
 use crate::npy;
 use crate::output::{Format, OutputArgs, cell, failed, print_fields, print_json, print_table};
+use larch_data_plane::import::parquet::{self as pq, ParquetRecords};
 
 /// Pinecone's limit on records per upsert request.
 const MAX_BATCH: usize = 1000;
@@ -63,12 +71,14 @@ pub(crate) struct Target {
 /// `larch vectors …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum VectorsCommand {
-    /// Upsert the records of a JSON Lines or .npy file, in batches, several in flight.
+    /// Upsert the records of a JSON Lines, .npy or Parquet file (or a directory in Pinecone's
+    /// import layout), in batches, several in flight.
     Upsert {
         #[command(flatten)]
         target: Target,
         /// A .jsonl (or .ndjson) file: one {"id","values","sparse_values","metadata"} a line;
-        /// or a .npy 2-D float32 (or float64) matrix, one record a row.
+        /// a .npy 2-D float32 (or float64) matrix, one record a row; a .parquet file in
+        /// Pinecone's import format; or a directory of namespace directories of .parquet files.
         #[arg(long)]
         file: PathBuf,
         /// For .npy input: the rows' ids, one a line, as many as the matrix has rows.
@@ -160,6 +170,7 @@ pub(crate) struct Route {
 }
 
 /// A data-plane client for one index, found by describing it on the control plane.
+#[derive(Clone)]
 pub(crate) struct DataPlane {
     pub(crate) client: VectorServiceClient<Channel>,
     pub(crate) key: MetadataValue<Ascii>,
@@ -235,9 +246,13 @@ pub(crate) fn run(
                     in_flight: usize::from(in_flight),
                     skip,
                 };
-                let records = plan.open()?;
-                let data = DataPlane::connect(connection, route, &target.index).await?;
-                let summary = plan.run(records, data).await?;
+                let summary = if plan.file.is_dir() {
+                    upsert_layout(plan, connection, route, &target.index).await?
+                } else {
+                    let records = plan.open()?;
+                    let data = DataPlane::connect(connection, route, &target.index).await?;
+                    plan.run(records, data).await?
+                };
                 match format {
                     Format::Json => print_json(&summary),
                     Format::Table => println!(
@@ -491,12 +506,7 @@ impl Upsert {
         let extension = self.file.extension().and_then(|e| e.to_str()).unwrap_or("");
         let (total, source) = match extension {
             "jsonl" | "ndjson" => {
-                if self.ids_file.is_some() || self.id_prefix.is_some() {
-                    bail!(
-                        "--ids-file and --id-prefix apply to .npy input only; a JSON Lines \
-                         record carries its own \"id\""
-                    );
-                }
+                self.refuse_ids_flags("a JSON Lines record")?;
                 let total = count_records(&self.file)?.saturating_sub(self.skip);
                 let file = File::open(&self.file)
                     .with_context(|| format!("cannot open {}", self.file.display()))?;
@@ -507,6 +517,19 @@ impl Upsert {
                     skip: self.skip,
                 };
                 (total, source)
+            }
+            "parquet" => {
+                self.refuse_ids_flags("a Parquet record")?;
+                let file = ParquetRecords::open(&self.file, self.skip)?;
+                let total = file.rows().saturating_sub(self.skip);
+                (
+                    total,
+                    Source::Parquet {
+                        file,
+                        batch: Vec::new().into_iter(),
+                        name: false,
+                    },
+                )
             }
             "npy" => {
                 let mut rows = npy::Rows::open(&self.file)?;
@@ -523,13 +546,22 @@ impl Upsert {
                 (count.saturating_sub(self.skip), Source::Npy { rows, ids })
             }
             other => bail!(
-                "{}: .{other} input is not supported yet; give a JSON Lines file (.jsonl) with one \
-                 {{\"id\",\"values\",\"sparse_values\",\"metadata\"}} object a line, or a \
-                 .npy 2-D float32 matrix",
+                "{}: .{other} input is not supported; give a JSON Lines file (.jsonl) with one \
+                 {{\"id\",\"values\",\"sparse_values\",\"metadata\"}} object a line, a \
+                 .npy 2-D float32 matrix, a .parquet file in Pinecone's import format, or a \
+                 directory in Pinecone's import layout",
                 self.file.display()
             ),
         };
         Ok(Records { total, source })
+    }
+
+    /// Refuses `--ids-file` and `--id-prefix` for input whose records carry their own id.
+    fn refuse_ids_flags(&self, what: &str) -> anyhow::Result<()> {
+        if self.ids_file.is_some() || self.id_prefix.is_some() {
+            bail!("--ids-file and --id-prefix apply to .npy input only; {what} carries its own id");
+        }
+        Ok(())
     }
 
     async fn run(self, mut records: Records, data: DataPlane) -> anyhow::Result<Value> {
@@ -674,6 +706,13 @@ enum Source {
         rows: npy::Rows,
         ids: Ids,
     },
+    Parquet {
+        file: ParquetRecords,
+        /// The rest of the batch of rows last read.
+        batch: std::vec::IntoIter<pq::Row>,
+        /// Whether a bad row's message names its file (a directory's files).
+        name: bool,
+    },
 }
 
 /// A `.npy` row's id: the prefix and the row's index, or the ids file's line.
@@ -743,8 +782,115 @@ impl Records {
                     ..Vector::default()
                 })))
             }
+            Source::Parquet { file, batch, name } => loop {
+                if let Some(row) = batch.next() {
+                    return Ok(Some(row.map(proto_vector).map_err(|bad| Bad {
+                        unit: "row",
+                        number: bad.row,
+                        message: if *name {
+                            format!("{} (in {})", bad.message, bad.file.display())
+                        } else {
+                            bad.message
+                        },
+                    })));
+                }
+                match file.next_batch()? {
+                    Some(rows) => *batch = rows.into_iter(),
+                    None => return Ok(None),
+                }
+            },
         }
     }
+
+    /// Chains `next` over several Parquet files: the records of `files`, in order.
+    fn parquet_files(files: &[PathBuf]) -> anyhow::Result<Vec<Records>> {
+        files
+            .iter()
+            .map(|path| {
+                let file = ParquetRecords::open(path, 0)?;
+                Ok(Records {
+                    total: file.rows(),
+                    source: Source::Parquet {
+                        file,
+                        batch: Vec::new().into_iter(),
+                        name: true,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// An engine upsert record (the Parquet reader's) as the wire's `Vector`.
+fn proto_vector(record: larch_engine::VectorInput) -> Vector {
+    let larch_engine::VectorInput {
+        id,
+        values,
+        sparse_values,
+        metadata,
+    } = record;
+    Vector {
+        id,
+        values,
+        sparse_values: sparse_values
+            .map(|larch_engine::SparseInput { indices, values }| SparseValues { indices, values }),
+        metadata: metadata.map(to_struct),
+    }
+}
+
+/// `upsert --file DIR`: each namespace directory of Pinecone's import layout in turn, its
+/// Parquet files one after another; every file is opened (its columns checked) first.
+async fn upsert_layout(
+    plan: Upsert,
+    connection: &Connection,
+    route: &Route,
+    index: &str,
+) -> anyhow::Result<Value> {
+    if !plan.namespace.is_empty() || plan.skip > 0 {
+        bail!(
+            "{}: a directory's sub-directories name the namespaces and each is upserted whole; \
+             --namespace and --skip apply to a single file",
+            plan.file.display()
+        );
+    }
+    plan.refuse_ids_flags("a Parquet record")?;
+    let layout = pq::namespaces(&plan.file)?;
+    if layout.is_empty() {
+        bail!(
+            "{}: no namespace directories with .parquet files (Pinecone's import layout: \
+             DIR/NAMESPACE/*.parquet, DIR/__default__/ for the default namespace)",
+            plan.file.display()
+        );
+    }
+    let mut opened = Vec::new();
+    for (namespace, files) in &layout {
+        opened.push((namespace.clone(), Records::parquet_files(files)?));
+    }
+    let data = DataPlane::connect(connection, route, index).await?;
+    let mut total: u64 = 0;
+    let mut namespaces = Map::new();
+    for ((namespace, records), (_, paths)) in opened.into_iter().zip(&layout) {
+        let mut count: u64 = 0;
+        for (records, path) in records.into_iter().zip(paths) {
+            let one = Upsert {
+                file: path.clone(),
+                ids_file: None,
+                id_prefix: None,
+                namespace: namespace.clone(),
+                batch: plan.batch,
+                in_flight: plan.in_flight,
+                skip: 0,
+            };
+            let summary = one
+                .run(records, data.clone())
+                .await
+                .with_context(|| format!("namespace {:?}", namespace_label(&namespace)))?;
+            count += summary["upserted_count"].as_u64().unwrap_or(0);
+        }
+        total += count;
+        namespaces.insert(namespace, json!({"upserted_count": count}));
+    }
+    Ok(json!({"upserted_count": total, "namespaces": namespaces}))
 }
 
 impl IdsFile {

@@ -6,6 +6,10 @@ plane (the `schema`/`deployment` shape), and opens indexes by name: the `host` i
 plaintext and its gRPC data plane (`grpc=True`, `grpc_scheme="http"`) dials as h2c.
 """
 
+import os
+import subprocess
+import time
+
 import pinecone
 import pytest
 from pinecone import Pinecone, ServerlessSpec
@@ -14,7 +18,6 @@ from pinecone.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    ServiceError,
     UnauthorizedError,
 )
 
@@ -140,8 +143,8 @@ def test_rest_lifecycle(pc):
     index_lifecycle(pc, "rest-films")
     index = pc.Index(name="rest-films")
     data_lifecycle(index)
-    # Integrated inference and imports are not implemented: a clear 501.
-    with pytest.raises(ServiceError, match="not implemented by Larch"):
+    # Imports from object storage are not available: a clear 400 naming the way that is.
+    with pytest.raises(ApiError, match="file://"):
         index.start_import(uri="s3://bucket/path")
     pc.delete_index("rest-films")
     assert not pc.has_index("rest-films")
@@ -180,3 +183,76 @@ def test_errors_map_to_pinecone_exceptions(larch, pc):
     with pytest.raises(ConflictError):
         pc.create_index(name="errors", dimension=2, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1"))
     pc.delete_index("errors")
+
+
+def parquet_set(larch):
+    """The generated Parquet set (tests/examples/compat_parquet.rs) under the import root."""
+    helper = os.path.join(
+        os.path.dirname(os.environ.get("LARCH_BIN", "target/debug/larch")),
+        "examples",
+        "compat_parquet",
+    )
+    assert os.path.exists(helper), (
+        f"{helper} is missing: build it with cargo build -p larch-tests --example compat_parquet"
+    )
+    target = os.path.join(larch.import_root, "set")
+    subprocess.run([helper, target], check=True)
+    return "file://" + target
+
+
+def test_bulk_import(larch, pc):
+    pc.create_index(
+        name="imports", dimension=4, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1")
+    )
+    index = pc.Index(name="imports")
+    uri = parquet_set(larch)
+
+    started = index.start_import(uri=uri, error_mode="continue")
+    first = started.id
+    deadline = time.monotonic() + 60
+    while True:
+        described = index.describe_import(first)
+        if described.status in ("Completed", "Failed", "Cancelled"):
+            break
+        assert time.monotonic() < deadline, described
+        time.sleep(0.05)
+    assert described.status == "Completed", described
+    assert described.records_imported == 500
+    assert described.percent_complete == 100.0
+    assert described.uri == uri
+    assert described.error is None
+    assert described.finished_at is not None
+    stats = index.describe_index_stats()
+    assert stats.namespaces["films"].vector_count == 200
+    assert stats.namespaces["__default__"].vector_count == 300
+    assert index.fetch(ids=["f7"], namespace="films").vectors["f7"].metadata == {"n": 7}
+
+    # Cancel: accepted while the import runs (then it ends Cancelled), refused once it ended.
+    second = index.start_import(uri=uri).id
+    try:
+        index.cancel_import(second)
+        cancelled = True
+    except ApiError as err:
+        assert "already ended" in str(err), err
+        cancelled = False
+    while True:
+        described = index.describe_import(second)
+        if described.status in ("Completed", "Failed", "Cancelled"):
+            break
+        time.sleep(0.05)
+    assert described.status == ("Cancelled" if cancelled else "Completed"), described
+
+    listed = list(index.list_imports())
+    assert [imp.id for imp in listed] == [first, second]
+    page = index.list_imports_paginated(limit=1)
+    assert [imp.id for imp in page] == [first]
+    assert page.pagination.next
+    page = index.list_imports_paginated(limit=1, pagination_token=page.pagination.next)
+    assert [imp.id for imp in page] == [second]
+
+    with pytest.raises(NotFoundError):
+        index.describe_import("999")
+    # Outside the import root: refused, saying so.
+    with pytest.raises(ApiError, match="outside"):
+        index.start_import(uri="file:///")
+    pc.delete_index("imports")

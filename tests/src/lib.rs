@@ -67,6 +67,8 @@ pub struct TestServer {
     pub key: String,
     server: Running,
     data_dir: tempfile::TempDir,
+    /// `--import-root`, kept across restarts.
+    import_root: Option<std::path::PathBuf>,
 }
 
 impl TestServer {
@@ -99,6 +101,27 @@ impl TestServer {
         TestServer::start_full(data_dir, key, |_| {}, Limits::default()).await
     }
 
+    /// Starts both planes with a new data directory, allowing bulk imports of directories
+    /// under `import_root` (`--import-root`); restarts keep it.
+    pub async fn start_importing(import_root: &std::path::Path) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let key = larch_auth::ApiKey::generate().as_str().to_owned();
+        TestServer::start_importing_in(data_dir, key, Some(import_root.to_owned())).await
+    }
+
+    async fn start_importing_in(
+        data_dir: tempfile::TempDir,
+        key: String,
+        import_root: Option<std::path::PathBuf>,
+    ) -> TestServer {
+        let config = Config {
+            api_key: Some(key.clone()),
+            import_root: import_root.clone(),
+            ..Config::ephemeral(data_dir.path())
+        };
+        TestServer::start_config(config, data_dir, key, |_| {}).await
+    }
+
     async fn start_full(
         data_dir: tempfile::TempDir,
         key: String,
@@ -110,6 +133,16 @@ impl TestServer {
             limits,
             ..Config::ephemeral(data_dir.path())
         };
+        TestServer::start_config(config, data_dir, key, configure).await
+    }
+
+    async fn start_config(
+        config: Config,
+        data_dir: tempfile::TempDir,
+        key: String,
+        configure: impl FnOnce(&larch_auth::KeyStore),
+    ) -> TestServer {
+        let import_root = config.import_root.clone();
         let embedded = Embedded::open(config).unwrap();
         configure(embedded.keys());
         // Stopped by `Running::stop`, never by a signal.
@@ -119,6 +152,7 @@ impl TestServer {
             key,
             server,
             data_dir,
+            import_root,
         };
         wait_serving(&server.control_addr.to_string()).await;
         server
@@ -254,10 +288,29 @@ impl TestServer {
         (self.data_dir, self.key)
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Starts on the data directory and key of a stopped server, allowing imports under
+    /// `import_root`.
+    pub async fn restart_importing(
+        data_dir: tempfile::TempDir,
+        key: String,
+        import_root: &std::path::Path,
+    ) -> TestServer {
+        TestServer::start_importing_in(data_dir, key, Some(import_root.to_owned())).await
+    }
+
     /// Stops gracefully and starts again on the same data directory and key.
     pub async fn restart(self) -> TestServer {
+        let import_root = self.import_root.clone();
         let (data_dir, key) = self.stop_keeping_data().await;
-        TestServer::start_in(data_dir, key).await
+        match import_root {
+            None => TestServer::start_in(data_dir, key).await,
+            Some(root) => TestServer::start_importing_in(data_dir, key, Some(root)).await,
+        }
     }
 }
 

@@ -416,11 +416,114 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     assert_eq!(total("books", &env), 10);
 
     // Other formats are refused, saying so, before anything is sent.
-    let parquet = dir.path().join("data.parquet");
-    std::fs::write(&parquet, b"").unwrap();
-    let (code, _, stderr) = cli(&upsert_args("books", parquet.to_str().unwrap(), &[]), &env);
+    let csv = dir.path().join("data.csv");
+    std::fs::write(&csv, b"").unwrap();
+    let (code, _, stderr) = cli(&upsert_args("books", csv.to_str().unwrap(), &[]), &env);
     assert_ne!(code, 0);
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(stderr.contains(".csv input is not supported"), "{stderr}");
+}
+
+/// The generated records as Parquet rows, metadata `{"genre": …}`.
+fn parquet_records(data: &[(String, Vec<f32>, String)]) -> Vec<larch_engine::VectorInput> {
+    data.iter()
+        .map(|(id, values, genre)| larch_engine::VectorInput {
+            id: id.clone(),
+            values: values.clone(),
+            sparse_values: None,
+            metadata: serde_json::json!({"genre": genre}).as_object().cloned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_file_or_an_import_layout_directory_is_upserted() {
+    use larch_data_plane::import::parquet::write::write_records;
+    let server = Server::start().await;
+    let env = server.env();
+    let dir = tempfile::tempdir().unwrap();
+    json(&["indexes", "create", "pq", "--dimension", "4"], &env);
+
+    // One file, several row groups and batches, into --namespace.
+    let data = records(25, 4);
+    let file = dir.path().join("data.parquet");
+    write_records(&file, &parquet_records(&data), 7).unwrap();
+    let path = file.to_str().unwrap();
+    let upserted = json(
+        &upsert_args("pq", path, &["-n", "one", "--batch", "10"]),
+        &env,
+    );
+    assert_eq!(upserted["upserted_count"], 25);
+    let fetched = json(
+        &[
+            "vectors", "fetch", "--index", "pq", "-n", "one", "--ids", "v13",
+        ],
+        &env,
+    );
+    let v13 = &fetched["vectors"]["v13"];
+    assert_eq!(v13["metadata"]["genre"], "drama");
+    let values: Vec<f32> = serde_json::from_value(v13["values"].clone()).unwrap();
+    assert_eq!(values, data[13].1);
+    // --skip skips rows.
+    let skipped = json(
+        &upsert_args("pq", path, &["-n", "skip", "--skip", "20"]),
+        &env,
+    );
+    assert_eq!(skipped["upserted_count"], 5);
+
+    // A bad row stops the run by row, with the --skip that resumes it.
+    let mut bad = parquet_records(&data);
+    bad[12].metadata = None;
+    bad[12].values = vec![1.0, f32::INFINITY, 0.0, 0.0];
+    let bad_file = dir.path().join("bad.parquet");
+    write_records(&bad_file, &bad, 100).unwrap();
+    let (code, _, stderr) = cli(
+        &upsert_args(
+            "pq",
+            bad_file.to_str().unwrap(),
+            &["-n", "bad", "--batch", "5", "--in-flight", "1"],
+        ),
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("row 12") && stderr.contains("values[1]") && stderr.contains("--skip 10"),
+        "{stderr}"
+    );
+
+    // A directory in Pinecone's import layout: a namespace a sub-directory.
+    let layout = dir.path().join("layout");
+    for (namespace, range) in [("__default__", 0..10), ("books", 10..25)] {
+        std::fs::create_dir_all(layout.join(namespace)).unwrap();
+        let half = (range.start + range.end) / 2;
+        write_records(
+            &layout.join(namespace).join("0.parquet"),
+            &parquet_records(&data[range.start..half]),
+            100,
+        )
+        .unwrap();
+        write_records(
+            &layout.join(namespace).join("1.parquet"),
+            &parquet_records(&data[half..range.end]),
+            100,
+        )
+        .unwrap();
+    }
+    std::fs::write(layout.join("books").join(".log"), b"ignored").unwrap();
+    let upserted = json(&upsert_args("pq", layout.to_str().unwrap(), &[]), &env);
+    assert_eq!(upserted["upserted_count"], 25, "{upserted}");
+    assert_eq!(upserted["namespaces"][""]["upserted_count"], 10);
+    assert_eq!(upserted["namespaces"]["books"]["upserted_count"], 15);
+    let stats = json(&["vectors", "stats", "--index", "pq"], &env);
+    assert_eq!(stats["namespaces"]["books"]["vector_count"], 15, "{stats}");
+    assert_eq!(stats["namespaces"][""]["vector_count"], 10, "{stats}");
+
+    // --namespace does not apply to a directory.
+    let (code, _, stderr) = cli(
+        &upsert_args("pq", layout.to_str().unwrap(), &["-n", "x"]),
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("name the namespaces"), "{stderr}");
 }
 
 /// `vectors upsert --index <index> --file <file>` followed by `more`.

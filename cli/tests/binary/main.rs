@@ -18,6 +18,7 @@ mod search;
 mod serve;
 mod split;
 mod split_hangs;
+mod split_imports;
 mod split_keys;
 mod split_pods;
 mod tls;

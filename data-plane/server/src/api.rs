@@ -56,6 +56,8 @@ pub struct IndexHandle {
     /// Queries per API key running or queued (`--max-queries-per-key`), shared by every index
     /// of the process.
     queries: Arc<KeyedGate>,
+    /// Bulk imports of the process (off unless the server was given an import root).
+    imports: crate::import::Imports,
 }
 
 impl IndexHandle {
@@ -74,7 +76,19 @@ impl IndexHandle {
             index: index.into(),
             budget: limits.answer_budget(),
             queries: Arc::clone(limits.queries()),
+            imports: crate::import::Imports::default(),
         }
+    }
+
+    /// The same handle, running bulk imports with `imports`.
+    pub fn with_imports(mut self, imports: crate::import::Imports) -> IndexHandle {
+        self.imports = imports;
+        self
+    }
+
+    /// The bulk imports, the engine and the index's storage name, for the import routes.
+    pub fn imports(&self) -> (&crate::import::Imports, &Arc<Engine>, &str) {
+        (&self.imports, &self.engine, &self.index)
     }
 
     /// The answer budget reads that return records are held to.

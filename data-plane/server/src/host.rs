@@ -88,6 +88,8 @@ pub struct IndexPorts {
     /// Request limits of every index port. Pass the control plane's (a clone shares its
     /// in-flight budget) to hold every port of the process to one budget.
     pub limits: Limits,
+    /// Bulk imports of every index (off by default: no import root).
+    pub imports: crate::import::Imports,
 }
 
 impl IndexPorts {
@@ -98,6 +100,7 @@ impl IndexPorts {
             bind_ip,
             tls: None,
             limits: Limits::default(),
+            imports: crate::import::Imports::default(),
         }
     }
 }
@@ -148,6 +151,11 @@ impl DataPlane {
                 servers: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The bulk imports of every index.
+    pub fn imports(&self) -> &crate::import::Imports {
+        &self.inner.ports.imports
     }
 
     /// The engine holding every index's data.
@@ -285,6 +293,7 @@ impl DataPlane {
         let keys = self.inner.keys.clone();
         let metrics = self.inner.metrics.clone();
         let limits = self.inner.ports.limits.clone();
+        let imports = self.inner.ports.imports.clone();
         let served = key.clone();
         let listener = larch_observe::Listener::new(listener, self.inner.ports.tls.clone());
         let task = self.inner.runtime.spawn(async move {
@@ -293,8 +302,9 @@ impl DataPlane {
                 let _ = stopped.await;
             };
             let logged = served.to_string();
-            let served =
-                crate::serve_index(listener, engine, served, keys, metrics, limits, shutdown);
+            let served = crate::serve_index_importing(
+                listener, engine, served, keys, metrics, limits, imports, shutdown,
+            );
             if let Err(err) = served.await {
                 tracing::error!(index = %logged, error = %err, "data-plane server failed");
             }

@@ -38,12 +38,14 @@
 //!   `google.protobuf.Struct` ⇄ JSON objects and engine metadata.
 //! - [`host`]: [`DataPlane`], which opens, serves and drops per-index servers, and
 //!   [`IndexStorage`], where the indexes' files live (local disk or a bucket).
+//! - [`import`]: bulk import of Pinecone's Parquet import layout (also read by the CLI).
 //! - [`routed`]: split mode — [`routed::RoutedDataPlane`] serves every index on one address,
 //!   routed by host, following a control plane in another process.
 
 pub mod api;
 pub mod convert;
 pub mod host;
+pub mod import;
 pub mod json;
 mod pool;
 pub mod rest;
@@ -82,6 +84,49 @@ pub async fn serve_index(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let imports = import::Imports::default();
+    serve_index_importing(
+        listener, engine, key, keys, metrics, limits, imports, shutdown,
+    )
+    .await
+}
+
+/// [`serve_index`] with bulk imports run by `imports`: the index's unfinished imports resume
+/// when its server starts, and stop (to resume at the next start) when it has drained.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_index_importing(
+    listener: impl Into<larch_observe::Listener>,
+    engine: Arc<Engine>,
+    key: IndexKey,
+    keys: KeyStore,
+    metrics: Metrics,
+    limits: Limits,
+    imports: import::Imports,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let storage = key.storage_name();
+    imports.recover(&engine, &storage);
+    let served = serve_index_inner(
+        listener, engine, key, keys, metrics, limits, &imports, shutdown,
+    )
+    .await;
+    let stopping = imports.clone();
+    // Joins the job threads, which finish their current batch first.
+    let _ = tokio::task::spawn_blocking(move || stopping.stop(&storage)).await;
+    served
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_index_inner(
+    listener: impl Into<larch_observe::Listener>,
+    engine: Arc<Engine>,
+    key: IndexKey,
+    keys: KeyStore,
+    metrics: Metrics,
+    limits: Limits,
+    imports: &import::Imports,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
     // The index lives in memory and is ready as soon as it exists.
@@ -96,7 +141,8 @@ pub async fn serve_index(
             .await;
     };
     tracing::debug!(index = %key, "serving the index's data plane");
-    let index = IndexHandle::new_with(engine, key.storage_name(), &limits);
+    let index =
+        IndexHandle::new_with(engine, key.storage_name(), &limits).with_imports(imports.clone());
     // Every request acts on this index of this project: keys of other projects get NOT_FOUND.
     let scope = larch_auth::Scope::Index {
         project: key.project().to_owned(),

@@ -10,7 +10,11 @@
 //! fetch, fetch by metadata, list) are held to the answer budget. Writes (upsert, update,
 //! delete) and queries send the index's log sequence number in Pinecone's headers
 //! ([`REQUEST_LSN_HEADER`], [`MAX_INDEXED_LSN_HEADER`]). Integrated inference
-//! (`/records/…`), bulk imports and the documents API answer 501 with a message.
+//! (`/records/…`) and the documents API answer 501 with a message.
+//!
+//! Bulk imports (`/bulk/imports…`, see [`crate::import`]) are adapters over
+//! [`crate::import::Imports`]: starting and cancelling are writes (DataPlaneEditor), listing
+//! and describing reads, as the auth layer decides by method.
 //!
 //! | Route | gRPC twin |
 //! |---|---|
@@ -24,6 +28,8 @@
 //! | `GET /vectors/list?namespace=&prefix=&limit=&paginationToken=` | `List` |
 //! | `GET /namespaces?prefix=&limit=&paginationToken=`, `POST /namespaces` | `ListNamespaces`, `CreateNamespace` |
 //! | `GET`, `DELETE /namespaces/{namespace}` | `DescribeNamespace`, `DeleteNamespace` |
+//! | `POST`, `GET /bulk/imports?limit=&paginationToken=` | (REST only) start, list imports |
+//! | `GET`, `DELETE /bulk/imports/{id}` | (REST only) describe, cancel an import |
 
 use std::marker::PhantomData;
 
@@ -46,7 +52,7 @@ use crate::api::{
     API_VERSION_HEADER, Caller, DeleteNamespaceRequest, DescribeNamespaceRequest, FromAnswer,
     IndexHandle, MAX_INDEXED_LSN_HEADER, REQUEST_LSN_HEADER, Sequenced,
 };
-use crate::json;
+use crate::{import, json};
 
 /// Largest JSON request body: generous next to Pinecone's 2 MB upsert limit, since JSON
 /// numbers take several times the bytes of protobuf floats.
@@ -76,10 +82,10 @@ pub fn router(index: IndexHandle, keys: KeyStore, scope: Scope) -> Router {
             "/records/namespaces/{namespace}/{op}",
             post(not_implemented),
         )
-        .route("/bulk/imports", get(not_implemented).post(not_implemented))
+        .route("/bulk/imports", get(list_imports).post(start_import))
         .route(
             "/bulk/imports/{id}",
-            get(not_implemented).delete(not_implemented),
+            get(describe_import).delete(cancel_import),
         )
         .route(
             "/namespaces/{namespace}/documents/{op}",
@@ -218,14 +224,91 @@ async fn delete_namespace(
     Ok(index.delete_namespace(&caller, request).await?)
 }
 
+async fn start_import(
+    State(index): State<IndexHandle>,
+    Json(body): Json<import::wire::StartImportRequest>,
+) -> Result<Response, RestError> {
+    let mode = body.error_mode().map_err(|message| {
+        RestError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+    })?;
+    let (imports, engine, name) = index.imports();
+    let (imports, engine, name) = (imports.clone(), engine.clone(), name.to_owned());
+    // Lists the directory and reads each file's footer: blocking work.
+    let id = tokio::task::spawn_blocking(move || imports.start(&engine, &name, &body.uri, mode))
+        .await
+        .map_err(|err| {
+            RestError::from(larch_engine::Error::Internal(format!(
+                "import task failed: {err}"
+            )))
+        })??;
+    Ok(json_ok(&import::wire::StartImportResponse { id }))
+}
+
+async fn list_imports(
+    State(index): State<IndexHandle>,
+    Params(pairs): Params,
+) -> Result<Response, RestError> {
+    let mut limit = None;
+    let mut token = None;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "limit" => limit = Some(parse_limit(&value)?),
+            "paginationToken" | "pagination_token" => token = Some(value),
+            _ => {}
+        }
+    }
+    let (imports, _, name) = index.imports();
+    let (page, next) = imports.list(name, limit, token.as_deref())?;
+    Ok(json_ok(&import::wire::ListImportsResponse {
+        data: page.into_iter().map(Into::into).collect(),
+        pagination: next.map(|next| import::wire::Pagination { next }),
+    }))
+}
+
+async fn describe_import(
+    State(index): State<IndexHandle>,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let (imports, _, name) = index.imports();
+    Ok(json_ok(&import::wire::ImportModel::from(
+        imports.describe(name, &id)?,
+    )))
+}
+
+async fn cancel_import(
+    State(index): State<IndexHandle>,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let (imports, _, name) = index.imports();
+    imports.cancel(name, &id)?;
+    Ok(json_ok(&json::Empty {}))
+}
+
+/// A 200 answer of the import routes (small bodies, encoded on the async worker).
+fn json_ok<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(err) => RestError::from(larch_engine::Error::Internal(format!(
+            "cannot encode JSON: {err}"
+        )))
+        .into_response(),
+    }
+}
+
 async fn not_implemented(request: Request) -> RestError {
     RestError::new(
         StatusCode::NOT_IMPLEMENTED,
         Code::Unimplemented,
         format!(
             "{} {} is not implemented by Larch: integrated inference (records upsert and \
-             search), bulk imports and the documents API are not available; upsert vectors \
-             with POST /vectors/upsert and search with POST /query",
+             search) and the documents API are not available; upsert vectors with POST \
+             /vectors/upsert (or bulk import Parquet with POST /bulk/imports) and search with \
+             POST /query",
             request.method(),
             request.uri().path()
         ),
@@ -435,6 +518,13 @@ impl RestError {
             message: message.into(),
             retry_after: None,
         }
+    }
+}
+
+/// Import errors through the shared HTTP map.
+impl From<import::ImportError> for RestError {
+    fn from(err: import::ImportError) -> RestError {
+        RestError::from(HttpError::of(&err))
     }
 }
 

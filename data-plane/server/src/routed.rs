@@ -115,6 +115,8 @@ struct Inner {
     pod: std::sync::OnceLock<String>,
     /// Whether the warning that this pod's name is not among an assignment's pods was given.
     unplaced_warned: std::sync::atomic::AtomicBool,
+    /// Bulk imports of every index (off unless given an import root).
+    imports: crate::import::Imports,
 }
 
 #[derive(Clone)]
@@ -178,6 +180,7 @@ impl RoutedDataPlane {
                 removed: std::sync::Mutex::new(Vec::new()),
                 pod: std::sync::OnceLock::new(),
                 unplaced_warned: std::sync::atomic::AtomicBool::new(false),
+                imports: crate::import::Imports::default(),
             }),
         }
     }
@@ -225,6 +228,21 @@ impl RoutedDataPlane {
                 "this data plane's --pod-name is not among the pods the control plane names (its --data-plane-url list); serving the index anyway, but give this pod the name its URL names"
             );
         }
+    }
+
+    /// The same data plane, running bulk imports with `imports` (`--import-root`). Call it
+    /// right after construction, before the data plane is shared.
+    pub fn with_imports(mut self, imports: crate::import::Imports) -> RoutedDataPlane {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.imports = imports,
+            None => tracing::error!("with_imports called on a shared data plane; imports stay off"),
+        }
+        self
+    }
+
+    /// The bulk imports of every index.
+    pub fn imports(&self) -> &crate::import::Imports {
+        &self.inner.imports
     }
 
     fn limits(&self) -> &Limits {
@@ -317,7 +335,10 @@ impl RoutedDataPlane {
             self.inner.keys.clone(),
             self.inner.metrics.clone(),
             self.limits(),
+            self.inner.imports.clone(),
         );
+        // The index's unfinished imports resume (no-op when they are running already).
+        self.inner.imports.recover(engine, &storage);
         let mut routes = self.write();
         routes.retain(|_, route| route.key != key);
         routes.insert(
@@ -361,6 +382,7 @@ impl RoutedDataPlane {
         self.write().retain(|_, route| &route.key != key);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
+        self.inner.imports.stop(&storage);
         match engine.drop_index(&storage) {
             Ok(()) => Ok(()),
             // Not open: delete what is stored, if anything.
@@ -401,14 +423,19 @@ impl RoutedDataPlane {
             }
         }
         let mut routes = self.write();
+        let mut unlisted = Vec::new();
         routes.retain(|host, route| {
             let keep = listed.contains(host);
             if !keep {
                 tracing::warn!(index = %route.key, %host, "the control plane no longer lists this index; not serving it (its data is kept)");
+                unlisted.push(route.key.storage_name());
             }
             keep
         });
         drop(routes);
+        for storage in unlisted {
+            self.inner.imports.stop(&storage);
+        }
         let mut removed = Vec::new();
         for tombstone in tombstones {
             let result = tombstone_key(tombstone).and_then(|key| {
@@ -615,8 +642,9 @@ fn index_router(
     keys: KeyStore,
     metrics: Metrics,
     limits: &Limits,
+    imports: crate::import::Imports,
 ) -> axum::Router {
-    let index = IndexHandle::new_with(engine, key.storage_name(), limits);
+    let index = IndexHandle::new_with(engine, key.storage_name(), limits).with_imports(imports);
     let scope = Scope::Index {
         project: key.project().to_owned(),
         name: key.name().to_string(),

@@ -19,6 +19,7 @@ mod exploration;
 mod filters;
 mod freshness;
 mod hostile;
+mod imports;
 mod lifecycle;
 mod limits;
 mod observability;

@@ -483,14 +483,11 @@ async fn errors_have_the_gateway_shape_and_status() {
         .expect(StatusCode::UNAUTHORIZED);
     assert_error(&wrong, tonic::Code::Unauthenticated, "invalid api key");
 
-    // Integrated inference, imports and documents: 501 with a message. Unknown: 404.
+    // Integrated inference and documents: 501 with a message (imports: see `imports`).
+    // Unknown: 404.
     for (method, path) in [
         (Method::POST, "/records/namespaces/ns/upsert"),
         (Method::POST, "/records/namespaces/ns/search"),
-        (Method::POST, "/bulk/imports"),
-        (Method::GET, "/bulk/imports"),
-        (Method::GET, "/bulk/imports/1"),
-        (Method::DELETE, "/bulk/imports/1"),
         (Method::POST, "/namespaces/ns/documents/search"),
     ] {
         let reply = rest.send(method.clone(), path, Some(b"{}".to_vec())).await;
