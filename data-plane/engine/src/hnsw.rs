@@ -1061,6 +1061,18 @@ mod tests {
                 assert_eq!(before, after);
                 assert!(loaded.graph.holds(i as Node, q));
                 assert!(!loaded.graph.holds(i as Node, &data[i + 1]));
+                // Rounding (another kernel's summation order) is not a change; a real one is.
+                let scaled = |by: f32| q.iter().map(|v| v * by).collect::<Vec<f32>>();
+                assert!(
+                    loaded
+                        .graph
+                        .holds(i as Node, &scaled(1.0 + 4.0 * f32::EPSILON))
+                );
+                let mut changed = q.clone();
+                changed[0] += 0.1 * distance::norm(q);
+                assert!(!loaded.graph.holds(i as Node, &changed));
+                // Dotproduct keeps norms: a scaled vector is another one.
+                assert!(!loaded.graph.holds(i as Node, &scaled(1.1)));
             }
             for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
                 let mut damaged = bytes.clone();

@@ -38,7 +38,7 @@
 //! grew by a tenth (at least 1,000 nodes) since the last save, or was
 //! rebuilt. After a restart the first build step loads that file instead of
 //! building: each node is mapped to the record it names only if the record
-//! still holds exactly the values the node was built from, so records
+//! still holds the values the node was built from (up to rounding), so records
 //! written after the save are simply pending. A missing, damaged or
 //! outdated file means a rebuild, never a wrong answer.
 
