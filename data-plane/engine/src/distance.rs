@@ -36,7 +36,7 @@ macro_rules! dispatched {
             if has_avx2_fma() {
                 #[allow(unsafe_code)]
                 // SAFETY: the kernel needs AVX2 and FMA, which the CPU was just checked to have.
-                return unsafe { avx2::$name($a, $b) };
+                return unsafe { avx2::$name::<false>($a, $b) };
             }
             $body($a, $b)
         }
@@ -114,33 +114,56 @@ impl<T> Kernel<T> {
     }
 }
 
+/// Whether vectors of `width` values are whole rounds of the `avx2` kernels (64 values), as
+/// every common embedding size is (384, 768, 1024, 1536, 3072): then the kernel for them
+/// skips the code for a partial round and a tail.
+#[cfg(target_arch = "x86_64")]
+fn whole_rounds(width: usize) -> bool {
+    width.is_multiple_of(avx2::ROUND)
+}
+
 impl Kernel<f32> {
-    /// [`dot`], chosen for this CPU.
-    pub(crate) fn dot() -> Self {
+    /// [`dot`] for vectors of `width` values, chosen for this CPU.
+    pub(crate) fn dot(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(avx2::dot);
+            return Kernel(if whole_rounds(width) {
+                avx2::dot::<true>
+            } else {
+                avx2::dot::<false>
+            });
         }
+        let _ = width;
         Kernel(dot_portable)
     }
 
-    /// [`squared_euclidean`], chosen for this CPU.
-    pub(crate) fn squared_euclidean() -> Self {
+    /// [`squared_euclidean`] for vectors of `width` values, chosen for this CPU.
+    pub(crate) fn squared_euclidean(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(avx2::squared_euclidean);
+            return Kernel(if whole_rounds(width) {
+                avx2::squared_euclidean::<true>
+            } else {
+                avx2::squared_euclidean::<false>
+            });
         }
+        let _ = width;
         Kernel(squared_euclidean_portable)
     }
 }
 
 impl Kernel<i8> {
-    /// [`dot_i8`], chosen for this CPU.
-    pub(crate) fn dot_i8() -> Self {
+    /// [`dot_i8`] for vectors of `width` values, chosen for this CPU.
+    pub(crate) fn dot_i8(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(avx2::dot_i8);
+            return Kernel(if whole_rounds(width) {
+                avx2::dot_i8::<true>
+            } else {
+                avx2::dot_i8::<false>
+            });
         }
+        let _ = width;
         Kernel(dot_i8_portable)
     }
 }
@@ -185,24 +208,28 @@ mod avx2 {
     /// four.
     const ACCUMULATORS: usize = 8;
 
+    /// Values per round.
+    pub(super) const ROUND: usize = ACCUMULATORS * STEP;
+
     /// Evaluates `$step` (an `__m256` from block start `$i` and accumulator
     /// `$acc`) for every 8-value block below `$len`, spreading blocks over
     /// [`ACCUMULATORS`] accumulators; yields their horizontal sum and where
-    /// the tail starts. A macro, so the code lands inside each
-    /// `#[target_feature]` function.
+    /// the tail starts. With `$whole` (`$len` is a multiple of [`ROUND`]) the
+    /// loop for a partial round is left out. A macro, so the code lands
+    /// inside each `#[target_feature]` function.
     macro_rules! blocks {
-        ($len:expr, |$i:ident, $acc:ident| $step:expr) => {{
+        ($whole:expr, $len:expr, |$i:ident, $acc:ident| $step:expr) => {{
             let len: usize = $len;
             let mut lanes = [_mm256_setzero_ps(); ACCUMULATORS];
             let mut start = 0;
-            while start + ACCUMULATORS * STEP <= len {
+            while start + ROUND <= len {
                 for (j, lane) in lanes.iter_mut().enumerate() {
                     let ($i, $acc) = (start + j * STEP, *lane);
                     *lane = $step;
                 }
-                start += ACCUMULATORS * STEP;
+                start += ROUND;
             }
-            while start + STEP <= len {
+            while !$whole && start + STEP <= len {
                 let ($i, $acc) = (start, lanes[0]);
                 lanes[0] = $step;
                 start += STEP;
@@ -223,12 +250,16 @@ mod avx2 {
         }};
     }
 
+    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
+    /// leaves out the code for the rest (and, in release builds, the rest).
+    ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) unsafe fn dot<const WHOLE: bool>(a: &[f32], b: &[f32]) -> f32 {
         let len = a.len().min(b.len());
-        let (sum, tail) = blocks!(len, |i, acc| {
+        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
                 let (x, y) = unsafe {
@@ -240,6 +271,9 @@ mod avx2 {
                 _mm256_fmadd_ps(x, y, acc)
             }
         });
+        if WHOLE {
+            return sum;
+        }
         sum + a[tail..len]
             .iter()
             .zip(&b[tail..len])
@@ -247,12 +281,16 @@ mod avx2 {
             .sum::<f32>()
     }
 
+    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
+    /// leaves out the code for the rest (and, in release builds, the rest).
+    ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn squared_euclidean(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) unsafe fn squared_euclidean<const WHOLE: bool>(a: &[f32], b: &[f32]) -> f32 {
         let len = a.len().min(b.len());
-        let (sum, tail) = blocks!(len, |i, acc| {
+        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: as in `dot`.
                 let (x, y) = unsafe {
@@ -265,6 +303,9 @@ mod avx2 {
                 _mm256_fmadd_ps(d, d, acc)
             }
         });
+        if WHOLE {
+            return sum;
+        }
         sum + a[tail..len]
             .iter()
             .zip(&b[tail..len])
@@ -272,12 +313,16 @@ mod avx2 {
             .sum::<f32>()
     }
 
+    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
+    /// leaves out the code for the rest (and, in release builds, the rest).
+    ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    pub(super) unsafe fn dot_i8<const WHOLE: bool>(a: &[f32], b: &[i8]) -> f32 {
         let len = a.len().min(b.len());
-        let (sum, tail) = blocks!(len, |i, acc| {
+        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
                 let (x, codes) = unsafe {
@@ -290,6 +335,9 @@ mod avx2 {
                 _mm256_fmadd_ps(x, y, acc)
             }
         });
+        if WHOLE {
+            return sum;
+        }
         sum + a[tail..len]
             .iter()
             .zip(&b[tail..len])
@@ -372,16 +420,16 @@ mod tests {
 
     #[test]
     fn dispatched_kernels_match_the_portable_build() {
-        for len in [1, 31, 32, 33, 64, 100, 384] {
+        for len in [1, 31, 32, 33, 64, 100, 128, 384, 385] {
             let (a, b) = (ramp(len, 0.5), ramp(len + 1, 0.25)[1..].to_vec());
             let codes: Vec<i8> = (0..len)
                 .map(|i| (i as i32 * 37 % 255 - 127) as i8)
                 .collect();
             let close = |x: f32, y: f32| (x - y).abs() <= 1e-3 * (1.0 + x.abs());
             assert!(close(dot(&a, &b), dot_portable(&a, &b)), "len {len}");
-            assert_eq!(Kernel::dot().run(&a, &b), dot(&a, &b));
+            assert_eq!(Kernel::dot(len).run(&a, &b), dot(&a, &b));
             assert_eq!(
-                Kernel::squared_euclidean().run(&a, &b),
+                Kernel::squared_euclidean(len).run(&a, &b),
                 squared_euclidean(&a, &b)
             );
             assert!(close(
@@ -390,7 +438,7 @@ mod tests {
             ));
             let naive: f32 = a.iter().zip(&codes).map(|(x, c)| x * f32::from(*c)).sum();
             assert!(close(dot_i8(&a, &codes), naive), "len {len}");
-            assert_eq!(Kernel::dot_i8().run(&a, &codes), dot_i8(&a, &codes));
+            assert_eq!(Kernel::dot_i8(len).run(&a, &codes), dot_i8(&a, &codes));
         }
     }
 

@@ -650,12 +650,12 @@ impl Graph {
             (Vectors::F32(values), Space::Cosine) => f.call(&CosineF32 {
                 query: &query.values,
                 values,
-                dot: distance::Kernel::dot(),
+                dot: distance::Kernel::dot(self.width),
             }),
             (Vectors::F32(values), Space::L2) => f.call(&L2F32 {
                 query: &query.values,
                 values,
-                l2: distance::Kernel::squared_euclidean(),
+                l2: distance::Kernel::squared_euclidean(self.width),
             }),
             (
                 Vectors::Int8 {
@@ -670,7 +670,7 @@ impl Graph {
                 scales,
                 sq_norms,
                 space,
-                dot: distance::Kernel::dot_i8(),
+                dot: distance::Kernel::dot_i8(self.width),
             }),
         }
     }
