@@ -36,7 +36,7 @@ macro_rules! dispatched {
             if has_avx2_fma() {
                 #[allow(unsafe_code)]
                 // SAFETY: the kernel needs AVX2 and FMA, which the CPU was just checked to have.
-                return unsafe { avx2::$name::<false>($a, $b) };
+                return unsafe { avx2::$name::<false, 0>($a, $b) };
             }
             $body($a, $b)
         }
@@ -114,12 +114,22 @@ impl<T> Kernel<T> {
     }
 }
 
-/// Whether vectors of `width` values are whole rounds of the `avx2` kernels (64 values), as
-/// every common embedding size is (384, 768, 1024, 1536, 3072): then the kernel for them
-/// skips the code for a partial round and a tail.
+/// The `avx2` build of kernel `$name` for vectors of `$width` values: for the common
+/// embedding sizes (384, 768, 1024, 1536) one whose length is a constant, so the compiler
+/// unrolls its rounds; for other multiples of a round (64 values) one that skips the code for
+/// a partial round and a tail; the general one otherwise.
 #[cfg(target_arch = "x86_64")]
-fn whole_rounds(width: usize) -> bool {
-    width.is_multiple_of(avx2::ROUND)
+macro_rules! for_width {
+    ($name:ident, $width:expr) => {
+        match $width {
+            384 => avx2::$name::<true, 6>,
+            768 => avx2::$name::<true, 12>,
+            1024 => avx2::$name::<true, 16>,
+            1536 => avx2::$name::<true, 24>,
+            width if width.is_multiple_of(avx2::ROUND) => avx2::$name::<true, 0>,
+            _ => avx2::$name::<false, 0>,
+        }
+    };
 }
 
 impl Kernel<f32> {
@@ -127,11 +137,7 @@ impl Kernel<f32> {
     pub(crate) fn dot(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(if whole_rounds(width) {
-                avx2::dot::<true>
-            } else {
-                avx2::dot::<false>
-            });
+            return Kernel(for_width!(dot, width));
         }
         let _ = width;
         Kernel(dot_portable)
@@ -141,11 +147,7 @@ impl Kernel<f32> {
     pub(crate) fn squared_euclidean(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(if whole_rounds(width) {
-                avx2::squared_euclidean::<true>
-            } else {
-                avx2::squared_euclidean::<false>
-            });
+            return Kernel(for_width!(squared_euclidean, width));
         }
         let _ = width;
         Kernel(squared_euclidean_portable)
@@ -157,11 +159,7 @@ impl Kernel<i8> {
     pub(crate) fn dot_i8(width: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
-            return Kernel(if whole_rounds(width) {
-                avx2::dot_i8::<true>
-            } else {
-                avx2::dot_i8::<false>
-            });
+            return Kernel(for_width!(dot_i8, width));
         }
         let _ = width;
         Kernel(dot_i8_portable)
@@ -252,13 +250,23 @@ mod avx2 {
 
     /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
     /// leaves out the code for the rest (and, in release builds, the rest).
+    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
+    /// compiler unrolls (a shorter slice gets the general kernel).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot<const WHOLE: bool>(a: &[f32], b: &[f32]) -> f32 {
-        let len = a.len().min(b.len());
+    pub(super) unsafe fn dot<const WHOLE: bool, const ROUNDS: usize>(a: &[f32], b: &[f32]) -> f32 {
+        let mut len = a.len().min(b.len());
         debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        if ROUNDS > 0 {
+            debug_assert_eq!(len, ROUNDS * ROUND);
+            if len < ROUNDS * ROUND {
+                // SAFETY: the same CPU features; no length requirement.
+                return unsafe { dot::<false, 0>(a, b) };
+            }
+            len = ROUNDS * ROUND;
+        }
         let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
@@ -283,13 +291,26 @@ mod avx2 {
 
     /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
     /// leaves out the code for the rest (and, in release builds, the rest).
+    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
+    /// compiler unrolls (a shorter slice gets the general kernel).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn squared_euclidean<const WHOLE: bool>(a: &[f32], b: &[f32]) -> f32 {
-        let len = a.len().min(b.len());
+    pub(super) unsafe fn squared_euclidean<const WHOLE: bool, const ROUNDS: usize>(
+        a: &[f32],
+        b: &[f32],
+    ) -> f32 {
+        let mut len = a.len().min(b.len());
         debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        if ROUNDS > 0 {
+            debug_assert_eq!(len, ROUNDS * ROUND);
+            if len < ROUNDS * ROUND {
+                // SAFETY: the same CPU features; no length requirement.
+                return unsafe { squared_euclidean::<false, 0>(a, b) };
+            }
+            len = ROUNDS * ROUND;
+        }
         let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: as in `dot`.
@@ -315,13 +336,26 @@ mod avx2 {
 
     /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
     /// leaves out the code for the rest (and, in release builds, the rest).
+    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
+    /// compiler unrolls (a shorter slice gets the general kernel).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_i8<const WHOLE: bool>(a: &[f32], b: &[i8]) -> f32 {
-        let len = a.len().min(b.len());
+    pub(super) unsafe fn dot_i8<const WHOLE: bool, const ROUNDS: usize>(
+        a: &[f32],
+        b: &[i8],
+    ) -> f32 {
+        let mut len = a.len().min(b.len());
         debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+        if ROUNDS > 0 {
+            debug_assert_eq!(len, ROUNDS * ROUND);
+            if len < ROUNDS * ROUND {
+                // SAFETY: the same CPU features; no length requirement.
+                return unsafe { dot_i8::<false, 0>(a, b) };
+            }
+            len = ROUNDS * ROUND;
+        }
         let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
             {
                 // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
@@ -420,7 +454,7 @@ mod tests {
 
     #[test]
     fn dispatched_kernels_match_the_portable_build() {
-        for len in [1, 31, 32, 33, 64, 100, 128, 384, 385] {
+        for len in [1, 31, 32, 33, 64, 100, 128, 384, 385, 768, 1024, 1536] {
             let (a, b) = (ramp(len, 0.5), ramp(len + 1, 0.25)[1..].to_vec());
             let codes: Vec<i8> = (0..len)
                 .map(|i| (i as i32 * 37 % 255 - 127) as i8)
