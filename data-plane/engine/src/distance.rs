@@ -7,14 +7,15 @@
 //! about four times faster at dimension 384 than what the compiler makes of
 //! the portable loops (it packs them into 2-lane operations). The ANN graph
 //! and exact scans spend their time here. Cosine uses norms precomputed per
-//! stored row. A caller computing many distances in a row (the graph walk)
-//! takes a [`Kernel`] once instead of paying the feature check per call.
+//! stored row. A caller computing many distances in a row (the graph walk, a
+//! query's exact scan and rescoring) takes a [`Kernel`] once, for its CPU and
+//! vector length, instead of paying the feature check per call.
 //!
 //! A SIMD crate would do the same, but the ones measured (SimSIMD/NumKong,
 //! through `usearch`) compile hundreds of kernels in C for minutes on two
 //! cores; three kernels are a few dozen lines.
 
-use crate::{Metric, SparseVector};
+use crate::SparseVector;
 
 /// Lanes per portable step: one AVX register's worth.
 const LANES: usize = 8;
@@ -94,7 +95,7 @@ dispatched! {
 /// A dense kernel chosen once for this CPU. The dispatching functions above
 /// check the CPU's features on every call; a graph walk computes thousands of
 /// distances per query, so it picks its kernel once and calls it through this.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel<T: 'static>(
     /// Only ever the portable build or, when the CPU has AVX2 and FMA, the `avx2` one.
     unsafe fn(&[f32], &[T]) -> f32,
@@ -395,18 +396,20 @@ pub(crate) fn cosine(dot: f32, norm_a: f32, norm_b: f32) -> f32 {
     (dot / norm_a / norm_b).clamp(-1.0, 1.0)
 }
 
-/// Dense score of a stored row against a query under `metric`.
+/// Dense score of a stored row against a query under `metric`: the reference the tests
+/// compare with (queries compute it with a kernel chosen once, see `namespace::search`).
+#[cfg(test)]
 pub(crate) fn score(
-    metric: Metric,
+    metric: crate::Metric,
     query: &[f32],
     query_norm: f32,
     row: &[f32],
     row_norm: f32,
 ) -> f32 {
     match metric {
-        Metric::Cosine => cosine(dot(query, row), query_norm, row_norm),
-        Metric::Euclidean => squared_euclidean(query, row),
-        Metric::DotProduct => dot(query, row),
+        crate::Metric::Cosine => cosine(dot(query, row), query_norm, row_norm),
+        crate::Metric::Euclidean => squared_euclidean(query, row),
+        crate::Metric::DotProduct => dot(query, row),
     }
 }
 
@@ -430,6 +433,7 @@ pub(crate) fn sparse_dot(a: &SparseVector, b: &SparseVector) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Metric;
 
     /// Deterministic values for kernel tests, covering lengths around the lane width.
     fn ramp(len: usize, scale: f32) -> Vec<f32> {
