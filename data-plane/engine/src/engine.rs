@@ -42,7 +42,7 @@ pub struct Engine {
     policy: FlushPolicy,
     /// Where durable indexes keep their segments and manifests.
     placement: Placement,
-    /// The background thread building ANN graphs, shared by all clones.
+    /// The background workers building ANN graphs, shared by all clones.
     indexer: Arc<Indexer>,
     /// Namespaces with fewer records get no graph; `None`: the default.
     ann_min_rows: Option<usize>,

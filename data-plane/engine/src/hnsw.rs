@@ -47,6 +47,10 @@ pub(crate) use file::Loaded;
 /// Vectors per storage chunk; a clone of the graph shares full chunks.
 const CHUNK: usize = 4096;
 
+/// Unvisited neighbours of an expanded node looked up and prefetched at once
+/// (see [`Graph::search_layer`]): a layer-0 node of the default degree has 32 links.
+const FRESH_GROUP: usize = 32;
+
 /// A graph node: its position in insertion order.
 pub(crate) type Node = u32;
 
@@ -200,13 +204,12 @@ impl Visited {
     }
 }
 
-/// What a layer search works in, kept per thread (a query-pool thread, the
-/// indexer) and reused, so a search allocates nothing once the buffers have
-/// grown to the graph's size: the visited marks, the two heaps and the
-/// unvisited neighbours of the node being expanded.
+/// What a layer search works in, kept per thread (a query-pool thread, an
+/// indexer worker) and reused, so a search allocates nothing once the buffers
+/// have grown to the graph's size: the visited marks and the two heaps. (The
+/// unvisited neighbours of the node being expanded sit on the stack.)
 struct Scratch {
     visited: Visited,
-    fresh: Vec<Node>,
     /// Backing store of the candidate heap (closest on top).
     candidates: Vec<Reverse<Scored>>,
     /// Backing store of the result heap (farthest on top).
@@ -217,7 +220,6 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
             visited: Visited { marks: Vec::new(), epoch: 0 },
-            fresh: Vec::new(),
             candidates: Vec::new(),
             found: Vec::new(),
         })
@@ -229,10 +231,22 @@ thread_local! {
 /// own loop with the kernel called directly: no per-distance match on the
 /// format, the space or the CPU's features.
 trait Scorer {
+    /// Where the vector of a node is: looked up once per scored node, for both
+    /// [`Scorer::prefetch`] and [`Scorer::dist_at`].
+    type Row<'s>: Copy + Default
+    where
+        Self: 's;
+    /// The vector of `node`.
+    fn row(&self, node: Node) -> Self::Row<'_>;
+    /// Distance from the query to `node`, whose vector is `row`; lower is closer.
+    fn dist_at(&self, row: Self::Row<'_>, node: Node) -> f32;
+    /// Starts loading the vector `row` into the cache.
+    fn prefetch(&self, row: Self::Row<'_>);
     /// Distance from the query to `node`; lower is closer.
-    fn dist(&self, node: Node) -> f32;
-    /// Starts loading `node`'s vector into the cache.
-    fn prefetch(&self, node: Node);
+    #[inline]
+    fn dist(&self, node: Node) -> f32 {
+        self.dist_at(self.row(node), node)
+    }
 }
 
 /// Full-precision vectors, negated inner product (cosine).
@@ -243,14 +257,24 @@ struct CosineF32<'a> {
 }
 
 impl Scorer for CosineF32<'_> {
+    type Row<'s>
+        = &'s [f32]
+    where
+        Self: 's;
+
     #[inline]
-    fn dist(&self, node: Node) -> f32 {
-        -self.dot.run(self.query, self.values.get(node as usize))
+    fn row(&self, node: Node) -> &[f32] {
+        self.values.get(node as usize)
     }
 
     #[inline]
-    fn prefetch(&self, node: Node) {
-        distance::prefetch(self.values.get(node as usize));
+    fn dist_at(&self, row: &[f32], _: Node) -> f32 {
+        -self.dot.run(self.query, row)
+    }
+
+    #[inline]
+    fn prefetch(&self, row: &[f32]) {
+        distance::prefetch(row);
     }
 }
 
@@ -262,14 +286,24 @@ struct L2F32<'a> {
 }
 
 impl Scorer for L2F32<'_> {
+    type Row<'s>
+        = &'s [f32]
+    where
+        Self: 's;
+
     #[inline]
-    fn dist(&self, node: Node) -> f32 {
-        self.l2.run(self.query, self.values.get(node as usize))
+    fn row(&self, node: Node) -> &[f32] {
+        self.values.get(node as usize)
     }
 
     #[inline]
-    fn prefetch(&self, node: Node) {
-        distance::prefetch(self.values.get(node as usize));
+    fn dist_at(&self, row: &[f32], _: Node) -> f32 {
+        self.l2.run(self.query, row)
+    }
+
+    #[inline]
+    fn prefetch(&self, row: &[f32]) {
+        distance::prefetch(row);
     }
 }
 
@@ -285,10 +319,20 @@ struct Int8<'a> {
 }
 
 impl Scorer for Int8<'_> {
+    type Row<'s>
+        = &'s [i8]
+    where
+        Self: 's;
+
     #[inline]
-    fn dist(&self, node: Node) -> f32 {
+    fn row(&self, node: Node) -> &[i8] {
+        self.codes.get(node as usize)
+    }
+
+    #[inline]
+    fn dist_at(&self, row: &[i8], node: Node) -> f32 {
         let node = node as usize;
-        let dot = self.dot.run(&self.query.values, self.codes.get(node)) * self.scales[node];
+        let dot = self.dot.run(&self.query.values, row) * self.scales[node];
         match self.space {
             Space::Cosine => -dot,
             Space::L2 => self.query.sq_norm + self.sq_norms[node] - 2.0 * dot,
@@ -296,8 +340,8 @@ impl Scorer for Int8<'_> {
     }
 
     #[inline]
-    fn prefetch(&self, node: Node) {
-        distance::prefetch(self.codes.get(node as usize));
+    fn prefetch(&self, row: &[i8]) {
+        distance::prefetch(row);
     }
 }
 
@@ -650,12 +694,12 @@ impl Graph {
             (Vectors::F32(values), Space::Cosine) => f.call(&CosineF32 {
                 query: &query.values,
                 values,
-                dot: distance::Kernel::dot(),
+                dot: distance::Kernel::dot(self.width),
             }),
             (Vectors::F32(values), Space::L2) => f.call(&L2F32 {
                 query: &query.values,
                 values,
-                l2: distance::Kernel::squared_euclidean(),
+                l2: distance::Kernel::squared_euclidean(self.width),
             }),
             (
                 Vectors::Int8 {
@@ -670,7 +714,7 @@ impl Graph {
                 scales,
                 sq_norms,
                 space,
-                dot: distance::Kernel::dot_i8(),
+                dot: distance::Kernel::dot_i8(self.width),
             }),
         }
     }
@@ -707,7 +751,6 @@ impl Graph {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 visited,
-                fresh,
                 candidates: candidates_buf,
                 found: found_buf,
             } = scratch;
@@ -734,29 +777,35 @@ impl Graph {
                 if closest.dist > bound && found_heap.len() >= ef {
                     break;
                 }
-                // Unvisited neighbours first, their vectors prefetched, then
-                // scored: the memory loads overlap instead of queueing.
-                fresh.clear();
-                for &node in self.links(closest.node, layer) {
-                    if visited.insert(node) {
-                        scorer.prefetch(node);
-                        fresh.push(node);
+                // Unvisited neighbours first, their vectors looked up and
+                // prefetched, then scored: the memory loads overlap instead of
+                // queueing. (In groups on the stack: a node has at most 128 links.)
+                for group in self.links(closest.node, layer).chunks(FRESH_GROUP) {
+                    let mut fresh = [(0, S::Row::default()); FRESH_GROUP];
+                    let mut count = 0;
+                    for &node in group {
+                        if visited.insert(node) {
+                            let row = scorer.row(node);
+                            scorer.prefetch(row);
+                            fresh[count] = (node, row);
+                            count += 1;
+                        }
                     }
-                }
-                for &node in fresh.iter() {
-                    let dist = scorer.dist(node);
-                    let bound = found_heap.peek().map_or(f32::INFINITY, |worst| worst.dist);
-                    if found_heap.len() < ef || dist < bound {
-                        let scored = Scored::new(dist, node);
-                        candidates.push(Reverse(scored));
-                        if accept(node) {
-                            if found_heap.len() < ef {
-                                found_heap.push(scored);
-                            } else if let Some(mut farthest) = found_heap.peek_mut() {
-                                // Full, and `scored` is closer than the farthest
-                                // kept (`dist < bound`): it takes that place with
-                                // one sift down instead of a push and a pop.
-                                *farthest = scored;
+                    for &(node, row) in &fresh[..count] {
+                        let dist = scorer.dist_at(row, node);
+                        let bound = found_heap.peek().map_or(f32::INFINITY, |worst| worst.dist);
+                        if found_heap.len() < ef || dist < bound {
+                            let scored = Scored::new(dist, node);
+                            candidates.push(Reverse(scored));
+                            if accept(node) {
+                                if found_heap.len() < ef {
+                                    found_heap.push(scored);
+                                } else if let Some(mut farthest) = found_heap.peek_mut() {
+                                    // Full, and `scored` is closer than the farthest
+                                    // kept (`dist < bound`): it takes that place with
+                                    // one sift down instead of a push and a pop.
+                                    *farthest = scored;
+                                }
                             }
                         }
                     }
@@ -1061,6 +1110,18 @@ mod tests {
                 assert_eq!(before, after);
                 assert!(loaded.graph.holds(i as Node, q));
                 assert!(!loaded.graph.holds(i as Node, &data[i + 1]));
+                // Rounding (another kernel's summation order) is not a change; a real one is.
+                let scaled = |by: f32| q.iter().map(|v| v * by).collect::<Vec<f32>>();
+                assert!(
+                    loaded
+                        .graph
+                        .holds(i as Node, &scaled(1.0 + 4.0 * f32::EPSILON))
+                );
+                let mut changed = q.clone();
+                changed[0] += 0.1 * distance::norm(q);
+                assert!(!loaded.graph.holds(i as Node, &changed));
+                // Dotproduct keeps norms: a scaled vector is another one.
+                assert!(!loaded.graph.holds(i as Node, &scaled(1.1)));
             }
             for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
                 let mut damaged = bytes.clone();

@@ -1,21 +1,37 @@
-//! The indexer: one background thread per engine that keeps every
+//! The indexer: a few background threads per engine that keep every
 //! namespace's ANN graph caught up with its writes (see `namespace::ann`).
 //!
-//! Writes wake it ([`Signal`]); it then runs a round the engine hands it (one
+//! Writes wake it ([`Signal`]); a worker then runs a round the engine hands it (one
 //! build step per namespace with pending rows, index after index) and goes
 //! round again until nothing is pending, so one busy namespace cannot starve
-//! the others. It also looks round every
-//! few hundred milliseconds on its own, and stops when the engine is
-//! dropped. Queries never wait for it.
+//! the others. The workers ([`workers`] of them) run rounds at the same time:
+//! a namespace is built by one worker at a time (the others skip it, see
+//! `ann::build_step`), so several namespaces build on several cores, and a
+//! namespace being rebuilt from scratch — one long step — holds one worker
+//! while the others keep the rest of the namespaces indexed. A worker that
+//! found work wakes another, so all of them join in while there is work. They
+//! also look round every few hundred milliseconds on their own, and stop when
+//! the engine is dropped. Queries never wait for them.
 
 use std::{
+    num::NonZero,
     sync::{Arc, Condvar, Mutex, PoisonError},
     thread,
     time::Duration,
 };
 
-/// How long the thread sleeps when nothing wakes it.
+/// How long a worker sleeps when nothing wakes it.
 const IDLE: Duration = Duration::from_millis(250);
+
+/// Indexer workers per engine: one per core, at least two so that a long
+/// rebuild never holds up the other namespaces even on one core, and at most
+/// eight (each namespace building at once holds a working copy of its graph's
+/// links, so more would mostly cost memory).
+pub(crate) fn workers() -> usize {
+    thread::available_parallelism()
+        .map_or(1, NonZero::get)
+        .clamp(2, 8)
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -23,7 +39,7 @@ struct State {
     dirty: bool,
     /// The engine is gone.
     stop: bool,
-    /// The thread runs.
+    /// The workers run.
     started: bool,
 }
 
@@ -39,7 +55,7 @@ impl Signal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tells the indexer that rows are pending.
+    /// Tells the indexer that rows are pending: wakes one waiting worker.
     pub(crate) fn wake(&self) {
         let mut state = self.state();
         if !state.dirty {
@@ -60,22 +76,22 @@ impl Signal {
     }
 }
 
-/// Handle to the indexer thread of one engine; stops it when dropped.
+/// Handle to the indexer workers of one engine; stops them when dropped.
 #[derive(Debug, Default)]
 pub(crate) struct Indexer {
     signal: Arc<Signal>,
 }
 
 impl Indexer {
-    /// The signal writers use to wake the thread.
+    /// The signal writers use to wake the workers.
     pub(crate) fn signal(&self) -> Arc<Signal> {
         Arc::clone(&self.signal)
     }
 
-    /// Starts the thread unless it runs already. `round` is one build step for every
-    /// namespace with graph work, index after index: whether any had some, or `None` once the
-    /// engine is gone.
-    pub(crate) fn start(&self, round: impl FnMut() -> Option<bool> + Send + 'static) {
+    /// Starts the workers unless they run already. `round` is one build step for every
+    /// namespace with graph work that no other worker is building, index after index:
+    /// whether any had some, or `None` once the engine is gone.
+    pub(crate) fn start(&self, round: impl Fn() -> Option<bool> + Send + Sync + 'static) {
         {
             let mut state = self.signal.state();
             if state.started {
@@ -83,12 +99,15 @@ impl Indexer {
             }
             state.started = true;
         }
-        let signal = Arc::clone(&self.signal);
-        let spawned = thread::Builder::new()
-            .name("larch-indexer".into())
-            .spawn(move || run(&signal, round));
-        if let Err(err) = spawned {
-            tracing::error!(error = %err, "cannot start the indexer thread; queries stay exact");
+        let round = Arc::new(round);
+        for worker in 0..workers() {
+            let (signal, round) = (Arc::clone(&self.signal), Arc::clone(&round));
+            let spawned = thread::Builder::new()
+                .name(format!("larch-indexer-{worker}"))
+                .spawn(move || run(&signal, &*round));
+            if let Err(err) = spawned {
+                tracing::error!(worker, error = %err, "cannot start an indexer thread");
+            }
         }
     }
 }
@@ -100,14 +119,16 @@ impl Drop for Indexer {
     }
 }
 
-/// Each time `signal` wakes it, calls `round` until a round finds no graph work; returns when
-/// the indexer is dropped or `round` reports that the engine is gone (`None`).
-fn run(signal: &Signal, mut round: impl FnMut() -> Option<bool>) {
+/// One worker: each time `signal` wakes it, calls `round` until a round finds no graph work,
+/// waking another worker after each round that found some (there may be more namespaces to
+/// build than this worker can take on); returns when the indexer is dropped or `round`
+/// reports that the engine is gone (`None`).
+fn run(signal: &Signal, round: &dyn Fn() -> Option<bool>) {
     while signal.wait() {
         loop {
             match round() {
                 None => return,
-                Some(true) => {}
+                Some(true) => signal.wake(),
                 Some(false) => break,
             }
         }

@@ -35,7 +35,7 @@
 //! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones, its file format |
 //! | [`pressure`] | write backpressure: the memory budget and the log backlog, refused with [`Error::Overloaded`] and a retry hint |
 //! | [`interrupt`] | how long-running scans learn that their request was abandoned, and stop |
-//! | `indexer` | the engine's background thread running build steps when writes leave rows pending |
+//! | `indexer` | the engine's background workers running build steps when writes leave rows pending, several namespaces at once |
 //! | `distance` | dense distance kernels (AVX2 + FMA where the CPU has them, portable loops elsewhere) and the sparse dot product |
 //! | `filter` | [`Filter`]: parsing and evaluating metadata filters |
 //! | `bitmap` | the metadata index of a namespace: per field and value, a compressed bitmap of its rows; a filter's exact matching rows by set algebra |

@@ -6,8 +6,8 @@
 //! ignored — the graph is simply rebuilt — when it is missing, damaged, or
 //! built with other parameters. Loading never trusts it for results: each
 //! node names the record it was built from, and is used only if that
-//! record still holds exactly the values the node was built from (see
-//! [`Graph::holds`]).
+//! record still holds the values the node was built from, up to rounding
+//! (see [`Graph::holds`]).
 //!
 //! Layout (little-endian), then a CRC-32 of everything before it:
 //!
@@ -226,19 +226,54 @@ impl Graph {
             && self.norm_bound.is_some() == (extra == 1)
     }
 
-    /// Whether `node` was built from exactly `values` (as this graph
-    /// prepares them), so it may stand for a record holding them.
+    /// Whether `node` was built from `values` (as this graph prepares them), so it may stand
+    /// for a record holding them. Equal up to rounding, not bit for bit: preparing a vector
+    /// normalizes it with the distance kernel of the running build and CPU, whose summation
+    /// order may differ from the one that built the graph (a new kernel, another machine), and
+    /// a node that differs from its record in the last bits still leads a search to the right
+    /// neighbours, whose candidates are rescored with the record's exact values anyway.
     pub(crate) fn holds(&self, node: Node, values: &[f32]) -> bool {
         let (prepared, _) = self.stored_form(values);
         let node = node as usize;
+        // Dotproduct's extra value, `sqrt(M² - |x|²)`, follows from the others, and rounding
+        // moves it a lot near the bound: compare the record's own values only.
+        let own = self.width - usize::from(self.norm_bound.is_some());
         match &self.vectors {
-            Vectors::F32(stored) => stored.get(node) == prepared.values.as_slice(),
+            Vectors::F32(stored) => {
+                rounding_apart(&stored.get(node)[..own], &prepared.values[..own])
+            }
             Vectors::Int8 { codes, scales, .. } => {
+                // A value on the edge between two codes may round either way.
                 let (code, scale) = quantize(&prepared.values);
-                codes.get(node) == code.as_slice() && scales[node] == scale
+                codes.get(node)[..own]
+                    .iter()
+                    .zip(&code[..own])
+                    .all(|(a, b)| (i16::from(*a) - i16::from(*b)).abs() <= 1)
+                    && (scales[node] - scale).abs() <= INT8_SCALE_TOLERANCE * scale
             }
         }
     }
+}
+
+/// How far, relative to their norm, a node's values may be from its record's prepared values
+/// and still hold them (see [`Graph::holds`]): a thousand times `f32`'s rounding error at
+/// dimension 384, and far below any change a client would make on purpose.
+const HOLDS_TOLERANCE: f32 = 1e-5;
+
+/// The same for the scale of int8 codes, whose largest value may be dotproduct's extra one
+/// (see `holds`): still an eighth of one code's step.
+const INT8_SCALE_TOLERANCE: f32 = 1e-3;
+
+/// Whether `a` is within [`HOLDS_TOLERANCE`] of `b`, relative to `b`'s norm.
+fn rounding_apart(a: &[f32], b: &[f32]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let (apart, sq_norm) = a
+        .iter()
+        .zip(b)
+        .fold((0.0f32, 0.0f32), |(apart, sq), (x, y)| {
+            (apart + (x - y) * (x - y), sq + y * y)
+        });
+    apart <= HOLDS_TOLERANCE * HOLDS_TOLERANCE * sq_norm
 }
 
 /// `count` rows of `width` values, each decoded by `value` from `size` of `bytes` (which

@@ -14,8 +14,10 @@
 //!
 //! # Building
 //!
-//! The indexer (one background thread per engine, see `indexer`) calls
-//! [`build_step`] for namespaces with pending rows. A step:
+//! The indexer (a few background workers per engine, see `indexer`) calls
+//! [`build_step`] for namespaces with pending rows, one worker per namespace
+//! at a time (the step's [`Claim`]; other workers skip the namespace, so a
+//! long rebuild of one namespace holds one worker only). A step:
 //!
 //! 1. under the namespace's *read* lock, takes the ids and versions of up to
 //!    a batch of pending rows, and the working graph;
@@ -38,7 +40,7 @@
 //! grew by a tenth (at least 1,000 nodes) since the last save, or was
 //! rebuilt. After a restart the first build step loads that file instead of
 //! building: each node is mapped to the record it names only if the record
-//! still holds exactly the values the node was built from, so records
+//! still holds the values the node was built from (up to rounding), so records
 //! written after the save are simply pending. A missing, damaged or
 //! outdated file means a rebuild, never a wrong answer.
 
@@ -103,6 +105,9 @@ pub(crate) struct Ann {
     saved: AtomicUsize,
     /// Whether loading a saved graph was tried (or makes no sense any more).
     load_tried: AtomicBool,
+    /// Whether an indexer worker is running a build step on this namespace
+    /// (see [`Claim`]); kept across [`Ann::cleared`], where a step may still run.
+    building: Arc<AtomicBool>,
 }
 
 /// What a query needs from the namespace besides [`Ann`].
@@ -132,6 +137,7 @@ impl Ann {
             working: Mutex::new(None),
             saved: AtomicUsize::new(usize::MAX),
             load_tried: AtomicBool::new(false),
+            building: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -239,9 +245,11 @@ impl Ann {
     pub(crate) fn cleared(&mut self) {
         let epoch = self.epoch + 1;
         let next_version = self.next_version;
+        let building = Arc::clone(&self.building);
         *self = Ann::new();
         self.epoch = epoch;
         self.next_version = next_version;
+        self.building = building;
         // A saved graph holds only records that are gone now.
         *self.load_tried.get_mut() = true;
     }
@@ -384,8 +392,33 @@ fn wants_build(store: &NamespaceStore, min_rows: usize, params: &SearchParams) -
     store.len() >= min_rows && (ann.pending() > 0 || outdated)
 }
 
+/// A namespace's build steps taken by one indexer worker: while it is held,
+/// other workers skip the namespace (its working graph is out, and a second
+/// step would build a second graph).
+struct Claim(Arc<AtomicBool>);
+
+impl Claim {
+    /// The claim on `shared`, unless another worker holds it.
+    fn take(shared: &RwLock<NamespaceStore>) -> crate::Result<Option<Claim>> {
+        let building = Arc::clone(&read_lock(shared)?.ann().building);
+        if building.swap(true, Ordering::Acquire) {
+            // Not `then_some(Claim(..))`: building the claim that is not taken would drop
+            // it, releasing the other worker's.
+            return Ok(None);
+        }
+        Ok(Some(Claim(building)))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// One build step for the namespace `shared` (see the module docs). Returns
-/// whether it did any work.
+/// whether it did any work; a namespace another worker is building is left to
+/// it (no work here).
 pub(crate) fn build_step(
     index: &str,
     namespace: &Namespace,
@@ -395,6 +428,9 @@ pub(crate) fn build_step(
     min_rows: usize,
     segments: Option<&Segments>,
 ) -> crate::Result<bool> {
+    let Some(_claim) = Claim::take(shared)? else {
+        return Ok(false);
+    };
     if let Some(segments) = segments
         && load_saved(index, namespace, shared, config, params, min_rows, segments)?
     {
@@ -410,6 +446,10 @@ pub(crate) fn build_step(
         items,
         mut graph,
     } = batch;
+    #[cfg(test)]
+    if rebuild {
+        tests::rebuild_started(namespace);
+    }
     let mut inserted: Vec<(Node, VectorId, u64)> = Vec::with_capacity(items.len());
     for chunk in items.chunks(COPY_CHUNK) {
         let values: Vec<(VectorId, u64, Vec<f32>)> = {

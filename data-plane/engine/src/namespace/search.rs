@@ -27,6 +27,9 @@ pub(crate) struct SearchQuery<'a> {
     /// Sparse part of a hybrid (dotproduct) query.
     sparse: Option<&'a SparseVector>,
     top_k: usize,
+    /// The dense kernel of the metric for this CPU and dimension, chosen once
+    /// per query: an exact scan runs it on every row.
+    kernel: distance::Kernel<f32>,
 }
 
 impl<'a> SearchQuery<'a> {
@@ -42,12 +45,17 @@ impl<'a> SearchQuery<'a> {
         } else {
             0.0
         };
+        let kernel = match metric {
+            Metric::Cosine | Metric::DotProduct => distance::Kernel::dot(dense.len()),
+            Metric::Euclidean => distance::Kernel::squared_euclidean(dense.len()),
+        };
         SearchQuery {
             metric,
             dense,
             norm,
             sparse,
             top_k,
+            kernel,
         }
     }
 
@@ -84,13 +92,12 @@ impl<'a> SearchQuery<'a> {
 
     /// Score of `row`: the dense score, plus the sparse dot product for hybrid queries.
     pub(crate) fn score(&self, rows: &Rows, row: usize) -> f32 {
-        let dense = distance::score(
-            self.metric,
-            self.dense,
-            self.norm,
-            rows.dense(row),
-            rows.norm(row),
-        );
+        // What `distance::score` computes, with the kernel chosen once.
+        let raw = self.kernel.run(self.dense, rows.dense(row));
+        let dense = match self.metric {
+            Metric::Cosine => distance::cosine(raw, self.norm, rows.norm(row)),
+            Metric::Euclidean | Metric::DotProduct => raw,
+        };
         match (self.sparse, rows.sparse(row)) {
             (Some(query), Some(stored)) => dense + distance::sparse_dot(query, stored),
             _ => dense,

@@ -125,6 +125,47 @@ fn graph_search_matches_exact_search_on_a_seeded_dataset() {
     }
 }
 
+/// Issue 15 (item 7): where the exact scan has a clear winner, the graph path returns the
+/// same top-1 with the same score, for every metric (the recall bound above covers the rest).
+/// Queries are stored vectors nudged by a fixed pattern; "clear" means the winner leads the
+/// runner-up by 1 % of its score.
+#[test]
+fn issue_15_graph_top_1_is_the_exact_top_1_on_clear_queries_for_every_metric() {
+    let data = dataset(6000, 16, 42);
+    for metric in Metric::ALL {
+        let ann = ann_index(16, metric, 1000);
+        if metric == Metric::DotProduct {
+            ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
+        }
+        let exact = index(16, metric);
+        upsert(&ann, records(&data));
+        upsert(&exact, records(&data));
+        ann.build_pending();
+        assert_eq!(ann.indexing_status().expect("status").pending, 0);
+        let mut clear = 0;
+        for (i, v) in data.iter().enumerate().step_by(53) {
+            let q: Vec<f32> = v
+                .iter()
+                .enumerate()
+                .map(|(j, x)| x + 0.002 * ((i + j) % 5) as f32 - 0.004)
+                .collect();
+            let truth = query(&exact, &q, 2, None);
+            let (best, second) = (truth.matches[0].score, truth.matches[1].score);
+            if (best - second).abs() < 0.01 * best.abs() {
+                continue;
+            }
+            clear += 1;
+            let found = query(&ann, &q, 1, None);
+            assert_eq!(ids(&found), ids(&truth)[..1], "{metric}: query {i}");
+            assert_eq!(found.matches[0].score, best, "{metric}: query {i}");
+        }
+        assert!(
+            clear >= 40,
+            "{metric}: only {clear} of 114 queries are clear"
+        );
+    }
+}
+
 #[test]
 fn int8_quantized_graph_keeps_recall_with_exact_scores() {
     let data = dataset(6000, 16, 42);
@@ -497,4 +538,137 @@ fn a_saved_graph_is_loaded_after_a_restart_and_a_damaged_one_rebuilt() {
     let index = engine.open_index("idx", config).expect("open");
     assert_eq!(wait_indexed(&index).graph_nodes, 1900);
     assert_eq!(ids(&query(&index, &data[150], 1, None)), ["v150"]);
+}
+
+/// A gate a test sets on one namespace's rebuild (see [`rebuild_started`]).
+struct Gate {
+    namespace: &'static str,
+    /// Whether the rebuild reached the gate, and whether the test opened it.
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+/// The gates set by the tests running now, each on its own namespace name.
+static GATES: std::sync::Mutex<Vec<Arc<Gate>>> = std::sync::Mutex::new(Vec::new());
+
+impl Gate {
+    /// Holds every rebuild of `namespace` from now on at the gate until [`Gate::open`].
+    fn set(namespace: &'static str) -> Arc<Gate> {
+        let gate = Arc::new(Gate {
+            namespace,
+            state: std::sync::Mutex::new((false, false)),
+            changed: std::sync::Condvar::new(),
+        });
+        GATES.lock().expect("gates").push(Arc::clone(&gate));
+        gate
+    }
+
+    /// Waits (generously: the machine may be busy) until a rebuild reached the gate.
+    fn wait_entered(&self) {
+        let state = self.state.lock().expect("gate");
+        let (state, timeout) = self
+            .changed
+            .wait_timeout_while(state, std::time::Duration::from_secs(60), |state| !state.0)
+            .expect("gate");
+        assert!(
+            !timeout.timed_out() || state.0,
+            "no rebuild reached the gate"
+        );
+    }
+
+    /// Whether a rebuild is held at the gate now.
+    fn holding(&self) -> bool {
+        let state = self.state.lock().expect("gate");
+        state.0 && !state.1
+    }
+
+    fn open(&self) {
+        self.state.lock().expect("gate").1 = true;
+        self.changed.notify_all();
+        GATES
+            .lock()
+            .expect("gates")
+            .retain(|gate| gate.namespace != self.namespace);
+    }
+}
+
+/// Called by a build step when it starts rebuilding `namespace`'s graph: holds it there
+/// while a test's gate on that namespace is closed.
+pub(super) fn rebuild_started(namespace: &crate::Namespace) {
+    let gate = GATES
+        .lock()
+        .expect("gates")
+        .iter()
+        .find(|gate| gate.namespace == namespace.as_str())
+        .cloned();
+    if let Some(gate) = gate {
+        let mut state = gate.state.lock().expect("gate");
+        state.0 = true;
+        gate.changed.notify_all();
+        while !state.1 {
+            state = gate.changed.wait(state).expect("gate");
+        }
+    }
+}
+
+/// Issue 15 (item 3): the engine's indexer builds on several workers, so a namespace whose
+/// graph is being rebuilt (one long step) does not keep another namespace from being indexed.
+/// The rebuild is held at a gate, not raced against a clock: with a single indexer thread
+/// the other namespace would never be indexed while it is held.
+#[test]
+fn issue_15_a_long_rebuild_does_not_hold_up_another_namespace() {
+    const HELD: &str = "issue-15-held-rebuild";
+    let engine = crate::Engine::new().with_ann_min_rows(100);
+    let index = engine
+        .create_index(
+            "idx",
+            crate::IndexConfig {
+                dimension: crate::Dimension::new(8).expect("dimension"),
+                metric: Metric::Euclidean,
+            },
+        )
+        .expect("create");
+    let into = |namespace: &str, records: Vec<VectorInput>| {
+        index
+            .upsert(UpsertRequest {
+                namespace: namespace.into(),
+                vectors: records,
+            })
+            .expect("upsert");
+    };
+    into(HELD, records(&dataset(600, 8, 31)));
+    wait_indexed(&index);
+    let gate = Gate::set(HELD);
+    // Another degree: the held namespace's graph is rebuilt from scratch, in one step.
+    index.set_search_params(SearchParams::default().with_m(8).expect("m"));
+    gate.wait_entered();
+    let other = dataset(400, 8, 32);
+    into("other", records(&other));
+    // Only the other namespace has pending rows: the held one keeps its published graph.
+    let status = wait_indexed(&index);
+    assert!(gate.holding(), "the rebuild is still held");
+    assert_eq!(status.records, 1000);
+    let found = index
+        .query(QueryRequest {
+            namespace: "other".into(),
+            top_k: 1,
+            vector: other[7].clone(),
+            ..Default::default()
+        })
+        .expect("query");
+    assert_eq!(ids(&found), ["v7"]);
+    gate.open();
+    // The held rebuild finishes once let go: its new graph, with half the links per node,
+    // replaces the old one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while index
+        .indexing_status()
+        .is_ok_and(|now| now.index_bytes >= status.index_bytes)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
