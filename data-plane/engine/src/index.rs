@@ -38,6 +38,7 @@
 //! | `index/read.rs` | the reads: query, fetch, fetch by metadata, list, stats, namespaces, indexing status |
 //! | `index/write.rs` | the write path (`Index::write`, `Index::commit`), backpressure, namespace creation and deletion, the indexer's build steps |
 //! | `index/durable.rs` | [`Durable`] (the log and segments), logged changes, the flush cut |
+//! | `index/log.rs` | [`IndexLog`]: the log files of an index directory, or the object log of an index in a shared store (its writer, lease and fence) |
 
 use std::{
     collections::BTreeMap,
@@ -57,10 +58,12 @@ use crate::{
 };
 
 mod durable;
+mod log;
 mod read;
 mod write;
 
 pub(crate) use durable::Durable;
+pub(crate) use log::{IndexLog, ObjectLog};
 
 #[cfg(test)]
 mod answer_tests;

@@ -219,7 +219,8 @@ mod locks;
 mod manifest;
 mod metadata;
 mod namespace;
-#[cfg_attr(not(test), allow(dead_code))] // wired into `Index` by the next step of issue 17
+#[cfg_attr(not(test), allow(dead_code))]
+// followers (tailing the log) come with the next step of issue 17
 mod objlog;
 mod pagination;
 mod params;
@@ -247,6 +248,7 @@ pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
 /// The object store crate of [`Engine::open_on_store`]'s signature, so callers build stores
 /// with the same version.
 pub use object_store;
+pub use objlog::ObjectLogConfig;
 pub use params::{Quantization, SearchParams};
 pub use requests::{
     DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest, FetchResponse,
