@@ -110,10 +110,16 @@
 //! stores that support it), so an S3-compatible store can be plugged in
 //! later. `object_store` is async; the engine drives its futures on the
 //! calling thread, which is a blocking thread (the server calls the engine
-//! through `spawn_blocking`). [`Engine::open_on_store`] keeps everything but
-//! the log in a shared object store instead (`index.meta` too, created once),
-//! under `<prefix>/indexes/<project>/<name>/<incarnation>/`; there start-up
-//! deletes no object it does not recognise (layout in the `storage` module).
+//! through `spawn_blocking`). [`Engine::open_on_store`] keeps everything in a
+//! shared object store instead (`index.meta` too, created once), under
+//! `<prefix>/indexes/<project>/<name>/<incarnation>/`; there start-up deletes
+//! no object it does not recognise (layout in the `storage` module), and the
+//! log is the object write-ahead log (`objlog`): a write is acknowledged once
+//! its group-commit batch is stored as a new `wal/<seq>` object, by the one
+//! process holding the index's writer lease, and a fresh process with an
+//! empty local directory recovers every acknowledged write (see
+//! `index/log.rs`; [`Engine::with_object_log`] sets the lease TTL and batch
+//! size).
 //!
 //! What is guaranteed:
 //!

@@ -5,8 +5,12 @@
 //! S3-compatible bucket: the bucket is the only durable state, and the only
 //! arbiter between pods is the bucket's conditional put (`PutMode::Create` =
 //! `If-None-Match: *`, `PutMode::Update` = `If-Match`). There is no
-//! consensus protocol of our own. This module is plain library code; the
-//! index and the server wire it in.
+//! consensus protocol of our own. Every index of an engine on a shared store
+//! writes its log through it (`index/log.rs`; opening in `dir`): the lease is
+//! taken at open, the writer fences and replays from the manifest's start,
+//! and a flush deletes the batches below its new start right after the
+//! manifest swap (no grace period yet: there are no followers reading below
+//! it). Followers tailing the log come next.
 //!
 //! # Objects
 //!
