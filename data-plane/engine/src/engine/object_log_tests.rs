@@ -219,6 +219,13 @@ fn a_fenced_writer_acknowledges_nothing_more() {
     upsert(&new, "new-1").unwrap();
     acked.insert("new-1".to_owned());
 
+    // A flush of the old writer would swap a manifest under the new one: it is refused
+    // (the old writer cannot renew its lease), and the new writer flushes as usual.
+    let err = old.flush().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    assert!(err.to_string().contains("not the writer"), "{err}");
+    assert!(new.flush().unwrap());
+
     let before = log_objects(&store);
     for id in ["old-3", "old-4"] {
         let err = upsert(&old, id).unwrap_err();

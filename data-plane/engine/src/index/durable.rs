@@ -138,6 +138,11 @@ impl Index {
             return Ok(false);
         };
         let started = std::time::Instant::now();
+        // Before the cut, so writers are not paused for the round trip.
+        if let Err(err) = durable.log.confirm_writer(&self.name) {
+            state.back_off();
+            return Err(err);
+        }
         let (start, cut) = match self.cut(durable, &state, force) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(false),

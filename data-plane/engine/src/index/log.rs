@@ -150,6 +150,20 @@ impl IndexLog {
         }
     }
 
+    /// Proves with the store that this process still writes the index (an object log renews
+    /// its lease): called before a flush, so that a writer that lost the index without
+    /// noticing yet (its clock says the lease holds) does not swap a manifest under its
+    /// successor. Nothing for a local log.
+    pub(crate) fn confirm_writer(&self, index: &str) -> Result<()> {
+        match self {
+            IndexLog::Local { .. } => Ok(()),
+            IndexLog::Object(log) => match log.writer.failure() {
+                Some(err) => Err(refused(index, err)),
+                None => log.lease.confirm().map_err(|err| refused(index, err)),
+            },
+        }
+    }
+
     /// A durable manifest starts replay at `start`: deletes the log below it (best effort;
     /// what is left is deleted by a later flush or at the next start).
     pub(crate) fn remove_before(&self, index: &str, start: u64) {
