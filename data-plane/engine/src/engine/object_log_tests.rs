@@ -298,3 +298,63 @@ fn lsns_keep_increasing_across_reopen_and_flush() {
         check(&index, "written after flush");
     }
 }
+
+#[test]
+fn concurrent_writes_and_flushes_lose_nothing_across_a_restart() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = FakeClock::new();
+    let (engine, _root) = engine_on(&store, &clock);
+    let index = engine.create_index(NAME, config()).unwrap();
+    let acked = std::sync::Mutex::new(BTreeSet::new());
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let (index, acked) = (&index, &acked);
+            scope.spawn(move || {
+                for n in 0..25 {
+                    let id = format!("t{thread}-{n}");
+                    upsert(index, &id).unwrap();
+                    acked.lock().unwrap().insert(id);
+                }
+            });
+        }
+        // Flushes cut the log while the writers go on.
+        scope.spawn(|| {
+            for _ in 0..5 {
+                index.flush().unwrap();
+                std::thread::yield_now();
+            }
+        });
+    });
+    let acked = acked.into_inner().unwrap();
+    assert_eq!(acked.len(), 100);
+    assert_eq!(present(&index, &acked), acked);
+    let last = index.last_lsn();
+    drop((index, engine));
+
+    let (engine, _root) = engine_on(&store, &clock);
+    let index = engine.open_index(NAME, config()).unwrap();
+    assert_eq!(present(&index, &acked), acked);
+    assert!(index.last_lsn() > last);
+}
+
+#[test]
+fn releasing_the_leases_hands_every_index_over_at_once() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = FakeClock::new();
+    let (draining, _root) = engine_on(&store, &clock);
+    let index = draining.create_index(NAME, config()).unwrap();
+    upsert(&index, "a").unwrap();
+    draining.release_leases().unwrap();
+    // Reads go on; writes are refused.
+    assert_eq!(present(&index, &["a".to_owned()].into()).len(), 1);
+    let err = upsert(&index, "b").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    assert!(err.to_string().contains("not the writer"), "{err}");
+
+    // Another process takes over while the draining one still has the index open.
+    let (successor, _root) = engine_on(&store, &clock);
+    let taken = successor.open_index(NAME, config()).unwrap();
+    let ids: BTreeSet<String> = ["a", "b"].map(String::from).into();
+    assert_eq!(present(&taken, &ids), ["a".to_owned()].into());
+    upsert(&taken, "b").unwrap();
+}
