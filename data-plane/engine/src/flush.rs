@@ -117,9 +117,11 @@ pub struct StorageStats {
     pub segments: usize,
     /// Their total size in bytes.
     pub segment_bytes: u64,
-    /// Write-ahead log files that recovery would replay.
+    /// Write-ahead log files that recovery would replay (in a shared store: log batch
+    /// objects, fences included).
     pub wal_files: u64,
-    /// Bytes in the active write-ahead log file.
+    /// Bytes in the active write-ahead log file (in a shared store: bytes of records logged
+    /// since the last flush).
     pub wal_bytes: u64,
     /// Version of the manifest (0: never flushed).
     pub manifest_generation: u64,
