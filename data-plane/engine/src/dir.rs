@@ -17,19 +17,20 @@
 //! # Layout with a shared store (a bucket)
 //!
 //! ```text
-//! <root>/<index>/wal-000042.log                                   the log: still a local file in this step
 //! <prefix>/indexes/<project>/<name>/<incarnation>/index.meta      created once (PutMode::Create), never replaced
-//! <prefix>/indexes/<project>/<name>/<incarnation>/manifest        swapped with conditional PUTs
+//! <prefix>/indexes/<project>/<name>/<incarnation>/manifest        swapped with conditional PUTs; replay starts at its batch
 //! <prefix>/indexes/<project>/<name>/<incarnation>/segments/…, graphs/…
+//! <prefix>/indexes/<project>/<name>/<incarnation>/lease           the writer lease (see `objlog`)
+//! <prefix>/indexes/<project>/<name>/<incarnation>/wal/<seq>       the object write-ahead log (see `objlog`)
 //! ```
 //!
-//! `<index>` is the storage name `name@project@incarnation`, and the object
-//! prefix is derived from it (see `storage`), so every creation of a name has
-//! its own objects. Everything but the log is in the store, so a process
-//! given only the store (and, for writes not yet flushed, the index's local
-//! log) opens the index: its description, manifest and segments come from
-//! the store, and a missing local log directory is started empty from where
-//! the manifest says replay starts.
+//! The object prefix is derived from the storage name `name@project@incarnation`
+//! (see `storage`), so every creation of a name has its own objects. Everything
+//! is in the store, the log too, and nothing of the index is on local disk: a
+//! process given only the store opens the index with every acknowledged write.
+//! Opening it there takes the writer lease (`UNAVAILABLE` while another live
+//! process holds it), fences the log and replays it from where the manifest
+//! says on top of the segments (see `index/log.rs`).
 //!
 //! Creating an index in a shared store never deletes anything: it creates
 //! `index.meta`, and if that already exists with the same dimension and
@@ -41,14 +42,14 @@
 //! # Recovery
 //!
 //! Recovery ([`open`]) checks `index.meta`, loads the segments the manifest
-//! lists (see `flush`), replays the log from the manifest's first file, and
-//! deletes log files the segments cover.
+//! lists (see `flush`), replays the log from the manifest's first file (in a
+//! shared store: its first batch), and deletes log files the segments cover
+//! (in a shared store only the writer's flushes delete log batches).
 //!
 //! A new local index is built complete in `.<index>.tmp` and renamed into
 //! place, and a dropped one is renamed away before it is deleted, so a crash
 //! never leaves a half-made `<index>` directory: only a leftover whose name
-//! starts with a dot, which is never an index name. A local log directory of
-//! an index in a shared store is made the same way.
+//! starts with a dot, which is never an index name.
 //!
 //! `index.meta` is 21 bytes: magic `LARCHIDX`, format version (u32),
 //! dimension (u32), metric (u8: 0 cosine, 1 euclidean, 2 dotproduct), and a
@@ -67,8 +68,9 @@ use crate::{
     Dimension, Error, IndexConfig, Metric, Namespace, Result,
     codec::{self, LogEntry, LogRecord},
     flush::{FlushPolicy, Segments},
-    index::Durable,
+    index::{Durable, IndexLog, ObjectLog},
     namespace::NamespaceStore,
+    objlog::{Bucket, LogSetup, writer::Writer},
     record::WriteOp,
     segment::Segment,
     storage::{Placement, Storage, StoreError},
@@ -118,7 +120,8 @@ pub(crate) type Opened = (BTreeMap<Namespace, NamespaceStore>, Durable);
 /// On local disk: the directory of a new, empty index under `root`,
 /// replacing any stale one. In a shared store: its description, created
 /// once; nothing is deleted, and an incarnation that already exists with the
-/// same description is opened as it is (see the module docs).
+/// same description is opened as it is (see the module docs); its object
+/// log is opened through `log`.
 pub(crate) fn create(
     root: &Path,
     name: &str,
@@ -126,9 +129,12 @@ pub(crate) fn create(
     placement: &Placement,
     policy: FlushPolicy,
     timer: &Timer,
+    log: &LogSetup,
 ) -> Result<Opened> {
-    if placement.is_shared() {
-        return create_shared(root, name, config, placement, policy, timer);
+    if let Some(bucket) = placement.log_bucket(name)? {
+        // A shared store has no local directory: the path only names the index in messages.
+        let storage = placement.storage(Path::new(name), name)?;
+        return create_shared(name, config, storage, bucket, policy, timer, log);
     }
     let failed = |err: io::Error| {
         Error::storage(
@@ -155,8 +161,11 @@ pub(crate) fn create(
     }
     let wal = Wal::open(name, &dir, 1, wal::HEADER_LEN)?.timed(timer.clone());
     let storage = placement.storage(&dir, name)?;
-    let segments = Segments::new(name, &dir, config, policy, storage).timed(timer.clone());
-    Ok((BTreeMap::new(), Durable::new(wal, segments, Vec::new())))
+    let segments = Segments::new(name, config, policy, storage).timed(timer.clone());
+    Ok((
+        BTreeMap::new(),
+        Durable::new(IndexLog::local(wal, &dir), segments, Vec::new()),
+    ))
 }
 
 /// Creates `root` if it does not exist, durably.
@@ -179,14 +188,14 @@ fn create_root(root: &Path) -> io::Result<()> {
 /// told of the same index), what is there is opened, provided it describes
 /// the same dimension and metric. Deletes nothing.
 fn create_shared(
-    root: &Path,
     name: &str,
     config: IndexConfig,
-    placement: &Placement,
+    storage: Arc<dyn Storage>,
+    bucket: Bucket,
     policy: FlushPolicy,
     timer: &Timer,
+    log: &LogSetup,
 ) -> Result<Opened> {
-    let storage = placement.storage(&root.join(name), name)?;
     match storage.put_immutable(META_FILE, &encode_meta(config)) {
         Ok(()) => {
             tracing::debug!(index = %name, file = %storage.location(META_FILE).display(), "stored the description of a new index");
@@ -201,33 +210,7 @@ fn create_shared(
             )));
         }
     }
-    open_shared(root, name, config, storage, policy, timer)
-}
-
-/// Makes the local log directory of an index kept in a shared store, holding
-/// one empty log file numbered `wal_start` (where the manifest says replay
-/// starts): built in `.<index>.tmp` and renamed into place, like a local index.
-fn create_log_dir(root: &Path, name: &str, wal_start: u64) -> Result<()> {
-    let failed = |err: io::Error| {
-        Error::storage(
-            format!("cannot create the log directory of index '{name}'"),
-            &err,
-        )
-    };
-    create_root(root).map_err(failed)?;
-    let staging = staging_dir(root, name);
-    remove_if_present(&staging).map_err(failed)?;
-    let built = fs::create_dir(&staging)
-        .and_then(|()| wal::create_file(&staging, wal_start))
-        .and_then(|_| sync_dir(&staging))
-        .and_then(|()| fs::rename(&staging, root.join(name)))
-        .and_then(|()| sync_dir(root));
-    if let Err(err) = built {
-        // Best effort: a leftover is harmless and removed on the next try.
-        let _ = remove_if_present(&staging);
-        return Err(failed(err));
-    }
-    Ok(())
+    open_shared(name, config, storage, bucket, policy, timer, log)
 }
 
 /// Fills a fresh index directory at `dir` and syncs it.
@@ -254,10 +237,11 @@ pub(crate) fn open(
     placement: &Placement,
     policy: FlushPolicy,
     timer: &Timer,
+    log: &LogSetup,
 ) -> Result<Opened> {
-    if placement.is_shared() {
-        let storage = placement.storage(&root.join(name), name)?;
-        return open_shared(root, name, config, storage, policy, timer);
+    if let Some(bucket) = placement.log_bucket(name)? {
+        let storage = placement.storage(Path::new(name), name)?;
+        return open_shared(name, config, storage, bucket, policy, timer, log);
     }
     let dir = root.join(name);
     let meta_path = dir.join(META_FILE);
@@ -281,21 +265,24 @@ pub(crate) fn open(
     };
     check_meta(name, &meta_path, &bytes, config)?;
     let storage = placement.storage(&dir, name)?;
-    let (namespaces, segments) = load(name, &dir, config, policy, storage)?;
+    let (namespaces, segments) = load(name, config, policy, storage)?;
     replay(name, &dir, config, namespaces, segments, timer)
 }
 
 /// [`open`] in a shared store: `index.meta`, the manifest and the segments
-/// come from `storage`; the log from the local index directory, which is
-/// started empty (from where the manifest says replay starts) if this
-/// process has none. Deletes no object.
+/// come from `storage`, the log from `bucket`. Takes the writer lease
+/// (`UNAVAILABLE` while another live process holds it), fences the log and
+/// replays it from the manifest's start on top of the segments (see
+/// `Writer::open`), then renews the lease until the index is released.
+/// Deletes no object.
 fn open_shared(
-    root: &Path,
     name: &str,
     config: IndexConfig,
     storage: Arc<dyn Storage>,
+    bucket: Bucket,
     policy: FlushPolicy,
     timer: &Timer,
+    log: &LogSetup,
 ) -> Result<Opened> {
     let meta_location = storage.location(META_FILE);
     let bytes = match storage.get(META_FILE) {
@@ -311,14 +298,52 @@ fn open_shared(
         }
     };
     check_meta(name, &meta_location, &bytes, config)?;
-    let dir = root.join(name);
-    let (namespaces, segments) = load(name, &dir, config, policy, storage)?;
-    if !dir.exists() {
-        let wal_start = segments.wal_start()?;
-        tracing::warn!(index = %name, dir = %dir.display(), wal_start, "this process has no log of the index: serving what its segments in the object store hold, with a new empty log (writes that were not flushed are only in the log of the process that took them)");
-        create_log_dir(root, name, wal_start)?;
-    }
-    replay(name, &dir, config, namespaces, segments, timer)
+    let (mut namespaces, segments) = load(name, config, policy, storage)?;
+    let start = segments.wal_start()?;
+    let lease = log.acquire(name, &bucket)?;
+    let mut dropped = Vec::new();
+    let mut replayed = 0u64;
+    let dimension = config.dimension.len();
+    let opened = Writer::open(
+        bucket.clone(),
+        Arc::clone(&lease) as _,
+        start,
+        log.writer_config(),
+        |batch| {
+            let location = bucket.wal_location(batch.seq);
+            for (n, payload) in batch.records.iter().enumerate() {
+                let at =
+                    |reason: String| Error::corrupt(&location, 0, format!("record {n}: {reason}"));
+                let record = codec::decode(payload, dimension)
+                    .map_err(|reason| at(format!("undecodable record: {reason}")))?;
+                apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
+                replayed += payload.len() as u64;
+            }
+            Ok::<_, Error>(())
+        },
+    );
+    let writer = match opened {
+        Ok(writer) => writer,
+        Err(err) => {
+            // Let the next attempt (here or elsewhere) take the lease at once.
+            if let Err(release) = lease.release() {
+                tracing::warn!(index = %name, error = %release, "cannot release the writer lease after a failed open");
+            }
+            return Err(err);
+        }
+    };
+    tracing::info!(index = %name, start, fence = writer.fence_seq(), epoch = writer.epoch(), replayed_bytes = replayed, "opened the object log as its writer");
+    // Counts (and leaves) segments the manifest does not list: a shared store.
+    segments.remove_orphans();
+    let log = ObjectLog::start(name, writer, lease, start, replayed)?;
+    Ok((
+        namespaces,
+        Durable::new(
+            IndexLog::Object(log),
+            segments.timed(timer.clone()),
+            dropped,
+        ),
+    ))
 }
 
 /// Checks the description `bytes` read from `location` against `config`.
@@ -337,13 +362,12 @@ fn check_meta(name: &str, location: &Path, bytes: &[u8], config: IndexConfig) ->
 /// Loads the segments of index `name` from `storage` into namespaces.
 fn load(
     name: &str,
-    dir: &Path,
     config: IndexConfig,
     policy: FlushPolicy,
     storage: Arc<dyn Storage>,
 ) -> Result<(BTreeMap<Namespace, NamespaceStore>, Segments)> {
     let mut namespaces = BTreeMap::new();
-    let segments = Segments::open(name, dir, config, policy, storage, |name, segments| {
+    let segments = Segments::open(name, config, policy, storage, |name, segments| {
         let mut store = NamespaceStore::new(config, None);
         for segment in segments {
             restore(&mut store, config, segment?);
@@ -376,9 +400,7 @@ fn replay(
             .map_err(|reason| Error::corrupt(file, offset, reason))
     })?;
     // Everything checked out: only now delete what the manifest does not need
-    // (in a shared store, the segments only count what they would delete).
     segments.remove_orphans();
-    // The log is this process's own, in a shared store too.
     if let Err(err) = wal::remove_before(dir, wal_start) {
         tracing::warn!(index = %name, error = %err, "cannot delete write-ahead log files that segments cover");
     }
@@ -388,7 +410,11 @@ fn replay(
         .timed(timer.clone());
     Ok((
         namespaces,
-        Durable::new(wal, segments.timed(timer.clone()), dropped),
+        Durable::new(
+            IndexLog::local(wal, dir),
+            segments.timed(timer.clone()),
+            dropped,
+        ),
     ))
 }
 

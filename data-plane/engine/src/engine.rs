@@ -1,7 +1,8 @@
 //! All indexes of this node, by name, and where their data lives: in memory
 //! ([`Engine::new`]), each in its own local directory ([`Engine::open`]), or
-//! with everything but the log in a shared object store
-//! ([`Engine::open_on_store`]; layout in `storage` and `dir`).
+//! wholly in a shared object store, the write-ahead log included
+//! ([`Engine::open_on_store`]; layout in `storage` and `dir`, the object log in
+//! `objlog` and `index/log.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -15,6 +16,7 @@ use crate::{
     indexer::Indexer,
     locks::{read_lock, write_lock},
     namespace::ann::Ann,
+    objlog::{LogSetup, ObjectLogConfig},
     pressure::{self, MemoryBudget},
     storage::Placement,
     timing::{self, StorageTimer, Timer},
@@ -50,6 +52,8 @@ pub struct Engine {
     memory: Option<Arc<MemoryBudget>>,
     /// Where the durable indexes' logs and segments report their timings; none by default.
     timer: Timer,
+    /// How indexes in a shared store write their object logs (lease, batches).
+    log: LogSetup,
 }
 
 impl fmt::Debug for Engine {
@@ -95,12 +99,21 @@ impl Engine {
     }
 
     /// A durable engine keeping its indexes in a shared object store (a
-    /// bucket), under `prefix`: each index's description, manifest, segments
-    /// and graph files live under
-    /// `<prefix>/indexes/<project>/<name>/<incarnation>/`, so a fresh process
-    /// on the same store opens them. Only the write-ahead log is still local,
-    /// in `<root>/<index name>/` (a missing one is started empty at open).
+    /// bucket), under `prefix`: each index's description, manifest, segments,
+    /// graph files, writer lease and write-ahead log (`wal/<seq>` objects) live
+    /// under `<prefix>/indexes/<project>/<name>/<incarnation>/`, so a fresh
+    /// process on the same store opens them with every acknowledged write.
+    /// Nothing of an index is on local disk (`root` holds no index data).
     /// Does no IO.
+    ///
+    /// A write is acknowledged only once its group-commit batch is stored as a
+    /// new object; one process at a time writes an index, holding its lease
+    /// (see [`Engine::with_object_log`]): opening or creating an index another
+    /// live process writes fails with `UNAVAILABLE`, naming the holder and when
+    /// to retry. A process that lost the index to another writer refuses writes
+    /// ("not the writer"). Dropping the index ([`Engine::drop_index`], or the
+    /// last reference to it) releases the lease, so another process takes it
+    /// over at once.
     ///
     /// Index names must be storage names with an incarnation
     /// (`name@project@incarnation`, see `larch_model::IndexKey::storage_name`):
@@ -111,18 +124,24 @@ impl Engine {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use larch_engine::{Dimension, Engine, FlushPolicy, IndexConfig, Metric};
+    /// use larch_engine::{Dimension, Engine, FetchRequest, FlushPolicy, IndexConfig, Metric, UpsertRequest, VectorInput};
     /// use larch_engine::object_store::{memory::InMemory, path::Path};
     ///
-    /// let logs = tempfile::tempdir()?;
+    /// let root = tempfile::tempdir()?;
     /// let bucket = Arc::new(InMemory::new());
     /// let config = IndexConfig { dimension: Dimension::new(2)?, metric: Metric::Cosine };
-    /// let engine = Engine::open_on_store(logs.path(), FlushPolicy::default(), bucket.clone(), Path::from("larch"));
-    /// engine.create_index("movies@default@0a1b2c3d", config)?;
-    /// // Another process, with a log directory of its own, finds the index in the bucket.
+    /// let engine = Engine::open_on_store(root.path(), FlushPolicy::default(), bucket.clone(), Path::from("larch"));
+    /// let index = engine.create_index("movies@default@0a1b2c3d", config)?;
+    /// let vector = VectorInput { id: "a".into(), values: vec![1.0, 0.0], ..Default::default() };
+    /// index.upsert(UpsertRequest { namespace: "films".into(), vectors: vec![vector] })?; // in the bucket now
+    /// drop((index, engine)); // releases the index's writer lease
+    ///
+    /// // Another process, with an empty directory of its own, finds the index and the write.
     /// let other = tempfile::tempdir()?;
     /// let engine = Engine::open_on_store(other.path(), FlushPolicy::default(), bucket, Path::from("larch"));
-    /// engine.open_index("movies@default@0a1b2c3d", config)?;
+    /// let index = engine.open_index("movies@default@0a1b2c3d", config)?;
+    /// let fetched = index.fetch(FetchRequest { namespace: "films".into(), ids: vec!["a".into()] })?;
+    /// assert_eq!(fetched.vectors.len(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_on_store(
@@ -135,6 +154,21 @@ impl Engine {
             placement: Placement::Shared { store, prefix },
             ..Engine::open_with(root, policy)
         }
+    }
+
+    /// How the indexes of an engine on a shared store write their logs: lease TTL and batch
+    /// size (default [`ObjectLogConfig::default`]). Applies to indexes created or opened from
+    /// now on; nothing for other engines.
+    pub fn with_object_log(mut self, config: ObjectLogConfig) -> Self {
+        self.log = LogSetup::new(config);
+        self
+    }
+
+    /// Leases of indexes opened from now on are timed by `clock` (tests move a fake one).
+    #[cfg(test)]
+    pub(crate) fn with_log_clock(mut self, clock: Arc<dyn crate::objlog::clock::Clock>) -> Self {
+        self.log = self.log.with_clock(clock);
+        self
     }
 
     /// Whether indexes keep their files in a shared object store
@@ -169,6 +203,7 @@ impl Engine {
                     &self.placement,
                     self.policy,
                     &self.timer,
+                    &self.log,
                 )?;
                 Index::durable(name, config, namespaces, durable)
             }
@@ -200,6 +235,7 @@ impl Engine {
             &self.placement,
             self.policy,
             &self.timer,
+            &self.log,
         )?;
         self.register(name, Index::durable(name, config, namespaces, durable))
     }
@@ -234,6 +270,18 @@ impl Engine {
         }
         if let Err(err) = self.placement.remove(name) {
             tracing::warn!(index = %name, error = %err, "cannot delete the stored segments of a dropped index");
+        }
+        Ok(())
+    }
+
+    /// Stops every index in a shared store from writing and releases its writer lease, so
+    /// other processes take the indexes over at once (call it when draining, e.g. on
+    /// SIGTERM); reads go on, writes are refused ("not the writer"). Nothing for indexes on
+    /// local disk or in memory.
+    pub fn release_leases(&self) -> Result<()> {
+        let indexes: Vec<Arc<Index>> = read_lock(&self.indexes)?.values().cloned().collect();
+        for index in indexes {
+            index.release_log();
         }
         Ok(())
     }
@@ -452,6 +500,8 @@ mod durable_tests;
 mod flush_proptests;
 #[cfg(test)]
 mod flush_tests;
+#[cfg(test)]
+mod object_log_tests;
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,6 @@
 use std::{
     collections::{BTreeMap, HashSet},
     mem,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
@@ -70,7 +69,6 @@ use crate::{
     segment::{self, RecordRef, Segment},
     storage::{Storage, Version},
     timing::{self, Timer},
-    wal,
 };
 
 /// Where graph files live, beside `segments/`.
@@ -119,9 +117,11 @@ pub struct StorageStats {
     pub segments: usize,
     /// Their total size in bytes.
     pub segment_bytes: u64,
-    /// Write-ahead log files that recovery would replay.
+    /// Write-ahead log files that recovery would replay (in a shared store: log batch
+    /// objects, fences included).
     pub wal_files: u64,
-    /// Bytes in the active write-ahead log file.
+    /// Bytes in the active write-ahead log file (in a shared store: bytes of records logged
+    /// since the last flush).
     pub wal_bytes: u64,
     /// Version of the manifest (0: never flushed).
     pub manifest_generation: u64,
@@ -133,6 +133,14 @@ pub struct StorageStats {
     /// place: in a shared store start-up deletes nothing it does not recognise (on local disk
     /// they are deleted, and this stays 0).
     pub unlisted_segments: usize,
+}
+
+/// Where an index's log stands, for [`Segments::stats`]: the number of its newest log file
+/// (in a shared store: of its newest batch object), and the bytes logged since the last cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ActiveLog {
+    pub(crate) last: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Changes cut from the memtable that no manifest lists yet, oldest first.
@@ -203,8 +211,6 @@ struct Published {
 #[derive(Debug)]
 pub(crate) struct Segments {
     index: String,
-    /// The index directory, where the log files are.
-    dir: PathBuf,
     config: IndexConfig,
     policy: FlushPolicy,
     storage: Arc<dyn Storage>,
@@ -237,17 +243,15 @@ impl Segments {
     /// The segments of a new index: none.
     pub(crate) fn new(
         index: &str,
-        dir: &Path,
         config: IndexConfig,
         policy: FlushPolicy,
         storage: Arc<dyn Storage>,
     ) -> Self {
-        Segments::with_manifest(index, dir, config, policy, storage, Manifest::empty(), None)
+        Segments::with_manifest(index, config, policy, storage, Manifest::empty(), None)
     }
 
     fn with_manifest(
         index: &str,
-        dir: &Path,
         config: IndexConfig,
         policy: FlushPolicy,
         storage: Arc<dyn Storage>,
@@ -256,7 +260,6 @@ impl Segments {
     ) -> Self {
         let segments = Segments {
             index: index.to_owned(),
-            dir: dir.to_owned(),
             config,
             policy,
             storage,
@@ -289,7 +292,6 @@ impl Segments {
     /// [`Segments::remove_orphans`].
     pub(crate) fn open(
         index: &str,
-        dir: &Path,
         config: IndexConfig,
         policy: FlushPolicy,
         storage: Arc<dyn Storage>,
@@ -335,8 +337,7 @@ impl Segments {
             }
             orphans.push(file.path);
         }
-        let segments =
-            Segments::with_manifest(index, dir, config, policy, storage, manifest, version);
+        let segments = Segments::with_manifest(index, config, policy, storage, manifest, version);
         *segments.orphans.lock().map_err(|_| poisoned())? = orphans;
         Ok(segments)
     }
@@ -496,13 +497,13 @@ impl Segments {
     }
 
     /// Segment and log figures, without waiting for a flush in progress.
-    pub(crate) fn stats(&self, wal: &wal::Wal) -> StorageStats {
+    pub(crate) fn stats(&self, log: ActiveLog) -> StorageStats {
         let published = self.published.lock().map(|p| *p).unwrap_or_default();
         StorageStats {
             segments: published.segments,
             segment_bytes: published.segment_bytes,
-            wal_files: (wal.number() + 1).saturating_sub(published.wal_start),
-            wal_bytes: wal.len(),
+            wal_files: (log.last + 1).saturating_sub(published.wal_start),
+            wal_bytes: log.bytes,
             manifest_generation: published.generation,
             flushes: published.flushes,
             compactions: published.compactions,
@@ -519,7 +520,8 @@ impl Segments {
     /// Steps 2 and 3 of a flush (see the module docs): writes `cut` and
     /// every earlier pending change as segments, swaps the manifest to
     /// start replay at log file `wal_start` (numbering its records on from `lsn`, the LSN of
-    /// the last record before it), deletes what it covers, then
+    /// the last record before it), deletes what it covers (the log through `covered`, called
+    /// with `wal_start` once the manifest is swapped), then
     /// compacts. On error the cut stays pending for the next flush. `started`: when the flush
     /// began (before the cut), for its reported duration.
     pub(crate) fn write(
@@ -528,9 +530,10 @@ impl Segments {
         (wal_start, lsn): (u64, u64),
         cut: Vec<Pending>,
         started: Instant,
+        covered: &dyn Fn(u64),
     ) -> Result<()> {
         state.pending.extend(cut);
-        let written = self.write_pending(state, wal_start, lsn);
+        let written = self.write_pending(state, wal_start, lsn, covered);
         if let Err(err) = written {
             state.back_off();
             return Err(err);
@@ -540,7 +543,13 @@ impl Segments {
         self.compact(state)
     }
 
-    fn write_pending(&self, state: &mut State, wal_start: u64, lsn: u64) -> Result<()> {
+    fn write_pending(
+        &self,
+        state: &mut State,
+        wal_start: u64,
+        lsn: u64,
+        covered: &dyn Fn(u64),
+    ) -> Result<()> {
         for pending in &mut state.pending {
             let Pending::Segment {
                 namespace,
@@ -592,9 +601,7 @@ impl Segments {
         state.pending.clear();
         self.publish(&state.manifest, |p| p.flushes += 1);
 
-        if let Err(err) = wal::remove_before(&self.dir, wal_start) {
-            tracing::warn!(index = %self.index, error = %err, "cannot delete write-ahead log files that segments cover; they are deleted at the next start");
-        }
+        covered(wal_start);
         self.delete_segments(&obsolete);
         Ok(())
     }

@@ -12,13 +12,14 @@
 //!
 //! # Durability
 //!
-//! A durable index has a write-ahead log. Every change (record writes in
-//! `commit`, `create_namespace`, `delete_namespace`) is appended and synced
-//! to it *before* memory changes, while the namespace is write-locked: so the
-//! log holds each namespace's changes in the order they were applied, a
+//! A durable index has a write-ahead log ([`IndexLog`]: files in its
+//! directory, or objects in a shared store). Every change (record writes in
+//! `commit`, `create_namespace`, `delete_namespace`) is appended and made
+//! durable *before* memory changes, while the namespace is write-locked: so
+//! the log holds each namespace's changes in the order they were applied, a
 //! reader never sees a change that is not durable, and a failed append
-//! leaves memory untouched. Writers of different namespaces share syncs
-//! (group commit, see `wal`).
+//! leaves memory untouched. Writers of different namespaces share syncs or
+//! batch objects (group commit, see `wal` and `objlog`).
 //!
 //! Every logged change runs inside `Index::logged`, which holds the flush
 //! gate shared from before its append until it is applied. A flush takes the
@@ -38,6 +39,7 @@
 //! | `index/read.rs` | the reads: query, fetch, fetch by metadata, list, stats, namespaces, indexing status |
 //! | `index/write.rs` | the write path (`Index::write`, `Index::commit`), backpressure, namespace creation and deletion, the indexer's build steps |
 //! | `index/durable.rs` | [`Durable`] (the log and segments), logged changes, the flush cut |
+//! | `index/log.rs` | [`IndexLog`]: the log files of an index directory, or the object log of an index in a shared store (its writer, lease and fence) |
 
 use std::{
     collections::BTreeMap,
@@ -57,10 +59,12 @@ use crate::{
 };
 
 mod durable;
+mod log;
 mod read;
 mod write;
 
 pub(crate) use durable::Durable;
+pub(crate) use log::{IndexLog, ObjectLog};
 
 #[cfg(test)]
 mod answer_tests;

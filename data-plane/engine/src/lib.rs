@@ -110,10 +110,16 @@
 //! stores that support it), so an S3-compatible store can be plugged in
 //! later. `object_store` is async; the engine drives its futures on the
 //! calling thread, which is a blocking thread (the server calls the engine
-//! through `spawn_blocking`). [`Engine::open_on_store`] keeps everything but
-//! the log in a shared object store instead (`index.meta` too, created once),
-//! under `<prefix>/indexes/<project>/<name>/<incarnation>/`; there start-up
-//! deletes no object it does not recognise (layout in the `storage` module).
+//! through `spawn_blocking`). [`Engine::open_on_store`] keeps everything in a
+//! shared object store instead (`index.meta` too, created once), under
+//! `<prefix>/indexes/<project>/<name>/<incarnation>/`; there start-up deletes
+//! no object it does not recognise (layout in the `storage` module), and the
+//! log is the object write-ahead log (`objlog`): a write is acknowledged once
+//! its group-commit batch is stored as a new `wal/<seq>` object, by the one
+//! process holding the index's writer lease, and a fresh process with an
+//! empty local directory recovers every acknowledged write (see
+//! `index/log.rs`; [`Engine::with_object_log`] sets the lease TTL and batch
+//! size).
 //!
 //! What is guaranteed:
 //!
@@ -219,7 +225,8 @@ mod locks;
 mod manifest;
 mod metadata;
 mod namespace;
-#[cfg_attr(not(test), allow(dead_code))] // wired into `Index` by the next step of issue 17
+#[cfg_attr(not(test), allow(dead_code))]
+// followers (tailing the log) come with the next step of issue 17
 mod objlog;
 mod pagination;
 mod params;
@@ -247,6 +254,7 @@ pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
 /// The object store crate of [`Engine::open_on_store`]'s signature, so callers build stores
 /// with the same version.
 pub use object_store;
+pub use objlog::ObjectLogConfig;
 pub use params::{Quantization, SearchParams};
 pub use requests::{
     DeleteRequest, FetchByMetadataRequest, FetchByMetadataResponse, FetchRequest, FetchResponse,

@@ -5,8 +5,12 @@
 //! S3-compatible bucket: the bucket is the only durable state, and the only
 //! arbiter between pods is the bucket's conditional put (`PutMode::Create` =
 //! `If-None-Match: *`, `PutMode::Update` = `If-Match`). There is no
-//! consensus protocol of our own. This module is plain library code; the
-//! index and the server wire it in.
+//! consensus protocol of our own. Every index of an engine on a shared store
+//! writes its log through it (`index/log.rs`; opening in `dir`): the lease is
+//! taken at open, the writer fences and replays from the manifest's start,
+//! and a flush deletes the batches below its new start right after the
+//! manifest swap (no grace period yet: there are no followers reading below
+//! it). Followers tailing the log come next.
 //!
 //! # Objects
 //!
@@ -133,7 +137,14 @@
 //! | `clock` | [`Clock`]: the monotonic clock leases are timed with, and a fake one for tests |
 //! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters |
 
-use std::{fmt, future::Future, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
@@ -144,12 +155,142 @@ use crate::{Error, ErrorCode};
 
 pub(crate) mod clock;
 #[cfg(test)]
-mod faulty;
+pub(crate) mod faulty;
 pub(crate) mod lease;
 pub(crate) mod log;
 pub(crate) mod writer;
 
-use clock::Clock;
+use clock::{Clock, MonotonicClock};
+use lease::{Attempt, Contender, Lease, LeaseConfig};
+use writer::LogConfig;
+
+/// How the indexes of an engine on a shared store write their object logs: the writer
+/// lease's timing and the size of a group-commit batch (`Engine::with_object_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLogConfig {
+    /// The writer lease's time to live (default 10 s; the data plane's `--lease-ttl-secs`).
+    /// A successor takes an index over this long after its writer stopped renewing (at
+    /// once after a release); the writer stops acknowledging a quarter of it earlier.
+    pub lease_ttl: Duration,
+    /// At most this many bytes of records go into one `wal/<seq>` object (default 8 MiB;
+    /// the data plane's `--wal-batch-max-mb`); a larger record makes a batch alone.
+    pub max_batch_bytes: usize,
+    /// Names this process in every lease it holds (e.g. the pod name); a random suffix
+    /// makes each process a different holder. Default `larch`.
+    pub holder: String,
+}
+
+impl Default for ObjectLogConfig {
+    fn default() -> Self {
+        ObjectLogConfig {
+            lease_ttl: Duration::from_secs(10),
+            max_batch_bytes: LogConfig::default().max_batch_bytes,
+            holder: "larch".to_owned(),
+        }
+    }
+}
+
+/// How often [`LogSetup::acquire`] looks at a lease held by someone else before it gives
+/// up, and the pause between looks: a holder handing the index over (a rolling restart,
+/// an index dropped moments ago by a thread that still finishes with it) releases it
+/// within moments, and waiting a second beats failing the open.
+const HELD_LOOKS: u32 = 20;
+const HELD_PAUSE: Duration = Duration::from_millis(50);
+
+/// What an engine on a shared store needs to open its indexes' object logs: the
+/// configuration, the clock leases are timed with, and the contenders for leases that
+/// another process holds (kept between open attempts, so that a lease seen unchanged for a
+/// full TTL is taken over at a later attempt).
+#[derive(Debug, Clone)]
+pub(crate) struct LogSetup {
+    config: ObjectLogConfig,
+    clock: Arc<dyn Clock>,
+    contenders: Arc<Mutex<HashMap<String, Contender>>>,
+}
+
+impl Default for LogSetup {
+    fn default() -> Self {
+        LogSetup::new(ObjectLogConfig::default())
+    }
+}
+
+impl LogSetup {
+    pub(crate) fn new(config: ObjectLogConfig) -> Self {
+        LogSetup {
+            config,
+            clock: Arc::new(MonotonicClock::default()),
+            contenders: Arc::default(),
+        }
+    }
+
+    /// The same, with leases timed by `clock` (tests move a fake one).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self.contenders = Arc::default();
+        self
+    }
+
+    /// How the writer of an index's log batches and retries.
+    pub(crate) fn writer_config(&self) -> LogConfig {
+        LogConfig {
+            max_batch_bytes: self.config.max_batch_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Takes the writer lease of index `name`, whose objects are `bucket`: at once if it
+    /// is free or released (looking again for about a second while it is held), or once
+    /// this process has seen it unchanged for a full TTL (over several calls). Otherwise
+    /// `UNAVAILABLE`, naming the holder and when to retry.
+    pub(crate) fn acquire(&self, name: &str, bucket: &Bucket) -> Result<Arc<Lease>, Error> {
+        let mut contenders = self.contenders.lock().map_err(|_| {
+            Error::Internal("the lease contenders are unusable after an earlier panic".to_owned())
+        })?;
+        let contender = match contenders.entry(name.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Contender::new(
+                bucket.clone(),
+                &self.config.holder,
+                LeaseConfig::new(self.config.lease_ttl),
+                Arc::clone(&self.clock),
+            )?),
+        };
+        let mut looks = 0;
+        let attempt = loop {
+            looks += 1;
+            match contender.try_acquire()? {
+                Attempt::Held { .. } if looks < HELD_LOOKS => {
+                    std::thread::sleep(HELD_PAUSE);
+                }
+                attempt => break attempt,
+            }
+        };
+        match attempt {
+            Attempt::Acquired(lease) => {
+                contenders.remove(name);
+                Ok(Arc::new(lease))
+            }
+            Attempt::Held {
+                holder, retry_in, ..
+            } => {
+                let holder = if holder.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    holder
+                };
+                let seconds = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
+                Err(Error::Storage {
+                    code: ErrorCode::Unavailable,
+                    message: format!(
+                        "index '{name}' is being written by {holder}; retry after {}s",
+                        seconds.max(1)
+                    ),
+                })
+            }
+        }
+    }
+}
 
 /// What went wrong in the object log, its lease or its fence.
 ///
@@ -251,6 +392,9 @@ fn random<const N: usize>() -> Result<[u8; N], LogError> {
 pub(crate) struct Bucket {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// Set once a conditional replace fell back to an overwrite (see [`Bucket::put`]), so
+    /// that is logged once.
+    overwrites: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Bucket {
@@ -273,7 +417,13 @@ impl Bucket {
         Bucket {
             store,
             prefix: prefix.into(),
+            overwrites: Arc::default(),
         }
+    }
+
+    /// Where batch `seq` is, for messages and [`Error::Corrupt`].
+    pub(crate) fn wal_location(&self, seq: u64) -> PathBuf {
+        PathBuf::from(self.wal(seq).to_string())
     }
 
     /// Where the log's batch `seq` lives: `<prefix>/wal/<seq, 20 digits>`, so
@@ -311,14 +461,36 @@ impl Bucket {
         }
     }
 
+    /// Puts `payload` at `path` with `mode`. A store that creates conditionally but cannot
+    /// replace conditionally (`LocalFileSystem`, a shared directory) gets an overwrite
+    /// instead of an `If-Match` replace, logged once: the lease then cannot keep two
+    /// processes from both believing they hold it, but every log batch is still created
+    /// conditionally, so the fence still stops a second writer before it acknowledges
+    /// anything that is not in the log.
     fn put(
         &self,
         path: &ObjectPath,
         payload: PutPayload,
         mode: PutMode,
     ) -> Result<UpdateVersion, object_store::Error> {
+        let update = matches!(mode, PutMode::Update(_));
         let options = PutOptions::from(mode);
-        wait(self.store.put_opts(path, payload, options)).map(UpdateVersion::from)
+        match wait(self.store.put_opts(path, payload.clone(), options)) {
+            Err(object_store::Error::NotImplemented { .. }) if update => {
+                if !self
+                    .overwrites
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(store = %self.store, object = %path, "the object store cannot replace an object conditionally; the lease is overwritten, so only the log's fence tells two writers of this index apart");
+                }
+                wait(
+                    self.store
+                        .put_opts(path, payload, PutOptions::from(PutMode::Overwrite)),
+                )
+                .map(UpdateVersion::from)
+            }
+            result => result.map(UpdateVersion::from),
+        }
     }
 
     /// Deletes `path`; a missing object is not an error.

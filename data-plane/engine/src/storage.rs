@@ -47,10 +47,11 @@
 //! without an incarnation (created before incarnations existed) cannot be kept
 //! in a shared store.
 //!
-//! The write-ahead log does **not** go through here yet: it needs appends and
-//! `fdatasync`, which `object_store` cannot offer, so it stays on plain
-//! `std::fs` files in the local index directory (see `wal`), also in shared
-//! placement.
+//! The write-ahead log does not go through here: on local disk it needs
+//! appends and `fdatasync`, which `object_store` cannot offer, so it is plain
+//! `std::fs` files in the index directory (see `wal`); in a shared store it is
+//! the object log (`objlog`: `<index prefix>/wal/<seq>` and `<index prefix>/lease`,
+//! written with conditional creates), whose place [`Placement::log_bucket`] gives.
 //!
 //! # Async bridge
 //!
@@ -81,7 +82,7 @@ use object_store::{
     path::{Path as ObjectPath, PathPart},
 };
 
-use crate::{Error, ErrorCode, Result};
+use crate::{Error, ErrorCode, Result, objlog::Bucket};
 
 #[cfg(test)]
 pub(crate) mod counting;
@@ -220,6 +221,23 @@ impl Placement {
                 Arc::new(ObjectStorage::shared(Arc::clone(store), index))
             }
         })
+    }
+
+    /// Where the object write-ahead log and the lease of index `name` live in a shared
+    /// store (its incarnation prefix, see `objlog`); `None` on local disk, where the log is
+    /// a file in the index directory. `FailedPrecondition` for a name without an
+    /// incarnation, as [`Placement::storage`].
+    pub(crate) fn log_bucket(&self, name: &str) -> Result<Option<Bucket>> {
+        let Placement::Shared { store, prefix } = self else {
+            return Ok(None);
+        };
+        let Some(index) = index_prefix(prefix, name) else {
+            return Err(Error::FailedPrecondition(format!(
+                "index '{name}' has no incarnation id; an index kept in a shared object \
+                 store needs one (name@project@incarnation)"
+            )));
+        };
+        Ok(Some(Bucket::new(Arc::clone(store), index)))
     }
 
     /// Whether indexes live in a shared store.

@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use object_store::memory::InMemory;
 use serde_json::Value;
@@ -90,13 +90,7 @@ pub(crate) fn memory_segments(name: &str, config: IndexConfig) -> Segments {
         Arc::new(InMemory::new()),
         object_store::path::Path::from(name),
     );
-    Segments::new(
-        name,
-        Path::new("/nonexistent"),
-        config,
-        FlushPolicy::default(),
-        Arc::new(storage),
-    )
+    Segments::new(name, config, FlushPolicy::default(), Arc::new(storage))
 }
 
 /// Everything a client can read from an index (of dimension 3).

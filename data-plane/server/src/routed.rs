@@ -1130,8 +1130,8 @@ mod tests {
     }
 
     /// On a bucket an assignment repeated as a create (a retried AttachIndex) keeps the index
-    /// it serves instead of starting it afresh, and a data plane with no local log of an
-    /// index opens what the bucket holds: creating never deletes there (issue 17).
+    /// it serves instead of starting it afresh, and another data plane opens what the bucket
+    /// holds once the first let go of the index: creating never deletes there (issue 17).
     #[tokio::test]
     async fn on_a_bucket_a_repeated_create_keeps_the_index() {
         use larch_engine::object_store::{ObjectStore, memory::InMemory, path::Path};
@@ -1177,7 +1177,9 @@ mod tests {
         let served = first.inner.engine.index(storage).expect("served");
         assert!(Arc::ptr_eq(&served, &index), "the same index is kept");
 
-        // Another data plane, told to recover an index it has no local log of.
+        // Another data plane, told to recover the index, once the first has let go of it
+        // (one writer per index: dropping it releases its lease).
+        drop((served, index, first));
         let second = RoutedDataPlane::new(engine_in("second"), KeyStore::new(), Metrics::new());
         second.attach(&assignment, false).expect("recovered");
         let stats = second

@@ -1,7 +1,8 @@
 //! A data plane whose indexes live in a shared object store ([`IndexStorage::Bucket`]): the
 //! real per-index gRPC server over `InMemory` and `LocalFileSystem` stores. A second data plane
-//! with a log directory of its own serves what the first one flushed, and deleting the index
-//! deletes exactly its incarnation's objects (issue 17).
+//! with an empty data directory of its own serves everything the first one acknowledged,
+//! flushed or only in the object write-ahead log, and deleting the index deletes exactly its
+//! incarnation's objects (issue 17).
 
 use std::sync::Arc;
 
@@ -34,18 +35,30 @@ fn config() -> IndexConfig {
     }
 }
 
-/// A data plane keeping its indexes in `store` under `larch/`, its logs in `logs`; every
-/// write flushes, so everything acknowledged is in the store.
+/// A data plane keeping its indexes in `store` under `larch/`, with `logs` as its data
+/// directory; every write flushes, so everything acknowledged is in segments too.
 fn data_plane(store: &Arc<dyn ObjectStore>, logs: &tempfile::TempDir) -> DataPlane {
+    data_plane_with(
+        store,
+        logs,
+        FlushPolicy {
+            wal_bytes: 1,
+            ..FlushPolicy::default()
+        },
+    )
+}
+
+fn data_plane_with(
+    store: &Arc<dyn ObjectStore>,
+    logs: &tempfile::TempDir,
+    policy: FlushPolicy,
+) -> DataPlane {
     let storage = IndexStorage::Bucket {
         root: logs.path().join("indexes"),
         store: Arc::clone(store),
         prefix: Path::from("larch"),
     };
-    let engine = storage.engine(FlushPolicy {
-        wal_bytes: 1,
-        ..FlushPolicy::default()
-    });
+    let engine = storage.engine(policy);
     assert!(engine.is_on_store());
     DataPlane::new(engine, keys(), "127.0.0.1".parse().unwrap(), Metrics::new())
 }
@@ -126,7 +139,7 @@ async fn serves_an_index_from(store: Arc<dyn ObjectStore>) {
     first.shutdown(std::time::Duration::from_secs(10)).await;
     drop(first);
 
-    // A second data plane with no log of its own recovers the index from the store alone.
+    // A second data plane with an empty data directory recovers the index from the store.
     let second_logs = tempfile::tempdir().unwrap();
     let second = data_plane(&store, &second_logs);
     let port = second
@@ -187,4 +200,96 @@ async fn a_data_plane_serves_an_index_from_a_local_file_system_bucket() {
     let bucket = tempfile::tempdir().unwrap();
     let store = LocalFileSystem::new_with_prefix(bucket.path()).unwrap();
     serves_an_index_from(Arc::new(store)).await;
+}
+
+/// Nothing flushed: every acknowledged write is only in the object write-ahead log, and a
+/// data plane restarted with an empty data directory answers each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_restarted_with_an_empty_data_dir_answers_every_acknowledged_write() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let key = IndexKey::parse(larch_model::DEFAULT_PROJECT, "movies", "5e6f").unwrap();
+    let never = FlushPolicy {
+        wal_bytes: u64::MAX,
+        ..FlushPolicy::default()
+    };
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = data_plane_with(&store, &first_dir, never);
+    let port = first
+        .attach(
+            &key,
+            config(),
+            SearchParams::default(),
+            0,
+            AttachMode::Create,
+        )
+        .unwrap();
+    let mut data = client(port).await;
+    let mut acked = Vec::new();
+    for batch in 0..10u8 {
+        let vectors: Vec<Vector> = (0..3u8)
+            .map(|n| {
+                vector(
+                    &format!("v{batch}-{n}"),
+                    [1.0, f32::from(batch), f32::from(n)],
+                )
+            })
+            .collect();
+        acked.extend(vectors.iter().map(|v| v.id.clone()));
+        data.upsert(UpsertRequest {
+            vectors,
+            namespace: "films".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let stored = objects(&store).await;
+    assert!(
+        !stored.iter().any(|path| path.contains("/segments/")),
+        "nothing was flushed: {stored:?}"
+    );
+    assert!(
+        stored.iter().filter(|path| path.contains("/wal/")).count() > 10,
+        "{stored:?}"
+    );
+    first.shutdown(std::time::Duration::from_secs(10)).await;
+    drop((data, first));
+
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = data_plane_with(&store, &second_dir, never);
+    let port = second
+        .attach(
+            &key,
+            config(),
+            SearchParams::default(),
+            0,
+            AttachMode::Recover,
+        )
+        .unwrap();
+    let mut data = client(port).await;
+    let fetched = data
+        .fetch(FetchRequest {
+            ids: acked.clone(),
+            namespace: "films".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found: Vec<String> = fetched.vectors.into_keys().collect();
+    found.sort();
+    acked.sort();
+    assert_eq!(found, acked);
+    assert_eq!(fetched_values(&mut data, "v7-2").await, [1.0, 7.0, 2.0]);
+    second.shutdown(std::time::Duration::from_secs(10)).await;
+}
+
+async fn fetched_values(data: &mut DataClient, id: &str) -> Vec<f32> {
+    let fetched = data
+        .fetch(FetchRequest {
+            ids: vec![id.into()],
+            namespace: "films".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    fetched.vectors[id].values.clone()
 }

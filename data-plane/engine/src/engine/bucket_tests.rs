@@ -1,7 +1,9 @@
 //! Indexes in a shared object store ([`Engine::open_on_store`]), on `InMemory` and on
-//! `LocalFileSystem`: a fresh engine on the same store opens them, every creation of a name
-//! has its own incarnation's objects, and start-up deletes nothing it does not recognise
-//! (deletes are counted by [`CountingStore`]).
+//! `LocalFileSystem`: a fresh engine on the same store opens them with every acknowledged
+//! write (the log is in the store too), every creation of a name has its own incarnation's
+//! objects, and start-up deletes nothing it does not recognise (deletes are counted by
+//! [`CountingStore`]). The object log's own behaviour (leases, fences) is in
+//! `object_log_tests`.
 
 use std::collections::BTreeMap;
 
@@ -115,7 +117,7 @@ fn a_fresh_engine_opens_the_index_from(store: Arc<dyn ObjectStore>) {
         // A second flush replaces the manifest (a conditional swap where the store has one).
         upsert(&index, &["c"]);
         assert!(index.flush().unwrap());
-        // Not flushed: only in this process's local log.
+        // Not flushed: only in the log, which is in the store too.
         upsert(&index, &["d"]);
         assert_eq!(index.storage_stats().unwrap().segments, 2);
     }
@@ -126,33 +128,28 @@ fn a_fresh_engine_opens_the_index_from(store: Arc<dyn ObjectStore>) {
         .collect();
     assert!(names.contains(&"index.meta"), "{names:?}");
     assert!(names.contains(&"manifest"), "{names:?}");
+    assert!(names.contains(&"lease"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("wal/")), "{names:?}");
     assert_eq!(
         names.iter().filter(|n| n.starts_with("segments/")).count(),
         2,
         "{names:?}"
     );
-    // Locally there is only the log.
-    let local: Vec<String> = std::fs::read_dir(logs.path().join(FIRST))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(
-        local.iter().all(|name| name.starts_with("wal-")),
-        "{local:?}"
-    );
+    // Nothing of the index is on local disk.
+    assert!(!logs.path().join(FIRST).exists());
 
-    // The same process restarted: segments from the store, the rest from its log.
+    // The same process restarted: segments and log from the store.
     let engine = engine_on(&logs, &store);
     let index = engine.open_index(FIRST, config()).unwrap();
     assert_eq!(present(&index, &["a", "b", "c", "d"]), ["a", "b", "c", "d"]);
     drop((index, engine));
 
-    // Another process with no log of its own: what the segments hold.
+    // Another process with an empty local directory: the same.
     let elsewhere = TempDir::new().unwrap();
     let engine = engine_on(&elsewhere, &store);
     let index = engine.open_index(FIRST, config()).unwrap();
-    assert_eq!(present(&index, &["a", "b", "c", "d"]), ["a", "b", "c"]);
-    // It writes and flushes on a log started where the manifest says replay starts.
+    assert_eq!(present(&index, &["a", "b", "c", "d"]), ["a", "b", "c", "d"]);
+    // It writes and flushes on the log from where the manifest says replay starts.
     upsert(&index, &["e"]);
     assert!(index.flush().unwrap());
     drop((index, engine));
@@ -160,8 +157,9 @@ fn a_fresh_engine_opens_the_index_from(store: Arc<dyn ObjectStore>) {
     let index = engine.open_index(FIRST, config()).unwrap();
     assert_eq!(
         present(&index, &["a", "b", "c", "d", "e"]),
-        ["a", "b", "c", "e"]
+        ["a", "b", "c", "d", "e"]
     );
+    drop((index, engine));
 
     // A different description is refused, and a name the store does not hold is not found.
     let other = IndexConfig {
@@ -207,30 +205,51 @@ fn a_name_created_again_never_meets_the_old_objects() {
     assert!(old_objects.len() >= 3, "{old_objects:?}");
 
     // Deleted in the catalog and created again: a new incarnation, while the old one's data
-    // is still there (its removal pending).
+    // is still there (its removal pending). (The old writer's flush deleted the log batch it
+    // covered.)
+    let deletes_before = counting.deletes();
     let new = engine.create_index(SECOND, config()).unwrap();
-    assert_eq!(counting.deletes(), 0, "creating deletes nothing");
+    assert_eq!(
+        counting.deletes(),
+        deletes_before,
+        "creating deletes nothing"
+    );
     assert!(
         present(&new, &["old"]).is_empty(),
         "the old data is never read"
     );
     upsert(&new, &["new"]);
     assert!(new.flush().unwrap());
+    // (Its lease is renewed meanwhile: same object, new content.)
+    let without_lease = |objects: BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
+        objects
+            .into_iter()
+            .filter(|(path, _)| !path.ends_with("/lease"))
+            .collect()
+    };
     assert_eq!(
-        objects_of(&store, FIRST),
-        old_objects,
+        without_lease(objects_of(&store, FIRST)),
+        without_lease(old_objects.clone()),
         "the old incarnation is untouched"
+    );
+    assert!(
+        counting.deleted()[deletes_before..]
+            .iter()
+            .all(|path| path.contains("/9f8e/wal/")),
+        "only the new writer's flush deleted, and only its own log: {:?}",
+        counting.deleted()
     );
 
     // Dropping the old incarnation deletes exactly its objects.
-    let new_objects = objects_of(&store, SECOND);
+    let new_objects = without_lease(objects_of(&store, SECOND));
+    let deletes_before = counting.deletes();
     drop(old);
     engine.drop_index(FIRST).unwrap();
-    let mut deleted = counting.deleted();
+    let mut deleted = counting.deleted().split_off(deletes_before);
     deleted.sort();
     assert_eq!(deleted, old_objects.keys().cloned().collect::<Vec<_>>());
     assert!(objects_of(&store, FIRST).is_empty());
-    assert_eq!(objects_of(&store, SECOND), new_objects);
+    assert_eq!(without_lease(objects_of(&store, SECOND)), new_objects);
 
     // A fresh process finds only the new incarnation's data under the name.
     drop((new, engine));
@@ -254,13 +273,15 @@ fn start_up_deletes_nothing_it_does_not_recognise() {
         upsert(&index, &["a"]);
         assert!(index.flush().unwrap());
     }
+    // The first flush deleted the log batch it covers (the writer's own clean-up).
+    let deletes_before = counting.deletes();
     // Objects this engine does not know: an unlisted segment (another writer's, or left by
-    // an interrupted flush), a later log object, something else entirely, another index.
+    // an interrupted flush), something beside the log objects, something else entirely,
+    // another index.
     let own = index_prefix(&prefix(), FIRST).unwrap();
     let unknown = [
         format!("{own}/segments/seg-999999.seg"),
-        format!("{own}/wal/00000000000000000001"),
-        format!("{own}/lease"),
+        format!("{own}/wal/readme.txt"),
         format!("{own}/notes/readme.txt"),
         "larch/test/indexes/default/books/77/index.meta".to_owned(),
         "elsewhere/file".to_owned(),
@@ -270,21 +291,41 @@ fn start_up_deletes_nothing_it_does_not_recognise() {
     }
     let before = objects(&store);
 
-    // Opened by this process again, and by one without the log.
+    // Opened by this process again, and by another one. Opening writes (the lease, a
+    // fence batch) but changes and deletes nothing that was there.
+    let kept = |before: &BTreeMap<String, Vec<u8>>| {
+        let now = objects(&store);
+        for (path, bytes) in before {
+            if !path.ends_with("/lease") {
+                assert_eq!(now.get(path), Some(bytes), "{path}");
+            }
+        }
+    };
     let elsewhere = TempDir::new().unwrap();
     for logs in [&logs, &elsewhere] {
         let engine = engine_on(logs, &store);
         let index = engine.open_index(FIRST, config()).unwrap();
         assert_eq!(present(&index, &["a"]), ["a"]);
         assert_eq!(index.storage_stats().unwrap().unlisted_segments, 1);
-        assert_eq!(counting.deletes(), 0, "{:?}", counting.deleted());
-        assert_eq!(objects(&store), before);
+        assert_eq!(
+            counting.deletes(),
+            deletes_before,
+            "{:?}",
+            counting.deleted()
+        );
+        kept(&before);
     }
     // Created again (a repeated create of this incarnation): opened as it is.
     let engine = engine_on(&TempDir::new().unwrap(), &store);
     let index = engine.create_index(FIRST, config()).unwrap();
     assert_eq!(present(&index, &["a"]), ["a"]);
-    assert_eq!(counting.deletes(), 0, "{:?}", counting.deleted());
+    assert_eq!(
+        counting.deletes(),
+        deletes_before,
+        "{:?}",
+        counting.deleted()
+    );
+    kept(&before);
 
     // The writer's own clean-up after a manifest swap still deletes what it replaced (a
     // compaction's inputs), and never the unknown objects; the next segment number passes

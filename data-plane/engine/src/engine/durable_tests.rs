@@ -11,7 +11,7 @@ use super::*;
 use crate::{
     DeleteRequest, Dimension, ErrorCode, ListRequest, Metric, UpdateRequest, UpsertRequest,
     VectorInput,
-    index::Durable,
+    index::{Durable, IndexLog},
     test_support::{self, object, snapshot, sparse, vector, vector_with},
     wal::{self, Wal, testing::MemoryFile},
 };
@@ -321,7 +321,7 @@ fn a_failing_log_refuses_writes_and_leaves_memory_and_reads_alone() {
         config(),
         BTreeMap::new(),
         Durable::new(
-            wal,
+            IndexLog::local(wal, Path::new("/nonexistent")),
             test_support::memory_segments(NAME, config()),
             Vec::new(),
         ),

@@ -7,40 +7,40 @@ use std::{
     sync::{Mutex, RwLock},
 };
 
-use super::Index;
+use super::{Index, log::IndexLog};
 use crate::{
     Namespace, Result,
     flush::{Pending, Segments, State, StorageStats},
     locks::{lock, read_lock, write_lock},
-    wal::{self, Wal},
 };
 
-/// Where replay starts after a flush: the log file number, and the LSN of the last record
-/// before that file (see `Segments::write`).
+/// Where replay starts after a flush: the log file number (in a shared store: the sequence
+/// number of the first batch), and the LSN of the last record before it (see
+/// `Segments::write`).
 type ReplayStart = (u64, u64);
 
 /// What a durable index has beyond its memory: its log, its segments, and
 /// what the next flush needs to know.
 pub(crate) struct Durable {
-    pub(super) wal: Wal,
+    pub(super) log: IndexLog,
     pub(super) segments: Segments,
     /// Held shared by every logged change from before its append until it
     /// is applied, and exclusively by a flush while it cuts.
     gate: RwLock<()>,
     /// Namespaces deleted since the last cut.
     pub(super) dropped: Mutex<Vec<Namespace>>,
-    /// Log files this process rotated away from, with their bytes of records: until a
-    /// manifest starts replay after them, they are backlog too (a failed flush rotates but
-    /// deletes nothing).
+    /// Log files this process rotated away from (in a shared store: the last batch of each
+    /// cut), with their bytes of records: until a manifest starts replay after them, they
+    /// are backlog too (a failed flush rotates but deletes nothing).
     rotated: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Durable {
     /// `dropped`: namespaces deleted since the segments were written (by
     /// the replayed log).
-    pub(crate) fn new(wal: Wal, segments: Segments, dropped: Vec<Namespace>) -> Self {
+    pub(crate) fn new(log: IndexLog, segments: Segments, dropped: Vec<Namespace>) -> Self {
         Durable {
-            wal,
+            log,
             segments,
             gate: RwLock::new(()),
             dropped: Mutex::new(dropped),
@@ -51,10 +51,10 @@ impl Durable {
     /// Bytes of logged records no manifest covers yet: the active file's and those of the
     /// rotated files replay would still start from.
     pub(super) fn log_backlog(&self) -> Result<u64> {
-        let active = self.wal.len().saturating_sub(wal::HEADER_LEN);
-        let number = self.wal.number();
-        let files = self.segments.stats(&self.wal).wal_files;
-        let replay_start = (number + 1).saturating_sub(files);
+        let active = self.log.record_bytes();
+        let log = self.log.active();
+        let files = self.segments.stats(log).wal_files;
+        let replay_start = (log.last + 1).saturating_sub(files);
         let mut rotated = lock(&self.rotated)?;
         rotated.retain(|&(file, _)| file >= replay_start);
         Ok(active + rotated.iter().map(|&(_, bytes)| bytes).sum::<u64>())
@@ -79,7 +79,7 @@ impl Index {
             let _gate = read_lock(&durable.gate)?;
             change()?
         };
-        if durable.wal.len() >= durable.segments.policy().wal_bytes
+        if durable.log.len() >= durable.segments.policy().wal_bytes
             && let Err(err) = self.flush_segments(false)
         {
             // The change is durable in the log, which keeps everything until a flush succeeds.
@@ -100,7 +100,7 @@ impl Index {
     /// Segment and log figures of a durable index; `None` in memory.
     pub fn storage_stats(&self) -> Option<StorageStats> {
         let durable = self.durable.as_ref()?;
-        Some(durable.segments.stats(&durable.wal))
+        Some(durable.segments.stats(durable.log.active()))
     }
 
     /// Stops writing files for good, once a flush in progress is done: the
@@ -108,6 +108,16 @@ impl Index {
     pub(crate) fn close(&self) {
         if let Some(durable) = &self.durable {
             durable.segments.close();
+            durable.log.release();
+        }
+    }
+
+    /// Stops writing to a log in a shared store and releases its writer lease, so another
+    /// process takes the index over at once (the process is draining); nothing for a local
+    /// log. Later writes are refused ("not the writer").
+    pub(crate) fn release_log(&self) {
+        if let Some(durable) = &self.durable {
+            durable.log.release();
         }
     }
 
@@ -128,6 +138,11 @@ impl Index {
             return Ok(false);
         };
         let started = std::time::Instant::now();
+        // Before the cut, so writers are not paused for the round trip.
+        if let Err(err) = durable.log.confirm_writer(&self.name) {
+            state.back_off();
+            return Err(err);
+        }
         let (start, cut) = match self.cut(durable, &state, force) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(false),
@@ -136,7 +151,10 @@ impl Index {
                 return Err(err);
             }
         };
-        durable.segments.write(&mut state, start, cut, started)?;
+        let covered = |start| durable.log.remove_before(&self.name, start);
+        durable
+            .segments
+            .write(&mut state, start, cut, started, &covered)?;
         Ok(true)
     }
 
@@ -154,12 +172,14 @@ impl Index {
         force: bool,
     ) -> Result<Option<(ReplayStart, Vec<Pending>)>> {
         let _gate = write_lock(&durable.gate)?;
-        let wal = &durable.wal;
+        let wal = &durable.log;
         if !force && wal.len() < durable.segments.policy().wal_bytes {
             // Another flush got there first.
             return Ok(None);
         }
-        let empty_log = wal.len() <= wal::HEADER_LEN;
+        // A log in a shared store whose writer stopped may have a successor: no flush.
+        wal.check_writable(&self.name)?;
+        let empty_log = wal.is_empty();
         if empty_log && wal.number() == state.wal_start() && !state.has_pending() {
             return Ok(None);
         }
@@ -174,9 +194,10 @@ impl Index {
         let wal_start = if empty_log {
             wal.number()
         } else {
-            let (file, bytes) = (wal.number(), wal.len().saturating_sub(wal::HEADER_LEN));
+            let bytes = wal.record_bytes();
             let next = wal.rotate()?;
-            rotated.push((file, bytes));
+            // The last file (or batch) before the new start.
+            rotated.push((next - 1, bytes));
             next
         };
         let mut cut: Vec<Pending> = mem::take(&mut *dropped)
@@ -193,7 +214,7 @@ impl Index {
                 });
             }
         }
-        // No append is in flight (the gate): every record up to this LSN is in an earlier file.
+        // No append is in flight (the gate): every record up to this LSN is before the start.
         Ok(Some(((wal_start, wal.last_lsn()), cut)))
     }
 }

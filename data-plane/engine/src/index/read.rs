@@ -43,7 +43,7 @@ impl Index {
     /// `x-pinecone-max-indexed-lsn`.
     pub fn last_lsn(&self) -> u64 {
         match &self.durable {
-            Some(durable) => durable.wal.last_lsn(),
+            Some(durable) => durable.log.last_lsn(),
             None => self.memory_lsn.load(Ordering::Acquire),
         }
     }

@@ -215,7 +215,7 @@ impl Index {
         }
         match &self.durable {
             Some(durable) => {
-                durable.wal.append(&codec::encode_create_namespace(
+                durable.log.append(&codec::encode_create_namespace(
                     &namespace,
                     schema_fields.as_deref(),
                 ))?;
@@ -247,7 +247,7 @@ impl Index {
         match &self.durable {
             Some(durable) => {
                 durable
-                    .wal
+                    .log
                     .append(&codec::encode_delete_namespace(&namespace))?;
                 lock(&durable.dropped)?.push(namespace.clone());
             }
@@ -318,7 +318,7 @@ impl Index {
     fn commit(&self, namespace: &Namespace, store: &mut NamespaceStore, op: WriteOp) -> Result<()> {
         match &self.durable {
             Some(durable) => {
-                durable.wal.append(&codec::encode_write(namespace, &op))?;
+                durable.log.append(&codec::encode_write(namespace, &op))?;
             }
             None => self.number_in_memory(),
         }
