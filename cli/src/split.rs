@@ -25,8 +25,9 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
 use larch_catalog::{HostTemplate, SharedDocument};
 use larch_control_plane::split::{DataPlaneUrl, DataPlanes, parse_data_plane_urls};
+use larch_data_plane::IndexStorage;
 use larch_data_plane::routed::{ControlPlane, RoutedDataPlane};
-use larch_engine::{Engine, FlushPolicy};
+use larch_engine::{FlushPolicy, ObjectLogConfig};
 use larch_state::Bucket;
 
 use larch_observe::internal::CallTimeouts;
@@ -136,6 +137,20 @@ pub(crate) struct DataPlaneArgs {
     /// Namespaces with fewer records are searched exactly; larger ones get an HNSW graph.
     #[arg(long, env = "LARCH_ANN_MIN_ROWS", default_value_t = 5000)]
     ann_min_rows: usize,
+    /// Keep every index in an S3-compatible bucket, s3://bucket/prefix (credentials and
+    /// endpoint from the standard AWS_* variables): its write-ahead log as objects, its
+    /// segments, manifest and graphs, so a pod with an empty --data-dir serves it. One pod
+    /// writes an index at a time, under a lease. Without it, indexes live in --data-dir.
+    #[arg(long, env = "LARCH_OBJECT_STORE_URL")]
+    object_store_url: Option<String>,
+    /// With --object-store-url: seconds an index's writer lease lasts unrenewed before
+    /// another pod may take the index over (renewed every third of it).
+    #[arg(long, env = "LARCH_LEASE_TTL_SECS", default_value_t = 10)]
+    lease_ttl_secs: u64,
+    /// With --object-store-url: the most MiB of writes stored as one log object (writes that
+    /// arrive while one is being stored form the next).
+    #[arg(long, env = "LARCH_WAL_BATCH_MAX_MB", default_value_t = 8)]
+    wal_batch_max_mb: u64,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
     /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
@@ -304,6 +319,8 @@ fn pod_name(configured: Option<&str>) -> Result<String, String> {
 /// Validated configuration of `larch data-plane`.
 pub(crate) struct DataPlaneConfig {
     args: DataPlaneArgs,
+    /// The store of --object-store-url, opened (no request made yet).
+    bucket: Option<Bucket>,
     pod: String,
     key: String,
     tls: Option<Tls>,
@@ -316,9 +333,23 @@ pub(crate) struct DataPlaneConfig {
 
 impl DataPlaneArgs {
     pub(crate) fn into_config(self) -> Result<DataPlaneConfig, String> {
-        if self.key_refresh_secs == 0 || self.wal_flush_mb == 0 {
-            return Err("--key-refresh-secs and --wal-flush-mb must be at least 1".into());
+        if self.key_refresh_secs == 0
+            || self.wal_flush_mb == 0
+            || self.lease_ttl_secs == 0
+            || self.wal_batch_max_mb == 0
+        {
+            return Err(
+                "--key-refresh-secs, --wal-flush-mb, --lease-ttl-secs and --wal-batch-max-mb \
+                 must be at least 1"
+                    .into(),
+            );
         }
+        let bucket = self
+            .object_store_url
+            .as_deref()
+            .map(larch_state::bucket::open)
+            .transpose()
+            .map_err(|err| err.to_string())?;
         let key = admin_key()?;
         send_key(&key)?;
         let pod = pod_name(self.pod_name.as_deref())?;
@@ -345,6 +376,7 @@ impl DataPlaneArgs {
             .map(PathBuf::from);
         Ok(DataPlaneConfig {
             args: self,
+            bucket,
             pod,
             key,
             tls,
@@ -553,6 +585,7 @@ pub(crate) fn run_data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
 async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let DataPlaneConfig {
         args,
+        bucket,
         pod,
         key,
         tls,
@@ -574,10 +607,28 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     };
     let metrics = Metrics::new();
     keys.count_refusals(metrics.refusal_counter());
-    let engine = Engine::open_with(data_dir.join(INDEXES_DIR), flush)
+    let root = data_dir.join(INDEXES_DIR);
+    let storage = match bucket {
+        None => IndexStorage::Local { root },
+        Some(bucket) => IndexStorage::Bucket {
+            root,
+            store: bucket.store,
+            prefix: bucket.prefix,
+        },
+    };
+    let engine = storage
+        .engine(flush)
+        .with_object_log(ObjectLogConfig {
+            lease_ttl: Duration::from_secs(args.lease_ttl_secs),
+            max_batch_bytes: usize::try_from(args.wal_batch_max_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
+            holder: pod.clone(),
+        })
         .with_ann_min_rows(args.ann_min_rows)
         .with_storage_timer(metrics.storage_timer());
     let engine = args.memory.apply(engine);
+    // Kept to release the indexes' writer leases after the drain (a bucket only).
+    let leases = engine.clone();
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
@@ -629,7 +680,17 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         stop,
         admin_server,
     };
-    drain(signal, shutdown, server, timeout, "data plane").await
+    let drained = drain(signal, shutdown, server, timeout, "data plane").await;
+    // Writes have stopped: hand every index on a bucket over at once (another pod takes it
+    // without waiting a lease TTL). Nothing for indexes on local disk.
+    match tokio::task::spawn_blocking(move || leases.release_leases()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "cannot release every writer lease; other pods take those indexes over after --lease-ttl-secs")
+        }
+        Err(err) => tracing::warn!(error = %err, "releasing the writer leases failed"),
+    }
+    drained
 }
 
 #[cfg(test)]

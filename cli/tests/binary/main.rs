@@ -13,6 +13,7 @@ mod observability;
 mod pressure;
 mod replicas;
 mod s3_control;
+mod s3_data;
 mod safety;
 mod search;
 mod serve;

@@ -97,7 +97,7 @@ pub(super) fn start_data_plane(dir: &std::path::Path, addr: &str, control_port: 
 }
 
 /// [`start_data_plane`] with more environment variables (`LARCH_…` settings).
-fn start_data_plane_with(
+pub(super) fn start_data_plane_with(
     dir: &std::path::Path,
     addr: &str,
     control_port: u16,
