@@ -12,7 +12,7 @@ control plane keeps its catalog on a ReadWriteMany volume shared by its replicas
 replica replaced with Recreate); the data plane's headless Service and
 the URLs between the planes name objects that exist; a PodDisruptionBudget covers both planes;
 and no Secret is rendered. On a bucket (s3 mode: LARCH_OBJECT_STORE_URL, the s3 overlay): the
-data plane has several pods, no volume claims and each pod's name from the downward API, the
+data plane has one pod (until followers land), no volume claims and each pod's name from the downward API, the
 control plane names every data-plane pod (LARCH_DATA_PLANE_URLS) and runs at least two
 replicas without a volume, and every pod gets the bucket's URL and the object-store Secret
 (AWS_* keys only, the one Secret allowed). Then it breaks the manifests in the ways these rules guard against
@@ -165,10 +165,14 @@ class Rules:
                 if spec.get("strategy", {}).get("type") != "Recreate":
                     self.problem(where, "strategy must be Recreate without LARCH_SHARED_STATE_DIR")
         elif self.s3:
-            self.rule("s3 mode, data plane: several pods, no volumeClaimTemplates, LARCH_POD_NAME "
-                      "from the downward API (metadata.name), a headless governing Service")
-            if (spec.get("replicas") or 1) < 2:
-                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, need at least 2")
+            self.rule("s3 mode, data plane: one pod until followers land (pods on one bucket "
+                      "contend for every index's writer lease), no volumeClaimTemplates, "
+                      "LARCH_POD_NAME from the downward API (metadata.name), a headless "
+                      "governing Service")
+            if (spec.get("replicas") or 1) != 1:
+                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, must be 1 "
+                                    "until followers land: a second pod cannot open an index "
+                                    "another pod writes")
             if spec.get("volumeClaimTemplates"):
                 self.problem(where, "volumeClaimTemplates on a bucket: s3-mode pods keep no volume")
             container = pod["containers"][0]
@@ -608,6 +612,8 @@ LOCAL_BREAKAGES = [
 
 # Breakages of s3 mode (the s3 overlay).
 S3_BREAKAGES = [
+    ("three data-plane pods on one bucket", "must be 1 until followers land", lambda o: find(o, "StatefulSet")
+        ["spec"].update(replicas=3)),
     ("a volume claim on an s3 data plane", "volumeClaimTemplates on a bucket", lambda o: find(o, "StatefulSet")
         ["spec"].update(volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": {
             "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}])),
@@ -633,9 +639,9 @@ S3_BREAKAGES = [
         .update(LARCH_DATA_PLANE_URL="http://larch-data-0.larch-data:5081")),
     ("a pod name not from the downward API", "LARCH_POD_NAME must come", lambda o: container(o, "StatefulSet")
         .update(env=[v for v in container(o, "StatefulSet")["env"] if v["name"] != "LARCH_POD_NAME"])),
-    ("a data-plane budget letting every pod go", "lets all 3 pods go", lambda o: [
-        p["spec"].update(maxUnavailable=3) for p in o
-        if p.get("kind") == "PodDisruptionBudget" and p["metadata"]["name"] == "larch-data"]),
+    ("a control-plane budget letting both replicas go", "lets all 2 pods go", lambda o: [
+        p["spec"].update(maxUnavailable=2) for p in o
+        if p.get("kind") == "PodDisruptionBudget" and p["metadata"]["name"] == "larch-control"]),
     ("a data dir on a claim on a bucket", "persistent volume claim on a bucket", lambda o: [
         v.update(persistentVolumeClaim={"claimName": "x"}) or v.pop("emptyDir")
         for v in find(o, "StatefulSet")["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"]),
