@@ -7,6 +7,7 @@ mod cli_tool;
 mod crash;
 mod drain;
 mod faults;
+mod first_five;
 mod harness;
 mod keys;
 mod observability;
