@@ -167,9 +167,15 @@ pub(crate) struct Route {
     /// the request's authority: split mode's host-routed data plane without wildcard DNS.
     #[arg(long, env = "LARCH_CONNECT_TO", global = true)]
     connect_to: Option<String>,
+    /// The index's host (host:port, as `larch indexes describe` shows it): used as given
+    /// instead of describing the index on the control plane, so a key with only data-plane
+    /// roles (DataPlaneViewer, DataPlaneEditor), which may not describe indexes, works too.
+    #[arg(long, env = "LARCH_INDEX_HOST", global = true)]
+    host: Option<String>,
 }
 
-/// A data-plane client for one index, found by describing it on the control plane.
+/// A data-plane client for one index, found by describing it on the control plane (or at
+/// `--host`).
 #[derive(Clone)]
 pub(crate) struct DataPlane {
     pub(crate) client: VectorServiceClient<Channel>,
@@ -182,8 +188,14 @@ impl DataPlane {
         route: &Route,
         index: &str,
     ) -> anyhow::Result<Self> {
-        let mut indexes = Indexes::connect(connection).await?;
-        let host = indexes.describe(index.to_owned()).await?.host;
+        let (host, key) = match &route.host {
+            Some(host) => (host.clone(), crate::output::api_key()?),
+            None => {
+                let mut indexes = Indexes::connect(connection).await?;
+                let host = indexes.describe(index.to_owned()).await?.host;
+                (host, indexes.key().clone())
+            }
+        };
         let url = with_scheme(&host);
         let endpoint = match &route.connect_to {
             None => Endpoint::from_shared(url.clone())
@@ -204,7 +216,7 @@ impl DataPlane {
             .with_context(|| format!("cannot reach index {index}'s data plane at {url}"))?;
         Ok(Self {
             client: VectorServiceClient::new(channel),
-            key: indexes.key().clone(),
+            key,
         })
     }
 }

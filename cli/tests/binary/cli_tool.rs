@@ -735,3 +735,74 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
         "{namespaces}"
     );
 }
+
+/// A key with only data-plane roles may not describe indexes, so `vectors` cannot find the
+/// index's host through the control plane; `--host` gives it, and the same key then queries
+/// (and is still refused what its role forbids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_viewer_key_queries_when_given_the_host() {
+    let server = Server::start().await;
+    let env = server.env();
+    let created = json(
+        &[
+            "indexes",
+            "create",
+            "books",
+            "--dimension",
+            "2",
+            "--metric",
+            "cosine",
+        ],
+        &env,
+    );
+    let host = created["host"].as_str().expect("a host").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("books.jsonl");
+    write_jsonl(&file, &records(5, 2));
+    let (code, _, stderr) = cli(&upsert_args("books", file.to_str().unwrap(), &[]), &env);
+    assert_eq!(code, 0, "{stderr}");
+    // `larch keys` always prints JSON.
+    let (code, stdout, stderr) = cli(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "reader",
+            "--role",
+            "DataPlaneViewer",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let reader: Value = serde_json::from_str(&stdout).expect("the created key as JSON");
+    let secret = reader["value"]
+        .as_str()
+        .expect("the key's secret")
+        .to_owned();
+    let reader_env = [
+        ("LARCH_ADDR", server.url.as_str()),
+        ("LARCH_API_KEY", secret.as_str()),
+    ];
+    let query = [
+        "vectors", "query", "--index", "books", "--id", "v1", "--top-k", "3",
+    ];
+
+    let (code, _, stderr) = cli(&query, &reader_env);
+    assert_ne!(code, 0, "describing the index needs a control-plane role");
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+
+    let with_host = [&query[..], &["--host", &host]].concat();
+    let answer = json(&with_host, &reader_env);
+    let matches = answer["matches"].as_array().expect("matches");
+    assert_eq!(matches.len(), 3, "{answer}");
+    assert_eq!(matches[0]["id"], "v1", "{answer}");
+
+    let write = [
+        &upsert_args("books", file.to_str().unwrap(), &[])[..],
+        &["--host", &host],
+    ]
+    .concat();
+    let (code, _, stderr) = cli(&write, &reader_env);
+    assert_ne!(code, 0, "a viewer may not write");
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+}
