@@ -59,7 +59,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
+/// Creates a 2-dimensional cosine index `name` on the control plane at `addr` (admin key).
+pub(super) async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
     IndexServiceClient::new(connect(addr).await)
         .create_index(with_key(
             CreateIndexRequest {
@@ -74,7 +75,8 @@ async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
         .map(tonic::Response::into_inner)
 }
 
-async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
+/// The names of the indexes `key` sees on the control plane at `addr`.
+pub(super) async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
     IndexServiceClient::new(connect(addr).await)
         .list_indexes(with_key(ListIndexesRequest {}, Some(key)))
         .await

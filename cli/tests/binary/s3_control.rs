@@ -9,12 +9,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use larch_proto::control::index_service_client::IndexServiceClient;
-use larch_proto::control::{CreateIndexRequest, IndexModel, ListIndexesRequest};
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use tonic::Code;
 
 use super::harness::*;
+use super::replicas::{create, list};
 use super::split::{KEY, create_key, eventually, query, start_data_plane, upsert_a, via_host};
 
 /// A control-plane replica on `addr` with its lock and admin-key hash in `dir` and its state
@@ -46,28 +45,6 @@ async fn replica(
     let addr = larch.control_addr().to_string();
     wait_serving(&addr, "").await;
     (larch, addr)
-}
-
-async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
-    IndexServiceClient::new(connect(addr).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: name.into(),
-                dimension: Some(2),
-                metric: Some("cosine".into()),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
-    IndexServiceClient::new(connect(addr).await)
-        .list_indexes(with_key(ListIndexesRequest {}, Some(key)))
-        .await
-        .map(|r| r.into_inner().indexes.into_iter().map(|i| i.name).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use larch_proto::control::DeleteIndexRequest;
 use larch_proto::control::index_service_client::IndexServiceClient;
-use larch_proto::control::{CreateIndexRequest, DeleteIndexRequest};
 use larch_proto::pinecone::DescribeIndexStatsRequest;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use tonic::Code;
 
 use super::harness::*;
+use super::replicas::create;
 use super::split::{KEY, eventually, upsert_a, via_host};
 
 /// `larch data-plane` named `pod`, keeping its data in `dir`, on `addr`.
@@ -50,21 +51,6 @@ async fn stats(addr: &str, host: &str) -> Result<u32, tonic::Status> {
         .describe_index_stats(with_key(DescribeIndexStatsRequest::default(), Some(KEY)))
         .await
         .map(|stats| stats.into_inner().dimension.unwrap_or_default())
-}
-
-async fn create(control: &str, name: &str) -> Result<String, tonic::Status> {
-    IndexServiceClient::new(connect(control).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: name.into(),
-                dimension: Some(2),
-                metric: Some("cosine".into()),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .map(|created| created.into_inner().host)
 }
 
 async fn delete(control: &str, name: &str) {
@@ -151,7 +137,7 @@ async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_
 
     // Created: attached on both pods when CreateIndex returns, each naming the same preferred
     // writer, one of the two.
-    let movies = create(&control_addr, "movies").await.unwrap();
+    let movies = create(&control_addr, "movies").await.unwrap().host;
     for addr in &addrs {
         assert_eq!(stats(addr, &movies).await.unwrap(), 2, "{addr}");
     }
@@ -182,7 +168,7 @@ async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_
 
     // One pod down: a create still succeeds, served by the other at once.
     assert!(planes[1].terminate().success(), "{}", planes[1].stderr());
-    let books = create(&control_addr, "books").await.unwrap();
+    let books = create(&control_addr, "books").await.unwrap().host;
     assert_eq!(stats(&addrs[0], &books).await.unwrap(), 2);
     // Back (same address, as behind its headless Service): it serves the index as soon as it
     // is SERVING, having pulled it.
