@@ -3,22 +3,15 @@
 //! (initial metadata) and REST (headers), in the embedded and the split data plane; LSNs only
 //! grow, across namespaces and across a restart (with and without a flush before it).
 
-use std::time::Duration;
-
 use http::StatusCode;
-use larch_auth::grpc::SendKey;
-use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
-use larch_data_plane::routed::{ControlPlane, RoutedDataPlane, serve_routed};
-use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
-use larch_proto::internal::{AttachIndexRequest, IndexAssignment};
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use larch_proto::pinecone::{DeleteRequest, QueryRequest, UpdateRequest, UpsertRequest, Vector};
 use larch_tests::{DataClient, KeyInterceptor, TestServer, json};
 use serde_json::json as j;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Endpoint;
 
 use crate::rest_client::{Reply, Rest};
+use crate::routed_server::RoutedServer;
 
 const REQUEST_LSN: &str = "x-pinecone-request-lsn";
 const MAX_INDEXED_LSN: &str = "x-pinecone-max-indexed-lsn";
@@ -230,81 +223,17 @@ async fn issue_18_lsns_keep_growing_across_restarts() {
 /// same headers.
 #[tokio::test]
 async fn issue_18_split_mode_sends_the_lsn_headers_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = ApiKey::generate();
-    let keys = KeyStore::new();
-    keys.insert(StoredKey::new(&admin, Grant::admin()));
-    let data_plane = RoutedDataPlane::new(
-        larch_engine::Engine::open(dir.path().join("indexes")),
-        keys,
-        larch_observe::Metrics::new(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    // No control plane: the index is attached directly below.
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let control_plane = ControlPlane {
-        url: format!("http://{nowhere}"),
-        admin_key: SendKey::new(admin.as_str()).unwrap(),
-        admin_key_file: None,
-        key_max_age: Duration::from_secs(3600),
-        refresh: Duration::from_secs(3600),
-        ca_pem: None,
-        timeouts: larch_observe::internal::CallTimeouts::new(Duration::from_secs(5)),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve_routed(
-        listener,
-        data_plane,
-        control_plane,
-        larch_observe::Readiness::new(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = RoutedServer::start().await;
     let host = "fresh.default.larch.test";
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DataPlaneControlClient::with_interceptor(channel, KeyInterceptor::new(Some(admin.as_str())))
-        .attach_index(AttachIndexRequest {
-            index: Some(IndexAssignment {
-                project: Grant::DEFAULT_PROJECT.into(),
-                name: "fresh".into(),
-                dimension: 2,
-                metric: "cosine".into(),
-                search: None,
-                host: host.into(),
-                incarnation: String::new(),
-                pods: Vec::new(),
-                preferred_writer: String::new(),
-            }),
-            create: true,
-        })
-        .await
-        .unwrap();
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .origin(format!("http://{host}").parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut data =
-        VectorServiceClient::with_interceptor(channel, KeyInterceptor::new(Some(admin.as_str())));
+    server.attach("fresh", "cosine", host).await;
+    let mut data = VectorServiceClient::with_interceptor(
+        server.via(host).await,
+        KeyInterceptor::new(Some(server.admin.as_str())),
+    );
     let lsns = grpc_writes(&mut data, "films", "a").await;
     assert_increasing(&lsns);
     let answer = data.query(query("films")).await.unwrap();
     assert!(lsn_of(answer.metadata(), MAX_INDEXED_LSN) >= lsns[2]);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), served)
-        .await
-        .expect("drained")
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

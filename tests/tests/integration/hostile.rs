@@ -20,16 +20,14 @@ use bytes::Bytes;
 use h2::SendStream;
 use h2::client::{ResponseFuture, SendRequest};
 use http::HeaderMap;
-use larch_auth::grpc::SendKey;
-use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
+use larch_auth::ApiKey;
 use larch_control_plane::LimitSettings;
-use larch_data_plane::routed::{ControlPlane, RoutedDataPlane, serve_routed};
 use larch_proto::control::ListIndexesRequest;
-use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
-use larch_proto::internal::{AttachIndexRequest, IndexAssignment};
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use larch_proto::pinecone::{QueryRequest, UpsertRequest, Vector};
 use larch_tests::{KeyInterceptor, TestServer, wait_serving};
+
+use crate::routed_server::RoutedServer;
 use tokio::net::TcpStream;
 use tonic::Code;
 use tonic::transport::Endpoint;
@@ -373,65 +371,11 @@ async fn junk_paths_do_not_grow_the_metrics_label_set() {
 /// UNAUTHENTICATED.
 #[tokio::test]
 async fn split_mode_authenticates_before_routing() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = ApiKey::generate();
-    let keys = KeyStore::new();
-    keys.insert(StoredKey::new(&admin, Grant::admin()));
-    let data_plane = RoutedDataPlane::new(
-        larch_engine::Engine::open(dir.path().join("indexes")),
-        keys,
-        larch_observe::Metrics::new(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    // A control plane that is not there: the data plane keeps the keys it has, and is told
-    // about its index directly below.
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let control_plane = ControlPlane {
-        url: format!("http://{nowhere}"),
-        admin_key: SendKey::new(admin.as_str()).unwrap(),
-        admin_key_file: None,
-        key_max_age: Duration::from_secs(3600),
-        refresh: Duration::from_secs(3600),
-        ca_pem: None,
-        timeouts: larch_observe::internal::CallTimeouts::new(Duration::from_secs(5)),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve_routed(
-        listener,
-        data_plane,
-        control_plane,
-        larch_observe::Readiness::new(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = RoutedServer::start().await;
+    let addr = server.addr.clone();
+    let admin = &server.admin;
     let host = "movies.default.larch.test";
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DataPlaneControlClient::with_interceptor(channel, KeyInterceptor::new(Some(admin.as_str())))
-        .attach_index(AttachIndexRequest {
-            index: Some(IndexAssignment {
-                project: Grant::DEFAULT_PROJECT.into(),
-                name: "movies".into(),
-                dimension: 2,
-                metric: "euclidean".into(),
-                search: None,
-                host: host.into(),
-                incarnation: String::new(),
-                pods: Vec::new(),
-                preferred_writer: String::new(),
-            }),
-            create: true,
-        })
-        .await
-        .unwrap();
+    server.attach("movies", "euclidean", host).await;
 
     let wrong = ApiKey::generate();
     let ask = async |host: &str, key: Option<&str>| {
@@ -462,6 +406,5 @@ async fn split_mode_authenticates_before_routing() {
     let answer = ask(host, Some(admin.as_str())).await.expect("served");
     assert!(answer.into_inner().matches.is_empty());
 
-    let _ = stop.send(());
-    promptly("drain", served).await.unwrap().unwrap();
+    server.stop().await;
 }

@@ -27,5 +27,6 @@ mod projects;
 mod rest_client;
 mod rest_control;
 mod rest_data;
+mod routed_server;
 mod scores;
 mod split_pods;
