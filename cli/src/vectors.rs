@@ -692,10 +692,14 @@ fn settle(
             }
             Ok(u64::from(count))
         }
-        Err(status) => Err(failed(status).context(format!(
-            "upsert refused; the file's first {} records are in (re-run with --skip {})",
-            resume.records, resume.records
-        ))),
+        Err(status) => Err(failed(status).context(match resume.records {
+            // Nothing acknowledged: a plain refusal (a key without the right, a bad index),
+            // not a run to resume.
+            0 => "upsert refused; no record of this run was written".to_owned(),
+            records => format!(
+                "upsert refused; the file's first {records} records are in (re-run with --skip {records})"
+            ),
+        })),
     }
 }
 

@@ -206,6 +206,15 @@ async fn the_readmes_first_five_minutes_work_as_written() {
     );
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
     assert!(stderr.contains("may not write vectors"), "{stderr}");
+    // The line the section shows is the one printed (after the log's `larch: ` prefix).
+    let refusal = stderr
+        .lines()
+        .find(|line| line.contains("PermissionDenied"))
+        .expect("the refusal line");
+    assert!(
+        section.contains(refusal.trim()),
+        "the section shows the refusal as printed: {refusal}"
+    );
     assert!(
         section.contains("PermissionDenied"),
         "the section shows the refusal"
