@@ -3,7 +3,7 @@
 //!
 //! [`Imports`] is the process's import settings (the `--import-root` directory `file://` URIs
 //! must be under, whether `s3://` URIs are allowed, the directory job states are kept in) and
-//! its jobs, by index. Where the files come from is [`super::source`]'s concern. A job runs on
+//! its jobs, by index. Where the files come from is the `source` module's concern. A job runs on
 //! a blocking thread of its own, one job of an index at a time (later ones wait as `Pending`):
 //! it reads the namespaces' Parquet files a batch of rows at a time ([`super::parquet`]) and
 //! upserts each batch through the engine index's `upsert`, the same call as the upsert RPC, so

@@ -12,7 +12,7 @@
 //!   bad rows named by file and row), the namespace directories of an import
 //!   ([`parquet::namespaces`]), and a writer of such files ([`parquet::write`]). Shared with the
 //!   `larch vectors upsert --file x.parquet` CLI.
-//! - [`source`]: where the files come from, a directory or a bucket prefix: listing, row
+//! - `source`: where the files come from, a directory or a bucket prefix: listing, row
 //!   counts, and opening a file (an object is downloaded to a scratch file first).
 //! - [`job`]: the jobs — settings, start, the background run through the engine's upsert,
 //!   persisted state and resume after a restart, cancel, list and describe.
@@ -55,7 +55,8 @@ pub enum ImportError {
          give a file:// URI"
     )]
     S3Off,
-    /// A URI that is not a readable `file://` directory under the import root.
+    /// A URI that is not a readable `file://` directory under the import root, nor a bucket
+    /// prefix that can be listed and holds the layout.
     #[error("{0}")]
     BadUri(String),
     /// A `limit` out of range or a `paginationToken` this server did not give.
