@@ -95,6 +95,9 @@ pub struct Config {
     /// Bulk imports may read `file://` directories under this one (`--import-root`); `None`:
     /// imports are refused.
     pub import_root: Option<PathBuf>,
+    /// Bulk imports may read `s3://bucket/prefix` URIs with this process's `AWS_*` settings
+    /// (`--import-allow-s3`).
+    pub import_allow_s3: bool,
 }
 
 impl Config {
@@ -119,6 +122,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             import_root: None,
+            import_allow_s3: false,
         }
     }
 }
@@ -252,6 +256,7 @@ impl Embedded {
                 imports: larch_data_plane::import::Imports::new(
                     larch_data_plane::import::ImportSettings {
                         root: config.import_root.clone(),
+                        allow_s3: config.import_allow_s3,
                         state_dir: Some(config.data_dir.join(IMPORTS_DIR)),
                     },
                 ),

@@ -43,6 +43,11 @@ pub(crate) struct ServeArgs {
     /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
     #[arg(long, env = "LARCH_IMPORT_ROOT")]
     import_root: Option<PathBuf>,
+    /// Allow bulk imports of s3://bucket/prefix URIs. The server reads them with its own AWS_*
+    /// credentials, so any caller with a data-plane write role could make it read whatever
+    /// those credentials reach: allow it only when that is acceptable.
+    #[arg(long, env = "LARCH_IMPORT_ALLOW_S3", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    import_allow_s3: bool,
     /// Requests per second each API key may send; beyond it requests get RESOURCE_EXHAUSTED
     /// with a retry pushback [default: no limit].
     #[arg(long, env = "LARCH_RATE_LIMIT")]
@@ -163,6 +168,7 @@ impl ServeArgs {
             tls: self.server.tls.load()?,
             limits: self.server.limits.limits()?,
             import_root: self.import_root,
+            import_allow_s3: self.import_allow_s3,
         })
     }
 }

@@ -157,6 +157,11 @@ pub(crate) struct DataPlaneArgs {
     /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
     #[arg(long, env = "LARCH_IMPORT_ROOT")]
     import_root: Option<PathBuf>,
+    /// Allow bulk imports of s3://bucket/prefix URIs. The server reads them with its own AWS_*
+    /// credentials, so any caller with a data-plane write role could make it read whatever
+    /// those credentials reach: allow it only when that is acceptable.
+    #[arg(long, env = "LARCH_IMPORT_ALLOW_S3", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    import_allow_s3: bool,
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
@@ -635,6 +640,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let imports =
         larch_data_plane::import::Imports::new(larch_data_plane::import::ImportSettings {
             root: args.import_root.clone(),
+            allow_s3: args.import_allow_s3,
             state_dir: Some(data_dir.join(larch::embedded::IMPORTS_DIR)),
         });
     let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)

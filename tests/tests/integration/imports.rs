@@ -364,8 +364,14 @@ async fn imports_outside_the_root_or_without_one_are_refused() {
         .await
         .expect(StatusCode::BAD_REQUEST);
     assert!(refused(&reply).contains("outside"), "{reply}");
+    // s3:// needs the operator's --import-allow-s3 (off here): 412 naming it.
     let reply = rest
         .post("/bulk/imports", json!({"uri": "s3://bucket/set"}))
+        .await
+        .expect(StatusCode::PRECONDITION_FAILED);
+    assert!(refused(&reply).contains("--import-allow-s3"), "{reply}");
+    let reply = rest
+        .post("/bulk/imports", json!({"uri": "gs://bucket/set"}))
         .await
         .expect(StatusCode::BAD_REQUEST);
     assert!(refused(&reply).contains("object storage"), "{reply}");

@@ -2,7 +2,8 @@
 //! resumes them.
 //!
 //! [`Imports`] is the process's import settings (the `--import-root` directory `file://` URIs
-//! must be under, the directory job states are kept in) and its jobs, by index. A job runs on
+//! must be under, whether `s3://` URIs are allowed, the directory job states are kept in) and
+//! its jobs, by index. Where the files come from is the `source` module's concern. A job runs on
 //! a blocking thread of its own, one job of an index at a time (later ones wait as `Pending`):
 //! it reads the namespaces' Parquet files a batch of rows at a time ([`super::parquet`]) and
 //! upserts each batch through the engine index's `upsert`, the same call as the upsert RPC, so
@@ -27,7 +28,8 @@ use larch_engine::{Engine, UpsertRequest, VectorInput};
 use larch_model::Code;
 use serde::{Deserialize, Serialize};
 
-use super::parquet::{self, ParquetRecords};
+use super::parquet;
+use super::source::Source;
 use super::{ImportError, Result};
 
 /// How long a job waits before retrying a batch the engine refused for backpressure.
@@ -73,7 +75,7 @@ impl Status {
 pub struct NamespaceFiles {
     /// The namespace (`""` for the default one).
     pub namespace: String,
-    /// Its Parquet files, in import order.
+    /// Its Parquet files, in import order: local paths, or `s3://bucket/key` names.
     pub files: Vec<PathBuf>,
 }
 
@@ -125,9 +127,13 @@ impl ImportState {
 /// Where the import settings come from: `larch serve --import-root`.
 #[derive(Debug, Clone, Default)]
 pub struct ImportSettings {
-    /// `file://` URIs must name a directory under this one; `None`: imports are off.
+    /// `file://` URIs must name a directory under this one; `None`: `file://` imports are off.
     pub root: Option<PathBuf>,
-    /// Job states are kept under this directory; `None`: in memory only (tests, in-memory
+    /// Whether `s3://bucket/prefix` URIs may be imported (`--import-allow-s3`): the server
+    /// reads them with its own `AWS_*` credentials, so API callers could make it read any
+    /// bucket those reach.
+    pub allow_s3: bool,
+    /// Job states (and the scratch file of an object being read) are kept under this directory; `None`: in memory only (tests, in-memory
     /// engines).
     pub state_dir: Option<PathBuf>,
 }
@@ -218,11 +224,12 @@ impl Imports {
         uri: &str,
         error_mode: ErrorMode,
     ) -> Result<String> {
-        let dir = self.resolve(uri)?;
-        let layout = parquet::namespaces(&dir)?;
+        let source = self.resolve(uri)?;
+        let layout = source.layout(uri)?;
         if layout.is_empty() {
             return Err(ImportError::BadUri(format!(
-                "{uri} holds no namespace directories with .parquet files; lay it out as \
+                "{uri} holds no namespace directories with .parquet files (or does not exist); \
+                 lay it out as \
                  Pinecone documents: one sub-directory per namespace (__default__ for the \
                  default one) of .parquet files"
             )));
@@ -232,7 +239,7 @@ impl Imports {
         let rows_total = layout
             .iter()
             .flat_map(|(_, files)| files)
-            .map(|file| ParquetRecords::open(file, 0).map_or(0, |f| f.rows()))
+            .map(|file| source.rows(file))
             .sum();
         let jobs = self.index(index);
         let id = {
@@ -288,6 +295,12 @@ impl Imports {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
+        // A scratch file a crash left behind (see `spool`).
+        let leftovers = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        for leftover in leftovers.filter(|e| e.path().extension().is_some_and(|x| x == "download"))
+        {
+            let _ = std::fs::remove_file(leftover.path());
+        }
         let mut states: Vec<ImportState> = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -457,17 +470,46 @@ impl Imports {
         }
     }
 
-    /// Whether `file://` imports are allowed, and the resolved directory of `uri`.
-    fn resolve(&self, uri: &str) -> Result<PathBuf> {
-        let Some(root) = &self.inner.settings.root else {
-            return Err(ImportError::Off);
-        };
-        if uri.starts_with("s3://") || uri.starts_with("gs://") || uri.starts_with("https://") {
+    /// Where job `id` of `index` downloads the object it reads: beside the job states, or in
+    /// the system's temporary directory without them.
+    fn spool(&self, index: &str, id: &str) -> PathBuf {
+        match &self.inner.settings.state_dir {
+            Some(dir) => dir.join(index).join(format!("{id}.download")),
+            None => std::env::temp_dir().join(format!(
+                "larch-import-{}-{index}-{id}.download",
+                std::process::id()
+            )),
+        }
+    }
+
+    /// The source of a job's files when it runs (a start checked the URI; a resumed job is
+    /// checked again against today's settings).
+    fn source_of(&self, uri: &str) -> Result<Source> {
+        if uri.starts_with("s3://") {
+            if !self.inner.settings.allow_s3 {
+                return Err(ImportError::S3Off);
+            }
+            return Source::s3(uri);
+        }
+        Ok(Source::Dir(PathBuf::new()))
+    }
+
+    /// Whether imports of `uri` are allowed, and its source: the resolved directory of a
+    /// `file://` URI, the bucket of an `s3://` one.
+    fn resolve(&self, uri: &str) -> Result<Source> {
+        if uri.starts_with("s3://") {
+            return self.source_of(uri);
+        }
+        if uri.starts_with("gs://") || uri.starts_with("https://") {
             return Err(ImportError::BadUri(format!(
-                "{uri}: imports from object storage are not available in this Larch yet; \
+                "{uri}: imports from this object storage are not available in Larch; use \
+                 s3://BUCKET/PREFIX of an S3-compatible store (if the server allows it), or \
                  copy the files under the server's --import-root and give a file:// URI"
             )));
         }
+        let Some(root) = &self.inner.settings.root else {
+            return Err(ImportError::Off);
+        };
         let Some(path) = uri.strip_prefix("file://") else {
             return Err(ImportError::BadUri(format!(
                 "{uri} is not a file:// URI; give file:///PATH under the server's --import-root"
@@ -497,7 +539,7 @@ impl Imports {
                 "{uri} is not a directory; give the directory holding the namespace directories"
             )));
         }
-        Ok(resolved)
+        Ok(Source::Dir(resolved))
     }
 }
 
@@ -575,6 +617,12 @@ impl Runner {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.check()?;
+        let source = self
+            .imports
+            .source_of(&state.uri)
+            .map_err(|err| Stop::Failed(err.to_string()))?;
+        let spool = self.imports.spool(&self.index, &state.id);
+        let interrupted = || self.check().is_err();
         state.status = Status::InProgress;
         self.save(state.clone());
         let (first_ns, first_file, first_row) = state.next;
@@ -587,9 +635,11 @@ impl Runner {
                 } else {
                     0
                 };
-                let mut records = match ParquetRecords::open(path, start_row) {
+                let mut records = match source.open(path, start_row, &spool, &interrupted) {
                     Ok(records) => records,
                     Err(err) => {
+                        // A stop or cancel interrupts a download: that, not the file, is why.
+                        self.check()?;
                         self.unreadable(state, err, (ns, f + 1, 0))?;
                         continue;
                     }
@@ -766,6 +816,7 @@ mod tests {
             .unwrap();
         let imports = Imports::new(ImportSettings {
             root: Some(dir.path().join("root")),
+            allow_s3: false,
             state_dir: Some(dir.path().join("state")),
         });
         let uri = format!("file://{}", set.display());
@@ -813,7 +864,14 @@ mod tests {
         assert!(err.to_string().contains("outside"), "{err}");
         let err = refused(&format!("file://{}/root/set/../..", dir.path().display()));
         assert!(err.to_string().contains("outside"), "{err}");
+        // s3:// needs the operator's switch: 412 naming it.
         let err = refused("s3://bucket/x");
+        assert_eq!(
+            larch_model::Classified::code(&err),
+            Code::FailedPrecondition
+        );
+        assert!(err.to_string().contains("--import-allow-s3"), "{err}");
+        let err = refused("gs://bucket/x");
         assert!(err.to_string().contains("object storage"), "{err}");
         let err = refused("root/set");
         assert!(err.to_string().contains("file://"), "{err}");
@@ -843,6 +901,7 @@ mod tests {
             .unwrap();
         let imports = Imports::new(ImportSettings {
             root: Some(dir.path().join("root")),
+            allow_s3: false,
             state_dir: None,
         });
         let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
@@ -883,5 +942,175 @@ mod tests {
         assert_eq!((page.len(), page[0].id.as_str(), next), (1, "3", None));
         assert!(imports.list("i", Some(0), None).is_err());
         assert!(imports.list("i", None, Some("x")).is_err());
+    }
+
+    /// Puts `bytes` at `name` under the test bucket's prefix.
+    fn put(bucket: &larch_state::bucket::Bucket, name: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        futures_executor::block_on(bucket.store.put(&bucket.path(name), bytes.into())).unwrap();
+    }
+
+    /// A Parquet file of records `r<first>`… as bytes.
+    fn parquet_bytes(range: std::ops::Range<usize>) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        let records: Vec<VectorInput> = range.map(record).collect();
+        write_records(&path, &records, 500).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    fn s3_imports(state: &Path, allow_s3: bool) -> Imports {
+        Imports::new(ImportSettings {
+            root: None,
+            allow_s3,
+            state_dir: Some(state.to_owned()),
+        })
+    }
+
+    fn counts(engine: &Engine) -> Vec<(String, u64)> {
+        let mut counts = engine
+            .index("i")
+            .unwrap()
+            .describe_stats(None)
+            .unwrap()
+            .namespaces;
+        counts.sort();
+        counts
+    }
+
+    #[test]
+    fn s3_imports_read_every_namespace_of_a_bucket_prefix() {
+        let Some(test) = larch_state::testing::s3("s3_import_namespaces") else {
+            return;
+        };
+        put(&test.bucket, "set/docs/0.parquet", parquet_bytes(0..1200));
+        put(
+            &test.bucket,
+            "set/docs/1.parquet",
+            parquet_bytes(1200..1500),
+        );
+        put(
+            &test.bucket,
+            "set/docs/notes.txt",
+            b"not an import file".to_vec(),
+        );
+        put(
+            &test.bucket,
+            "set/__default__/0.parquet",
+            parquet_bytes(0..10),
+        );
+        put(
+            &test.bucket,
+            "elsewhere/docs/0.parquet",
+            parquet_bytes(0..7),
+        );
+        let (dir, engine, _, _) = setup(0);
+        let imports = s3_imports(&dir.path().join("state"), true);
+        let uri = format!("{}/set/", test.url);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(state.status, Status::Completed, "{state:?}");
+        assert_eq!(
+            (state.records_imported, state.rows_done, state.rows_total),
+            (1510, 1510, 1510)
+        );
+        assert_eq!(
+            counts(&engine),
+            vec![(String::new(), 10), ("docs".to_owned(), 1500)]
+        );
+        // The scratch file of the last object is gone.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("state").join("i"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|name| !name.to_string_lossy().ends_with(".json"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // Refused up front with 400: an empty prefix, a bucket that does not exist.
+        for (uri, why) in [
+            (format!("{}/nothing", test.url), "no namespace directories"),
+            ("s3://larch-no-such-bucket/set".to_owned(), "cannot list"),
+        ] {
+            let err = imports
+                .start(&engine, "i", &uri, ErrorMode::Abort)
+                .unwrap_err();
+            assert_eq!(larch_model::Classified::code(&err), Code::InvalidArgument);
+            assert!(err.to_string().contains(why), "{uri}: {err}");
+        }
+    }
+
+    #[test]
+    fn s3_a_corrupt_object_fails_the_import_naming_it_or_is_skipped() {
+        let Some(test) = larch_state::testing::s3("s3_import_corrupt") else {
+            return;
+        };
+        put(
+            &test.bucket,
+            "set/ns/0.parquet",
+            b"PAR1 this is no parquet".to_vec(),
+        );
+        put(&test.bucket, "set/ns/1.parquet", parquet_bytes(0..5));
+        let (dir, engine, _, _) = setup(0);
+        let imports = s3_imports(&dir.path().join("state"), true);
+        let uri = format!("{}/set", test.url);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        let state = wait(&imports, &id);
+        let named = format!("{}/set/ns/0.parquet", test.url);
+        assert_eq!(state.status, Status::Failed);
+        assert!(
+            state.error.as_deref().is_some_and(|e| e.contains(&named)),
+            "{state:?}"
+        );
+        let id = imports
+            .start(&engine, "i", &uri, ErrorMode::Continue)
+            .unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(
+            (state.status, state.records_imported),
+            (Status::Completed, 5)
+        );
+    }
+
+    #[test]
+    fn s3_imports_resume_after_a_restart_only_while_still_allowed() {
+        let Some(test) = larch_state::testing::s3("s3_import_resume") else {
+            return;
+        };
+        put(&test.bucket, "set/ns/0.parquet", parquet_bytes(0..30));
+        let (dir, engine, _, _) = setup(0);
+        let state_dir = dir.path().join("state");
+        let uri = format!("{}/set", test.url);
+        // A server stopped before its import ran, then restarted.
+        let start_stopped = |imports: &Imports| {
+            imports.pause("i", true);
+            let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+            imports.stop("i");
+            imports.pause("i", false);
+            id
+        };
+        // Resumed by a server that still allows s3://.
+        let id = start_stopped(&s3_imports(&state_dir, true));
+        let imports = s3_imports(&state_dir, true);
+        imports.recover(&engine, "i");
+        let state = wait(&imports, &id);
+        assert_eq!(
+            (state.status, state.records_imported),
+            (Status::Completed, 30)
+        );
+        // A server restarted without the switch fails the job saying so, not silently.
+        let id = start_stopped(&imports);
+        assert_eq!(id, "2");
+        let imports = s3_imports(&state_dir, false);
+        imports.recover(&engine, "i");
+        let state = wait(&imports, &id);
+        assert_eq!(state.status, Status::Failed);
+        assert!(
+            state
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("--import-allow-s3")),
+            "{state:?}"
+        );
     }
 }

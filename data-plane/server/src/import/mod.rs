@@ -1,7 +1,8 @@
 //! Bulk import: Pinecone's `/bulk/imports` API over Parquet files in Pinecone's import layout.
 //!
 //! `POST /bulk/imports` with a `file://` URI of a directory under the operator's
-//! `--import-root` starts a job ([`job::Imports::start`]) that upserts the records of every
+//! `--import-root`, or an `s3://bucket/prefix` URI when the operator allows it
+//! (`--import-allow-s3`), starts a job ([`job::Imports::start`]) that upserts the records of every
 //! namespace directory's Parquet files in the background; `GET /bulk/imports[/{id}]`
 //! describes jobs, `DELETE /bulk/imports/{id}` cancels one. The REST handlers
 //! ([`crate::rest`]) only decode, call [`job::Imports`] and encode ([`wire`]).
@@ -11,6 +12,8 @@
 //!   bad rows named by file and row), the namespace directories of an import
 //!   ([`parquet::namespaces`]), and a writer of such files ([`parquet::write`]). Shared with the
 //!   `larch vectors upsert --file x.parquet` CLI.
+//! - `source`: where the files come from, a directory or a bucket prefix: listing, row
+//!   counts, and opening a file (an object is downloaded to a scratch file first).
 //! - [`job`]: the jobs — settings, start, the background run through the engine's upsert,
 //!   persisted state and resume after a restart, cancel, list and describe.
 //! - [`wire`]: Pinecone's JSON shapes of the import API.
@@ -21,6 +24,7 @@ use larch_model::{Classified, Code};
 
 pub mod job;
 pub mod parquet;
+mod source;
 pub mod wire;
 
 pub use job::{ErrorMode, ImportSettings, ImportState, Imports, Status};
@@ -43,7 +47,16 @@ pub enum ImportError {
          --import-root DIR (LARCH_IMPORT_ROOT) to allow file:// imports of directories under DIR"
     )]
     Off,
-    /// A URI that is not a readable `file://` directory under the import root.
+    /// An `s3://` URI on a server started without `--import-allow-s3`.
+    #[error(
+        "bulk import from s3:// is off on this server: it reads buckets with the server's own \
+         AWS_* credentials, so the operator must allow it with --import-allow-s3 \
+         (LARCH_IMPORT_ALLOW_S3=true); or copy the files under the server's --import-root and \
+         give a file:// URI"
+    )]
+    S3Off,
+    /// A URI that is not a readable `file://` directory under the import root, nor a bucket
+    /// prefix that can be listed and holds the layout.
     #[error("{0}")]
     BadUri(String),
     /// A `limit` out of range or a `paginationToken` this server did not give.
@@ -90,7 +103,9 @@ impl Classified for ImportError {
             ImportError::Unreadable { .. }
             | ImportError::BadUri(_)
             | ImportError::BadPage { .. } => Code::InvalidArgument,
-            ImportError::Off | ImportError::Finished { .. } => Code::FailedPrecondition,
+            ImportError::Off | ImportError::S3Off | ImportError::Finished { .. } => {
+                Code::FailedPrecondition
+            }
             ImportError::NotFound(_) => Code::NotFound,
             ImportError::Engine(err) => err.code(),
             ImportError::State { .. } => Code::Internal,

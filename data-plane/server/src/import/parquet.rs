@@ -90,11 +90,18 @@ impl std::fmt::Debug for ParquetRecords {
 impl ParquetRecords {
     /// Opens `path` positioned at row `skip`, checking its columns before any row is read.
     pub fn open(path: &Path, skip: u64) -> Result<ParquetRecords> {
+        ParquetRecords::open_named(path, path, skip)
+    }
+
+    /// [`ParquetRecords::open`] of the local file `local`, named `name` in every message and
+    /// bad record (a downloaded object: `s3://bucket/key`).
+    pub fn open_named(local: &Path, name: &Path, skip: u64) -> Result<ParquetRecords> {
+        let path = name;
         let unreadable = |message: String| ImportError::Unreadable {
             file: path.to_owned(),
             message,
         };
-        let file = File::open(path).map_err(|err| unreadable(format!("cannot open: {err}")))?;
+        let file = File::open(local).map_err(|err| unreadable(format!("cannot open: {err}")))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|err| unreadable(format!("not a Parquet file: {err}")))?;
         let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
