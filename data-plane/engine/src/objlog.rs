@@ -135,7 +135,7 @@
 //! | `writer` | [`Writer`](writer::Writer): group commit, ambiguous PUTs, the fence at open, truncation; the [`Authority`](writer::Authority) it writes under |
 //! | `lease` | [`Contender`](lease::Contender), [`Lease`](lease::Lease) and [`Renewer`](lease::Renewer): the lease object, acquisition, takeover, renewal, release |
 //! | `clock` | [`Clock`]: the monotonic clock leases are timed with, and a fake one for tests |
-//! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters |
+//! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters, the paths deleted |
 
 use std::{
     collections::HashMap,

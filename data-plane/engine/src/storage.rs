@@ -84,9 +84,6 @@ use object_store::{
 
 use crate::{Error, ErrorCode, Result, objlog::Bucket};
 
-#[cfg(test)]
-pub(crate) mod counting;
-
 /// Runs an `object_store` future to completion on this thread: the single
 /// async-to-sync bridge of the engine (see the module docs).
 fn wait<F: Future>(future: F) -> F::Output {

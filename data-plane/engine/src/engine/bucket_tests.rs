@@ -2,7 +2,7 @@
 //! `LocalFileSystem`: a fresh engine on the same store opens them with every acknowledged
 //! write (the log is in the store too), every creation of a name has its own incarnation's
 //! objects, and start-up deletes nothing it does not recognise (deletes are counted by
-//! [`CountingStore`]). The object log's own behaviour (leases, fences) is in
+//! [`FaultyStore`], without faults). The object log's own behaviour (leases, fences) is in
 //! `object_log_tests`.
 
 use std::collections::BTreeMap;
@@ -14,9 +14,8 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::{
-    Dimension, ErrorCode, FetchRequest, Metric, UpsertRequest,
-    storage::{counting::CountingStore, index_prefix},
-    test_support::vector,
+    Dimension, ErrorCode, FetchRequest, Metric, UpsertRequest, objlog::faulty::FaultyStore,
+    storage::index_prefix, test_support::vector,
 };
 
 /// The first incarnation of `movies`, and the one it gets when created again.
@@ -44,6 +43,21 @@ fn prefix() -> ObjectPath {
 
 fn engine_on(logs: &TempDir, store: &Arc<dyn ObjectStore>) -> Engine {
     Engine::open_on_store(logs.path(), policy(), Arc::clone(store), prefix())
+}
+
+/// An in-memory store that notes every delete, as itself and as a plain store.
+fn counting_store() -> (Arc<FaultyStore>, Arc<dyn ObjectStore>) {
+    let counting = FaultyStore::new(Arc::new(InMemory::new()));
+    let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as _;
+    (counting, store)
+}
+
+/// Creates index `FIRST` in `engine` and flushes `ids` into a segment.
+fn created_and_flushed(engine: &Engine, ids: &[&str]) -> Arc<Index> {
+    let index = engine.create_index(FIRST, config()).unwrap();
+    upsert(&index, ids);
+    assert!(index.flush().unwrap());
+    index
 }
 
 fn upsert(index: &Index, ids: &[&str]) {
@@ -111,9 +125,7 @@ fn a_fresh_engine_opens_the_index_from(store: Arc<dyn ObjectStore>) {
     let logs = TempDir::new().unwrap();
     {
         let engine = engine_on(&logs, &store);
-        let index = engine.create_index(FIRST, config()).unwrap();
-        upsert(&index, &["a", "b"]);
-        assert!(index.flush().unwrap());
+        let index = created_and_flushed(&engine, &["a", "b"]);
         // A second flush replaces the manifest (a conditional swap where the store has one).
         upsert(&index, &["c"]);
         assert!(index.flush().unwrap());
@@ -194,23 +206,20 @@ fn a_fresh_engine_opens_an_index_from_a_local_file_system_store() {
 
 #[test]
 fn a_name_created_again_never_meets_the_old_objects() {
-    let counting = CountingStore::new(Arc::new(InMemory::new()));
-    let store: Arc<dyn ObjectStore> = Arc::new(counting.clone());
+    let (counting, store) = counting_store();
     let logs = TempDir::new().unwrap();
     let engine = engine_on(&logs, &store);
-    let old = engine.create_index(FIRST, config()).unwrap();
-    upsert(&old, &["old"]);
-    assert!(old.flush().unwrap());
+    let old = created_and_flushed(&engine, &["old"]);
     let old_objects = objects_of(&store, FIRST);
     assert!(old_objects.len() >= 3, "{old_objects:?}");
 
     // Deleted in the catalog and created again: a new incarnation, while the old one's data
     // is still there (its removal pending). (The old writer's flush deleted the log batch it
     // covered.)
-    let deletes_before = counting.deletes();
+    let deletes_before = counting.counts().deletes;
     let new = engine.create_index(SECOND, config()).unwrap();
     assert_eq!(
-        counting.deletes(),
+        counting.counts().deletes,
         deletes_before,
         "creating deletes nothing"
     );
@@ -242,7 +251,7 @@ fn a_name_created_again_never_meets_the_old_objects() {
 
     // Dropping the old incarnation deletes exactly its objects.
     let new_objects = without_lease(objects_of(&store, SECOND));
-    let deletes_before = counting.deletes();
+    let deletes_before = counting.counts().deletes;
     drop(old);
     engine.drop_index(FIRST).unwrap();
     let mut deleted = counting.deleted().split_off(deletes_before);
@@ -264,17 +273,11 @@ fn a_name_created_again_never_meets_the_old_objects() {
 
 #[test]
 fn start_up_deletes_nothing_it_does_not_recognise() {
-    let counting = CountingStore::new(Arc::new(InMemory::new()));
-    let store: Arc<dyn ObjectStore> = Arc::new(counting.clone());
+    let (counting, store) = counting_store();
     let logs = TempDir::new().unwrap();
-    {
-        let engine = engine_on(&logs, &store);
-        let index = engine.create_index(FIRST, config()).unwrap();
-        upsert(&index, &["a"]);
-        assert!(index.flush().unwrap());
-    }
+    created_and_flushed(&engine_on(&logs, &store), &["a"]);
     // The first flush deleted the log batch it covers (the writer's own clean-up).
-    let deletes_before = counting.deletes();
+    let deletes_before = counting.counts().deletes;
     // Objects this engine does not know: an unlisted segment (another writer's, or left by
     // an interrupted flush), something beside the log objects, something else entirely,
     // another index.
@@ -308,7 +311,7 @@ fn start_up_deletes_nothing_it_does_not_recognise() {
         assert_eq!(present(&index, &["a"]), ["a"]);
         assert_eq!(index.storage_stats().unwrap().unlisted_segments, 1);
         assert_eq!(
-            counting.deletes(),
+            counting.counts().deletes,
             deletes_before,
             "{:?}",
             counting.deleted()
@@ -320,7 +323,7 @@ fn start_up_deletes_nothing_it_does_not_recognise() {
     let index = engine.create_index(FIRST, config()).unwrap();
     assert_eq!(present(&index, &["a"]), ["a"]);
     assert_eq!(
-        counting.deletes(),
+        counting.counts().deletes,
         deletes_before,
         "{:?}",
         counting.deleted()

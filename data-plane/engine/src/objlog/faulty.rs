@@ -2,8 +2,9 @@
 //! any store (an `InMemory` one in tests) and, per operation and key pattern,
 //! fails a call, delays it, holds it until the test opens a gate, or applies it
 //! and then reports an error (the ambiguous case: a PUT that landed but whose
-//! answer was lost to a timeout or a retried 5xx). It counts calls by kind, so
-//! a test can prove that a store handle issued no deletes.
+//! answer was lost to a timeout or a retried 5xx). It counts calls by kind and
+//! notes every path a delete was asked for, so a test can prove that a store
+//! handle deleted nothing, or exactly what it deleted.
 //!
 //! The engine drives store futures with `futures_executor::block_on` on its
 //! own thread, so a delay or a held gate simply blocks that thread, as a slow
@@ -158,6 +159,8 @@ pub(crate) struct FaultyStore {
 struct FaultState {
     rules: Vec<Rule>,
     counts: Counts,
+    /// Every path a delete was asked for, in order (faulted ones included).
+    deleted: Vec<String>,
 }
 
 impl FaultState {
@@ -167,7 +170,10 @@ impl FaultState {
         match op {
             Op::Put => counts.puts += 1,
             Op::Get => counts.gets += 1,
-            Op::Delete => counts.deletes += 1,
+            Op::Delete => {
+                counts.deletes += 1;
+                self.deleted.push(path.to_string());
+            }
             Op::List => counts.lists += 1,
         }
         let key = path.as_ref();
@@ -230,6 +236,11 @@ impl FaultyStore {
     /// The calls made so far.
     pub(crate) fn counts(&self) -> Counts {
         self.state().counts
+    }
+
+    /// Every path a delete was asked for so far, in order: `counts().deletes` of them.
+    pub(crate) fn deleted(&self) -> Vec<String> {
+        self.state().deleted.clone()
     }
 
     /// Counts the call and suffers its fault up to the point where the inner
@@ -422,6 +433,7 @@ mod tests {
         wait(store.delete(&Path::from("b"))).unwrap();
         assert!(!exists(&store, "a") && !exists(&store, "b"));
         assert_eq!(store.counts().deletes, 3);
+        assert_eq!(store.deleted(), ["a", "a", "b"]);
     }
 
     #[test]
