@@ -55,8 +55,6 @@ struct Commit {
     leader: bool,
     /// Finished batches whose writers have not all been told; at most a few.
     outcomes: HashMap<u64, Outcome>,
-    /// LSN of the last record written and synced (0: none yet).
-    last_lsn: u64,
     /// Set when a sync failed: the message every later write gets.
     poisoned: Option<String>,
     /// Records appended and syncs attempted, for tests of the batching.
@@ -82,7 +80,8 @@ pub(crate) struct Wal {
     number: AtomicU64,
     /// Durable length of that file, readable without waiting for a sync.
     len: AtomicU64,
-    /// `Commit::last_lsn`, readable without waiting for a sync.
+    /// LSN of the last record written and synced (0: none yet), readable without waiting
+    /// for a sync; a leader numbers its batch's records on from it.
     lsn: AtomicU64,
     tail: Mutex<Tail>,
     commit: Mutex<Commit>,
@@ -110,7 +109,6 @@ impl Wal {
                 finished: 0,
                 leader: false,
                 outcomes: HashMap::new(),
-                last_lsn: 0,
                 poisoned: None,
                 appends: 0,
                 syncs: 0,
@@ -130,9 +128,6 @@ impl Wal {
     /// last record before it (at recovery, the manifest's plus the records replayed).
     pub(crate) fn after_lsn(mut self, lsn: u64) -> Self {
         self.lsn = AtomicU64::new(lsn);
-        if let Ok(commit) = self.commit.get_mut() {
-            commit.last_lsn = lsn;
-        }
         self
     }
 
@@ -279,10 +274,8 @@ impl Wal {
             let first_lsn = match outcome {
                 Ok(()) => {
                     // Numbered only now that they are durable, so a failed batch takes no LSNs.
-                    let first = commit.last_lsn + 1;
-                    commit.last_lsn += records as u64;
-                    self.lsn.store(commit.last_lsn, Ordering::Release);
-                    Ok(first)
+                    let last = self.lsn.fetch_add(records as u64, Ordering::AcqRel);
+                    Ok(last + 1)
                 }
                 Err(failure) => {
                     if let Some(poison) = failure.poison {
