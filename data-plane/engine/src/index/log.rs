@@ -76,7 +76,7 @@ impl IndexLog {
     pub(crate) fn last_lsn(&self) -> u64 {
         match self {
             IndexLog::Local { wal, .. } => wal.last_lsn(),
-            IndexLog::Object(log) => log.last_seq.load(Ordering::Acquire),
+            IndexLog::Object(log) => log.writer.last_stored(),
         }
     }
 
@@ -132,7 +132,7 @@ impl IndexLog {
                 bytes: wal.len(),
             },
             IndexLog::Object(log) => ActiveLog {
-                last: log.last_seq.load(Ordering::Acquire),
+                last: log.writer.last_stored(),
                 bytes: log.bytes.load(Ordering::Acquire),
             },
         }
@@ -215,8 +215,6 @@ pub(crate) struct ObjectLog {
     cut_start: AtomicU64,
     /// Bytes of records appended (or replayed) since the last cut.
     bytes: AtomicU64,
-    /// The highest sequence number stored: this writer's fence, then its batches.
-    last_seq: AtomicU64,
     released: AtomicBool,
 }
 
@@ -237,7 +235,6 @@ impl ObjectLog {
                 &err,
             )
         })?;
-        let fence = writer.fence_seq();
         Ok(ObjectLog {
             index: index.to_owned(),
             writer,
@@ -245,7 +242,6 @@ impl ObjectLog {
             renewer: Mutex::new(Some(renewer)),
             cut_start: AtomicU64::new(cut_start),
             bytes: AtomicU64::new(replayed),
-            last_seq: AtomicU64::new(fence),
             released: AtomicBool::new(false),
         })
     }
@@ -256,7 +252,6 @@ impl ObjectLog {
             .append(payload.to_vec())
             .map_err(|err| refused(&self.index, err))?;
         self.bytes.fetch_add(payload.len() as u64, Ordering::AcqRel);
-        self.last_seq.fetch_max(seq, Ordering::AcqRel);
         Ok(seq)
     }
 

@@ -12,7 +12,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
@@ -198,6 +198,14 @@ impl Writer {
         Ok(self.lock()?.stored_below)
     }
 
+    /// The sequence number of the last batch stored: this writer's fence, then its
+    /// newest batch (reported once it is stored, before its appenders return).
+    pub(crate) fn last_stored(&self) -> u64 {
+        // A panic while storing leaves `stored_below` as it was: still true.
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.stored_below - 1
+    }
+
     /// Why this writer stopped writing, if it did.
     pub(crate) fn failure(&self) -> Option<LogError> {
         self.lock()
@@ -377,7 +385,7 @@ impl Drop for InFlight<'_> {
             .writer
             .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         state.in_flight = false;
         state.forming.clear();
         state.failure = Some((self.seq, poisoned()));
