@@ -131,9 +131,7 @@ pub(crate) fn create(
     timer: &Timer,
     log: &LogSetup,
 ) -> Result<Opened> {
-    if let Some(bucket) = placement.log_bucket(name)? {
-        // A shared store has no local directory: the path only names the index in messages.
-        let storage = placement.storage(Path::new(name), name)?;
+    if let Some((storage, bucket)) = placement.shared(name)? {
         return create_shared(name, config, storage, bucket, policy, timer, log);
     }
     let failed = |err: io::Error| {
@@ -239,8 +237,7 @@ pub(crate) fn open(
     timer: &Timer,
     log: &LogSetup,
 ) -> Result<Opened> {
-    if let Some(bucket) = placement.log_bucket(name)? {
-        let storage = placement.storage(Path::new(name), name)?;
+    if let Some((storage, bucket)) = placement.shared(name)? {
         return open_shared(name, config, storage, bucket, policy, timer, log);
     }
     let dir = root.join(name);

@@ -51,7 +51,7 @@
 //! appends and `fdatasync`, which `object_store` cannot offer, so it is plain
 //! `std::fs` files in the index directory (see `wal`); in a shared store it is
 //! the object log (`objlog`: `<index prefix>/wal/<seq>` and `<index prefix>/lease`,
-//! written with conditional creates), whose place [`Placement::log_bucket`] gives.
+//! written with conditional creates), whose place [`Placement::shared`] gives.
 //!
 //! # Async bridge
 //!
@@ -205,26 +205,17 @@ impl Placement {
     /// store `name` must carry an incarnation (`FailedPrecondition` if not:
     /// an index from before incarnations cannot move into a shared store).
     pub(crate) fn storage(&self, dir: &Path, name: &str) -> Result<Arc<dyn Storage>> {
-        Ok(match self {
-            Placement::IndexDirs => Arc::new(ObjectStorage::local(dir)?),
-            Placement::Shared { store, prefix } => {
-                let Some(index) = index_prefix(prefix, name) else {
-                    return Err(Error::FailedPrecondition(format!(
-                        "index '{name}' has no incarnation id; an index kept in a shared object \
-                         store needs one (name@project@incarnation), so that a name created \
-                         again never meets the objects of the old index"
-                    )));
-                };
-                Arc::new(ObjectStorage::shared(Arc::clone(store), index))
-            }
-        })
+        match self.shared(name)? {
+            None => Ok(Arc::new(ObjectStorage::local(dir)?)),
+            Some((storage, _)) => Ok(storage),
+        }
     }
 
-    /// Where the object write-ahead log and the lease of index `name` live in a shared
-    /// store (its incarnation prefix, see `objlog`); `None` on local disk, where the log is
-    /// a file in the index directory. `FailedPrecondition` for a name without an
-    /// incarnation, as [`Placement::storage`].
-    pub(crate) fn log_bucket(&self, name: &str) -> Result<Option<Bucket>> {
+    /// Where index `name` lives in a shared store: its storage, and the bucket of its object
+    /// write-ahead log and lease (see `objlog`), both under its incarnation prefix. `None` on
+    /// local disk, where the log is a file in the index directory. `FailedPrecondition` for
+    /// a name without an incarnation.
+    pub(crate) fn shared(&self, name: &str) -> Result<Option<(Arc<dyn Storage>, Bucket)>> {
         let Placement::Shared { store, prefix } = self else {
             return Ok(None);
         };
@@ -234,7 +225,11 @@ impl Placement {
                  store needs one (name@project@incarnation)"
             )));
         };
-        Ok(Some(Bucket::new(Arc::clone(store), index)))
+        let storage = ObjectStorage::shared(Arc::clone(store), index.clone());
+        Ok(Some((
+            Arc::new(storage),
+            Bucket::new(Arc::clone(store), index),
+        )))
     }
 
     /// Whether indexes live in a shared store.
