@@ -140,18 +140,19 @@
 use std::{
     collections::HashMap,
     fmt,
-    future::Future,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
-    path::Path as ObjectPath,
+    ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion, path::Path as ObjectPath,
 };
 
-use crate::{Error, ErrorCode};
+use crate::{
+    Error, ErrorCode,
+    storage::{put_replacing, wait},
+};
 
 pub(crate) mod clock;
 #[cfg(test)]
@@ -368,16 +369,6 @@ impl From<LogError> for Error {
     }
 }
 
-/// Runs an `object_store` future to completion on this thread, as `storage`
-/// does: callers of this module are blocking threads (the server's
-/// `spawn_blocking` pool or the engine's own threads), never async tasks. A
-/// store whose IO needs a Tokio runtime (the S3 client) must be built to
-/// spawn its requests on one (object_store's `SpawnedReqwestConnector`), so
-/// that its futures complete under any executor.
-fn wait<F: Future>(future: F) -> F::Output {
-    futures_executor::block_on(future)
-}
-
 /// Random bytes from the operating system.
 fn random<const N: usize>() -> Result<[u8; N], LogError> {
     let mut bytes = [0; N];
@@ -463,34 +454,20 @@ impl Bucket {
 
     /// Puts `payload` at `path` with `mode`. A store that creates conditionally but cannot
     /// replace conditionally (`LocalFileSystem`, a shared directory) gets an overwrite
-    /// instead of an `If-Match` replace, logged once: the lease then cannot keep two
-    /// processes from both believing they hold it, but every log batch is still created
-    /// conditionally, so the fence still stops a second writer before it acknowledges
-    /// anything that is not in the log.
+    /// instead of an `If-Match` replace, logged once (see [`put_replacing`]): the lease then
+    /// cannot keep two processes from both believing they hold it, but every log batch is
+    /// still created conditionally, so the fence still stops a second writer before it
+    /// acknowledges anything that is not in the log.
     fn put(
         &self,
         path: &ObjectPath,
         payload: PutPayload,
         mode: PutMode,
     ) -> Result<UpdateVersion, object_store::Error> {
-        let update = matches!(mode, PutMode::Update(_));
-        let options = PutOptions::from(mode);
-        match wait(self.store.put_opts(path, payload.clone(), options)) {
-            Err(object_store::Error::NotImplemented { .. }) if update => {
-                if !self
-                    .overwrites
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    tracing::warn!(store = %self.store, object = %path, "the object store cannot replace an object conditionally; the lease is overwritten, so only the log's fence tells two writers of this index apart");
-                }
-                wait(
-                    self.store
-                        .put_opts(path, payload, PutOptions::from(PutMode::Overwrite)),
-                )
-                .map(UpdateVersion::from)
-            }
-            result => result.map(UpdateVersion::from),
-        }
+        put_replacing(&*self.store, path, payload, mode, &self.overwrites, || {
+            tracing::warn!(store = %self.store, object = %path, "the object store cannot replace an object conditionally; the lease is overwritten, so only the log's fence tells two writers of this index apart");
+        })
+        .map(UpdateVersion::from)
     }
 
     /// Deletes `path`; a missing object is not an error.

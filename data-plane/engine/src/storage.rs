@@ -77,7 +77,7 @@ use std::{
 
 use larch_model::IndexKey;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion,
     local::LocalFileSystem,
     path::{Path as ObjectPath, PathPart},
 };
@@ -85,9 +85,34 @@ use object_store::{
 use crate::{Error, ErrorCode, Result, objlog::Bucket};
 
 /// Runs an `object_store` future to completion on this thread: the single
-/// async-to-sync bridge of the engine (see the module docs).
-fn wait<F: Future>(future: F) -> F::Output {
+/// async-to-sync bridge of the engine (see the module docs), used by the object
+/// log (`objlog`) too.
+pub(crate) fn wait<F: Future>(future: F) -> F::Output {
     futures_executor::block_on(future)
+}
+
+/// Puts `payload` at `location` with `mode`, on this thread. A store that creates
+/// conditionally but cannot replace conditionally (`LocalFileSystem`, a shared directory)
+/// answers `PutMode::Update` with `NotImplemented`; it gets an overwrite instead (an atomic
+/// rename there), and `warn` is called the first time `overwrites` sees that happen.
+pub(crate) fn put_replacing(
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+    payload: PutPayload,
+    mode: PutMode,
+    overwrites: &AtomicBool,
+    warn: impl FnOnce(),
+) -> object_store::Result<PutResult> {
+    let update = matches!(mode, PutMode::Update(_));
+    match wait(store.put_opts(location, payload.clone(), PutOptions::from(mode))) {
+        Err(object_store::Error::NotImplemented { .. }) if update => {
+            if !overwrites.swap(true, Ordering::Relaxed) {
+                warn();
+            }
+            wait(store.put_opts(location, payload, PutOptions::from(PutMode::Overwrite)))
+        }
+        result => result,
+    }
 }
 
 /// Why a storage operation failed, before the caller adds what it was doing.
@@ -337,18 +362,13 @@ impl ObjectStorage {
     }
 
     fn put(&self, path: &str, bytes: &[u8], mode: PutMode) -> Result<Version, StoreError> {
-        self.put_raw(path, bytes, mode).map_err(failure)
-    }
-
-    fn put_raw(&self, path: &str, bytes: &[u8], mode: PutMode) -> object_store::Result<Version> {
-        let options = PutOptions {
-            mode,
-            ..PutOptions::default()
-        };
         let location = self.object_path(path);
         // One copy, so a failed put leaves the caller its bytes to retry with.
         let payload = PutPayload::from(bytes.to_vec());
-        let result = wait(self.store.put_opts(&location, payload, options))?;
+        let result = put_replacing(&*self.store, &location, payload, mode, &self.overwrites, || {
+            tracing::warn!(store = %self.store, file = %self.location(path).display(), "the object store cannot replace a file conditionally; the manifest is overwritten, so a second writer of this index would not be detected");
+        })
+        .map_err(failure)?;
         Ok(Version {
             e_tag: result.e_tag,
             version: result.version,
@@ -445,18 +465,7 @@ impl Storage for ObjectStorage {
                 version: version.clone(),
             }),
         };
-        let update = matches!(mode, PutMode::Update(_));
-        match self.put_raw(path, bytes, mode) {
-            // `LocalFileSystem` (a shared directory) creates conditionally but cannot replace
-            // conditionally; its overwrite is still an atomic rename.
-            Err(object_store::Error::NotImplemented { .. }) if update => {
-                if !self.overwrites.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(store = %self.store, file = %self.location(path).display(), "the object store cannot replace a file conditionally; the manifest is overwritten, so a second writer of this index would not be detected");
-                }
-                self.put(path, bytes, PutMode::Overwrite)
-            }
-            result => result.map_err(failure),
-        }
+        self.put(path, bytes, mode)
     }
 }
 
