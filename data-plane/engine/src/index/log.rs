@@ -32,7 +32,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
 };
 
@@ -99,10 +99,7 @@ impl IndexLog {
 
     /// Whether nothing was logged since the last cut.
     pub(crate) fn is_empty(&self) -> bool {
-        match self {
-            IndexLog::Local { wal, .. } => wal.len() <= wal::HEADER_LEN,
-            IndexLog::Object(log) => log.bytes.load(Ordering::Acquire) == 0,
-        }
+        self.record_bytes() == 0
     }
 
     /// Where replay of the changes since the last cut starts: the active file's number, or
@@ -141,13 +138,7 @@ impl IndexLog {
     /// Whether this log may be cut and flushed: an object log whose writer stopped (fenced,
     /// lease lost, outcome unknown) may not, since a newer writer may own the index.
     pub(crate) fn check_writable(&self, index: &str) -> Result<()> {
-        match self {
-            IndexLog::Local { .. } => Ok(()),
-            IndexLog::Object(log) => match log.writer.failure() {
-                Some(err) => Err(refused(index, err)),
-                None => log.lease.check().map_err(|err| refused(index, err)),
-            },
-        }
+        self.writer_holds(index, Lease::check)
     }
 
     /// Proves with the store that this process still writes the index (an object log renews
@@ -155,12 +146,22 @@ impl IndexLog {
     /// noticing yet (its clock says the lease holds) does not swap a manifest under its
     /// successor. Nothing for a local log.
     pub(crate) fn confirm_writer(&self, index: &str) -> Result<()> {
-        match self {
-            IndexLog::Local { .. } => Ok(()),
-            IndexLog::Object(log) => match log.writer.failure() {
-                Some(err) => Err(refused(index, err)),
-                None => log.lease.confirm().map_err(|err| refused(index, err)),
-            },
+        self.writer_holds(index, Lease::confirm)
+    }
+
+    /// A local log always writes; an object log while its writer has not stopped and
+    /// `lease_holds` (a check by the clock, or a renewal) says so.
+    fn writer_holds(
+        &self,
+        index: &str,
+        lease_holds: fn(&Lease) -> std::result::Result<(), LogError>,
+    ) -> Result<()> {
+        let IndexLog::Object(log) = self else {
+            return Ok(());
+        };
+        match log.writer.failure() {
+            Some(err) => Err(refused(index, err)),
+            None => lease_holds(&log.lease).map_err(|err| refused(index, err)),
         }
     }
 
@@ -210,12 +211,12 @@ pub(crate) struct ObjectLog {
     index: String,
     writer: Writer,
     lease: Arc<Lease>,
+    /// `None` once released.
     renewer: Mutex<Option<Renewer>>,
     /// The sequence number of the first batch after the last cut.
     cut_start: AtomicU64,
     /// Bytes of records appended (or replayed) since the last cut.
     bytes: AtomicU64,
-    released: AtomicBool,
 }
 
 impl ObjectLog {
@@ -242,7 +243,6 @@ impl ObjectLog {
             renewer: Mutex::new(Some(renewer)),
             cut_start: AtomicU64::new(cut_start),
             bytes: AtomicU64::new(replayed),
-            released: AtomicBool::new(false),
         })
     }
 
@@ -268,17 +268,15 @@ impl ObjectLog {
     /// Stops renewing the lease and marks it released (once): this process writes no more,
     /// and a successor need not wait for the lease to expire.
     fn release(&self) {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let renewer = self
             .renewer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(renewer) = renewer {
-            renewer.stop();
-        }
+        let Some(renewer) = renewer else {
+            return;
+        };
+        renewer.stop();
         match self.lease.release() {
             Ok(()) => {
                 tracing::info!(index = %self.index, epoch = self.lease.epoch(), "released the writer lease");
