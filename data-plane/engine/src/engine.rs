@@ -27,8 +27,8 @@ use crate::{
 ///
 /// [`Engine::new`] keeps everything in memory; [`Engine::open`] keeps each
 /// index durable in its own directory (see the crate's `# Durability`);
-/// [`Engine::open_on_store`] keeps everything but the log in a shared object
-/// store.
+/// [`Engine::open_on_store`] keeps everything, the log included, in a shared
+/// object store.
 ///
 /// Index names are validated by the control plane; here they only have to be
 /// usable as directory names (and, on a shared store, carry an incarnation).

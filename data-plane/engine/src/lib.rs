@@ -150,7 +150,9 @@
 //! - **Log sequence numbers** ([`Index::last_lsn`]): every change takes the
 //!   next one, and they only grow, across flushes and restarts: the
 //!   manifest keeps the LSN of the last record its segments cover, and
-//!   recovery counts the replayed records on top.
+//!   recovery counts the replayed records on top. (In a shared store a
+//!   change's LSN is its log batch's number: shared within a batch, still
+//!   only growing.)
 //! - **Faults**: when the disk is full ([`ErrorCode::ResourceExhausted`]) or
 //!   read-only or failing ([`ErrorCode::Unavailable`]), writes fail with the
 //!   reason and reads keep working. After a failed `fdatasync` an index

@@ -467,7 +467,7 @@ fn an_in_memory_object_store_holds_segments_too() {
         assert!(stats(&index).segments > 0);
         snapshot(&index)
     };
-    // Only the log is local.
+    // Nothing of the index is local.
     let local = root.path().join(SHARED);
     assert!(!local.join(segment::DIR).exists());
     assert!(!local.join(manifest::PATH).exists());

@@ -30,7 +30,9 @@ impl Index {
     /// applied to each namespace; a request that changes nothing (deleting ids that are not
     /// there, a dry run) takes none. In a durable index the LSN is the number of the change's
     /// record in the write-ahead log, so LSNs only grow, across flushes and restarts (see
-    /// `wal`); in memory they are counted here.
+    /// `wal`); in memory they are counted here. In a shared store it is the sequence number
+    /// of the change's batch object instead (see `index/log.rs`): changes of one batch share
+    /// it and numbers may be skipped (fences), but it still only grows.
     ///
     /// - Read after a change was acknowledged, it is at least that change's LSN.
     /// - Read before a read starts, every change with an LSN up to it is visible to that read:
