@@ -153,7 +153,8 @@ fn acknowledged_writes_survive_ambiguous_and_failed_creates() {
         1,
     );
     faulty.inject(Op::Put, "/wal/", Fault::Fail(Failure::Timeout), 1);
-    acknowledged_writes_survive_on(faulty);
+    acknowledged_writes_survive_on(Arc::clone(&faulty) as _);
+    assert_eq!(faulty.rules_left(), 0, "every injected fault was met");
 }
 
 #[test]

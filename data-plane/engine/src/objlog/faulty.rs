@@ -228,6 +228,12 @@ impl FaultyStore {
         });
     }
 
+    /// How many rules are still waiting for calls to hit (used-up ones are gone), so a test
+    /// can show its faults were met.
+    pub(crate) fn rules_left(&self) -> usize {
+        self.state().rules.len()
+    }
+
     /// Removes every rule.
     pub(crate) fn clear(&self) {
         self.state().rules.clear();
@@ -403,6 +409,7 @@ mod tests {
         ));
         assert!(exists(&store, "p/wal/1"), "apply-then-fail applies the put");
         // Both rules are used up; the next create meets the real conflict.
+        assert_eq!(store.rules_left(), 0);
         assert!(matches!(
             create(&store, "p/wal/1"),
             Err(object_store::Error::AlreadyExists { .. })
