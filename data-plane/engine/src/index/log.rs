@@ -230,12 +230,19 @@ impl ObjectLog {
         cut_start: u64,
         replayed: u64,
     ) -> Result<Self> {
-        let renewer = Renewer::start(Arc::clone(&lease)).map_err(|err| {
-            Error::storage(
-                format!("cannot start renewing the writer lease of index '{index}'"),
-                &err,
-            )
-        })?;
+        let renewer = match Renewer::start(Arc::clone(&lease)) {
+            Ok(renewer) => renewer,
+            Err(err) => {
+                // As after a failed open: let the next attempt take the lease at once.
+                if let Err(release) = lease.release() {
+                    tracing::warn!(index = %index, error = %release, "cannot release the writer lease after a failed open");
+                }
+                return Err(Error::storage(
+                    format!("cannot start renewing the writer lease of index '{index}'"),
+                    &err,
+                ));
+            }
+        };
         Ok(ObjectLog {
             index: index.to_owned(),
             writer,
