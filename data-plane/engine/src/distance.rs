@@ -249,136 +249,97 @@ mod avx2 {
         }};
     }
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot<const WHOLE: bool, const ROUNDS: usize>(a: &[f32], b: &[f32]) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { dot::<false, 0>(a, b) };
+    /// Declares the `avx2` build of a kernel: [`blocks`] running `$step` (an
+    /// `__m256` from block start `$i` and accumulator `$acc`), then the
+    /// values after the last block summed by `$tail` (from a value `$x` of
+    /// `$a` and `$y` of `$b`). The kernels differ only in those two.
+    macro_rules! kernel {
+        (
+            $name:ident($a:ident: &[f32], $b:ident: &[$bt:ty]),
+            |$i:ident, $acc:ident| $step:expr,
+            |$x:ident, $y:ident| $tail:expr $(,)?
+        ) => {
+            /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
+            /// leaves out the code for the rest (and, in release builds, the rest).
+            /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
+            /// compiler unrolls (a shorter slice gets the general kernel).
+            ///
+            /// # Safety
+            /// The CPU must support AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $name<const WHOLE: bool, const ROUNDS: usize>(
+                $a: &[f32],
+                $b: &[$bt],
+            ) -> f32 {
+                let mut len = $a.len().min($b.len());
+                debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
+                if ROUNDS > 0 {
+                    debug_assert_eq!(len, ROUNDS * ROUND);
+                    if len < ROUNDS * ROUND {
+                        // SAFETY: the same CPU features; no length requirement.
+                        return unsafe { $name::<false, 0>($a, $b) };
+                    }
+                    len = ROUNDS * ROUND;
+                }
+                let (sum, tail) = blocks!(WHOLE, len, |$i, $acc| $step);
+                if WHOLE {
+                    return sum;
+                }
+                sum + $a[tail..len]
+                    .iter()
+                    .zip(&$b[tail..len])
+                    .map(|($x, $y)| $tail)
+                    .sum::<f32>()
             }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm256_loadu_ps(b.as_ptr().add(i)),
-                    )
-                };
-                _mm256_fmadd_ps(x, y, acc)
-            }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| x * y)
-            .sum::<f32>()
+        };
     }
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn squared_euclidean<const WHOLE: bool, const ROUNDS: usize>(
-        a: &[f32],
-        b: &[f32],
-    ) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { squared_euclidean::<false, 0>(a, b) };
-            }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: as in `dot`.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm256_loadu_ps(b.as_ptr().add(i)),
-                    )
-                };
-                let d = _mm256_sub_ps(x, y);
-                _mm256_fmadd_ps(d, d, acc)
-            }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-    }
+    kernel!(
+        dot(a: &[f32], b: &[f32]),
+        |i, acc| {
+            // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                )
+            };
+            _mm256_fmadd_ps(x, y, acc)
+        },
+        |x, y| x * y,
+    );
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_i8<const WHOLE: bool, const ROUNDS: usize>(
-        a: &[f32],
-        b: &[i8],
-    ) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { dot_i8::<false, 0>(a, b) };
-            }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
-                let (x, codes) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm_loadl_epi64(b.as_ptr().add(i).cast()),
-                    )
-                };
-                let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
-                _mm256_fmadd_ps(x, y, acc)
-            }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| x * f32::from(*y))
-            .sum::<f32>()
-    }
+    kernel!(
+        squared_euclidean(a: &[f32], b: &[f32]),
+        |i, acc| {
+            // SAFETY: as in `dot`.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                )
+            };
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        },
+        |x, y| (x - y) * (x - y),
+    );
+
+    kernel!(
+        dot_i8(a: &[f32], b: &[i8]),
+        |i, acc| {
+            // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
+            let (x, codes) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm_loadl_epi64(b.as_ptr().add(i).cast()),
+                )
+            };
+            let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+            _mm256_fmadd_ps(x, y, acc)
+        },
+        |x, y| x * f32::from(*y),
+    );
 }
 
 /// Euclidean length of a vector.
