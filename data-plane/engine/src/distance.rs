@@ -115,10 +115,10 @@ impl<T> Kernel<T> {
     }
 }
 
-/// The `avx2` build of kernel `$name` for vectors of `$width` values: for the common
-/// embedding sizes (384, 768, 1024, 1536) one whose length is a constant, so the compiler
-/// unrolls its rounds; for other multiples of a round (64 values) one that skips the code for
-/// a partial round and a tail; the general one otherwise.
+/// The `avx2` build of kernel `$name` fastest for vectors of `$width` values (and right for
+/// any): for the common embedding sizes (384, 768, 1024, 1536) one whose length is a constant,
+/// so the compiler unrolls its rounds; for other multiples of a round (64 values) one that
+/// skips the code for a partial round and a tail; the general one otherwise.
 #[cfg(target_arch = "x86_64")]
 macro_rules! for_width {
     ($name:ident, $width:expr) => {
@@ -259,10 +259,11 @@ mod avx2 {
             |$i:ident, $acc:ident| $step:expr,
             |$x:ident, $y:ident| $tail:expr $(,)?
         ) => {
-            /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-            /// leaves out the code for the rest (and, in release builds, the rest).
-            /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-            /// compiler unrolls (a shorter slice gets the general kernel).
+            /// With `WHOLE`, fast for lengths that are a multiple of [`ROUND`]: it
+            /// leaves out the code for a partial round and a tail. With `ROUNDS`
+            /// above 0, fast for exactly that many rounds: a constant the compiler
+            /// unrolls. Any other length gets the general kernel, so a kernel chosen
+            /// for one width still answers right for another.
             ///
             /// # Safety
             /// The CPU must support AVX2 and FMA.
@@ -271,16 +272,18 @@ mod avx2 {
                 $a: &[f32],
                 $b: &[$bt],
             ) -> f32 {
-                let mut len = $a.len().min($b.len());
-                debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-                if ROUNDS > 0 {
-                    debug_assert_eq!(len, ROUNDS * ROUND);
-                    if len < ROUNDS * ROUND {
-                        // SAFETY: the same CPU features; no length requirement.
-                        return unsafe { $name::<false, 0>($a, $b) };
-                    }
-                    len = ROUNDS * ROUND;
+                let len = $a.len().min($b.len());
+                // Constants, so each build keeps one comparison at most.
+                let fits = if ROUNDS > 0 {
+                    len == ROUNDS * ROUND
+                } else {
+                    !WHOLE || len.is_multiple_of(ROUND)
+                };
+                if !fits {
+                    // SAFETY: the same CPU features; no length requirement.
+                    return unsafe { $name::<false, 0>($a, $b) };
                 }
+                let len = if ROUNDS > 0 { ROUNDS * ROUND } else { len };
                 let (sum, tail) = blocks!(WHOLE, len, |$i, $acc| $step);
                 if WHOLE {
                     return sum;
@@ -438,6 +441,29 @@ mod tests {
             let naive: f32 = a.iter().zip(&codes).map(|(x, c)| x * f32::from(*c)).sum();
             assert!(close(dot_i8(&a, &codes), naive), "len {len}");
             assert_eq!(Kernel::dot_i8(len).run(&a, &codes), dot_i8(&a, &codes));
+        }
+    }
+
+    /// A kernel chosen for one width (a graph's, a query's) and handed vectors of another
+    /// length computes all of them: the constant-length builds once dropped the values past
+    /// their width, or a partial round and tail, in release builds (and panicked in debug).
+    #[test]
+    fn a_kernel_chosen_for_one_width_is_right_for_any_length() {
+        for (width, len) in [(384, 400), (384, 320), (768, 770), (128, 100), (128, 136)] {
+            let (a, b) = (ramp(len, 0.5), ramp(len + 1, 0.25)[1..].to_vec());
+            let codes: Vec<i8> = (0..len).map(|i| (i % 255) as i8).collect();
+            let what = format!("width {width}, len {len}");
+            assert_eq!(Kernel::dot(width).run(&a, &b), dot(&a, &b), "{what}");
+            assert_eq!(
+                Kernel::squared_euclidean(width).run(&a, &b),
+                squared_euclidean(&a, &b),
+                "{what}"
+            );
+            assert_eq!(
+                Kernel::dot_i8(width).run(&a, &codes),
+                dot_i8(&a, &codes),
+                "{what}"
+            );
         }
     }
 
