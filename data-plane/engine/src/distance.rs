@@ -15,7 +15,7 @@
 //! through `usearch`) compile hundreds of kernels in C for minutes on two
 //! cores; three kernels are a few dozen lines.
 
-use crate::SparseVector;
+use crate::{Metric, SparseVector};
 
 /// Lanes per portable step: one AVX register's worth.
 const LANES: usize = 8;
@@ -360,20 +360,53 @@ pub(crate) fn cosine(dot: f32, norm_a: f32, norm_b: f32) -> f32 {
     (dot / norm_a / norm_b).clamp(-1.0, 1.0)
 }
 
-/// Dense score of a stored row against a query under `metric`: the reference the tests
-/// compare with (queries compute it with a kernel chosen once, see `namespace::search`).
-#[cfg(test)]
-pub(crate) fn score(
-    metric: crate::Metric,
-    query: &[f32],
-    query_norm: f32,
-    row: &[f32],
-    row_norm: f32,
-) -> f32 {
-    match metric {
-        crate::Metric::Cosine => cosine(dot(query, row), query_norm, row_norm),
-        crate::Metric::Euclidean => squared_euclidean(query, row),
-        crate::Metric::DotProduct => dot(query, row),
+/// A dense query ready to score stored rows under one metric: its kernel chosen once for
+/// this CPU and the query's length, its norm computed once for cosine. An exact scan or a
+/// rescoring runs it on every row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DenseQuery<'a> {
+    metric: Metric,
+    values: &'a [f32],
+    /// Norm of `values` for cosine; 0 for the other metrics, which do not use it.
+    norm: f32,
+    kernel: Kernel<f32>,
+}
+
+impl<'a> DenseQuery<'a> {
+    /// `values` scored under `metric`.
+    pub(crate) fn new(metric: Metric, values: &'a [f32]) -> Self {
+        let (norm, kernel) = match metric {
+            Metric::Cosine => (norm(values), Kernel::dot(values.len())),
+            Metric::DotProduct => (0.0, Kernel::dot(values.len())),
+            Metric::Euclidean => (0.0, Kernel::squared_euclidean(values.len())),
+        };
+        DenseQuery {
+            metric,
+            values,
+            norm,
+            kernel,
+        }
+    }
+
+    /// The metric scored.
+    pub(crate) fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The query's values.
+    pub(crate) fn values(&self) -> &'a [f32] {
+        self.values
+    }
+
+    /// Score of a stored `row`. Cosine also wants the row's norm, asked for only then and
+    /// after the kernel, so a scan keeps nothing else live across the call.
+    #[inline]
+    pub(crate) fn score(&self, row: &[f32], row_norm: impl FnOnce() -> f32) -> f32 {
+        let raw = self.kernel.run(self.values, row);
+        match self.metric {
+            Metric::Cosine => cosine(raw, self.norm, row_norm()),
+            Metric::Euclidean | Metric::DotProduct => raw,
+        }
     }
 }
 
@@ -397,7 +430,11 @@ pub(crate) fn sparse_dot(a: &SparseVector, b: &SparseVector) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Metric;
+
+    /// `DenseQuery`'s score of `row` against `q`.
+    fn score(metric: Metric, q: &[f32], row: &[f32]) -> f32 {
+        DenseQuery::new(metric, q).score(row, || norm(row))
+    }
 
     /// Deterministic values for kernel tests, covering lengths around the lane width.
     fn ramp(len: usize, scale: f32) -> Vec<f32> {
@@ -471,12 +508,12 @@ mod tests {
     fn hand_computed_scores() {
         let (q, r) = ([1.0, 2.0, 3.0], [4.0, -5.0, 6.0]);
         // 4 - 10 + 18
-        assert_eq!(score(Metric::DotProduct, &q, norm(&q), &r, norm(&r)), 12.0);
+        assert_eq!(score(Metric::DotProduct, &q, &r), 12.0);
         // 9 + 49 + 9
-        assert_eq!(score(Metric::Euclidean, &q, norm(&q), &r, norm(&r)), 67.0);
+        assert_eq!(score(Metric::Euclidean, &q, &r), 67.0);
         // 12 / (sqrt(14) * sqrt(77))
         let expected = 12.0 / (14f32.sqrt() * 77f32.sqrt());
-        assert!((score(Metric::Cosine, &q, norm(&q), &r, norm(&r)) - expected).abs() < 1e-6);
+        assert!((score(Metric::Cosine, &q, &r) - expected).abs() < 1e-6);
     }
 
     #[test]
