@@ -15,7 +15,7 @@
 //! through `usearch`) compile hundreds of kernels in C for minutes on two
 //! cores; three kernels are a few dozen lines.
 
-use crate::SparseVector;
+use crate::{Metric, SparseVector};
 
 /// Lanes per portable step: one AVX register's worth.
 const LANES: usize = 8;
@@ -115,10 +115,10 @@ impl<T> Kernel<T> {
     }
 }
 
-/// The `avx2` build of kernel `$name` for vectors of `$width` values: for the common
-/// embedding sizes (384, 768, 1024, 1536) one whose length is a constant, so the compiler
-/// unrolls its rounds; for other multiples of a round (64 values) one that skips the code for
-/// a partial round and a tail; the general one otherwise.
+/// The `avx2` build of kernel `$name` fastest for vectors of `$width` values (and right for
+/// any): for the common embedding sizes (384, 768, 1024, 1536) one whose length is a constant,
+/// so the compiler unrolls its rounds; for other multiples of a round (64 values) one that
+/// skips the code for a partial round and a tail; the general one otherwise.
 #[cfg(target_arch = "x86_64")]
 macro_rules! for_width {
     ($name:ident, $width:expr) => {
@@ -249,136 +249,100 @@ mod avx2 {
         }};
     }
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot<const WHOLE: bool, const ROUNDS: usize>(a: &[f32], b: &[f32]) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { dot::<false, 0>(a, b) };
-            }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm256_loadu_ps(b.as_ptr().add(i)),
-                    )
+    /// Declares the `avx2` build of a kernel: [`blocks`] running `$step` (an
+    /// `__m256` from block start `$i` and accumulator `$acc`), then the
+    /// values after the last block summed by `$tail` (from a value `$x` of
+    /// `$a` and `$y` of `$b`). The kernels differ only in those two.
+    macro_rules! kernel {
+        (
+            $name:ident($a:ident: &[f32], $b:ident: &[$bt:ty]),
+            |$i:ident, $acc:ident| $step:expr,
+            |$x:ident, $y:ident| $tail:expr $(,)?
+        ) => {
+            /// With `WHOLE`, fast for lengths that are a multiple of [`ROUND`]: it
+            /// leaves out the code for a partial round and a tail. With `ROUNDS`
+            /// above 0, fast for exactly that many rounds: a constant the compiler
+            /// unrolls. Any other length gets the general kernel, so a kernel chosen
+            /// for one width still answers right for another.
+            ///
+            /// # Safety
+            /// The CPU must support AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $name<const WHOLE: bool, const ROUNDS: usize>(
+                $a: &[f32],
+                $b: &[$bt],
+            ) -> f32 {
+                let len = $a.len().min($b.len());
+                // Constants, so each build keeps one comparison at most.
+                let fits = if ROUNDS > 0 {
+                    len == ROUNDS * ROUND
+                } else {
+                    !WHOLE || len.is_multiple_of(ROUND)
                 };
-                _mm256_fmadd_ps(x, y, acc)
+                if !fits {
+                    // SAFETY: the same CPU features; no length requirement.
+                    return unsafe { $name::<false, 0>($a, $b) };
+                }
+                let len = if ROUNDS > 0 { ROUNDS * ROUND } else { len };
+                let (sum, tail) = blocks!(WHOLE, len, |$i, $acc| $step);
+                if WHOLE {
+                    return sum;
+                }
+                sum + $a[tail..len]
+                    .iter()
+                    .zip(&$b[tail..len])
+                    .map(|($x, $y)| $tail)
+                    .sum::<f32>()
             }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| x * y)
-            .sum::<f32>()
+        };
     }
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn squared_euclidean<const WHOLE: bool, const ROUNDS: usize>(
-        a: &[f32],
-        b: &[f32],
-    ) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { squared_euclidean::<false, 0>(a, b) };
-            }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: as in `dot`.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm256_loadu_ps(b.as_ptr().add(i)),
-                    )
-                };
-                let d = _mm256_sub_ps(x, y);
-                _mm256_fmadd_ps(d, d, acc)
-            }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-    }
+    kernel!(
+        dot(a: &[f32], b: &[f32]),
+        |i, acc| {
+            // SAFETY: `blocks` only passes `i` with `i + 8 <= len`, in bounds of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                )
+            };
+            _mm256_fmadd_ps(x, y, acc)
+        },
+        |x, y| x * y,
+    );
 
-    /// With `WHOLE`, for lengths that are a multiple of [`ROUND`] only: it
-    /// leaves out the code for the rest (and, in release builds, the rest).
-    /// With `ROUNDS` above 0, for exactly that many rounds: a constant the
-    /// compiler unrolls (a shorter slice gets the general kernel).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_i8<const WHOLE: bool, const ROUNDS: usize>(
-        a: &[f32],
-        b: &[i8],
-    ) -> f32 {
-        let mut len = a.len().min(b.len());
-        debug_assert!(!WHOLE || len.is_multiple_of(ROUND));
-        if ROUNDS > 0 {
-            debug_assert_eq!(len, ROUNDS * ROUND);
-            if len < ROUNDS * ROUND {
-                // SAFETY: the same CPU features; no length requirement.
-                return unsafe { dot_i8::<false, 0>(a, b) };
-            }
-            len = ROUNDS * ROUND;
-        }
-        let (sum, tail) = blocks!(WHOLE, len, |i, acc| {
-            {
-                // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
-                let (x, codes) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr().add(i)),
-                        _mm_loadl_epi64(b.as_ptr().add(i).cast()),
-                    )
-                };
-                let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
-                _mm256_fmadd_ps(x, y, acc)
-            }
-        });
-        if WHOLE {
-            return sum;
-        }
-        sum + a[tail..len]
-            .iter()
-            .zip(&b[tail..len])
-            .map(|(x, y)| x * f32::from(*y))
-            .sum::<f32>()
-    }
+    kernel!(
+        squared_euclidean(a: &[f32], b: &[f32]),
+        |i, acc| {
+            // SAFETY: as in `dot`.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                )
+            };
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        },
+        |x, y| (x - y) * (x - y),
+    );
+
+    kernel!(
+        dot_i8(a: &[f32], b: &[i8]),
+        |i, acc| {
+            // SAFETY: as in `dot`; the byte load reads exactly 8 codes, `b[i..i + 8]`.
+            let (x, codes) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm_loadl_epi64(b.as_ptr().add(i).cast()),
+                )
+            };
+            let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+            _mm256_fmadd_ps(x, y, acc)
+        },
+        |x, y| x * f32::from(*y),
+    );
 }
 
 /// Euclidean length of a vector.
@@ -396,20 +360,53 @@ pub(crate) fn cosine(dot: f32, norm_a: f32, norm_b: f32) -> f32 {
     (dot / norm_a / norm_b).clamp(-1.0, 1.0)
 }
 
-/// Dense score of a stored row against a query under `metric`: the reference the tests
-/// compare with (queries compute it with a kernel chosen once, see `namespace::search`).
-#[cfg(test)]
-pub(crate) fn score(
-    metric: crate::Metric,
-    query: &[f32],
-    query_norm: f32,
-    row: &[f32],
-    row_norm: f32,
-) -> f32 {
-    match metric {
-        crate::Metric::Cosine => cosine(dot(query, row), query_norm, row_norm),
-        crate::Metric::Euclidean => squared_euclidean(query, row),
-        crate::Metric::DotProduct => dot(query, row),
+/// A dense query ready to score stored rows under one metric: its kernel chosen once for
+/// this CPU and the query's length, its norm computed once for cosine. An exact scan or a
+/// rescoring runs it on every row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DenseQuery<'a> {
+    metric: Metric,
+    values: &'a [f32],
+    /// Norm of `values` for cosine; 0 for the other metrics, which do not use it.
+    norm: f32,
+    kernel: Kernel<f32>,
+}
+
+impl<'a> DenseQuery<'a> {
+    /// `values` scored under `metric`.
+    pub(crate) fn new(metric: Metric, values: &'a [f32]) -> Self {
+        let (norm, kernel) = match metric {
+            Metric::Cosine => (norm(values), Kernel::dot(values.len())),
+            Metric::DotProduct => (0.0, Kernel::dot(values.len())),
+            Metric::Euclidean => (0.0, Kernel::squared_euclidean(values.len())),
+        };
+        DenseQuery {
+            metric,
+            values,
+            norm,
+            kernel,
+        }
+    }
+
+    /// The metric scored.
+    pub(crate) fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The query's values.
+    pub(crate) fn values(&self) -> &'a [f32] {
+        self.values
+    }
+
+    /// Score of a stored `row`. Cosine also wants the row's norm, asked for only then and
+    /// after the kernel, so a scan keeps nothing else live across the call.
+    #[inline]
+    pub(crate) fn score(&self, row: &[f32], row_norm: impl FnOnce() -> f32) -> f32 {
+        let raw = self.kernel.run(self.values, row);
+        match self.metric {
+            Metric::Cosine => cosine(raw, self.norm, row_norm()),
+            Metric::Euclidean | Metric::DotProduct => raw,
+        }
     }
 }
 
@@ -433,7 +430,11 @@ pub(crate) fn sparse_dot(a: &SparseVector, b: &SparseVector) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Metric;
+
+    /// `DenseQuery`'s score of `row` against `q`.
+    fn score(metric: Metric, q: &[f32], row: &[f32]) -> f32 {
+        DenseQuery::new(metric, q).score(row, || norm(row))
+    }
 
     /// Deterministic values for kernel tests, covering lengths around the lane width.
     fn ramp(len: usize, scale: f32) -> Vec<f32> {
@@ -480,16 +481,39 @@ mod tests {
         }
     }
 
+    /// A kernel chosen for one width (a graph's, a query's) and handed vectors of another
+    /// length computes all of them: the constant-length builds once dropped the values past
+    /// their width, or a partial round and tail, in release builds (and panicked in debug).
+    #[test]
+    fn a_kernel_chosen_for_one_width_is_right_for_any_length() {
+        for (width, len) in [(384, 400), (384, 320), (768, 770), (128, 100), (128, 136)] {
+            let (a, b) = (ramp(len, 0.5), ramp(len + 1, 0.25)[1..].to_vec());
+            let codes: Vec<i8> = (0..len).map(|i| (i % 255) as i8).collect();
+            let what = format!("width {width}, len {len}");
+            assert_eq!(Kernel::dot(width).run(&a, &b), dot(&a, &b), "{what}");
+            assert_eq!(
+                Kernel::squared_euclidean(width).run(&a, &b),
+                squared_euclidean(&a, &b),
+                "{what}"
+            );
+            assert_eq!(
+                Kernel::dot_i8(width).run(&a, &codes),
+                dot_i8(&a, &codes),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn hand_computed_scores() {
         let (q, r) = ([1.0, 2.0, 3.0], [4.0, -5.0, 6.0]);
         // 4 - 10 + 18
-        assert_eq!(score(Metric::DotProduct, &q, norm(&q), &r, norm(&r)), 12.0);
+        assert_eq!(score(Metric::DotProduct, &q, &r), 12.0);
         // 9 + 49 + 9
-        assert_eq!(score(Metric::Euclidean, &q, norm(&q), &r, norm(&r)), 67.0);
+        assert_eq!(score(Metric::Euclidean, &q, &r), 67.0);
         // 12 / (sqrt(14) * sqrt(77))
         let expected = 12.0 / (14f32.sqrt() * 77f32.sqrt());
-        assert!((score(Metric::Cosine, &q, norm(&q), &r, norm(&r)) - expected).abs() < 1e-6);
+        assert!((score(Metric::Cosine, &q, &r) - expected).abs() < 1e-6);
     }
 
     #[test]

@@ -937,10 +937,10 @@ mod tests {
 
     /// The `k` nearest by the metric's own score, in full precision.
     fn exact(data: &[Vec<f32>], metric: Metric, query: &[f32], k: usize) -> Vec<Node> {
-        let qn = distance::norm(query);
+        let query = distance::DenseQuery::new(metric, query);
         let mut all: Vec<Scored> = (0..data.len())
             .map(|i| {
-                let score = distance::score(metric, query, qn, &data[i], distance::norm(&data[i]));
+                let score = query.score(&data[i], || distance::norm(&data[i]));
                 let dist = if metric.higher_is_better() {
                     -score
                 } else {

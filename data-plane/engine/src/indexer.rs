@@ -9,18 +9,19 @@
 //! `ann::build_step`), so several namespaces build on several cores, and a
 //! namespace being rebuilt from scratch — one long step — holds one worker
 //! while the others keep the rest of the namespaces indexed. A worker that
-//! found work wakes another, so all of them join in while there is work. They
-//! also look round every few hundred milliseconds on their own, and stop when
-//! the engine is dropped. Queries never wait for them.
+//! found work wakes another, so all of them join in while there is work. An
+//! idle worker also looks round on its own when no worker has for a few hundred
+//! milliseconds (once per period, not once per worker); they stop when the
+//! engine is dropped. Queries never wait for them.
 
 use std::{
     num::NonZero,
     sync::{Arc, Condvar, Mutex, PoisonError},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-/// How long a worker sleeps when nothing wakes it.
+/// How long the workers go without a round when nothing wakes them.
 const IDLE: Duration = Duration::from_millis(250);
 
 /// Indexer workers per engine: one per core, at least two so that a long
@@ -41,6 +42,8 @@ struct State {
     stop: bool,
     /// The workers run.
     started: bool,
+    /// When a worker last started rounds, if one has.
+    looked: Option<Instant>,
 }
 
 /// What the thread and the writers share.
@@ -64,14 +67,23 @@ impl Signal {
         }
     }
 
-    /// Waits until woken, stopped, or [`IDLE`] passed; returns whether to go on.
+    /// Waits until woken, stopped, or [`IDLE`] passed since any worker last looked round;
+    /// returns whether to go on.
     fn wait(&self) -> bool {
-        let state = self.state();
-        let (mut state, _) = self
-            .wake
-            .wait_timeout_while(state, IDLE, |state| !state.dirty && !state.stop)
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state();
+        loop {
+            state = self
+                .wake
+                .wait_timeout_while(state, IDLE, |state| !state.dirty && !state.stop)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            let idle = state.looked.is_none_or(|looked| looked.elapsed() >= IDLE);
+            if state.stop || state.dirty || idle {
+                break;
+            }
+        }
         state.dirty = false;
+        state.looked = Some(Instant::now());
         !state.stop
     }
 }
@@ -132,5 +144,36 @@ fn run(signal: &Signal, round: &dyn Fn() -> Option<bool>) {
                 Some(false) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// An idle engine costs one round per [`IDLE`], as with a single indexer thread, not one
+    /// per worker. (A busy machine can only delay the rounds, never add any.)
+    #[test]
+    fn idle_workers_look_round_once_per_idle_period() {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&rounds);
+        let indexer = Indexer::default();
+        let started = Instant::now();
+        indexer.start(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Some(false)
+        });
+        thread::sleep(IDLE * 4 + IDLE / 2);
+        drop(indexer);
+        let rounds = rounds.load(Ordering::Relaxed);
+        let periods = started.elapsed().as_millis() / IDLE.as_millis();
+        assert!(rounds >= 1, "no worker looked round");
+        assert!(
+            rounds as u128 <= periods,
+            "{rounds} idle rounds in {periods} periods of {IDLE:?} with {} workers",
+            workers()
+        );
     }
 }

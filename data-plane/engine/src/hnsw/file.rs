@@ -21,7 +21,7 @@
 //! where `str` is a `u32` byte length and UTF-8 bytes.
 
 use super::{CHUNK, Chunked, Graph, Node, Space, Vectors, quantize};
-use crate::{SearchParams, limits};
+use crate::{SearchParams, distance, limits};
 
 const MAGIC: &[u8; 4] = b"LGRF";
 const VERSION: u32 = 1;
@@ -266,14 +266,7 @@ const INT8_SCALE_TOLERANCE: f32 = 1e-3;
 
 /// Whether `a` is within [`HOLDS_TOLERANCE`] of `b`, relative to `b`'s norm.
 fn rounding_apart(a: &[f32], b: &[f32]) -> bool {
-    debug_assert_eq!(a.len(), b.len());
-    let (apart, sq_norm) = a
-        .iter()
-        .zip(b)
-        .fold((0.0f32, 0.0f32), |(apart, sq), (x, y)| {
-            (apart + (x - y) * (x - y), sq + y * y)
-        });
-    apart <= HOLDS_TOLERANCE * HOLDS_TOLERANCE * sq_norm
+    distance::squared_euclidean(a, b) <= HOLDS_TOLERANCE * HOLDS_TOLERANCE * distance::dot(b, b)
 }
 
 /// `count` rows of `width` values, each decoded by `value` from `size` of `bytes` (which

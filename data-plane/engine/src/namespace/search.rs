@@ -20,16 +20,12 @@ pub(crate) struct Hit {
 /// A validated query, ready to score rows.
 #[derive(Debug)]
 pub(crate) struct SearchQuery<'a> {
-    metric: Metric,
-    dense: &'a [f32],
-    /// Norm of `dense`, computed once per query for cosine.
-    norm: f32,
+    /// The dense part, with its metric's kernel and its norm made once per query: an exact
+    /// scan scores every row with it.
+    dense: distance::DenseQuery<'a>,
     /// Sparse part of a hybrid (dotproduct) query.
     sparse: Option<&'a SparseVector>,
     top_k: usize,
-    /// The dense kernel of the metric for this CPU and dimension, chosen once
-    /// per query: an exact scan runs it on every row.
-    kernel: distance::Kernel<f32>,
 }
 
 impl<'a> SearchQuery<'a> {
@@ -40,22 +36,10 @@ impl<'a> SearchQuery<'a> {
         sparse: Option<&'a SparseVector>,
         top_k: usize,
     ) -> Self {
-        let norm = if metric == Metric::Cosine {
-            distance::norm(dense)
-        } else {
-            0.0
-        };
-        let kernel = match metric {
-            Metric::Cosine | Metric::DotProduct => distance::Kernel::dot(dense.len()),
-            Metric::Euclidean => distance::Kernel::squared_euclidean(dense.len()),
-        };
         SearchQuery {
-            metric,
-            dense,
-            norm,
+            dense: distance::DenseQuery::new(metric, dense),
             sparse,
             top_k,
-            kernel,
         }
     }
 
@@ -66,7 +50,7 @@ impl<'a> SearchQuery<'a> {
 
     /// The dense query values.
     pub(crate) fn dense(&self) -> &[f32] {
-        self.dense
+        self.dense.values()
     }
 
     /// The sparse part of a hybrid query.
@@ -76,7 +60,10 @@ impl<'a> SearchQuery<'a> {
 
     /// An empty ranking of at most `top_k` of `rows`.
     pub(crate) fn ranking<'r>(&self, rows: &Rows) -> TopK<'r> {
-        TopK::new(self.top_k.min(rows.len()), self.metric.higher_is_better())
+        TopK::new(
+            self.top_k.min(rows.len()),
+            self.dense.metric().higher_is_better(),
+        )
     }
 
     /// Scores `row` and offers it to `top`.
@@ -92,12 +79,7 @@ impl<'a> SearchQuery<'a> {
 
     /// Score of `row`: the dense score, plus the sparse dot product for hybrid queries.
     pub(crate) fn score(&self, rows: &Rows, row: usize) -> f32 {
-        // What `distance::score` computes, with the kernel chosen once.
-        let raw = self.kernel.run(self.dense, rows.dense(row));
-        let dense = match self.metric {
-            Metric::Cosine => distance::cosine(raw, self.norm, rows.norm(row)),
-            Metric::Euclidean | Metric::DotProduct => raw,
-        };
+        let dense = self.dense.score(rows.dense(row), || rows.norm(row));
         match (self.sparse, rows.sparse(row)) {
             (Some(query), Some(stored)) => dense + distance::sparse_dot(query, stored),
             _ => dense,

@@ -100,20 +100,27 @@ fn records(data: &[Vec<f32>]) -> Vec<VectorInput> {
         .collect()
 }
 
+/// Two indexes holding the 16-dimensional `data` under `metric`: one that builds a graph
+/// (when the test says so) and one searched exactly.
+fn graph_and_exact(data: &[Vec<f32>], metric: Metric) -> (Index, Index) {
+    let ann = ann_index(16, metric, 1000);
+    if metric == Metric::DotProduct {
+        // Inner products of unnormalized vectors are harder to navigate
+        // (see `hnsw`): such indexes want a larger ef_search.
+        ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
+    }
+    let exact = index(16, metric);
+    upsert(&ann, records(data));
+    upsert(&exact, records(data));
+    (ann, exact)
+}
+
 #[test]
 fn graph_search_matches_exact_search_on_a_seeded_dataset() {
     let data = dataset(6000, 16, 42);
     let queries = dataset(30, 16, 7);
     for metric in Metric::ALL {
-        let ann = ann_index(16, metric, 1000);
-        if metric == Metric::DotProduct {
-            // Inner products of unnormalized vectors are harder to navigate
-            // (see `hnsw`): such indexes want a larger ef_search.
-            ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
-        }
-        let exact = index(16, metric);
-        upsert(&ann, records(&data));
-        upsert(&exact, records(&data));
+        let (ann, exact) = graph_and_exact(&data, metric);
         let before = ann.indexing_status().expect("status");
         assert_eq!((before.pending, before.graph_nodes), (6000, 0));
         ann.build_pending();
@@ -133,13 +140,7 @@ fn graph_search_matches_exact_search_on_a_seeded_dataset() {
 fn issue_15_graph_top_1_is_the_exact_top_1_on_clear_queries_for_every_metric() {
     let data = dataset(6000, 16, 42);
     for metric in Metric::ALL {
-        let ann = ann_index(16, metric, 1000);
-        if metric == Metric::DotProduct {
-            ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
-        }
-        let exact = index(16, metric);
-        upsert(&ann, records(&data));
-        upsert(&exact, records(&data));
+        let (ann, exact) = graph_and_exact(&data, metric);
         ann.build_pending();
         assert_eq!(ann.indexing_status().expect("status").pending, 0);
         let mut clear = 0;
