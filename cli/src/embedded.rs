@@ -50,6 +50,21 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 /// Folder of the data dir holding the state of bulk imports, a sub-folder per index.
 pub const IMPORTS_DIR: &str = "imports";
 
+/// The bulk imports of a server keeping its state in `data_dir` (`larch serve` and `larch
+/// data-plane` alike): `file://` directories under `root` (`--import-root`; `None`: refused),
+/// `s3://` URIs only if `allow_s3` (`--import-allow-s3`), job state under [`IMPORTS_DIR`].
+pub fn imports(
+    root: Option<PathBuf>,
+    allow_s3: bool,
+    data_dir: &Path,
+) -> larch_data_plane::import::Imports {
+    larch_data_plane::import::Imports::new(larch_data_plane::import::ImportSettings {
+        root,
+        allow_s3,
+        state_dir: Some(data_dir.join(IMPORTS_DIR)),
+    })
+}
+
 /// How long the drain after shutdown may take, unless configured (`--drain-timeout-secs`).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -253,12 +268,10 @@ impl Embedded {
                 tls: config.tls.clone(),
                 // One in-flight budget for the control port and every index port.
                 limits: config.limits.clone(),
-                imports: larch_data_plane::import::Imports::new(
-                    larch_data_plane::import::ImportSettings {
-                        root: config.import_root.clone(),
-                        allow_s3: config.import_allow_s3,
-                        state_dir: Some(config.data_dir.join(IMPORTS_DIR)),
-                    },
+                imports: imports(
+                    config.import_root.clone(),
+                    config.import_allow_s3,
+                    &config.data_dir,
                 ),
             },
         );

@@ -13,6 +13,21 @@ use larch_catalog::PortPolicy;
 use larch_engine::FlushPolicy;
 use larch_observe::{LogFormat, Tls};
 
+/// Bulk-import flags, shared by `larch serve` and `larch data-plane`
+/// ([`larch::embedded::imports`] turns them into the server's imports).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ImportArgs {
+    /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
+    /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
+    #[arg(long, env = "LARCH_IMPORT_ROOT")]
+    pub(crate) import_root: Option<PathBuf>,
+    /// Allow bulk imports of s3://bucket/prefix URIs. The server reads them with its own AWS_*
+    /// credentials, so any caller with a data-plane write role could make it read whatever
+    /// those credentials reach: allow it only when that is acceptable.
+    #[arg(long, env = "LARCH_IMPORT_ALLOW_S3", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) import_allow_s3: bool,
+}
+
 /// Flags of `larch serve`; each has an environment twin.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -39,15 +54,8 @@ pub(crate) struct ServeArgs {
     ann_min_rows: usize,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
-    /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
-    /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
-    #[arg(long, env = "LARCH_IMPORT_ROOT")]
-    import_root: Option<PathBuf>,
-    /// Allow bulk imports of s3://bucket/prefix URIs. The server reads them with its own AWS_*
-    /// credentials, so any caller with a data-plane write role could make it read whatever
-    /// those credentials reach: allow it only when that is acceptable.
-    #[arg(long, env = "LARCH_IMPORT_ALLOW_S3", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    import_allow_s3: bool,
+    #[command(flatten)]
+    imports: ImportArgs,
     /// Requests per second each API key may send; beyond it requests get RESOURCE_EXHAUSTED
     /// with a retry pushback [default: no limit].
     #[arg(long, env = "LARCH_RATE_LIMIT")]
@@ -167,8 +175,8 @@ impl ServeArgs {
             auth_slowdown: self.auth_slowdown,
             tls: self.server.tls.load()?,
             limits: self.server.limits.limits()?,
-            import_root: self.import_root,
-            import_allow_s3: self.import_allow_s3,
+            import_root: self.imports.import_root,
+            import_allow_s3: self.imports.import_allow_s3,
         })
     }
 }

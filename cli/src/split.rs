@@ -153,15 +153,8 @@ pub(crate) struct DataPlaneArgs {
     wal_batch_max_mb: u64,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
-    /// Allow bulk imports (POST /bulk/imports) of file:// directories under this one; without
-    /// it imports are refused. Paths outside it (through `..` or symlinks too) are refused.
-    #[arg(long, env = "LARCH_IMPORT_ROOT")]
-    import_root: Option<PathBuf>,
-    /// Allow bulk imports of s3://bucket/prefix URIs. The server reads them with its own AWS_*
-    /// credentials, so any caller with a data-plane write role could make it read whatever
-    /// those credentials reach: allow it only when that is acceptable.
-    #[arg(long, env = "LARCH_IMPORT_ALLOW_S3", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    import_allow_s3: bool,
+    #[command(flatten)]
+    imports: crate::serve::ImportArgs,
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
@@ -637,12 +630,11 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let admin_server =
         AdminServer::start(args.server.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let imports =
-        larch_data_plane::import::Imports::new(larch_data_plane::import::ImportSettings {
-            root: args.import_root.clone(),
-            allow_s3: args.import_allow_s3,
-            state_dir: Some(data_dir.join(larch::embedded::IMPORTS_DIR)),
-        });
+    let imports = larch::embedded::imports(
+        args.imports.import_root.clone(),
+        args.imports.import_allow_s3,
+        data_dir,
+    );
     let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)
         .with_pod_name(pod.clone())
         .with_imports(imports);

@@ -263,7 +263,9 @@ pub(crate) fn run(
                 } else {
                     let records = plan.open()?;
                     let data = DataPlane::connect(connection, route, &target.index).await?;
-                    plan.run(records, data).await?
+                    let namespace = plan.namespace.clone();
+                    let upserted = plan.run(records, data).await?;
+                    json!({"upserted_count": upserted, "namespace": namespace})
                 };
                 match format {
                     Format::Json => print_json(&summary),
@@ -576,7 +578,8 @@ impl Upsert {
         Ok(())
     }
 
-    async fn run(self, mut records: Records, data: DataPlane) -> anyhow::Result<Value> {
+    /// Upserts `records` into `data`; how many the server acknowledged.
+    async fn run(self, mut records: Records, data: DataPlane) -> anyhow::Result<u64> {
         let mut progress = Progress::new(records.total);
         let mut sending = JoinSet::new();
         // Acknowledged batches: sequence → records of the file up to the batch's end; the
@@ -642,7 +645,7 @@ impl Upsert {
             progress.show(upserted);
         }
         progress.finish(upserted);
-        Ok(json!({"upserted_count": upserted, "namespace": self.namespace}))
+        Ok(upserted)
     }
 
     fn send(
@@ -818,20 +821,21 @@ impl Records {
         }
     }
 
-    /// Chains `next` over several Parquet files: the records of `files`, in order.
-    fn parquet_files(files: &[PathBuf]) -> anyhow::Result<Vec<Records>> {
+    /// The records of each of `files`, opened (columns checked), in order.
+    fn parquet_files(files: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Records)>> {
         files
             .iter()
             .map(|path| {
                 let file = ParquetRecords::open(path, 0)?;
-                Ok(Records {
+                let records = Records {
                     total: file.rows(),
                     source: Source::Parquet {
                         file,
                         batch: Vec::new().into_iter(),
                         name: true,
                     },
-                })
+                };
+                Ok((path.clone(), records))
             })
             .collect()
     }
@@ -879,17 +883,17 @@ async fn upsert_layout(
         );
     }
     let mut opened = Vec::new();
-    for (namespace, files) in &layout {
-        opened.push((namespace.clone(), Records::parquet_files(files)?));
+    for (namespace, files) in layout {
+        opened.push((namespace, Records::parquet_files(&files)?));
     }
     let data = DataPlane::connect(connection, route, index).await?;
     let mut total: u64 = 0;
     let mut namespaces = Map::new();
-    for ((namespace, records), (_, paths)) in opened.into_iter().zip(&layout) {
+    for (namespace, files) in opened {
         let mut count: u64 = 0;
-        for (records, path) in records.into_iter().zip(paths) {
+        for (path, records) in files {
             let one = Upsert {
-                file: path.clone(),
+                file: path,
                 ids_file: None,
                 id_prefix: None,
                 namespace: namespace.clone(),
@@ -897,11 +901,10 @@ async fn upsert_layout(
                 in_flight: plan.in_flight,
                 skip: 0,
             };
-            let summary = one
+            count += one
                 .run(records, data.clone())
                 .await
                 .with_context(|| format!("namespace {:?}", namespace_label(&namespace)))?;
-            count += summary["upserted_count"].as_u64().unwrap_or(0);
         }
         total += count;
         namespaces.insert(namespace, json!({"upserted_count": count}));

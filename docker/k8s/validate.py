@@ -434,6 +434,7 @@ class Rules:
                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; no AWS_* in ConfigMaps or env values")
         secrets = {o["metadata"]["name"]: o for o in self.of_kind("Secret")}
         urls = set()
+        checked = set()  # Secrets whose keys were checked (both planes name the same one)
         for workload in workloads:
             where = f"{workload['kind']}/{workload['metadata']['name']}"
             for container in workload["spec"]["template"]["spec"]["containers"]:
@@ -454,6 +455,9 @@ class Rules:
                     if secret is None:
                         self.problem(where, f"envFrom names Secret {ref}, which is not rendered")
                         continue
+                    if ref in checked:
+                        continue
+                    checked.add(ref)
                     keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
                     for key in sorted(keys):
                         if not key.startswith(AWS_PREFIX):
@@ -623,8 +627,10 @@ S3_BREAKAGES = [
         ["spec"]["template"]["spec"]["volumes"].append({"name": "state", "persistentVolumeClaim": {"claimName": "x"}})),
     ("a data plane without the object-store Secret", "no object-store Secret", lambda o: container(o, "StatefulSet")
         .update(envFrom=[s for s in container(o, "StatefulSet")["envFrom"] if "secretRef" not in s])),
-    ("a plane without the bucket's URL", OBJECT_STORE_URL, lambda o: container(o, "Deployment")["env"].append(
+    ("a plane without the bucket's URL", "is not an s3:// URL", lambda o: container(o, "Deployment")["env"].append(
         {"name": OBJECT_STORE_URL, "value": ""})),
+    ("the planes on different buckets", "different buckets", lambda o: container(o, "StatefulSet")["env"].append(
+        {"name": OBJECT_STORE_URL, "value": "s3://another-bucket/larch"})),
     ("credentials in the ConfigMap", "in a ConfigMap or env value", lambda o: config_data(o)
         .update(AWS_SECRET_ACCESS_KEY="x")),
     ("the admin key in the object-store Secret", "only AWS_* keys", lambda o: object_store_secret(o)["data"]
@@ -682,8 +688,7 @@ def main():
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     missed = []
-    s3 = Rules(objects, uid).s3
-    breakages = BREAKAGES + (S3_BREAKAGES if s3 else LOCAL_BREAKAGES) \
+    breakages = BREAKAGES + (S3_BREAKAGES if rules.s3 else LOCAL_BREAKAGES) \
         + (TLS_BREAKAGES if has_tls(objects) else [])
     for description, expected, breakage in breakages:
         broken = copy.deepcopy(objects)

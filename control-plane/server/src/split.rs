@@ -185,13 +185,31 @@ pub async fn keep_access_refreshed(admin: Arc<Admin>) {
 
 /// What a data plane needs to serve `served`, placed on `placement`.
 fn served_assignment(Served { key, record }: &Served, placement: &Placement) -> IndexAssignment {
+    assignment(
+        key,
+        record.config,
+        record.search,
+        record.host.clone(),
+        placement,
+    )
+}
+
+/// What a data plane needs to serve `key` at `host`, placed on `placement`: the one place an
+/// [`IndexAssignment`] is built, for pulls and for attach calls alike.
+fn assignment(
+    key: &IndexKey,
+    config: IndexConfig,
+    search: SearchParams,
+    host: String,
+    placement: &Placement,
+) -> IndexAssignment {
     IndexAssignment {
-        project: record.project_id.clone(),
-        name: record.name.to_string(),
-        dimension: record.config.dimension.get(),
-        metric: record.config.metric.to_string(),
-        search: Some(search_params(record.search)),
-        host: record.host.clone(),
+        project: key.project().to_owned(),
+        name: key.name().to_string(),
+        dimension: config.dimension.get(),
+        metric: config.metric.to_string(),
+        search: Some(search_params(search)),
+        host,
         incarnation: key.incarnation_str().to_owned(),
         pods: placement.pods().to_vec(),
         preferred_writer: placement.preferred_writer().to_owned(),
@@ -499,28 +517,6 @@ impl DataPlanes {
         })
     }
 
-    /// What a data plane needs to serve `key`.
-    fn assignment(
-        &self,
-        key: &IndexKey,
-        config: IndexConfig,
-        search: SearchParams,
-        host: String,
-        placement: &Placement,
-    ) -> IndexAssignment {
-        IndexAssignment {
-            project: key.project().to_owned(),
-            name: key.name().to_string(),
-            dimension: config.dimension.get(),
-            metric: config.metric.to_string(),
-            search: Some(search_params(search)),
-            host,
-            incarnation: key.incarnation_str().to_owned(),
-            pods: placement.pods().to_vec(),
-            preferred_writer: placement.preferred_writer().to_owned(),
-        }
-    }
-
     /// Records that `pod` has removed the data of the deleted indexes `removed`; returns those
     /// now removed by every pod (the tombstones the catalog may forget). With one pod, that
     /// pod's report is enough whatever name it gives (data planes from before pod names send
@@ -616,7 +612,7 @@ impl DataPlaneHost for DataPlanes {
         mode: AttachMode,
     ) -> Result<u16, AttachError> {
         let placement = self.placement(key);
-        let index = self.assignment(key, config, search, self.template.render(key), &placement);
+        let index = assignment(key, config, search, self.template.render(key), &placement);
         let request = AttachIndexRequest {
             index: Some(index),
             create: mode == AttachMode::Create,
@@ -931,7 +927,7 @@ mod tests {
             dimension: larch_engine::Dimension::new(4).unwrap(),
             metric: larch_engine::Metric::Cosine,
         };
-        let assignment = planes.assignment(
+        let assignment = assignment(
             &key,
             config,
             SearchParams::default(),

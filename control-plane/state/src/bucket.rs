@@ -21,6 +21,11 @@
 //! drive each call with a plain executor. So the S3 store is wrapped in [`Spawned`]: every call
 //! runs as a task on this module's own small runtime (two threads, started at the first open)
 //! and its results, streams included, come back over channels that any executor can wait on.
+//!
+//! object_store's own `SpawnedReqwestConnector` is not enough for this: it moves only the HTTP
+//! exchange onto a runtime, while the retry loop around it (`tokio::time::sleep` between
+//! attempts) still runs in the caller's future and panics under a plain executor the first
+//! time a request is retried.
 
 use std::fmt;
 use std::future::Future;
