@@ -178,6 +178,15 @@ struct Job {
     cancel: AtomicBool,
 }
 
+impl Job {
+    fn new(state: ImportState) -> Arc<Job> {
+        Arc::new(Job {
+            state: Mutex::new(state),
+            cancel: AtomicBool::new(false),
+        })
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is whole; a poisoned lock still holds a consistent value.
     mutex
@@ -241,18 +250,8 @@ impl Imports {
             .flat_map(|(_, files)| files)
             .map(|file| source.rows(file))
             .sum();
-        let jobs = self.index(index);
-        let id = {
-            let list = lock(&jobs.jobs);
-            let last = list
-                .iter()
-                .filter_map(|job| lock(&job.state).id.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            (last + 1).to_string()
-        };
-        let state = ImportState {
-            id: id.clone(),
+        let mut state = ImportState {
+            id: String::new(),
             uri: uri.to_owned(),
             error_mode,
             status: Status::Pending,
@@ -269,10 +268,28 @@ impl Imports {
                 .collect(),
             next: (0, 0, 0),
         };
-        self.persist(index, &state)?;
-        tracing::info!(index, import = %id, uri, "import started");
-        self.spawn(engine, index, &jobs, state);
-        Ok(id)
+        let jobs = self.index(index);
+        // The id is taken and the job listed under one lock, so concurrent starts get
+        // distinct ids (and state files).
+        let job = {
+            let mut list = lock(&jobs.jobs);
+            let last = list
+                .iter()
+                .filter_map(|job| lock(&job.state).id.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            state.id = (last + 1).to_string();
+            let job = Job::new(state.clone());
+            list.push(Arc::clone(&job));
+            job
+        };
+        if let Err(err) = self.persist(index, &state) {
+            lock(&jobs.jobs).retain(|listed| !Arc::ptr_eq(listed, &job));
+            return Err(err);
+        }
+        tracing::info!(index, import = %state.id, uri, "import started");
+        self.spawn(engine, index, &jobs, job);
+        Ok(state.id)
     }
 
     /// Resumes the imports of `index` that a stop left unfinished, and loads the others so
@@ -320,14 +337,14 @@ impl Imports {
         }
         states.sort_by_key(|state| state.id.parse::<u64>().unwrap_or(u64::MAX));
         for state in states {
-            if state.status.is_terminal() {
-                lock(&jobs.jobs).push(Arc::new(Job {
-                    state: Mutex::new(state),
-                    cancel: AtomicBool::new(false),
-                }));
-            } else {
+            let resume = !state.status.is_terminal();
+            if resume {
                 tracing::info!(index, import = %state.id, "resuming import after a restart");
-                self.spawn(engine, index, &jobs, state);
+            }
+            let job = Job::new(state);
+            lock(&jobs.jobs).push(Arc::clone(&job));
+            if resume {
+                self.spawn(engine, index, &jobs, job);
             }
         }
     }
@@ -448,12 +465,8 @@ impl Imports {
         Ok(())
     }
 
-    fn spawn(&self, engine: &Arc<Engine>, index: &str, jobs: &Arc<IndexJobs>, state: ImportState) {
-        let job = Arc::new(Job {
-            state: Mutex::new(state),
-            cancel: AtomicBool::new(false),
-        });
-        lock(&jobs.jobs).push(Arc::clone(&job));
+    /// Runs `job`, listed already among `jobs`, on a thread of its own.
+    fn spawn(&self, engine: &Arc<Engine>, index: &str, jobs: &Arc<IndexJobs>, job: Arc<Job>) {
         let runner = Runner {
             imports: self.clone(),
             engine: Arc::clone(engine),
@@ -942,6 +955,31 @@ mod tests {
         assert_eq!((page.len(), page[0].id.as_str(), next), (1, "3", None));
         assert!(imports.list("i", Some(0), None).is_err());
         assert!(imports.list("i", None, Some("x")).is_err());
+    }
+
+    #[test]
+    fn concurrent_starts_get_distinct_ids() {
+        let (_dir, engine, imports, uri) = setup(1);
+        // Held before their first batch: only the starts race.
+        imports.pause("i", true);
+        let barrier = std::sync::Barrier::new(8);
+        let mut ids: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap()
+                    })
+                })
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap())
+                .collect()
+        });
+        imports.stop("i");
+        ids.sort_by_key(|id| id.parse::<u64>().unwrap());
+        assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
     }
 
     /// Puts `bytes` at `name` under the test bucket's prefix.
