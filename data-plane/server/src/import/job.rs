@@ -495,23 +495,15 @@ impl Imports {
         }
     }
 
-    /// The source of a job's files when it runs (a start checked the URI; a resumed job is
-    /// checked again against today's settings).
-    fn source_of(&self, uri: &str) -> Result<Source> {
+    /// Whether imports of `uri` are allowed, and its source: the resolved directory of a
+    /// `file://` URI, the bucket of an `s3://` one. Checked when a job starts and again when
+    /// it runs, so a resumed job is held to today's settings.
+    fn resolve(&self, uri: &str) -> Result<Source> {
         if uri.starts_with("s3://") {
             if !self.inner.settings.allow_s3 {
                 return Err(ImportError::S3Off);
             }
             return Source::s3(uri);
-        }
-        Ok(Source::Dir(PathBuf::new()))
-    }
-
-    /// Whether imports of `uri` are allowed, and its source: the resolved directory of a
-    /// `file://` URI, the bucket of an `s3://` one.
-    fn resolve(&self, uri: &str) -> Result<Source> {
-        if uri.starts_with("s3://") {
-            return self.source_of(uri);
         }
         if uri.starts_with("gs://") || uri.starts_with("https://") {
             return Err(ImportError::BadUri(format!(
@@ -632,7 +624,7 @@ impl Runner {
         self.check()?;
         let source = self
             .imports
-            .source_of(&state.uri)
+            .resolve(&state.uri)
             .map_err(|err| Stop::Failed(err.to_string()))?;
         let spool = self.imports.spool(&self.index, &state.id);
         let interrupted = || self.check().is_err();
@@ -980,6 +972,31 @@ mod tests {
         imports.stop("i");
         ids.sort_by_key(|id| id.parse::<u64>().unwrap());
         assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn a_resumed_file_import_is_checked_against_todays_root() {
+        let (dir, engine, imports, uri) = setup(10);
+        imports.pause("i", true);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        imports.stop("i");
+        // Restarted without --import-root: the job fails saying so instead of reading on.
+        let off = Imports::new(ImportSettings {
+            root: None,
+            allow_s3: false,
+            state_dir: Some(dir.path().join("state")),
+        });
+        off.recover(&engine, "i");
+        let state = wait(&off, &id);
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        assert!(
+            state
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("--import-root")),
+            "{state:?}"
+        );
+        assert_eq!(state.records_imported, 0);
     }
 
     /// Puts `bytes` at `name` under the test bucket's prefix.
