@@ -12,17 +12,20 @@
 //! counts them, `abort` fails the job naming the first one's file and row. Backpressure (a full
 //! memory budget) is waited out.
 //!
-//! After every batch the job's state (status, counts, the next file and row) is written to
-//! `<state dir>/<index>/<id>.json` atomically (a temporary file, fsynced, renamed over). The
-//! batches before that point are durable in the engine, and upserts are idempotent, so a
-//! restart resumes a `Pending` or `InProgress` job from its last state; a job whose state
-//! cannot be resumed (its files changed or vanished) is marked `Failed` saying why.
+//! After every batch the job's state (status, counts, the next file and row) is published to
+//! describe and list; it is written to `<state dir>/<index>/<id>.json` atomically (a temporary
+//! file, fsynced, renamed over) at most every [`CHECKPOINT_EVERY`], when the server stops the
+//! job, and when the job ends. The batches before a written state are durable in the engine,
+//! and upserts are idempotent, so a restart resumes a `Pending` or `InProgress` job from its
+//! last written state (after a crash, redoing at most that interval's batches); a job whose
+//! state cannot be resumed (its files changed or vanished) is marked `Failed` saying why.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use larch_engine::{Engine, UpsertRequest, VectorInput};
 use larch_model::Code;
@@ -34,6 +37,10 @@ use super::{ImportError, Result};
 
 /// How long a job waits before retrying a batch the engine refused for backpressure.
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(200);
+
+/// How often a running job writes its state (see the module docs): each write is the whole
+/// state, every file name included, and an fsync, too much to repeat after every batch.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The most imports one page of `GET /bulk/imports` lists.
 pub const MAX_PAGE: usize = 100;
@@ -473,6 +480,7 @@ impl Imports {
             index: index.to_owned(),
             jobs: Arc::clone(jobs),
             job,
+            written: Cell::new(Instant::now()),
         };
         let thread = std::thread::Builder::new()
             .name("larch-import".into())
@@ -555,6 +563,8 @@ struct Runner {
     index: String,
     jobs: Arc<IndexJobs>,
     job: Arc<Job>,
+    /// When the job's state was last written (see [`CHECKPOINT_EVERY`]).
+    written: Cell<Instant>,
 }
 
 /// Why a run ended before its files did.
@@ -574,7 +584,13 @@ impl Runner {
         // The counts of a failed or cancelled run include its last partial batch.
         let outcome = self.import(&mut state);
         match outcome {
-            Err(Stop::Shutdown) => return,
+            Err(Stop::Shutdown) => {
+                // The last published state is where the last batch left off: the next start
+                // resumes there.
+                let last = lock(&self.job.state).clone();
+                self.persist(&last);
+                return;
+            }
             // A cancel that was accepted is honoured, even if the last batch made it.
             Ok(()) if self.job.cancel.load(Ordering::SeqCst) => state.status = Status::Cancelled,
             Ok(()) => state.status = Status::Completed,
@@ -594,16 +610,26 @@ impl Runner {
             records_skipped = state.records_skipped,
             "import ended"
         );
-        self.save(state);
+        self.persist(&state);
+        *lock(&self.job.state) = state;
     }
 
-    /// Publishes `state` and persists it; a state that cannot be written is logged (the
-    /// next write tries again, and a restart resumes from the last one written).
+    /// Publishes `state`, and writes it too once [`CHECKPOINT_EVERY`] has passed since the
+    /// last write.
     fn save(&self, state: ImportState) {
-        if let Err(err) = self.imports.persist(&self.index, &state) {
-            tracing::error!(index = %self.index, import = %state.id, error = %err, "cannot write the import state");
+        if self.written.get().elapsed() >= CHECKPOINT_EVERY {
+            self.persist(&state);
         }
         *lock(&self.job.state) = state;
+    }
+
+    /// Writes `state`; one that cannot be written is logged (the next write tries again, and
+    /// a restart resumes from the last one written).
+    fn persist(&self, state: &ImportState) {
+        self.written.set(Instant::now());
+        if let Err(err) = self.imports.persist(&self.index, state) {
+            tracing::error!(index = %self.index, import = %state.id, error = %err, "cannot write the import state");
+        }
     }
 
     fn check(&self) -> std::result::Result<(), Stop> {
@@ -672,7 +698,6 @@ impl Runner {
             }
             state.next = (ns + 1, 0, 0);
         }
-        self.save(state.clone());
         Ok(())
     }
 
