@@ -302,6 +302,8 @@ impl Imports {
     /// Resumes the imports of `index` that a stop left unfinished, and loads the others so
     /// they are listed. Called when the index's server starts.
     pub fn recover(&self, engine: &Arc<Engine>, index: &str) {
+        let jobs = self.index(index);
+        jobs.stopped.store(false, Ordering::SeqCst);
         let Some(dir) = self
             .inner
             .settings
@@ -311,8 +313,6 @@ impl Imports {
         else {
             return;
         };
-        let jobs = self.index(index);
-        jobs.stopped.store(false, Ordering::SeqCst);
         if !lock(&jobs.jobs).is_empty() {
             return;
         }
@@ -1022,6 +1022,26 @@ mod tests {
             "{state:?}"
         );
         assert_eq!(state.records_imported, 0);
+    }
+
+    #[test]
+    fn imports_without_a_state_dir_run_after_their_index_server_restarts() {
+        let (dir, engine, _, uri) = setup(10);
+        let imports = Imports::new(ImportSettings {
+            root: Some(dir.path().join("root")),
+            allow_s3: false,
+            state_dir: None,
+        });
+        // The index's server starts and stops (lib::serve_index_importing), then starts again.
+        imports.recover(&engine, "i");
+        imports.stop("i");
+        imports.recover(&engine, "i");
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(
+            (state.status, state.records_imported),
+            (Status::Completed, 10)
+        );
     }
 
     /// Puts `bytes` at `name` under the test bucket's prefix.
