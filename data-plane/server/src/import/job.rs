@@ -316,20 +316,25 @@ impl Imports {
         if !lock(&jobs.jobs).is_empty() {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+            Err(err) => {
+                tracing::error!(index, dir = %dir.display(), error = %err, "cannot read the import states; the index's imports are neither listed nor resumed");
+                return;
+            }
         };
-        // A scratch file a crash left behind (see `spool`).
-        let leftovers = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-        for leftover in leftovers.filter(|e| e.path().extension().is_some_and(|x| x == "download"))
-        {
-            let _ = std::fs::remove_file(leftover.path());
-        }
         let mut states: Vec<ImportState> = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {}
+                // A scratch file a crash left behind (see `spool`).
+                Some("download") => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                _ => continue,
             }
             match std::fs::read(&path)
                 .map_err(|err| err.to_string())
