@@ -758,20 +758,20 @@ impl Runner {
         if records.is_empty() {
             return Ok(());
         }
-        match self.upsert_batch(namespace, records.clone())? {
+        match self.upsert_batch(namespace, &records)? {
             Ok(count) => {
                 state.records_imported += count;
                 Ok(())
             }
             Err(_) => {
-                for record in records {
-                    let id = record.id.clone();
-                    match self.upsert_batch(namespace, vec![record])? {
+                for record in &records {
+                    match self.upsert_batch(namespace, std::slice::from_ref(record))? {
                         Ok(count) => state.records_imported += count,
                         Err(err) => match state.error_mode {
                             ErrorMode::Abort => {
                                 return Err(Stop::Failed(format!(
-                                    "record {id:?} of namespace {namespace:?}: {err}"
+                                    "record {:?} of namespace {namespace:?}: {err}",
+                                    record.id
                                 )));
                             }
                             ErrorMode::Continue => state.records_skipped += 1,
@@ -785,11 +785,11 @@ impl Runner {
 
     /// One upsert through the engine: `Ok(Ok(count))`, `Ok(Err(message))` when the engine
     /// refuses the records as invalid, `Err` when the job must stop. Backpressure is waited
-    /// out.
+    /// out. The engine takes the records it is given, so each attempt sends a copy.
     fn upsert_batch(
         &self,
         namespace: &str,
-        vectors: Vec<VectorInput>,
+        vectors: &[VectorInput],
     ) -> std::result::Result<std::result::Result<u64, String>, Stop> {
         loop {
             self.check()?;
@@ -799,7 +799,7 @@ impl Runner {
                 .map_err(|err| Stop::Failed(format!("the index is gone: {err}")))?;
             let request = UpsertRequest {
                 namespace: namespace.to_owned(),
-                vectors: vectors.clone(),
+                vectors: vectors.to_vec(),
             };
             match index.upsert(request) {
                 Ok(count) => return Ok(Ok(u64::from(count))),
