@@ -231,16 +231,7 @@ async fn start_import(
     let mode = body.error_mode().map_err(|message| {
         RestError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
     })?;
-    let (imports, engine, name) = index.imports();
-    let (imports, engine, name) = (imports.clone(), engine.clone(), name.to_owned());
-    // Lists the directory and reads each file's footer: blocking work.
-    let id = tokio::task::spawn_blocking(move || imports.start(&engine, &name, &body.uri, mode))
-        .await
-        .map_err(|err| {
-            RestError::from(larch_engine::Error::Internal(format!(
-                "import task failed: {err}"
-            )))
-        })??;
+    let id = index.start_import(body.uri, mode).await?;
     Ok(json_ok(&import::wire::StartImportResponse { id }))
 }
 
@@ -257,8 +248,7 @@ async fn list_imports(
             _ => {}
         }
     }
-    let (imports, _, name) = index.imports();
-    let (page, next) = imports.list(name, limit, token.as_deref())?;
+    let (page, next) = index.list_imports(limit, token.as_deref())?;
     Ok(json_ok(&import::wire::ListImportsResponse {
         data: page.into_iter().map(Into::into).collect(),
         pagination: next.map(|next| import::wire::Pagination { next }),
@@ -269,9 +259,8 @@ async fn describe_import(
     State(index): State<IndexHandle>,
     Path(id): Path<String>,
 ) -> Result<Response, RestError> {
-    let (imports, _, name) = index.imports();
     Ok(json_ok(&import::wire::ImportModel::from(
-        imports.describe(name, &id)?,
+        index.describe_import(&id)?,
     )))
 }
 
@@ -279,8 +268,7 @@ async fn cancel_import(
     State(index): State<IndexHandle>,
     Path(id): Path<String>,
 ) -> Result<Response, RestError> {
-    let (imports, _, name) = index.imports();
-    imports.cancel(name, &id)?;
+    index.cancel_import(&id)?;
     Ok(json_ok(&json::Empty {}))
 }
 
