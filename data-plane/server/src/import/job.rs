@@ -1037,7 +1037,7 @@ mod tests {
             allow_s3: false,
             state_dir: None,
         });
-        // The index's server starts and stops (lib::serve_index_importing), then starts again.
+        // The index's server starts and stops (crate::serve_index), then starts again.
         imports.recover(&engine, "i");
         imports.stop("i");
         imports.recover(&engine, "i");
