@@ -1178,6 +1178,43 @@ mod tests {
     }
 
     #[test]
+    fn s3_a_failed_download_leaves_no_scratch_file() {
+        let Some(test) = larch_state::testing::s3("s3_import_failed_download") else {
+            return;
+        };
+        put(&test.bucket, "set/ns/0.parquet", parquet_bytes(0..5));
+        let (dir, engine, _, _) = setup(0);
+        let state_dir = dir.path().join("state");
+        let imports = s3_imports(&state_dir, true);
+        // Listed at the start, gone when the job downloads it.
+        imports.pause("i", true);
+        let uri = format!("{}/set", test.url);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        futures_executor::block_on(object_store::ObjectStoreExt::delete(
+            &test.bucket.store,
+            &test.bucket.path("set/ns/0.parquet"),
+        ))
+        .unwrap();
+        imports.pause("i", false);
+        let state = wait(&imports, &id);
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        assert!(
+            state
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot download")),
+            "{state:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(state_dir.join("i"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|name| !name.to_string_lossy().ends_with(".json"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
     fn s3_imports_resume_after_a_restart_only_while_still_allowed() {
         let Some(test) = larch_state::testing::s3("s3_import_resume") else {
             return;
