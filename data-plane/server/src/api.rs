@@ -41,6 +41,8 @@ use larch_engine::{
 use larch_observe::keyed::{KeyPermit, KeyedGate};
 use larch_observe::{Cancel, Limits};
 
+use crate::import;
+
 /// How long a client refused by the per-key query cap is asked to wait before retrying: about
 /// the time a filtered scan takes to free its slot.
 const QUERY_PUSHBACK: Duration = Duration::from_millis(200);
@@ -57,7 +59,7 @@ pub struct IndexHandle {
     /// of the process.
     queries: Arc<KeyedGate>,
     /// Bulk imports of the process (off unless the server was given an import root).
-    imports: crate::import::Imports,
+    imports: import::Imports,
 }
 
 impl IndexHandle {
@@ -76,19 +78,14 @@ impl IndexHandle {
             index: index.into(),
             budget: limits.answer_budget(),
             queries: Arc::clone(limits.queries()),
-            imports: crate::import::Imports::default(),
+            imports: import::Imports::default(),
         }
     }
 
     /// The same handle, running bulk imports with `imports`.
-    pub fn with_imports(mut self, imports: crate::import::Imports) -> IndexHandle {
+    pub fn with_imports(mut self, imports: import::Imports) -> IndexHandle {
         self.imports = imports;
         self
-    }
-
-    /// The bulk imports, the engine and the index's storage name, for the import routes.
-    pub fn imports(&self) -> (&crate::import::Imports, &Arc<Engine>, &str) {
-        (&self.imports, &self.engine, &self.index)
     }
 
     /// The answer budget reads that return records are held to.
@@ -407,6 +404,44 @@ impl Caller {
     /// How the caller names the default namespace (see [`default_namespace_name`]).
     pub fn default_namespace(&self) -> &'static str {
         self.default_namespace
+    }
+}
+
+/// Bulk imports of the index ([`crate::import`]), which Pinecone serves over REST only.
+impl IndexHandle {
+    /// Starts importing `uri` into the index; answers the import's id. Listing the files and
+    /// reading their footers is blocking work: it runs on the blocking pool, as writes do.
+    pub async fn start_import(
+        &self,
+        uri: String,
+        error_mode: import::ErrorMode,
+    ) -> import::Result<String> {
+        let (imports, engine, index) = (
+            self.imports.clone(),
+            Arc::clone(&self.engine),
+            self.index.clone(),
+        );
+        self.run(move |_| Ok(imports.start(&engine, &index, &uri, error_mode)))
+            .await?
+    }
+
+    /// A page of the index's imports by id (see [`import::Imports::list`]).
+    pub fn list_imports(
+        &self,
+        limit: Option<u32>,
+        token: Option<&str>,
+    ) -> import::Result<(Vec<import::ImportState>, Option<String>)> {
+        self.imports.list(&self.index, limit, token)
+    }
+
+    /// The index's import `id`.
+    pub fn describe_import(&self, id: &str) -> import::Result<import::ImportState> {
+        self.imports.describe(&self.index, id)
+    }
+
+    /// Cancels the index's import `id` (see [`import::Imports::cancel`]).
+    pub fn cancel_import(&self, id: &str) -> import::Result<()> {
+        self.imports.cancel(&self.index, id)
     }
 }
 

@@ -302,7 +302,7 @@ impl DataPlane {
                 let _ = stopped.await;
             };
             let logged = served.to_string();
-            let served = crate::serve_index_importing(
+            let served = crate::serve_index(
                 listener, engine, served, keys, metrics, limits, imports, shutdown,
             );
             if let Err(err) = served.await {

@@ -74,27 +74,11 @@ pub use service::VectorApi;
 /// Serves the data plane (gRPC and REST) of index `key` — the engine index
 /// [`IndexKey::storage_name`] — on `listener` until `shutdown` completes, then reports
 /// NOT_SERVING on gRPC health and drains in-flight requests before returning. Every request
-/// is counted in `metrics` and held to `limits`.
-pub async fn serve_index(
-    listener: impl Into<larch_observe::Listener>,
-    engine: Arc<Engine>,
-    key: IndexKey,
-    keys: KeyStore,
-    metrics: Metrics,
-    limits: Limits,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let imports = import::Imports::default();
-    serve_index_importing(
-        listener, engine, key, keys, metrics, limits, imports, shutdown,
-    )
-    .await
-}
-
-/// [`serve_index`] with bulk imports run by `imports`: the index's unfinished imports resume
-/// when its server starts, and stop (to resume at the next start) when it has drained.
+/// is counted in `metrics` and held to `limits`. Bulk imports run through `imports` (off when
+/// it has no import root): the index's unfinished imports resume when its server starts, and
+/// stop (to resume at the next start) when it has drained.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_index_importing(
+pub async fn serve_index(
     listener: impl Into<larch_observe::Listener>,
     engine: Arc<Engine>,
     key: IndexKey,
@@ -106,27 +90,6 @@ pub async fn serve_index_importing(
 ) -> Result<(), tonic::transport::Error> {
     let storage = key.storage_name();
     imports.recover(&engine, &storage);
-    let served = serve_index_inner(
-        listener, engine, key, keys, metrics, limits, &imports, shutdown,
-    )
-    .await;
-    let stopping = imports.clone();
-    // Joins the job threads, which finish their current batch first.
-    let _ = tokio::task::spawn_blocking(move || stopping.stop(&storage)).await;
-    served
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_index_inner(
-    listener: impl Into<larch_observe::Listener>,
-    engine: Arc<Engine>,
-    key: IndexKey,
-    keys: KeyStore,
-    metrics: Metrics,
-    limits: Limits,
-    imports: &import::Imports,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = larch_proto::reflection::services();
     // The index lives in memory and is ready as soon as it exists.
@@ -141,8 +104,7 @@ async fn serve_index_inner(
             .await;
     };
     tracing::debug!(index = %key, "serving the index's data plane");
-    let index =
-        IndexHandle::new_with(engine, key.storage_name(), &limits).with_imports(imports.clone());
+    let index = IndexHandle::new_with(engine, &storage, &limits).with_imports(imports.clone());
     // Every request acts on this index of this project: keys of other projects get NOT_FOUND.
     let scope = larch_auth::Scope::Index {
         project: key.project().to_owned(),
@@ -169,11 +131,14 @@ async fn serve_index_inner(
         .layer(observe);
     // tonic's server (hyper-util's auto builder) with HTTP/1.1 allowed: REST clients may use
     // either HTTP version, and gRPC keeps tonic's graceful drain.
-    limits
+    let served = limits
         .server()
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(listener.into().incoming(), drain)
-        .await
+        .await;
+    // Joins the job threads, which finish their current batch first.
+    let _ = tokio::task::spawn_blocking(move || imports.stop(&storage)).await;
+    served
 }
 
 /// The `VectorService` of `index`, decoding messages up to the configured request size (the

@@ -227,27 +227,20 @@ async fn delete_namespace(
 async fn start_import(
     State(index): State<IndexHandle>,
     Json(body): Json<import::wire::StartImportRequest>,
-) -> Result<Response, RestError> {
+) -> Result<Encoded<import::wire::StartImportResponse>, RestError> {
     let mode = body.error_mode().map_err(|message| {
         RestError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
     })?;
-    let (imports, engine, name) = index.imports();
-    let (imports, engine, name) = (imports.clone(), engine.clone(), name.to_owned());
-    // Lists the directory and reads each file's footer: blocking work.
-    let id = tokio::task::spawn_blocking(move || imports.start(&engine, &name, &body.uri, mode))
-        .await
-        .map_err(|err| {
-            RestError::from(larch_engine::Error::Internal(format!(
-                "import task failed: {err}"
-            )))
-        })??;
-    Ok(json_ok(&import::wire::StartImportResponse { id }))
+    let id = index.start_import(body.uri, mode).await?;
+    Ok(Encoded::from_answer(import::wire::StartImportResponse {
+        id,
+    })?)
 }
 
 async fn list_imports(
     State(index): State<IndexHandle>,
     Params(pairs): Params,
-) -> Result<Response, RestError> {
+) -> Result<Encoded<import::wire::ListImportsResponse>, RestError> {
     let mut limit = None;
     let mut token = None;
     for (key, value) in pairs {
@@ -257,47 +250,26 @@ async fn list_imports(
             _ => {}
         }
     }
-    let (imports, _, name) = index.imports();
-    let (page, next) = imports.list(name, limit, token.as_deref())?;
-    Ok(json_ok(&import::wire::ListImportsResponse {
+    let (page, next) = index.list_imports(limit, token.as_deref())?;
+    Ok(Encoded::from_answer(import::wire::ListImportsResponse {
         data: page.into_iter().map(Into::into).collect(),
         pagination: next.map(|next| import::wire::Pagination { next }),
-    }))
+    })?)
 }
 
 async fn describe_import(
     State(index): State<IndexHandle>,
     Path(id): Path<String>,
-) -> Result<Response, RestError> {
-    let (imports, _, name) = index.imports();
-    Ok(json_ok(&import::wire::ImportModel::from(
-        imports.describe(name, &id)?,
-    )))
+) -> Result<Encoded<import::wire::ImportModel>, RestError> {
+    Ok(Encoded::from_answer(index.describe_import(&id)?)?)
 }
 
 async fn cancel_import(
     State(index): State<IndexHandle>,
     Path(id): Path<String>,
-) -> Result<Response, RestError> {
-    let (imports, _, name) = index.imports();
-    imports.cancel(name, &id)?;
-    Ok(json_ok(&json::Empty {}))
-}
-
-/// A 200 answer of the import routes (small bodies, encoded on the async worker).
-fn json_ok<T: Serialize>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-        Err(err) => RestError::from(larch_engine::Error::Internal(format!(
-            "cannot encode JSON: {err}"
-        )))
-        .into_response(),
-    }
+) -> Result<Encoded<json::Empty>, RestError> {
+    index.cancel_import(&id)?;
+    Ok(Encoded::from_answer(json::Empty {})?)
 }
 
 async fn not_implemented(request: Request) -> RestError {

@@ -12,17 +12,20 @@
 //! counts them, `abort` fails the job naming the first one's file and row. Backpressure (a full
 //! memory budget) is waited out.
 //!
-//! After every batch the job's state (status, counts, the next file and row) is written to
-//! `<state dir>/<index>/<id>.json` atomically (a temporary file, fsynced, renamed over). The
-//! batches before that point are durable in the engine, and upserts are idempotent, so a
-//! restart resumes a `Pending` or `InProgress` job from its last state; a job whose state
-//! cannot be resumed (its files changed or vanished) is marked `Failed` saying why.
+//! After every batch the job's state (status, counts, the next file and row) is published to
+//! describe and list; it is written to `<state dir>/<index>/<id>.json` atomically (a temporary
+//! file, fsynced, renamed over) at most every [`CHECKPOINT_EVERY`], when the server stops the
+//! job, and when the job ends. The batches before a written state are durable in the engine,
+//! and upserts are idempotent, so a restart resumes a `Pending` or `InProgress` job from its
+//! last written state (after a crash, redoing at most that interval's batches); a job whose
+//! state cannot be resumed (its files changed or vanished) is marked `Failed` saying why.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use larch_engine::{Engine, UpsertRequest, VectorInput};
 use larch_model::Code;
@@ -34,6 +37,10 @@ use super::{ImportError, Result};
 
 /// How long a job waits before retrying a batch the engine refused for backpressure.
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(200);
+
+/// How often a running job writes its state (see the module docs): each write is the whole
+/// state, every file name included, and an fsync, too much to repeat after every batch.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The most imports one page of `GET /bulk/imports` lists.
 pub const MAX_PAGE: usize = 100;
@@ -178,6 +185,15 @@ struct Job {
     cancel: AtomicBool,
 }
 
+impl Job {
+    fn new(state: ImportState) -> Arc<Job> {
+        Arc::new(Job {
+            state: Mutex::new(state),
+            cancel: AtomicBool::new(false),
+        })
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is whole; a poisoned lock still holds a consistent value.
     mutex
@@ -241,18 +257,8 @@ impl Imports {
             .flat_map(|(_, files)| files)
             .map(|file| source.rows(file))
             .sum();
-        let jobs = self.index(index);
-        let id = {
-            let list = lock(&jobs.jobs);
-            let last = list
-                .iter()
-                .filter_map(|job| lock(&job.state).id.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            (last + 1).to_string()
-        };
-        let state = ImportState {
-            id: id.clone(),
+        let mut state = ImportState {
+            id: String::new(),
             uri: uri.to_owned(),
             error_mode,
             status: Status::Pending,
@@ -269,15 +275,35 @@ impl Imports {
                 .collect(),
             next: (0, 0, 0),
         };
-        self.persist(index, &state)?;
-        tracing::info!(index, import = %id, uri, "import started");
-        self.spawn(engine, index, &jobs, state);
-        Ok(id)
+        let jobs = self.index(index);
+        // The id is taken and the job listed under one lock, so concurrent starts get
+        // distinct ids (and state files).
+        let job = {
+            let mut list = lock(&jobs.jobs);
+            let last = list
+                .iter()
+                .filter_map(|job| lock(&job.state).id.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            state.id = (last + 1).to_string();
+            let job = Job::new(state.clone());
+            list.push(Arc::clone(&job));
+            job
+        };
+        if let Err(err) = self.persist(index, &state) {
+            lock(&jobs.jobs).retain(|listed| !Arc::ptr_eq(listed, &job));
+            return Err(err);
+        }
+        tracing::info!(index, import = %state.id, uri, "import started");
+        self.spawn(engine, index, &jobs, job);
+        Ok(state.id)
     }
 
     /// Resumes the imports of `index` that a stop left unfinished, and loads the others so
     /// they are listed. Called when the index's server starts.
     pub fn recover(&self, engine: &Arc<Engine>, index: &str) {
+        let jobs = self.index(index);
+        jobs.stopped.store(false, Ordering::SeqCst);
         let Some(dir) = self
             .inner
             .settings
@@ -287,25 +313,28 @@ impl Imports {
         else {
             return;
         };
-        let jobs = self.index(index);
-        jobs.stopped.store(false, Ordering::SeqCst);
         if !lock(&jobs.jobs).is_empty() {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+            Err(err) => {
+                tracing::error!(index, dir = %dir.display(), error = %err, "cannot read the import states; the index's imports are neither listed nor resumed");
+                return;
+            }
         };
-        // A scratch file a crash left behind (see `spool`).
-        let leftovers = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-        for leftover in leftovers.filter(|e| e.path().extension().is_some_and(|x| x == "download"))
-        {
-            let _ = std::fs::remove_file(leftover.path());
-        }
         let mut states: Vec<ImportState> = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {}
+                // A scratch file a crash left behind (see `spool`).
+                Some("download") => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                _ => continue,
             }
             match std::fs::read(&path)
                 .map_err(|err| err.to_string())
@@ -320,14 +349,14 @@ impl Imports {
         }
         states.sort_by_key(|state| state.id.parse::<u64>().unwrap_or(u64::MAX));
         for state in states {
-            if state.status.is_terminal() {
-                lock(&jobs.jobs).push(Arc::new(Job {
-                    state: Mutex::new(state),
-                    cancel: AtomicBool::new(false),
-                }));
-            } else {
+            let resume = !state.status.is_terminal();
+            if resume {
                 tracing::info!(index, import = %state.id, "resuming import after a restart");
-                self.spawn(engine, index, &jobs, state);
+            }
+            let job = Job::new(state);
+            lock(&jobs.jobs).push(Arc::clone(&job));
+            if resume {
+                self.spawn(engine, index, &jobs, job);
             }
         }
     }
@@ -448,18 +477,15 @@ impl Imports {
         Ok(())
     }
 
-    fn spawn(&self, engine: &Arc<Engine>, index: &str, jobs: &Arc<IndexJobs>, state: ImportState) {
-        let job = Arc::new(Job {
-            state: Mutex::new(state),
-            cancel: AtomicBool::new(false),
-        });
-        lock(&jobs.jobs).push(Arc::clone(&job));
+    /// Runs `job`, listed already among `jobs`, on a thread of its own.
+    fn spawn(&self, engine: &Arc<Engine>, index: &str, jobs: &Arc<IndexJobs>, job: Arc<Job>) {
         let runner = Runner {
             imports: self.clone(),
             engine: Arc::clone(engine),
             index: index.to_owned(),
             jobs: Arc::clone(jobs),
             job,
+            written: Cell::new(Instant::now()),
         };
         let thread = std::thread::Builder::new()
             .name("larch-import".into())
@@ -482,23 +508,15 @@ impl Imports {
         }
     }
 
-    /// The source of a job's files when it runs (a start checked the URI; a resumed job is
-    /// checked again against today's settings).
-    fn source_of(&self, uri: &str) -> Result<Source> {
+    /// Whether imports of `uri` are allowed, and its source: the resolved directory of a
+    /// `file://` URI, the bucket of an `s3://` one. Checked when a job starts and again when
+    /// it runs, so a resumed job is held to today's settings.
+    fn resolve(&self, uri: &str) -> Result<Source> {
         if uri.starts_with("s3://") {
             if !self.inner.settings.allow_s3 {
                 return Err(ImportError::S3Off);
             }
             return Source::s3(uri);
-        }
-        Ok(Source::Dir(PathBuf::new()))
-    }
-
-    /// Whether imports of `uri` are allowed, and its source: the resolved directory of a
-    /// `file://` URI, the bucket of an `s3://` one.
-    fn resolve(&self, uri: &str) -> Result<Source> {
-        if uri.starts_with("s3://") {
-            return self.source_of(uri);
         }
         if uri.starts_with("gs://") || uri.starts_with("https://") {
             return Err(ImportError::BadUri(format!(
@@ -550,6 +568,8 @@ struct Runner {
     index: String,
     jobs: Arc<IndexJobs>,
     job: Arc<Job>,
+    /// When the job's state was last written (see [`CHECKPOINT_EVERY`]).
+    written: Cell<Instant>,
 }
 
 /// Why a run ended before its files did.
@@ -569,7 +589,13 @@ impl Runner {
         // The counts of a failed or cancelled run include its last partial batch.
         let outcome = self.import(&mut state);
         match outcome {
-            Err(Stop::Shutdown) => return,
+            Err(Stop::Shutdown) => {
+                // The last published state is where the last batch left off: the next start
+                // resumes there.
+                let last = lock(&self.job.state).clone();
+                self.persist(&last);
+                return;
+            }
             // A cancel that was accepted is honoured, even if the last batch made it.
             Ok(()) if self.job.cancel.load(Ordering::SeqCst) => state.status = Status::Cancelled,
             Ok(()) => state.status = Status::Completed,
@@ -589,16 +615,26 @@ impl Runner {
             records_skipped = state.records_skipped,
             "import ended"
         );
-        self.save(state);
+        self.persist(&state);
+        *lock(&self.job.state) = state;
     }
 
-    /// Publishes `state` and persists it; a state that cannot be written is logged (the
-    /// next write tries again, and a restart resumes from the last one written).
+    /// Publishes `state`, and writes it too once [`CHECKPOINT_EVERY`] has passed since the
+    /// last write.
     fn save(&self, state: ImportState) {
-        if let Err(err) = self.imports.persist(&self.index, &state) {
-            tracing::error!(index = %self.index, import = %state.id, error = %err, "cannot write the import state");
+        if self.written.get().elapsed() >= CHECKPOINT_EVERY {
+            self.persist(&state);
         }
         *lock(&self.job.state) = state;
+    }
+
+    /// Writes `state`; one that cannot be written is logged (the next write tries again, and
+    /// a restart resumes from the last one written).
+    fn persist(&self, state: &ImportState) {
+        self.written.set(Instant::now());
+        if let Err(err) = self.imports.persist(&self.index, state) {
+            tracing::error!(index = %self.index, import = %state.id, error = %err, "cannot write the import state");
+        }
     }
 
     fn check(&self) -> std::result::Result<(), Stop> {
@@ -619,7 +655,7 @@ impl Runner {
         self.check()?;
         let source = self
             .imports
-            .source_of(&state.uri)
+            .resolve(&state.uri)
             .map_err(|err| Stop::Failed(err.to_string()))?;
         let spool = self.imports.spool(&self.index, &state.id);
         let interrupted = || self.check().is_err();
@@ -667,7 +703,6 @@ impl Runner {
             }
             state.next = (ns + 1, 0, 0);
         }
-        self.save(state.clone());
         Ok(())
     }
 
@@ -723,20 +758,20 @@ impl Runner {
         if records.is_empty() {
             return Ok(());
         }
-        match self.upsert_batch(namespace, records.clone())? {
+        match self.upsert_batch(namespace, &records)? {
             Ok(count) => {
                 state.records_imported += count;
                 Ok(())
             }
             Err(_) => {
-                for record in records {
-                    let id = record.id.clone();
-                    match self.upsert_batch(namespace, vec![record])? {
+                for record in &records {
+                    match self.upsert_batch(namespace, std::slice::from_ref(record))? {
                         Ok(count) => state.records_imported += count,
                         Err(err) => match state.error_mode {
                             ErrorMode::Abort => {
                                 return Err(Stop::Failed(format!(
-                                    "record {id:?} of namespace {namespace:?}: {err}"
+                                    "record {:?} of namespace {namespace:?}: {err}",
+                                    record.id
                                 )));
                             }
                             ErrorMode::Continue => state.records_skipped += 1,
@@ -750,11 +785,11 @@ impl Runner {
 
     /// One upsert through the engine: `Ok(Ok(count))`, `Ok(Err(message))` when the engine
     /// refuses the records as invalid, `Err` when the job must stop. Backpressure is waited
-    /// out.
+    /// out. The engine takes the records it is given, so each attempt sends a copy.
     fn upsert_batch(
         &self,
         namespace: &str,
-        vectors: Vec<VectorInput>,
+        vectors: &[VectorInput],
     ) -> std::result::Result<std::result::Result<u64, String>, Stop> {
         loop {
             self.check()?;
@@ -764,7 +799,7 @@ impl Runner {
                 .map_err(|err| Stop::Failed(format!("the index is gone: {err}")))?;
             let request = UpsertRequest {
                 namespace: namespace.to_owned(),
-                vectors: vectors.clone(),
+                vectors: vectors.to_vec(),
             };
             match index.upsert(request) {
                 Ok(count) => return Ok(Ok(u64::from(count))),
@@ -944,6 +979,76 @@ mod tests {
         assert!(imports.list("i", None, Some("x")).is_err());
     }
 
+    #[test]
+    fn concurrent_starts_get_distinct_ids() {
+        let (_dir, engine, imports, uri) = setup(1);
+        // Held before their first batch: only the starts race.
+        imports.pause("i", true);
+        let barrier = std::sync::Barrier::new(8);
+        let mut ids: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap()
+                    })
+                })
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap())
+                .collect()
+        });
+        imports.stop("i");
+        ids.sort_by_key(|id| id.parse::<u64>().unwrap());
+        assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn a_resumed_file_import_is_checked_against_todays_root() {
+        let (dir, engine, imports, uri) = setup(10);
+        imports.pause("i", true);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        imports.stop("i");
+        // Restarted without --import-root: the job fails saying so instead of reading on.
+        let off = Imports::new(ImportSettings {
+            root: None,
+            allow_s3: false,
+            state_dir: Some(dir.path().join("state")),
+        });
+        off.recover(&engine, "i");
+        let state = wait(&off, &id);
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        assert!(
+            state
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("--import-root")),
+            "{state:?}"
+        );
+        assert_eq!(state.records_imported, 0);
+    }
+
+    #[test]
+    fn imports_without_a_state_dir_run_after_their_index_server_restarts() {
+        let (dir, engine, _, uri) = setup(10);
+        let imports = Imports::new(ImportSettings {
+            root: Some(dir.path().join("root")),
+            allow_s3: false,
+            state_dir: None,
+        });
+        // The index's server starts and stops (crate::serve_index), then starts again.
+        imports.recover(&engine, "i");
+        imports.stop("i");
+        imports.recover(&engine, "i");
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        let state = wait(&imports, &id);
+        assert_eq!(
+            (state.status, state.records_imported),
+            (Status::Completed, 10)
+        );
+    }
+
     /// Puts `bytes` at `name` under the test bucket's prefix.
     fn put(bucket: &larch_state::bucket::Bucket, name: &str, bytes: Vec<u8>) {
         use object_store::ObjectStoreExt;
@@ -1070,6 +1175,43 @@ mod tests {
             (state.status, state.records_imported),
             (Status::Completed, 5)
         );
+    }
+
+    #[test]
+    fn s3_a_failed_download_leaves_no_scratch_file() {
+        let Some(test) = larch_state::testing::s3("s3_import_failed_download") else {
+            return;
+        };
+        put(&test.bucket, "set/ns/0.parquet", parquet_bytes(0..5));
+        let (dir, engine, _, _) = setup(0);
+        let state_dir = dir.path().join("state");
+        let imports = s3_imports(&state_dir, true);
+        // Listed at the start, gone when the job downloads it.
+        imports.pause("i", true);
+        let uri = format!("{}/set", test.url);
+        let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
+        futures_executor::block_on(object_store::ObjectStoreExt::delete(
+            &test.bucket.store,
+            &test.bucket.path("set/ns/0.parquet"),
+        ))
+        .unwrap();
+        imports.pause("i", false);
+        let state = wait(&imports, &id);
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        assert!(
+            state
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot download")),
+            "{state:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(state_dir.join("i"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|name| !name.to_string_lossy().ends_with(".json"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

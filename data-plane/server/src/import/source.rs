@@ -11,9 +11,9 @@
 //! (callers here are blocking threads). Its files are named `s3://bucket/key` in job states and
 //! messages. An object is read by streaming it, a chunk at a time, into a scratch file (the
 //! job's `spool` path), opening that, and unlinking it at once: the open reader keeps the data
-//! readable and the space is freed when the reader is dropped. So a job holds at most one
-//! object's bytes, on disk rather than in memory, and a crash leaves at most one scratch file,
-//! overwritten by the job's next download.
+//! readable and the space is freed when the reader is dropped; a failed or interrupted
+//! download's part is unlinked too. So a job holds at most one object's bytes, on disk rather
+//! than in memory, and a crash leaves at most one scratch file, removed at the next start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,11 +139,16 @@ impl Source {
         };
         let key =
             object_key(base, file).ok_or_else(|| unreadable(format!("not an object of {base}")))?;
-        download(bucket, &key, spool, interrupted).map_err(unreadable)?;
-        let records = ParquetRecords::open_named(spool, file, skip);
-        // The open reader keeps the data; nothing else needs the name.
-        if let Err(err) = std::fs::remove_file(spool) {
-            tracing::warn!(file = %spool.display(), error = %err, "cannot remove an import's scratch file");
+        let records = download(bucket, &key, spool, interrupted)
+            .map_err(unreadable)
+            .and_then(|()| ParquetRecords::open_named(spool, file, skip));
+        // The open reader keeps the data; nothing else needs the name. A failed or
+        // interrupted download's part goes too.
+        match std::fs::remove_file(spool) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %spool.display(), error = %err, "cannot remove an import's scratch file");
+            }
+            _ => {}
         }
         records
     }
