@@ -55,6 +55,16 @@ pub(crate) fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
+/// A port of 127.0.0.1 that was free a moment ago, for a process that must be named before it
+/// starts (the data plane needs the control plane's URL and the other way round).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
 /// failing test never leaves a server behind.
 pub(crate) struct Larch {
