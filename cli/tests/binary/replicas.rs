@@ -83,6 +83,21 @@ pub(super) async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::
         .map(tonic::Response::into_inner)
 }
 
+/// Creates indexes `race-0`, `race-1`, `race-2`, each on the replicas at `first` and
+/// `second` at once: one of the two must succeed and the other get ALREADY_EXISTS.
+pub(super) async fn race_creates(first: &str, second: &str) {
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let (a, b) = tokio::join!(create(first, &name), create(second, &name));
+        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
+        assert!(
+            codes == [None, Some(Code::AlreadyExists)]
+                || codes == [Some(Code::AlreadyExists), None],
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+}
+
 /// The names of the indexes `key` sees on the control plane at `addr`.
 pub(super) async fn list(addr: &str, key: &str) -> Result<Vec<String>, tonic::Status> {
     IndexServiceClient::new(connect(addr).await)
@@ -173,16 +188,7 @@ async fn control_plane_replicas_share_indexes_and_keys() {
     assert_eq!(query(&data_addr, &movies.host, KEY).await.unwrap(), 1);
 
     // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
-    for round in 0..3 {
-        let name = format!("race-{round}");
-        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
-        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
-        assert!(
-            codes == [None, Some(Code::AlreadyExists)]
-                || codes == [Some(Code::AlreadyExists), None],
-            "round {round}: {a:?} {b:?}"
-        );
-    }
+    race_creates(&first_addr, &second_addr).await;
 
     // A key made on the second replica authenticates on the first (within the refresh
     // period) and on the data plane (which follows the first).

@@ -10,10 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use tonic::Code;
 
 use super::harness::*;
-use super::replicas::{Setup, control_plane, create, list, setup};
+use super::replicas::{Setup, control_plane, create, list, race_creates, setup};
 use super::split::{KEY, create_key, eventually, query, upsert_a, via_host};
 
 /// A control-plane replica on `addr` with its lock and admin-key hash in `dir` and its state
@@ -61,16 +60,7 @@ async fn control_plane_replicas_on_one_bucket_create_a_name_once_and_share_keys(
     wait_serving(&data_addr, "").await;
 
     // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
-    for round in 0..3 {
-        let name = format!("race-{round}");
-        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
-        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
-        assert!(
-            codes == [None, Some(Code::AlreadyExists)]
-                || codes == [Some(Code::AlreadyExists), None],
-            "round {round}: {a:?} {b:?}"
-        );
-    }
+    race_creates(&first_addr, &second_addr).await;
     assert_eq!(
         list(&first_addr, KEY).await.unwrap(),
         ["race-0", "race-1", "race-2"]
