@@ -8,17 +8,13 @@ Skipped without the server, failing instead with ``LARCH_REQUIRE_S3=1``.
 """
 
 import os
-import subprocess
-import tempfile
-import threading
 import time
 import urllib.request
 
 import pytest
 from pinecone import Pinecone, ServerlessSpec
 
-from conftest import KEY, LISTENING, Larch
-from test_pinecone10 import parquet_set
+from conftest import KEY, import_ended, parquet_set, serve
 
 S3_URL = os.environ.get("LARCH_TEST_S3_URL", "")
 
@@ -30,31 +26,8 @@ def s3_larch():
             "LARCH_REQUIRE_S3=1 but LARCH_TEST_S3_URL is not set: start tests/s3/serve.py"
         )
         pytest.skip("no S3-compatible server (LARCH_TEST_S3_URL is not set; tests/run starts one)")
-    binary = os.environ.get("LARCH_BIN", "target/debug/larch")
-    with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryDirectory() as scratch:
-        proc = subprocess.Popen(
-            [binary, "serve", "--control-addr", "127.0.0.1:0", "--data-ports", "0",
-             "--admin-addr", "127.0.0.1:0", "--data-dir", data_dir, "--import-allow-s3"],
-            env={**os.environ, "LARCH_API_KEY": KEY, "LARCH_LOG": "info"},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            addr = None
-            deadline = time.monotonic() + 30
-            while addr is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                if not line:
-                    break
-                match = LISTENING.search(line)
-                if match:
-                    addr = match.group(1)
-            assert addr, "larch did not report its control address"
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            yield addr, scratch
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=15) == 0, "larch did not exit cleanly on SIGTERM"
+    with serve("--import-allow-s3") as addr:
+        yield addr
 
 
 def upload(local_dir, prefix):
@@ -75,25 +48,18 @@ def upload(local_dir, prefix):
     return f"s3://{bucket}/{prefix}"
 
 
-def test_start_import_from_s3(s3_larch):
-    addr, scratch = s3_larch
-    pc = Pinecone(api_key=KEY, host=f"http://{addr}", grpc_scheme="http")
+def test_start_import_from_s3(s3_larch, tmp_path):
+    pc = Pinecone(api_key=KEY, host=f"http://{s3_larch}", grpc_scheme="http")
     pc.create_index(
         name="s3-imports", dimension=4, metric="cosine",
         spec=ServerlessSpec(cloud="aws", region="us-east-1"),
     )
     index = pc.Index(name="s3-imports")
-    local = parquet_set(Larch(addr, KEY, scratch))
-    uri = upload(local[len("file://"):], f"compat-sdk-{os.getpid()}-{time.time_ns()}/set")
+    local = parquet_set(tmp_path)
+    uri = upload(local, f"compat-sdk-{os.getpid()}-{time.time_ns()}/set")
 
     started = index.start_import(uri=uri, error_mode="abort")
-    deadline = time.monotonic() + 60
-    while True:
-        described = index.describe_import(started.id)
-        if described.status in ("Completed", "Failed", "Cancelled"):
-            break
-        assert time.monotonic() < deadline, described
-        time.sleep(0.05)
+    described = import_ended(index, started.id)
     assert described.status == "Completed", described
     assert described.records_imported == 500
     assert described.uri == uri

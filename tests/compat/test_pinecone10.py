@@ -6,10 +6,6 @@ plane (the `schema`/`deployment` shape), and opens indexes by name: the `host` i
 plaintext and its gRPC data plane (`grpc=True`, `grpc_scheme="http"`) dials as h2c.
 """
 
-import os
-import subprocess
-import time
-
 import pinecone
 import pytest
 from pinecone import Pinecone, ServerlessSpec
@@ -20,6 +16,8 @@ from pinecone.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+
+from conftest import import_ended, parquet_set
 
 FILMS = [
     ("a", [1.0, 0.0, 0.0, 0.0], {"genre": "drama", "year": 2001}),
@@ -185,37 +183,16 @@ def test_errors_map_to_pinecone_exceptions(larch, pc):
     pc.delete_index("errors")
 
 
-def parquet_set(larch):
-    """The generated Parquet set (tests/examples/compat_parquet.rs) under the import root."""
-    helper = os.path.join(
-        os.path.dirname(os.environ.get("LARCH_BIN", "target/debug/larch")),
-        "examples",
-        "compat_parquet",
-    )
-    assert os.path.exists(helper), (
-        f"{helper} is missing: build it with cargo build -p larch-tests --example compat_parquet"
-    )
-    target = os.path.join(larch.import_root, "set")
-    subprocess.run([helper, target], check=True)
-    return "file://" + target
-
-
 def test_bulk_import(larch, pc):
     pc.create_index(
         name="imports", dimension=4, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1")
     )
     index = pc.Index(name="imports")
-    uri = parquet_set(larch)
+    uri = "file://" + parquet_set(larch.import_root)
 
     started = index.start_import(uri=uri, error_mode="continue")
     first = started.id
-    deadline = time.monotonic() + 60
-    while True:
-        described = index.describe_import(first)
-        if described.status in ("Completed", "Failed", "Cancelled"):
-            break
-        assert time.monotonic() < deadline, described
-        time.sleep(0.05)
+    described = import_ended(index, first)
     assert described.status == "Completed", described
     assert described.records_imported == 500
     assert described.percent_complete == 100.0
@@ -235,11 +212,7 @@ def test_bulk_import(larch, pc):
     except ApiError as err:
         assert "already ended" in str(err), err
         cancelled = False
-    while True:
-        described = index.describe_import(second)
-        if described.status in ("Completed", "Failed", "Cancelled"):
-            break
-        time.sleep(0.05)
+    described = import_ended(index, second)
     assert described.status == ("Cancelled" if cancelled else "Completed"), described
 
     listed = list(index.list_imports())

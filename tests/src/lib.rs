@@ -109,6 +109,8 @@ impl TestServer {
         TestServer::start_importing_in(data_dir, key, Some(import_root.to_owned())).await
     }
 
+    /// Starts on an existing data directory, importing under `import_root` if given (without
+    /// one, the very configuration [`Self::start_in`] uses).
     async fn start_importing_in(
         data_dir: tempfile::TempDir,
         key: String,
@@ -307,10 +309,7 @@ impl TestServer {
     pub async fn restart(self) -> TestServer {
         let import_root = self.import_root.clone();
         let (data_dir, key) = self.stop_keeping_data().await;
-        match import_root {
-            None => TestServer::start_in(data_dir, key).await,
-            Some(root) => TestServer::start_importing_in(data_dir, key, Some(root)).await,
-        }
+        TestServer::start_importing_in(data_dir, key, import_root).await
     }
 }
 

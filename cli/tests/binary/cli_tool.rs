@@ -6,15 +6,6 @@ use serde_json::Value;
 
 use super::harness::*;
 
-/// Runs a command that must succeed with `--output json` and parses what it printed.
-fn json(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["--output", "json"]);
-    let (code, stdout, stderr) = cli(&args, env);
-    assert_eq!(code, 0, "larch {args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
-
 /// A running server and the environment that points the CLI at it.
 struct Server {
     _larch: Larch,
@@ -51,7 +42,7 @@ async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line
     let server = Server::start().await;
     let env = server.env();
 
-    let created = json(
+    let created = cli_json(
         &[
             "indexes",
             "create",
@@ -76,10 +67,10 @@ async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line
     assert_eq!(created["search"]["ef_search"], 100);
     assert!(created["host"].as_str().unwrap().contains(':'), "{created}");
 
-    let described = json(&["indexes", "describe", "movies"], &env);
+    let described = cli_json(&["indexes", "describe", "movies"], &env);
     assert_eq!(described, created, "describe answers what create did");
 
-    let listed = json(&["indexes", "list"], &env);
+    let listed = cli_json(&["indexes", "list"], &env);
     let names: Vec<&str> = listed["indexes"]
         .as_array()
         .unwrap()
@@ -98,7 +89,7 @@ async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line
         "{table}"
     );
 
-    let configured = json(
+    let configured = cli_json(
         &[
             "indexes",
             "configure",
@@ -120,7 +111,7 @@ async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line
     assert_ne!(code, 0);
     assert!(stderr.contains("deletion protection"), "{stderr}");
 
-    json(
+    cli_json(
         &[
             "indexes",
             "configure",
@@ -130,7 +121,7 @@ async fn indexes_are_created_listed_configured_and_deleted_from_the_command_line
         ],
         &env,
     );
-    let deleted = json(&["indexes", "delete", "movies"], &env);
+    let deleted = cli_json(&["indexes", "delete", "movies"], &env);
     assert_eq!(deleted["deleted"], true);
     let (code, _, stderr) = cli(&["indexes", "describe", "movies"], &env);
     assert_ne!(code, 0);
@@ -188,7 +179,7 @@ fn write_jsonl(path: &std::path::Path, records: &[(String, Vec<f32>, String)]) {
 }
 
 fn total(index: &str, env: &[(&str, &str)]) -> u64 {
-    json(&["vectors", "stats", "--index", index], env)["total_vector_count"]
+    cli_json(&["vectors", "stats", "--index", index], env)["total_vector_count"]
         .as_u64()
         .unwrap()
 }
@@ -198,7 +189,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     let server = Server::start().await;
     let env = server.env();
     let dir = tempfile::tempdir().unwrap();
-    json(
+    cli_json(
         &[
             "indexes",
             "create",
@@ -215,7 +206,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     let file = dir.path().join("data.jsonl");
     write_jsonl(&file, &data);
     let file = file.to_str().unwrap();
-    let upserted = json(
+    let upserted = cli_json(
         &upsert_args("movies", file, &["--batch", "300", "--in-flight", "3"]),
         &env,
     );
@@ -225,7 +216,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     // Query by a stored record's own values: it is its own nearest neighbour.
     let (id, values, _) = &data[1234];
     let vector = serde_json::to_string(values).unwrap();
-    let answer = json(
+    let answer = cli_json(
         &[
             "vectors", "query", "--index", "movies", "--vector", &vector, "--top-k", "3",
         ],
@@ -233,7 +224,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     );
     assert_eq!(answer["matches"][0]["id"], id.as_str(), "{answer}");
     assert_eq!(answer["matches"].as_array().unwrap().len(), 3);
-    let by_id = json(
+    let by_id = cli_json(
         &[
             "vectors", "query", "--index", "movies", "--id", id, "--top-k", "1",
         ],
@@ -253,7 +244,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     );
 
     // A filter as JSON: every match satisfies it.
-    let dramas = json(
+    let dramas = cli_json(
         &[
             "vectors",
             "query",
@@ -276,7 +267,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
         "{dramas}"
     );
 
-    let fetched = json(
+    let fetched = cli_json(
         &["vectors", "fetch", "--index", "movies", "--ids", "v1,v2"],
         &env,
     );
@@ -287,7 +278,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
         8
     );
 
-    let listed = json(
+    let listed = cli_json(
         &["vectors", "list", "--index", "movies", "--prefix", "v249"],
         &env,
     );
@@ -307,11 +298,11 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     // A second namespace, listed, described and deleted.
     let other = dir.path().join("other.jsonl");
     write_jsonl(&other, &records(3, 8));
-    json(
+    cli_json(
         &upsert_args("movies", other.to_str().unwrap(), &["--namespace", "other"]),
         &env,
     );
-    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    let namespaces = cli_json(&["namespaces", "list", "--index", "movies"], &env);
     let named: Vec<(&str, u64)> = namespaces["namespaces"]
         .as_array()
         .unwrap()
@@ -324,16 +315,16 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
         })
         .collect();
     assert!(named.contains(&("other", 3)), "{namespaces}");
-    let described = json(
+    let described = cli_json(
         &["namespaces", "describe", "--index", "movies", "other"],
         &env,
     );
     assert_eq!(described["record_count"], 3);
-    json(
+    cli_json(
         &["namespaces", "delete", "--index", "movies", "other"],
         &env,
     );
-    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env);
+    let namespaces = cli_json(&["namespaces", "list", "--index", "movies"], &env);
     assert!(
         !namespaces["namespaces"]
             .as_array()
@@ -344,16 +335,16 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
     );
 
     // Deletes by id, by filter, then all.
-    json(
+    cli_json(
         &["vectors", "delete", "--index", "movies", "--ids", "v1"],
         &env,
     );
-    let fetched = json(
+    let fetched = cli_json(
         &["vectors", "fetch", "--index", "movies", "--ids", "v1"],
         &env,
     );
     assert_eq!(fetched["vectors"], serde_json::json!({}));
-    json(
+    cli_json(
         &[
             "vectors",
             "delete",
@@ -365,7 +356,7 @@ async fn a_jsonl_file_is_upserted_queried_fetched_listed_and_deleted_from_the_co
         &env,
     );
     assert_eq!(total("movies", &env), 2500 - 1 - 1250);
-    json(&["vectors", "delete", "--index", "movies", "--all"], &env);
+    cli_json(&["vectors", "delete", "--index", "movies", "--all"], &env);
     assert_eq!(total("movies", &env), 0);
 }
 
@@ -374,7 +365,7 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
     let server = Server::start().await;
     let env = server.env();
     let dir = tempfile::tempdir().unwrap();
-    json(&["indexes", "create", "books", "--dimension", "4"], &env);
+    cli_json(&["indexes", "create", "books", "--dimension", "4"], &env);
 
     let data = records(10, 4);
     let file = dir.path().join("data.jsonl");
@@ -399,7 +390,7 @@ async fn a_bad_line_is_reported_by_number_and_the_run_resumes_with_skip() {
 
     // Fixed, the run resumes where it stopped.
     write_jsonl(&file, &data);
-    let resumed = json(&[&args[..], &["--skip", "6"]].concat(), &env);
+    let resumed = cli_json(&[&args[..], &["--skip", "6"]].concat(), &env);
     assert_eq!(resumed["upserted_count"], 4);
     assert_eq!(total("books", &env), 10);
 
@@ -441,19 +432,19 @@ async fn a_parquet_file_or_an_import_layout_directory_is_upserted() {
     let server = Server::start().await;
     let env = server.env();
     let dir = tempfile::tempdir().unwrap();
-    json(&["indexes", "create", "pq", "--dimension", "4"], &env);
+    cli_json(&["indexes", "create", "pq", "--dimension", "4"], &env);
 
     // One file, several row groups and batches, into --namespace.
     let data = records(25, 4);
     let file = dir.path().join("data.parquet");
     write_records(&file, &parquet_records(&data), 7).unwrap();
     let path = file.to_str().unwrap();
-    let upserted = json(
+    let upserted = cli_json(
         &upsert_args("pq", path, &["-n", "one", "--batch", "10"]),
         &env,
     );
     assert_eq!(upserted["upserted_count"], 25);
-    let fetched = json(
+    let fetched = cli_json(
         &[
             "vectors", "fetch", "--index", "pq", "-n", "one", "--ids", "v13",
         ],
@@ -464,7 +455,7 @@ async fn a_parquet_file_or_an_import_layout_directory_is_upserted() {
     let values: Vec<f32> = serde_json::from_value(v13["values"].clone()).unwrap();
     assert_eq!(values, data[13].1);
     // --skip skips rows.
-    let skipped = json(
+    let skipped = cli_json(
         &upsert_args("pq", path, &["-n", "skip", "--skip", "20"]),
         &env,
     );
@@ -509,11 +500,11 @@ async fn a_parquet_file_or_an_import_layout_directory_is_upserted() {
         .unwrap();
     }
     std::fs::write(layout.join("books").join(".log"), b"ignored").unwrap();
-    let upserted = json(&upsert_args("pq", layout.to_str().unwrap(), &[]), &env);
+    let upserted = cli_json(&upsert_args("pq", layout.to_str().unwrap(), &[]), &env);
     assert_eq!(upserted["upserted_count"], 25, "{upserted}");
     assert_eq!(upserted["namespaces"][""]["upserted_count"], 10);
     assert_eq!(upserted["namespaces"]["books"]["upserted_count"], 15);
-    let stats = json(&["vectors", "stats", "--index", "pq"], &env);
+    let stats = cli_json(&["vectors", "stats", "--index", "pq"], &env);
     assert_eq!(stats["namespaces"]["books"]["vector_count"], 15, "{stats}");
     assert_eq!(stats["namespaces"][""]["vector_count"], 10, "{stats}");
 
@@ -555,7 +546,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let server = Server::start().await;
     let env = server.env();
     let dir = tempfile::tempdir().unwrap();
-    json(&["indexes", "create", "emb", "--dimension", "4"], &env);
+    cli_json(&["indexes", "create", "emb", "--dimension", "4"], &env);
 
     let data = records(12, 4);
     let f32s: Vec<u8> = data
@@ -567,7 +558,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let path = file.to_str().unwrap();
     let query = |namespace: &str| {
         let vector = serde_json::to_string(&data[7].1).unwrap();
-        let answer = json(
+        let answer = cli_json(
             &[
                 "vectors", "query", "--index", "emb", "-n", namespace, "--vector", &vector,
                 "--top-k", "1",
@@ -578,11 +569,11 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     };
 
     // Generated ids: the file's stem and "-" by default, in batches, resumable by row.
-    let upserted = json(&upsert_args("emb", path, &["--batch", "5"]), &env);
+    let upserted = cli_json(&upsert_args("emb", path, &["--batch", "5"]), &env);
     assert_eq!(upserted["upserted_count"], 12);
     assert_eq!(total("emb", &env), 12);
     assert_eq!(query(""), "emb-7");
-    let skipped = json(
+    let skipped = cli_json(
         &upsert_args(
             "emb",
             path,
@@ -592,7 +583,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     );
     assert_eq!(skipped["upserted_count"], 7);
     assert_eq!(query("p"), "doc7");
-    let listed = json(&["vectors", "list", "--index", "emb", "-n", "p"], &env);
+    let listed = cli_json(&["vectors", "list", "--index", "emb", "-n", "p"], &env);
     let mut listed: Vec<&str> = listed["vectors"]
         .as_array()
         .unwrap()
@@ -616,7 +607,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     let ids = dir.path().join("ids.txt");
     let names: String = (0..12).map(|i| format!("movie-{}\n", i * 10)).collect();
     std::fs::write(&ids, names).unwrap();
-    let from_file = json(
+    let from_file = cli_json(
         &upsert_args(
             "emb",
             wide.to_str().unwrap(),
@@ -629,7 +620,7 @@ async fn an_npy_matrix_is_upserted_with_generated_ids_or_an_ids_file() {
     assert_eq!(total("emb", &env), 12 + 7 + 12);
 
     // An ids file of the wrong length is refused before anything is sent.
-    json(&["indexes", "create", "empty", "--dimension", "4"], &env);
+    cli_json(&["indexes", "create", "empty", "--dimension", "4"], &env);
     std::fs::write(&ids, "a\nb\nc\n").unwrap();
     let (code, _, stderr) = cli(
         &upsert_args("empty", path, &["--ids-file", ids.to_str().unwrap()]),
@@ -703,7 +694,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
     let url = format!("http://{control_addr}");
     let env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
 
-    let created = json(&["indexes", "create", "movies", "--dimension", "2"], &env);
+    let created = cli_json(&["indexes", "create", "movies", "--dimension", "2"], &env);
     assert_eq!(
         created["host"],
         format!("movies.default.larch.invalid:{port}")
@@ -718,7 +709,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
     assert_ne!(code, 0);
     assert!(stderr.contains("cannot reach index movies"), "{stderr}");
 
-    let upserted = json(
+    let upserted = cli_json(
         &upsert_args("movies", file, &["--connect-to", data_addr]),
         &env,
     );
@@ -729,7 +720,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
         ("LARCH_CONNECT_TO", data_addr.as_str()),
     ];
     assert_eq!(total("movies", &env_to), 5);
-    let namespaces = json(&["namespaces", "list", "--index", "movies"], &env_to);
+    let namespaces = cli_json(&["namespaces", "list", "--index", "movies"], &env_to);
     assert_eq!(
         namespaces["namespaces"][0]["record_count"], 5,
         "{namespaces}"
@@ -743,7 +734,7 @@ async fn connect_to_reaches_a_host_routed_split_data_plane_without_dns() {
 async fn a_data_plane_viewer_key_queries_when_given_the_host() {
     let server = Server::start().await;
     let env = server.env();
-    let created = json(
+    let created = cli_json(
         &[
             "indexes",
             "create",
@@ -792,7 +783,7 @@ async fn a_data_plane_viewer_key_queries_when_given_the_host() {
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
 
     let with_host = [&query[..], &["--host", &host]].concat();
-    let answer = json(&with_host, &reader_env);
+    let answer = cli_json(&with_host, &reader_env);
     let matches = answer["matches"].as_array().expect("matches");
     assert_eq!(matches.len(), 3, "{answer}");
     assert_eq!(matches[0]["id"], "v1", "{answer}");

@@ -64,7 +64,7 @@ fn run(section: &str, args: &[&str], file: &str, env: &[(&str, &str)]) -> (i32, 
 /// Like [`run`] for a command that must succeed; `--output json` is added (the README shows
 /// the table) and what it printed is parsed.
 fn run_json(section: &str, args: &[&str], file: &str, env: &[(&str, &str)]) -> Value {
-    json_of(&shown(section, args, file), env)
+    cli_json(&shown(section, args, file), env)
 }
 
 const CREATE: &[&str] = &[
@@ -219,13 +219,4 @@ async fn the_readmes_first_five_minutes_work_as_written() {
         section.contains("PermissionDenied"),
         "the section shows the refusal"
     );
-}
-
-/// Runs `larch <args> --output json`, which must succeed, and parses what it printed.
-fn json_of(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["--output", "json"]);
-    let (code, stdout, stderr) = cli(&args, env);
-    assert_eq!(code, 0, "larch {args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
 }

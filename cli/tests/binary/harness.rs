@@ -55,6 +55,25 @@ pub(crate) fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
+/// Runs `larch <args> --output json`, which must succeed, and parses what it printed.
+pub(crate) fn cli_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    let (code, stdout, stderr) = cli(&args, env);
+    assert_eq!(code, 0, "larch {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+/// A port of 127.0.0.1 that was free a moment ago, for a process that must be named before it
+/// starts (the data plane needs the control plane's URL and the other way round).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `larch` process. Dropping it kills the process if it is still running, so a
 /// failing test never leaves a server behind.
 pub(crate) struct Larch {

@@ -30,8 +30,27 @@ async fn replica(
     data_addr: &str,
     template: &str,
 ) -> (Larch, String) {
+    match shared {
+        Some(shared) => {
+            let state = ["--shared-state-dir", shared.to_str().unwrap()];
+            control_plane(dir, addr, data_addr, template, &state).await
+        }
+        None => control_plane(dir, addr, data_addr, template, &[]).await,
+    }
+}
+
+/// A control plane on `addr` with its data dir `dir`, following the data plane at
+/// `data_addr`, with `state` naming where it keeps its state besides (`--shared-state-dir …`,
+/// `--object-store-url …`, or nothing), once it serves; returns it and its address.
+pub(super) async fn control_plane(
+    dir: &Path,
+    addr: &str,
+    data_addr: &str,
+    template: &str,
+    state: &[&str],
+) -> (Larch, String) {
     let data_plane_url = format!("http://{data_addr}");
-    let mut args = vec![
+    let args = [
         "control-plane",
         "--data-dir",
         dir.to_str().unwrap(),
@@ -42,21 +61,10 @@ async fn replica(
         "--host-template",
         template,
     ];
-    if let Some(shared) = shared {
-        args.extend(["--shared-state-dir", shared.to_str().unwrap()]);
-    }
-    let larch = Larch::spawn(&args, &[("LARCH_API_KEY", KEY)]);
+    let larch = Larch::spawn(&[&args[..], state].concat(), &[("LARCH_API_KEY", KEY)]);
     let addr = larch.control_addr().to_string();
     wait_serving(&addr, "").await;
     (larch, addr)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Creates a 2-dimensional cosine index `name` on the control plane at `addr` (admin key).
@@ -73,6 +81,21 @@ pub(super) async fn create(addr: &str, name: &str) -> Result<IndexModel, tonic::
         ))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Creates indexes `race-0`, `race-1`, `race-2`, each on the replicas at `first` and
+/// `second` at once: one of the two must succeed and the other get ALREADY_EXISTS.
+pub(super) async fn race_creates(first: &str, second: &str) {
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let (a, b) = tokio::join!(create(first, &name), create(second, &name));
+        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
+        assert!(
+            codes == [None, Some(Code::AlreadyExists)]
+                || codes == [Some(Code::AlreadyExists), None],
+            "round {round}: {a:?} {b:?}"
+        );
+    }
 }
 
 /// The names of the indexes `key` sees on the control plane at `addr`.
@@ -93,19 +116,19 @@ async fn describe(addr: &str, name: &str) -> Result<IndexModel, tonic::Status> {
         .map(tonic::Response::into_inner)
 }
 
-/// What both tests start from: a shared dir, `dirs` data dirs (the first is the data
-/// plane's), a data plane following the control plane that will listen on `control_addr`,
-/// and the host template that points at the data plane.
-struct Setup {
-    shared: tempfile::TempDir,
-    dirs: Vec<tempfile::TempDir>,
-    data: Larch,
-    data_addr: String,
-    template: String,
-    control_addr: String,
+/// What the replica tests (here and in `s3_control`) start from: a shared dir, `dirs` data
+/// dirs (the first is the data plane's), a data plane following the control plane that will
+/// listen on `control_addr`, and the host template that points at the data plane.
+pub(super) struct Setup {
+    pub(super) shared: tempfile::TempDir,
+    pub(super) dirs: Vec<tempfile::TempDir>,
+    pub(super) data: Larch,
+    pub(super) data_addr: String,
+    pub(super) template: String,
+    pub(super) control_addr: String,
 }
 
-async fn setup(dirs: usize) -> Setup {
+pub(super) async fn setup(dirs: usize) -> Setup {
     let control_port = free_port();
     let dirs: Vec<_> = (0..dirs).map(|_| tempfile::tempdir().unwrap()).collect();
     let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
@@ -165,16 +188,7 @@ async fn control_plane_replicas_share_indexes_and_keys() {
     assert_eq!(query(&data_addr, &movies.host, KEY).await.unwrap(), 1);
 
     // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
-    for round in 0..3 {
-        let name = format!("race-{round}");
-        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
-        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
-        assert!(
-            codes == [None, Some(Code::AlreadyExists)]
-                || codes == [Some(Code::AlreadyExists), None],
-            "round {round}: {a:?} {b:?}"
-        );
-    }
+    race_creates(&first_addr, &second_addr).await;
 
     // A key made on the second replica authenticates on the first (within the refresh
     // period) and on the data plane (which follows the first).

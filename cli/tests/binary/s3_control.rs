@@ -10,11 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
-use tonic::Code;
 
 use super::harness::*;
-use super::replicas::{create, list};
-use super::split::{KEY, create_key, eventually, query, start_data_plane, upsert_a, via_host};
+use super::replicas::{Setup, control_plane, create, list, race_creates, setup};
+use super::split::{KEY, create_key, eventually, query, upsert_a, via_host};
 
 /// A control-plane replica on `addr` with its lock and admin-key hash in `dir` and its state
 /// in the bucket `url`, once it serves; returns it and its address.
@@ -25,26 +24,7 @@ async fn replica(
     data_addr: &str,
     template: &str,
 ) -> (Larch, String) {
-    let data_plane_url = format!("http://{data_addr}");
-    let larch = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--control-addr",
-            addr,
-            "--data-plane-url",
-            &data_plane_url,
-            "--host-template",
-            template,
-            "--object-store-url",
-            url,
-        ],
-        &[("LARCH_API_KEY", KEY)],
-    );
-    let addr = larch.control_addr().to_string();
-    wait_serving(&addr, "").await;
-    (larch, addr)
+    control_plane(dir, addr, data_addr, template, &["--object-store-url", url]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,19 +32,15 @@ async fn control_plane_replicas_on_one_bucket_create_a_name_once_and_share_keys(
     let Some(test) = larch_state::testing::s3("s3_control_plane_replicas") else {
         return;
     };
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
-    let data_addr = data.logged_addr("larch data plane listening").to_string();
-    let template = format!(
-        "{{index}}.{{project}}.larch.test:{}",
-        data_addr.rsplit(':').next().unwrap()
-    );
-    let first_addr = format!("127.0.0.1:{control_port}");
+    let Setup {
+        dirs,
+        data,
+        data_addr,
+        template,
+        control_addr,
+        ..
+    } = setup(3).await;
+    let first_addr = control_addr;
     let (first, _) = replica(
         dirs[1].path(),
         &first_addr,
@@ -84,16 +60,7 @@ async fn control_plane_replicas_on_one_bucket_create_a_name_once_and_share_keys(
     wait_serving(&data_addr, "").await;
 
     // The same name on both replicas at once: created once, ALREADY_EXISTS for the other.
-    for round in 0..3 {
-        let name = format!("race-{round}");
-        let (a, b) = tokio::join!(create(&first_addr, &name), create(&second_addr, &name));
-        let codes = [&a, &b].map(|r| r.as_ref().err().map(tonic::Status::code));
-        assert!(
-            codes == [None, Some(Code::AlreadyExists)]
-                || codes == [Some(Code::AlreadyExists), None],
-            "round {round}: {a:?} {b:?}"
-        );
-    }
+    race_creates(&first_addr, &second_addr).await;
     assert_eq!(
         list(&first_addr, KEY).await.unwrap(),
         ["race-0", "race-1", "race-2"]
@@ -146,38 +113,18 @@ async fn a_single_control_planes_state_moves_into_the_bucket() {
     let Some(test) = larch_state::testing::s3("s3_single_state_moves_in") else {
         return;
     };
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let data = start_data_plane(dirs[0].path(), "127.0.0.1:0", control_port);
-    let data_addr = data.logged_addr("larch data plane listening").to_string();
-    let template = format!(
-        "{{index}}.{{project}}.larch.test:{}",
-        data_addr.rsplit(':').next().unwrap()
-    );
-    let addr = format!("127.0.0.1:{control_port}");
+    let Setup {
+        dirs,
+        data,
+        data_addr,
+        template,
+        control_addr,
+        ..
+    } = setup(3).await;
+    let addr = control_addr;
 
     // One control plane keeping its state in its data dir.
-    let data_plane_url = format!("http://{data_addr}");
-    let dir = dirs[1].path().to_str().unwrap();
-    let mut single = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            dir,
-            "--control-addr",
-            &addr,
-            "--data-plane-url",
-            &data_plane_url,
-            "--host-template",
-            &template,
-        ],
-        &[("LARCH_API_KEY", KEY)],
-    );
-    wait_serving(&single.control_addr().to_string(), "").await;
+    let (mut single, _) = control_plane(dirs[1].path(), &addr, &data_addr, &template, &[]).await;
     create(&addr, "legacy").await.unwrap();
     let (_, key) = create_key(&addr, "old", "ProjectEditor").await;
     assert!(single.terminate().success(), "stderr:\n{}", single.stderr());

@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use larch_proto::control::CreateIndexRequest;
-use larch_proto::control::index_service_client::IndexServiceClient;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use larch_proto::pinecone::{UpsertRequest, Vector};
 
 use super::harness::*;
+use super::replicas::create;
 use super::split::{KEY, Split, eventually, start_data_plane_with, via_host};
 
 /// Upserts `count` vectors `v<first>`, … in requests of 10; returns the acknowledged ids.
@@ -82,20 +81,10 @@ async fn a_fresh_data_plane_on_the_bucket_serves_every_acknowledged_write() {
         ("LARCH_LEASE_TTL_SECS", "2"),
     ];
     let mut split = Split::start_with("larch.test", &env).await;
-    let model = IndexServiceClient::new(connect(&split.control_addr).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "movies".into(),
-                dimension: Some(2),
-                metric: Some("cosine".into()),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
+    let host = create(&split.control_addr, "movies")
         .await
         .expect("created")
-        .into_inner();
-    let host = model.host;
+        .host;
     let data_addr = split.data_addr.clone();
     let mut acknowledged = upsert(&data_addr, &host, 0, 50).await;
 

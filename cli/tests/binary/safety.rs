@@ -268,11 +268,7 @@ mod split {
     async fn issue_14_a_delete_the_data_plane_missed_is_done_when_it_comes_back() {
         let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let indexes = data_dir.path().join("indexes");
-        let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let control_port = free_port();
         let mut data = start_data_plane(data_dir.path(), "127.0.0.1:0", control_port);
         let data_addr = data.logged_addr("larch data plane listening").to_string();
         let control = start_control_plane(control_dir.path(), control_port, &data_addr);

@@ -146,11 +146,7 @@ impl Split {
         // The data plane needs the control plane's URL and the other way round: reserve a port
         // for the control plane, start the data plane (it retries until the control plane is
         // up).
-        let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let control_port = free_port();
         let data = start_data_plane_with(data_dir.path(), "127.0.0.1:0", control_port, env);
         let data_addr = data.logged_addr("larch data plane listening").to_string();
         let data_port = data_addr.rsplit(':').next().unwrap().to_owned();

@@ -47,6 +47,40 @@ async fn http(addr: &str, host: &str, method: &str, path: &str, body: &str) -> (
     .unwrap()
 }
 
+/// Creates the 2-dimensional euclidean index "docs" on `split`'s control plane; returns its
+/// host.
+async fn create_docs(split: &Split) -> String {
+    IndexServiceClient::new(connect(&split.control_addr).await)
+        .create_index(with_key(
+            CreateIndexRequest {
+                name: "docs".into(),
+                dimension: Some(2),
+                metric: Some("euclidean".into()),
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .host
+}
+
+/// Starts an import of `body` into the index at `host` on the data plane at `addr`, waits
+/// for it to end and returns how it ended.
+async fn run_import(addr: &str, host: &str, body: &str) -> Value {
+    let (status, started) = http(addr, host, "POST", "/bulk/imports", body).await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let path = format!("/bulk/imports/{id}");
+    eventually(Duration::from_secs(120), "the import ending", async || {
+        let (_, import) = http(addr, host, "GET", &path, "").await;
+        import["status"] != "Pending" && import["status"] != "InProgress"
+    })
+    .await;
+    http(addr, host, "GET", &path, "").await.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_split_data_plane_runs_bulk_imports_under_its_import_root() {
     let root = tempfile::tempdir().unwrap();
@@ -63,34 +97,13 @@ async fn the_split_data_plane_runs_bulk_imports_under_its_import_root() {
     let root_path = root.path().to_str().unwrap();
     let split = Split::start_with("larch.test", &[("LARCH_IMPORT_ROOT", root_path)]).await;
 
-    let model = IndexServiceClient::new(connect(&split.control_addr).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "docs".into(),
-                dimension: Some(2),
-                metric: Some("euclidean".into()),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let host = create_docs(&split).await;
     let addr = split.data_addr.clone();
     let body = json!({"uri": format!("file://{}", set.display())}).to_string();
-    let (status, started) = http(&addr, &model.host, "POST", "/bulk/imports", &body).await;
-    assert_eq!(status, 200, "{started}");
-    let id = started["id"].as_str().unwrap().to_owned();
-    let path = format!("/bulk/imports/{id}");
-    eventually(Duration::from_secs(120), "the import ending", async || {
-        let (_, import) = http(&addr, &model.host, "GET", &path, "").await;
-        import["status"] != "Pending" && import["status"] != "InProgress"
-    })
-    .await;
-    let (_, import) = http(&addr, &model.host, "GET", &path, "").await;
+    let import = run_import(&addr, &host, &body).await;
     assert_eq!(import["status"], "Completed", "{import}");
     assert_eq!(import["recordsImported"], 1200, "{import}");
-    let stats = VectorServiceClient::new(via_host(&addr, &model.host).await)
+    let stats = VectorServiceClient::new(via_host(&addr, &host).await)
         .describe_index_stats(with_key(
             DescribeIndexStatsRequest { filter: None },
             Some(KEY),
@@ -128,38 +141,17 @@ async fn s3_the_split_data_plane_imports_a_bucket_prefix_when_allowed() {
     }
     // The child inherits this process's AWS_* variables, which reach the test server.
     let split = Split::start_with("larch.test", &[("LARCH_IMPORT_ALLOW_S3", "true")]).await;
-    let model = IndexServiceClient::new(connect(&split.control_addr).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "docs".into(),
-                dimension: Some(2),
-                metric: Some("euclidean".into()),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let host = create_docs(&split).await;
     let addr = split.data_addr.clone();
     let uri = format!("{}/set", test.url);
     let body = json!({"uri": uri, "errorMode": {"onError": "abort"}}).to_string();
-    let (status, started) = http(&addr, &model.host, "POST", "/bulk/imports", &body).await;
-    assert_eq!(status, 200, "{started}");
-    let id = started["id"].as_str().unwrap().to_owned();
-    let path = format!("/bulk/imports/{id}");
-    eventually(Duration::from_secs(120), "the import ending", async || {
-        let (_, import) = http(&addr, &model.host, "GET", &path, "").await;
-        import["status"] != "Pending" && import["status"] != "InProgress"
-    })
-    .await;
-    let (_, import) = http(&addr, &model.host, "GET", &path, "").await;
+    let import = run_import(&addr, &host, &body).await;
     assert_eq!(import["status"], "Completed", "{import}");
     assert_eq!(import["recordsImported"], 1103, "{import}");
     assert_eq!(import["uri"], uri.as_str(), "{import}");
 
     // The records are there, values and metadata as written.
-    let mut client = VectorServiceClient::new(via_host(&addr, &model.host).await);
+    let mut client = VectorServiceClient::new(via_host(&addr, &host).await);
     let fetched = client
         .fetch(with_key(
             FetchRequest {
@@ -196,7 +188,7 @@ async fn s3_the_split_data_plane_imports_a_bucket_prefix_when_allowed() {
 
     // A prefix with no namespace directories is refused up front.
     let body = json!({"uri": format!("{}/missing", test.url)}).to_string();
-    let (status, refused) = http(&addr, &model.host, "POST", "/bulk/imports", &body).await;
+    let (status, refused) = http(&addr, &host, "POST", "/bulk/imports", &body).await;
     assert_eq!(status, 400, "{refused}");
     assert!(
         refused["message"]

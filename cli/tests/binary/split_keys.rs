@@ -44,11 +44,7 @@ impl Planes {
         data_env: &[(&str, &str)],
     ) -> Planes {
         let data_dir = tempfile::tempdir().unwrap();
-        let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let control_port = free_port();
         let mut env = vec![
             ("LARCH_KEY_REFRESH_SECS", "1"),
             ("LARCH_INTERNAL_TIMEOUT_SECS", "2"),

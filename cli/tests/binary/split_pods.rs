@@ -13,26 +13,11 @@ use tonic::Code;
 
 use super::harness::*;
 use super::replicas::create;
-use super::split::{KEY, eventually, upsert_a, via_host};
+use super::split::{KEY, eventually, start_data_plane_with, upsert_a, via_host};
 
 /// `larch data-plane` named `pod`, keeping its data in `dir`, on `addr`.
 fn data_plane(pod: &str, dir: &Path, addr: &str, control_port: u16) -> Larch {
-    Larch::spawn(
-        &[
-            "data-plane",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--data-addr",
-            addr,
-            "--control-plane-url",
-            &format!("http://127.0.0.1:{control_port}"),
-        ],
-        &[
-            ("LARCH_API_KEY", KEY),
-            ("LARCH_KEY_REFRESH_SECS", "1"),
-            ("LARCH_POD_NAME", pod),
-        ],
-    )
+    start_data_plane_with(dir, addr, control_port, &[("LARCH_POD_NAME", pod)])
 }
 
 /// [`data_plane`] again on `addr`, once it is SERVING (it has pulled from the control plane).
@@ -96,11 +81,7 @@ fn logged_writer(stderr: &str, host: &str) -> Option<(String, bool)> {
 async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_up() {
     let control_dir = tempfile::tempdir().unwrap();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let control_port = free_port();
     let mut planes: Vec<Larch> = ["dp-0", "dp-1"]
         .iter()
         .zip(&dirs)

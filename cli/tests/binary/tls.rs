@@ -145,11 +145,7 @@ async fn serve_speaks_tls_on_every_port_and_refuses_plaintext() {
 async fn split_planes_call_each_other_over_tls() {
     let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let env = tls_env();
-    let control_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let control_port = free_port();
     let data = Larch::spawn(
         &[
             "data-plane",

@@ -63,7 +63,12 @@ fn data_plane_with(
     DataPlane::new(engine, keys(), "127.0.0.1".parse().unwrap(), Metrics::new())
 }
 
-async fn client(port: u16) -> DataClient {
+/// Attaches index `key` to `plane` (`mode`: create it or recover it from the store) and
+/// returns a client for it once it serves.
+async fn attach(plane: &DataPlane, key: &IndexKey, mode: AttachMode) -> DataClient {
+    let port = plane
+        .attach(key, config(), SearchParams::default(), 0, mode)
+        .unwrap();
     let host = format!("127.0.0.1:{port}");
     wait_serving(&host).await;
     VectorServiceClient::with_interceptor(connect(&host).await, KeyInterceptor::new(Some(KEY)))
@@ -105,16 +110,7 @@ async fn serves_an_index_from(store: Arc<dyn ObjectStore>) {
     // The first data plane creates the index and takes writes.
     let first_logs = tempfile::tempdir().unwrap();
     let first = data_plane(&store, &first_logs);
-    let port = first
-        .attach(
-            &key,
-            config(),
-            SearchParams::default(),
-            0,
-            AttachMode::Create,
-        )
-        .unwrap();
-    let mut data = client(port).await;
+    let mut data = attach(&first, &key, AttachMode::Create).await;
     data.upsert(UpsertRequest {
         vectors: vec![vector("a", [1.0, 0.0, 0.0]), vector("b", [0.0, 1.0, 0.0])],
         namespace: "films".into(),
@@ -142,16 +138,7 @@ async fn serves_an_index_from(store: Arc<dyn ObjectStore>) {
     // A second data plane with an empty data directory recovers the index from the store.
     let second_logs = tempfile::tempdir().unwrap();
     let second = data_plane(&store, &second_logs);
-    let port = second
-        .attach(
-            &key,
-            config(),
-            SearchParams::default(),
-            0,
-            AttachMode::Recover,
-        )
-        .unwrap();
-    let mut data = client(port).await;
+    let mut data = attach(&second, &key, AttachMode::Recover).await;
     let stats = data
         .describe_index_stats(DescribeIndexStatsRequest { filter: None })
         .await
@@ -214,16 +201,7 @@ async fn a_data_plane_restarted_with_an_empty_data_dir_answers_every_acknowledge
     };
     let first_dir = tempfile::tempdir().unwrap();
     let first = data_plane_with(&store, &first_dir, never);
-    let port = first
-        .attach(
-            &key,
-            config(),
-            SearchParams::default(),
-            0,
-            AttachMode::Create,
-        )
-        .unwrap();
-    let mut data = client(port).await;
+    let mut data = attach(&first, &key, AttachMode::Create).await;
     let mut acked = Vec::new();
     for batch in 0..10u8 {
         let vectors: Vec<Vector> = (0..3u8)
@@ -256,16 +234,7 @@ async fn a_data_plane_restarted_with_an_empty_data_dir_answers_every_acknowledge
 
     let second_dir = tempfile::tempdir().unwrap();
     let second = data_plane_with(&store, &second_dir, never);
-    let port = second
-        .attach(
-            &key,
-            config(),
-            SearchParams::default(),
-            0,
-            AttachMode::Recover,
-        )
-        .unwrap();
-    let mut data = client(port).await;
+    let mut data = attach(&second, &key, AttachMode::Recover).await;
     let fetched = data
         .fetch(FetchRequest {
             ids: acked.clone(),

@@ -372,19 +372,13 @@ async fn junk_paths_do_not_grow_the_metrics_label_set() {
 #[tokio::test]
 async fn split_mode_authenticates_before_routing() {
     let server = RoutedServer::start().await;
-    let addr = server.addr.clone();
     let admin = &server.admin;
     let host = "movies.default.larch.test";
     server.attach("movies", "euclidean", host).await;
 
     let wrong = ApiKey::generate();
     let ask = async |host: &str, key: Option<&str>| {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .origin(format!("http://{host}").parse().unwrap())
-            .connect()
-            .await
-            .unwrap();
+        let channel = server.via(host).await;
         let mut client = VectorServiceClient::with_interceptor(channel, KeyInterceptor::new(key));
         promptly("query", client.query(query())).await
     };

@@ -12,9 +12,12 @@ use larch_proto::internal::{AttachIndexRequest, IndexAssignment};
 use larch_tests::KeyInterceptor;
 use tonic::transport::{Channel, Endpoint};
 
-/// A routed data plane on 127.0.0.1 with its admin key; stopped (drained) by [`Self::stop`].
+/// A routed data plane on 127.0.0.1 with its admin key; stopped (drained) by [`Self::stop`],
+/// or at once when dropped.
 pub(crate) struct RoutedServer {
     pub(crate) addr: String,
+    /// The key it sends its (absent) control plane; one it accepts as admin when made by
+    /// [`Self::start`].
     pub(crate) admin: ApiKey,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -33,10 +36,19 @@ impl RoutedServer {
             keys,
             larch_observe::Metrics::new(),
         );
+        RoutedServer::serve(data_plane, admin, dir).await
+    }
+
+    /// Serves `data_plane` (keeping its indexes in `dir`) on a free port; `admin` is the key
+    /// it sends its control plane, which is not there: the data plane keeps the keys it has,
+    /// and is told about its indexes by `attach` (or a test's own control-plane handle).
+    pub(crate) async fn serve(
+        data_plane: RoutedDataPlane,
+        admin: ApiKey,
+        dir: tempfile::TempDir,
+    ) -> RoutedServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        // A control plane that is not there: the data plane keeps the keys it has, and is told
-        // about its indexes by `attach`.
         let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -9,20 +9,21 @@ use larch_auth::grpc::SendKey;
 use larch_auth::{ApiKey, Grant, KeyStore, StoredKey};
 use larch_catalog::{AttachError, AttachMode, DataPlaneHost, HostError, HostTemplate, IndexKey};
 use larch_control_plane::split::{DataPlanes, parse_data_plane_urls};
-use larch_data_plane::routed::{ControlPlane, RoutedDataPlane, serve_routed};
+use larch_data_plane::routed::RoutedDataPlane;
 use larch_engine::{Dimension, IndexConfig, Metric, SearchParams};
 use larch_observe::internal::CallTimeouts;
+
+use crate::routed_server::RoutedServer;
 
 /// A data plane serving on 127.0.0.1, stopped when dropped.
 struct Pod {
     plane: RoutedDataPlane,
     url: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: RoutedServer,
 }
 
 /// A data plane named `pod` that accepts `admin` (or, with `None`, refuses every key of the
-/// control plane: a pod with another admin key).
+/// control plane: a pod with another admin key). Only told, it never pulls.
 async fn pod(name: &str, admin: Option<&ApiKey>) -> Pod {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::new();
@@ -34,33 +35,11 @@ async fn pod(name: &str, admin: Option<&ApiKey>) -> Pod {
         larch_observe::Metrics::new(),
     )
     .with_pod_name(name);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    // A control plane that is not there: these pods are only told, never pull.
-    let control_plane = ControlPlane {
-        url: format!("http://{}", nowhere()),
-        admin_key: SendKey::new(own.as_str()).unwrap(),
-        admin_key_file: None,
-        key_max_age: Duration::from_secs(3600),
-        refresh: Duration::from_secs(3600),
-        ca_pem: None,
-        timeouts: CallTimeouts::new(Duration::from_secs(5)),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_routed(
-        listener,
-        plane.clone(),
-        control_plane,
-        larch_observe::Readiness::new(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = RoutedServer::serve(plane.clone(), own, dir).await;
     Pod {
         plane,
-        url,
-        _dir: dir,
-        _stop: stop,
+        url: format!("http://{}", server.addr),
+        _server: server,
     }
 }
 
@@ -103,6 +82,16 @@ async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(call).await.unwrap()
 }
 
+/// `planes.attach` of index `key` (see [`config`]) in `mode`, on the blocking pool.
+async fn attach(
+    planes: &Arc<DataPlanes>,
+    key: &IndexKey,
+    mode: AttachMode,
+) -> Result<u16, AttachError> {
+    let (planes, key) = (Arc::clone(planes), key.clone());
+    blocking(move || planes.attach(&key, config(), SearchParams::default(), 0, mode)).await
+}
+
 fn served(pod: &Pod) -> Vec<IndexKey> {
     pod.plane.served().into_iter().map(|(_, key)| key).collect()
 }
@@ -119,19 +108,7 @@ async fn issue_17_a_pod_that_refuses_a_create_undoes_it_on_the_others() {
         ],
     );
     let movies = key("movies");
-    let created = {
-        let (planes, movies) = (Arc::clone(&planes), movies.clone());
-        blocking(move || {
-            planes.attach(
-                &movies,
-                config(),
-                SearchParams::default(),
-                0,
-                AttachMode::Create,
-            )
-        })
-        .await
-    };
+    let created = attach(&planes, &movies, AttachMode::Create).await;
     // The refusal of this control plane's own key is not the client's: INTERNAL.
     match created {
         Err(AttachError::Refused(cause)) => {
@@ -153,19 +130,7 @@ async fn issue_17_a_pod_that_refuses_a_create_undoes_it_on_the_others() {
             .contains(&movies.storage_name())
     );
     // At start-up, one pod refusing does not stop the others recovering (it retries itself).
-    let recovered = {
-        let (planes, movies) = (Arc::clone(&planes), movies.clone());
-        blocking(move || {
-            planes.attach(
-                &movies,
-                config(),
-                SearchParams::default(),
-                0,
-                AttachMode::Recover,
-            )
-        })
-        .await
-    };
+    let recovered = attach(&planes, &movies, AttachMode::Recover).await;
     assert!(recovered.is_ok(), "{recovered:?}");
     assert_eq!(served(&good), std::slice::from_ref(&movies));
     // A configure one pod refuses fails with that refusal.
@@ -191,19 +156,7 @@ async fn issue_17_a_pod_that_does_not_answer_never_counts_as_done() {
     let books = key("books");
 
     // Created while dp-1 is down: done on dp-0, which serves it.
-    let created = {
-        let (planes, books) = (Arc::clone(&planes), books.clone());
-        blocking(move || {
-            planes.attach(
-                &books,
-                config(),
-                SearchParams::default(),
-                0,
-                AttachMode::Create,
-            )
-        })
-        .await
-    };
+    let created = attach(&planes, &books, AttachMode::Create).await;
     assert_eq!(created.unwrap(), 0);
     assert_eq!(served(&up), std::slice::from_ref(&books));
     // Configured: done on dp-0; dp-1 takes the parameters at its next pull.
@@ -227,17 +180,7 @@ async fn issue_17_a_pod_that_does_not_answer_never_counts_as_done() {
     assert_eq!(planes.removed_by("dp-1", vec![books.clone()]), [books]);
 
     // No pod answering: a create fails (UNAVAILABLE), and nothing is served.
-    let none = planes_of_nobody(&admin);
-    let created = blocking(move || {
-        none.attach(
-            &key("films"),
-            config(),
-            SearchParams::default(),
-            0,
-            AttachMode::Create,
-        )
-    })
-    .await;
+    let created = attach(&planes_of_nobody(&admin), &key("films"), AttachMode::Create).await;
     assert!(
         matches!(created, Err(AttachError::Unavailable(_))),
         "{created:?}"
