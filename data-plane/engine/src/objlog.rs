@@ -121,10 +121,12 @@
 //! futures are driven on the calling thread with `futures_executor::block_on`,
 //! as the `storage` module does. Call it from blocking threads (the server's
 //! `spawn_blocking` pool, the engine's own threads), never from an async task.
-//! A store whose IO needs a Tokio runtime (object_store's S3 client) must be
-//! built with `with_http_connector(SpawnedReqwestConnector::new(handle))`,
-//! so its requests run on that runtime and its futures complete under any
-//! executor. [`lease::Renewer`] renews a lease on a thread of its own until
+//! A store whose IO needs a Tokio runtime (object_store's S3 client) must run
+//! its whole calls, retries included, on a runtime of its own: use the store
+//! `larch_state::bucket::open` returns (`bucket::Spawned`). object_store's
+//! `SpawnedReqwestConnector` is not enough: only the HTTP exchange moves to
+//! the runtime, and the retry loop's `tokio::time::sleep` would panic under
+//! this blocking executor at the first retry. [`lease::Renewer`] renews a lease on a thread of its own until
 //! it is stopped or the lease is lost.
 //!
 //! # Layout
