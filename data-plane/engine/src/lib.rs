@@ -28,7 +28,8 @@
 //! | `flush` | flushing the memtable to segments, the manifest swap, compaction, loading segments at recovery; [`FlushPolicy`], [`StorageStats`] |
 //! | `segment` | the segment file: one namespace's records (vectors contiguous) and tombstones, a checksum per block |
 //! | `manifest` | the manifest: live segments per namespace, where log replay starts and the LSN it numbers on from |
-//! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation; the one async-to-sync bridge |
+//! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation |
+//! | `store_io` | the one async-to-sync bridge over `object_store` (`wait`) and the conditional replace with its fallback, shared by `storage` and `objlog` |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `namespace::search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
 //! | `namespace::ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
@@ -237,6 +238,7 @@ mod record;
 mod requests;
 mod segment;
 mod storage;
+mod store_io;
 mod timing;
 mod types;
 mod validate;

@@ -153,7 +153,7 @@ use object_store::{
 
 use crate::{
     Error, ErrorCode,
-    storage::{put_replacing, wait},
+    store_io::{put_replacing, wait},
 };
 
 pub(crate) mod clock;

@@ -55,8 +55,8 @@
 //!
 //! # Async bridge
 //!
-//! `object_store`'s API is async; the engine is synchronous. [`wait`] is the
-//! one place that bridges them: it drives a future to completion on the
+//! `object_store`'s API is async; the engine is synchronous. `store_io::wait` is
+//! the one place that bridges them (for this module and the object log): it drives a future to completion on the
 //! calling thread (`futures_executor::block_on`). That is sound because
 //! engine calls already run on blocking threads (the server calls the
 //! engine through `spawn_blocking`) or on plain threads. Inside a Tokio
@@ -65,55 +65,23 @@
 
 use std::{
     error::Error as _,
-    fmt,
-    future::Future,
-    io,
+    fmt, io,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
 };
 
 use larch_model::IndexKey;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion,
+    ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion,
     local::LocalFileSystem,
     path::{Path as ObjectPath, PathPart},
 };
 
-use crate::{Error, ErrorCode, Result, objlog::Bucket};
-
-/// Runs an `object_store` future to completion on this thread: the single
-/// async-to-sync bridge of the engine (see the module docs), used by the object
-/// log (`objlog`) too.
-pub(crate) fn wait<F: Future>(future: F) -> F::Output {
-    futures_executor::block_on(future)
-}
-
-/// Puts `payload` at `location` with `mode`, on this thread. A store that creates
-/// conditionally but cannot replace conditionally (`LocalFileSystem`, a shared directory)
-/// answers `PutMode::Update` with `NotImplemented`; it gets an overwrite instead (an atomic
-/// rename there), and `warn` is called the first time `overwrites` sees that happen.
-pub(crate) fn put_replacing(
-    store: &dyn ObjectStore,
-    location: &ObjectPath,
-    payload: PutPayload,
-    mode: PutMode,
-    overwrites: &AtomicBool,
-    warn: impl FnOnce(),
-) -> object_store::Result<PutResult> {
-    let update = matches!(mode, PutMode::Update(_));
-    match wait(store.put_opts(location, payload.clone(), PutOptions::from(mode))) {
-        Err(object_store::Error::NotImplemented { .. }) if update => {
-            if !overwrites.swap(true, Ordering::Relaxed) {
-                warn();
-            }
-            wait(store.put_opts(location, payload, PutOptions::from(PutMode::Overwrite)))
-        }
-        result => result,
-    }
-}
+use crate::{
+    Error, ErrorCode, Result,
+    objlog::Bucket,
+    store_io::{put_replacing, wait},
+};
 
 /// Why a storage operation failed, before the caller adds what it was doing.
 #[derive(Debug)]
