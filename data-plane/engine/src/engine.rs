@@ -187,6 +187,12 @@ impl Engine {
         self
     }
 
+    /// Where this process takes writes forwarded by followers, as written into the writer
+    /// leases it takes ([`ObjectLogConfig::address`]; empty if not said).
+    pub fn advertised_address(&self) -> &str {
+        self.log.address()
+    }
+
     /// Whether indexes keep their files in a shared object store
     /// ([`Engine::open_on_store`]).
     pub fn is_on_store(&self) -> bool {

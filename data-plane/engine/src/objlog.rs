@@ -305,6 +305,11 @@ impl LogSetup {
         })
     }
 
+    /// Where this process takes forwarded writes (see [`ObjectLogConfig::address`]).
+    pub(crate) fn address(&self) -> &str {
+        &self.config.address
+    }
+
     /// How often a follower looks for new log batches while they keep coming (see
     /// [`ObjectLogConfig::tail_interval`]).
     pub(crate) fn tail_interval(&self) -> Duration {
