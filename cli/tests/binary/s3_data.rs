@@ -47,7 +47,13 @@ pub(super) async fn upsert(addr: &str, host: &str, first: usize, count: usize) -
 
 /// One upsert of `v<n>` to the data plane at `addr`, as an error while it is refused.
 pub(super) async fn try_upsert(addr: &str, host: &str, n: usize) -> Result<(), tonic::Status> {
-    let mut client = VectorServiceClient::new(via_host(addr, host).await);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?
+        .origin(format!("http://{host}").parse().expect("a host"))
+        .connect()
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let mut client = VectorServiceClient::new(channel);
     client
         .upsert(with_key(
             UpsertRequest {

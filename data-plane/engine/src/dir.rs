@@ -315,44 +315,54 @@ fn open_shared(
         }
     };
     check_meta(name, &meta_location, &bytes, config)?;
-    let (namespaces, segments) = load(name, config, policy, Arc::clone(&storage))?;
-    let start = segments.wal_start()?;
     let lease = match role {
         Role::WriteWith(lease) => lease,
-        Role::Follow => return follow(name, config, namespaces, segments, storage, bucket, timer),
+        Role::Follow => {
+            let (namespaces, segments) = load(name, config, policy, Arc::clone(&storage))?;
+            return follow(name, config, namespaces, segments, storage, bucket, timer);
+        }
         Role::Write => match log.acquire(name, &bucket)? {
             Taken::Lease(lease) => lease,
-            Taken::Held { holder, .. } => {
+            Taken::Held { holder } => {
                 tracing::info!(index = %name, writer = %holder, "another process writes the index; following it");
+                let (namespaces, segments) = load(name, config, policy, Arc::clone(&storage))?;
                 return follow(name, config, namespaces, segments, storage, bucket, timer);
             }
         },
     };
-    let mut namespaces = namespaces;
+    // Renewed from now on: loading and replaying may take longer than a TTL.
+    let renewer = ObjectLog::renew(name, &lease)?;
     let mut dropped = Vec::new();
     let mut replayed = 0u64;
     let dimension = config.dimension.len();
-    let opened = Writer::open(
-        bucket.clone(),
-        Arc::clone(&lease) as _,
-        start,
-        log.writer_config(),
-        |batch| {
-            let location = bucket.wal_location(batch.seq);
-            for (n, payload) in batch.records.iter().enumerate() {
-                let at =
-                    |reason: String| Error::corrupt(&location, 0, format!("record {n}: {reason}"));
-                let record = codec::decode(payload, dimension)
-                    .map_err(|reason| at(format!("undecodable record: {reason}")))?;
-                apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
-                replayed += payload.len() as u64;
-            }
-            Ok::<_, Error>(())
-        },
-    );
-    let writer = match opened {
-        Ok(writer) => writer,
+    let opened =
+        load(name, config, policy, Arc::clone(&storage)).and_then(|(mut namespaces, segments)| {
+            let start = segments.wal_start()?;
+            let writer = Writer::open(
+                bucket.clone(),
+                Arc::clone(&lease) as _,
+                start,
+                log.writer_config(),
+                |batch| {
+                    let location = bucket.wal_location(batch.seq);
+                    for (n, payload) in batch.records.iter().enumerate() {
+                        let at = |reason: String| {
+                            Error::corrupt(&location, 0, format!("record {n}: {reason}"))
+                        };
+                        let record = codec::decode(payload, dimension)
+                            .map_err(|reason| at(format!("undecodable record: {reason}")))?;
+                        apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
+                        replayed += payload.len() as u64;
+                    }
+                    Ok::<_, Error>(())
+                },
+            )?;
+            Ok((namespaces, segments, start, writer))
+        });
+    let (namespaces, segments, start, writer) = match opened {
+        Ok(opened) => opened,
         Err(err) => {
+            renewer.stop();
             // Let the next attempt (here or elsewhere) take the lease at once.
             if let Err(release) = lease.release() {
                 tracing::warn!(index = %name, error = %release, "cannot release the writer lease after a failed open");
@@ -363,7 +373,7 @@ fn open_shared(
     tracing::info!(index = %name, start, fence = writer.fence_seq(), epoch = writer.epoch(), replayed_bytes = replayed, "opened the object log as its writer");
     // Counts (and leaves) segments the manifest does not list: a shared store.
     segments.remove_orphans();
-    let log = ObjectLog::start(name, writer, lease, start, replayed)?;
+    let log = ObjectLog::start(name, writer, lease, renewer, start, replayed);
     Ok((
         namespaces,
         Durable::new(

@@ -461,7 +461,7 @@ impl Engine {
 
     fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
         let index = Arc::new(index);
-        if index.follower().is_some() {
+        if self.placement.is_shared() {
             self.start_following();
         }
         if let Some(memory) = &self.memory {
@@ -520,21 +520,30 @@ impl Engine {
         }
     }
 
-    /// One round over the indexes this process follows: applies the batches their writers
-    /// stored since the last round, opens afresh one whose log moved past what it read (the
-    /// writer flushed and deleted those batches), and takes one over whose writer stopped.
-    /// Returns whether anything was applied or reopened.
+    /// One round over the indexes in a shared store: applies the batches their writers
+    /// stored since the last round to those this process follows, opens afresh one whose
+    /// log moved past what it read (the writer flushed and deleted those batches), and takes
+    /// one over whose writer stopped. An index this process wrote until its writer stopped
+    /// for good (fenced, lease lost: e.g. paused past its TTL) is opened afresh too, as a
+    /// follower of whoever writes it now (or as the writer again if nobody does). Returns
+    /// whether anything was applied or reopened.
     pub(crate) fn follow_round(&self) -> bool {
-        let followed: Vec<(String, Arc<Index>)> = match read_lock(&self.indexes) {
+        let open: Vec<(String, Arc<Index>)> = match read_lock(&self.indexes) {
             Ok(map) => map
                 .iter()
-                .filter(|(_, index)| index.follower().is_some())
                 .map(|(name, index)| (name.clone(), Arc::clone(index)))
                 .collect(),
             Err(_) => return false,
         };
         let mut worked = false;
-        for (name, index) in followed {
+        for (name, index) in open {
+            if index.writer_stopped() {
+                tracing::info!(index = %name, "this process no longer writes the index; opening it afresh");
+                // Hands the lease on if it is still held (an append's outcome was unknown).
+                index.release_log();
+                worked |= self.reopen(&name, &index, Role::Write);
+                continue;
+            }
             match index.catch_up() {
                 Ok(CatchUp::AtEnd(applied)) => worked |= applied > 0,
                 Ok(CatchUp::More(_)) => worked = true,
@@ -569,8 +578,8 @@ impl Engine {
         worked
     }
 
-    /// Opens the followed index `name` (`old`) afresh from the store in `role` and serves
-    /// it instead of `old`; returns whether it did. Requests already holding `old` finish
+    /// Opens the index `name` (`old`, followed or stopped) afresh from the store in `role`
+    /// and serves it instead of `old`; returns whether it did. Requests already holding `old` finish
     /// against it.
     fn reopen(&self, name: &str, old: &Arc<Index>, role: Role) -> bool {
         let release = |role: &Role| {

@@ -276,7 +276,16 @@ fn a_fenced_writer_acknowledges_nothing_more() {
     assert_eq!(old.flush().unwrap_err().code(), ErrorCode::Unavailable);
     upsert(&new, "new-2").unwrap();
     acked.insert("new-2".to_owned());
-    drop((old, old_engine));
+    // Its next follower round opens the index afresh, as a follower of the new writer.
+    assert!(old_engine.follow_round());
+    let rejoined = old_engine.index(NAME).unwrap();
+    assert!(rejoined.follower_status().is_some(), "a follower now");
+    assert_eq!(present(&rejoined, &acked), acked);
+    assert_eq!(
+        upsert(&rejoined, "old-5").unwrap_err().code(),
+        ErrorCode::Unavailable
+    );
+    drop((old, rejoined, old_engine));
     drop((new, new_engine));
 
     let every: BTreeSet<String> = ["old-1", "old-2", "old-3", "old-4", "new-1", "new-2"]

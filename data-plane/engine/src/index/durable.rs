@@ -79,7 +79,7 @@ impl Index {
             let _gate = read_lock(&durable.gate)?;
             change()?
         };
-        if durable.log.len() >= durable.segments.policy().wal_bytes
+        if durable.log.wants_flush(durable.segments.policy().wal_bytes)
             && let Err(err) = self.flush_segments(false)
         {
             // The change is durable in the log, which keeps everything until a flush succeeds.
@@ -173,7 +173,7 @@ impl Index {
     ) -> Result<Option<(ReplayStart, Vec<Pending>)>> {
         let _gate = write_lock(&durable.gate)?;
         let wal = &durable.log;
-        if !force && wal.len() < durable.segments.policy().wal_bytes {
+        if !force && !wal.wants_flush(durable.segments.policy().wal_bytes) {
             // Another flush got there first.
             return Ok(None);
         }

@@ -260,6 +260,14 @@ impl Index {
         }
     }
 
+    /// Whether this process wrote the index from a shared store and stopped for good (see
+    /// `IndexLog::writer_stopped`).
+    pub(crate) fn writer_stopped(&self) -> bool {
+        self.durable
+            .as_ref()
+            .is_some_and(|durable| durable.log.writer_stopped())
+    }
+
     pub(crate) fn follower(&self) -> Option<&Follower> {
         match &self.durable.as_ref()?.log {
             super::IndexLog::Follower(follower) => Some(follower),

@@ -48,6 +48,10 @@ use crate::{
     wal::{self, Wal},
 };
 
+/// An index in a shared store flushes once this many batches were stored since its last cut
+/// (see [`IndexLog::wants_flush`]).
+pub(crate) const BATCHES_PER_FLUSH: u64 = 512;
+
 /// Where a durable index's changes are logged before they are applied (see the module docs).
 pub(crate) enum IndexLog {
     /// Log files in the index directory `dir`.
@@ -94,6 +98,19 @@ impl IndexLog {
             IndexLog::Object(log) => log.bytes.load(Ordering::Acquire),
             IndexLog::Follower(_) => 0,
         }
+    }
+
+    /// Whether the log has grown enough since the last cut to flush: `wal_bytes` of records,
+    /// or, in a shared store, [`BATCHES_PER_FLUSH`] batch objects — every follower and every
+    /// new writer replays them one GET each, so their number is bounded too.
+    pub(crate) fn wants_flush(&self, wal_bytes: u64) -> bool {
+        let batches = match self {
+            IndexLog::Object(log) => {
+                (log.writer.last_stored() + 1).saturating_sub(log.cut_start.load(Ordering::Acquire))
+            }
+            IndexLog::Local { .. } | IndexLog::Follower(_) => 0,
+        };
+        self.len() >= wal_bytes || batches >= BATCHES_PER_FLUSH
     }
 
     /// Bytes of records logged since the last cut.
@@ -208,6 +225,16 @@ impl IndexLog {
         }
     }
 
+    /// Whether this is an object log whose writer stopped for good: fenced, its lease lost
+    /// or released, or an append's outcome unknown. The index must be opened again to be
+    /// written (or followed) from here (see `Engine::follow_round`).
+    pub(crate) fn writer_stopped(&self) -> bool {
+        match self {
+            IndexLog::Object(log) => log.writer.failure().is_some() || log.lease.is_lost(),
+            IndexLog::Local { .. } | IndexLog::Follower(_) => false,
+        }
+    }
+
     /// Stops writing for good and lets a successor take over at once (see [`ObjectLog::release`]);
     /// nothing for a local log.
     pub(crate) fn release(&self) {
@@ -247,30 +274,33 @@ pub(crate) struct ObjectLog {
 }
 
 impl ObjectLog {
-    /// The log of `index` written by `writer` under `lease`, which it starts renewing.
+    /// Starts renewing `lease`, just taken for `index`, so that it stays held however long
+    /// the open (loading, replay, fence) takes; on failure the lease is released.
+    pub(crate) fn renew(index: &str, lease: &Arc<Lease>) -> Result<Renewer> {
+        Renewer::start(Arc::clone(lease)).map_err(|err| {
+            // As after a failed open: let the next attempt take the lease at once.
+            if let Err(release) = lease.release() {
+                tracing::warn!(index = %index, error = %release, "cannot release the writer lease after a failed open");
+            }
+            Error::storage(
+                format!("cannot start renewing the writer lease of index '{index}'"),
+                &err,
+            )
+        })
+    }
+
+    /// The log of `index` written by `writer` under `lease`, which `renewer` renews.
     /// `cut_start`: where the manifest says replay starts; `replayed`: the bytes of records
     /// replayed from there (not flushed yet).
     pub(crate) fn start(
         index: &str,
         writer: Writer,
         lease: Arc<Lease>,
+        renewer: Renewer,
         cut_start: u64,
         replayed: u64,
-    ) -> Result<Self> {
-        let renewer = match Renewer::start(Arc::clone(&lease)) {
-            Ok(renewer) => renewer,
-            Err(err) => {
-                // As after a failed open: let the next attempt take the lease at once.
-                if let Err(release) = lease.release() {
-                    tracing::warn!(index = %index, error = %release, "cannot release the writer lease after a failed open");
-                }
-                return Err(Error::storage(
-                    format!("cannot start renewing the writer lease of index '{index}'"),
-                    &err,
-                ));
-            }
-        };
-        Ok(ObjectLog {
+    ) -> Self {
+        ObjectLog {
             index: index.to_owned(),
             writer,
             lease,
@@ -278,7 +308,7 @@ impl ObjectLog {
             cut_start: AtomicU64::new(cut_start),
             truncate_below: AtomicU64::new(cut_start),
             bytes: AtomicU64::new(replayed),
-        })
+        }
     }
 
     fn append(&self, payload: &[u8]) -> Result<u64> {

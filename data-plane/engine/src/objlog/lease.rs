@@ -423,6 +423,11 @@ impl Lease {
         &self.holder
     }
 
+    /// Whether the lease is gone for good: taken over, released, or its object deleted.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lock().map_or(true, |state| state.lost.is_some())
+    }
+
     /// Whether this holder may acknowledge writes now.
     pub(crate) fn may_acknowledge(&self) -> bool {
         self.may_acknowledge_at(self.clock.now())
