@@ -12,6 +12,8 @@
 //! | `larch_index_graph_bytes` | gauge | `project`, `index` | memory of its graphs and metadata index |
 //! | `larch_index_segment_bytes` | gauge | `project`, `index` | its segment files (durable indexes) |
 //! | `larch_index_wal_bytes` | gauge | `project`, `index` | its active write-ahead log file |
+//! | `larch_index_lsn` | gauge | `project`, `index` | its log sequence number: last change logged here (applied, on a follower); the writer's minus a follower's is the follower's lag in log batches |
+//! | `larch_follower_staleness_seconds` | gauge | `project`, `index` | on a pod following the index in a bucket: time since it last found the end of the writer's log |
 //! | `larch_data_plane_key_age_seconds` | gauge | — | split-mode data plane: age of its copy of the keys (0 elsewhere) |
 //!
 //! `rpc` is the gRPC path of one of Larch's methods (`/VectorService/Query`) or, for REST, the
@@ -316,6 +318,10 @@ struct IndexRow {
     graph_bytes: u64,
     /// `None` for an in-memory index.
     storage: Option<(u64, u64)>,
+    /// The log sequence number: the last change logged (applied, on a follower).
+    lsn: u64,
+    /// On a follower: seconds since it last found the end of the writer's log.
+    staleness: Option<f64>,
 }
 
 impl IndexGauges {
@@ -345,6 +351,10 @@ impl IndexGauges {
                 storage: index
                     .storage_stats()
                     .map(|stats| (stats.segment_bytes, stats.wal_bytes)),
+                lsn: index.last_lsn(),
+                staleness: index
+                    .follower_status()
+                    .map(|status| status.caught_up_ago.as_secs_f64()),
             });
         }
         rows
@@ -371,7 +381,7 @@ impl Collector for IndexGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = self.rows();
         type Value = fn(&IndexRow) -> Option<u64>;
-        let gauges: [(&str, &str, Value); 4] = [
+        let gauges: [(&str, &str, Value); 5] = [
             ("larch_index_vectors", "Records in the index", |row| {
                 Some(row.vectors)
             }),
@@ -390,6 +400,11 @@ impl Collector for IndexGauges {
                 "Bytes in the index's active write-ahead log file",
                 |row| row.storage.map(|(_, wal)| wal),
             ),
+            (
+                "larch_index_lsn",
+                "The index's log sequence number: its last change logged here, or, on a follower, applied from the writer's log",
+                |row| Some(row.lsn),
+            ),
         ];
         for (name, help, value) in gauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -397,6 +412,17 @@ impl Collector for IndexGauges {
                 if let Some(value) = value(row) {
                     ConstGauge::new(value).encode(family.encode_family(&row.labels)?)?;
                 }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "larch_follower_staleness_seconds",
+            "On a pod following an index in a bucket: seconds since it last found the end of the writer's log",
+            None,
+            MetricType::Gauge,
+        )?;
+        for row in &rows {
+            if let Some(seconds) = row.staleness {
+                ConstGauge::new(seconds).encode(family.encode_family(&row.labels)?)?;
             }
         }
         Ok(())

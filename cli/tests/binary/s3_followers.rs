@@ -510,6 +510,23 @@ async fn writes_through_the_writer_show_up_on_a_follower_within_the_tail_interva
         .await;
         lags.push(written.elapsed());
     }
+    // Both pods report the same log sequence number once the follower caught up, and the
+    // follower how stale it may be.
+    let lsn = |pod: usize| {
+        let (status, text) = http_get(pods.planes[pod].admin_addr(), "/metrics");
+        assert_eq!(status, 200);
+        let lsn = text
+            .lines()
+            .find(|line| line.starts_with("larch_index_lsn{"))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .expect("larch_index_lsn");
+        (lsn, text.contains("larch_follower_staleness_seconds{"))
+    };
+    let (writer_lsn, writer_follows) = lsn(writer);
+    let (follower_lsn, follower_follows) = lsn(follower);
+    assert!(writer_lsn >= 200, "{writer_lsn}");
+    assert_eq!(follower_lsn, writer_lsn);
+    assert!(follower_follows && !writer_follows);
     lags.sort();
     eprintln!(
         "visible on the follower after p50 {:?}, p99 {:?}, max {:?} (--tail-interval-ms 100)",
