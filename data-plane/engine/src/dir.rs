@@ -338,10 +338,22 @@ fn open_shared(
     let opened =
         load(name, config, policy, Arc::clone(&storage)).and_then(|(mut namespaces, segments)| {
             let start = segments.wal_start()?;
+            // Every batch from the start on was written by the manifest's writer or a newer one.
+            let min_epoch = segments.writer_epoch()?;
+            if min_epoch > lease.epoch() {
+                return Err(Error::from(crate::objlog::LogError::NotWriter {
+                    reason: format!(
+                        "the manifest was written by writer epoch {min_epoch}, newer than this lease's epoch {}",
+                        lease.epoch()
+                    ),
+                }));
+            }
+            segments.set_writer_epoch(lease.epoch())?;
             let writer = Writer::open(
                 bucket.clone(),
                 Arc::clone(&lease) as _,
                 start,
+                min_epoch,
                 log.writer_config(),
                 |batch| {
                     let location = bucket.wal_location(batch.seq);
@@ -397,7 +409,7 @@ fn follow(
     timer: &Timer,
 ) -> Result<Opened> {
     let start = segments.wal_start()?;
-    let mut reader = LogReader::new(bucket.clone(), start);
+    let mut reader = LogReader::new(bucket.clone(), start).with_min_epoch(segments.writer_epoch()?);
     let mut dropped = Vec::new();
     let mut applied = start.saturating_sub(1);
     let dimension = config.dimension.len();

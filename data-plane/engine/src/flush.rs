@@ -389,6 +389,20 @@ impl Segments {
         Ok(self.lock()?.manifest.lsn)
     }
 
+    /// The writer epoch of the object log's writer that wrote the current manifest (0 on
+    /// local disk; see `manifest`).
+    pub(crate) fn writer_epoch(&self) -> Result<u64> {
+        Ok(self.lock()?.manifest.epoch)
+    }
+
+    /// Manifests written from now on carry writer epoch `epoch` (this process writes the
+    /// index's object log under it, no older than the current manifest's).
+    pub(crate) fn set_writer_epoch(&self, epoch: u64) -> Result<()> {
+        let mut state = self.lock()?;
+        state.manifest.epoch = state.manifest.epoch.max(epoch);
+        Ok(())
+    }
+
     /// The flush and compaction policy.
     pub(crate) fn policy(&self) -> FlushPolicy {
         self.policy

@@ -12,12 +12,18 @@
 //!
 //! ```text
 //! magic "LARCHMAN" | version:u32 | generation:u64 | wal start:u64 | next segment:u64 | lsn:u64
-//! | namespaces:u32 | (name:str | segments:u32 | (number:u64 | size:u64)*)* | crc32 of everything before
+//! | epoch:u64 | namespaces:u32 | (name:str | segments:u32 | (number:u64 | size:u64)*)* | crc32 of everything before
 //! ```
 //!
 //! Integers are little-endian; `str` is a u32 length and UTF-8 bytes. Version 1, written
 //! before indexes numbered their writes, has no `lsn` and is read as LSN 0 (no LSN was ever
-//! given out then); every manifest written now is version 2.
+//! given out then); version 2 has no `epoch` and is read as epoch 0 (written on local disk, or
+//! before object logs had writers); every manifest written now is version 3.
+//!
+//! `epoch` is the writer epoch of the object log (see `objlog`) of the writer that wrote the
+//! manifest, 0 on local disk: every batch from `wal start` on was written by that writer or a
+//! newer one, so replay refuses an older epoch there, and a writer never replaces a manifest
+//! of a newer epoch than its own.
 
 use std::collections::BTreeMap;
 
@@ -26,13 +32,17 @@ use crate::{Namespace, codec::Decoder};
 /// Where the manifest lives under the storage root.
 pub(crate) const PATH: &str = "manifest";
 const MAGIC: &[u8; 8] = b"LARCHMAN";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The version before `epoch`, still read.
+const VERSION_WITHOUT_EPOCH: u32 = 2;
 /// The version before `lsn`, still read.
 const VERSION_WITHOUT_LSN: u32 = 1;
 /// Bytes before the namespace list.
-const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4;
+const FIXED_LEN: usize = 8 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
+/// Bytes before the namespace list of a version 2 manifest.
+const FIXED_LEN_WITHOUT_EPOCH: usize = FIXED_LEN - 8;
 /// Bytes before the namespace list of a version 1 manifest.
-const FIXED_LEN_WITHOUT_LSN: usize = FIXED_LEN - 8;
+const FIXED_LEN_WITHOUT_LSN: usize = FIXED_LEN_WITHOUT_EPOCH - 8;
 
 /// Above every log and segment file number and manifest generation this engine can reach:
 /// each flush or compaction takes one or two of each, so a number this high was never written
@@ -61,6 +71,8 @@ pub(crate) struct Manifest {
     /// The log sequence number of the last record before log file `wal_start` (0: none): the
     /// records replayed are numbered on from here (see `wal`'s `Wal::after_lsn`).
     pub(crate) lsn: u64,
+    /// The writer epoch of the object log's writer that wrote this version (0: local disk).
+    pub(crate) epoch: u64,
     /// Live segments of each namespace, oldest first.
     pub(crate) namespaces: BTreeMap<Namespace, Vec<SegmentRef>>,
 }
@@ -74,6 +86,7 @@ impl Manifest {
             wal_start: 1,
             next_segment: 1,
             lsn: 0,
+            epoch: 0,
             namespaces: BTreeMap::new(),
         }
     }
@@ -92,6 +105,7 @@ impl Manifest {
         out.extend_from_slice(&self.wal_start.to_le_bytes());
         out.extend_from_slice(&self.next_segment.to_le_bytes());
         out.extend_from_slice(&self.lsn.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
         let len = |n: usize| u32::try_from(n).expect("fewer than 4 Gi namespaces and segments");
         out.extend_from_slice(&len(self.namespaces.len()).to_le_bytes());
         for (namespace, segments) in &self.namespaces {
@@ -128,9 +142,12 @@ impl Manifest {
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        let (fixed_len, lsn) = match version {
-            VERSION if bytes.len() >= FIXED_LEN + 4 => (FIXED_LEN, u64_at(36)),
-            VERSION => {
+        let (fixed_len, lsn, epoch) = match version {
+            VERSION if bytes.len() >= FIXED_LEN + 4 => (FIXED_LEN, u64_at(36), u64_at(44)),
+            VERSION_WITHOUT_EPOCH if bytes.len() >= FIXED_LEN_WITHOUT_EPOCH + 4 => {
+                (FIXED_LEN_WITHOUT_EPOCH, u64_at(36), 0)
+            }
+            VERSION | VERSION_WITHOUT_EPOCH => {
                 return Err((
                     0,
                     format!(
@@ -139,12 +156,12 @@ impl Manifest {
                     ),
                 ));
             }
-            VERSION_WITHOUT_LSN => (FIXED_LEN_WITHOUT_LSN, 0),
+            VERSION_WITHOUT_LSN => (FIXED_LEN_WITHOUT_LSN, 0, 0),
             _ => {
                 return Err((
                     8,
                     format!(
-                        "unsupported manifest format version {version}; this build reads versions {VERSION_WITHOUT_LSN} and {VERSION}"
+                        "unsupported manifest format version {version}; this build reads versions {VERSION_WITHOUT_LSN} to {VERSION}"
                     ),
                 ));
             }
@@ -154,6 +171,7 @@ impl Manifest {
             wal_start: u64_at(20),
             next_segment: u64_at(28),
             lsn,
+            epoch,
             namespaces: BTreeMap::new(),
         };
         // The checksum matched, so anything wrong below was written that way.
@@ -234,6 +252,7 @@ mod tests {
             wal_start: 12,
             next_segment: 10,
             lsn: 77,
+            epoch: 4,
             namespaces,
         }
     }
@@ -247,26 +266,51 @@ mod tests {
         assert_eq!(manifest.segments().count(), 3);
     }
 
-    /// Indexes whose manifest was written before writes were numbered open, numbering on
-    /// from 0 (no LSN was given out then).
-    #[test]
-    fn version_1_manifests_are_read_with_lsn_0() {
-        let manifest = sample();
+    /// `manifest` re-encoded as format `version` without the bytes at `drop` (the fields that
+    /// version lacks), with its checksum fixed.
+    fn older(manifest: &Manifest, version: u32, drop: std::ops::Range<usize>) -> Vec<u8> {
         let mut bytes = manifest.encode();
-        bytes[8..12].copy_from_slice(&VERSION_WITHOUT_LSN.to_le_bytes());
-        bytes.drain(36..44);
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        bytes.drain(drop);
         let body = bytes.len() - 4;
         let crc = crc32fast::hash(&bytes[..body]);
         bytes[body..].copy_from_slice(&crc.to_le_bytes());
-        let read = Manifest::decode(&bytes).unwrap();
-        assert_eq!(read, Manifest { lsn: 0, ..manifest });
-        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        bytes
+    }
+
+    /// Indexes whose manifest was written before writes were numbered open, numbering on
+    /// from 0 (no LSN was given out then); those written before writer epochs, with epoch 0.
+    #[test]
+    fn older_manifests_are_read_with_lsn_and_epoch_0() {
+        let manifest = sample();
+        let v2 = older(&manifest, VERSION_WITHOUT_EPOCH, 44..52);
+        let read = Manifest::decode(&v2).unwrap();
+        assert_eq!(
+            read,
+            Manifest {
+                epoch: 0,
+                ..manifest.clone()
+            }
+        );
+        let v1 = older(&read, VERSION_WITHOUT_LSN, 36..52);
+        let read = Manifest::decode(&v1).unwrap();
+        assert_eq!(
+            read,
+            Manifest {
+                lsn: 0,
+                epoch: 0,
+                ..manifest
+            }
+        );
+        let mut bytes = v1;
+        let body = bytes.len() - 4;
+        bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..body]);
         bytes[body..].copy_from_slice(&crc.to_le_bytes());
         let (offset, reason) = Manifest::decode(&bytes).unwrap_err();
         assert_eq!(offset, 8);
         assert!(
-            reason.contains("unsupported manifest format version 3"),
+            reason.contains("unsupported manifest format version 4"),
             "{reason}"
         );
     }

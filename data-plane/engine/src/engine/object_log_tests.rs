@@ -260,6 +260,9 @@ fn a_fenced_writer_acknowledges_nothing_more() {
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
     assert!(err.to_string().contains("not the writer"), "{err}");
     assert!(new.flush().unwrap());
+    // The manifest carries the writer's epoch: replay refuses older batches after its start.
+    let segments = new.durable_parts().unwrap().segments();
+    assert_eq!(segments.writer_epoch().unwrap(), 2);
 
     let before = log_objects(&store);
     for id in ["old-3", "old-4"] {

@@ -1007,6 +1007,7 @@ mod tests {
                 bucket.clone(),
                 Arc::new(lease),
                 0,
+                0,
                 LogConfig::default(),
                 |_| Ok::<_, LogError>(()),
             )

@@ -131,11 +131,12 @@ impl Writer {
         bucket: Bucket,
         authority: Arc<dyn Authority>,
         start: u64,
+        min_epoch: u64,
         config: LogConfig,
         mut apply: impl FnMut(&Batch) -> Result<(), E>,
     ) -> Result<Writer, E> {
         let epoch = authority.epoch();
-        let mut reader = LogReader::new(bucket.clone(), start);
+        let mut reader = LogReader::new(bucket.clone(), start).with_min_epoch(min_epoch);
         let fence_seq = loop {
             while let Some(batch) = reader.next_batch()? {
                 if batch.epoch > epoch {
@@ -456,7 +457,7 @@ mod tests {
         authority: Arc<dyn Authority>,
         config: LogConfig,
     ) -> Writer {
-        Writer::open(Bucket::new(store, "idx"), authority, 0, config, |_| {
+        Writer::open(Bucket::new(store, "idx"), authority, 0, 0, config, |_| {
             Ok::<_, LogError>(())
         })
         .unwrap()
@@ -701,6 +702,7 @@ mod tests {
                     Bucket::new(faulty.clone(), "idx"),
                     Granted::new(2),
                     0,
+                    0,
                     quick(),
                     |b| {
                         applied.lock().unwrap().push(b.records.clone());
@@ -731,6 +733,7 @@ mod tests {
         let err = Writer::open(
             Bucket::new(store, "idx"),
             Granted::new(4),
+            0,
             0,
             quick(),
             |_| Ok::<_, LogError>(()),
