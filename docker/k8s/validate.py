@@ -12,7 +12,9 @@ control plane keeps its catalog on a ReadWriteMany volume shared by its replicas
 replica replaced with Recreate); the data plane's headless Service and
 the URLs between the planes name objects that exist; a PodDisruptionBudget covers both planes;
 and no Secret is rendered. On a bucket (s3 mode: LARCH_OBJECT_STORE_URL, the s3 overlay): the
-data plane has one pod (until followers land), no volume claims and each pod's name from the downward API, the
+data plane has at least two pods (one writes each index, the others follow it and forward writes
+to it), no volume claims, each pod's name and IP from the downward API (the IP is where its
+followers forward writes), the
 control plane names every data-plane pod (LARCH_DATA_PLANE_URLS) and runs at least two
 replicas without a volume, and every pod gets the bucket's URL and the object-store Secret
 (AWS_* keys only, the one Secret allowed). Then it breaks the manifests in the ways these rules guard against
@@ -165,14 +167,14 @@ class Rules:
                 if spec.get("strategy", {}).get("type") != "Recreate":
                     self.problem(where, "strategy must be Recreate without LARCH_SHARED_STATE_DIR")
         elif self.s3:
-            self.rule("s3 mode, data plane: one pod until followers land (pods on one bucket "
-                      "contend for every index's writer lease), no volumeClaimTemplates, "
-                      "LARCH_POD_NAME from the downward API (metadata.name), a headless "
-                      "governing Service")
-            if (spec.get("replicas") or 1) != 1:
-                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, must be 1 "
-                                    "until followers land: a second pod cannot open an index "
-                                    "another pod writes")
+            self.rule("s3 mode, data plane: at least 2 pods (each index has one writer, the "
+                      "others follow it), no volumeClaimTemplates, LARCH_POD_NAME "
+                      "(metadata.name) and POD_IP (status.podIP) from the downward API, a "
+                      "headless governing Service")
+            if (spec.get("replicas") or 1) < 2:
+                self.problem(where, f"replicas is {spec.get('replicas')} on a bucket, need at "
+                                    "least 2: with one pod, its index is unwritable while the "
+                                    "pod is replaced")
             if spec.get("volumeClaimTemplates"):
                 self.problem(where, "volumeClaimTemplates on a bucket: s3-mode pods keep no volume")
             container = pod["containers"][0]
@@ -181,6 +183,13 @@ class Rules:
             if field != "metadata.name":
                 self.problem(where, "LARCH_POD_NAME must come from the downward API "
                                     "(fieldRef metadata.name): the control plane's URLs name pods")
+            ip = [v for v in container.get("env", []) if v["name"] == "POD_IP"]
+            ip_field = ip[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") if ip else None
+            advertised = any(v["name"] == "LARCH_ADVERTISE_URL" for v in container.get("env", []))
+            if ip_field != "status.podIP" and not advertised:
+                self.problem(where, "POD_IP must come from the downward API (fieldRef "
+                                    "status.podIP), or LARCH_ADVERTISE_URL be set: followers "
+                                    "forward writes to the address a writer advertises")
         else:
             self.rule("data plane: one replica, a volumeClaimTemplate, a headless governing Service")
             if spec.get("replicas") != 1:
@@ -616,8 +625,10 @@ LOCAL_BREAKAGES = [
 
 # Breakages of s3 mode (the s3 overlay).
 S3_BREAKAGES = [
-    ("three data-plane pods on one bucket", "must be 1 until followers land", lambda o: find(o, "StatefulSet")
-        ["spec"].update(replicas=3)),
+    ("one data-plane pod on a bucket", "need at least 2", lambda o: find(o, "StatefulSet")
+        ["spec"].update(replicas=1)),
+    ("a data plane that advertises no address", "POD_IP must come", lambda o: container(o, "StatefulSet")
+        .update(env=[v for v in container(o, "StatefulSet")["env"] if v["name"] != "POD_IP"])),
     ("a volume claim on an s3 data plane", "volumeClaimTemplates on a bucket", lambda o: find(o, "StatefulSet")
         ["spec"].update(volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": {
             "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}])),
