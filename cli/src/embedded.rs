@@ -35,7 +35,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostError, IndexKey, PortPolicy,
 };
 use larch_data_plane::{DataPlane, IndexPorts};
-use larch_engine::{Engine, FlushPolicy, IndexConfig, SearchParams};
+use larch_engine::{Engine, FlushPolicy, IndexConfig, ObjectLogConfig, SearchParams};
 use larch_observe::{Limits, Listener, Metrics, Readiness, Tls};
 
 use crate::lifecycle::{AdminServer, Ended, Error, Result, lock_data_dir, serve_until, wait_for};
@@ -113,6 +113,13 @@ pub struct Config {
     /// Bulk imports may read `s3://bucket/prefix` URIs with this process's `AWS_*` settings
     /// (`--import-allow-s3`).
     pub import_allow_s3: bool,
+    /// Keep everything in this bucket instead of the data dir (`--object-store-url`): the
+    /// catalog and the access state as documents, every index (log, segments, manifests) as
+    /// objects under a writer lease. A process started afresh, with an empty data dir, serves
+    /// it all. Needs a configured API key ([`Config::api_key`]). `None`: the data dir.
+    pub object_store: Option<larch_state::Bucket>,
+    /// How indexes in [`Config::object_store`] hold their writer lease and batch their log.
+    pub object_log: ObjectLogConfig,
 }
 
 impl Config {
@@ -138,6 +145,8 @@ impl Config {
             limits: Limits::default(),
             import_root: None,
             import_allow_s3: false,
+            object_store: None,
+            object_log: ObjectLogConfig::default(),
         }
     }
 }
@@ -175,13 +184,30 @@ impl Embedded {
     /// without a catalog ([`Error::Refused`]), or the keys cannot be set up.
     pub fn open(config: Config) -> Result<Embedded> {
         let lock = lock_data_dir(&config.data_dir)?;
-        // Before anything is written (a generated key) or bound.
-        check_catalog_present(&config.data_dir)?;
-        let bootstrap = larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
-            .map_err(|source| Error::Keys {
-                path: config.data_dir.clone(),
-                source,
-            })?;
+        let bootstrap = match &config.object_store {
+            None => {
+                // Before anything is written (a generated key) or bound.
+                check_catalog_present(&config.data_dir)?;
+                larch_auth::bootstrap(&config.data_dir, config.api_key.as_deref())
+            }
+            Some(bucket) => {
+                // A key generated here would be lost with the data dir, which a process on a
+                // bucket may start without.
+                let Some(key) = config.api_key.as_deref() else {
+                    return Err(Error::Refused(
+                        "--object-store-url needs a configured admin key (LARCH_API_KEY or \
+                         LARCH_API_KEY_FILE): a generated one would be lost with the data dir"
+                            .to_owned(),
+                    ));
+                };
+                let access = larch_state::SharedDocument::in_bucket(bucket, "access");
+                larch_auth::bootstrap_shared(&config.data_dir, key, access)
+            }
+        }
+        .map_err(|source| Error::Keys {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let keys = bootstrap.store;
         if let Some(limit) = config.rate_limit {
             keys.limit_rate(limit);
@@ -252,7 +278,18 @@ impl Embedded {
                 source,
             })?;
         let control_addr = listener.local_addr().map_err(Error::LocalAddr)?;
-        let engine = Engine::open_with(config.data_dir.join(INDEXES_DIR), config.flush)
+        let root = config.data_dir.join(INDEXES_DIR);
+        let engine = match &config.object_store {
+            None => Engine::open_with(root, config.flush),
+            Some(bucket) => Engine::open_on_store(
+                root,
+                config.flush,
+                Arc::clone(&bucket.store),
+                bucket.prefix.clone(),
+            )
+            .with_object_log(config.object_log.clone()),
+        };
+        let engine = engine
             .with_ann_min_rows(config.ann_min_rows)
             .with_storage_timer(metrics.storage_timer());
         let engine = match config.memory_budget {
@@ -300,8 +337,12 @@ impl Embedded {
         let recovery = {
             let (data_plane, data_dir) = (data_plane.clone(), config.data_dir.clone());
             let (ports, advertise_host) = (config.data_ports, config.advertise_host.clone());
+            let catalog = config
+                .object_store
+                .as_ref()
+                .map(|bucket| larch_state::SharedDocument::in_bucket(bucket, "catalog"));
             tokio::task::spawn_blocking(move || {
-                recover(&data_dir, data_plane, ports, advertise_host)
+                recover(&data_dir, catalog, data_plane, ports, advertise_host)
             })
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -452,6 +493,13 @@ impl Lifetime {
                 .map_err(Error::ControlPlane)?,
             Err(_) => tracing::warn!(timeout = ?timeout, "drain timed out"),
         }
+        // Writes have stopped: indexes in a bucket are handed over at once (nothing otherwise).
+        let engine = self.data_plane.engine().clone();
+        match tokio::task::spawn_blocking(move || engine.release_leases()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot release every writer lease"),
+            Err(err) => tracing::warn!(error = %err, "releasing the writer leases failed"),
+        }
         self.admin_server.stop().await;
         drop(self.lock);
         tracing::info!("stopped");
@@ -493,20 +541,21 @@ fn check_catalog_present(data_dir: &Path) -> Result<()> {
     )))
 }
 
-/// Opens the catalog of `data_dir` (which opens every stored index on `data_plane`), removes
-/// the data of deleted indexes and moves aside index directories the catalog does not list.
+/// Opens the catalog of `data_dir` — or `in_bucket`, the catalog document in the bucket —
+/// (which opens every stored index on `data_plane`), removes the data of deleted indexes and
+/// moves aside index directories the catalog does not list.
 fn recover(
     data_dir: &Path,
+    in_bucket: Option<larch_state::SharedDocument>,
     data_plane: DataPlane,
     ports: PortPolicy,
     advertise_host: String,
 ) -> Result<Catalog, Box<dyn std::error::Error + Send + Sync>> {
-    let catalog = Catalog::open(
-        data_dir,
-        Arc::new(InProcess(data_plane.clone())),
-        ports,
-        advertise_host,
-    )?;
+    let host = Arc::new(InProcess(data_plane.clone()));
+    let catalog = match in_bucket {
+        None => Catalog::open(data_dir, host, ports, advertise_host)?,
+        Some(doc) => Catalog::open_document(doc, host, ports, advertise_host)?,
+    };
     let deleted = catalog.tombstones()?;
     data_plane.collect_orphans(
         &catalog.index_keys()?,

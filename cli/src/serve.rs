@@ -67,6 +67,16 @@ pub(crate) struct ServeArgs {
     /// off when all clients connect through one proxy.
     #[arg(long, env = "LARCH_AUTH_SLOWDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     auth_slowdown: bool,
+    /// Keep everything in an S3-compatible bucket, s3://bucket/prefix (credentials and endpoint
+    /// from the standard AWS_* variables), not in --data-dir: the catalog and keys as
+    /// documents, every index (its write-ahead log too) as objects, so a process started with
+    /// an empty data dir serves it all. Needs LARCH_API_KEY (or LARCH_API_KEY_FILE).
+    #[arg(long, env = "LARCH_OBJECT_STORE_URL")]
+    object_store_url: Option<String>,
+    /// With --object-store-url: seconds an index's writer lease lasts unrenewed before another
+    /// process may take the index over (at once after a clean shutdown).
+    #[arg(long, env = "LARCH_LEASE_TTL_SECS", default_value_t = 10)]
+    lease_ttl_secs: u64,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -142,9 +152,20 @@ impl ServeArgs {
             }
             None => self.control_addr.ip().to_string(),
         };
-        if self.wal_flush_mb == 0 {
-            return Err("--wal-flush-mb: must be at least 1".into());
+        if self.wal_flush_mb == 0 || self.lease_ttl_secs == 0 {
+            return Err("--wal-flush-mb and --lease-ttl-secs must be at least 1".into());
         }
+        let object_store = self
+            .object_store_url
+            .as_deref()
+            .map(larch_state::bucket::open)
+            .transpose()
+            .map_err(|err| err.to_string())?;
+        let object_log = larch_engine::ObjectLogConfig {
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            holder: crate::split::pod_name(None).unwrap_or_else(|_| "larch".to_owned()),
+            ..larch_engine::ObjectLogConfig::default()
+        };
         let flush = FlushPolicy {
             wal_bytes: self.wal_flush_mb.saturating_mul(1024 * 1024),
             ..FlushPolicy::default()
@@ -177,6 +198,8 @@ impl ServeArgs {
             limits: self.server.limits.limits()?,
             import_root: self.imports.import_root,
             import_allow_s3: self.imports.import_allow_s3,
+            object_store,
+            object_log,
         })
     }
 }

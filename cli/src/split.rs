@@ -305,7 +305,7 @@ fn data_plane_urls(listed: &[String], single: Option<String>) -> Result<Vec<Data
 
 /// This data plane's pod name: `configured` (--pod-name, LARCH_POD_NAME), else the host name
 /// (a StatefulSet pod's host name is its pod name).
-fn pod_name(configured: Option<&str>) -> Result<String, String> {
+pub(crate) fn pod_name(configured: Option<&str>) -> Result<String, String> {
     if let Some(name) = configured {
         let name = name.trim();
         if name.is_empty() {

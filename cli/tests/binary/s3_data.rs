@@ -156,3 +156,121 @@ async fn a_fresh_data_plane_on_the_bucket_serves_every_acknowledged_write() {
     // The bucket, not a local directory, held the data: the first data dir was never reused.
     drop(fresh);
 }
+
+/// The ids `larch vectors fetch` finds in index `index` among `ids` (empty while it fails).
+fn fetched(ids: &[String], env: &[(&str, &str)]) -> Vec<String> {
+    let joined = ids.join(",");
+    let (code, stdout, _) = cli(
+        &[
+            "vectors", "fetch", "--index", "movies", "--ids", &joined, "--output", "json",
+        ],
+        env,
+    );
+    if code != 0 {
+        return Vec::new();
+    }
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    let mut found: Vec<String> = answer["vectors"]
+        .as_object()
+        .map(|vectors| vectors.keys().cloned().collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn larch_serve_on_a_bucket_starts_afresh_with_everything() {
+    let Some(test) = larch_state::testing::s3("s3_serve") else {
+        return;
+    };
+    let env = [
+        ("LARCH_OBJECT_STORE_URL", test.url.as_str()),
+        ("LARCH_API_KEY", KEY),
+        ("LARCH_LEASE_TTL_SECS", "2"),
+    ];
+    // Without a configured key: refused (a generated one would be lost with the data dir).
+    let refused_dir = tempfile::tempdir().unwrap();
+    let mut refused = Larch::serve(refused_dir.path(), &env[..1]);
+    assert_eq!(refused.wait().code(), Some(64), "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("needs a configured admin key"),
+        "{}",
+        refused.stderr()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut larch = Larch::serve(dir.path(), &env);
+    let addr = larch.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    let url = format!("http://{addr}");
+    let cli_env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
+    let created = cli_json(
+        &[
+            "indexes",
+            "create",
+            "movies",
+            "--dimension",
+            "2",
+            "--metric",
+            "cosine",
+        ],
+        &cli_env,
+    );
+    assert_eq!(created["name"], "movies", "{created}");
+    let file = dir.path().join("movies.jsonl");
+    let mut ids: Vec<String> = (0..20).map(|n| format!("m{n:02}")).collect();
+    let lines: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| format!(r#"{{"id":"{id}","values":[1.0,{n}.0]}}"#))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let upserted = cli_json(
+        &["vectors", "upsert", "--index", "movies", "--file", &file],
+        &cli_env,
+    );
+    assert_eq!(upserted["upserted_count"], 20, "{upserted}");
+
+    // kill -9, and a fresh process with an empty data dir: the index and its records are
+    // there at once (it follows the index until the dead process's lease lapses, then writes).
+    larch.kill();
+    let fresh = tempfile::tempdir().unwrap();
+    let mut larch = Larch::serve(fresh.path(), &env);
+    let addr = larch.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    let url = format!("http://{addr}");
+    let cli_env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
+    assert_eq!(fetched(&ids, &cli_env), ids);
+    let one = dir.path().join("one.jsonl");
+    std::fs::write(&one, "{\"id\":\"m20\",\"values\":[0.5,0.5]}\n").unwrap();
+    let one = one.to_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the fresh process writing the index",
+        async || {
+            cli(
+                &["vectors", "upsert", "--index", "movies", "--file", &one],
+                &cli_env,
+            )
+            .0 == 0
+        },
+    )
+    .await;
+    ids.push("m20".to_owned());
+
+    // SIGTERM releases the lease: the next fresh process writes at once.
+    assert!(larch.terminate().success(), "{}", larch.stderr());
+    let fresher = tempfile::tempdir().unwrap();
+    let larch = Larch::serve(fresher.path(), &env);
+    let addr = larch.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    let url = format!("http://{addr}");
+    let cli_env = [("LARCH_ADDR", url.as_str()), ("LARCH_API_KEY", KEY)];
+    assert_eq!(fetched(&ids, &cli_env), ids);
+    let (code, _, stderr) = cli(
+        &["vectors", "upsert", "--index", "movies", "--file", &one],
+        &cli_env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+}

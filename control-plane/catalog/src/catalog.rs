@@ -251,6 +251,21 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// [`Catalog::open`] with the catalog in a document of an object-store bucket instead of
+    /// a local file (`larch serve --object-store-url`): one process at a time serves it, and
+    /// a process started afresh — an empty data dir — recovers every index from there.
+    pub fn open_document(
+        doc: SharedDocument,
+        data_plane: Arc<dyn DataPlaneHost>,
+        ports: PortPolicy,
+        advertise_host: impl Into<String>,
+    ) -> Result<Catalog> {
+        let hosts = Hosts::PerPort {
+            advertise_host: advertise_host.into(),
+        };
+        Catalog::recover(Box::new(doc), data_plane, ports, hosts)
+    }
+
     /// A catalog in `dir`'s [`CATALOG_FILE`](crate::CATALOG_FILE), each index recovered by the
     /// data plane (see [`Catalog::open`]).
     fn open_local(
@@ -260,7 +275,17 @@ impl Catalog {
         hosts: Hosts,
     ) -> Result<Catalog> {
         let store = LocalFile::new(dir.join(crate::CATALOG_FILE));
-        let catalog = Catalog::with_store(Box::new(store), data_plane, ports, hosts);
+        Catalog::recover(Box::new(store), data_plane, ports, hosts)
+    }
+
+    /// A catalog kept in `store`, each index it lists recovered by the data plane.
+    fn recover(
+        store: Box<dyn Store>,
+        data_plane: Arc<dyn DataPlaneHost>,
+        ports: PortPolicy,
+        hosts: Hosts,
+    ) -> Result<Catalog> {
+        let catalog = Catalog::with_store(store, data_plane, ports, hosts);
         let stored = catalog.synced()?.doc().clone();
         // What is served so far: recovered indexes keep their port, so others pick from the
         // rest.
