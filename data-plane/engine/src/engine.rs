@@ -125,11 +125,11 @@ impl Engine {
     /// A write is acknowledged only once its group-commit batch is stored as a
     /// new object; one process at a time writes an index, holding its lease
     /// (see [`Engine::with_object_log`]): opening or creating an index another
-    /// live process writes fails with `UNAVAILABLE`, naming the holder and when
-    /// to retry. A process that lost the index to another writer refuses writes
-    /// ("not the writer"). Dropping the index ([`Engine::drop_index`], or the
-    /// last reference to it) releases the lease, so another process takes it
-    /// over at once.
+    /// live process writes opens it as a follower, which serves reads, tails the
+    /// log and refuses writes ("not the writer"), and takes the index over once
+    /// its writer stops (see [`Index::catch_up`]). Dropping the index
+    /// ([`Engine::drop_index`], or the last reference to it) releases the lease,
+    /// so another process takes it over at once.
     ///
     /// Index names must be storage names with an incarnation
     /// (`name@project@incarnation`, see `larch_model::IndexKey::storage_name`):

@@ -8,9 +8,10 @@
 //! consensus protocol of our own. Every index of an engine on a shared store
 //! writes its log through it (`index/log.rs`; opening in `dir`): the lease is
 //! taken at open, the writer fences and replays from the manifest's start,
-//! and a flush deletes the batches below its new start right after the
-//! manifest swap (no grace period yet: there are no followers reading below
-//! it). Followers tailing the log come next.
+//! and a flush deletes the batches below the previous manifest's start (a
+//! flush interval of grace for followers). Processes that do not hold the
+//! lease follow the index: they read the log with [`log::LogReader`] and
+//! take the lease over once its holder stops (`index/follow.rs`).
 //!
 //! # Objects
 //!

@@ -26,8 +26,9 @@
 //! pull is the reconcile loop that makes a missed attach, configure or delete happen. Each pull
 //! names the pod, because the control plane forgets a tombstone only once every pod has
 //! reported it. Assignments carry the pods serving the index and its preferred writer
-//! (rendezvous hashing in the control plane); today every pod serves every index, and each
-//! keeps its own copy on its own disk.
+//! (rendezvous hashing in the control plane). Every pod serves every index: on local disks
+//! each keeps its own copy; on a bucket the preferred writer writes it and the other pods
+//! follow it, forwarding writes to the writer (see [`crate::forward`]).
 //!
 //! Failures are typed: [`ControlError`] (a refused `DataPlaneControl` call, or an index a pull
 //! lists that cannot be served) and [`SyncError`] (one failed pull, logged and retried). Both
@@ -309,8 +310,10 @@ impl RoutedDataPlane {
         self.check_placed(assignment);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
-        // On a bucket, the other pods follow the index (see `forward`).
-        let preference = if Writer::of(assignment).is(self.pod_name()) {
+        // On a bucket, the other pods follow the index (see `forward`); with no preferred
+        // writer named (a control plane that names none), this pod tries to write it.
+        let writer = Writer::of(assignment);
+        let preference = if writer.pod.is_empty() || writer.is(self.pod_name()) {
             Preference::Write
         } else {
             Preference::Follow

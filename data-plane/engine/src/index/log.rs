@@ -17,8 +17,10 @@
 //! record before the cut is in the memtable being flushed, and every later one is replayed.
 //! In object mode the cut is the writer's next sequence number: with the gate held no
 //! append is in flight, so every batch below it is stored and applied. The manifest then
-//! says replay starts there, and after the swap the writer deletes the batches below it
-//! (never a fence; `Writer::delete_before`). A batch that was stored but not acknowledged
+//! says replay starts there, and after the swap the writer deletes the batches below the
+//! previous manifest's start (never a fence; `Writer::delete_before`), leaving followers a flush
+//! interval to read them. A **follower** (`index/follow.rs`) has no writer: it refuses every
+//! change and takes part in no flush. A batch that was stored but not acknowledged
 //! (the lease lapsed during its create) is never below a cut: the writer stops at that
 //! batch, its next sequence number does not pass it, and the next writer replays it.
 //!
