@@ -48,7 +48,7 @@
 //! | `locks` | lock helpers: a lock poisoned by an earlier panic is an internal error |
 //! | `timing` | [`StorageTimer`], the receiver of storage timings an engine is built with ([`Engine::with_storage_timer`]), held by each index's log and segments |
 //! | `pagination` | opaque pagination tokens |
-//! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorId`], [`Namespace`] |
+//! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorType`], [`VectorId`], [`Namespace`] |
 //! | [`limits`] | every limit the engine enforces |
 //! | [`answer`] | answer budgets: reads refuse, record by record, an answer that would pass [`AnswerBudget`] |
 //! | `error` | [`Error`], its transport-neutral [`ErrorCode`] and [`Result`] |
@@ -267,5 +267,5 @@ pub use requests::{
     VectorInput,
 };
 pub use timing::StorageTimer;
-pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId};
+pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId, VectorType};
 pub use vectors::{SparseInput, SparseVector};
