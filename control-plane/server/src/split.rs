@@ -213,6 +213,7 @@ fn assignment(
         incarnation: key.incarnation_str().to_owned(),
         pods: placement.pods().to_vec(),
         preferred_writer: placement.preferred_writer().to_owned(),
+        vector_type: config.vector_type().as_str().to_owned(),
     }
 }
 
