@@ -309,3 +309,90 @@ async fn wrong_input_for_a_sparse_index_is_invalid_argument_naming_the_field() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rest_creates_and_describes_sparse_indexes_in_both_shapes_and_serves_them() {
+    use http::StatusCode;
+
+    use crate::rest_client::Rest;
+
+    let server = TestServer::start().await;
+    let control = Rest::new(&server.control_addr.to_string()).key(&server.key);
+    // What pinecone 8.1.2 sends: the classic body without a dimension.
+    let classic = control
+        .clone()
+        .version("2025-10")
+        .post(
+            "/indexes",
+            j!({"name": "classic", "metric": "dotproduct", "vector_type": "sparse",
+                "spec": {"serverless": {"cloud": "aws", "region": "us-east-1"}}}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(classic["vector_type"], "sparse");
+    assert_eq!(classic["metric"], "dotproduct");
+    assert!(classic.get("dimension").is_none(), "{classic}");
+    // What pinecone 10.2.0 sends: a schema of `_sparse_values` alone.
+    let schema = control
+        .clone()
+        .version("2026-07")
+        .post(
+            "/indexes",
+            j!({"name": "schema", "schema": {"fields": {"_sparse_values": {"type": "sparse_vector"}}},
+                "deployment": {"deployment_type": "managed", "cloud": "aws", "region": "us-east-1"}}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(
+        schema["schema"],
+        j!({"fields": {"_sparse_values": {"type": "sparse_vector"}}})
+    );
+    let described = control
+        .clone()
+        .version("2025-10")
+        .get("/indexes/schema")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(described["vector_type"], "sparse");
+
+    let host = classic["host"].as_str().unwrap().to_owned();
+    wait_serving(&host).await;
+    let data = Rest::new(&host).key(&server.key);
+    data.post(
+        "/vectors/upsert",
+        j!({"vectors": [
+            {"id": "a", "sparseValues": {"indices": [4000000000u32, 3], "values": [1.5, 1.0]}},
+            {"id": "b", "sparseValues": {"indices": [3], "values": [2.0]}}
+        ]}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let answer = data
+        .post(
+            "/query",
+            j!({"topK": 5, "sparseVector": {"indices": [4000000000u32], "values": [2.0]}}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(answer["matches"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["matches"][0]["id"], "a");
+    assert_eq!(answer["matches"][0]["score"], 3.0);
+    let stats = data
+        .post("/describe_index_stats", j!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(stats["vectorType"], "sparse");
+    assert!(stats.get("dimension").is_none(), "{stats}");
+    let refused = data
+        .post("/query", j!({"topK": 5, "vector": [0.1, 0.2]}))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("sparse index"),
+        "{refused}"
+    );
+    server.stop().await;
+}
