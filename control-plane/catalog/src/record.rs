@@ -98,7 +98,7 @@ impl DeletionProtection {
 pub type VectorType = EngineVectorType;
 
 /// Parses Pinecone's `dense` / `sparse`; `field` names the request field in errors.
-pub fn parse_vector_type(s: &str, field: &'static str) -> Result<VectorType> {
+pub(crate) fn parse_vector_type(s: &str, field: &'static str) -> Result<VectorType> {
     s.parse::<VectorType>().map_err(|_| {
         Error::invalid(
             field,
