@@ -844,4 +844,31 @@ async fn a_sparse_index_is_created_loaded_and_queried_from_the_command_line() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["a", "b"], "{answer}");
+    let by_sparse = cli_json(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "splade",
+            "--sparse-vector",
+            r#"{"indices":[3000000000,9],"values":[1.0,4.0]}"#,
+        ],
+        &env,
+    );
+    assert_eq!(by_sparse["matches"][0]["id"], "c", "{by_sparse}");
+    assert_eq!(by_sparse["matches"][1]["id"], "a", "{by_sparse}");
+    assert_eq!(by_sparse["matches"].as_array().unwrap().len(), 2);
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "splade",
+            "--sparse-vector",
+            r#"{"indices":[-1],"values":[1.0]}"#,
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--sparse-vector.indices"), "{stderr}");
 }

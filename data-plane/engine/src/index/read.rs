@@ -314,7 +314,8 @@ impl Index {
         for (_, shared) in self.snapshot()? {
             let store = read_lock(&shared)?;
             status.records += store.len() as u64;
-            if store.len() >= self.ann_min_rows() {
+            // A sparse index builds no graph: nothing of it is ever pending.
+            if store.len() >= self.ann_min_rows() && !self.config.is_sparse() {
                 status.pending += store.ann().pending() as u64;
             }
             status.graph_nodes += store.ann().graph_nodes() as u64;

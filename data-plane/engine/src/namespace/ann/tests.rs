@@ -735,3 +735,43 @@ fn hybrid_queries_with_a_graph_keep_recall_and_exact_scores() {
     let recall = f64::from(hits) / f64::from(total);
     assert!(recall >= 0.95, "hybrid recall@10 {recall}");
 }
+
+/// A sparse index has no dense values to build a graph of: past the graph threshold nothing
+/// is pending (so no graph debt counts against the memory budget) and no graph is built.
+#[test]
+fn sparse_indexes_build_no_graph_and_owe_none() {
+    use crate::{IndexConfig, pressure, test_support::sparse};
+
+    let index = Index::new("sparse", IndexConfig::sparse());
+    index.attach_indexer(Arc::new(Signal::default()), 10);
+    let records = (0..50u32)
+        .map(|i| VectorInput {
+            id: format!("s{i}"),
+            sparse_values: Some(sparse(&[(i % 7, 1.0), (100 + i, 0.5)])),
+            ..Default::default()
+        })
+        .collect();
+    upsert(&index, records);
+    index.build_pending();
+    let status = index.indexing_status().expect("status");
+    assert_eq!(
+        (status.records, status.pending, status.graph_nodes),
+        (50, 0, 0)
+    );
+    assert!(status.index_bytes > 0, "the inverted index is counted");
+    assert_eq!(
+        pressure::graph_row_bytes(IndexConfig::sparse(), SearchParams::default()),
+        0
+    );
+    let answer = index
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            top_k: 100,
+            sparse_vector: Some(sparse(&[(3, 2.0)])),
+            ..Default::default()
+        })
+        .expect("query");
+    // i % 7 == 3 for 7 of the 50 records.
+    assert_eq!(answer.matches.len(), 7);
+    assert!(answer.matches.iter().all(|m| m.score == 2.0));
+}
