@@ -150,10 +150,12 @@ impl DenseRows {
         }
         let chunk = self.chunks.last_mut().expect("a row to remove");
         chunk.truncate(chunk.len() - self.dim);
-        if chunk.is_empty() && self.chunks.len() > 1 {
+        self.len -= 1;
+        // Drop the last chunk once it holds no row, counted by rows: without dense values (a
+        // sparse index) every chunk is an empty `Vec`.
+        if self.chunks.len() > 1 && self.len == (self.chunks.len() - 1) * self.per_chunk {
             self.chunks.pop();
         }
-        self.len -= 1;
     }
 }
 
@@ -803,6 +805,23 @@ mod tests {
         check(&rows, &model);
         rows.get_mut(0).copy_from_slice(&[1.0, 2.0]);
         assert_eq!(rows.get(0), [1.0, 2.0]);
+    }
+
+    #[test]
+    fn rows_without_dense_values_still_count_their_chunks() {
+        // A sparse index: no floats at all, so chunks are counted by rows alone.
+        let mut rows = DenseRows::with_rows_per_chunk(0, 2);
+        for _ in 0..9 {
+            rows.push(&[]);
+        }
+        assert_eq!((rows.len, rows.chunks.len()), (9, 3));
+        for row in [8, 0, 3, 1, 0] {
+            rows.swap_remove(row);
+            assert_eq!(rows.chunks.len(), rows.len.div_ceil(4).max(1));
+            for row in 0..rows.len {
+                assert!(rows.get(row).is_empty());
+            }
+        }
     }
 
     /// Every id maps to the row holding it, and the columns agree in length.
