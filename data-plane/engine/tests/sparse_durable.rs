@@ -2,6 +2,8 @@
 //! without dense values, and reopening it (segments, then the log tail) rebuilds the inverted
 //! index, so the same queries give the same answers.
 
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 use larch_engine::{
     Engine, IndexConfig, QueryRequest, SparseInput, UpdateRequest, UpsertRequest, VectorInput,
     VectorType,
