@@ -151,6 +151,15 @@ pub(crate) struct DataPlaneArgs {
     /// arrive while one is being stored form the next).
     #[arg(long, env = "LARCH_WAL_BATCH_MAX_MB", default_value_t = 8)]
     wal_batch_max_mb: u64,
+    /// With --object-store-url: milliseconds between a follower's looks for new log batches
+    /// of the indexes another pod writes (up to eight times this while the log is idle).
+    #[arg(long, env = "LARCH_TAIL_INTERVAL_MS", default_value_t = 100)]
+    tail_interval_ms: u64,
+    /// With --object-store-url: the URL other pods reach this one at, written into the
+    /// writer lease of every index this pod writes so their followers can forward writes
+    /// here. Default: http://$POD_IP:<port> (the downward API), else the --data-addr host.
+    #[arg(long, env = "LARCH_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     #[command(flatten)]
     memory: crate::limits::MemoryArgs,
     #[command(flatten)]
@@ -335,10 +344,11 @@ impl DataPlaneArgs {
             || self.wal_flush_mb == 0
             || self.lease_ttl_secs == 0
             || self.wal_batch_max_mb == 0
+            || self.tail_interval_ms == 0
         {
             return Err(
-                "--key-refresh-secs, --wal-flush-mb, --lease-ttl-secs and --wal-batch-max-mb \
-                 must be at least 1"
+                "--key-refresh-secs, --wal-flush-mb, --lease-ttl-secs, --wal-batch-max-mb and \
+                 --tail-interval-ms must be at least 1"
                     .into(),
             );
         }
@@ -614,6 +624,17 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
             prefix: bucket.prefix,
         },
     };
+    // Bound before the engine exists: the address goes into the writer leases it takes.
+    let listener = tokio::net::TcpListener::bind(args.data_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.data_addr))?;
+    let addr = listener.local_addr()?;
+    let advertise = advertise_url(
+        args.advertise_url.as_deref(),
+        std::env::var("POD_IP").ok().as_deref(),
+        addr,
+        tls.is_some(),
+    );
     let engine = storage
         .engine(flush)
         .with_object_log(ObjectLogConfig {
@@ -621,6 +642,8 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
             max_batch_bytes: usize::try_from(args.wal_batch_max_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
             holder: pod.clone(),
+            address: advertise.clone(),
+            tail_interval: Duration::from_millis(args.tail_interval_ms),
         })
         .with_ann_min_rows(args.ann_min_rows)
         .with_storage_timer(metrics.storage_timer());
@@ -638,10 +661,6 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)
         .with_pod_name(pod.clone())
         .with_imports(imports);
-    let listener = tokio::net::TcpListener::bind(args.data_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.data_addr))?;
-    let addr = listener.local_addr()?;
     let control_plane = ControlPlane {
         url: args.control_plane_url.clone(),
         admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
@@ -662,6 +681,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     tracing::info!(
         %addr,
         %pod,
+        %advertise,
         control_plane = %args.control_plane_url,
         data_dir = %data_dir.display(),
         "larch data plane listening",
@@ -691,9 +711,55 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
     drained
 }
 
+/// Where other pods reach this data plane (see `--advertise-url`): the flag, else the pod's
+/// IP (`POD_IP`) or the address it listens on, with its port.
+fn advertise_url(
+    configured: Option<&str>,
+    pod_ip: Option<&str>,
+    listening: SocketAddr,
+    tls: bool,
+) -> String {
+    if let Some(url) = configured.map(str::trim).filter(|url| !url.is_empty()) {
+        return url.to_owned();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let port = listening.port();
+    match pod_ip.map(str::trim).filter(|ip| !ip.is_empty()) {
+        Some(ip) if ip.contains(':') => format!("{scheme}://[{ip}]:{port}"),
+        Some(ip) => format!("{scheme}://{ip}:{port}"),
+        None => format!("{scheme}://{listening}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advertised_url_is_the_flag_or_the_pod_ip_or_the_listening_address() {
+        let addr: SocketAddr = "127.0.0.1:5081".parse().unwrap();
+        assert_eq!(
+            advertise_url(
+                Some("http://data-0.data:5081"),
+                Some("10.0.0.7"),
+                addr,
+                false
+            ),
+            "http://data-0.data:5081"
+        );
+        assert_eq!(
+            advertise_url(None, Some("10.0.0.7"), addr, false),
+            "http://10.0.0.7:5081"
+        );
+        assert_eq!(
+            advertise_url(None, Some("fd00::7"), addr, true),
+            "https://[fd00::7]:5081"
+        );
+        assert_eq!(
+            advertise_url(Some(" "), None, addr, false),
+            "http://127.0.0.1:5081"
+        );
+    }
 
     fn pods(urls: &[DataPlaneUrl]) -> Vec<(&str, &str)> {
         urls.iter()

@@ -15,6 +15,7 @@ mod pressure;
 mod replicas;
 mod s3_control;
 mod s3_data;
+mod s3_followers;
 mod safety;
 mod search;
 mod serve;

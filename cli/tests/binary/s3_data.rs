@@ -17,7 +17,7 @@ use super::replicas::create;
 use super::split::{KEY, Split, eventually, start_data_plane_with, via_host};
 
 /// Upserts `count` vectors `v<first>`, … in requests of 10; returns the acknowledged ids.
-async fn upsert(addr: &str, host: &str, first: usize, count: usize) -> Vec<String> {
+pub(super) async fn upsert(addr: &str, host: &str, first: usize, count: usize) -> Vec<String> {
     let mut client = VectorServiceClient::new(via_host(addr, host).await);
     let mut acknowledged = Vec::new();
     for batch in (first..first + count).collect::<Vec<_>>().chunks(10) {
@@ -45,9 +45,28 @@ async fn upsert(addr: &str, host: &str, first: usize, count: usize) -> Vec<Strin
     acknowledged
 }
 
+/// One upsert of `v<n>` to the data plane at `addr`, as an error while it is refused.
+pub(super) async fn try_upsert(addr: &str, host: &str, n: usize) -> Result<(), tonic::Status> {
+    let mut client = VectorServiceClient::new(via_host(addr, host).await);
+    client
+        .upsert(with_key(
+            UpsertRequest {
+                vectors: vec![Vector {
+                    id: format!("v{n}"),
+                    values: vec![1.0, n as f32],
+                    ..Default::default()
+                }],
+                namespace: String::new(),
+            },
+            Some(KEY),
+        ))
+        .await
+        .map(|_| ())
+}
+
 /// The ids of `ids` the data plane at `addr` holds for `host`; `None` while it cannot answer
 /// (not serving the index yet).
-async fn held(addr: &str, host: &str, ids: &[String]) -> Option<Vec<String>> {
+pub(super) async fn held(addr: &str, host: &str, ids: &[String]) -> Option<Vec<String>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .origin(format!("http://{host}").parse().ok()?)
@@ -100,7 +119,14 @@ async fn a_fresh_data_plane_on_the_bucket_serves_every_acknowledged_write() {
     )
     .await;
 
-    // It writes too (it holds the lease now), and a SIGTERM hands the index over at once.
+    // It writes too once it holds the lease (it follows the index until the dead writer's
+    // lease lapses), and a SIGTERM hands the index over at once.
+    eventually(
+        Duration::from_secs(60),
+        "the fresh data plane taking the index over",
+        async || try_upsert(&data_addr, &host, 50).await.is_ok(),
+    )
+    .await;
     acknowledged.extend(upsert(&data_addr, &host, 50, 30).await);
     acknowledged.sort();
     let status = split.data.terminate();

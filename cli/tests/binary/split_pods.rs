@@ -62,7 +62,7 @@ fn stored(dir: &Path, name: &str) -> Vec<String> {
 
 /// The preferred writer a data plane logged for the index it serves at `host`, and whether it
 /// found itself to be that writer.
-fn logged_writer(stderr: &str, host: &str) -> Option<(String, bool)> {
+pub(super) fn logged_writer(stderr: &str, host: &str) -> Option<(String, bool)> {
     let host_name = host.rsplit_once(':').map_or(host, |(name, _)| name);
     let field = |line: &str, name: &str| -> Option<String> {
         let (_, after) = line.split_once(&format!(" {name}="))?;

@@ -68,9 +68,9 @@ use crate::{
     Error, IndexConfig, Metric, Namespace, Result, VectorType,
     codec::{self, LogEntry, LogRecord},
     flush::{FlushPolicy, Segments},
-    index::{Durable, IndexLog, ObjectLog},
+    index::{Durable, Follower, IndexLog, ObjectLog},
     namespace::NamespaceStore,
-    objlog::{Bucket, LogSetup, writer::Writer},
+    objlog::{Bucket, LogSetup, Taken, lease::Lease, log::LogReader, writer::Writer},
     record::WriteOp,
     segment::Segment,
     storage::{Placement, Storage, StoreError},
@@ -114,6 +114,18 @@ fn staging_dir(root: &Path, name: &str) -> PathBuf {
 /// its log and segments.
 pub(crate) type Opened = (BTreeMap<Namespace, NamespaceStore>, Durable);
 
+/// How an index in a shared store is opened (an index on local disk is always written).
+#[derive(Debug, Clone)]
+pub(crate) enum Role {
+    /// Take its writer lease (looking again for about a second while it is held), and
+    /// follow the index if another live process writes it.
+    Write,
+    /// Follow it without contending for its lease now (another pod is its preferred writer).
+    Follow,
+    /// Write it under `lease`, just taken over by a follower of it.
+    WriteWith(Arc<Lease>),
+}
+
 /// Creates the new index `name` and opens its log; its log and segments
 /// report their timings to `timer`.
 ///
@@ -122,6 +134,7 @@ pub(crate) type Opened = (BTreeMap<Namespace, NamespaceStore>, Durable);
 /// once; nothing is deleted, and an incarnation that already exists with the
 /// same description is opened as it is (see the module docs); its object
 /// log is opened through `log`.
+#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 pub(crate) fn create(
     root: &Path,
     name: &str,
@@ -130,9 +143,10 @@ pub(crate) fn create(
     policy: FlushPolicy,
     timer: &Timer,
     log: &LogSetup,
+    role: Role,
 ) -> Result<Opened> {
     if let Some((storage, bucket)) = placement.shared(name)? {
-        return create_shared(name, config, storage, bucket, policy, timer, log);
+        return create_shared(name, config, storage, bucket, policy, timer, log, role);
     }
     let failed = |err: io::Error| {
         Error::storage(
@@ -185,6 +199,7 @@ fn create_root(root: &Path) -> io::Result<()> {
 /// incarnation was created before: a repeated create, or another data plane
 /// told of the same index), what is there is opened, provided it describes
 /// the same dimension and metric. Deletes nothing.
+#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 fn create_shared(
     name: &str,
     config: IndexConfig,
@@ -193,6 +208,7 @@ fn create_shared(
     policy: FlushPolicy,
     timer: &Timer,
     log: &LogSetup,
+    role: Role,
 ) -> Result<Opened> {
     match storage.put_immutable(META_FILE, &encode_meta(config)) {
         Ok(()) => {
@@ -208,7 +224,7 @@ fn create_shared(
             )));
         }
     }
-    open_shared(name, config, storage, bucket, policy, timer, log)
+    open_shared(name, config, storage, bucket, policy, timer, log, role)
 }
 
 /// Fills a fresh index directory at `dir` and syncs it.
@@ -228,6 +244,7 @@ fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
 /// against `config`, loads its segments and replays its log on top. Its log and segments
 /// report their timings to `timer`. In a shared store the description and
 /// segments come from the store (see [`open_shared`]).
+#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 pub(crate) fn open(
     root: &Path,
     name: &str,
@@ -236,9 +253,10 @@ pub(crate) fn open(
     policy: FlushPolicy,
     timer: &Timer,
     log: &LogSetup,
+    role: Role,
 ) -> Result<Opened> {
     if let Some((storage, bucket)) = placement.shared(name)? {
-        return open_shared(name, config, storage, bucket, policy, timer, log);
+        return open_shared(name, config, storage, bucket, policy, timer, log, role);
     }
     let dir = root.join(name);
     let meta_path = dir.join(META_FILE);
@@ -267,11 +285,12 @@ pub(crate) fn open(
 }
 
 /// [`open`] in a shared store: `index.meta`, the manifest and the segments
-/// come from `storage`, the log from `bucket`. Takes the writer lease
-/// (`UNAVAILABLE` while another live process holds it), fences the log and
-/// replays it from the manifest's start on top of the segments (see
-/// `Writer::open`), then renews the lease until the index is released.
-/// Deletes no object.
+/// come from `storage`, the log from `bucket`. As its writer (see [`Role`]): takes the
+/// writer lease, fences the log and replays it from the manifest's start on top of the
+/// segments (see `Writer::open`), then renews the lease until the index is released. As a
+/// follower (the lease is held by another live process, or `role` says so): replays the log
+/// as it is, and tails it from there (see `index/follow.rs`). Deletes no object.
+#[allow(clippy::too_many_arguments)] // as `open`
 fn open_shared(
     name: &str,
     config: IndexConfig,
@@ -280,6 +299,7 @@ fn open_shared(
     policy: FlushPolicy,
     timer: &Timer,
     log: &LogSetup,
+    role: Role,
 ) -> Result<Opened> {
     let meta_location = storage.location(META_FILE);
     let bytes = match storage.get(META_FILE) {
@@ -295,9 +315,20 @@ fn open_shared(
         }
     };
     check_meta(name, &meta_location, &bytes, config)?;
-    let (mut namespaces, segments) = load(name, config, policy, storage)?;
+    let (namespaces, segments) = load(name, config, policy, Arc::clone(&storage))?;
     let start = segments.wal_start()?;
-    let lease = log.acquire(name, &bucket)?;
+    let lease = match role {
+        Role::WriteWith(lease) => lease,
+        Role::Follow => return follow(name, config, namespaces, segments, storage, bucket, timer),
+        Role::Write => match log.acquire(name, &bucket)? {
+            Taken::Lease(lease) => lease,
+            Taken::Held { holder, .. } => {
+                tracing::info!(index = %name, writer = %holder, "another process writes the index; following it");
+                return follow(name, config, namespaces, segments, storage, bucket, timer);
+            }
+        },
+    };
+    let mut namespaces = namespaces;
     let mut dropped = Vec::new();
     let mut replayed = 0u64;
     let dimension = config.dimension.len();
@@ -339,6 +370,54 @@ fn open_shared(
             IndexLog::Object(log),
             segments.timed(timer.clone()),
             dropped,
+        ),
+    ))
+}
+
+/// Opens the index `name` of `bucket` as a follower: the loaded `namespaces` plus the log
+/// from the manifest's start to its current end, with neither flushes nor graph saves (the
+/// writer does both), tailed from there.
+fn follow(
+    name: &str,
+    config: IndexConfig,
+    mut namespaces: BTreeMap<Namespace, NamespaceStore>,
+    segments: Segments,
+    storage: Arc<dyn Storage>,
+    bucket: Bucket,
+    timer: &Timer,
+) -> Result<Opened> {
+    let start = segments.wal_start()?;
+    let mut reader = LogReader::new(bucket.clone(), start);
+    let mut dropped = Vec::new();
+    let mut applied = start.saturating_sub(1);
+    let dimension = config.dimension.len();
+    while let Some(batch) = reader.next_batch().map_err(Error::from)? {
+        let location = bucket.wal_location(batch.seq);
+        for (n, payload) in batch.records.iter().enumerate() {
+            let at = |reason: String| Error::corrupt(&location, 0, format!("record {n}: {reason}"));
+            let record = codec::decode(payload, dimension)
+                .map_err(|reason| at(format!("undecodable record: {reason}")))?;
+            apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
+        }
+        applied = batch.seq;
+    }
+    tracing::info!(index = %name, start, applied, "opened the object log as a follower");
+    // Never flushed here: nothing to track.
+    let namespaces = namespaces
+        .into_iter()
+        .map(|(namespace, mut store)| {
+            store.mark_clean();
+            (namespace, store.untracked())
+        })
+        .collect();
+    segments.close();
+    let follower = Follower::new(name, bucket, storage, reader, applied);
+    Ok((
+        namespaces,
+        Durable::new(
+            IndexLog::Follower(follower),
+            segments.timed(timer.clone()),
+            Vec::new(),
         ),
     ))
 }

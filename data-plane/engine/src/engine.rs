@@ -12,11 +12,12 @@ use std::{
 };
 
 use crate::{
-    Error, FlushPolicy, Index, IndexConfig, Result, dir,
+    CatchUp, Error, FlushPolicy, Index, IndexConfig, Result,
+    dir::{self, Role},
     indexer::Indexer,
     locks::{read_lock, write_lock},
     namespace::ann::Ann,
-    objlog::{LogSetup, ObjectLogConfig},
+    objlog::{LogSetup, ObjectLogConfig, Taken},
     pressure::{self, MemoryBudget},
     storage::Placement,
     timing::{self, StorageTimer, Timer},
@@ -54,6 +55,21 @@ pub struct Engine {
     timer: Timer,
     /// How indexes in a shared store write their object logs (lease, batches).
     log: LogSetup,
+    /// Whether the thread tailing the indexes this process follows runs (see
+    /// [`Engine::follow_round`]).
+    following: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether a process would rather write an index in a shared store or follow it (see
+/// [`Engine::create_index_preferring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preference {
+    /// Take the index's writer lease unless another live process holds it.
+    #[default]
+    Write,
+    /// Follow the index; take it over only once its writer stopped (released its lease, or
+    /// did not renew it for a full TTL).
+    Follow,
 }
 
 impl fmt::Debug for Engine {
@@ -171,6 +187,12 @@ impl Engine {
         self
     }
 
+    /// Where this process takes writes forwarded by followers, as written into the writer
+    /// leases it takes ([`ObjectLogConfig::address`]; empty if not said).
+    pub fn advertised_address(&self) -> &str {
+        self.log.address()
+    }
+
     /// Whether indexes keep their files in a shared object store
     /// ([`Engine::open_on_store`]).
     pub fn is_on_store(&self) -> bool {
@@ -190,6 +212,19 @@ impl Engine {
     /// once, and if this incarnation is already in the store with the same
     /// dimension and metric (a repeated create), opens it as it is.
     pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
+        self.create_index_preferring(name, config, Preference::Write)
+    }
+
+    /// [`Engine::create_index`]; on a shared store, with `preference` saying whether this
+    /// process should write the index or follow it (it follows anyway while another live
+    /// process writes it). A followed index serves reads from the bucket, tails its log and
+    /// refuses changes ("not the writer"; see [`Index::writer_address`]).
+    pub fn create_index_preferring(
+        &self,
+        name: &str,
+        config: IndexConfig,
+        preference: Preference,
+    ) -> Result<Arc<Index>> {
         dir::check_name(name)?;
         let _lifecycle = self.lifecycle()?;
         self.check_free(name)?;
@@ -204,6 +239,7 @@ impl Engine {
                     self.policy,
                     &self.timer,
                     &self.log,
+                    preference.role(),
                 )?;
                 Index::durable(name, config, namespaces, durable)
             }
@@ -220,6 +256,17 @@ impl Engine {
     /// nothing is served. An in-memory engine has nothing to open
     /// (`FailedPrecondition`).
     pub fn open_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
+        self.open_index_preferring(name, config, Preference::Write)
+    }
+
+    /// [`Engine::open_index`], with a [`Preference`] as for
+    /// [`Engine::create_index_preferring`].
+    pub fn open_index_preferring(
+        &self,
+        name: &str,
+        config: IndexConfig,
+        preference: Preference,
+    ) -> Result<Arc<Index>> {
         dir::check_name(name)?;
         let Some(root) = &self.root else {
             return Err(Error::FailedPrecondition(format!(
@@ -236,6 +283,7 @@ impl Engine {
             self.policy,
             &self.timer,
             &self.log,
+            preference.role(),
         )?;
         self.register(name, Index::durable(name, config, namespaces, durable))
     }
@@ -413,6 +461,9 @@ impl Engine {
 
     fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
         let index = Arc::new(index);
+        if index.follower().is_some() {
+            self.start_following();
+        }
         if let Some(memory) = &self.memory {
             index.attach_memory_budget(Arc::clone(memory));
         }
@@ -424,6 +475,158 @@ impl Engine {
         let indexes = Arc::downgrade(&self.indexes);
         self.indexer.start(move || build_round(&indexes));
         Ok(index)
+    }
+}
+
+/// Following indexes in a shared store (see `index/follow.rs`).
+impl Engine {
+    /// Starts the follower thread once: every `tail_interval` (up to eight times that while
+    /// the logs are idle) it runs [`Engine::follow_round`], until the engine is gone.
+    fn start_following(&self) {
+        if self
+            .following
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let indexes = Arc::downgrade(&self.indexes);
+        let template = Engine {
+            indexes: Arc::default(),
+            ..self.clone()
+        };
+        let interval = self.log.tail_interval();
+        let spawned = std::thread::Builder::new()
+            .name("larch-follow".to_owned())
+            .spawn(move || {
+                let mut idle = 0u32;
+                loop {
+                    std::thread::sleep(interval * (1 << idle.min(3)));
+                    let Some(indexes) = indexes.upgrade() else {
+                        return;
+                    };
+                    let engine = Engine {
+                        indexes,
+                        ..template.clone()
+                    };
+                    let worked = engine.follow_round();
+                    drop(engine);
+                    idle = if worked { 0 } else { idle.saturating_add(1) };
+                }
+            });
+        if let Err(err) = spawned {
+            self.following
+                .store(false, std::sync::atomic::Ordering::Release);
+            tracing::error!(error = %err, "cannot start the thread following indexes; followed indexes catch up only when a forwarded write waits for them");
+        }
+    }
+
+    /// One round over the indexes this process follows: applies the batches their writers
+    /// stored since the last round, opens afresh one whose log moved past what it read (the
+    /// writer flushed and deleted those batches), and takes one over whose writer stopped.
+    /// Returns whether anything was applied or reopened.
+    pub(crate) fn follow_round(&self) -> bool {
+        let followed: Vec<(String, Arc<Index>)> = match read_lock(&self.indexes) {
+            Ok(map) => map
+                .iter()
+                .filter(|(_, index)| index.follower().is_some())
+                .map(|(name, index)| (name.clone(), Arc::clone(index)))
+                .collect(),
+            Err(_) => return false,
+        };
+        let mut worked = false;
+        for (name, index) in followed {
+            match index.catch_up() {
+                Ok(CatchUp::AtEnd(applied)) => worked |= applied > 0,
+                Ok(CatchUp::More(_)) => worked = true,
+                Ok(CatchUp::Reload) => {
+                    tracing::info!(index = %name, "the writer flushed past this follower's place in the log; opening the index afresh");
+                    worked |= self.reopen(&name, &index, Role::Follow);
+                    continue;
+                }
+                Ok(CatchUp::NotFollowing) => continue,
+                Err(err) => {
+                    tracing::warn!(index = %name, error = %err, "cannot catch up with the index's log; trying again");
+                }
+            }
+            let taken = self
+                .placement
+                .shared(&name)
+                .and_then(|shared| match shared {
+                    Some((_, bucket)) => self.log.try_take(&name, &bucket).map(Some),
+                    None => Ok(None),
+                });
+            match taken {
+                Ok(Some(Taken::Lease(lease))) => {
+                    tracing::info!(index = %name, epoch = lease.epoch(), "the index's writer stopped; taking it over");
+                    worked |= self.reopen(&name, &index, Role::WriteWith(lease));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(index = %name, error = %err, "cannot look at the index's writer lease");
+                }
+            }
+        }
+        worked
+    }
+
+    /// Opens the followed index `name` (`old`) afresh from the store in `role` and serves
+    /// it instead of `old`; returns whether it did. Requests already holding `old` finish
+    /// against it.
+    fn reopen(&self, name: &str, old: &Arc<Index>, role: Role) -> bool {
+        let release = |role: &Role| {
+            if let Role::WriteWith(lease) = role
+                && let Err(err) = lease.release()
+            {
+                tracing::debug!(index = %name, error = %err, "cannot release the lease just taken");
+            }
+        };
+        let Some(root) = &self.root else {
+            return false;
+        };
+        let Ok(_lifecycle) = self.lifecycle() else {
+            return false;
+        };
+        let current = read_lock(&self.indexes)
+            .ok()
+            .and_then(|map| map.get(name).cloned());
+        if !current.is_some_and(|current| Arc::ptr_eq(&current, old)) {
+            // Dropped or replaced meanwhile.
+            release(&role);
+            return false;
+        }
+        let config = old.config();
+        let opened = dir::open(
+            root,
+            name,
+            config,
+            &self.placement,
+            self.policy,
+            &self.timer,
+            &self.log,
+            role.clone(),
+        );
+        match opened {
+            Ok((namespaces, durable)) => {
+                let index = Index::durable(name, config, namespaces, durable);
+                index.set_search_params(old.search_params());
+                old.close();
+                self.register(name, index).is_ok()
+            }
+            Err(err) => {
+                tracing::warn!(index = %name, error = %err, "cannot open the index afresh; going on following it");
+                release(&role);
+                false
+            }
+        }
+    }
+}
+
+impl Preference {
+    fn role(self) -> Role {
+        match self {
+            Preference::Write => Role::Write,
+            Preference::Follow => Role::Follow,
+        }
     }
 }
 

@@ -59,11 +59,14 @@ use crate::{
 };
 
 mod durable;
+mod follow;
 mod log;
 mod read;
 mod write;
 
 pub(crate) use durable::Durable;
+pub(crate) use follow::Follower;
+pub use follow::{CatchUp, FollowerStatus};
 pub(crate) use log::{IndexLog, ObjectLog};
 
 #[cfg(test)]
@@ -221,7 +224,8 @@ impl Index {
     /// only in a durable index.
     fn new_store(&self, schema_fields: Option<Vec<String>>) -> NamespaceStore {
         let store = NamespaceStore::new(self.config, schema_fields);
-        if self.durable.is_some() {
+        // A follower never flushes: the writer does.
+        if self.durable.is_some() && self.follower().is_none() {
             store
         } else {
             store.untracked()

@@ -250,11 +250,11 @@ mod wal;
 mod test_support;
 
 pub use answer::AnswerBudget;
-pub use engine::Engine;
+pub use engine::{Engine, Preference};
 pub use error::{Error, ErrorCode, Result};
 pub use filter::Filter;
 pub use flush::{FlushPolicy, StorageStats};
-pub use index::{Index, IndexingStatus};
+pub use index::{CatchUp, FollowerStatus, Index, IndexingStatus};
 pub use metadata::{JsonObject, Metadata, MetadataValue, metadata_to_json};
 /// The object store crate of [`Engine::open_on_store`]'s signature, so callers build stores
 /// with the same version.

@@ -181,6 +181,13 @@ pub struct ObjectLogConfig {
     /// Names this process in every lease it holds (e.g. the pod name); a random suffix
     /// makes each process a different holder. Default `larch`.
     pub holder: String,
+    /// Where this process takes writes that followers forward (e.g. `http://10.1.2.3:50051`),
+    /// written into every lease it holds; empty: followers cannot forward (default).
+    pub address: String,
+    /// How often a follower looks for new batches of the log it tails while batches keep
+    /// coming (default 100 ms; the data plane's `--tail-interval-ms`); it backs off up to
+    /// eight times this while the log is idle.
+    pub tail_interval: Duration,
 }
 
 impl Default for ObjectLogConfig {
@@ -189,6 +196,8 @@ impl Default for ObjectLogConfig {
             lease_ttl: Duration::from_secs(10),
             max_batch_bytes: LogConfig::default().max_batch_bytes,
             holder: "larch".to_owned(),
+            address: String::new(),
+            tail_interval: Duration::from_millis(100),
         }
     }
 }
@@ -245,54 +254,76 @@ impl LogSetup {
     /// Takes the writer lease of index `name`, whose objects are `bucket`: at once if it
     /// is free or released (looking again for about a second while it is held), or once
     /// this process has seen it unchanged for a full TTL (over several calls). Otherwise
-    /// `UNAVAILABLE`, naming the holder and when to retry.
-    pub(crate) fn acquire(&self, name: &str, bucket: &Bucket) -> Result<Arc<Lease>, Error> {
+    /// [`Taken::Held`]: another live process writes the index.
+    pub(crate) fn acquire(&self, name: &str, bucket: &Bucket) -> Result<Taken, Error> {
+        self.contend(name, bucket, HELD_LOOKS)
+    }
+
+    /// One look at the lease of index `name` by a follower (see `index/follow.rs`): takes it
+    /// if it is released, or was seen unchanged (or missing) for a full TTL over earlier
+    /// looks; a writer that renews is never taken over.
+    pub(crate) fn try_take(&self, name: &str, bucket: &Bucket) -> Result<Taken, Error> {
+        self.contend(name, bucket, 1)
+    }
+
+    fn contend(&self, name: &str, bucket: &Bucket, looks: u32) -> Result<Taken, Error> {
+        let patient = looks == 1;
         let mut contenders = self.contenders.lock().map_err(|_| {
             Error::Internal("the lease contenders are unusable after an earlier panic".to_owned())
         })?;
         let contender = match contenders.entry(name.to_owned()) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Contender::new(
-                bucket.clone(),
-                &self.config.holder,
-                LeaseConfig::new(self.config.lease_ttl),
-                Arc::clone(&self.clock),
-            )?),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                Contender::new(
+                    bucket.clone(),
+                    &self.config.holder,
+                    LeaseConfig::new(self.config.lease_ttl),
+                    Arc::clone(&self.clock),
+                )?
+                .with_address(&self.config.address),
+            ),
         };
-        let mut looks = 0;
+        if patient {
+            contender.patient_when_missing();
+        }
+        let mut looked = 0;
         let attempt = loop {
-            looks += 1;
+            looked += 1;
             match contender.try_acquire()? {
-                Attempt::Held { .. } if looks < HELD_LOOKS => {
+                Attempt::Held { .. } if looked < looks => {
                     std::thread::sleep(HELD_PAUSE);
                 }
                 attempt => break attempt,
             }
         };
-        match attempt {
+        Ok(match attempt {
             Attempt::Acquired(lease) => {
                 contenders.remove(name);
-                Ok(Arc::new(lease))
+                Taken::Lease(Arc::new(*lease))
             }
-            Attempt::Held {
-                holder, retry_in, ..
-            } => {
-                let holder = if holder.is_empty() {
-                    "another process".to_owned()
-                } else {
-                    holder
-                };
-                let seconds = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
-                Err(Error::Storage {
-                    code: ErrorCode::Unavailable,
-                    message: format!(
-                        "index '{name}' is being written by {holder}; retry after {}s",
-                        seconds.max(1)
-                    ),
-                })
-            }
-        }
+            Attempt::Held { holder, .. } => Taken::Held { holder },
+        })
     }
+
+    /// Where this process takes forwarded writes (see [`ObjectLogConfig::address`]).
+    pub(crate) fn address(&self) -> &str {
+        &self.config.address
+    }
+
+    /// How often a follower looks for new log batches while they keep coming (see
+    /// [`ObjectLogConfig::tail_interval`]).
+    pub(crate) fn tail_interval(&self) -> Duration {
+        self.config.tail_interval
+    }
+}
+
+/// What a look at an index's writer lease came to.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// This process holds the lease now: it writes the index.
+    Lease(Arc<Lease>),
+    /// Another process holds it (`holder`; empty if unknown).
+    Held { holder: String },
 }
 
 /// What went wrong in the object log, its lease or its fence.

@@ -44,6 +44,7 @@
 
 pub mod api;
 pub mod convert;
+pub mod forward;
 pub mod host;
 pub mod import;
 pub mod json;

@@ -42,7 +42,9 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
-use larch_engine::{Engine, IndexConfig, Metric, Quantization, SearchParams, VectorType};
+use larch_engine::{
+    Engine, IndexConfig, Metric, Preference, Quantization, SearchParams, VectorType,
+};
 use larch_model::wire::{self, Dialect};
 use larch_model::{Cause, Code};
 use larch_model::{Classified, IndexKey, InvalidField};
@@ -117,6 +119,8 @@ struct Inner {
     unplaced_warned: std::sync::atomic::AtomicBool,
     /// Bulk imports of every index (off unless given an import root).
     imports: crate::import::Imports,
+    /// HTTP/2 channels to the writers of the indexes this pod follows (see `forward`).
+    channels: crate::forward::Channels,
 }
 
 #[derive(Clone)]
@@ -181,6 +185,7 @@ impl RoutedDataPlane {
                 pod: std::sync::OnceLock::new(),
                 unplaced_warned: std::sync::atomic::AtomicBool::new(false),
                 imports: crate::import::Imports::default(),
+                channels: crate::forward::Channels::default(),
             }),
         }
     }
@@ -304,6 +309,12 @@ impl RoutedDataPlane {
         self.check_placed(assignment);
         let engine = &self.inner.engine;
         let storage = key.storage_name();
+        // On a bucket, the other pods follow the index (see `forward`).
+        let preference = if Writer::of(assignment).is(self.pod_name()) {
+            Preference::Write
+        } else {
+            Preference::Follow
+        };
         let open = engine.index(&storage).ok();
         let index = match (open, create) {
             (Some(index), false) => index,
@@ -322,9 +333,9 @@ impl RoutedDataPlane {
                     if !create && !engine.is_on_store() {
                         tracing::warn!(index = %key, "the control plane lists an index this data plane has no data for; serving it empty");
                     }
-                    engine.create_index(&storage, config)
+                    engine.create_index_preferring(&storage, config, preference)
                 } else {
-                    engine.open_index(&storage, config)
+                    engine.open_index_preferring(&storage, config, preference)
                 }?
             }
         };
@@ -336,6 +347,7 @@ impl RoutedDataPlane {
             self.inner.metrics.clone(),
             self.limits(),
             self.inner.imports.clone(),
+            self.inner.channels.clone(),
         );
         // The index's unfinished imports resume (no-op when they are running already).
         self.inner.imports.recover(engine, &storage);
@@ -591,12 +603,17 @@ fn stale_keys_refusal(age: Duration, max_age: Duration, request: &Request) -> Re
 
 /// A refusal of the router itself in the request's protocol, through the shared maps: a gRPC
 /// status, or the data plane's REST error shape.
-fn refuse(request: &Request, code: Code, message: String) -> Response {
-    let refusal = Cause::from_parts(code, message);
+pub(crate) fn refuse(request: &Request, code: Code, message: String) -> Response {
     let grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    refusal(grpc, code, message)
+}
+
+/// [`refuse`], for a request already taken apart: `grpc` says its protocol.
+pub(crate) fn refusal(grpc: bool, code: Code, message: String) -> Response {
+    let refusal = Cause::from_parts(code, message);
     if grpc {
         wire::grpc_status(&refusal)
             .into_http::<axum::body::Body>()
@@ -643,7 +660,10 @@ fn index_router(
     metrics: Metrics,
     limits: &Limits,
     imports: crate::import::Imports,
+    channels: crate::forward::Channels,
 ) -> axum::Router {
+    let forwarder =
+        crate::forward::Forwarder::new(Arc::clone(&engine), key.storage_name(), channels);
     let index = IndexHandle::new_with(engine, key.storage_name(), limits).with_imports(imports);
     let scope = Scope::Index {
         project: key.project().to_owned(),
@@ -652,6 +672,10 @@ fn index_router(
     let grpc = Routes::new(crate::vector_service(index.clone(), limits)).into_axum_router();
     larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
         .merge(crate::rest::router(index, keys, scope))
+        .layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            crate::forward::forward_writes,
+        ))
         .layer(limits.layer(crate::rest::render_error))
         .layer(larch_observe::RequestLayer::new(metrics).for_index(key))
 }

@@ -52,6 +52,8 @@ fn engine_on(store: &Arc<dyn ObjectStore>, clock: &Arc<FakeClock>) -> (Engine, T
     .with_object_log(ObjectLogConfig {
         lease_ttl: TTL,
         holder: "test-pod".into(),
+        // The tests run the follower rounds themselves.
+        tail_interval: TTL,
         ..ObjectLogConfig::default()
     })
     .with_log_clock(Arc::clone(clock) as _);
@@ -65,6 +67,21 @@ fn upsert(index: &Index, id: &str) -> Result<()> {
             vectors: vec![vector(id, &[1.0, 0.5, 0.25])],
         })
         .map(|_| ())
+}
+
+/// The index once `engine`'s follower round took it over (its own follower thread may
+/// get there first).
+fn taken_over(engine: &Engine) -> Arc<Index> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        engine.follow_round();
+        let index = engine.index(NAME).unwrap();
+        if index.follower_status().is_none() {
+            return index;
+        }
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The ids `index` holds among `ids`, sorted.
@@ -118,20 +135,26 @@ fn acknowledged_writes_survive_on(store: Arc<dyn ObjectStore>) {
     assert!(index.flush().unwrap());
     let start = index.storage_stats().unwrap();
     assert_eq!(start.wal_files, 0, "{start:?}");
-    let after_flush = log_objects(&store);
-    assert_eq!(after_flush, [1, 22], "the fences of both writers are kept");
+    // Kept until the next flush: followers may still be reading them.
+    assert_eq!(log_objects(&store), (1..=22).collect::<Vec<_>>());
     for n in 0..5 {
         let id = format!("b{n}");
         upsert(&index, &id).unwrap();
         acked.insert(id);
     }
-    assert_eq!(log_objects(&store), [1, 22, 23, 24, 25, 26, 27]);
+    assert_eq!(log_objects(&store), (1..=27).collect::<Vec<_>>());
+    assert!(index.flush().unwrap());
+    assert_eq!(
+        log_objects(&store),
+        [1, 22, 23, 24, 25, 26, 27],
+        "the batches the first flush covered go, but no fence of either writer"
+    );
     drop((index, engine));
 
     let (engine, _root) = engine_on(&store, &clock);
     let index = engine.open_index(NAME, config()).unwrap();
     assert_eq!(present(&index, &acked), acked);
-    assert_eq!(index.storage_stats().unwrap().segments, 1);
+    assert_eq!(index.storage_stats().unwrap().segments, 2);
 }
 
 #[test]
@@ -158,36 +181,48 @@ fn acknowledged_writes_survive_ambiguous_and_failed_creates() {
 }
 
 #[test]
-fn a_second_process_waits_for_the_lease_and_then_sees_everything() {
+fn a_second_process_follows_the_writer_and_takes_over_once_it_releases() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let clock = FakeClock::new();
     let (first, _first_root) = engine_on(&store, &clock);
     let index = first.create_index(NAME, config()).unwrap();
     upsert(&index, "a").unwrap();
 
+    // Another live process writes it: the second follows, serving reads and refusing writes.
     let (second, _second_root) = engine_on(&store, &clock);
-    for attempt in [
-        second.open_index(NAME, config()),
-        second.create_index(NAME, config()),
-    ] {
-        let err = attempt.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
-        let message = err.to_string();
-        assert!(
-            message.starts_with(&format!("index '{NAME}' is being written by test-pod-")),
-            "{message}"
-        );
-        assert!(message.ends_with("; retry after 3600s"), "{message}");
-    }
-    // The first still writes.
+    let followed = second.open_index(NAME, config()).unwrap();
+    let status = followed.follower_status().expect("a follower");
+    assert_eq!(status.applied_seq, followed.last_lsn());
+    assert!(status.writer.is_empty(), "not looked up yet");
+    let err = upsert(&followed, "x").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    let message = err.to_string();
+    assert!(message.starts_with("not the writer: index '"), "{message}");
+    let a: BTreeSet<String> = ["a".to_owned()].into();
+    assert_eq!(present(&followed, &a), a);
+    assert_eq!(
+        second.create_index(NAME, config()).unwrap_err().code(),
+        ErrorCode::AlreadyExists
+    );
+    // The first still writes, and the follower sees it once it catches up.
     upsert(&index, "b").unwrap();
-
-    // Closed (its lease released): the second takes over at once, with everything.
-    drop((index, first));
-    let index = second.open_index(NAME, config()).unwrap();
+    let lsn = index.last_lsn();
+    followed.wait_applied(lsn, Duration::from_secs(30)).unwrap();
+    assert_eq!(followed.last_lsn(), lsn);
     let ids: BTreeSet<String> = ["a", "b"].map(String::from).into();
+    assert_eq!(present(&followed, &ids), ids);
+    assert_eq!(followed.catch_up().unwrap(), crate::CatchUp::AtEnd(0));
+    // A writer renewing its lease is never taken over.
+    assert!(!second.follow_round());
+    assert!(second.index(NAME).unwrap().follower_status().is_some());
+
+    // Closed (its lease released): the second takes over at its next round, with everything.
+    drop((index, first));
+    let index = taken_over(&second);
     assert_eq!(present(&index, &ids), ids);
     upsert(&index, "c").unwrap();
+    assert!(index.last_lsn() > lsn);
+    drop(followed);
 
     // Dropping the index releases the lease too (and deletes its objects).
     second.drop_index(NAME).unwrap();
@@ -210,12 +245,11 @@ fn a_fenced_writer_acknowledges_nothing_more() {
     // unchanged for a full TTL on its own clock takes over. The old writer's clock has not
     // moved, so it still believes it holds the lease: only the fence stops it.
     let (new_engine, _new_root) = engine_on(&store, &new_clock);
-    assert_eq!(
-        new_engine.open_index(NAME, config()).unwrap_err().code(),
-        ErrorCode::Unavailable
-    );
+    let follower = new_engine.open_index(NAME, config()).unwrap();
+    assert!(follower.follower_status().is_some());
+    assert!(!new_engine.follow_round(), "the lease was just seen");
     new_clock.advance(TTL);
-    let new = new_engine.open_index(NAME, config()).unwrap();
+    let new = taken_over(&new_engine);
     assert_eq!(present(&new, &acked), acked);
     upsert(&new, "new-1").unwrap();
     acked.insert("new-1".to_owned());
@@ -358,4 +392,70 @@ fn releasing_the_leases_hands_every_index_over_at_once() {
     let ids: BTreeSet<String> = ["a", "b"].map(String::from).into();
     assert_eq!(present(&taken, &ids), ["a".to_owned()].into());
     upsert(&taken, "b").unwrap();
+}
+
+#[test]
+fn a_follower_that_fell_behind_the_truncated_log_opens_the_index_afresh() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = FakeClock::new();
+    let (writer_engine, _writer_root) = engine_on(&store, &clock);
+    let writer = writer_engine.create_index(NAME, config()).unwrap();
+    let mut acked = BTreeSet::new();
+    let mut write = |id: &str| {
+        upsert(&writer, id).unwrap();
+        acked.insert(id.to_owned());
+    };
+    for id in ["a0", "a1", "a2"] {
+        write(id);
+    }
+    let (engine, _root) = engine_on(&store, &clock);
+    let followed = engine.open_index(NAME, config()).unwrap();
+    assert_eq!(followed.last_lsn(), 4, "the fence and three batches");
+
+    // The writer flushes twice while the follower reads nothing: the second flush deletes
+    // the batches the first one covered, which the follower needed next.
+    for id in ["b0", "b1", "b2"] {
+        write(id);
+    }
+    assert!(writer.flush().unwrap());
+    write("c0");
+    assert!(writer.flush().unwrap());
+    assert!(!log_objects(&store).contains(&5));
+    assert_eq!(followed.catch_up().unwrap(), crate::CatchUp::Reload);
+
+    assert!(engine.follow_round());
+    let reopened = engine.index(NAME).unwrap();
+    assert!(reopened.follower_status().is_some(), "still a follower");
+    assert_eq!(reopened.last_lsn(), writer.last_lsn());
+    assert_eq!(present(&reopened, &acked), acked);
+    // And it goes on tailing from the new manifest.
+    upsert(&writer, "d0").unwrap();
+    acked.insert("d0".to_owned());
+    reopened
+        .wait_applied(writer.last_lsn(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(present(&reopened, &acked), acked);
+}
+
+#[test]
+fn a_follower_leaves_a_new_index_to_its_preferred_writer_for_a_ttl() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = FakeClock::new();
+    let (engine, _root) = engine_on(&store, &clock);
+    let followed = engine
+        .create_index_preferring(NAME, config(), crate::Preference::Follow)
+        .unwrap();
+    assert!(followed.follower_status().is_some());
+    assert_eq!(
+        upsert(&followed, "a").unwrap_err().code(),
+        ErrorCode::Unavailable
+    );
+    // No lease yet: the preferred writer may still be on its way.
+    assert!(!engine.follow_round());
+    clock.advance(TTL / 2);
+    assert!(!engine.follow_round());
+    // Nobody came for a full TTL: this process writes the index.
+    clock.advance(TTL / 2);
+    let index = taken_over(&engine);
+    upsert(&index, "a").unwrap();
 }

@@ -36,6 +36,7 @@ use std::{
     },
 };
 
+use super::Follower;
 use crate::{
     Error, Result,
     flush::ActiveLog,
@@ -53,6 +54,9 @@ pub(crate) enum IndexLog {
     Local { wal: Wal, dir: PathBuf },
     /// Batch objects in a shared store, under the index's writer lease.
     Object(ObjectLog),
+    /// Batch objects in a shared store another process writes: read, never written (see
+    /// `index/follow.rs`).
+    Follower(Follower),
 }
 
 impl IndexLog {
@@ -69,6 +73,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.append(payload),
             IndexLog::Object(log) => log.append(payload),
+            IndexLog::Follower(follower) => Err(follower.refusal()),
         }
     }
 
@@ -77,6 +82,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.last_lsn(),
             IndexLog::Object(log) => log.writer.last_stored(),
+            IndexLog::Follower(follower) => follower.applied(),
         }
     }
 
@@ -86,6 +92,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.len(),
             IndexLog::Object(log) => log.bytes.load(Ordering::Acquire),
+            IndexLog::Follower(_) => 0,
         }
     }
 
@@ -94,6 +101,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.len().saturating_sub(wal::HEADER_LEN),
             IndexLog::Object(log) => log.bytes.load(Ordering::Acquire),
+            IndexLog::Follower(_) => 0,
         }
     }
 
@@ -108,6 +116,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.number(),
             IndexLog::Object(log) => log.cut_start.load(Ordering::Acquire),
+            IndexLog::Follower(follower) => follower.applied() + 1,
         }
     }
 
@@ -118,6 +127,7 @@ impl IndexLog {
         match self {
             IndexLog::Local { wal, .. } => wal.rotate(),
             IndexLog::Object(log) => log.rotate(),
+            IndexLog::Follower(follower) => Err(follower.refusal()),
         }
     }
 
@@ -131,6 +141,10 @@ impl IndexLog {
             IndexLog::Object(log) => ActiveLog {
                 last: log.writer.last_stored(),
                 bytes: log.bytes.load(Ordering::Acquire),
+            },
+            IndexLog::Follower(follower) => ActiveLog {
+                last: follower.applied(),
+                bytes: 0,
             },
         }
     }
@@ -156,8 +170,10 @@ impl IndexLog {
         index: &str,
         lease_holds: fn(&Lease) -> std::result::Result<(), LogError>,
     ) -> Result<()> {
-        let IndexLog::Object(log) = self else {
-            return Ok(());
+        let log = match self {
+            IndexLog::Local { .. } => return Ok(()),
+            IndexLog::Follower(follower) => return Err(follower.refusal()),
+            IndexLog::Object(log) => log,
         };
         match log.writer.failure() {
             Some(err) => Err(refused(index, err)),
@@ -166,7 +182,9 @@ impl IndexLog {
     }
 
     /// A durable manifest starts replay at `start`: deletes the log below it (best effort;
-    /// what is left is deleted by a later flush or at the next start).
+    /// what is left is deleted by a later flush or at the next start). In a shared store, the
+    /// batches below the *previous* manifest's start: followers tailing the log get a flush
+    /// interval of grace, and one that falls further behind opens the index afresh.
     pub(crate) fn remove_before(&self, index: &str, start: u64) {
         match self {
             IndexLog::Local { dir, .. } => {
@@ -174,14 +192,19 @@ impl IndexLog {
                     tracing::warn!(index = %index, error = %err, "cannot delete write-ahead log files that segments cover; they are deleted at the next start");
                 }
             }
-            IndexLog::Object(log) => match log.writer.delete_before(start) {
+            IndexLog::Object(log) => match log
+                .writer
+                .delete_before(log.truncate_below.swap(start, Ordering::AcqRel))
+            {
                 Ok(deleted) => {
-                    tracing::debug!(index = %index, start, deleted, "deleted log batches the manifest covers");
+                    tracing::debug!(index = %index, start, deleted, "deleted log batches the manifest before the last one covers");
                 }
                 Err(err) => {
                     tracing::warn!(index = %index, start, error = %err, "cannot delete log batches the manifest covers; a later flush deletes them");
                 }
             },
+            // The writer deletes.
+            IndexLog::Follower(_) => {}
         }
     }
 
@@ -215,6 +238,10 @@ pub(crate) struct ObjectLog {
     renewer: Mutex<Option<Renewer>>,
     /// The sequence number of the first batch after the last cut.
     cut_start: AtomicU64,
+    /// Where the manifest before the last one started replay: the batches below it are
+    /// deleted at the next flush, not the one that covered them, so a follower that has
+    /// not read them yet gets one flush interval to do so (see `remove_before`).
+    truncate_below: AtomicU64,
     /// Bytes of records appended (or replayed) since the last cut.
     bytes: AtomicU64,
 }
@@ -249,6 +276,7 @@ impl ObjectLog {
             lease,
             renewer: Mutex::new(Some(renewer)),
             cut_start: AtomicU64::new(cut_start),
+            truncate_below: AtomicU64::new(cut_start),
             bytes: AtomicU64::new(replayed),
         })
     }

@@ -66,6 +66,8 @@ impl LeaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     holder: String,
+    /// Where the holder takes writes forwarded by followers (empty: not said).
+    address: String,
     epoch: u64,
     ttl: Duration,
     /// Different in every write of one holder.
@@ -78,6 +80,7 @@ impl Record {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let value = json!({
             "holder": self.holder,
+            "address": self.address,
             "epoch": self.epoch,
             "ttl_ms": ttl_ms,
             "renewed": self.renewed,
@@ -100,6 +103,8 @@ impl Record {
                 .as_str()
                 .ok_or_else(|| corrupt("`holder` is not a string"))?
                 .to_owned(),
+            // Leases written before followers existed name no address.
+            address: value["address"].as_str().unwrap_or_default().to_owned(),
             epoch: number("epoch")?,
             ttl: Duration::from_millis(number("ttl_ms")?),
             renewed: number("renewed")?,
@@ -114,7 +119,7 @@ impl Record {
 #[derive(Debug)]
 pub(crate) enum Attempt {
     /// This process holds the lease now.
-    Acquired(Lease),
+    Acquired(Box<Lease>),
     /// Someone else holds it; try again in `retry_in` at the latest (sooner
     /// is fine: every look that finds it unchanged counts toward the TTL).
     Held {
@@ -129,12 +134,18 @@ pub(crate) enum Attempt {
 pub(crate) struct Contender {
     bucket: Bucket,
     holder: String,
+    /// Written into the lease this contender acquires (see [`Contender::with_address`]).
+    address: String,
     config: LeaseConfig,
     clock: Arc<dyn Clock>,
     /// The lease as last seen, and since when (this clock) it is unchanged.
     seen: Option<Seen>,
     /// The highest epoch known to be in use (see [`Contender::with_min_epoch`]).
     min_epoch: u64,
+    /// Since when (this clock) the lease was seen missing, when a missing lease is taken
+    /// only after a full TTL (see [`Contender::patient_when_missing`]).
+    missing_since: Option<Duration>,
+    patient: bool,
 }
 
 #[derive(Debug)]
@@ -157,10 +168,13 @@ impl Contender {
         Ok(Contender {
             bucket,
             holder: format!("{name}-{}", hex::encode(suffix)),
+            address: String::new(),
             config,
             clock,
             seen: None,
             min_epoch: 0,
+            missing_since: None,
+            patient: false,
         })
     }
 
@@ -170,6 +184,19 @@ impl Contender {
     pub(crate) fn with_min_epoch(mut self, epoch: u64) -> Self {
         self.min_epoch = epoch;
         self
+    }
+
+    /// Names `address` in the lease once acquired: where followers forward writes.
+    pub(crate) fn with_address(mut self, address: &str) -> Self {
+        address.clone_into(&mut self.address);
+        self
+    }
+
+    /// Takes a missing lease only once it was seen missing for a full TTL, like a lease
+    /// that is not renewed: a follower leaves a new index to its preferred writer, which
+    /// creates the lease when it opens the index.
+    pub(crate) fn patient_when_missing(&mut self) {
+        self.patient = true;
     }
 
     /// This contender's holder id, as written in the lease.
@@ -188,9 +215,21 @@ impl Contender {
         // Measured after the read returned: whatever it saw was written before now.
         let now = self.clock.now();
         let Some(found) = found else {
+            if self.patient {
+                let since = *self.missing_since.get_or_insert(now);
+                let missing_for = now.saturating_sub(since);
+                if missing_for < self.config.ttl {
+                    return Ok(Attempt::Held {
+                        holder: String::new(),
+                        epoch: 0,
+                        retry_in: self.config.ttl - missing_for,
+                    });
+                }
+            }
             let record = self.record(self.min_epoch + 1);
             return self.write(record, PutMode::Create);
         };
+        self.missing_since = None;
         let current = Record::decode(&path, &found.bytes)?;
         let since = match &self.seen {
             Some(seen) if seen.bytes == found.bytes && seen.version == found.version => seen.since,
@@ -224,6 +263,7 @@ impl Contender {
     fn record(&self, epoch: u64) -> Record {
         Record {
             holder: self.holder.clone(),
+            address: self.address.clone(),
             epoch,
             ttl: self.config.ttl,
             renewed: 0,
@@ -257,9 +297,10 @@ impl Contender {
             Resolved::Unknown(err) => return Err(err),
         };
         tracing::info!(lease = %path, holder = %record.holder, epoch = record.epoch, "acquired the lease");
-        Ok(Attempt::Acquired(Lease {
+        Ok(Attempt::Acquired(Box::new(Lease {
             epoch: record.epoch,
             holder: record.holder.clone(),
+            address: record.address.clone(),
             bucket: self.bucket.clone(),
             clock: Arc::clone(&self.clock),
             config: self.config,
@@ -270,7 +311,7 @@ impl Contender {
                 renewed_at: sent,
                 lost: None,
             }),
-        }))
+        })))
     }
 }
 
@@ -303,11 +344,43 @@ fn resolve(bucket: &Bucket, bytes: &[u8], mode: PutMode) -> Resolved {
     }
 }
 
+/// The lease of an index as anyone reads it (see [`read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// The holder id (pod name and a random suffix).
+    pub(crate) holder: String,
+    /// Where the holder takes forwarded writes; empty if it did not say.
+    pub(crate) address: String,
+    /// The holder's epoch.
+    pub(crate) epoch: u64,
+    /// Whether the holder let the lease go (it writes no more).
+    pub(crate) released: bool,
+}
+
+/// Reads the lease of `bucket`'s index, if there is one: who writes the index, and where.
+pub(crate) fn read(bucket: &Bucket) -> Result<Option<Holder>, LogError> {
+    let path = bucket.lease();
+    let Some(found) = bucket
+        .get(&path)
+        .map_err(|err| unavailable(format_args!("cannot read the lease {path}"), &err))?
+    else {
+        return Ok(None);
+    };
+    let record = Record::decode(&path, &found.bytes)?;
+    Ok(Some(Holder {
+        holder: record.holder,
+        address: record.address,
+        epoch: record.epoch,
+        released: record.released,
+    }))
+}
+
 /// The lease, held: this process is the writer while
 /// [`Lease::may_acknowledge`] says so.
 pub(crate) struct Lease {
     epoch: u64,
     holder: String,
+    address: String,
     bucket: Bucket,
     clock: Arc<dyn Clock>,
     config: LeaseConfig,
@@ -417,6 +490,7 @@ impl Lease {
                 state.renewed += 1;
                 let record = Record {
                     holder: self.holder.clone(),
+                    address: self.address.clone(),
                     epoch: self.epoch,
                     ttl: self.config.ttl,
                     renewed: state.renewed,
@@ -606,7 +680,7 @@ mod tests {
 
     fn acquired(attempt: Attempt) -> Lease {
         match attempt {
-            Attempt::Acquired(lease) => lease,
+            Attempt::Acquired(lease) => *lease,
             Attempt::Held { holder, .. } => panic!("the lease is held by {holder}"),
         }
     }
@@ -752,7 +826,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let clock = FakeClock::new();
         for round in 0..2 {
-            let winners: Vec<Lease> = std::thread::scope(|scope| {
+            let winners: Vec<Box<Lease>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..4)
                     .map(|n| {
                         let mut c = contender(Arc::clone(&store), &format!("c{n}"), clock.clone());
