@@ -255,6 +255,11 @@ impl Rows {
     }
 }
 
+/// The sparse indices of `row` (none without sparse values), for the sparse index.
+fn sparse_indices(rows: &Rows, row: usize) -> &[u32] {
+    rows.sparse(row).map_or(&[], |sparse| &sparse.indices)
+}
+
 /// What changed in a namespace since the last flush.
 #[derive(Debug)]
 struct Changes {
@@ -703,7 +708,9 @@ impl NamespaceStore {
         self.metadata_index
             .remove(row as u32, self.rows.metadata[row].as_ref());
         if let Some(sparse) = self.rows.sparse(row) {
-            self.sparse_index.remove(row, sparse);
+            let rows = &self.rows;
+            self.sparse_index
+                .remove(row, sparse, |other| sparse_indices(rows, other));
         }
         let moved_from = self.rows.swap_remove(row);
         if let Some(last) = moved_from {
@@ -726,7 +733,9 @@ impl NamespaceStore {
     /// Replaces the sparse values of `row`, keeping the sparse index in step.
     fn set_sparse(&mut self, row: usize, sparse: Option<SparseVector>) {
         if let Some(old) = self.rows.sparse(row) {
-            self.sparse_index.remove(row, old);
+            let rows = &self.rows;
+            self.sparse_index
+                .remove(row, old, |other| sparse_indices(rows, other));
         }
         if let Some(new) = &sparse {
             self.sparse_index.insert(row, new);
