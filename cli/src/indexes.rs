@@ -26,16 +26,21 @@ use crate::output::{
 /// `larch indexes …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum IndexesCommand {
-    /// Create a dense index; it accepts writes when the command returns.
+    /// Create an index; it accepts writes when the command returns.
     Create {
         /// 1-45 characters of a-z, 0-9 and '-'.
         name: String,
-        /// Vector length, 1-20000.
+        /// Vector length, 1-20000; required for a dense index, not given for a sparse one.
         #[arg(long)]
-        dimension: i32,
-        /// Distance: cosine, euclidean or dotproduct [server default: cosine].
+        dimension: Option<i32>,
+        /// Distance: cosine, euclidean or dotproduct [server default: cosine; dotproduct, the
+        /// only choice, for a sparse index].
         #[arg(long)]
         metric: Option<String>,
+        /// dense (fixed-length values, optionally with sparse values on dotproduct) or
+        /// sparse (sparse values only, no dimension).
+        #[arg(long, value_enum, default_value = "dense")]
+        vector_type: VectorType,
         /// Deployment; only serverless exists.
         #[arg(long, value_enum, default_value = "serverless")]
         spec: Spec,
@@ -79,6 +84,24 @@ pub(crate) enum IndexesCommand {
         /// The index name.
         name: String,
     },
+}
+
+/// What an index holds (`--vector-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum VectorType {
+    /// Dense values of `--dimension` numbers.
+    Dense,
+    /// Sparse values only (indices and values); no `--dimension`.
+    Sparse,
+}
+
+impl VectorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            VectorType::Dense => "dense",
+            VectorType::Sparse => "sparse",
+        }
+    }
 }
 
 /// Where an index is deployed (`--spec`).
@@ -175,6 +198,7 @@ pub(crate) fn run(
                 name,
                 dimension,
                 metric,
+                vector_type,
                 spec: Spec::Serverless,
                 cloud,
                 region,
@@ -184,14 +208,14 @@ pub(crate) fn run(
             } => {
                 let message = CreateIndexRequest {
                     name,
-                    dimension: Some(dimension),
+                    dimension,
                     metric,
                     spec: Some(IndexSpec {
                         serverless: Some(ServerlessSpec { cloud, region }),
                     }),
                     deletion_protection,
                     tags: tags.into_iter().collect(),
-                    vector_type: None,
+                    vector_type: Some(vector_type.as_str().to_owned()),
                     search: search.into_params(),
                 };
                 let index = client
@@ -214,15 +238,30 @@ pub(crate) fn run(
                         let rows: Vec<Vec<String>> = indexes
                             .iter()
                             .map(|index| {
-                                ["name", "dimension", "metric", "host", "deletion_protection"]
-                                    .iter()
-                                    .map(|field| cell(&index[field]))
-                                    .chain([cell(&index["status"]["state"])])
-                                    .collect()
+                                [
+                                    "name",
+                                    "vector_type",
+                                    "dimension",
+                                    "metric",
+                                    "host",
+                                    "deletion_protection",
+                                ]
+                                .iter()
+                                .map(|field| cell(&index[field]))
+                                .chain([cell(&index["status"]["state"])])
+                                .collect()
                             })
                             .collect();
                         print_table(
-                            &["NAME", "DIMENSION", "METRIC", "HOST", "PROTECTION", "STATE"],
+                            &[
+                                "NAME",
+                                "TYPE",
+                                "DIMENSION",
+                                "METRIC",
+                                "HOST",
+                                "PROTECTION",
+                                "STATE",
+                            ],
                             &rows,
                         );
                     }

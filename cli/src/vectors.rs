@@ -97,14 +97,21 @@ pub(crate) enum VectorsCommand {
         #[arg(long, default_value_t = 0)]
         skip: u64,
     },
-    /// The nearest records to a vector, or to a stored record's vector.
-    #[command(group(ArgGroup::new("by").required(true).args(["vector", "id"])))]
+    /// The nearest records to a vector (dense, sparse, or both for hybrid search), or to a
+    /// stored record's vector; the server says which combinations an index takes.
+    #[command(group(
+        ArgGroup::new("by").required(true).multiple(true).args(["vector", "sparse_vector", "id"])
+    ))]
     Query {
         #[command(flatten)]
         target: Target,
         /// The query vector as a JSON array, e.g. '[0.1,0.2]'.
         #[arg(long)]
         vector: Option<String>,
+        /// Sparse query values as JSON, e.g. '{"indices":[3,17],"values":[0.5,0.2]}': the query
+        /// of a sparse index, or with --vector a hybrid query of a dotproduct index.
+        #[arg(long)]
+        sparse_vector: Option<String>,
         /// Query with the vector of this stored record.
         #[arg(long)]
         id: Option<String>,
@@ -278,6 +285,7 @@ pub(crate) fn run(
             VectorsCommand::Query {
                 target,
                 vector,
+                sparse_vector,
                 id,
                 top_k,
                 filter,
@@ -289,6 +297,14 @@ pub(crate) fn run(
                         format!("--vector {text:?} is not a JSON array of numbers")
                     })?,
                     None => Vec::new(),
+                };
+                let sparse_vector = match sparse_vector {
+                    Some(text) => {
+                        let json = serde_json::from_str::<Value>(&text)
+                            .with_context(|| format!("--sparse-vector {text:?} is not JSON"))?;
+                        Some(parse_sparse(json, "--sparse-vector").map_err(anyhow::Error::msg)?)
+                    }
+                    None => None,
                 };
                 // `queries` is Pinecone's deprecated batch form: named, left empty.
                 #[allow(deprecated)]
@@ -303,7 +319,7 @@ pub(crate) fn run(
                     include_metadata,
                     queries: Vec::new(),
                     vector,
-                    sparse_vector: None,
+                    sparse_vector,
                     id: id.unwrap_or_default(),
                     scan_factor: None,
                     max_candidates: None,
@@ -1042,6 +1058,29 @@ impl Progress {
     }
 }
 
+/// Sparse values as JSON, `{"indices":[…],"values":[…]}`; errors name `field`.
+fn parse_sparse(value: Value, field: &str) -> Result<SparseValues, String> {
+    let Value::Object(mut sparse) = value else {
+        return Err(format!("\"{field}\" must be an object"));
+    };
+    let indices = match sparse.remove("indices") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_u64()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| format!("\"{field}.indices\" must be integers 0-4294967295"))
+            })
+            .collect::<Result<Vec<u32>, _>>()?,
+        _ => return Err(format!("\"{field}.indices\" must be an array")),
+    };
+    let values = floats(
+        sparse.get("values").unwrap_or(&Value::Null),
+        &format!("{field}.values"),
+    )?;
+    Ok(SparseValues { indices, values })
+}
+
 /// One JSON Lines record, with Pinecone's field names.
 fn parse_record(line: &str) -> Result<Vector, String> {
     let value: Value = serde_json::from_str(line).map_err(|err| format!("not JSON: {err}"))?;
@@ -1059,25 +1098,7 @@ fn parse_record(line: &str) -> Result<Vector, String> {
     };
     let sparse_values = match fields.remove("sparse_values") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(mut sparse)) => {
-            let indices = match sparse.remove("indices") {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_u64()
-                            .and_then(|i| u32::try_from(i).ok())
-                            .ok_or("\"sparse_values.indices\" must be integers 0-4294967295")
-                    })
-                    .collect::<Result<Vec<u32>, _>>()?,
-                _ => return Err("\"sparse_values.indices\" must be an array".into()),
-            };
-            let values = floats(
-                sparse.get("values").unwrap_or(&Value::Null),
-                "sparse_values.values",
-            )?;
-            Some(SparseValues { indices, values })
-        }
-        Some(_) => return Err("\"sparse_values\" must be an object".into()),
+        Some(sparse) => Some(parse_sparse(sparse, "sparse_values")?),
     };
     let metadata = match fields.remove("metadata") {
         None | Some(Value::Null) => None,

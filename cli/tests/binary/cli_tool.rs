@@ -797,3 +797,78 @@ async fn a_data_plane_viewer_key_queries_when_given_the_host() {
     assert_ne!(code, 0, "a viewer may not write");
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
 }
+
+/// Issue 18, item 5: `larch indexes create --vector-type sparse` needs no dimension; a JSON
+/// Lines file of sparse records is upserted and queried by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_index_is_created_loaded_and_queried_from_the_command_line() {
+    let server = Server::start().await;
+    let env = server.env();
+    let created = cli_json(
+        &["indexes", "create", "splade", "--vector-type", "sparse"],
+        &env,
+    );
+    assert_eq!(created["vector_type"], "sparse");
+    assert_eq!(created["metric"], "dotproduct");
+    assert!(created["dimension"].is_null(), "{created}");
+    let (code, _, stderr) = cli(&["indexes", "create", "dense-without-dimension"], &env);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("dimension"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sparse.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"id":"a","sparse_values":{"indices":[1,3000000000],"values":[0.5,2.0]}}"#,
+            "\n",
+            r#"{"id":"b","sparse_values":{"indices":[1],"values":[1.0]}}"#,
+            "\n",
+            r#"{"id":"c","sparse_values":{"indices":[9],"values":[1.0]}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let upserted = cli_json(&upsert_args("splade", file.to_str().unwrap(), &[]), &env);
+    assert_eq!(upserted["upserted_count"], 3);
+    let answer = cli_json(
+        &[
+            "vectors", "query", "--index", "splade", "--id", "a", "--top-k", "3",
+        ],
+        &env,
+    );
+    let ids: Vec<&str> = answer["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"], "{answer}");
+    let by_sparse = cli_json(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "splade",
+            "--sparse-vector",
+            r#"{"indices":[3000000000,9],"values":[1.0,4.0]}"#,
+        ],
+        &env,
+    );
+    assert_eq!(by_sparse["matches"][0]["id"], "c", "{by_sparse}");
+    assert_eq!(by_sparse["matches"][1]["id"], "a", "{by_sparse}");
+    assert_eq!(by_sparse["matches"].as_array().unwrap().len(), 2);
+    let (code, _, stderr) = cli(
+        &[
+            "vectors",
+            "query",
+            "--index",
+            "splade",
+            "--sparse-vector",
+            r#"{"indices":[-1],"values":[1.0]}"#,
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--sparse-vector.indices"), "{stderr}");
+}

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use larch_engine::limits::MAX_DIMENSION;
-use larch_engine::{Dimension, IndexConfig, Metric, Quantization, SearchParams};
+use larch_engine::{
+    Dimension, IndexConfig, Metric, Quantization, SearchParams, VectorType as EngineVectorType,
+};
 
 use crate::error::{Error, Result};
 
@@ -91,37 +93,18 @@ impl DeletionProtection {
     }
 }
 
-/// What kind of vectors an index holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VectorType {
-    /// Dense vectors of a fixed dimension (optionally with sparse values on dotproduct).
-    #[default]
-    Dense,
-}
+/// What kind of vectors an index holds: the engine's [`EngineVectorType`], parsed with the
+/// catalog's errors.
+pub type VectorType = EngineVectorType;
 
-impl VectorType {
-    /// Parses `dense`; `sparse` is refused with an explanation.
-    pub fn parse(s: &str) -> Result<VectorType> {
-        match s {
-            "dense" => Ok(VectorType::Dense),
-            "sparse" => Err(Error::invalid(
-                "vector_type",
-                "sparse-only indexes are not supported yet; create a dense index with metric \
-                 \"dotproduct\" and upsert sparse_values alongside dense values for hybrid search",
-            )),
-            other => Err(Error::invalid(
-                "vector_type",
-                format!("unknown vector type {other:?}; use \"dense\""),
-            )),
-        }
-    }
-
-    /// Pinecone's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VectorType::Dense => "dense",
-        }
-    }
+/// Parses Pinecone's `dense` / `sparse`; `field` names the request field in errors.
+pub(crate) fn parse_vector_type(s: &str, field: &'static str) -> Result<VectorType> {
+    s.parse::<VectorType>().map_err(|_| {
+        Error::invalid(
+            field,
+            format!("unknown vector type {s:?}; use \"dense\" or \"sparse\""),
+        )
+    })
 }
 
 /// The lifecycle state shown in `status.state`.
@@ -150,9 +133,9 @@ impl IndexState {
 pub struct CreateIndex {
     /// Index name.
     pub name: String,
-    /// Dense dimension; required.
+    /// Dense dimension; required for a dense index, absent for a sparse one.
     pub dimension: Option<i64>,
-    /// `cosine` when absent.
+    /// `cosine` when absent (`dotproduct`, the only choice, for a sparse index).
     pub metric: Option<String>,
     /// `aws` when absent (with region `us-east-1`).
     pub cloud: Option<String>,
@@ -233,36 +216,12 @@ impl CreateIndex {
         let vector_type = self
             .vector_type
             .as_deref()
-            .map(VectorType::parse)
+            .map(|s| parse_vector_type(s, "vector_type"))
             .transpose()?
             .unwrap_or_default();
-        let dimension = match self.dimension {
-            None => {
-                return Err(Error::invalid(
-                    "dimension",
-                    format!("dimension is required for dense indexes (1 to {MAX_DIMENSION})"),
-                ));
-            }
-            Some(d) => u32::try_from(d)
-                .ok()
-                .and_then(|d| Dimension::new(d).ok())
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "dimension",
-                        format!("must be between 1 and {MAX_DIMENSION}, got {d}"),
-                    )
-                })?,
-        };
-        let metric = match self.metric.as_deref() {
-            None | Some("") => Metric::Cosine,
-            Some(m) => m.parse::<Metric>().map_err(|_| {
-                Error::invalid(
-                    "metric",
-                    format!(
-                        "unknown metric {m:?}; use \"cosine\", \"euclidean\" or \"dotproduct\""
-                    ),
-                )
-            })?,
+        let config = match vector_type {
+            VectorType::Dense => dense_config(self.dimension, self.metric.as_deref())?,
+            VectorType::Sparse => sparse_config(self.dimension, self.metric.as_deref())?,
         };
         let (cloud, region) = match (self.cloud.as_deref(), self.region) {
             (None, None) => (Cloud::Aws, "us-east-1".to_owned()),
@@ -302,7 +261,7 @@ impl CreateIndex {
         Ok(IndexRecord {
             project_id: project.to_owned(),
             name,
-            config: IndexConfig { dimension, metric },
+            config,
             vector_type,
             cloud,
             region,
@@ -312,6 +271,61 @@ impl CreateIndex {
             state: IndexState::Ready,
             host: String::new(),
         })
+    }
+}
+
+/// The config of a dense index: `dimension` required, `metric` cosine when absent.
+fn dense_config(dimension: Option<i64>, metric: Option<&str>) -> Result<IndexConfig> {
+    let dimension = match dimension {
+        None => {
+            return Err(Error::invalid(
+                "dimension",
+                format!("dimension is required for dense indexes (1 to {MAX_DIMENSION})"),
+            ));
+        }
+        Some(d) => u32::try_from(d)
+            .ok()
+            .and_then(|d| Dimension::new(d).ok())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "dimension",
+                    format!("must be between 1 and {MAX_DIMENSION}, got {d}"),
+                )
+            })?,
+    };
+    let metric = match metric {
+        None | Some("") => Metric::Cosine,
+        Some(m) => m.parse::<Metric>().map_err(|_| {
+            Error::invalid(
+                "metric",
+                format!("unknown metric {m:?}; use \"cosine\", \"euclidean\" or \"dotproduct\""),
+            )
+        })?,
+    };
+    Ok(IndexConfig { dimension, metric })
+}
+
+/// The config of a sparse index: no dimension, and dotproduct, the only metric sparse values
+/// are scored by (as Pinecone requires).
+fn sparse_config(dimension: Option<i64>, metric: Option<&str>) -> Result<IndexConfig> {
+    if let Some(d) = dimension {
+        return Err(Error::invalid(
+            "dimension",
+            format!(
+                "a sparse index has no dimension (its records hold sparse values of any \
+                 dimension); leave dimension out, got {d}"
+            ),
+        ));
+    }
+    match metric {
+        None | Some("") | Some("dotproduct") => Ok(IndexConfig::sparse()),
+        Some(other) => Err(Error::invalid(
+            "metric",
+            format!(
+                "a sparse index is scored by dot product; use \"dotproduct\" or leave metric \
+                 out, got {other:?}"
+            ),
+        )),
     }
 }
 
@@ -388,7 +402,7 @@ pub struct IndexRecord {
     pub name: IndexName,
     /// Dimension and metric, fixed at creation.
     pub config: IndexConfig,
-    /// Dense (the only kind for now).
+    /// Dense or sparse; always `config.vector_type()`.
     pub vector_type: VectorType,
     /// Cloud of the serverless spec.
     pub cloud: Cloud,
@@ -469,12 +483,39 @@ mod tests {
                 .contains("region")
         );
         let mut c = create(4);
-        c.vector_type = Some("sparse".into());
+        c.vector_type = Some("sparsest".into());
+        assert_eq!(
+            c.validate(DEFAULT_PROJECT).unwrap_err().to_string(),
+            r#"vector_type: unknown vector type "sparsest"; use "dense" or "sparse""#
+        );
+    }
+
+    #[test]
+    fn sparse_indexes_have_no_dimension_and_score_by_dot_product() {
+        let sparse = |dimension: Option<i64>, metric: Option<&str>| CreateIndex {
+            name: "s".into(),
+            dimension,
+            metric: metric.map(str::to_owned),
+            vector_type: Some("sparse".into()),
+            ..Default::default()
+        };
+        for metric in [None, Some("dotproduct")] {
+            let record = sparse(None, metric).validate(DEFAULT_PROJECT).unwrap();
+            assert_eq!(record.vector_type, VectorType::Sparse);
+            assert_eq!(record.config, IndexConfig::sparse());
+        }
+        let err = sparse(None, Some("cosine"))
+            .validate(DEFAULT_PROJECT)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"metric: a sparse index is scored by dot product; use "dotproduct" or leave metric out, got "cosine""#
+        );
+        let err = sparse(Some(8), None).validate(DEFAULT_PROJECT).unwrap_err();
         assert!(
-            c.validate(DEFAULT_PROJECT)
-                .unwrap_err()
-                .to_string()
-                .contains("not supported")
+            err.to_string()
+                .starts_with("dimension: a sparse index has no dimension"),
+            "{err}"
         );
     }
 

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use larch_engine::{Dimension, IndexConfig, Metric, SearchParams};
+use larch_engine::{IndexConfig, Metric, SearchParams};
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{Entry, Indexes};
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::record::{
     Cloud, DEFAULT_PROJECT, DeletionProtection, Incarnation, IndexKey, IndexName, IndexRecord,
-    IndexState, SearchSettings, VectorType,
+    IndexState, SearchSettings, parse_vector_type,
 };
 
 /// Name of the catalog file inside the data directory.
@@ -173,19 +173,20 @@ impl StoredIndex {
         let corrupt = corrupt(location, "index", &self.name, &self.project);
         let incarnation = self.incarnation.as_deref();
         let (key, incarnation) = stored_key(&self.project, &self.name, incarnation, &corrupt)?;
+        let vector_type = parse_vector_type(&self.vector_type, "vector_type")
+            .map_err(|e| corrupt(e.to_string()))?;
+        let metric = self
+            .metric
+            .parse::<Metric>()
+            .map_err(|e| corrupt(e.to_string()))?;
         let record = IndexRecord {
             host: hosts.host(&key, self.port),
             project_id: key.project().to_owned(),
             name: key.name().clone(),
-            config: IndexConfig {
-                dimension: Dimension::new(self.dimension).map_err(|e| corrupt(e.to_string()))?,
-                metric: self
-                    .metric
-                    .parse::<Metric>()
-                    .map_err(|e| corrupt(e.to_string()))?,
-            },
-            vector_type: VectorType::parse(&self.vector_type)
+            // A sparse index is stored with dimension 0.
+            config: IndexConfig::new(vector_type, self.dimension, metric)
                 .map_err(|e| corrupt(e.to_string()))?,
+            vector_type,
             cloud: Cloud::parse(&self.cloud).map_err(|e| corrupt(e.to_string()))?,
             deletion_protection: DeletionProtection::parse(
                 &self.deletion_protection,

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use larch_catalog::{ConfigureIndex, CreateIndex, IndexRecord, SearchSettings};
+use larch_engine::IndexConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -268,7 +269,6 @@ fn vector_fields(schema: SchemaBody) -> Result<VectorSettings, Failure> {
             metric,
             vector_type: None,
         }),
-        // The catalog explains that sparse-only indexes are not supported yet.
         (None, true) => Ok(VectorSettings {
             dimension: None,
             metric: Some("dotproduct".to_owned()),
@@ -276,7 +276,8 @@ fn vector_fields(schema: SchemaBody) -> Result<VectorSettings, Failure> {
         }),
         (None, false) => Err(unsupported(format!(
             "schema.fields.{DENSE_FIELD}: required, e.g. {{\"type\":\"dense_vector\",\
-             \"dimension\":8,\"metric\":\"cosine\"}}"
+             \"dimension\":8,\"metric\":\"cosine\"}}; or, for a sparse index, declare only \
+             \"{SPARSE_FIELD}\": {{\"type\":\"sparse_vector\"}}"
         ))),
     }
 }
@@ -400,7 +401,9 @@ pub enum IndexModel {
 #[derive(Debug, Serialize)]
 pub struct ClassicIndexModel {
     name: String,
-    dimension: u32,
+    /// Absent for a sparse index, as in Pinecone's model (where it is optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimension: Option<u32>,
     metric: String,
     host: String,
     deletion_protection: &'static str,
@@ -473,6 +476,25 @@ struct SchemaModel {
     fields: BTreeMap<&'static str, FieldModel>,
 }
 
+impl SchemaModel {
+    /// The classic vector fields of an index of `config`: "Dense vectors-API indexes always
+    /// report both `_values` and `_sparse_values`"; a sparse index has only `_sparse_values`
+    /// (what SDK 10.2.0 creates it with).
+    fn of(config: IndexConfig) -> SchemaModel {
+        let mut fields = BTreeMap::from([(SPARSE_FIELD, FieldModel::Sparse {})]);
+        if !config.is_sparse() {
+            fields.insert(
+                DENSE_FIELD,
+                FieldModel::Dense {
+                    dimension: config.dimension.get(),
+                    metric: config.metric.to_string(),
+                },
+            );
+        }
+        SchemaModel { fields }
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "type")]
 enum FieldModel {
@@ -528,7 +550,7 @@ impl IndexModel {
         match version {
             ApiVersion::Classic => IndexModel::Classic(ClassicIndexModel {
                 name: name.to_string(),
-                dimension: config.dimension.get(),
+                dimension: (!config.is_sparse()).then(|| config.dimension.get()),
                 metric: config.metric.to_string(),
                 host,
                 deletion_protection: deletion_protection.as_str(),
@@ -543,7 +565,6 @@ impl IndexModel {
                 },
                 status,
             }),
-            // "Dense vectors-API indexes always report both `_values` and `_sparse_values`."
             ApiVersion::Schema => IndexModel::Schema(SchemaIndexModel {
                 name: name.to_string(),
                 host,
@@ -553,18 +574,7 @@ impl IndexModel {
                     cloud: cloud.as_str(),
                     region,
                 },
-                schema: SchemaModel {
-                    fields: BTreeMap::from([
-                        (
-                            DENSE_FIELD,
-                            FieldModel::Dense {
-                                dimension: config.dimension.get(),
-                                metric: config.metric.to_string(),
-                            },
-                        ),
-                        (SPARSE_FIELD, FieldModel::Sparse {}),
-                    ]),
-                },
+                schema: SchemaModel::of(config),
                 read_capacity: ReadCapacityModel::ON_DEMAND,
                 deletion_protection: deletion_protection.as_str(),
                 tags,
@@ -663,6 +673,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(request.vector_type.as_deref(), Some("sparse"));
+    }
+
+    #[test]
+    fn sparse_indexes_describe_without_dimension_or_dense_field() {
+        let record = IndexRecord {
+            project_id: "default".into(),
+            name: larch_catalog::IndexName::new("s").unwrap(),
+            config: IndexConfig::sparse(),
+            vector_type: larch_catalog::VectorType::Sparse,
+            cloud: larch_catalog::Cloud::Aws,
+            region: "us-east-1".into(),
+            deletion_protection: larch_catalog::DeletionProtection::Disabled,
+            tags: BTreeMap::new(),
+            search: larch_engine::SearchParams::default(),
+            state: larch_catalog::IndexState::Ready,
+            host: "127.0.0.1:5081".into(),
+        };
+        let classic =
+            serde_json::to_value(IndexModel::new(record.clone(), ApiVersion::Classic)).unwrap();
+        assert_eq!(classic["vector_type"], "sparse");
+        assert_eq!(classic["metric"], "dotproduct");
+        assert!(classic.get("dimension").is_none(), "{classic}");
+        let schema = serde_json::to_value(IndexModel::new(record, ApiVersion::Schema)).unwrap();
+        assert_eq!(
+            schema["schema"],
+            json!({"fields":{"_sparse_values":{"type":"sparse_vector"}}})
+        );
     }
 
     #[test]

@@ -216,7 +216,10 @@ impl From<Proto<IndexRecord>> for IndexModel {
         } = record;
         IndexModel {
             name: name.to_string(),
-            dimension: i32::try_from(config.dimension.get()).ok(),
+            // A sparse index has no dimension.
+            dimension: (!config.is_sparse())
+                .then(|| i32::try_from(config.dimension.get()).ok())
+                .flatten(),
             metric: config.metric.to_string(),
             host,
             spec: Some(IndexSpec {

@@ -213,6 +213,7 @@ fn assignment(
         incarnation: key.incarnation_str().to_owned(),
         pods: placement.pods().to_vec(),
         preferred_writer: placement.preferred_writer().to_owned(),
+        vector_type: config.vector_type().as_str().to_owned(),
     }
 }
 
@@ -937,6 +938,22 @@ mod tests {
         assert_eq!(assignment.pods, placement.pods());
         assert_eq!(assignment.preferred_writer, placement.preferred_writer());
         assert_eq!(assignment.pods[0], assignment.preferred_writer);
+        assert_eq!(assignment.vector_type, "dense");
+        let sparse = super::assignment(
+            &key,
+            IndexConfig::sparse(),
+            SearchParams::default(),
+            "movies.default.larch.test".into(),
+            &placement,
+        );
+        assert_eq!(
+            (
+                sparse.vector_type.as_str(),
+                sparse.dimension,
+                sparse.metric.as_str()
+            ),
+            ("sparse", 0, "dotproduct")
+        );
     }
 
     fn replica(dir: &std::path::Path) -> Arc<Admin> {

@@ -52,9 +52,9 @@
 //! starts with a dot, which is never an index name.
 //!
 //! `index.meta` is 21 bytes: magic `LARCHIDX`, format version (u32),
-//! dimension (u32), metric (u8: 0 cosine, 1 euclidean, 2 dotproduct), and a
-//! crc32 of the preceding 17 bytes; integers little-endian. It is the same
-//! bytes on disk and in a store.
+//! dimension (u32; 0 for a sparse index, with metric dotproduct), metric (u8:
+//! 0 cosine, 1 euclidean, 2 dotproduct), and a crc32 of the preceding 17
+//! bytes; integers little-endian. It is the same bytes on disk and in a store.
 
 use std::{
     collections::BTreeMap,
@@ -65,7 +65,7 @@ use std::{
 };
 
 use crate::{
-    Dimension, Error, IndexConfig, Metric, Namespace, Result,
+    Error, IndexConfig, Metric, Namespace, Result, VectorType,
     codec::{self, LogEntry, LogRecord},
     flush::{FlushPolicy, Segments},
     index::{Durable, Follower, IndexLog, ObjectLog},
@@ -450,11 +450,24 @@ fn check_meta(name: &str, location: &Path, bytes: &[u8], config: IndexConfig) ->
         decode_meta(bytes).map_err(|(offset, reason)| Error::corrupt(location, offset, reason))?;
     if stored != config {
         return Err(Error::FailedPrecondition(format!(
-            "index '{name}' is stored with dimension {} and metric {}, but was opened with dimension {} and metric {}",
-            stored.dimension, stored.metric, config.dimension, config.metric
+            "index '{name}' is stored {}, but was opened {}",
+            describe(stored),
+            describe(config)
         )));
     }
     Ok(())
+}
+
+/// A config for messages: `with dimension 8 and metric cosine`, or `as a sparse index`.
+fn describe(config: IndexConfig) -> String {
+    if config.is_sparse() {
+        "as a sparse index".to_owned()
+    } else {
+        format!(
+            "with dimension {} and metric {}",
+            config.dimension, config.metric
+        )
+    }
 }
 
 /// Loads the segments of index `name` from `storage` into namespaces.
@@ -703,20 +716,26 @@ pub(crate) fn decode_meta(meta: &[u8]) -> Result<IndexConfig, (u64, String)> {
             ),
         ));
     }
-    let dimension =
-        Dimension::new(u32::from_le_bytes(field(12..16))).map_err(|err| (12, err.to_string()))?;
     let metric = match meta[16] {
         0 => Metric::Cosine,
         1 => Metric::Euclidean,
         2 => Metric::DotProduct,
         other => return Err((16, format!("unknown metric code {other}"))),
     };
-    Ok(IndexConfig { dimension, metric })
+    // Dimension 0 is a sparse index; files written before sparse indexes never hold it.
+    let dimension = u32::from_le_bytes(field(12..16));
+    let vector_type = if dimension == 0 {
+        VectorType::Sparse
+    } else {
+        VectorType::Dense
+    };
+    IndexConfig::new(vector_type, dimension, metric).map_err(|err| (12, err.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dimension;
 
     #[test]
     fn meta_round_trips_and_rejects_damage() {
@@ -734,6 +753,14 @@ mod tests {
             }
             assert_eq!(decode_meta(&meta[..20]).unwrap_err().0, 0);
         }
+        let sparse = encode_meta(IndexConfig::sparse());
+        assert_eq!(decode_meta(&sparse).unwrap(), IndexConfig::sparse());
+        // No dimension with another metric than dotproduct is no index at all.
+        let mut bad = sparse;
+        bad[16] = 0;
+        let crc = crc32fast::hash(&bad[..17]);
+        bad[17..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_meta(&bad).unwrap_err().0, 12);
     }
 
     #[test]

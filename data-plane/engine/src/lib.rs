@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `engine` | [`Engine`]: all indexes of this node, by name, in memory or each in its own directory |
 //! | `index` | [`Index`]: one index; validates requests, locks namespaces, runs reads and the single write path |
-//! | `namespace` | the per-namespace store: rows in chunks of contiguous `f32`s, a sorted id map, the mutations it applies, and what changed since the last flush; its children `namespace::ann` and `namespace::search` |
+//! | `namespace` | the per-namespace store: rows in chunks of contiguous `f32`s, a sorted id map, the mutations it applies, and what changed since the last flush; its children `namespace::ann`, `namespace::sparse` and `namespace::search` |
 //! | `wal` | the write-ahead log of an index: record framing and checksums, group commit, log sequence numbers, rotation, replay |
 //! | `codec` | the binary (little-endian) encoding of one logged change, and of values in segment blocks |
 //! | `flush` | flushing the memtable to segments, the manifest swap, compaction, loading segments at recovery; [`FlushPolicy`], [`StorageStats`] |
@@ -31,6 +31,7 @@
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation |
 //! | `store_io` | the one async-to-sync bridge over `object_store` (`wait`) and the conditional replace with its fallback, shared by `storage` and `objlog` |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
+//! | `namespace::sparse` | a namespace's inverted index over sparse dimensions (posting lists of rows and values): sparse and hybrid queries score only the rows their dimensions reach |
 //! | `namespace::search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
 //! | `namespace::ann` | a namespace's ANN state: which rows its graph covers, the query path (graph, exact over pending rows, exact for selective filters), background build steps |
 //! | `hnsw` | the HNSW graph: insertion with the neighbour heuristic, filtered search, int8 codes, cheap snapshot clones, its file format |
@@ -48,7 +49,7 @@
 //! | `locks` | lock helpers: a lock poisoned by an earlier panic is an internal error |
 //! | `timing` | [`StorageTimer`], the receiver of storage timings an engine is built with ([`Engine::with_storage_timer`]), held by each index's log and segments |
 //! | `pagination` | opaque pagination tokens |
-//! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorId`], [`Namespace`] |
+//! | `types` | typed values that cannot be invalid: [`Metric`], [`Dimension`], [`VectorType`], [`VectorId`], [`Namespace`] |
 //! | [`limits`] | every limit the engine enforces |
 //! | [`answer`] | answer budgets: reads refuse, record by record, an answer that would pass [`AnswerBudget`] |
 //! | `error` | [`Error`], its transport-neutral [`ErrorCode`] and [`Result`] |
@@ -267,5 +268,5 @@ pub use requests::{
     VectorInput,
 };
 pub use timing::StorageTimer;
-pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId};
+pub use types::{Dimension, IndexConfig, Metric, Namespace, VectorId, VectorType};
 pub use vectors::{SparseInput, SparseVector};

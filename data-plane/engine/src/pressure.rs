@@ -135,8 +135,11 @@ impl MemoryBudget {
 
 /// About how many bytes one row adds to its namespace's graph: its vector again (f32; int8
 /// codes are smaller, so this errs high), the links of the bottom layer and node overhead.
-/// `config` and `params` are the index's.
+/// `config` and `params` are the index's; a sparse index has no graph.
 pub(crate) fn graph_row_bytes(config: IndexConfig, params: SearchParams) -> u64 {
+    if config.is_sparse() {
+        return 0;
+    }
     let dimension = u64::from(config.dimension.get());
     let m = u64::from(params.m());
     dimension * 4 + m * 12 + 64

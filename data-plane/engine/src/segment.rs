@@ -270,7 +270,10 @@ pub(crate) fn decode(bytes: &[u8], dimension: usize) -> Result<Segment, (u64, St
         return Err(bad(ids, "ids", format!("too short for {records} ids")));
     }
     let mut decoded = Vec::with_capacity(records);
-    for values in vectors.1.chunks_exact(dimension * 4).take(records) {
+    // Rows are `dimension * 4` bytes (none in a sparse index: `chunks_exact` cannot take 0).
+    let row_bytes = dimension * 4;
+    for row in 0..records {
+        let values = &vectors.1[row * row_bytes..(row + 1) * row_bytes];
         let record = NewRecord {
             id: id_input.id().map_err(|e| bad(ids, "ids", e))?,
             values: values
@@ -395,6 +398,23 @@ mod tests {
         let decoded = decode(&empty, DIM).unwrap();
         assert!(decoded.records.is_empty() && decoded.tombstones.is_empty());
         assert_eq!(decoded.header.namespace, Namespace::default());
+    }
+
+    #[test]
+    fn segments_of_a_sparse_index_round_trip_without_dense_values() {
+        let (mut segment, _) = sample();
+        for record in &mut segment.records {
+            record.values.clear();
+            record.sparse.get_or_insert_with(|| SparseVector {
+                indices: vec![4_000_000_000],
+                values: vec![1.0],
+            });
+        }
+        let refs: Vec<RecordRef<'_>> = segment.records.iter().map(RecordRef::from).collect();
+        let dead: Vec<&VectorId> = segment.tombstones.iter().collect();
+        let bytes = encode(&segment.header, 0, &refs, &dead);
+        assert_eq!(decode(&bytes, 0).unwrap(), segment);
+        assert!(decode(&bytes, DIM).is_err(), "a dense index refuses it");
     }
 
     /// Every flipped byte and every cut is caught, and the offset points at

@@ -1,5 +1,5 @@
 //! Typed values that cannot be invalid once built: [`Metric`], [`Dimension`],
-//! [`IndexConfig`], [`VectorId`] and [`Namespace`].
+//! [`VectorType`], [`IndexConfig`], [`VectorId`] and [`Namespace`].
 
 use std::{borrow::Borrow, fmt, str::FromStr};
 
@@ -59,11 +59,16 @@ impl FromStr for Metric {
     }
 }
 
-/// The number of dense values per vector, `1..=20000`.
+/// The number of dense values per vector: `1..=20000` for a dense index, none
+/// ([`Dimension::SPARSE`]) for a sparse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dimension(u32);
 
 impl Dimension {
+    /// The dimension of a sparse index: its records carry no dense values. Clients never
+    /// give it ([`Dimension::new`] refuses 0); [`IndexConfig::sparse`] uses it.
+    pub const SPARSE: Dimension = Dimension(0);
+
     /// Checks that `value` is within `1..=20000`.
     pub fn new(value: u32) -> Result<Self> {
         if (1..=limits::MAX_DIMENSION).contains(&value) {
@@ -96,13 +101,104 @@ impl fmt::Display for Dimension {
     }
 }
 
+/// What kind of vectors an index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VectorType {
+    /// Dense values of a fixed dimension, with optional sparse values on dotproduct
+    /// (hybrid search).
+    #[default]
+    Dense,
+    /// Sparse values only (Pinecone's sparse-only index): no dimension, metric dotproduct.
+    Sparse,
+}
+
+impl VectorType {
+    /// The wire name: `dense` or `sparse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorType::Dense => "dense",
+            VectorType::Sparse => "sparse",
+        }
+    }
+}
+
+impl fmt::Display for VectorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VectorType {
+    type Err = Error;
+
+    /// Accepts exactly `dense` and `sparse`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "dense" => Ok(VectorType::Dense),
+            "sparse" => Ok(VectorType::Sparse),
+            other => Err(Error::invalid(
+                "vector_type",
+                format!("unknown vector type '{other}'; expected dense or sparse"),
+            )),
+        }
+    }
+}
+
 /// What an index is: its dimension and metric, fixed at creation.
+///
+/// A sparse index is the config of [`IndexConfig::sparse`]: dimension [`Dimension::SPARSE`]
+/// (its records have no dense values) and metric dotproduct; [`IndexConfig::vector_type`]
+/// tells the two kinds apart, and [`IndexConfig::new`] builds either from wire values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IndexConfig {
-    /// Number of dense values per vector.
+    /// Number of dense values per vector ([`Dimension::SPARSE`] for a sparse index).
     pub dimension: Dimension,
     /// How vectors are compared.
     pub metric: Metric,
+}
+
+impl IndexConfig {
+    /// The config of a sparse index: no dense values, scored by dot product.
+    pub const fn sparse() -> IndexConfig {
+        IndexConfig {
+            dimension: Dimension::SPARSE,
+            metric: Metric::DotProduct,
+        }
+    }
+
+    /// A config from wire values: a dense index of `dimension` (1 to 20000) and `metric`, or a
+    /// sparse index, whose `dimension` must be 0 (absent) and `metric` dotproduct.
+    pub fn new(vector_type: VectorType, dimension: u32, metric: Metric) -> Result<IndexConfig> {
+        match vector_type {
+            VectorType::Dense => Ok(IndexConfig {
+                dimension: Dimension::new(dimension)?,
+                metric,
+            }),
+            VectorType::Sparse if metric != Metric::DotProduct => Err(Error::invalid(
+                "metric",
+                format!("a sparse index needs metric dotproduct, got {metric}"),
+            )),
+            VectorType::Sparse if dimension != 0 => Err(Error::invalid(
+                "dimension",
+                format!("a sparse index has no dimension, got {dimension}"),
+            )),
+            VectorType::Sparse => Ok(IndexConfig::sparse()),
+        }
+    }
+
+    /// Dense, or sparse for the config of [`IndexConfig::sparse`].
+    pub fn vector_type(&self) -> VectorType {
+        if self.dimension == Dimension::SPARSE {
+            VectorType::Sparse
+        } else {
+            VectorType::Dense
+        }
+    }
+
+    /// Whether this is a sparse index.
+    pub fn is_sparse(&self) -> bool {
+        self.vector_type() == VectorType::Sparse
+    }
 }
 
 /// Checks the rules shared by ids and namespace names: at most `max`
@@ -242,6 +338,32 @@ mod tests {
             "dimension: must be between 1 and 20000, got 0"
         );
         assert!(Dimension::new(20_001).is_err());
+    }
+
+    #[test]
+    fn sparse_configs_have_no_dimension_and_dotproduct_only() {
+        let sparse = IndexConfig::new(VectorType::Sparse, 0, Metric::DotProduct).unwrap();
+        assert_eq!(sparse, IndexConfig::sparse());
+        assert_eq!(sparse.vector_type(), VectorType::Sparse);
+        assert_eq!(
+            IndexConfig::new(VectorType::Sparse, 0, Metric::Cosine)
+                .unwrap_err()
+                .to_string(),
+            "metric: a sparse index needs metric dotproduct, got cosine"
+        );
+        assert_eq!(
+            IndexConfig::new(VectorType::Sparse, 8, Metric::DotProduct)
+                .unwrap_err()
+                .to_string(),
+            "dimension: a sparse index has no dimension, got 8"
+        );
+        let dense = IndexConfig::new(VectorType::Dense, 8, Metric::Cosine).unwrap();
+        assert_eq!(dense.vector_type(), VectorType::Dense);
+        assert!(IndexConfig::new(VectorType::Dense, 0, Metric::DotProduct).is_err());
+        for t in [VectorType::Dense, VectorType::Sparse] {
+            assert_eq!(t.as_str().parse::<VectorType>().unwrap(), t);
+        }
+        assert!("Sparse".parse::<VectorType>().is_err());
     }
 
     #[test]

@@ -130,24 +130,51 @@ fn record(path: &str, vector: VectorInput, config: IndexConfig) -> Result<NewRec
         sparse_values,
         metadata,
     } = vector;
+    let id = VectorId::parse(&format!("{path}.id"), id)?;
+    let sparse_field = format!("{path}.sparse_values");
+    let sparse = vectors::sparse(&sparse_field, sparse_values, config.metric)?;
+    let values = if config.is_sparse() {
+        no_dense_values(&format!("{path}.values"), &values)?;
+        if sparse.is_none() {
+            return Err(Error::invalid(
+                sparse_field,
+                "is required: a sparse index stores each record's sparse values (indices and \
+                 values of its non-zero entries)",
+            ));
+        }
+        Vec::new()
+    } else {
+        vectors::dense(&format!("{path}.values"), values, config.dimension, true)?
+    };
     Ok(NewRecord {
-        id: VectorId::parse(&format!("{path}.id"), id)?,
-        values: vectors::dense(&format!("{path}.values"), values, config.dimension, true)?,
-        sparse: vectors::sparse(
-            &format!("{path}.sparse_values"),
-            sparse_values,
-            config.metric,
-        )?,
+        id,
+        values,
+        sparse,
         metadata: optional_metadata(&format!("{path}.metadata"), metadata)?,
     })
+}
+
+/// Refuses dense values sent to a sparse index.
+fn no_dense_values(field: &str, values: &[f32]) -> Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "has {} dense values, but this is a sparse index: it stores sparse_values only",
+            values.len()
+        ),
+    ))
 }
 
 /// What a query compares against.
 #[derive(Debug)]
 pub(crate) enum QueryTarget {
-    /// The client's vector.
+    /// The client's vector (empty in a sparse index, queried by its `sparse` part alone).
     Vector(Vec<f32>),
-    /// The dense values of a stored record.
+    /// The values of a stored record: its dense values, and in a sparse index its sparse
+    /// values.
     Id(VectorId),
 }
 
@@ -185,13 +212,22 @@ pub(crate) fn query(request: QueryRequest, config: IndexConfig) -> Result<Query>
             ),
         ));
     }
-    let target = match (vector.is_empty(), id.is_empty()) {
-        (false, false) => return Err(Error::invalid("id", "give either vector or id, not both")),
-        (true, true) => return Err(Error::invalid("vector", "either vector or id is required")),
-        (false, true) => {
-            QueryTarget::Vector(vectors::dense("vector", vector, config.dimension, false)?)
+    let sparse = vectors::sparse("sparse_vector", sparse_vector, config.metric)?;
+    let target = if config.is_sparse() {
+        sparse_target(vector, id, sparse.is_some())?
+    } else {
+        match (vector.is_empty(), id.is_empty()) {
+            (false, false) => {
+                return Err(Error::invalid("id", "give either vector or id, not both"));
+            }
+            (true, true) => {
+                return Err(Error::invalid("vector", "either vector or id is required"));
+            }
+            (false, true) => {
+                QueryTarget::Vector(vectors::dense("vector", vector, config.dimension, false)?)
+            }
+            (true, false) => QueryTarget::Id(VectorId::parse("id", id)?),
         }
-        (true, false) => QueryTarget::Id(VectorId::parse("id", id)?),
     };
     Ok(Query {
         namespace,
@@ -200,8 +236,32 @@ pub(crate) fn query(request: QueryRequest, config: IndexConfig) -> Result<Query>
         include_values,
         include_metadata,
         target,
-        sparse: vectors::sparse("sparse_vector", sparse_vector, config.metric)?,
+        sparse,
     })
+}
+
+/// What a query of a sparse index compares against: its `sparse_vector` or a stored record,
+/// never dense values.
+fn sparse_target(vector: Vec<f32>, id: String, has_sparse: bool) -> Result<QueryTarget> {
+    if !vector.is_empty() {
+        return Err(Error::invalid(
+            "vector",
+            "this is a sparse index: query it with sparse_vector (indices and values) or id, \
+             not a dense vector",
+        ));
+    }
+    match (has_sparse, id.is_empty()) {
+        (true, false) => Err(Error::invalid(
+            "id",
+            "give either sparse_vector or id, not both",
+        )),
+        (false, true) => Err(Error::invalid(
+            "sparse_vector",
+            "a sparse index is queried with sparse_vector (indices and values) or id; give one",
+        )),
+        (true, true) => Ok(QueryTarget::Vector(Vec::new())),
+        (false, false) => Ok(QueryTarget::Id(VectorId::parse("id", id)?)),
+    }
 }
 
 /// Ids of a fetch or delete: validated, at most `max`, repeats dropped (first
@@ -411,6 +471,9 @@ pub(crate) fn update(request: UpdateRequest, config: IndexConfig) -> Result<Upda
             let id = VectorId::parse("id", id)?;
             let values = if values.is_empty() {
                 None
+            } else if config.is_sparse() {
+                no_dense_values("values", &values)?;
+                None
             } else {
                 Some(vectors::dense("values", values, config.dimension, true)?)
             };
@@ -492,4 +555,125 @@ pub(crate) fn list_namespaces(request: ListNamespacesRequest) -> Result<Page> {
         pagination_token.as_deref(),
         Cursor::Namespaces,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dimension, Metric, SparseInput};
+
+    fn sparse_input(indices: &[u32], values: &[f32]) -> Option<SparseInput> {
+        Some(SparseInput {
+            indices: indices.to_vec(),
+            values: values.to_vec(),
+        })
+    }
+
+    fn upsert_one(vector: VectorInput, config: IndexConfig) -> Result<Vec<NewRecord>> {
+        let request = UpsertRequest {
+            namespace: String::new(),
+            vectors: vec![vector],
+        };
+        upsert(request, config).map(|(_, records)| records)
+    }
+
+    fn message(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sparse_index_records_carry_sparse_values_only() {
+        let sparse = IndexConfig::sparse();
+        let good = VectorInput {
+            id: "a".into(),
+            sparse_values: sparse_input(&[9, 2], &[0.5, 1.0]),
+            ..Default::default()
+        };
+        let records = upsert_one(good.clone(), sparse).unwrap();
+        assert!(records[0].values.is_empty());
+        assert_eq!(records[0].sparse.as_ref().unwrap().indices, [2, 9]);
+        assert_eq!(
+            message(upsert_one(
+                VectorInput {
+                    values: vec![0.1, 0.2],
+                    ..good.clone()
+                },
+                sparse
+            )),
+            "vectors[0].values: has 2 dense values, but this is a sparse index: it stores \
+             sparse_values only"
+        );
+        assert_eq!(
+            message(upsert_one(
+                VectorInput {
+                    sparse_values: None,
+                    ..good.clone()
+                },
+                sparse
+            )),
+            "vectors[0].sparse_values: is required: a sparse index stores each record's sparse \
+             values (indices and values of its non-zero entries)"
+        );
+        // A dense index still wants its dense values.
+        let dense = IndexConfig {
+            dimension: Dimension::new(2).unwrap(),
+            metric: Metric::DotProduct,
+        };
+        assert!(message(upsert_one(good, dense)).starts_with("vectors[0].values: has 0 values"));
+    }
+
+    fn query_of(vector: Vec<f32>, sparse_vector: Option<SparseInput>, id: &str) -> Result<Query> {
+        query(
+            QueryRequest {
+                top_k: 3,
+                vector,
+                sparse_vector,
+                id: id.into(),
+                ..Default::default()
+            },
+            IndexConfig::sparse(),
+        )
+    }
+
+    #[test]
+    fn sparse_index_queries_take_a_sparse_vector_or_an_id() {
+        let by_sparse = query_of(Vec::new(), sparse_input(&[1], &[1.0]), "").unwrap();
+        assert!(matches!(&by_sparse.target, QueryTarget::Vector(v) if v.is_empty()));
+        assert!(by_sparse.sparse.is_some());
+        let by_id = query_of(Vec::new(), None, "a").unwrap();
+        assert!(matches!(by_id.target, QueryTarget::Id(_)));
+        assert_eq!(
+            message(query_of(vec![0.5], sparse_input(&[1], &[1.0]), "")),
+            "vector: this is a sparse index: query it with sparse_vector (indices and values) \
+             or id, not a dense vector"
+        );
+        assert_eq!(
+            message(query_of(Vec::new(), None, "")),
+            "sparse_vector: a sparse index is queried with sparse_vector (indices and values) or \
+             id; give one"
+        );
+        assert_eq!(
+            message(query_of(Vec::new(), sparse_input(&[1], &[1.0]), "a")),
+            "id: give either sparse_vector or id, not both"
+        );
+    }
+
+    #[test]
+    fn sparse_index_updates_refuse_dense_values() {
+        let request = UpdateRequest {
+            id: "a".into(),
+            values: vec![1.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            message(update(request, IndexConfig::sparse())),
+            "values: has 1 dense values, but this is a sparse index: it stores sparse_values only"
+        );
+        let request = UpdateRequest {
+            id: "a".into(),
+            sparse_values: sparse_input(&[3], &[2.0]),
+            ..Default::default()
+        };
+        assert!(update(request, IndexConfig::sparse()).is_ok());
+    }
 }

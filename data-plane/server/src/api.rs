@@ -33,10 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larch_engine::{
-    AnswerBudget, DeleteRequest, Engine, Error, FetchByMetadataRequest, FetchByMetadataResponse,
-    FetchRequest, FetchResponse, Index, JsonObject, ListNamespacesRequest, ListRequest,
-    ListResponse, NamespaceInfo, QueryRequest, QueryResponse, Record, Result, UpdateRequest,
-    UpsertRequest,
+    AnswerBudget, DeleteRequest, Dimension, Engine, Error, FetchByMetadataRequest,
+    FetchByMetadataResponse, FetchRequest, FetchResponse, Index, IndexConfig, JsonObject,
+    ListNamespacesRequest, ListRequest, ListResponse, NamespaceInfo, QueryRequest, QueryResponse,
+    Record, Result, UpdateRequest, UpsertRequest,
 };
 use larch_observe::keyed::{KeyPermit, KeyedGate};
 use larch_observe::{Cancel, Limits};
@@ -296,8 +296,9 @@ impl IndexHandle {
                     .into_iter()
                     .map(|(name, count)| (display_namespace(name, default_name), count))
                     .collect(),
-                dimension: dimension.get(),
+                dimension: (dimension != Dimension::SPARSE).then(|| dimension.get()),
                 metric: metric.to_string(),
+                vector_type: IndexConfig { dimension, metric }.vector_type().as_str(),
                 total_vector_count,
             })
         })
@@ -551,10 +552,12 @@ pub struct CreateNamespaceRequest {
 pub struct IndexStats {
     /// Record count per namespace, sorted by the engine's names.
     pub namespaces: Vec<(String, u64)>,
-    /// The index dimension.
-    pub dimension: u32,
+    /// The index dimension; none for a sparse index.
+    pub dimension: Option<u32>,
     /// The index metric, as Pinecone spells it.
     pub metric: String,
+    /// `dense` or `sparse`.
+    pub vector_type: &'static str,
     /// Sum of the namespace counts.
     pub total_vector_count: u64,
 }
@@ -694,9 +697,6 @@ pub fn declared_fields(
         })
         .collect()
 }
-
-/// The `vector_type` every Larch index reports.
-pub const VECTOR_TYPE: &str = "dense";
 
 #[cfg(test)]
 mod tests {

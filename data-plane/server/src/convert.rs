@@ -27,7 +27,7 @@ use tonic::Status;
 use crate::api::{
     CreateNamespaceRequest, DeleteNamespaceRequest, Deleted, DescribeIndexStatsRequest,
     DescribeNamespaceRequest, FromAnswer, IndexStats, NamespaceDescription, NamespacePage, Updated,
-    Upserted, VECTOR_TYPE, keyed_by_id, refuse_batch_queries, saturating_i32, saturating_u32,
+    Upserted, keyed_by_id, refuse_batch_queries, saturating_i32, saturating_u32,
 };
 use crate::service::status;
 
@@ -337,6 +337,7 @@ impl FromAnswer<IndexStats> for pb::DescribeIndexStatsResponse {
             namespaces,
             dimension,
             metric,
+            vector_type,
             total_vector_count,
         } = answer;
         let namespaces = namespaces
@@ -350,11 +351,11 @@ impl FromAnswer<IndexStats> for pb::DescribeIndexStatsResponse {
             .collect();
         Ok(pb::DescribeIndexStatsResponse {
             namespaces,
-            dimension: Some(dimension),
+            dimension,
             index_fullness: 0.0,
             total_vector_count: saturating_u32(total_vector_count),
             metric: Some(metric),
-            vector_type: Some(VECTOR_TYPE.to_owned()),
+            vector_type: Some(vector_type.to_owned()),
             memory_fullness: None,
             storage_fullness: None,
         })

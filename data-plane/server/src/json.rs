@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{
     self, CreateNamespaceRequest, Deleted, DescribeIndexStatsRequest, IndexStats, NamespacePage,
-    Updated, Upserted, VECTOR_TYPE, keyed_by_id, refuse_batch_queries,
+    Updated, Upserted, keyed_by_id, refuse_batch_queries,
 };
 
 /// Sparse values, in requests and responses.
@@ -313,15 +313,16 @@ pub struct NamespaceSummary {
 pub struct DescribeIndexStatsResponse {
     /// Per namespace.
     pub namespaces: BTreeMap<String, NamespaceSummary>,
-    /// Index dimension.
-    pub dimension: u32,
+    /// Index dimension; absent for a sparse index ("not specified if `sparse` index").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<u32>,
     /// Always 0 (serverless).
     pub index_fullness: f32,
     /// Sum over namespaces.
     pub total_vector_count: u64,
     /// Index metric.
     pub metric: String,
-    /// Always `dense`.
+    /// `dense` or `sparse`.
     pub vector_type: &'static str,
 }
 
@@ -623,6 +624,7 @@ impl From<IndexStats> for DescribeIndexStatsResponse {
             namespaces,
             dimension,
             metric,
+            vector_type,
             total_vector_count,
         } = answer;
         DescribeIndexStatsResponse {
@@ -634,7 +636,7 @@ impl From<IndexStats> for DescribeIndexStatsResponse {
             index_fullness: 0.0,
             total_vector_count,
             metric,
-            vector_type: VECTOR_TYPE,
+            vector_type,
         }
     }
 }
@@ -706,7 +708,7 @@ mod tests {
                 "__default__".to_owned(),
                 NamespaceSummary { vector_count: 2 },
             )]),
-            dimension: 4,
+            dimension: Some(4),
             index_fullness: 0.0,
             total_vector_count: 2,
             metric: "cosine".into(),

@@ -44,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use larch_auth::grpc::SendKey;
 use larch_auth::{KeyStore, Scope, StoredKey};
 use larch_engine::{
-    Dimension, Engine, IndexConfig, Metric, Preference, Quantization, SearchParams,
+    Engine, IndexConfig, Metric, Preference, Quantization, SearchParams, VectorType,
 };
 use larch_model::wire::{self, Dialect};
 use larch_model::{Cause, Code};
@@ -697,12 +697,17 @@ fn parse_assignment(
         // Where the index is placed: see `check_placed` and `Writer`.
         pods: _,
         preferred_writer: _,
+        vector_type,
     } = assignment;
     let key = index_key(project, name, incarnation)?;
-    let config = IndexConfig {
-        dimension: Dimension::new(*dimension).map_err(ControlError::Invalid)?,
-        metric: metric.parse::<Metric>().map_err(ControlError::Invalid)?,
+    let vector_type = match vector_type.as_str() {
+        // From a control plane older than sparse indexes.
+        "" => VectorType::Dense,
+        other => other.parse::<VectorType>().map_err(ControlError::Invalid)?,
     };
+    let metric = metric.parse::<Metric>().map_err(ControlError::Invalid)?;
+    let config =
+        IndexConfig::new(vector_type, *dimension, metric).map_err(ControlError::Invalid)?;
     let search = search_params(search.as_ref()).map_err(ControlError::Invalid)?;
     if host.is_empty() {
         return Err(ControlError::NoHost);
@@ -1110,10 +1115,19 @@ mod tests {
             incarnation: String::new(),
             pods: vec!["larch-data-1".into(), "larch-data-0".into()],
             preferred_writer: "larch-data-1".into(),
+            vector_type: String::new(),
         };
         let (key, config, search, host) = parse_assignment(&good).expect("valid");
         assert_eq!(key.storage_name(), "movies");
         assert_eq!(config.dimension.get(), 4);
+        let (_, config, ..) = parse_assignment(&IndexAssignment {
+            vector_type: "sparse".into(),
+            dimension: 0,
+            metric: "dotproduct".into(),
+            ..good.clone()
+        })
+        .expect("valid");
+        assert_eq!(config, IndexConfig::sparse());
         assert_eq!(search.ef_search(), 50);
         assert_eq!(host, "movies.default.larch.test");
         let (key, ..) = parse_assignment(&IndexAssignment {
@@ -1133,6 +1147,15 @@ mod tests {
             },
             IndexAssignment {
                 metric: "manhattan".into(),
+                ..good.clone()
+            },
+            IndexAssignment {
+                vector_type: "sparse".into(),
+                dimension: 0,
+                ..good.clone()
+            },
+            IndexAssignment {
+                vector_type: "dense-ish".into(),
                 ..good.clone()
             },
             IndexAssignment {
@@ -1409,6 +1432,7 @@ mod tests {
             incarnation: String::new(),
             pods: vec!["larch-data-0".into(), "larch-data-1".into()],
             preferred_writer: "larch-data-0".into(),
+            vector_type: "dense".into(),
         };
         let attach = |index: Option<IndexAssignment>| AttachIndexRequest {
             index,

@@ -29,4 +29,5 @@ mod rest_control;
 mod rest_data;
 mod routed_server;
 mod scores;
+mod sparse;
 mod split_pods;

@@ -288,9 +288,9 @@ async fn requests_are_refused_with_pinecones_codes() {
             "schema.fields.title: ",
         ),
         (
-            json!({"name": "sparse", "schema": {"fields": {"_sparse_values":
-                {"type": "sparse_vector"}}}}),
-            "sparse-only indexes are not supported",
+            json!({"name": "sparse", "vector_type": "sparse", "metric": "cosine",
+                "spec": {"serverless": {"cloud": "aws", "region": "us-east-1"}}}),
+            "metric: a sparse index is scored by dot product",
         ),
     ] {
         let reply = rest

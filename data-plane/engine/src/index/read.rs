@@ -73,19 +73,18 @@ impl Index {
             return Ok(response);
         };
         let store = read_lock(&shared)?;
-        let dense = match &query.target {
-            QueryTarget::Vector(values) => values.as_slice(),
+        let (dense, sparse) = match &query.target {
+            QueryTarget::Vector(values) => (values.as_slice(), query.sparse.as_ref()),
             QueryTarget::Id(id) => match store.row_of(id.as_str()) {
-                Some(row) => store.rows().dense(row),
+                // A sparse index has nothing but the record's sparse values to compare.
+                Some(row) if self.config.is_sparse() => {
+                    (store.rows().dense(row), store.rows().sparse(row))
+                }
+                Some(row) => (store.rows().dense(row), query.sparse.as_ref()),
                 None => return Err(vector_not_found(id, &query.namespace)),
             },
         };
-        let search = SearchQuery::new(
-            self.config.metric,
-            dense,
-            query.sparse.as_ref(),
-            query.top_k,
-        );
+        let search = SearchQuery::new(self.config.metric, dense, sparse, query.top_k);
         let hits = store.search(&search, query.filter.as_ref(), &self.search_params());
         let mut tally = Tally::new(
             budget,
@@ -315,7 +314,8 @@ impl Index {
         for (_, shared) in self.snapshot()? {
             let store = read_lock(&shared)?;
             status.records += store.len() as u64;
-            if store.len() >= self.ann_min_rows() {
+            // A sparse index builds no graph: nothing of it is ever pending.
+            if store.len() >= self.ann_min_rows() && !self.config.is_sparse() {
                 status.pending += store.ann().pending() as u64;
             }
             status.graph_nodes += store.ann().graph_nodes() as u64;

@@ -30,7 +30,8 @@ impl Index {
             .map(|record| {
                 record.id.as_str().len()
                     + record.values.len() * 4
-                    + record.sparse.as_ref().map_or(0, |s| s.len() * 8)
+                    // The sparse values, and their entries in the namespace's inverted index.
+                    + record.sparse.as_ref().map_or(0, |s| s.len() * 16)
                     + record
                         .metadata
                         .as_ref()

@@ -383,7 +383,11 @@ fn norm_bound(rows: &Rows, metric: Metric) -> f32 {
 
 /// Whether a namespace has graph work to do: records the graph lacks, or a
 /// graph built with another degree or quantization than `params` now ask for.
+/// A sparse index has no dense values to build a graph of.
 fn wants_build(store: &NamespaceStore, min_rows: usize, params: &SearchParams) -> bool {
+    if store.rows.dim == 0 {
+        return false;
+    }
     let ann = store.ann();
     let outdated = ann
         .graph

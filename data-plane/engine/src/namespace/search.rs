@@ -79,10 +79,31 @@ impl<'a> SearchQuery<'a> {
 
     /// Score of `row`: the dense score, plus the sparse dot product for hybrid queries.
     pub(crate) fn score(&self, rows: &Rows, row: usize) -> f32 {
-        let dense = self.dense.score(rows.dense(row), || rows.norm(row));
         match (self.sparse, rows.sparse(row)) {
-            (Some(query), Some(stored)) => dense + distance::sparse_dot(query, stored),
-            _ => dense,
+            (Some(query), Some(stored)) => {
+                self.score_with_sparse(rows, row, distance::sparse_dot(query, stored))
+            }
+            _ => self.dense_score(rows, row),
+        }
+    }
+
+    /// Score of `row` whose sparse dot product with the query is `sparse_dot` (from the
+    /// namespace's inverted index): the same sum [`SearchQuery::score`] makes.
+    pub(crate) fn score_with_sparse(&self, rows: &Rows, row: usize, sparse_dot: f32) -> f32 {
+        self.dense_score(rows, row) + sparse_dot
+    }
+
+    fn dense_score(&self, rows: &Rows, row: usize) -> f32 {
+        self.dense.score(rows.dense(row), || rows.norm(row))
+    }
+
+    /// This query without its sparse part: what scores the rows that share no sparse
+    /// dimension with it.
+    pub(crate) fn dense_only(&self) -> SearchQuery<'a> {
+        SearchQuery {
+            dense: self.dense,
+            sparse: None,
+            top_k: self.top_k,
         }
     }
 }

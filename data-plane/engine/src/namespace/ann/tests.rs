@@ -673,3 +673,105 @@ fn issue_15_a_long_rebuild_does_not_hold_up_another_namespace() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Hybrid queries on a namespace with a graph: the records the sparse part reaches are scored
+/// exactly, the others come from the graph, so recall against an exact hybrid scan stays high
+/// and every returned score is the exact one.
+#[test]
+fn hybrid_queries_with_a_graph_keep_recall_and_exact_scores() {
+    use crate::test_support::sparse;
+
+    let data = dataset(6000, 16, 42);
+    let with_sparse = |(i, v): (usize, &Vec<f32>)| VectorInput {
+        sparse_values: (i % 3 != 0).then(|| {
+            sparse(&[
+                ((i * 7 % 300) as u32, 0.5 + (i % 5) as f32 * 0.25),
+                ((i * 13 % 300 + 300) as u32, 0.3),
+            ])
+        }),
+        ..vector(&format!("v{i}"), v)
+    };
+    let records: Vec<VectorInput> = data.iter().enumerate().map(with_sparse).collect();
+    let ann = ann_index(16, Metric::DotProduct, 1000);
+    ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
+    let exact = index(16, Metric::DotProduct);
+    upsert(&ann, records.clone());
+    upsert(&exact, records);
+    ann.build_pending();
+    assert_eq!(ann.indexing_status().expect("status").pending, 0);
+
+    let hybrid = |index: &Index, q: &[f32], k: usize| {
+        index
+            .query(QueryRequest {
+                namespace: "ns".into(),
+                top_k: 10,
+                vector: q.to_vec(),
+                sparse_vector: Some(sparse(&[
+                    (k as u32 % 300, 2.0),
+                    (k as u32 % 300 + 300, 1.0),
+                ])),
+                ..Default::default()
+            })
+            .expect("query")
+    };
+    let (mut hits, mut total) = (0, 0);
+    for (k, q) in dataset(30, 16, 7).iter().enumerate() {
+        let truth = hybrid(&exact, q, k * 11);
+        let found = hybrid(&ann, q, k * 11);
+        assert_eq!(found.matches.len(), 10);
+        let exact_scores: BTreeMap<&str, f32> = truth
+            .matches
+            .iter()
+            .map(|m| (m.id.as_str(), m.score))
+            .collect();
+        for m in &found.matches {
+            if let Some(score) = exact_scores.get(m.id.as_str()) {
+                assert_eq!(*score, m.score, "exact score for {}", m.id);
+                hits += 1;
+            }
+        }
+        total += 10;
+    }
+    let recall = f64::from(hits) / f64::from(total);
+    assert!(recall >= 0.95, "hybrid recall@10 {recall}");
+}
+
+/// A sparse index has no dense values to build a graph of: past the graph threshold nothing
+/// is pending (so no graph debt counts against the memory budget) and no graph is built.
+#[test]
+fn sparse_indexes_build_no_graph_and_owe_none() {
+    use crate::{IndexConfig, pressure, test_support::sparse};
+
+    let index = Index::new("sparse", IndexConfig::sparse());
+    index.attach_indexer(Arc::new(Signal::default()), 10);
+    let records = (0..50u32)
+        .map(|i| VectorInput {
+            id: format!("s{i}"),
+            sparse_values: Some(sparse(&[(i % 7, 1.0), (100 + i, 0.5)])),
+            ..Default::default()
+        })
+        .collect();
+    upsert(&index, records);
+    index.build_pending();
+    let status = index.indexing_status().expect("status");
+    assert_eq!(
+        (status.records, status.pending, status.graph_nodes),
+        (50, 0, 0)
+    );
+    assert!(status.index_bytes > 0, "the inverted index is counted");
+    assert_eq!(
+        pressure::graph_row_bytes(IndexConfig::sparse(), SearchParams::default()),
+        0
+    );
+    let answer = index
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            top_k: 100,
+            sparse_vector: Some(sparse(&[(3, 2.0)])),
+            ..Default::default()
+        })
+        .expect("query");
+    // i % 7 == 3 for 7 of the 50 records.
+    assert_eq!(answer.matches.len(), 7);
+    assert!(answer.matches.iter().all(|m| m.score == 2.0));
+}
