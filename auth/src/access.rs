@@ -162,6 +162,13 @@ pub fn action_of(path: &str) -> Option<Action> {
             "CreateIndex" | "ConfigureIndex" | "DeleteIndex" => Some(Action::ControlWrite),
             _ => None,
         },
+        "larch.control.v1.BackupService" => match method {
+            "ListBackups" | "DescribeBackup" | "ListRestoreJobs" | "DescribeRestoreJob" => {
+                Some(Action::ControlRead)
+            }
+            "CreateBackup" | "DeleteBackup" | "CreateIndexFromBackup" => Some(Action::ControlWrite),
+            _ => None,
+        },
         "larch.control.v1.ApiKeyService"
         | "larch.control.v1.ProjectService"
         | "larch.internal.v1.ControlPlaneSync"

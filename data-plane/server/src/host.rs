@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use larch_auth::KeyStore;
 use larch_engine::object_store::{ObjectStore, path::Path as ObjectPath};
-use larch_engine::{Engine, FlushPolicy, IndexConfig, SearchParams};
+use larch_engine::{BackupInfo, Engine, FlushPolicy, IndexConfig, SearchParams};
 use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
@@ -335,6 +335,36 @@ impl DataPlane {
         self.inner
             .engine
             .drop_index(&storage)
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+}
+
+/// Backups of this data plane's indexes, as the catalog asks for them (see `larch_engine`'s
+/// backups): each call runs on the calling (blocking) thread.
+impl DataPlane {
+    /// Takes backup `backup_id` of the served index `key`.
+    pub fn backup(&self, key: &IndexKey, backup_id: &str) -> Result<BackupInfo, HostError> {
+        self.inner
+            .engine
+            .backup_index(&key.storage_name(), backup_id)
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+
+    /// Materialises index `key` from backup `backup_id`, not served yet: attach it with
+    /// [`AttachMode::Recover`].
+    pub fn restore(&self, backup_id: &str, key: &IndexKey) -> Result<BackupInfo, HostError> {
+        self.inner
+            .engine
+            .restore_backup(backup_id, &key.storage_name())
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+
+    /// Deletes backup `backup_id`; done if there is none.
+    pub fn delete_backup(&self, backup_id: &str) -> Result<(), HostError> {
+        self.inner
+            .engine
+            .delete_backup(backup_id)
+            .map(drop)
             .map_err(|err| HostError::Refused(Cause::new(err)))
     }
 }
