@@ -480,7 +480,7 @@ async fn the_grpc_twin_backs_up_lists_restores_and_deletes() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.data, [backup.clone()]);
+    assert_eq!(listed.data, std::slice::from_ref(&backup));
     assert!(listed.next_pagination_token.is_empty());
 
     let restored = backups
