@@ -855,6 +855,93 @@ impl DataPlaneControl for RoutedDataPlane {
             })??;
         Ok(GrpcResponse::new(DetachIndexResponse {}))
     }
+
+    async fn create_backup(
+        &self,
+        request: GrpcRequest<internal::CreateBackupRequest>,
+    ) -> Result<GrpcResponse<internal::CreateBackupResponse>, Status> {
+        let internal::CreateBackupRequest {
+            project,
+            name,
+            incarnation,
+            backup_id,
+        } = request.into_inner();
+        let storage = index_key(&project, &name, &incarnation)?.storage_name();
+        let me = self.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            me.serialized(|me| me.inner.engine.backup_index(&storage, &backup_id))
+        })
+        .await
+        .map_err(|source| ControlError::Task {
+            what: "backup",
+            source,
+        })?
+        .map_err(ControlError::Engine)?;
+        Ok(GrpcResponse::new(internal::CreateBackupResponse {
+            backup: Some(backup_summary(info)),
+        }))
+    }
+
+    async fn restore_backup(
+        &self,
+        request: GrpcRequest<internal::RestoreBackupRequest>,
+    ) -> Result<GrpcResponse<internal::RestoreBackupResponse>, Status> {
+        let internal::RestoreBackupRequest {
+            backup_id,
+            project,
+            name,
+            incarnation,
+        } = request.into_inner();
+        let storage = index_key(&project, &name, &incarnation)?.storage_name();
+        let me = self.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            me.serialized(|me| me.inner.engine.restore_backup(&backup_id, &storage))
+        })
+        .await
+        .map_err(|source| ControlError::Task {
+            what: "restore",
+            source,
+        })?
+        .map_err(ControlError::Engine)?;
+        Ok(GrpcResponse::new(internal::RestoreBackupResponse {
+            backup: Some(backup_summary(info)),
+        }))
+    }
+
+    async fn delete_backup(
+        &self,
+        request: GrpcRequest<internal::DeleteBackupRequest>,
+    ) -> Result<GrpcResponse<internal::DeleteBackupResponse>, Status> {
+        let internal::DeleteBackupRequest { backup_id } = request.into_inner();
+        let engine = Arc::clone(&self.inner.engine);
+        tokio::task::spawn_blocking(move || engine.delete_backup(&backup_id))
+            .await
+            .map_err(|source| ControlError::Task {
+                what: "backup deletion",
+                source,
+            })?
+            .map_err(ControlError::Engine)?;
+        Ok(GrpcResponse::new(internal::DeleteBackupResponse {}))
+    }
+}
+
+/// What the control plane learns of a backup.
+fn backup_summary(info: larch_engine::BackupInfo) -> internal::BackupSummary {
+    let larch_engine::BackupInfo {
+        backup_id: _,
+        source_index: _,
+        config,
+        record_count,
+        namespace_count,
+        size_bytes,
+    } = info;
+    internal::BackupSummary {
+        dimension: config.dimension.get(),
+        metric: config.metric.to_string(),
+        record_count,
+        namespace_count,
+        size_bytes,
+    }
 }
 
 fn index_key(project: &str, name: &str, incarnation: &str) -> Result<IndexKey, ControlError> {

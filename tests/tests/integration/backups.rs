@@ -3,6 +3,8 @@
 //! `larch.control.v1.BackupService`; a restore holds exactly the backed-up records, backups
 //! survive a restart and their index's deletion, and belong to one project.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 use larch_proto::control::backup_service_client::BackupServiceClient;
 use larch_proto::control::{
@@ -18,6 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::rest_client::Rest;
+use crate::split_pods::{attach, blocking, config, key, planes, pod};
 
 type BackupClient = BackupServiceClient<InterceptedService<Channel, KeyInterceptor>>;
 
@@ -555,4 +558,80 @@ async fn the_grpc_twin_backs_up_lists_restores_and_deletes() {
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+}
+
+/// Split mode: the control plane's handle on a data-plane pod in another server backs up,
+/// restores and deletes through `larch.internal.v1.DataPlaneControl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_mode_backs_up_and_restores_through_the_internal_api() {
+    use larch_catalog::{AttachMode, DataPlaneHost};
+    use larch_engine::{ErrorCode, FetchRequest, VectorInput};
+    use larch_model::Classified;
+
+    let admin = larch_auth::ApiKey::generate();
+    let one = pod("one", Some(&admin)).await;
+    let planes = planes(&admin, &[format!("one={}", one.url)]);
+    let source = key("films");
+    attach(&planes, &source, AttachMode::Create).await.unwrap();
+    let index = one.plane.engine().index(&source.storage_name()).unwrap();
+    let upsert = |ids: &[&str]| {
+        let vectors = ids
+            .iter()
+            .map(|id| VectorInput {
+                id: (*id).into(),
+                values: vec![1.0, 0.0, 0.0, 0.0],
+                ..Default::default()
+            })
+            .collect();
+        index
+            .upsert(larch_engine::UpsertRequest {
+                namespace: String::new(),
+                vectors,
+            })
+            .unwrap();
+    };
+    upsert(&["a", "b"]);
+
+    let (p, s) = (Arc::clone(&planes), source.clone());
+    let info = blocking(move || p.backup(&s, "bk-split")).await.unwrap();
+    assert_eq!((info.record_count, info.config), (2, config()));
+    upsert(&["late"]);
+
+    let target = larch_model::IndexKey::parse("default", "copy", "0123abcd").unwrap();
+    let (p, t) = (Arc::clone(&planes), target.clone());
+    let restored = blocking(move || p.restore("bk-split", &t)).await.unwrap();
+    assert_eq!(restored.record_count, 2);
+    attach(&planes, &target, AttachMode::Recover).await.unwrap();
+    let copy = one.plane.engine().index(&target.storage_name()).unwrap();
+    let fetched = copy
+        .fetch(FetchRequest {
+            namespace: String::new(),
+            ids: vec!["a".into(), "b".into(), "late".into()],
+        })
+        .unwrap();
+    let mut ids: Vec<&String> = fetched.vectors.iter().map(|record| &record.id).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+
+    // Refusals keep their class; deleting twice is fine.
+    let (p, s) = (Arc::clone(&planes), source.clone());
+    let taken = blocking(move || p.backup(&s, "bk-split"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&taken, larch_catalog::HostError::Refused(cause) if cause.code() == larch_model::Code::AlreadyExists),
+        "{taken:?}"
+    );
+    for _ in 0..2 {
+        let p = Arc::clone(&planes);
+        blocking(move || p.delete_backup("bk-split")).await.unwrap();
+    }
+    assert_eq!(
+        one.plane
+            .engine()
+            .backup_info("bk-split")
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
 }
