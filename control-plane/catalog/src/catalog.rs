@@ -336,11 +336,16 @@ impl Catalog {
             tracing::info!(index = %key, host = %entry.record.host, "index recovered");
             served.live.insert(key.clone(), entry);
         }
-        // Ports that moved are recorded (nothing is written when none did).
+        // Ports that moved are recorded (nothing is written when none did), and restore jobs
+        // a stop interrupted end as failed (their index was never recorded, so its data, if
+        // any, is an orphan the data plane moves aside).
         catalog.commit(|doc| {
             for (key, entry) in &served.live {
                 doc.serve_on(key, entry.port, entry.record.host.clone());
             }
+            doc.fail_pending_restores(
+                "interrupted: the server stopped before the restore finished",
+            );
             Ok(())
         })?;
         Ok(catalog)
@@ -891,6 +896,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::collections::BTreeSet;
 
+    mod backups;
     mod shared;
 
     /// The project of the tests that predate projects.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use larch_engine::SearchParams;
 
-use crate::backups::{BackupRecord, RestoreJob, backup_not_found};
+use crate::backups::{BackupRecord, RestoreJob, RestoreStatus, backup_not_found};
 use crate::error::{Error, Result};
 use crate::record::{
     DeletionProtection, Incarnation, IndexKey, IndexRecord, SearchSettings, merge_tags,
@@ -170,6 +170,17 @@ impl Indexes {
     pub(crate) fn remove_backup(&mut self, project: &str, id: &str) -> Result<BackupRecord> {
         self.backup(project, id)?;
         Ok(self.backups.remove(id).expect("checked above"))
+    }
+
+    /// Ends every pending restore job as failed, saying `why`.
+    pub(crate) fn fail_pending_restores(&mut self, why: &str) {
+        for job in self.restore_jobs.values_mut() {
+            if job.status == RestoreStatus::Pending {
+                job.status = RestoreStatus::Failed;
+                job.completed_at = Some(crate::backups::now());
+                job.error = Some(why.to_owned());
+            }
+        }
     }
 
     /// Records restore job `job` as it now stands (new or changed).
