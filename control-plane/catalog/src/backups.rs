@@ -197,6 +197,15 @@ pub(crate) fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// `InvalidArgument` naming `field` when the id `id` is empty (an id that names nothing is
+/// NOT_FOUND, but an empty one is a malformed request).
+pub(crate) fn check_id(field: &'static str, id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Ok(())
+}
+
 /// "Not found" for backup `id` (also when another project owns it).
 pub(crate) fn backup_not_found(id: &str) -> Error {
     Error::BackupNotFound(id.to_owned())

@@ -15,7 +15,8 @@ pub use larch_model::host::{AttachError, AttachMode, HostError};
 use larch_state::{LocalFile, Memory, SharedDocument, Store, Versioned};
 
 use crate::backups::{
-    BackupRecord, CreateBackup, CreateIndexFromBackup, RestoreJob, RestoreStatus, now, random_id,
+    BackupRecord, CreateBackup, CreateIndexFromBackup, RestoreJob, RestoreStatus, check_id, now,
+    random_id,
 };
 use crate::doc::{Configured, Entry, Indexes, not_found};
 use crate::error::{Error, Result};
@@ -751,6 +752,7 @@ impl Catalog {
     /// Backup `backup_id` of `project`.
     pub fn describe_backup(&self, project: &str, backup_id: &str) -> Result<BackupRecord> {
         check_project_id(project)?;
+        check_id("backup_id", backup_id)?;
         Ok(self.synced()?.doc().backup(project, backup_id)?.clone())
     }
 
@@ -758,6 +760,7 @@ impl Catalog {
     /// leaves it listed, to retry). Indexes restored from it are not affected.
     pub fn delete_backup(&self, project: &str, backup_id: &str) -> Result<()> {
         check_project_id(project)?;
+        check_id("backup_id", backup_id)?;
         let _changing = self.changing();
         self.synced()?.doc().backup(project, backup_id)?;
         self.data_plane.delete_backup(backup_id)?;
@@ -861,6 +864,7 @@ impl Catalog {
     /// Restore job `job_id` of `project`.
     pub fn describe_restore_job(&self, project: &str, job_id: &str) -> Result<RestoreJob> {
         check_project_id(project)?;
+        check_id("job_id", job_id)?;
         self.synced()?
             .doc()
             .restore_jobs

@@ -210,6 +210,18 @@ fn backups_and_jobs_belong_to_one_project() {
         Err(Error::RestoreJobNotFound(_))
     ));
     assert!(catalog.list_restore_jobs(OTHER).unwrap().is_empty());
+    // An empty id is a malformed request, not an unknown one.
+    for err in [
+        catalog.describe_backup(P, "").unwrap_err(),
+        catalog.delete_backup(P, "").unwrap_err(),
+        catalog.describe_restore_job(P, "").unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().ends_with(": is required")
+                && err.code() == larch_model::Code::InvalidArgument,
+            "{err}"
+        );
+    }
     assert_eq!(catalog.list_backups(P, None, false).unwrap(), [backup]);
 }
 
