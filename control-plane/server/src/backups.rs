@@ -268,6 +268,15 @@ pub fn backup_json(backup: &BackupRecord, version: ApiVersion) -> Value {
     if let Some(deleted) = source_index_deleted_at {
         model["source_index_deleted_at"] = json!(deleted);
     }
+    without_nulls(model)
+}
+
+/// `model` without its `null` fields: Pinecone leaves optional fields out, and the classic
+/// SDK (8.x) refuses `null` for a string.
+fn without_nulls(mut model: Value) -> Value {
+    if let Value::Object(fields) = &mut model {
+        fields.retain(|_, value| !value.is_null());
+    }
     model
 }
 
@@ -286,7 +295,7 @@ pub fn restore_job_json(job: &RestoreJob) -> Value {
         // Logged and kept; Pinecone's model has no field for it.
         error: _,
     } = job;
-    json!({
+    let job = json!({
         "restore_job_id": restore_job_id,
         "backup_id": backup_id,
         "target_index_name": target_index_name,
@@ -295,7 +304,8 @@ pub fn restore_job_json(job: &RestoreJob) -> Value {
         "created_at": created_at,
         "completed_at": completed_at,
         "percent_complete": percent_complete,
-    })
+    });
+    without_nulls(job)
 }
 
 /// A listing page as Pinecone answers it: `{"data":[…],"pagination":{"next":…}}`, without
