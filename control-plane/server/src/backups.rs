@@ -544,3 +544,116 @@ impl BackupService for BackupApi {
         Ok(Response::new(job_message(job.map_err(status)?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use larch_catalog::RestoreStatus;
+
+    fn backup() -> BackupRecord {
+        BackupRecord {
+            backup_id: "b-1".into(),
+            project_id: "default".into(),
+            source_index_name: "movies".into(),
+            source_index_id: "0a1b".into(),
+            name: None,
+            description: Some("note".into()),
+            status: "Ready".into(),
+            cloud: "aws".into(),
+            region: "us-east-1".into(),
+            dimension: 8,
+            metric: "cosine".into(),
+            vector_type: "dense".into(),
+            record_count: 3,
+            namespace_count: 1,
+            size_bytes: 99,
+            tags: BTreeMap::new(),
+            created_at: "2026-01-01T00:00:00.000000Z".into(),
+            source_index_deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn backups_take_the_shape_of_the_api_version_and_leave_out_what_is_unset() {
+        let classic = backup_json(&backup(), ApiVersion::Classic);
+        assert_eq!(
+            classic,
+            json!({"backup_id": "b-1", "source_index_name": "movies", "source_index_id": "0a1b",
+                "description": "note", "status": "Ready", "cloud": "aws", "region": "us-east-1",
+                "dimension": 8, "metric": "cosine", "vector_type": "dense", "record_count": 3,
+                "namespace_count": 1, "size_bytes": 99, "tags": {},
+                "created_at": "2026-01-01T00:00:00.000000Z"})
+        );
+        let schema = backup_json(
+            &BackupRecord {
+                source_index_deleted_at: Some("2026-02-01T00:00:00.000000Z".into()),
+                ..backup()
+            },
+            ApiVersion::Schema,
+        );
+        assert_eq!(
+            schema["schema"]["fields"]["_values"],
+            json!({"type": "dense_vector", "dimension": 8, "metric": "cosine"})
+        );
+        assert!(schema.get("dimension").is_none() && schema.get("name").is_none());
+        assert_eq!(
+            schema["source_index_deleted_at"],
+            "2026-02-01T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn restore_jobs_and_pages_read_like_pinecones() {
+        let job = RestoreJob {
+            restore_job_id: "j-1".into(),
+            project_id: "default".into(),
+            backup_id: "b-1".into(),
+            target_index_name: "copy".into(),
+            target_index_id: "2c3d".into(),
+            status: RestoreStatus::Pending,
+            created_at: "2026-01-01T00:00:00.000000Z".into(),
+            completed_at: None,
+            percent_complete: 0.0,
+            error: Some("kept, not shown".into()),
+        };
+        let shown = restore_job_json(&job);
+        assert_eq!(
+            shown,
+            json!({"restore_job_id": "j-1", "backup_id": "b-1", "target_index_name": "copy",
+                "target_index_id": "2c3d", "status": "Pending",
+                "created_at": "2026-01-01T00:00:00.000000Z", "percent_complete": 0.0})
+        );
+        assert_eq!(
+            page_json(vec![shown.clone()], Some("t".into())),
+            json!({"data": [shown], "pagination": {"next": "t"}})
+        );
+        assert_eq!(page_json(Vec::new(), None), json!({"data": []}));
+        assert_eq!(
+            page_request(0, String::new()),
+            PageRequest::default(),
+            "0 and empty mean the defaults"
+        );
+    }
+
+    #[test]
+    fn only_on_demand_read_capacity_is_accepted() {
+        let body = |capacity: Value| CreateIndexFromBackupBody {
+            name: "copy".into(),
+            tags: None,
+            deletion_protection: None,
+            read_capacity: Some(capacity),
+        };
+        assert!(
+            body(json!({"mode": "OnDemand"}))
+                .into_request("b-1".into())
+                .is_ok()
+        );
+        let refused = body(json!({"mode": "Dedicated"}))
+            .into_request("b-1".into())
+            .unwrap_err();
+        assert!(
+            refused.to_string().starts_with("read_capacity:"),
+            "{refused}"
+        );
+    }
+}
