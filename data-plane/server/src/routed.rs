@@ -867,18 +867,13 @@ impl DataPlaneControl for RoutedDataPlane {
             backup_id,
         } = request.into_inner();
         let storage = index_key(&project, &name, &incarnation)?.storage_name();
-        let me = self.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            me.serialized(|me| me.inner.engine.backup_index(&storage, &backup_id))
-        })
-        .await
-        .map_err(|source| ControlError::Task {
-            what: "backup",
-            source,
-        })?
-        .map_err(ControlError::Engine)?;
+        let backup = self
+            .backup_step("backup", move |engine| {
+                engine.backup_index(&storage, &backup_id)
+            })
+            .await?;
         Ok(GrpcResponse::new(internal::CreateBackupResponse {
-            backup: Some(backup_summary(info)),
+            backup: Some(backup),
         }))
     }
 
@@ -893,18 +888,13 @@ impl DataPlaneControl for RoutedDataPlane {
             incarnation,
         } = request.into_inner();
         let storage = index_key(&project, &name, &incarnation)?.storage_name();
-        let me = self.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            me.serialized(|me| me.inner.engine.restore_backup(&backup_id, &storage))
-        })
-        .await
-        .map_err(|source| ControlError::Task {
-            what: "restore",
-            source,
-        })?
-        .map_err(ControlError::Engine)?;
+        let backup = self
+            .backup_step("restore", move |engine| {
+                engine.restore_backup(&backup_id, &storage)
+            })
+            .await?;
         Ok(GrpcResponse::new(internal::RestoreBackupResponse {
-            backup: Some(backup_summary(info)),
+            backup: Some(backup),
         }))
     }
 
@@ -922,6 +912,22 @@ impl DataPlaneControl for RoutedDataPlane {
             })?
             .map_err(ControlError::Engine)?;
         Ok(GrpcResponse::new(internal::DeleteBackupResponse {}))
+    }
+}
+
+impl RoutedDataPlane {
+    /// Runs `step` (taking or restoring a backup) on the engine on the blocking pool, after
+    /// any other change (attach, detach) has finished; what the control plane learns of it.
+    async fn backup_step(
+        &self,
+        what: &'static str,
+        step: impl FnOnce(&Engine) -> larch_engine::Result<larch_engine::BackupInfo> + Send + 'static,
+    ) -> Result<internal::BackupSummary, ControlError> {
+        let me = self.clone();
+        let info = tokio::task::spawn_blocking(move || me.serialized(|me| step(&me.inner.engine)))
+            .await
+            .map_err(|source| ControlError::Task { what, source })??;
+        Ok(backup_summary(info))
     }
 }
 
