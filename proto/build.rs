@@ -9,6 +9,7 @@ const PUBLIC: &[&str] = &[
     "vector_service.proto",
     "larch/control/v1/index.proto",
     "larch/control/v1/access.proto",
+    "larch/control/v1/backup.proto",
 ];
 /// Between the planes only: generated, but left out of reflection.
 const INTERNAL: &[&str] = &["larch/internal/v1/internal.proto"];

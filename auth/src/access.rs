@@ -162,6 +162,13 @@ pub fn action_of(path: &str) -> Option<Action> {
             "CreateIndex" | "ConfigureIndex" | "DeleteIndex" => Some(Action::ControlWrite),
             _ => None,
         },
+        "larch.control.v1.BackupService" => match method {
+            "ListBackups" | "DescribeBackup" | "ListRestoreJobs" | "DescribeRestoreJob" => {
+                Some(Action::ControlRead)
+            }
+            "CreateBackup" | "DeleteBackup" | "CreateIndexFromBackup" => Some(Action::ControlWrite),
+            _ => None,
+        },
         "larch.control.v1.ApiKeyService"
         | "larch.control.v1.ProjectService"
         | "larch.internal.v1.ControlPlaneSync"
@@ -329,6 +336,25 @@ mod tests {
                 Some(Action::ControlWrite)
             );
         }
+        // Backups follow the index routes: taking, deleting and restoring change indexes.
+        let backups = "/larch.control.v1.BackupService";
+        for method in [
+            "ListBackups",
+            "DescribeBackup",
+            "ListRestoreJobs",
+            "DescribeRestoreJob",
+        ] {
+            assert_eq!(
+                action_of(&format!("{backups}/{method}")),
+                Some(Action::ControlRead)
+            );
+        }
+        for method in ["CreateBackup", "DeleteBackup", "CreateIndexFromBackup"] {
+            assert_eq!(
+                action_of(&format!("{backups}/{method}")),
+                Some(Action::ControlWrite)
+            );
+        }
         assert_eq!(
             action_of("/larch.control.v1.ApiKeyService/CreateApiKey"),
             Some(Action::Admin)
@@ -348,6 +374,7 @@ mod tests {
             ("vector_service.proto", ""),
             ("larch/control/v1/index.proto", "larch.control.v1."),
             ("larch/control/v1/access.proto", "larch.control.v1."),
+            ("larch/control/v1/backup.proto", "larch.control.v1."),
             ("larch/internal/v1/internal.proto", "larch.internal.v1."),
         ] {
             let text = std::fs::read_to_string(format!("{root}/{file}")).expect("proto file");
@@ -366,8 +393,9 @@ mod tests {
                 }
             }
         }
-        // 12 data-plane RPCs, 5 index RPCs, 5 key RPCs, 4 project RPCs, 5 internal RPCs.
-        assert_eq!(seen, 31);
+        // 12 data-plane RPCs, 5 index RPCs, 5 key RPCs, 4 project RPCs, 7 backup RPCs,
+        // 8 internal RPCs.
+        assert_eq!(seen, 41);
     }
 
     #[test]

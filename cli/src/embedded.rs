@@ -35,7 +35,7 @@ use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostError, IndexKey, PortPolicy,
 };
 use larch_data_plane::{DataPlane, IndexPorts};
-use larch_engine::{Engine, FlushPolicy, IndexConfig, ObjectLogConfig, SearchParams};
+use larch_engine::{BackupInfo, Engine, FlushPolicy, IndexConfig, ObjectLogConfig, SearchParams};
 use larch_observe::{Limits, Listener, Metrics, Readiness, Tls};
 
 use crate::lifecycle::{AdminServer, Ended, Error, Result, lock_data_dir, serve_until, wait_for};
@@ -588,6 +588,18 @@ impl DataPlaneHost for InProcess {
 
     fn detach(&self, key: &IndexKey) -> Result<(), HostError> {
         self.0.detach(key)
+    }
+
+    fn backup(&self, key: &IndexKey, backup_id: &str) -> Result<BackupInfo, HostError> {
+        self.0.backup(key, backup_id)
+    }
+
+    fn restore(&self, backup_id: &str, key: &IndexKey) -> Result<BackupInfo, HostError> {
+        self.0.restore(backup_id, key)
+    }
+
+    fn delete_backup(&self, backup_id: &str) -> Result<(), HostError> {
+        self.0.delete_backup(backup_id)
     }
 }
 

@@ -4,9 +4,10 @@
 //! - [`pinecone`]: Pinecone's data-plane API (package-less `VectorService`, API 2026-07),
 //!   written for Larch with Pinecone's message names and field numbers so Pinecone's own
 //!   gRPC clients work unmodified. Sources: `proto/vector_service.proto`.
-//! - [`control`]: `larch.control.v1`, Larch's control plane: `IndexService`, and
-//!   `ApiKeyService`/`ProjectService` for administration.
-//!   Sources: `proto/larch/control/v1/index.proto`, `proto/larch/control/v1/access.proto`.
+//! - [`control`]: `larch.control.v1`, Larch's control plane: `IndexService`,
+//!   `BackupService` (backups and restore jobs), and `ApiKeyService`/`ProjectService` for
+//!   administration. Sources: `proto/larch/control/v1/index.proto`,
+//!   `proto/larch/control/v1/backup.proto`, `proto/larch/control/v1/access.proto`.
 //! - [`internal`]: `larch.internal.v1`, the API between the planes in split mode
 //!   (`ControlPlaneSync` on the control plane, `DataPlaneControl` on the data plane).
 //!   Sources: `proto/larch/internal/v1/internal.proto`.

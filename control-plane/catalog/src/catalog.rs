@@ -8,12 +8,16 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use larch_engine::{IndexConfig, SearchParams};
+use larch_engine::{BackupInfo, IndexConfig, SearchParams};
 /// How the data plane answers the catalog: shared with the data plane, which implements
 /// [`DataPlaneHost`], through the crate both planes depend on.
 pub use larch_model::host::{AttachError, AttachMode, HostError};
 use larch_state::{LocalFile, Memory, SharedDocument, Store, Versioned};
 
+use crate::backups::{
+    BackupRecord, CreateBackup, CreateIndexFromBackup, RestoreJob, RestoreStatus, check_id, now,
+    random_id,
+};
 use crate::doc::{Configured, Entry, Indexes, not_found};
 use crate::error::{Error, Result};
 use crate::hosts::{HostTemplate, Hosts};
@@ -114,6 +118,35 @@ pub trait DataPlaneHost: Send + Sync {
     fn configure(&self, key: &IndexKey, search: SearchParams) -> Result<(), HostError>;
     /// Stops serving `key` and drops its data.
     fn detach(&self, key: &IndexKey) -> Result<(), HostError>;
+
+    /// Takes backup `backup_id` of the served index `key`: a consistent point-in-time copy
+    /// that outlives the index (see `larch_engine`'s backups). A data plane without backups
+    /// refuses (the default).
+    fn backup(&self, key: &IndexKey, backup_id: &str) -> Result<BackupInfo, HostError> {
+        let _ = (key, backup_id);
+        Err(no_backups())
+    }
+
+    /// Materialises index `key` (a new incarnation) from backup `backup_id`, without serving
+    /// it: the catalog then attaches it with [`AttachMode::Recover`].
+    fn restore(&self, backup_id: &str, key: &IndexKey) -> Result<BackupInfo, HostError> {
+        let _ = (backup_id, key);
+        Err(no_backups())
+    }
+
+    /// Deletes backup `backup_id`; done if there is none.
+    fn delete_backup(&self, backup_id: &str) -> Result<(), HostError> {
+        let _ = backup_id;
+        Err(no_backups())
+    }
+}
+
+/// What a data plane without backups answers.
+fn no_backups() -> HostError {
+    HostError::Refused(larch_model::Cause::from_parts(
+        larch_model::Code::Unimplemented,
+        "this data plane keeps no backups",
+    ))
 }
 
 /// An index as a data plane serves it: its key with its incarnation (see
@@ -329,11 +362,16 @@ impl Catalog {
             tracing::info!(index = %key, host = %entry.record.host, "index recovered");
             served.live.insert(key.clone(), entry);
         }
-        // Ports that moved are recorded (nothing is written when none did).
+        // Ports that moved are recorded (nothing is written when none did), and restore jobs
+        // a stop interrupted end as failed (their index was never recorded, so its data, if
+        // any, is an orphan the data plane moves aside).
         catalog.commit(|doc| {
             for (key, entry) in &served.live {
                 doc.serve_on(key, entry.port, entry.record.host.clone());
             }
+            doc.fail_pending_restores(
+                "interrupted: the server stopped before the restore finished",
+            );
             Ok(())
         })?;
         Ok(catalog)
@@ -441,8 +479,19 @@ impl Catalog {
     pub fn create_index(&self, project: &str, request: CreateIndex) -> Result<IndexRecord> {
         check_project_id(project)?;
         let record = request.validate(project)?;
-        let key = IndexKey::new(project, record.name.clone())?;
         let _changing = self.changing();
+        self.create_locked(record, None)
+    }
+
+    /// [`Catalog::create_index`] with the change lock held, for a validated `record`. With
+    /// `restore`, the data plane first materialises the index from that backup, and then
+    /// recovers it rather than creating it empty; the restore job is told the incarnation.
+    fn create_locked(
+        &self,
+        record: IndexRecord,
+        restore: Option<(&str, Started<'_>)>,
+    ) -> Result<IndexRecord> {
+        let key = IndexKey::new(&record.project_id, record.name.clone())?;
         // A fresh storage name: a name deleted and created again never meets the old data.
         let incarnation = Incarnation::random();
         let mut entry = Entry {
@@ -451,7 +500,7 @@ impl Catalog {
                 ..record
             },
             port: 0,
-            incarnation: Some(incarnation),
+            incarnation: Some(incarnation.clone()),
         };
         let served = entry.served(&key);
         // A copy to pick a free port from (the data plane is called without the lock), which
@@ -463,7 +512,22 @@ impl Catalog {
             known.clone().create(&key, &entry)?;
         }
         let (config, search) = (entry.record.config, entry.record.search);
-        let port = match self.attach(&known, &served, config, search, AttachMode::Create) {
+        let attached = match restore {
+            None => self.attach(&known, &served, config, search, AttachMode::Create),
+            Some((backup_id, started)) => started(&incarnation)
+                .and_then(|()| Ok(self.data_plane.restore(backup_id, &served)?))
+                .and_then(|_| {
+                    let attached =
+                        self.attach(&known, &served, config, search, AttachMode::Recover);
+                    if attached.is_err()
+                        && let Err(detach) = self.data_plane.detach(&served)
+                    {
+                        tracing::warn!(index = %key, error = %detach, "cannot drop the data of an index restored but not served");
+                    }
+                    attached
+                }),
+        };
+        let port = match attached {
             Ok(port) => port,
             Err(err) => {
                 if self.reserve_first {
@@ -616,6 +680,236 @@ impl Catalog {
     }
 }
 
+/// What a restore does once the new index's incarnation is chosen and its name known to be free
+/// (records the restore job as pending), before the data plane restores the data.
+type Started<'a> = &'a mut dyn FnMut(&Incarnation) -> Result<()>;
+
+/// Backups and restore jobs (see [`crate::backups`]): kept in the catalog document beside the
+/// indexes, each in its project; the data plane keeps the data.
+impl Catalog {
+    /// Backs up index `request.index_name` of `project`; the backup is complete (status
+    /// `Ready`) when this returns. Holds the change lock, so the index cannot be deleted
+    /// meanwhile.
+    pub fn create_backup(&self, project: &str, request: CreateBackup) -> Result<BackupRecord> {
+        request.check()?;
+        let key = key_of(project, &request.index_name)?;
+        let _changing = self.changing();
+        let entry = self
+            .synced()?
+            .doc()
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(&key))?;
+        let backup_id = random_id();
+        let info = self.data_plane.backup(&entry.served(&key), &backup_id)?;
+        let record = entry.record;
+        let backup = BackupRecord {
+            backup_id: backup_id.clone(),
+            project_id: project.to_owned(),
+            source_index_name: key.name().to_string(),
+            source_index_id: entry
+                .incarnation
+                .as_ref()
+                .map_or_else(|| key.name().to_string(), |i| i.as_str().to_owned()),
+            name: request.name,
+            description: request.description,
+            status: "Ready".to_owned(),
+            cloud: record.cloud.as_str().to_owned(),
+            region: record.region,
+            dimension: record.config.dimension.get(),
+            metric: record.config.metric.to_string(),
+            vector_type: record.vector_type.as_str().to_owned(),
+            record_count: info.record_count,
+            namespace_count: info.namespace_count,
+            size_bytes: info.size_bytes,
+            tags: record.tags,
+            created_at: now(),
+            source_index_deleted_at: None,
+        };
+        if let Err(err) = self.commit(|doc| {
+            doc.add_backup(&backup);
+            Ok(())
+        }) {
+            // Not recorded, so not taken: its files go too.
+            if let Err(delete) = self.data_plane.delete_backup(&backup_id) {
+                tracing::warn!(backup = %backup_id, error = %delete, "cannot delete the files of an unrecorded backup");
+            }
+            return Err(err);
+        }
+        tracing::info!(index = %key, backup = %backup_id, records = backup.record_count, "backup created");
+        Ok(backup)
+    }
+
+    /// The backups of `project`, oldest first; with `index`, only those of the index of that
+    /// name (`NotFound` if there is none), and of its earlier incarnations only when
+    /// `include_deleted`.
+    pub fn list_backups(
+        &self,
+        project: &str,
+        index: Option<&str>,
+        include_deleted: bool,
+    ) -> Result<Vec<BackupRecord>> {
+        check_project_id(project)?;
+        let state = self.synced()?;
+        let doc = state.doc();
+        if let Some(name) = index {
+            let key = key_of(project, name)?;
+            if !include_deleted && !doc.contains_key(&key) {
+                return Err(not_found(&key));
+            }
+        }
+        let mut backups: Vec<BackupRecord> = doc
+            .backups
+            .values()
+            .filter(|b| b.project_id == project)
+            .filter(|b| {
+                index.is_none_or(|name| {
+                    b.source_index_name == name
+                        && (include_deleted || b.source_index_deleted_at.is_none())
+                })
+            })
+            .cloned()
+            .collect();
+        backups.sort_by_key(backup_order);
+        Ok(backups)
+    }
+
+    /// Backup `backup_id` of `project`.
+    pub fn describe_backup(&self, project: &str, backup_id: &str) -> Result<BackupRecord> {
+        check_project_id(project)?;
+        check_id("backup_id", backup_id)?;
+        Ok(self.synced()?.doc().backup(project, backup_id)?.clone())
+    }
+
+    /// Deletes backup `backup_id` of `project`: its data first, then its record (so a failure
+    /// leaves it listed, to retry). Indexes restored from it are not affected.
+    pub fn delete_backup(&self, project: &str, backup_id: &str) -> Result<()> {
+        check_project_id(project)?;
+        check_id("backup_id", backup_id)?;
+        let _changing = self.changing();
+        self.synced()?.doc().backup(project, backup_id)?;
+        self.data_plane.delete_backup(backup_id)?;
+        self.commit(|doc| doc.remove_backup(project, backup_id))?;
+        tracing::info!(backup = %backup_id, "backup deleted");
+        Ok(())
+    }
+
+    /// Creates index `request.name` in `project` from backup `request.backup_id` of `project`,
+    /// as a restore job: the job is recorded `Pending` once the name is known to be free, and
+    /// the index is restored and ready when this returns, the job `Completed` (or `Failed`,
+    /// and the error returned). Returns the job and the new index.
+    pub fn create_index_from_backup(
+        &self,
+        project: &str,
+        request: CreateIndexFromBackup,
+    ) -> Result<(RestoreJob, IndexRecord)> {
+        check_project_id(project)?;
+        let protection = request.protection()?;
+        let backup = self.describe_backup(project, &request.backup_id)?;
+        let CreateIndexFromBackup {
+            backup_id,
+            name,
+            tags,
+            deletion_protection: _,
+        } = request;
+        let create = CreateIndex {
+            name: name.clone(),
+            dimension: Some(i64::from(backup.dimension)),
+            metric: Some(backup.metric.clone()),
+            cloud: Some(backup.cloud.clone()),
+            region: Some(backup.region.clone()),
+            deletion_protection: Some(protection.as_str().to_owned()),
+            tags: tags.unwrap_or_else(|| backup.tags.clone()),
+            vector_type: Some(backup.vector_type.clone()),
+            search: Default::default(),
+        };
+        let record = create.validate(project)?;
+        let mut job = RestoreJob {
+            restore_job_id: random_id(),
+            project_id: project.to_owned(),
+            backup_id: backup_id.clone(),
+            target_index_name: name,
+            target_index_id: String::new(),
+            status: RestoreStatus::Pending,
+            created_at: now(),
+            completed_at: None,
+            percent_complete: 0.0,
+            error: None,
+        };
+        let _changing = self.changing();
+        let mut started = |incarnation: &Incarnation| {
+            job.target_index_id = incarnation.as_str().to_owned();
+            self.commit(|doc| {
+                doc.put_restore_job(&job);
+                Ok(())
+            })
+        };
+        let created = self.create_locked(record, Some((&backup_id, &mut started)));
+        let finished = !job.target_index_id.is_empty();
+        job.completed_at = Some(now());
+        match &created {
+            Ok(_) => {
+                job.status = RestoreStatus::Completed;
+                job.percent_complete = 100.0;
+            }
+            Err(err) => {
+                job.status = RestoreStatus::Failed;
+                job.error = Some(err.to_string());
+            }
+        }
+        if finished {
+            let recorded = self.commit(|doc| {
+                doc.put_restore_job(&job);
+                Ok(())
+            });
+            if let Err(err) = recorded {
+                tracing::warn!(job = %job.restore_job_id, error = %err, "cannot record the end of a restore job");
+            }
+        }
+        let record = created?;
+        tracing::info!(index = %record.name, backup = %backup_id, job = %job.restore_job_id, "index restored from a backup");
+        Ok((job, record))
+    }
+
+    /// The restore jobs of `project`, oldest first.
+    pub fn list_restore_jobs(&self, project: &str) -> Result<Vec<RestoreJob>> {
+        check_project_id(project)?;
+        let mut jobs: Vec<RestoreJob> = self
+            .synced()?
+            .doc()
+            .restore_jobs
+            .values()
+            .filter(|job| job.project_id == project)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(job_order);
+        Ok(jobs)
+    }
+
+    /// Restore job `job_id` of `project`.
+    pub fn describe_restore_job(&self, project: &str, job_id: &str) -> Result<RestoreJob> {
+        check_project_id(project)?;
+        check_id("job_id", job_id)?;
+        self.synced()?
+            .doc()
+            .restore_jobs
+            .get(job_id)
+            .filter(|job| job.project_id == project)
+            .cloned()
+            .ok_or_else(|| Error::RestoreJobNotFound(job_id.to_owned()))
+    }
+}
+
+/// Where a backup goes in listings (oldest first) and its page token.
+pub fn backup_order(backup: &BackupRecord) -> String {
+    format!("{}|{}", backup.created_at, backup.backup_id)
+}
+
+/// Where a restore job goes in listings (oldest first) and its page token.
+pub fn job_order(job: &RestoreJob) -> String {
+    format!("{}|{}", job.created_at, job.restore_job_id)
+}
+
 /// The key of index `name` in `project`, both validated.
 fn key_of(project: &str, name: &str) -> Result<IndexKey> {
     check_project_id(project)?;
@@ -631,6 +925,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::collections::BTreeSet;
 
+    mod backups;
     mod shared;
 
     /// The project of the tests that predate projects.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use larch_engine::SearchParams;
 
+use crate::backups::{BackupRecord, RestoreJob, RestoreStatus, backup_not_found};
 use crate::error::{Error, Result};
 use crate::record::{
     DeletionProtection, Incarnation, IndexKey, IndexRecord, SearchSettings, merge_tags,
@@ -44,6 +45,10 @@ pub(crate) struct Indexes {
     /// Deleted indexes (keys with their incarnation) whose data the data plane has not
     /// confirmed removing: it removes it when told, or at its next sync if that failed.
     pub(crate) tombstones: BTreeSet<IndexKey>,
+    /// Every backup of every project, by id (see `backups`).
+    pub(crate) backups: BTreeMap<String, BackupRecord>,
+    /// Every restore job of every project, by id.
+    pub(crate) restore_jobs: BTreeMap<String, RestoreJob>,
 }
 
 impl std::ops::Deref for Indexes {
@@ -131,9 +136,57 @@ impl Indexes {
         let entry = self.live.get(key).ok_or_else(|| not_found(key))?;
         check_unprotected(&entry.record)?;
         let served = entry.served(key);
+        let incarnation = entry.incarnation.as_ref().map(|i| i.as_str().to_owned());
         self.live.remove(key);
         self.tombstones.insert(served.clone());
+        // Its backups stay, noting that their source is gone.
+        let deleted_at = crate::backups::now();
+        for backup in self.backups.values_mut() {
+            if backup.project_id == key.project()
+                && backup.source_index_name == key.name().as_str()
+                && Some(&backup.source_index_id) == incarnation.as_ref()
+            {
+                backup.source_index_deleted_at = Some(deleted_at.clone());
+            }
+        }
         Ok(served)
+    }
+
+    /// Backup `id` of `project`; `BackupNotFound` if there is none there.
+    pub(crate) fn backup(&self, project: &str, id: &str) -> Result<&BackupRecord> {
+        self.backups
+            .get(id)
+            .filter(|backup| backup.project_id == project)
+            .ok_or_else(|| backup_not_found(id))
+    }
+
+    /// Records a new backup.
+    pub(crate) fn add_backup(&mut self, backup: &BackupRecord) {
+        self.backups
+            .insert(backup.backup_id.clone(), backup.clone());
+    }
+
+    /// Forgets backup `id` of `project`; `BackupNotFound` if there is none there.
+    pub(crate) fn remove_backup(&mut self, project: &str, id: &str) -> Result<BackupRecord> {
+        self.backup(project, id)?;
+        Ok(self.backups.remove(id).expect("checked above"))
+    }
+
+    /// Ends every pending restore job as failed, saying `why`.
+    pub(crate) fn fail_pending_restores(&mut self, why: &str) {
+        for job in self.restore_jobs.values_mut() {
+            if job.status == RestoreStatus::Pending {
+                job.status = RestoreStatus::Failed;
+                job.completed_at = Some(crate::backups::now());
+                job.error = Some(why.to_owned());
+            }
+        }
+    }
+
+    /// Records restore job `job` as it now stands (new or changed).
+    pub(crate) fn put_restore_job(&mut self, job: &RestoreJob) {
+        self.restore_jobs
+            .insert(job.restore_job_id.clone(), job.clone());
     }
 
     /// Forgets the tombstones of `removed`; returns those it held.

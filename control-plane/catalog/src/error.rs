@@ -19,6 +19,12 @@ pub enum Error {
     /// No index has this name.
     #[error("index '{0}' not found")]
     NotFound(String),
+    /// No backup has this id (in the caller's project).
+    #[error("backup '{0}' not found")]
+    BackupNotFound(String),
+    /// No restore job has this id (in the caller's project).
+    #[error("restore job '{0}' not found")]
+    RestoreJobNotFound(String),
     /// An index with this name exists already.
     #[error("index '{0}' already exists")]
     AlreadyExists(String),
@@ -54,7 +60,9 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::BackupNotFound(_) | Error::RestoreJobNotFound(_) => {
+                Code::NotFound
+            }
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::Forbidden,
             Error::NoFreePort(_) => Code::ResourceExhausted,

@@ -26,6 +26,9 @@
 //!   and the validated [`IndexRecord`].
 //! - [`catalog`]: the [`Catalog`] itself, the [`DataPlaneHost`] trait and [`PortPolicy`]
 //!   ([`AttachMode`], [`AttachError`] and [`HostError`] are `larch_model`'s, re-exported).
+//! - [`backups`]: backups ([`BackupRecord`]) and restore jobs ([`RestoreJob`]) of every
+//!   project, kept in the catalog document beside the indexes; the data plane keeps the data
+//!   ([`DataPlaneHost::backup`], [`DataPlaneHost::restore`]).
 //! - [`hosts`]: how an index's `host` is formed — its own port (embedded mode) or a host name
 //!   from a [`HostTemplate`] on one shared data-plane address (split mode).
 //! - `doc`: the catalog document (every index and tombstone) and every change to it, each
@@ -41,6 +44,7 @@
 //! change that another replica beat being redone on the newer document; [`Catalog::new`]
 //! keeps it in memory.
 
+pub mod backups;
 pub mod catalog;
 mod doc;
 pub mod error;
@@ -48,6 +52,7 @@ pub mod hosts;
 pub mod record;
 mod store;
 
+pub use backups::{BackupRecord, CreateBackup, CreateIndexFromBackup, RestoreJob, RestoreStatus};
 pub use catalog::{AttachError, AttachMode, Catalog, DataPlaneHost, HostError, PortPolicy, Served};
 pub use error::{Error, Result};
 pub use hosts::{HostTemplate, Hosts};

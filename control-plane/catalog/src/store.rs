@@ -8,13 +8,15 @@
 //! version bump: `search` (the default ANN parameters), `project` (the default project,
 //! which is what every index belonged to before projects existed), `incarnation` (none: the
 //! index keeps its old storage name) and `tombstones` (deleted indexes whose data the data
-//! plane has not confirmed removing yet; none).
+//! plane has not confirmed removing yet; none), `backups` and `restore_jobs` (see `backups`;
+//! none).
 
 use std::collections::BTreeMap;
 
 use larch_engine::{IndexConfig, Metric, SearchParams};
 use serde::{Deserialize, Serialize};
 
+use crate::backups::{BackupRecord, RestoreJob};
 use crate::doc::{Entry, Indexes};
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
@@ -229,6 +231,13 @@ struct CatalogFile {
     /// Absent in catalogs written before tombstones existed, and when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tombstones: Vec<StoredTombstone>,
+    /// Backups of every project (see `backups`); absent in catalogs written before backups
+    /// existed, and when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    backups: Vec<BackupRecord>,
+    /// Restore jobs of every project; absent as `backups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    restore_jobs: Vec<RestoreJob>,
 }
 
 /// The catalog's [`Format`](larch_state::Format): [`Indexes`] as the bytes of
@@ -249,6 +258,8 @@ impl larch_state::Format for CatalogFormat {
             version,
             indexes,
             tombstones,
+            backups,
+            restore_jobs,
         } = file;
         if version != VERSION {
             return Err(Error::Storage(format!(
@@ -263,6 +274,12 @@ impl larch_state::Format for CatalogFormat {
             let (key, entry) = stored.load(location, &self.hosts)?;
             doc.live.insert(key, entry);
         }
+        for backup in backups {
+            doc.backups.insert(backup.backup_id.clone(), backup);
+        }
+        for job in restore_jobs {
+            doc.restore_jobs.insert(job.restore_job_id.clone(), job);
+        }
         Ok(doc)
     }
 
@@ -271,6 +288,8 @@ impl larch_state::Format for CatalogFormat {
             version: VERSION,
             indexes: doc.live.iter().map(StoredIndex::from).collect(),
             tombstones: doc.tombstones.iter().map(StoredTombstone::of).collect(),
+            backups: doc.backups.values().cloned().collect(),
+            restore_jobs: doc.restore_jobs.values().cloned().collect(),
         };
         Ok(serde_json::to_vec_pretty(&file).expect("catalog records always serialize"))
     }

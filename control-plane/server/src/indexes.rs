@@ -130,7 +130,7 @@ impl From<Denied> for Failure {
 /// allow-list (if any) names the index. Checked before the catalog is asked, so a restricted
 /// key learns nothing about indexes it may not use, not even whether they exist.
 /// A refusal is an audit event, as those of the auth layer are.
-fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
+pub(crate) fn authorize(principal: &Principal, action: Action, name: &str) -> Result<(), Failure> {
     principal.authorize(action, Some(name)).map_err(|denied| {
         let error = larch_auth::Error::Denied(denied.clone());
         larch_auth::audit::denied(principal, action.as_str(), Some(name), &error);
@@ -164,7 +164,7 @@ impl Indexes {
 
     /// Runs `op` on the blocking pool: catalog changes fsync files and create indexes on disk,
     /// and a shared catalog reads its store on every call.
-    async fn run<T, F>(&self, op: F) -> Result<T, Failure>
+    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnOnce(&Catalog) -> larch_catalog::Result<T> + Send + 'static,

@@ -27,6 +27,8 @@
 //!   and [`ApiVersion`] (which JSON shape and which `host` a client gets).
 //! - [`service`]: the `IndexService` gRPC handlers, the protobuf ⇄ catalog conversions and
 //!   the one failure → gRPC status map.
+//! - [`backups`]: backups and restore jobs — the [`Indexes`] calls, Pinecone's JSON for them
+//!   and the `BackupService` gRPC handlers.
 //! - [`admin`]: the `ApiKeyService` and `ProjectService` gRPC handlers over
 //!   [`larch_auth::Admin`].
 //! - [`split`]: split mode — the internal `ControlPlaneSync` service data planes pull from,
@@ -37,6 +39,7 @@
 //! - [`serve`]: the server as a library function, used by the `larch` binary and the tests.
 
 pub mod admin;
+pub mod backups;
 pub mod indexes;
 pub mod json;
 pub mod placement;
@@ -52,6 +55,7 @@ use axum::response::{IntoResponse, Response};
 use larch_auth::Admin;
 use larch_catalog::Catalog;
 use larch_proto::control::api_key_service_server::ApiKeyServiceServer;
+use larch_proto::control::backup_service_server::BackupServiceServer;
 use larch_proto::control::index_service_server::IndexServiceServer;
 use larch_proto::control::project_service_server::ProjectServiceServer;
 use larch_proto::internal::control_plane_sync_server::ControlPlaneSyncServer;
@@ -139,6 +143,10 @@ async fn serve_with(
                 .max_encoding_message_size(max_answer),
         )
         .add_service(
+            BackupServiceServer::new(backups::BackupApi::from(indexes.clone()))
+                .max_encoding_message_size(max_answer),
+        )
+        .add_service(
             ApiKeyServiceServer::new(AdminApi::new(Arc::clone(&admin), indexes.clone()))
                 .max_encoding_message_size(max_answer),
         )
@@ -187,6 +195,7 @@ async fn set_health(
     for service in [
         "",
         <IndexServiceServer<IndexApi> as NamedService>::NAME,
+        <BackupServiceServer<backups::BackupApi> as NamedService>::NAME,
         <ApiKeyServiceServer<AdminApi> as NamedService>::NAME,
         <ProjectServiceServer<AdminApi> as NamedService>::NAME,
     ] {

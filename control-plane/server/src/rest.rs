@@ -1,11 +1,14 @@
-//! Pinecone's REST control plane: `GET/POST /indexes`, `GET/PATCH/DELETE /indexes/{name}`.
+//! Pinecone's REST control plane: `GET/POST /indexes`, `GET/PATCH/DELETE /indexes/{name}`,
+//! and backups: `GET/POST /indexes/{name}/backups`, `GET /backups`, `GET/DELETE
+//! /backups/{id}`, `POST /backups/{id}/create-index`, `GET /restore-jobs[/{id}]`.
 //!
 //! JSON in, one [`Indexes`] call, JSON out — in the shape the `X-Pinecone-Api-Version` header
 //! asks for (see [`crate::json`], which holds the JSON ⇄ catalog conversions). Status codes are Pinecone's: 201 for create, 202 for
-//! configure and delete, 200 otherwise; errors are `{"error":{"code","message"},"status"}`,
+//! configure and delete, 201 for a backup, 202 for deleting a backup and creating an index
+//! from one, 200 otherwise; errors are `{"error":{"code","message"},"status"}`,
 //! mapped from the transport-neutral error class in [`RestError`]'s one `From` impl.
-//! Endpoints Larch does not implement (collections, backups, restore jobs, integrated
-//! inference) answer 501 with a message, rather than 404.
+//! Endpoints Larch does not implement (collections, integrated inference) answer 501 with a
+//! message, rather than 404.
 //!
 //! Each handler takes the caller's [`Principal`] (attached by [`require_key`]) and hands it to
 //! [`Indexes`] with the decoded body, which works in the caller's project only and checks the
@@ -23,11 +26,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use larch_auth::http::{HttpAuth, require_key};
 use larch_auth::{KeyStore, Principal};
-use larch_catalog::IndexRecord;
+use larch_catalog::{CreateBackup, IndexRecord};
 use larch_model::wire::{Dialect, HttpError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backups::{
+    CreateBackupBody, CreateIndexFromBackupBody, PageRequest, backup_json, page_json,
+    restore_job_json,
+};
 use crate::indexes::{ApiVersion, Failure, Indexes};
 use crate::json::{ConfigureIndexBody, ConfigureIndexCall, CreateIndexBody, IndexList, IndexModel};
 
@@ -45,13 +52,17 @@ pub fn router(indexes: Indexes, keys: KeyStore) -> Router {
                 .delete(delete_index),
         )
         .route("/indexes/create-for-model", post(not_implemented))
-        .route("/indexes/{name}/backups", any(not_implemented))
+        .route(
+            "/indexes/{name}/backups",
+            get(list_index_backups).post(create_backup),
+        )
         .route("/collections", any(not_implemented))
         .route("/collections/{name}", any(not_implemented))
-        .route("/backups", any(not_implemented))
-        .route("/backups/{*rest}", any(not_implemented))
-        .route("/restore-jobs", any(not_implemented))
-        .route("/restore-jobs/{id}", any(not_implemented))
+        .route("/backups", get(list_backups))
+        .route("/backups/{id}", get(describe_backup).delete(delete_backup))
+        .route("/backups/{id}/create-index", post(create_index_from_backup))
+        .route("/restore-jobs", get(list_restore_jobs))
+        .route("/restore-jobs/{id}", get(describe_restore_job))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(indexes)
         .layer(axum::middleware::from_fn_with_state(
@@ -124,14 +135,144 @@ async fn delete_index(
     Ok(StatusCode::ACCEPTED)
 }
 
+async fn create_backup(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Version(version): Version,
+    Path(index_name): Path<String>,
+    Json(body): Json<CreateBackupBody>,
+) -> Result<Response, RestError> {
+    let CreateBackupBody { name, description } = body;
+    let request = CreateBackup {
+        index_name,
+        name,
+        description,
+    };
+    let backup = indexes.create_backup(&principal, request).await?;
+    Ok(json(StatusCode::CREATED, &backup_json(&backup, version)))
+}
+
+async fn list_index_backups(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Version(version): Version,
+    Path(index_name): Path<String>,
+    Listing(page, include_deleted): Listing,
+) -> Result<Response, RestError> {
+    let (backups, next) = indexes
+        .list_backups(&principal, Some(index_name), include_deleted, page)
+        .await?;
+    let data = backups.iter().map(|b| backup_json(b, version)).collect();
+    Ok(json(StatusCode::OK, &page_json(data, next)))
+}
+
+async fn list_backups(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Version(version): Version,
+    Listing(page, _): Listing,
+) -> Result<Response, RestError> {
+    let (backups, next) = indexes.list_backups(&principal, None, true, page).await?;
+    let data = backups.iter().map(|b| backup_json(b, version)).collect();
+    Ok(json(StatusCode::OK, &page_json(data, next)))
+}
+
+async fn describe_backup(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Version(version): Version,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let backup = indexes.describe_backup(&principal, &id).await?;
+    Ok(json(StatusCode::OK, &backup_json(&backup, version)))
+}
+
+async fn delete_backup(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, RestError> {
+    indexes.delete_backup(&principal, &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn create_index_from_backup(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<CreateIndexFromBackupBody>,
+) -> Result<Response, RestError> {
+    let request = body.into_request(id)?;
+    let (job, _) = indexes
+        .create_index_from_backup(&principal, request)
+        .await?;
+    let answer = serde_json::json!({
+        "restore_job_id": job.restore_job_id,
+        "index_id": job.target_index_id,
+    });
+    Ok(json(StatusCode::ACCEPTED, &answer))
+}
+
+async fn list_restore_jobs(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Listing(page, _): Listing,
+) -> Result<Response, RestError> {
+    let (jobs, next) = indexes.list_restore_jobs(&principal, page).await?;
+    let data = jobs.iter().map(restore_job_json).collect();
+    Ok(json(StatusCode::OK, &page_json(data, next)))
+}
+
+async fn describe_restore_job(
+    State(indexes): State<Indexes>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let job = indexes.describe_restore_job(&principal, &id).await?;
+    Ok(json(StatusCode::OK, &restore_job_json(&job)))
+}
+
+/// The query of a listing: `limit`, `paginationToken` (Pinecone's spelling; also
+/// `pagination_token`) and `include_deleted`; other parameters are ignored.
+struct Listing(PageRequest, bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for Listing {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, RestError> {
+        let invalid =
+            |message: String| RestError::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message);
+        let mut page = PageRequest::default();
+        let mut include_deleted = false;
+        for pair in parts.uri.query().unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| invalid(format!("{key}: not percent-encoded UTF-8")))?
+                .into_owned();
+            match key {
+                "limit" => {
+                    let limit = value.parse().map_err(|_| {
+                        invalid(format!("limit: {value:?} is not a number from 1 to 100"))
+                    })?;
+                    page.limit = Some(limit);
+                }
+                "paginationToken" | "pagination_token" => page.token = Some(value),
+                "include_deleted" => include_deleted = value == "true",
+                _ => {}
+            }
+        }
+        Ok(Listing(page, include_deleted))
+    }
+}
+
 async fn not_implemented(request: Request) -> RestError {
     RestError::new(
         StatusCode::NOT_IMPLEMENTED,
         "UNIMPLEMENTED",
         format!(
-            "{} {} is not implemented by Larch: collections, backups, restore jobs and \
-             integrated inference (create-for-model) are not available; see the README's \
-             compatibility table",
+            "{} {} is not implemented by Larch: collections and integrated inference \
+             (create-for-model) are not available; see the README's compatibility table",
             request.method(),
             request.uri().path()
         ),

@@ -22,7 +22,7 @@ use larch_auth::grpc::SendKey;
 use larch_catalog::{
     AttachError, AttachMode, Catalog, DataPlaneHost, HostError, HostTemplate, IndexKey, Served,
 };
-use larch_engine::{IndexConfig, SearchParams};
+use larch_engine::{BackupInfo, IndexConfig, SearchParams};
 use larch_model::{Cause, Classified, Code as LarchCode, InvalidField};
 use larch_observe::internal::CallTimeouts;
 use larch_proto::internal::data_plane_control_client::DataPlaneControlClient;
@@ -698,6 +698,126 @@ impl DataPlaneHost for DataPlanes {
             None => Err(HostError::Unavailable(unanswered.join("; "))),
         }
     }
+
+    fn backup(&self, key: &IndexKey, backup_id: &str) -> Result<BackupInfo, HostError> {
+        let request = internal::CreateBackupRequest {
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            incarnation: key.incarnation_str().to_owned(),
+            backup_id: backup_id.to_owned(),
+        };
+        self.first_pod("backup", key, backup_id, |mut c| {
+            let request = request.clone();
+            async move { Ok(c.create_backup(request).await?.into_inner().backup) }
+        })
+    }
+
+    fn restore(&self, backup_id: &str, key: &IndexKey) -> Result<BackupInfo, HostError> {
+        let request = internal::RestoreBackupRequest {
+            backup_id: backup_id.to_owned(),
+            project: key.project().to_owned(),
+            name: key.name().to_string(),
+            incarnation: key.incarnation_str().to_owned(),
+        };
+        self.first_pod("restore", key, backup_id, |mut c| {
+            let request = request.clone();
+            async move { Ok(c.restore_backup(request).await?.into_inner().backup) }
+        })
+    }
+
+    fn delete_backup(&self, backup_id: &str) -> Result<(), HostError> {
+        let request = internal::DeleteBackupRequest {
+            backup_id: backup_id.to_owned(),
+        };
+        let outcomes = self.each("backup deletion", self.planes.iter().collect(), |mut c| {
+            let request = request.clone();
+            async move { c.delete_backup(request).await.map(drop) }
+        });
+        match outcome_of(&outcomes) {
+            (_, Some(refusal), _) => Err(HostError::Refused(refusal)),
+            (applied, None, unanswered) if applied.is_empty() => {
+                Err(HostError::Unavailable(unanswered.join("; ")))
+            }
+            (_, None, unanswered) => {
+                if !unanswered.is_empty() {
+                    tracing::warn!(backup = %backup_id, missing = ?unanswered, "backup deleted, but not every data plane answered; a pod on its own disk may keep its copy");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Backups in split mode: a backup or a restore is taken by one pod, the first of the
+/// index's placement that carries it out (the preferred writer first: in a bucket only the
+/// writer may cut the index, and a restore there is seen by every pod); a deletion goes to
+/// every pod. With pods on local disks, a backup lives on the pod that took it.
+impl DataPlanes {
+    /// Runs `rpc` on the pods of `key`'s placement one after another until one answers with
+    /// a summary; the first refusal (or the pods' silence) otherwise.
+    fn first_pod<F>(
+        &self,
+        what: &str,
+        key: &IndexKey,
+        backup_id: &str,
+        rpc: impl Fn(Client) -> F,
+    ) -> Result<BackupInfo, HostError>
+    where
+        F: std::future::Future<Output = Result<Option<internal::BackupSummary>, Status>>
+            + Send
+            + 'static,
+    {
+        let placement = self.placement(key);
+        let mut refused = None;
+        let mut unanswered = Vec::new();
+        for plane in self.placed(&placement) {
+            let Some((_, outcome)) = self.each(what, vec![plane], &rpc).pop() else {
+                continue;
+            };
+            match outcome {
+                Ok(summary) => return backup_info(key, backup_id, summary),
+                Err(status) if unreachable(&status) => unanswered.push(plane.failed(&status)),
+                Err(status) => {
+                    refused.get_or_insert_with(|| refusal(&status));
+                }
+            }
+        }
+        match refused {
+            Some(cause) => Err(HostError::Refused(cause)),
+            None => Err(HostError::Unavailable(unanswered.join("; "))),
+        }
+    }
+}
+
+/// What a pod's `summary` of backup `backup_id` of `key` says, as the engine describes it.
+fn backup_info(
+    key: &IndexKey,
+    backup_id: &str,
+    summary: Option<internal::BackupSummary>,
+) -> Result<BackupInfo, HostError> {
+    let failed = |what: String| HostError::Failed(format!("backup '{backup_id}': {what}"));
+    let internal::BackupSummary {
+        dimension,
+        metric,
+        record_count,
+        namespace_count,
+        size_bytes,
+    } = summary.ok_or_else(|| failed("the data plane sent no summary".to_owned()))?;
+    let config = IndexConfig {
+        dimension: larch_engine::Dimension::new(dimension)
+            .map_err(|err| failed(err.to_string()))?,
+        metric: metric
+            .parse()
+            .map_err(|err: larch_engine::Error| failed(err.to_string()))?,
+    };
+    Ok(BackupInfo {
+        backup_id: backup_id.to_owned(),
+        source_index: key.storage_name(),
+        config,
+        record_count,
+        namespace_count,
+        size_bytes,
+    })
 }
 
 fn detach_request(key: &IndexKey) -> DetachIndexRequest {

@@ -106,7 +106,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 }
 
 /// Where an index being created or removed sits.
-fn staging_dir(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn staging_dir(root: &Path, name: &str) -> PathBuf {
     root.join(format!(".{name}.tmp"))
 }
 
@@ -228,7 +228,7 @@ fn create_shared(
 }
 
 /// Fills a fresh index directory at `dir` and syncs it.
-fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
+pub(crate) fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
     fs::create_dir(dir)?;
     let mut meta = OpenOptions::new()
         .write(true)
@@ -666,14 +666,14 @@ pub(crate) fn list(root: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn remove_if_present(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
 }
 
-fn encode_meta(config: IndexConfig) -> [u8; META_LEN] {
+pub(crate) fn encode_meta(config: IndexConfig) -> [u8; META_LEN] {
     let mut meta = [0; META_LEN];
     meta[..8].copy_from_slice(META_MAGIC);
     meta[8..12].copy_from_slice(&META_VERSION.to_le_bytes());

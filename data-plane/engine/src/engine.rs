@@ -13,13 +13,14 @@ use std::{
 
 use crate::{
     CatchUp, Error, FlushPolicy, Index, IndexConfig, Result,
+    backup::{self, BackupInfo},
     dir::{self, Role},
     indexer::Indexer,
     locks::{read_lock, write_lock},
     namespace::ann::Ann,
     objlog::{LogSetup, ObjectLogConfig, Taken},
     pressure::{self, MemoryBudget},
-    storage::Placement,
+    storage::{Placement, Vault},
     timing::{self, StorageTimer, Timer},
 };
 
@@ -639,6 +640,63 @@ impl Preference {
     }
 }
 
+/// Backups (see `backup`): consistent point-in-time copies of an index kept beside the indexes
+/// (`<data dir>/backups/<id>/` beside the index root `<data dir>/<root>`, or
+/// `<prefix>/backups/<id>/` in a shared store), sharing the index's immutable segment files,
+/// and new indexes made from them.
+impl Engine {
+    /// Takes backup `backup_id` of the open index `name`: every change acknowledged before
+    /// this call is in it, and nothing logged after its cut (a forced flush; writers pause
+    /// only for the cut). The backup outlives the index. `NotFound` for an unknown index,
+    /// `AlreadyExists` for a taken id, `FailedPrecondition` for an engine in memory.
+    pub fn backup_index(&self, name: &str, backup_id: &str) -> Result<BackupInfo> {
+        backup::check_id(backup_id)?;
+        let vault = self.vault()?;
+        let index = self.index(name)?;
+        backup::create(&vault, &index, backup_id)
+    }
+
+    /// What backup `backup_id` holds; `NotFound` if there is no complete backup of that id.
+    pub fn backup_info(&self, backup_id: &str) -> Result<BackupInfo> {
+        backup::info(&self.vault()?, backup_id)
+    }
+
+    /// Materialises the index `target` (a new storage name, with an incarnation in a shared
+    /// store) from backup `backup_id`, without opening it: open it with
+    /// [`Engine::open_index`] and the returned backup's `config`. `AlreadyExists` if `target`
+    /// is open or has data; `NotFound` for an unknown backup.
+    pub fn restore_backup(&self, backup_id: &str, target: &str) -> Result<BackupInfo> {
+        let vault = self.vault()?;
+        let root = self.root.clone().ok_or_else(in_memory)?;
+        let _lifecycle = self.lifecycle()?;
+        self.check_free(target)?;
+        backup::restore(&vault, &root, self.placement.is_shared(), backup_id, target)
+    }
+
+    /// [`Engine::restore_backup`], then opens the restored index.
+    pub fn restore_index(&self, backup_id: &str, target: &str) -> Result<Arc<Index>> {
+        let info = self.restore_backup(backup_id, target)?;
+        self.open_index(target, info.config)
+    }
+
+    /// Deletes backup `backup_id`, complete or not; whether there was one (deleting none is
+    /// not an error).
+    pub fn delete_backup(&self, backup_id: &str) -> Result<bool> {
+        backup::delete(&self.vault()?, backup_id)
+    }
+
+    fn vault(&self) -> Result<Vault> {
+        let root = self.root.as_deref().ok_or_else(in_memory)?;
+        Vault::new(&self.placement, root)
+    }
+}
+
+fn in_memory() -> Error {
+    Error::FailedPrecondition(
+        "this engine keeps indexes in memory only, so it keeps no backups".to_owned(),
+    )
+}
+
 /// The engine's indexes, as its memory budget and its indexer see them (weakly, so they do
 /// not keep them alive).
 type Indexes = Weak<RwLock<BTreeMap<String, Arc<Index>>>>;
@@ -704,6 +762,8 @@ fn index_not_found(name: &str) -> Error {
     Error::NotFound(format!("index '{name}' not found"))
 }
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod bucket_tests;
 #[cfg(test)]

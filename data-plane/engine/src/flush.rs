@@ -191,6 +191,11 @@ impl State {
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
+
+    /// The current manifest (what a backup copies, see `backup`).
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
 }
 
 /// Counters published for [`StorageStats`], so reading them never waits
@@ -749,7 +754,7 @@ impl Segments {
 }
 
 /// Reads the listed segment `entry` of `namespace` and checks it whole.
-fn read(
+pub(crate) fn read(
     storage: &dyn Storage,
     config: IndexConfig,
     namespace: &Namespace,

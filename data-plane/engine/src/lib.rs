@@ -30,6 +30,7 @@
 //! | `manifest` | the manifest: live segments per namespace, where log replay starts and the LSN it numbers on from |
 //! | `storage` | the `Storage` trait (immutable files, atomically swapped manifest) and its `object_store` implementation |
 //! | `store_io` | the one async-to-sync bridge over `object_store` (`wait`) and the conditional replace with its fallback, shared by `storage` and `objlog` |
+//! | `backup` | backups: a consistent cut of an index copied beside it (segments shared), [`BackupInfo`], and indexes restored from one |
 //! | `dir` | index directories: the checksummed `index.meta`, creation, recovery, removal |
 //! | `namespace::sparse` | a namespace's inverted index over sparse dimensions (posting lists of rows and values): sparse and hybrid queries score only the rows their dimensions reach |
 //! | `namespace::search` | a validated query that scores rows, and the bounded top-k heap every search ranks with |
@@ -57,7 +58,7 @@
 //! The modules form a DAG, read bottom-up: `error`, `limits`, `timing`, `locks`
 //! and the typed values at the bottom; `record`, `codec`, `segment`, `manifest`
 //! and `wal` above them; then `flush`, `namespace` (with its ANN state and
-//! search), `index`, `dir`, and `engine` on top. No module uses one that uses
+//! search), `index`, `dir`, `backup`, and `engine` on top. No module uses one that uses
 //! it; `tests/module_graph.rs` fails, naming the cycle, if one ever does.
 //!
 //! # Durability
@@ -209,6 +210,7 @@
 //! ```
 
 pub mod answer;
+mod backup;
 mod bitmap;
 mod codec;
 mod dir;
@@ -250,6 +252,7 @@ mod wal;
 mod test_support;
 
 pub use answer::AnswerBudget;
+pub use backup::BackupInfo;
 pub use engine::{Engine, Preference};
 pub use error::{Error, ErrorCode, Result};
 pub use filter::Filter;

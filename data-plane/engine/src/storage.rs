@@ -273,6 +273,127 @@ pub(crate) fn index_prefix(root: &ObjectPath, name: &str) -> Option<ObjectPath> 
     ))
 }
 
+/// The one store that holds both an engine's index files and its backups, so a backup shares
+/// the immutable segment files of its index instead of writing them again (see `backup`): on
+/// local disk the data directory, the parent of the index root (a copy there is a hard link),
+/// in a shared store the bucket (a copy is the store's own server-side copy).
+///
+/// ```text
+/// local:  <data dir>/backups/<id>/…          beside <data dir>/<index root>/<index>/…
+/// bucket: <prefix>/backups/<id>/…            beside <prefix>/indexes/<project>/<name>/<incarnation>/…
+/// ```
+#[derive(Debug, Clone)]
+pub(crate) struct Vault {
+    store: Arc<dyn ObjectStore>,
+    kind: VaultKind,
+}
+
+#[derive(Debug, Clone)]
+enum VaultKind {
+    /// `LocalFileSystem` at `data_dir`; index directories under `data_dir/<indexes>`.
+    Local { data_dir: PathBuf, indexes: String },
+    /// A bucket; indexes under `index_prefix(prefix, name)`.
+    Shared { prefix: ObjectPath },
+}
+
+/// Where backups live under the vault's root.
+const BACKUPS: &str = "backups";
+
+impl Vault {
+    /// The vault of an engine whose index root is `root`, keeping its files as `placement` says.
+    /// On local disk the data directory (`root`'s parent) is created if needed.
+    pub(crate) fn new(placement: &Placement, root: &Path) -> Result<Self> {
+        match placement {
+            Placement::Shared { store, prefix } => Ok(Vault {
+                store: Arc::clone(store),
+                kind: VaultKind::Shared {
+                    prefix: prefix.clone(),
+                },
+            }),
+            Placement::IndexDirs => {
+                let (Some(data_dir), Some(indexes)) = (
+                    root.parent(),
+                    root.file_name().and_then(|name| name.to_str()),
+                ) else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "backups need an index root with a parent directory, not {}",
+                        root.display()
+                    )));
+                };
+                let data_dir = if data_dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    data_dir
+                };
+                let failed = |err: io::Error| {
+                    Error::storage(format!("cannot create {}", data_dir.display()), &err)
+                };
+                std::fs::create_dir_all(data_dir).map_err(failed)?;
+                let store = LocalFileSystem::new_with_prefix(data_dir)
+                    .map_err(|err| {
+                        failure(err)
+                            .into_error(format!("cannot open the directory {}", data_dir.display()))
+                    })?
+                    .with_fsync(true);
+                Ok(Vault {
+                    store: Arc::new(store),
+                    kind: VaultKind::Local {
+                        data_dir: data_dir.to_owned(),
+                        indexes: indexes.to_owned(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The files of backup `id`. The caller has checked `id` (a plain name).
+    pub(crate) fn backup(&self, id: &str) -> ObjectStorage {
+        match &self.kind {
+            VaultKind::Local { data_dir, .. } => self.local([BACKUPS, id], data_dir),
+            VaultKind::Shared { prefix } => ObjectStorage::shared(
+                Arc::clone(&self.store),
+                ObjectPath::from_iter(prefix.parts().chain([BACKUPS, id].map(PathPart::from))),
+            ),
+        }
+    }
+
+    /// The files of index `name` (a storage name, or on local disk also the name of a
+    /// staging directory). `FailedPrecondition` in a shared store for a name without an
+    /// incarnation.
+    pub(crate) fn index(&self, name: &str) -> Result<ObjectStorage> {
+        match &self.kind {
+            VaultKind::Local { data_dir, indexes } => Ok(self.local([indexes, name], data_dir)),
+            VaultKind::Shared { prefix } => {
+                let Some(index) = index_prefix(prefix, name) else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "index '{name}' has no incarnation id; an index kept in a shared \
+                         object store needs one (name@project@incarnation)"
+                    )));
+                };
+                Ok(ObjectStorage::shared(Arc::clone(&self.store), index))
+            }
+        }
+    }
+
+    /// The directory of backup `id` on local disk; `None` in a shared store.
+    pub(crate) fn backup_dir(&self, id: &str) -> Option<PathBuf> {
+        match &self.kind {
+            VaultKind::Local { data_dir, .. } => Some(data_dir.join(BACKUPS).join(id)),
+            VaultKind::Shared { .. } => None,
+        }
+    }
+
+    fn local(&self, parts: [&str; 2], data_dir: &Path) -> ObjectStorage {
+        ObjectStorage {
+            store: Arc::clone(&self.store),
+            prefix: ObjectPath::from_iter(parts.map(PathPart::from)),
+            display_root: data_dir.join(parts[0]).join(parts[1]),
+            conditional: false,
+            overwrites: AtomicBool::new(false),
+        }
+    }
+}
+
 /// [`Storage`] on an [`ObjectStore`], under a prefix.
 #[derive(Debug)]
 pub(crate) struct ObjectStorage {
@@ -341,6 +462,26 @@ impl ObjectStorage {
             e_tag: result.e_tag,
             version: result.version,
         })
+    }
+}
+
+impl ObjectStorage {
+    /// Stores `from_path` of `from` as the new immutable file `path` here, sharing its bytes
+    /// where the store can: when both are in the same store (a [`Vault`]'s), a hard link on
+    /// local disk or the store's server-side copy; otherwise a read and a put. Complete and
+    /// durable on return.
+    pub(crate) fn copy_from(
+        &self,
+        path: &str,
+        from: &ObjectStorage,
+        from_path: &str,
+    ) -> Result<(), StoreError> {
+        if Arc::ptr_eq(&self.store, &from.store) {
+            let (source, target) = (from.object_path(from_path), self.object_path(path));
+            return wait(self.store.copy(&source, &target)).map_err(failure);
+        }
+        let bytes = from.get(from_path)?;
+        self.put_immutable(path, &bytes)
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use larch_auth::KeyStore;
 use larch_engine::object_store::{ObjectStore, path::Path as ObjectPath};
-use larch_engine::{Engine, FlushPolicy, IndexConfig, SearchParams};
+use larch_engine::{BackupInfo, Engine, FlushPolicy, IndexConfig, SearchParams};
 use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
@@ -339,6 +339,36 @@ impl DataPlane {
     }
 }
 
+/// Backups of this data plane's indexes, as the catalog asks for them (see `larch_engine`'s
+/// backups): each call runs on the calling (blocking) thread.
+impl DataPlane {
+    /// Takes backup `backup_id` of the served index `key`.
+    pub fn backup(&self, key: &IndexKey, backup_id: &str) -> Result<BackupInfo, HostError> {
+        self.inner
+            .engine
+            .backup_index(&key.storage_name(), backup_id)
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+
+    /// Materialises index `key` from backup `backup_id`, not served yet: attach it with
+    /// [`AttachMode::Recover`].
+    pub fn restore(&self, backup_id: &str, key: &IndexKey) -> Result<BackupInfo, HostError> {
+        self.inner
+            .engine
+            .restore_backup(backup_id, &key.storage_name())
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+
+    /// Deletes backup `backup_id`; done if there is none.
+    pub fn delete_backup(&self, backup_id: &str) -> Result<(), HostError> {
+        self.inner
+            .engine
+            .delete_backup(backup_id)
+            .map(drop)
+            .map_err(|err| HostError::Refused(Cause::new(err)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +440,64 @@ mod tests {
         data_plane.shutdown(Duration::from_secs(5)).await;
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_dir_all(&quarantine);
+    }
+
+    /// Backups in a real S3-compatible bucket (moto, `tests/s3/serve.py`): segments are copied
+    /// server-side under `<prefix>/backups/<id>/`, and a process with an empty directory of its
+    /// own restores the index from the bucket alone.
+    #[test]
+    fn s3_backups_restore_from_the_bucket_alone() {
+        use larch_engine::{FetchRequest, UpsertRequest, VectorInput};
+        let Some(test) = larch_state::testing::s3("s3_backups") else {
+            return;
+        };
+        let config = IndexConfig {
+            dimension: Dimension::new(2).unwrap(),
+            metric: Metric::Cosine,
+        };
+        let storage = |dir: &Path| IndexStorage::Bucket {
+            root: dir.join("indexes"),
+            store: Arc::clone(&test.bucket.store),
+            prefix: test.bucket.prefix.clone(),
+        };
+        let first = tempfile::tempdir().unwrap();
+        let engine = storage(first.path()).engine(FlushPolicy::default());
+        let index = engine.create_index("movies@default@0a1b", config).unwrap();
+        let upsert = |ids: &[&str]| {
+            let vectors = ids
+                .iter()
+                .map(|id| VectorInput {
+                    id: (*id).into(),
+                    values: vec![1.0, 0.5],
+                    ..Default::default()
+                })
+                .collect();
+            index
+                .upsert(UpsertRequest {
+                    namespace: "films".into(),
+                    vectors,
+                })
+                .unwrap();
+        };
+        upsert(&["a", "b"]);
+        let info = engine.backup_index("movies@default@0a1b", "s3-bk").unwrap();
+        assert_eq!((info.record_count, info.namespace_count), (2, 1));
+        upsert(&["late"]);
+        engine.drop_index("movies@default@0a1b").unwrap();
+        drop((index, engine));
+
+        let second = tempfile::tempdir().unwrap();
+        let engine = storage(second.path()).engine(FlushPolicy::default());
+        let restored = engine.restore_index("s3-bk", "copy@default@2c3d").unwrap();
+        let fetched = restored
+            .fetch(FetchRequest {
+                namespace: "films".into(),
+                ids: vec!["a".into(), "b".into(), "late".into()],
+            })
+            .unwrap();
+        let ids: Vec<&str> = fetched.vectors.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(engine.delete_backup("s3-bk").unwrap());
+        assert!(engine.backup_info("s3-bk").is_err());
     }
 }

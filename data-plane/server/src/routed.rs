@@ -887,6 +887,99 @@ impl DataPlaneControl for RoutedDataPlane {
             })??;
         Ok(GrpcResponse::new(DetachIndexResponse {}))
     }
+
+    async fn create_backup(
+        &self,
+        request: GrpcRequest<internal::CreateBackupRequest>,
+    ) -> Result<GrpcResponse<internal::CreateBackupResponse>, Status> {
+        let internal::CreateBackupRequest {
+            project,
+            name,
+            incarnation,
+            backup_id,
+        } = request.into_inner();
+        let storage = index_key(&project, &name, &incarnation)?.storage_name();
+        let backup = self
+            .backup_step("backup", move |engine| {
+                engine.backup_index(&storage, &backup_id)
+            })
+            .await?;
+        Ok(GrpcResponse::new(internal::CreateBackupResponse {
+            backup: Some(backup),
+        }))
+    }
+
+    async fn restore_backup(
+        &self,
+        request: GrpcRequest<internal::RestoreBackupRequest>,
+    ) -> Result<GrpcResponse<internal::RestoreBackupResponse>, Status> {
+        let internal::RestoreBackupRequest {
+            backup_id,
+            project,
+            name,
+            incarnation,
+        } = request.into_inner();
+        let storage = index_key(&project, &name, &incarnation)?.storage_name();
+        let backup = self
+            .backup_step("restore", move |engine| {
+                engine.restore_backup(&backup_id, &storage)
+            })
+            .await?;
+        Ok(GrpcResponse::new(internal::RestoreBackupResponse {
+            backup: Some(backup),
+        }))
+    }
+
+    async fn delete_backup(
+        &self,
+        request: GrpcRequest<internal::DeleteBackupRequest>,
+    ) -> Result<GrpcResponse<internal::DeleteBackupResponse>, Status> {
+        let internal::DeleteBackupRequest { backup_id } = request.into_inner();
+        let engine = Arc::clone(&self.inner.engine);
+        tokio::task::spawn_blocking(move || engine.delete_backup(&backup_id))
+            .await
+            .map_err(|source| ControlError::Task {
+                what: "backup deletion",
+                source,
+            })?
+            .map_err(ControlError::Engine)?;
+        Ok(GrpcResponse::new(internal::DeleteBackupResponse {}))
+    }
+}
+
+impl RoutedDataPlane {
+    /// Runs `step` (taking or restoring a backup) on the engine on the blocking pool, after
+    /// any other change (attach, detach) has finished; what the control plane learns of it.
+    async fn backup_step(
+        &self,
+        what: &'static str,
+        step: impl FnOnce(&Engine) -> larch_engine::Result<larch_engine::BackupInfo> + Send + 'static,
+    ) -> Result<internal::BackupSummary, ControlError> {
+        let me = self.clone();
+        let info = tokio::task::spawn_blocking(move || me.serialized(|me| step(&me.inner.engine)))
+            .await
+            .map_err(|source| ControlError::Task { what, source })??;
+        Ok(backup_summary(info))
+    }
+}
+
+/// What the control plane learns of a backup.
+fn backup_summary(info: larch_engine::BackupInfo) -> internal::BackupSummary {
+    let larch_engine::BackupInfo {
+        backup_id: _,
+        source_index: _,
+        config,
+        record_count,
+        namespace_count,
+        size_bytes,
+    } = info;
+    internal::BackupSummary {
+        dimension: config.dimension.get(),
+        metric: config.metric.to_string(),
+        record_count,
+        namespace_count,
+        size_bytes,
+    }
 }
 
 fn index_key(project: &str, name: &str, incarnation: &str) -> Result<IndexKey, ControlError> {

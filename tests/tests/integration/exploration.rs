@@ -205,6 +205,7 @@ async fn reflection_lists_services_on_both_planes_in_both_versions() {
             "grpc.health.v1.Health",
             reflection_service,
             "larch.control.v1.ApiKeyService",
+            "larch.control.v1.BackupService",
             "larch.control.v1.IndexService",
             "larch.control.v1.ProjectService",
         ];

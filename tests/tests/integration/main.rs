@@ -10,6 +10,7 @@ mod abuse;
 mod access;
 mod answers;
 mod auth;
+mod backups;
 mod bucket;
 mod control;
 mod data;

@@ -322,9 +322,6 @@ async fn requests_are_refused_with_pinecones_codes() {
     for (method, path) in [
         (Method::GET, "/collections"),
         (Method::POST, "/indexes/create-for-model"),
-        (Method::GET, "/backups"),
-        (Method::POST, "/indexes/dup/backups"),
-        (Method::GET, "/restore-jobs"),
     ] {
         let reply = rest
             .send(method, path, Some(b"{}".to_vec()))

@@ -16,15 +16,15 @@ use larch_observe::internal::CallTimeouts;
 use crate::routed_server::RoutedServer;
 
 /// A data plane serving on 127.0.0.1, stopped when dropped.
-struct Pod {
-    plane: RoutedDataPlane,
-    url: String,
+pub(crate) struct Pod {
+    pub(crate) plane: RoutedDataPlane,
+    pub(crate) url: String,
     _server: RoutedServer,
 }
 
 /// A data plane named `pod` that accepts `admin` (or, with `None`, refuses every key of the
 /// control plane: a pod with another admin key). Only told, it never pulls.
-async fn pod(name: &str, admin: Option<&ApiKey>) -> Pod {
+pub(crate) async fn pod(name: &str, admin: Option<&ApiKey>) -> Pod {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::new();
     let own = ApiKey::generate();
@@ -52,7 +52,7 @@ fn nowhere() -> std::net::SocketAddr {
 }
 
 /// The control plane's handle on the pods `urls` (`POD=URL`), calling with `admin`.
-fn planes(admin: &ApiKey, urls: &[String]) -> Arc<DataPlanes> {
+pub(crate) fn planes(admin: &ApiKey, urls: &[String]) -> Arc<DataPlanes> {
     let urls = parse_data_plane_urls(urls).unwrap();
     Arc::new(
         DataPlanes::new(
@@ -66,11 +66,11 @@ fn planes(admin: &ApiKey, urls: &[String]) -> Arc<DataPlanes> {
     )
 }
 
-fn key(name: &str) -> IndexKey {
+pub(crate) fn key(name: &str) -> IndexKey {
     IndexKey::parse("default", name, "9f3c2a1b7d4e6f80").unwrap()
 }
 
-fn config() -> IndexConfig {
+pub(crate) fn config() -> IndexConfig {
     IndexConfig {
         dimension: Dimension::new(4).unwrap(),
         metric: Metric::Cosine,
@@ -78,12 +78,12 @@ fn config() -> IndexConfig {
 }
 
 /// Runs `call` on the blocking pool, as the catalog does.
-async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(call).await.unwrap()
 }
 
 /// `planes.attach` of index `key` (see [`config`]) in `mode`, on the blocking pool.
-async fn attach(
+pub(crate) async fn attach(
     planes: &Arc<DataPlanes>,
     key: &IndexKey,
     mode: AttachMode,

@@ -137,13 +137,35 @@ impl Index {
         let Some(mut state) = durable.segments.begin(force)? else {
             return Ok(false);
         };
+        self.flush_locked(durable, &mut state, force)
+    }
+
+    /// A forced flush, then `then` on the flush state it left (its manifest), with the flush
+    /// state still held: no flush or compaction changes or deletes a segment meanwhile. Every
+    /// change acknowledged before this was called is in those segments, and none logged after
+    /// the cut (see `backup`). `FailedPrecondition` for an index in memory or being dropped.
+    pub(crate) fn with_flushed<T>(&self, then: impl FnOnce(&State) -> Result<T>) -> Result<T> {
+        let closed = || {
+            crate::Error::FailedPrecondition(format!(
+                "index '{}' has no segments to copy (in memory, or being deleted)",
+                self.name
+            ))
+        };
+        let durable = self.durable.as_ref().ok_or_else(closed)?;
+        let mut state = durable.segments.begin(true)?.ok_or_else(closed)?;
+        self.flush_locked(durable, &mut state, true)?;
+        then(&state)
+    }
+
+    /// [`Index::flush_segments`] once the flush state is held.
+    fn flush_locked(&self, durable: &Durable, state: &mut State, force: bool) -> Result<bool> {
         let started = std::time::Instant::now();
         // Before the cut, so writers are not paused for the round trip.
         if let Err(err) = durable.log.confirm_writer(&self.name) {
             state.back_off();
             return Err(err);
         }
-        let (start, cut) = match self.cut(durable, &state, force) {
+        let (start, cut) = match self.cut(durable, state, force) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(false),
             Err(err) => {
@@ -154,7 +176,7 @@ impl Index {
         let covered = |start| durable.log.remove_before(&self.name, start);
         durable
             .segments
-            .write(&mut state, start, cut, started, &covered)?;
+            .write(state, start, cut, started, &covered)?;
         Ok(true)
     }
 
