@@ -114,6 +114,16 @@ pub(crate) fn staging_dir(root: &Path, name: &str) -> PathBuf {
 /// its log and segments.
 pub(crate) type Opened = (BTreeMap<Namespace, NamespaceStore>, Durable);
 
+/// How an engine keeps its indexes: where (`placement`), when they flush (`policy`), where
+/// their logs and segments report timings (`timer`), how their object logs are written (`log`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keeping<'a> {
+    pub(crate) placement: &'a Placement,
+    pub(crate) policy: FlushPolicy,
+    pub(crate) timer: &'a Timer,
+    pub(crate) log: &'a LogSetup,
+}
+
 /// How an index in a shared store is opened (an index on local disk is always written).
 #[derive(Debug, Clone)]
 pub(crate) enum Role {
@@ -134,19 +144,21 @@ pub(crate) enum Role {
 /// once; nothing is deleted, and an incarnation that already exists with the
 /// same description is opened as it is (see the module docs); its object
 /// log is opened through `log`.
-#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 pub(crate) fn create(
     root: &Path,
     name: &str,
     config: IndexConfig,
-    placement: &Placement,
-    policy: FlushPolicy,
-    timer: &Timer,
-    log: &LogSetup,
+    keeping: Keeping<'_>,
     role: Role,
 ) -> Result<Opened> {
+    let Keeping {
+        placement,
+        policy,
+        timer,
+        ..
+    } = keeping;
     if let Some((storage, bucket)) = placement.shared(name)? {
-        return create_shared(name, config, storage, bucket, policy, timer, log, role);
+        return create_shared(name, config, storage, bucket, keeping, role);
     }
     let failed = |err: io::Error| {
         Error::storage(
@@ -199,15 +211,12 @@ fn create_root(root: &Path) -> io::Result<()> {
 /// incarnation was created before: a repeated create, or another data plane
 /// told of the same index), what is there is opened, provided it describes
 /// the same dimension and metric. Deletes nothing.
-#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 fn create_shared(
     name: &str,
     config: IndexConfig,
     storage: Arc<dyn Storage>,
     bucket: Bucket,
-    policy: FlushPolicy,
-    timer: &Timer,
-    log: &LogSetup,
+    keeping: Keeping<'_>,
     role: Role,
 ) -> Result<Opened> {
     match storage.put_immutable(META_FILE, &encode_meta(config)) {
@@ -224,7 +233,7 @@ fn create_shared(
             )));
         }
     }
-    open_shared(name, config, storage, bucket, policy, timer, log, role)
+    open_shared(name, config, storage, bucket, keeping, role)
 }
 
 /// Fills a fresh index directory at `dir` and syncs it.
@@ -244,19 +253,21 @@ pub(crate) fn build(dir: &Path, config: IndexConfig) -> io::Result<()> {
 /// against `config`, loads its segments and replays its log on top. Its log and segments
 /// report their timings to `timer`. In a shared store the description and
 /// segments come from the store (see [`open_shared`]).
-#[allow(clippy::too_many_arguments)] // the index, where it lives, how it is opened
 pub(crate) fn open(
     root: &Path,
     name: &str,
     config: IndexConfig,
-    placement: &Placement,
-    policy: FlushPolicy,
-    timer: &Timer,
-    log: &LogSetup,
+    keeping: Keeping<'_>,
     role: Role,
 ) -> Result<Opened> {
+    let Keeping {
+        placement,
+        policy,
+        timer,
+        ..
+    } = keeping;
     if let Some((storage, bucket)) = placement.shared(name)? {
-        return open_shared(name, config, storage, bucket, policy, timer, log, role);
+        return open_shared(name, config, storage, bucket, keeping, role);
     }
     let dir = root.join(name);
     let meta_path = dir.join(META_FILE);
@@ -290,17 +301,17 @@ pub(crate) fn open(
 /// segments (see `Writer::open`), then renews the lease until the index is released. As a
 /// follower (the lease is held by another live process, or `role` says so): replays the log
 /// as it is, and tails it from there (see `index/follow.rs`). Deletes no object.
-#[allow(clippy::too_many_arguments)] // as `open`
 fn open_shared(
     name: &str,
     config: IndexConfig,
     storage: Arc<dyn Storage>,
     bucket: Bucket,
-    policy: FlushPolicy,
-    timer: &Timer,
-    log: &LogSetup,
+    keeping: Keeping<'_>,
     role: Role,
 ) -> Result<Opened> {
+    let Keeping {
+        policy, timer, log, ..
+    } = keeping;
     let meta_location = storage.location(META_FILE);
     let bytes = match storage.get(META_FILE) {
         Ok(bytes) => bytes,

@@ -232,16 +232,8 @@ impl Engine {
         let index = match &self.root {
             None => Index::new(name, config),
             Some(root) => {
-                let (namespaces, durable) = dir::create(
-                    root,
-                    name,
-                    config,
-                    &self.placement,
-                    self.policy,
-                    &self.timer,
-                    &self.log,
-                    preference.role(),
-                )?;
+                let (namespaces, durable) =
+                    dir::create(root, name, config, self.keeping(), preference.role())?;
                 Index::durable(name, config, namespaces, durable)
             }
         };
@@ -276,16 +268,8 @@ impl Engine {
         };
         let _lifecycle = self.lifecycle()?;
         self.check_free(name)?;
-        let (namespaces, durable) = dir::open(
-            root,
-            name,
-            config,
-            &self.placement,
-            self.policy,
-            &self.timer,
-            &self.log,
-            preference.role(),
-        )?;
+        let (namespaces, durable) =
+            dir::open(root, name, config, self.keeping(), preference.role())?;
         self.register(name, Index::durable(name, config, namespaces, durable))
     }
 
@@ -419,6 +403,16 @@ impl Engine {
         self.lifecycle.lock().map_err(|_| {
             Error::Internal("engine state is unavailable after an earlier panic".to_owned())
         })
+    }
+
+    /// How this engine keeps its indexes, for `dir`.
+    fn keeping(&self) -> dir::Keeping<'_> {
+        dir::Keeping {
+            placement: &self.placement,
+            policy: self.policy,
+            timer: &self.timer,
+            log: &self.log,
+        }
     }
 
     /// `AlreadyExists` if an index called `name` is registered.
@@ -605,16 +599,7 @@ impl Engine {
             return false;
         }
         let config = old.config();
-        let opened = dir::open(
-            root,
-            name,
-            config,
-            &self.placement,
-            self.policy,
-            &self.timer,
-            &self.log,
-            role.clone(),
-        );
+        let opened = dir::open(root, name, config, self.keeping(), role.clone());
         match opened {
             Ok((namespaces, durable)) => {
                 let index = Index::durable(name, config, namespaces, durable);

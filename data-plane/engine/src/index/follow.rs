@@ -339,13 +339,7 @@ impl Index {
                     }
                 };
                 let mut store = write_lock(&shared)?;
-                store.apply(op);
-                if let Some(indexer) = self.indexer.get()
-                    && store.ann().pending() > 0
-                    && store.len() >= self.ann_min_rows()
-                {
-                    indexer.wake();
-                }
+                self.apply(&mut store, op);
             }
         }
         Ok(())

@@ -323,6 +323,13 @@ impl Index {
             }
             None => self.number_in_memory(),
         }
+        self.apply(store, op);
+        Ok(())
+    }
+
+    /// Applies a logged mutation to a locked namespace and wakes the indexer if the
+    /// namespace now has rows for its graph (a writer's commit, a follower's batch).
+    pub(super) fn apply(&self, store: &mut NamespaceStore, op: WriteOp) {
         store.apply(op);
         if let Some(indexer) = self.indexer.get()
             && store.ann().pending() > 0
@@ -330,7 +337,6 @@ impl Index {
         {
             indexer.wake();
         }
-        Ok(())
     }
 
     /// Gives a change of an in-memory index the next LSN (a durable index's log numbers its
