@@ -200,6 +200,7 @@ pub async fn forward_writes(
         Ok(answer) => answer,
         Err(err) => {
             forwarder.channels.forget(&address, &host);
+            index.forget_writer();
             tracing::warn!(index = %forwarder.index, writer = %address, error = %err, "cannot forward a write to the index's writer");
             let message = format!(
                 "this pod follows index '{}' and could not reach its writer at {address}: {err}; retry shortly",

@@ -61,7 +61,18 @@ pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The REST routes of one index's data plane, behind `Api-Key` auth: requests act on the
 /// index of `scope` (see [`larch_auth::Scope::Index`]).
 pub fn router(index: IndexHandle, keys: KeyStore, scope: Scope) -> Router {
-    Router::new()
+    router_forwarding(index, keys, scope, None)
+}
+
+/// [`router`]; with `forward`, an authorized write to an index this process follows goes to
+/// its writer (see [`crate::forward`]).
+pub fn router_forwarding(
+    index: IndexHandle,
+    keys: KeyStore,
+    scope: Scope,
+    forward: Option<crate::forward::Forwarder>,
+) -> Router {
+    let routes = Router::new()
         .route("/vectors/upsert", post(upsert))
         .route("/query", post(query))
         .route("/vectors/fetch", get(fetch))
@@ -92,7 +103,15 @@ pub fn router(index: IndexHandle, keys: KeyStore, scope: Scope) -> Router {
             post(not_implemented),
         )
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(index)
+        .with_state(index);
+    let routes = match forward {
+        Some(forward) => routes.layer(axum::middleware::from_fn_with_state(
+            forward,
+            crate::forward::forward_writes,
+        )),
+        None => routes,
+    };
+    routes
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             HttpAuth::scoped(keys, scope, render_error),

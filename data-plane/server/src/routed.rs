@@ -672,12 +672,19 @@ fn index_router(
         project: key.project().to_owned(),
         name: key.name().to_string(),
     };
-    let grpc = Routes::new(crate::vector_service(index.clone(), limits)).into_axum_router();
-    larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
-        .merge(crate::rest::router(index, keys, scope))
+    // Writes to an index this pod follows go to its writer once authorized here.
+    let grpc = Routes::new(crate::vector_service(index.clone(), limits))
+        .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(
-            forwarder,
+            forwarder.clone(),
             crate::forward::forward_writes,
+        ));
+    larch_auth::http::protect_grpc_scoped(grpc, keys.clone(), scope.clone())
+        .merge(crate::rest::router_forwarding(
+            index,
+            keys,
+            scope,
+            Some(forwarder),
         ))
         .layer(limits.layer(crate::rest::render_error))
         .layer(larch_observe::RequestLayer::new(metrics).for_index(key))

@@ -57,9 +57,13 @@ pub(crate) struct Follower {
     applied: AtomicU64,
     /// When the last `catch_up` found the end of the log.
     caught_up: Mutex<Instant>,
-    /// The writer as the lease last named it.
-    writer: RwLock<Option<Holder>>,
+    /// The writer as the lease last named it, and when it was read.
+    writer: RwLock<Option<(Holder, Instant)>>,
 }
+
+/// How long the writer a follower read from the lease is trusted for forwarding without
+/// reading the lease again (a failed forward forgets it at once).
+const WRITER_CACHE: Duration = Duration::from_secs(1);
 
 /// What one [`Index::catch_up`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +123,7 @@ impl Follower {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map_or_else(|| "another process".to_owned(), |w| w.holder.clone());
+            .map_or_else(|| "another process".to_owned(), |(w, _)| w.holder.clone());
         Error::Storage {
             code: ErrorCode::Unavailable,
             message: format!(
@@ -129,11 +133,23 @@ impl Follower {
         }
     }
 
-    /// The writer as the lease names it now (read from the store).
+    /// The writer as the lease names it: as read less than [`WRITER_CACHE`] ago, else read
+    /// from the store now.
     pub(crate) fn writer(&self) -> Result<Option<Holder>> {
+        if let Some((holder, read)) = &*self.writer.read().unwrap_or_else(PoisonError::into_inner)
+            && read.elapsed() < WRITER_CACHE
+        {
+            return Ok(Some(holder.clone()));
+        }
         let found = lease::read(&self.bucket).map_err(Error::from)?;
-        *self.writer.write().unwrap_or_else(PoisonError::into_inner) = found.clone();
+        *self.writer.write().unwrap_or_else(PoisonError::into_inner) =
+            found.clone().map(|holder| (holder, Instant::now()));
         Ok(found)
+    }
+
+    /// Forgets the writer read from the lease (forwarding to it failed).
+    pub(crate) fn forget_writer(&self) {
+        *self.writer.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn status(&self) -> FollowerStatus {
@@ -151,9 +167,9 @@ impl Follower {
                 .elapsed(),
             writer: writer
                 .as_ref()
-                .map(|w| w.holder.clone())
+                .map(|(w, _)| w.holder.clone())
                 .unwrap_or_default(),
-            writer_address: writer.map(|w| w.address).unwrap_or_default(),
+            writer_address: writer.map(|(w, _)| w.address).unwrap_or_default(),
         }
     }
 
@@ -248,8 +264,9 @@ impl Index {
         self.follower().map(Follower::status)
     }
 
-    /// The writer of a followed index as its lease names it now (read from the store), for
-    /// forwarding a write; `None` if this index is not followed here or has no lease.
+    /// The writer of a followed index as its lease names it (read from the store at most
+    /// about once a second), for forwarding a write; `None` if this index is not followed here,
+    /// has no lease, or its writer released it.
     pub fn writer_address(&self) -> Result<Option<String>> {
         match self.follower() {
             None => Ok(None),
@@ -266,6 +283,14 @@ impl Index {
         self.durable
             .as_ref()
             .is_some_and(|durable| durable.log.writer_stopped())
+    }
+
+    /// Forgets the writer address [`Index::writer_address`] gave (forwarding to it failed),
+    /// so the next one is read from the lease.
+    pub fn forget_writer(&self) {
+        if let Some(follower) = self.follower() {
+            follower.forget_writer();
+        }
     }
 
     pub(crate) fn follower(&self) -> Option<&Follower> {
