@@ -9,6 +9,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, Weak},
+    time::Duration,
 };
 
 use crate::{
@@ -551,6 +552,12 @@ impl Engine {
                 Err(err) => {
                     tracing::warn!(index = %name, error = %err, "cannot catch up with the index's log; trying again");
                 }
+            }
+            // A GET each: a few looks per TTL see a lease unchanged for a TTL, and a released
+            // one within a second.
+            let every = (self.log.lease_ttl() / 4).min(Duration::from_secs(1));
+            if !index.lease_look_due(self.log.now(), every) {
+                continue;
             }
             let taken = self
                 .placement

@@ -306,6 +306,16 @@ impl LogSetup {
         })
     }
 
+    /// The writer lease's time to live.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.config.lease_ttl
+    }
+
+    /// Now, on the clock leases are timed with.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
     /// Where this process takes forwarded writes (see [`ObjectLogConfig::address`]).
     pub(crate) fn address(&self) -> &str {
         &self.config.address

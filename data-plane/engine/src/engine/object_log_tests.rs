@@ -218,6 +218,8 @@ fn a_second_process_follows_the_writer_and_takes_over_once_it_releases() {
 
     // Closed (its lease released): the second takes over at its next round, with everything.
     drop((index, first));
+    // Followers look at the lease about once a second (a GET each time).
+    clock.advance(Duration::from_secs(1));
     let index = taken_over(&second);
     assert_eq!(present(&index, &ids), ids);
     upsert(&index, "c").unwrap();

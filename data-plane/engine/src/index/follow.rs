@@ -59,7 +59,18 @@ pub(crate) struct Follower {
     caught_up: Mutex<Instant>,
     /// The writer as the lease last named it, and when it was read.
     writer: RwLock<Option<(Holder, Instant)>>,
+    /// When the manifest was last read to tell the end of the log from a truncated batch.
+    manifest_read: Mutex<Option<Instant>>,
+    /// Set once the batch needed next was found deleted: this follower must be reopened.
+    behind: std::sync::atomic::AtomicBool,
+    /// When (the lease clock) the engine last looked at the lease to take the index over.
+    lease_looked: Mutex<Option<Duration>>,
 }
+
+/// How often a follower at the end of the log reads the manifest to see whether the batch it
+/// waits for was flushed and deleted (see `Index::catch_up`): each idle look costs a GET, so
+/// a follower that fell behind a truncation may go on waiting this long before it reloads.
+const MANIFEST_EVERY: Duration = Duration::from_secs(2);
 
 /// How long the writer a follower read from the lease is trusted for forwarding without
 /// reading the lease again (a failed forward forgets it at once).
@@ -109,6 +120,9 @@ impl Follower {
             applied: AtomicU64::new(applied),
             caught_up: Mutex::new(Instant::now()),
             writer: RwLock::new(None),
+            manifest_read: Mutex::new(None),
+            behind: std::sync::atomic::AtomicBool::new(false),
+            lease_looked: Mutex::new(None),
         }
     }
 
@@ -173,9 +187,23 @@ impl Follower {
         }
     }
 
+    /// Whether `every` has passed since `last` (then marked now), or it was never marked.
+    fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
+        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
     /// Whether the manifest now starts replay after `next`: the batches from `next` on were
-    /// flushed, and some of them may be deleted.
+    /// flushed, and some of them may be deleted. Reads the manifest at most every
+    /// [`MANIFEST_EVERY`] (`false` in between).
     fn flushed_past(&self, next: u64) -> Result<bool> {
+        if !Follower::due(&self.manifest_read, MANIFEST_EVERY) {
+            return Ok(false);
+        }
         let location = self.storage.location(manifest::PATH);
         let Some((bytes, _)) = self
             .storage
@@ -197,12 +225,16 @@ impl Index {
         let Some(follower) = self.follower() else {
             return Ok(CatchUp::NotFollowing);
         };
+        if follower.behind.load(Ordering::Acquire) {
+            return Ok(CatchUp::Reload);
+        }
         let mut reader = lock(&follower.reader)?;
         let mut applied = 0;
         while applied < BATCHES_PER_CALL {
             let next = reader.next_seq();
             let Some(batch) = reader.next_batch().map_err(Error::from)? else {
                 if follower.flushed_past(next)? {
+                    follower.behind.store(true, Ordering::Release);
                     return Ok(CatchUp::Reload);
                 }
                 *follower
@@ -283,6 +315,23 @@ impl Index {
         self.durable
             .as_ref()
             .is_some_and(|durable| durable.log.writer_stopped())
+    }
+
+    /// Whether the engine's follower round should look at this followed index's lease at
+    /// `now` (the lease clock): at most every `every` (a GET each time).
+    pub(crate) fn lease_look_due(&self, now: Duration, every: Duration) -> bool {
+        let Some(follower) = self.follower() else {
+            return false;
+        };
+        let mut last = follower
+            .lease_looked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now.saturating_sub(at) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Forgets the writer address [`Index::writer_address`] gave (forwarding to it failed),
