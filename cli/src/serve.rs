@@ -161,6 +161,9 @@ impl ServeArgs {
             .map(larch_state::bucket::open)
             .transpose()
             .map_err(|err| err.to_string())?;
+        if let Some(bucket) = &object_store {
+            bucket.check_conditional_writes()?;
+        }
         let object_log = larch_engine::ObjectLogConfig {
             lease_ttl: Duration::from_secs(self.lease_ttl_secs),
             holder: crate::split::pod_name(None).unwrap_or_else(|_| "larch".to_owned()),

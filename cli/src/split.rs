@@ -358,6 +358,11 @@ impl DataPlaneArgs {
             .map(larch_state::bucket::open)
             .transpose()
             .map_err(|err| err.to_string())?;
+        // An index's writer lease and manifest need conditional replaces: refuse a store
+        // without them now, rather than lose every lease at its first renewal.
+        if let Some(bucket) = &bucket {
+            bucket.check_conditional_writes()?;
+        }
         let key = admin_key()?;
         send_key(&key)?;
         let pod = pod_name(self.pod_name.as_deref())?;

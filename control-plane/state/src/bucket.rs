@@ -136,6 +136,75 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// Checks that the store honours the conditional writes an index's writer lease and
+    /// manifest rely on, with a probe object under the prefix (deleted afterwards): a create
+    /// (`If-None-Match: *`) of an existing object is refused, and a replace (`If-Match`) lands
+    /// on the current ETag and is refused on an older one. A store that cannot replace
+    /// conditionally at all (`NotImplemented`: a local directory) passes: Larch overwrites
+    /// there, logged. `Err` says what the store did wrong, e.g. an S3-compatible server that
+    /// refuses every `If-Match` PUT, on which a writer could never renew its lease.
+    pub fn check_conditional_writes(&self) -> std::result::Result<(), String> {
+        use object_store::{ObjectStoreExt, PutMode, UpdateVersion};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let probe = self.path(&format!(
+            "conditional-write-probe-{}-{nanos}",
+            std::process::id()
+        ));
+        let store = &self.store;
+        let put = |bytes: &'static [u8], mode: PutMode| {
+            futures_executor::block_on(store.put_opts(
+                &probe,
+                PutPayload::from_static(bytes),
+                PutOptions::from(mode),
+            ))
+        };
+        let checked = (|| {
+            let first = put(b"1", PutMode::Create)
+                .map_err(|err| format!("cannot create {}: {err}", self.describe(&probe)))?;
+            match put(b"2", PutMode::Create) {
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {}
+                Ok(_) => {
+                    return Err("a create with If-None-Match: * replaced an existing object: the store does not honour conditional creates".to_owned());
+                }
+                Err(err) => return Err(format!("a conditional create failed: {err}")),
+            }
+            let current = UpdateVersion {
+                e_tag: first.e_tag.clone(),
+                version: first.version.clone(),
+            };
+            match put(b"3", PutMode::Update(current.clone())) {
+                Ok(_) => {}
+                // A local directory: replaced by overwriting (see the engine's `put_replacing`).
+                Err(object_store::Error::NotImplemented { .. }) => return Ok(()),
+                Err(object_store::Error::Precondition { .. }) => {
+                    return Err("a replace with If-Match on the object's current ETag was refused: the store does not honour conditional replaces (S3's If-Match on PUT), which an index's writer lease and manifest need".to_owned());
+                }
+                Err(err) => return Err(format!("a conditional replace failed: {err}")),
+            }
+            match put(b"4", PutMode::Update(current)) {
+                Err(object_store::Error::Precondition { .. }) => Ok(()),
+                Ok(_) => Err("a replace with If-Match on an old ETag landed: the store does not honour conditional replaces".to_owned()),
+                Err(err) => Err(format!("a conditional replace failed: {err}")),
+            }
+        })();
+        if let Err(err) = futures_executor::block_on(store.delete(&probe)) {
+            tracing::debug!(object = %self.describe(&probe), error = %err, "cannot delete the conditional-write probe");
+        }
+        checked.map_err(|reason| {
+            format!(
+                "the object store at {} cannot hold Larch's indexes: {reason}",
+                self.describe(&self.prefix)
+            )
+        })
+    }
+}
+
 /// The prefix in `text` (`a/b/`, `a/b` or empty), refusing empty, `.` and `..` parts.
 fn parse_prefix(text: &str) -> std::result::Result<ObjectPath, String> {
     let text = text.trim_end_matches('/');
@@ -412,6 +481,19 @@ impl MultipartUpload for SpawnedUpload {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn memory_and_local_directories_pass_the_conditional_write_probe() {
+        let memory = open("memory://probe").unwrap();
+        memory.check_conditional_writes().unwrap();
+        // A local directory cannot replace conditionally: Larch overwrites there (logged).
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        open(&url).unwrap().check_conditional_writes().unwrap();
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 0, "the probe object is deleted");
+    }
+
     use object_store::ObjectStoreExt;
 
     use super::*;

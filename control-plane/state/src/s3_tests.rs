@@ -186,3 +186,15 @@ fn newest(doc: &SharedDocument) -> (u64, u64) {
         (snapshot.version, value)
     })
 }
+
+#[test]
+fn s3_the_server_passes_the_conditional_write_probe_and_it_leaves_nothing() {
+    let Some(test) = crate::testing::s3("conditional_probe") else {
+        return;
+    };
+    test.bucket.check_conditional_writes().unwrap();
+    let left: Vec<_> =
+        futures_executor::block_on_stream(test.bucket.store.list(Some(&test.bucket.prefix)))
+            .collect();
+    assert!(left.is_empty(), "the probe object is deleted: {left:?}");
+}
