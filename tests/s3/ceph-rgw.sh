@@ -77,7 +77,12 @@ ceph-mgr -c "$conf" -i x
 osd=$(ceph -c "$conf" osd create)
 mkdir -p "$dir/osd/$osd"
 ceph-osd -c "$conf" -i "$osd" --mkfs
-ceph-osd -c "$conf" -i "$osd"
+# Its start sometimes fails at once on a busy machine (exit 250): try again.
+for attempt in 1 2 3; do
+    ceph-osd -c "$conf" -i "$osd" && break
+    [ "$attempt" = 3 ] && { tail -n 30 "$dir/log/osd.$osd.log" >&2; exit 1; }
+    sleep 2
+done
 radosgw -c "$conf" -n client.rgw
 for _ in $(seq 1 120); do
     curl -s -o /dev/null "http://127.0.0.1:$rgw_port" && break
