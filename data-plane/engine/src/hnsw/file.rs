@@ -127,6 +127,8 @@ impl Graph {
             || !(m_min as usize..=m_max as usize).contains(&m)
             || !(ef_min as usize..=ef_max as usize).contains(&ef_construction)
             || count > r.0.len()
+            // It counts nodes: inserting one more must not overflow it.
+            || over_bound > count
         {
             return None;
         }
@@ -438,6 +440,39 @@ mod tests {
         };
         assert_eq!(values.get(0), [1.0, 2.0, 3.0]);
         assert_eq!(values.chunks[0].capacity(), 3);
+    }
+
+    /// Found by `fuzz/` (storage_decode): a checksummed graph file whose count of vectors
+    /// over the norm bound was 2^64 − 1 decoded, and the next insertion overflowed it.
+    #[test]
+    fn fuzz_regression_graph_over_bound_count() {
+        let body = |over_bound: u64| {
+            [
+                b"LGRF".as_slice(),
+                &1u32.to_le_bytes(),     // version
+                &0u32.to_le_bytes(),     // namespace ""
+                &[0, 0],                 // cosine, f32
+                &2u32.to_le_bytes(),     // width
+                &4u32.to_le_bytes(),     // m
+                &128u32.to_le_bytes(),   // ef_construction
+                &f32::NAN.to_le_bytes(), // no norm bound
+                &over_bound.to_le_bytes(),
+                &1u64.to_le_bytes(),     // rng
+                &u32::MAX.to_le_bytes(), // no entry node
+                &u32::MAX.to_le_bytes(),
+                &0u64.to_le_bytes(), // no nodes
+            ]
+            .concat()
+        };
+        assert!(Graph::decode(&sealed(&body(u64::MAX))).is_none());
+        assert!(
+            Graph::decode(&sealed(&body(1))).is_none(),
+            "more than the nodes"
+        );
+        let (_, loaded) = Graph::decode(&sealed(&body(0))).expect("valid");
+        let mut graph = loaded.graph;
+        graph.insert(&[0.25, 0.5]);
+        assert_eq!(graph.over_bound(), 0);
     }
 
     /// Found by `fuzz/` (storage_decode): a checksummed graph file in which node 0 links, on
