@@ -33,7 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
 
 use crate::api::REQUEST_LSN_HEADER;
-use crate::routed::{refusal, refuse};
+use crate::routed::{is_grpc, refusal, refuse, request_authority};
 
 /// How long a follower waits to apply a write it forwarded before answering anyway.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,7 +143,7 @@ pub async fn forward_writes(
     let Ok(index) = forwarder.engine.index(&forwarder.index) else {
         return next.run(request).await;
     };
-    if index.follower_status().is_none() {
+    if !index.is_followed() {
         return next.run(request).await;
     }
     if request.headers().contains_key(FORWARDED_HEADER) {
@@ -181,7 +181,7 @@ pub async fn forward_writes(
             return refuse(&request, Code::Internal, message);
         }
     };
-    let host = request_host(&request);
+    let host = request_authority(&request).unwrap_or_default();
     let channel = match forwarder.channels.get(&address, &host) {
         Ok(channel) => channel,
         Err(err) => return refuse(&request, Code::Internal, err),
@@ -218,41 +218,17 @@ pub async fn forward_writes(
         let name = forwarder.index.clone();
         let waited =
             tokio::task::spawn_blocking(move || index.wait_applied(lsn, APPLY_TIMEOUT)).await;
-        match waited {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(index = %name, lsn, error = %err, "answering a forwarded write before this follower applied it");
-            }
-            Err(err) => {
-                tracing::warn!(index = %name, lsn, error = %err, "answering a forwarded write before this follower applied it");
-            }
+        let failed = match waited {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(index = %name, lsn, %error, "answering a forwarded write before this follower applied it");
         }
     }
     let (parts, body) = answer.into_parts();
     Response::from_parts(parts, Body::new(body))
-}
-
-/// The index host the request was sent to (`:authority`, else `Host`), as routed here.
-fn request_host(request: &Request) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|authority| authority.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
-}
-
-fn is_grpc(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 #[cfg(test)]

@@ -562,17 +562,7 @@ impl RoutedDataPlane {
     /// served at its host. Its key has been checked already (see [`serve_routed`]): an unknown
     /// host is only ever named to a caller with a valid key.
     async fn dispatch(self, request: Request) -> Response {
-        let host = request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned)
-            })
+        let host = request_authority(&request)
             .map(|host| host_name(&host))
             .unwrap_or_default();
         let router = self.read().get(&host).map(|route| route.router.clone());
@@ -607,11 +597,15 @@ fn stale_keys_refusal(age: Duration, max_age: Duration, request: &Request) -> Re
 /// A refusal of the router itself in the request's protocol, through the shared maps: a gRPC
 /// status, or the data plane's REST error shape.
 pub(crate) fn refuse(request: &Request, code: Code, message: String) -> Response {
-    let grpc = request
+    refusal(is_grpc(request), code, message)
+}
+
+/// Whether `request` is a gRPC call (by its content type).
+pub(crate) fn is_grpc(request: &Request) -> bool {
+    request
         .headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    refusal(grpc, code, message)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// [`refuse`], for a request already taken apart: `grpc` says its protocol.
@@ -635,6 +629,22 @@ fn rotated_key(path: &std::path::Path, current: &str) -> Result<Option<String>, 
         return Err(format!("{} is empty", path.display()));
     }
     Ok((key != current).then(|| key.to_owned()))
+}
+
+/// The host a request was sent to, port included: HTTP/2's `:authority`, else HTTP/1.1's
+/// `Host`.
+pub(crate) fn request_authority(request: &Request) -> Option<String> {
+    request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        })
 }
 
 /// The host name of `host` (`name[:port]`), lower-case, without the port.

@@ -291,6 +291,12 @@ impl Index {
         Ok(())
     }
 
+    /// Whether this process follows the index (another process writes it): a cheap check for
+    /// every write request (see [`Index::follower_status`] for the figures).
+    pub fn is_followed(&self) -> bool {
+        self.follower().is_some()
+    }
+
     /// How far this follower is; `None` if this process writes the index (or it is local).
     pub fn follower_status(&self) -> Option<FollowerStatus> {
         self.follower().map(Follower::status)
