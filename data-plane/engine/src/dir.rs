@@ -367,16 +367,9 @@ fn open_shared(
                 min_epoch,
                 log.writer_config(),
                 |batch| {
-                    let location = bucket.wal_location(batch.seq);
-                    for (n, payload) in batch.records.iter().enumerate() {
-                        let at = |reason: String| {
-                            Error::corrupt(&location, 0, format!("record {n}: {reason}"))
-                        };
-                        let record = codec::decode(payload, dimension)
-                            .map_err(|reason| at(format!("undecodable record: {reason}")))?;
-                        apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
-                        replayed += payload.len() as u64;
-                    }
+                    replayed += batch.apply_records(&bucket, dimension, |record| {
+                        apply(&mut namespaces, &mut dropped, config, record).map_err(Error::Internal)
+                    })?;
                     Ok::<_, Error>(())
                 },
             )?;
@@ -425,13 +418,9 @@ fn follow(
     let mut applied = start.saturating_sub(1);
     let dimension = config.dimension.len();
     while let Some(batch) = reader.next_batch().map_err(Error::from)? {
-        let location = bucket.wal_location(batch.seq);
-        for (n, payload) in batch.records.iter().enumerate() {
-            let at = |reason: String| Error::corrupt(&location, 0, format!("record {n}: {reason}"));
-            let record = codec::decode(payload, dimension)
-                .map_err(|reason| at(format!("undecodable record: {reason}")))?;
-            apply(&mut namespaces, &mut dropped, config, record).map_err(at)?;
-        }
+        batch.apply_records(&bucket, dimension, |record| {
+            apply(&mut namespaces, &mut dropped, config, record).map_err(Error::Internal)
+        })?;
         applied = batch.seq;
     }
     tracing::info!(index = %name, start, applied, "opened the object log as a follower");

@@ -29,7 +29,7 @@ use std::{
 
 use super::Index;
 use crate::{
-    Error, ErrorCode, Result, codec,
+    Error, ErrorCode, Result,
     codec::{LogEntry, LogRecord},
     locks::{lock, write_lock},
     manifest::{self, Manifest},
@@ -357,20 +357,13 @@ impl Index {
 
     /// Applies every record of `batch` (a fence has none), as the writer applied them.
     fn apply_batch(&self, batch: &Batch) -> Result<()> {
+        let Some(follower) = self.follower() else {
+            return Ok(());
+        };
         let dimension = self.config.dimension.len();
-        let location = self.follower().map(|f| f.bucket.wal_location(batch.seq));
-        for (n, payload) in batch.records.iter().enumerate() {
-            let at = |reason: String| {
-                let location = location.clone().unwrap_or_default();
-                Error::corrupt(&location, 0, format!("record {n}: {reason}"))
-            };
-            let record = codec::decode(payload, dimension)
-                .map_err(|reason| at(format!("undecodable record: {reason}")))?;
-            self.apply_followed(record).map_err(|err| match err {
-                Error::Internal(reason) => at(reason),
-                other => other,
-            })?;
-        }
+        batch.apply_records(&follower.bucket, dimension, |record| {
+            self.apply_followed(record)
+        })?;
         Ok(())
     }
 

@@ -24,6 +24,10 @@ use std::time::Duration;
 use object_store::{PutMode, PutPayload, path::Path as ObjectPath};
 
 use super::{Bucket, LogError, random, unavailable};
+use crate::{
+    Error,
+    codec::{self, LogRecord},
+};
 
 const MAGIC: &[u8; 8] = b"LARCHOWL";
 const VERSION: u32 = 1;
@@ -240,6 +244,33 @@ impl LogReader {
             batches.push(batch);
         }
         Ok(batches)
+    }
+}
+
+impl Batch {
+    /// Decodes each change record of this batch (read from `bucket`) for an index of
+    /// `dimension` and hands it to `apply`, in order; returns the bytes of records applied. A
+    /// record that does not decode, or that `apply` finds inconsistent with what came before
+    /// (an [`Error::Internal`] reason), is corruption of this batch's object.
+    pub(crate) fn apply_records(
+        &self,
+        bucket: &Bucket,
+        dimension: usize,
+        mut apply: impl FnMut(LogRecord) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        let location = bucket.wal_location(self.seq);
+        let mut bytes = 0u64;
+        for (n, payload) in self.records.iter().enumerate() {
+            let at = |reason: String| Error::corrupt(&location, 0, format!("record {n}: {reason}"));
+            let record = codec::decode(payload, dimension)
+                .map_err(|reason| at(format!("undecodable record: {reason}")))?;
+            apply(record).map_err(|err| match err {
+                Error::Internal(reason) => at(reason),
+                other => other,
+            })?;
+            bytes += payload.len() as u64;
+        }
+        Ok(bytes)
     }
 }
 
