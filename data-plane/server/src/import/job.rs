@@ -858,6 +858,15 @@ mod tests {
         (dir, engine, imports, uri)
     }
 
+    /// `state` is a failed import whose error names `what`.
+    fn assert_failed_naming(state: &ImportState, what: &str) {
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        assert!(
+            state.error.as_deref().is_some_and(|e| e.contains(what)),
+            "{state:?}"
+        );
+    }
+
     fn wait(imports: &Imports, id: &str) -> ImportState {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
@@ -1018,14 +1027,7 @@ mod tests {
         });
         off.recover(&engine, "i");
         let state = wait(&off, &id);
-        assert_eq!(state.status, Status::Failed, "{state:?}");
-        assert!(
-            state
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("--import-root")),
-            "{state:?}"
-        );
+        assert_failed_naming(&state, "--import-root");
         assert_eq!(state.records_imported, 0);
     }
 
@@ -1162,11 +1164,7 @@ mod tests {
         let id = imports.start(&engine, "i", &uri, ErrorMode::Abort).unwrap();
         let state = wait(&imports, &id);
         let named = format!("{}/set/ns/0.parquet", test.url);
-        assert_eq!(state.status, Status::Failed);
-        assert!(
-            state.error.as_deref().is_some_and(|e| e.contains(&named)),
-            "{state:?}"
-        );
+        assert_failed_naming(&state, &named);
         let id = imports
             .start(&engine, "i", &uri, ErrorMode::Continue)
             .unwrap();
@@ -1197,14 +1195,7 @@ mod tests {
         .unwrap();
         imports.pause("i", false);
         let state = wait(&imports, &id);
-        assert_eq!(state.status, Status::Failed, "{state:?}");
-        assert!(
-            state
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("cannot download")),
-            "{state:?}"
-        );
+        assert_failed_naming(&state, "cannot download");
         let left: Vec<_> = std::fs::read_dir(state_dir.join("i"))
             .unwrap()
             .flatten()
@@ -1246,13 +1237,6 @@ mod tests {
         let imports = s3_imports(&state_dir, false);
         imports.recover(&engine, "i");
         let state = wait(&imports, &id);
-        assert_eq!(state.status, Status::Failed);
-        assert!(
-            state
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("--import-allow-s3")),
-            "{state:?}"
-        );
+        assert_failed_naming(&state, "--import-allow-s3");
     }
 }
