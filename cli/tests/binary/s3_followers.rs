@@ -17,7 +17,7 @@ use super::harness::*;
 use super::replicas::create;
 use super::s3_data::{held, try_upsert, upsert};
 use super::split::{KEY, eventually, start_data_plane_with, via_host};
-use super::split_pods::logged_writer;
+use super::split_pods::{control_plane_over, logged_writer};
 
 /// A lease TTL short enough for takeovers within a test.
 const TTL_SECS: u64 = 2;
@@ -68,23 +68,8 @@ impl Pods {
             .iter()
             .map(|plane| plane.logged_addr("larch data plane listening").to_string())
             .collect();
-        let port = addrs[0].rsplit(':').next().unwrap().to_owned();
         let control_dir = tempfile::tempdir().unwrap();
-        let mut args = vec![
-            "control-plane".to_owned(),
-            "--data-dir".to_owned(),
-            control_dir.path().to_str().unwrap().to_owned(),
-            "--control-addr".to_owned(),
-            format!("127.0.0.1:{control_port}"),
-            "--host-template".to_owned(),
-            format!("{{index}}.{{project}}.larch.test:{port}"),
-        ];
-        for (pod, addr) in addrs.iter().enumerate() {
-            args.push("--data-plane-url".to_owned());
-            args.push(format!("dp-{pod}=http://{addr}"));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let control = Larch::spawn(&args, &[("LARCH_API_KEY", KEY)]);
+        let control = control_plane_over(control_dir.path(), control_port, &addrs);
         let control_addr = control.control_addr().to_string();
         wait_serving(&control_addr, "").await;
         for addr in &addrs {

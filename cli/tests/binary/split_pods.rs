@@ -15,6 +15,28 @@ use super::harness::*;
 use super::replicas::create;
 use super::split::{KEY, eventually, start_data_plane_with, upsert_a, via_host};
 
+/// `larch control-plane` keeping its catalog in `dir`, on `control_port`, over the data-plane
+/// pods `dp-0`, `dp-1`, … at `addrs`. Hosts name the first pod's port; routing uses only the
+/// host name, so every pod serves them when dialled with that authority.
+pub(super) fn control_plane_over(dir: &Path, control_port: u16, addrs: &[String]) -> Larch {
+    let port = addrs[0].rsplit(':').next().unwrap();
+    let mut args = vec![
+        "control-plane".to_owned(),
+        "--data-dir".to_owned(),
+        dir.to_str().unwrap().to_owned(),
+        "--control-addr".to_owned(),
+        format!("127.0.0.1:{control_port}"),
+        "--host-template".to_owned(),
+        format!("{{index}}.{{project}}.larch.test:{port}"),
+    ];
+    for (pod, addr) in addrs.iter().enumerate() {
+        args.push("--data-plane-url".to_owned());
+        args.push(format!("dp-{pod}=http://{addr}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Larch::spawn(&args, &[("LARCH_API_KEY", KEY)])
+}
+
 /// `larch data-plane` named `pod`, keeping its data in `dir`, on `addr`.
 fn data_plane(pod: &str, dir: &Path, addr: &str, control_port: u16) -> Larch {
     start_data_plane_with(dir, addr, control_port, &[("LARCH_POD_NAME", pod)])
@@ -91,25 +113,7 @@ async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_
         .iter()
         .map(|plane| plane.logged_addr("larch data plane listening").to_string())
         .collect();
-    // Hosts name the first pod's port; routing uses only the host name, so either pod serves
-    // them when dialled with that authority.
-    let port = addrs[0].rsplit(':').next().unwrap().to_owned();
-    let control = Larch::spawn(
-        &[
-            "control-plane",
-            "--data-dir",
-            control_dir.path().to_str().unwrap(),
-            "--control-addr",
-            &format!("127.0.0.1:{control_port}"),
-            "--data-plane-url",
-            &format!("dp-0=http://{}", addrs[0]),
-            "--data-plane-url",
-            &format!("dp-1=http://{}", addrs[1]),
-            "--host-template",
-            &format!("{{index}}.{{project}}.larch.test:{port}"),
-        ],
-        &[("LARCH_API_KEY", KEY)],
-    );
+    let control = control_plane_over(control_dir.path(), control_port, &addrs);
     let control_addr = control.control_addr().to_string();
     wait_serving(&control_addr, "").await;
     for addr in &addrs {
