@@ -98,8 +98,6 @@ pub struct FollowerStatus {
     pub caught_up_ago: Duration,
     /// The writer's holder id as the lease last named it (empty if unknown).
     pub writer: String,
-    /// Where the writer takes forwarded writes (empty if unknown).
-    pub writer_address: String,
 }
 
 impl Follower {
@@ -179,11 +177,7 @@ impl Follower {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .elapsed(),
-            writer: writer
-                .as_ref()
-                .map(|(w, _)| w.holder.clone())
-                .unwrap_or_default(),
-            writer_address: writer.map(|(w, _)| w.address).unwrap_or_default(),
+            writer: writer.map(|(w, _)| w.holder).unwrap_or_default(),
         }
     }
 
