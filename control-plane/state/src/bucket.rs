@@ -8,7 +8,9 @@
 //!   `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, …) as object_store reads them.
 //!   Conditional writes are on ([`S3ConditionalPut::ETagMatch`]): `PutMode::Create` is a PUT
 //!   with `If-None-Match: *`, `PutMode::Update` one with `If-Match`, so the store itself arbitrates
-//!   between writers. TLS is rustls with ring as the only crypto provider.
+//!   between writers; the ETag of an `If-Match` goes out in the form the server compares
+//!   ([`if_match`]: Ceph RGW wants it without S3's quotes). TLS is rustls with ring as the only
+//!   crypto provider.
 //! - `file:///absolute/dir`: a local (or network-mounted) directory, created if missing.
 //! - `memory://`: a new, empty in-memory store, for tests (two opens are two stores).
 //!
@@ -45,6 +47,10 @@ use object_store::{
 };
 
 use crate::{Error, Result};
+
+pub mod if_match;
+
+use if_match::IfMatchForm;
 
 /// An opened object store and the prefix inside it under which this deployment's objects live.
 #[derive(Debug, Clone)]
@@ -241,11 +247,14 @@ fn runtime() -> Result<tokio::runtime::Handle> {
     }
 }
 
-/// A store whose calls run on the module's runtime (see the module docs).
+/// A store whose calls run on the module's runtime (see the module docs), sending each
+/// `If-Match` in the form its server accepts ([`if_match`]).
 #[derive(Debug)]
 pub struct Spawned {
     inner: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Handle,
+    /// How this server wants the ETag of an `If-Match` PUT (S3-compatible servers differ).
+    if_match: Arc<IfMatchForm>,
 }
 
 impl Spawned {
@@ -254,6 +263,7 @@ impl Spawned {
         Ok(Spawned {
             inner,
             runtime: runtime()?,
+            if_match: Arc::default(),
         })
     }
 
@@ -321,8 +331,12 @@ impl ObjectStore for Spawned {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let (inner, location) = (Arc::clone(&self.inner), location.clone());
-        self.run(async move { inner.put_opts(&location, payload, opts).await })
-            .await
+        let if_match = Arc::clone(&self.if_match);
+        self.run(async move {
+            let put = |payload, opts| inner.put_opts(&location, payload, opts);
+            if_match.put(put, payload, opts).await
+        })
+        .await
     }
 
     async fn put_multipart_opts(
