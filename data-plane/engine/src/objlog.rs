@@ -439,6 +439,7 @@ impl fmt::Debug for Bucket {
 }
 
 /// An object read back with the version a conditional write must name.
+#[derive(Debug)]
 struct Fetched {
     bytes: Vec<u8>,
     version: UpdateVersion,
@@ -477,7 +478,19 @@ impl Bucket {
 
     /// The object at `path`; `None` if there is none.
     fn get(&self, path: &ObjectPath) -> Result<Option<Fetched>, object_store::Error> {
-        let fetched = wait(async {
+        wait(self.fetch(path))
+    }
+
+    /// The objects at `paths`, asked for all at once (their requests overlap on a store
+    /// with a network in between), each answer in the order of `paths`.
+    fn get_many(&self, paths: &[ObjectPath]) -> Vec<Result<Option<Fetched>, object_store::Error>> {
+        wait(futures_util::future::join_all(
+            paths.iter().map(|path| self.fetch(path)),
+        ))
+    }
+
+    async fn fetch(&self, path: &ObjectPath) -> Result<Option<Fetched>, object_store::Error> {
+        let fetched = async {
             let result = self.store.get(path).await?;
             let version = UpdateVersion {
                 e_tag: result.meta.e_tag.clone(),
@@ -488,8 +501,8 @@ impl Bucket {
                 bytes: bytes.to_vec(),
                 version,
             })
-        });
-        match fetched {
+        };
+        match fetched.await {
             Ok(fetched) => Ok(Some(fetched)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(err),
