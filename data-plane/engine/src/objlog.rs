@@ -127,8 +127,8 @@
 //! `larch_state::bucket::open` returns (`bucket::Spawned`). object_store's
 //! `SpawnedReqwestConnector` is not enough: only the HTTP exchange moves to
 //! the runtime, and the retry loop's `tokio::time::sleep` would panic under
-//! this blocking executor at the first retry. [`lease::Renewer`] renews a lease on a thread of its own until
-//! it is stopped or the lease is lost.
+//! this blocking executor at the first retry. [`renew::Renewer`] renews a lease until it is
+//! stopped or the lease is lost, from one scheduler thread for every lease of the process.
 //!
 //! # Layout
 //!
@@ -136,7 +136,8 @@
 //! |---|---|
 //! | `log` | the batch object format, [`LogReader`](log::LogReader) (replay and tailing), the conditional create every batch goes through |
 //! | `writer` | [`Writer`](writer::Writer): group commit, ambiguous PUTs, the fence at open, truncation; the [`Authority`](writer::Authority) it writes under |
-//! | `lease` | [`Contender`](lease::Contender), [`Lease`](lease::Lease) and [`Renewer`](lease::Renewer): the lease object, acquisition, takeover, renewal, release |
+//! | `lease` | [`Contender`](lease::Contender) and [`Lease`](lease::Lease): the lease object, acquisition, takeover, renewal, release |
+//! | `renew` | [`Renewer`](renew::Renewer): one process-wide schedule renewing every held lease on time, a round's PUTs side by side |
 //! | `clock` | [`Clock`]: the monotonic clock leases are timed with, and a fake one for tests |
 //! | `faulty` | (tests) a fault-injecting `ObjectStore`: fail, delay, hold, apply-then-error, call counters, the paths deleted |
 
@@ -162,6 +163,7 @@ pub(crate) mod clock;
 pub(crate) mod faulty;
 pub(crate) mod lease;
 pub(crate) mod log;
+pub(crate) mod renew;
 pub(crate) mod writer;
 
 use clock::{Clock, MonotonicClock};

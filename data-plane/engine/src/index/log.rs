@@ -44,7 +44,8 @@ use crate::{
     flush::ActiveLog,
     objlog::{
         LogError,
-        lease::{Lease, Renewer},
+        lease::Lease,
+        renew::Renewer,
         writer::{Authority, Writer},
     },
     wal::{self, Wal},

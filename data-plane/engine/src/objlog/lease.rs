@@ -8,7 +8,7 @@
 //!   *same* content and version unchanged for a full TTL on its own clock,
 //!   or at once if the lease says it was released.
 //! - **Renew** ([`Lease::renew`], every TTL/3, [`Lease::renew_in`];
-//!   [`Renewer`] does it on a thread): an
+//!   [`Renewer`](super::renew::Renewer) does it from one thread for every lease): an
 //!   `If-Match` write of the next counter. A failed `If-Match` means the
 //!   lease was taken over: the lease is lost for good.
 //! - **Stop acknowledging** ([`Lease::may_acknowledge`]): once the last
@@ -23,8 +23,7 @@
 
 use std::{
     fmt,
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
-    thread::JoinHandle,
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -458,6 +457,17 @@ impl Lease {
         })
     }
 
+    /// Its timing.
+    pub(crate) fn config(&self) -> LeaseConfig {
+        self.config
+    }
+
+    /// How many writes of the lease this holder attempted (renewals and release).
+    #[cfg(test)]
+    pub(crate) fn renewals(&self) -> u64 {
+        self.lock().map_or(0, |state| state.renewed)
+    }
+
     /// How long until the next renewal is due (zero: now).
     pub(crate) fn renew_in(&self) -> Duration {
         let now = self.clock.now();
@@ -552,85 +562,6 @@ impl Lease {
     }
 }
 
-/// Renews a lease on a thread of its own, every TTL/3 (after a failed
-/// renewal, again after TTL/12), until it is stopped or the lease is lost.
-/// Renewal pauses are real time; the lease's own clock decides when it may
-/// acknowledge.
-#[derive(Debug)]
-pub(crate) struct Renewer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Renewer {
-    /// Starts renewing `lease`.
-    pub(crate) fn start(lease: Arc<Lease>) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("larch-lease".into())
-            .spawn(move || renew_until_stopped(&lease, &signal))?;
-        Ok(Renewer {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Whether the thread has ended (the lease was lost or released).
-    pub(crate) fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-
-    /// Stops renewing and waits for the thread; the lease stays held until
-    /// it lapses or is released.
-    pub(crate) fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the lease renewal thread panicked");
-        }
-    }
-}
-
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn renew_until_stopped(lease: &Lease, stop: &(Mutex<bool>, Condvar)) {
-    let (stopped, wake) = stop;
-    let mut pause = lease.renew_in();
-    loop {
-        let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = wake
-            .wait_timeout_while(guard, pause, |stopped| !*stopped)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *guard {
-            return;
-        }
-        drop(guard);
-        pause = match lease.renew() {
-            Ok(()) => lease.renew_in(),
-            Err(err) if err.is_not_writer() => {
-                tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "stopped renewing the lease");
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "lease renewal failed; retrying");
-                lease.config.ttl / 12
-            }
-        };
-    }
-}
-
 fn poisoned() -> LogError {
     LogError::Unavailable("the lease is unusable after an earlier panic".to_owned())
 }
@@ -656,6 +587,8 @@ impl Authority for Lease {
 #[cfg(test)]
 mod tests {
     use object_store::{ObjectStore, memory::InMemory};
+
+    use super::super::renew::Renewer;
     use proptest::prelude::*;
 
     use super::*;
