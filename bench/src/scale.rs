@@ -45,6 +45,7 @@ mod report;
 mod watch;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -379,19 +380,19 @@ fn random_unit_vectors(rows: usize, dim: usize, seed: u64) -> Matrix {
     Matrix { rows, dim, data }
 }
 
+/// Creates the index on the control plane at `control`; returns its host.
+async fn create_index(control: SocketAddr, dim: usize) -> anyhow::Result<String> {
+    let key = ApiKey::new(API_KEY)?;
+    crate::soak::create_index(&format!("http://{control}"), &key, INDEX, dim).await
+}
+
 /// The local-disk baseline: the same ingest against one `larch serve` with its data in `dir`.
 async fn baseline(args: &ScaleArgs, work: &Workload, dir: &Path) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(dir)?;
     let mut server = Server::start(&args.larch_bin, dir, API_KEY, WAL_FLUSH_MB, START_TIMEOUT)
         .await
         .context("the local-disk larch serve")?;
-    let host = crate::soak::create_index(
-        &format!("http://{}", server.control),
-        &ApiKey::new(API_KEY)?,
-        INDEX,
-        work.dim,
-    )
-    .await?;
+    let host = create_index(server.control, work.dim).await?;
     wait_serving(&host, "", Instant::now() + START_TIMEOUT).await?;
     let channels =
         load_tool::connect(&format!("http://{host}"), None, args.writers, CALL_TIMEOUT).await?;
@@ -450,13 +451,7 @@ async fn measure(
         deadline,
     )
     .await?;
-    let host = crate::soak::create_index(
-        &format!("http://{}", cluster.control),
-        &ApiKey::new(API_KEY)?,
-        INDEX,
-        work.dim,
-    )
-    .await?;
+    let host = create_index(cluster.control, work.dim).await?;
     let writer = roles(&cluster, deadline).await?;
     let url = |pod: usize| format!("http://{}", cluster.pods[pod].addr);
     let admins: Vec<_> = cluster.pods.iter().map(|pod| pod.admin).collect();
@@ -552,7 +547,7 @@ async fn roles(cluster: &Cluster, deadline: Instant) -> anyhow::Result<usize> {
 
 /// [`watch::read_lsns`] off the runtime's threads; fails unless every LSN was read.
 async fn read_lsns_blocking(
-    admins: &[std::net::SocketAddr],
+    admins: &[SocketAddr],
     writer: usize,
 ) -> anyhow::Result<Vec<Option<u64>>> {
     let admins = admins.to_vec();
@@ -565,11 +560,7 @@ async fn read_lsns_blocking(
 }
 
 /// Polls every pod's LSN until each follower's equals the writer's.
-async fn caught_up(
-    admins: &[std::net::SocketAddr],
-    writer: usize,
-    deadline: Instant,
-) -> anyhow::Result<()> {
+async fn caught_up(admins: &[SocketAddr], writer: usize, deadline: Instant) -> anyhow::Result<()> {
     loop {
         let lsns = read_lsns_blocking(admins, writer).await?;
         if lsns.iter().all(|lsn| *lsn == lsns[writer]) {

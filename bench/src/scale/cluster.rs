@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::soak::server::{
-    ADMIN_LISTENING, CONTROL_LISTENING, DATA_LISTENING, command, logged_addr, tail, terminate,
-    wait_serving,
+    ADMIN_LISTENING, CONTROL_LISTENING, DATA_LISTENING, command, data_plane_command, logged_addr,
+    tail, terminate, wait_serving,
 };
 
 /// How long a process may take to exit after SIGTERM before it is killed (a data plane's
@@ -237,16 +237,14 @@ impl Cluster {
         for pod in 0..n {
             let name = format!("dp-{pod}");
             let log = dir.join(format!("{name}.log"));
-            let mut data_plane = command(bin, api_key, &log, &dir.join(format!("{name}.stdout")))?;
+            let mut data_plane = data_plane_command(
+                bin,
+                api_key,
+                (&log, &dir.join(format!("{name}.stdout"))),
+                control_port,
+                &dir.join(&name),
+            )?;
             data_plane
-                .arg("data-plane")
-                .args(["--data-addr", "127.0.0.1:0"])
-                .args([
-                    "--control-plane-url",
-                    &format!("http://127.0.0.1:{control_port}"),
-                ])
-                .arg("--data-dir")
-                .arg(dir.join(&name))
                 .env("LARCH_OBJECT_STORE_URL", &store.url)
                 .env("LARCH_POD_NAME", &name)
                 .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))

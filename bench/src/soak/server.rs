@@ -125,17 +125,14 @@ impl Server {
             .port();
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
-        let mut data_plane = command(bin, api_key, &log, &dir.join("server.stdout"))?;
-        data_plane
-            .arg("data-plane")
-            .args(["--data-addr", "127.0.0.1:0"])
-            .args([
-                "--control-plane-url",
-                &format!("http://127.0.0.1:{control_port}"),
-            ])
-            .args(["--wal-flush-mb", &wal_flush_mb.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir);
+        let mut data_plane = data_plane_command(
+            bin,
+            api_key,
+            (&log, &dir.join("server.stdout")),
+            control_port,
+            &data_dir,
+        )?;
+        data_plane.args(["--wal-flush-mb", &wal_flush_mb.to_string()]);
         let child = data_plane
             .spawn()
             .with_context(|| format!("cannot start {} data-plane", bin.display()))?;
@@ -242,6 +239,28 @@ pub(crate) fn command(
         .env("LARCH_LOG_FORMAT", "json")
         .env("NO_COLOR", "1");
     Ok(command)
+}
+
+/// `bin data-plane` on any port of 127.0.0.1, following the control plane on `control_port`,
+/// its data in `data_dir` and its output in `(stderr, stdout)` (otherwise as [`command`]).
+pub(crate) fn data_plane_command(
+    bin: &Path,
+    api_key: &str,
+    (log, stdout): (&Path, &Path),
+    control_port: u16,
+    data_dir: &Path,
+) -> anyhow::Result<Command> {
+    let mut data_plane = command(bin, api_key, log, stdout)?;
+    data_plane
+        .arg("data-plane")
+        .args(["--data-addr", "127.0.0.1:0"])
+        .args([
+            "--control-plane-url",
+            &format!("http://127.0.0.1:{control_port}"),
+        ])
+        .arg("--data-dir")
+        .arg(data_dir);
+    Ok(data_plane)
 }
 
 /// Polls `log` (of `child`) for a line containing `message` and returns its `addr` field.
