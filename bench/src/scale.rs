@@ -462,14 +462,16 @@ async fn measure(
     let sampler = LagSampler::start(admins.clone(), writer, args.lag_interval);
     let ingested = work.ingest(&channels, args.writers).await;
     let acked = Instant::now();
-    let sampled = sampler.stop();
+    // Read at once (the sampler may be asleep for an interval), and only then stop it.
+    let at_ack = match &ingested {
+        Ok(_) if n > 1 => Some(read_lsns_blocking(&admins, writer).await),
+        _ => None,
+    };
+    let sampled = tokio::task::spawn_blocking(move || sampler.stop()).await?;
     let ingested = ingested?;
     drop(channels);
-    let lag = if n > 1 {
-        let at_ack = watch::lags(&read_lsns_blocking(&admins, writer).await?, writer)
-            .into_iter()
-            .max()
-            .flatten();
+    let lag = if let Some(lsns) = at_ack {
+        let at_ack = watch::lags(&lsns?, writer).into_iter().max().flatten();
         caught_up(&admins, writer, Instant::now() + args.index_timeout).await?;
         Some(Lag {
             max: sampled.max_lag.max(at_ack),
