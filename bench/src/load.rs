@@ -18,6 +18,10 @@
 //! larch-bench load --addr 127.0.0.1:6334 --target qdrant --collection bench --hnsw-ef 64 --queries queries.npy --json
 //! ```
 //!
+//! `larch-bench scale` drives the same machinery from code: [`connect`] (optionally naming an
+//! index's host as `:authority`) and a [`Phase`] per step, whose outcome it reads per connection
+//! ([`Phase::run_by_channel`]) to tell the data-plane pods apart.
+//!
 //! # Layout
 //! - this module: the arguments, the phases (warm-up, measured run, ceiling) and the report;
 //! - [`input`]: vector files and the requests encoded from them;
@@ -26,7 +30,7 @@
 //! - [`qdrant`]: the few Qdrant messages used.
 
 mod codec;
-pub(crate) mod histogram;
+mod histogram;
 pub(crate) mod input;
 mod qdrant;
 
