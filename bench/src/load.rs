@@ -62,7 +62,7 @@ pub(crate) const LARCH_UPSERT: &str = "/VectorService/Upsert";
 /// The standard gRPC health check; an empty request asks for the server's overall status.
 pub(crate) const GRPC_HEALTH: &str = "/grpc.health.v1.Health/Check";
 /// A result at or above this share of the ceiling is flagged: the tool may be the limit.
-const BOTTLENECK_SHARE: f64 = 0.7;
+pub(crate) const BOTTLENECK_SHARE: f64 = 0.7;
 /// The run length when neither `--duration` nor `--requests` is given (query and health).
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 

@@ -471,11 +471,13 @@ async fn measure(
     let ingested = ingested?;
     drop(channels);
     let lag = if let Some(lsns) = at_ack {
-        let at_ack = watch::lags(&lsns?, writer).into_iter().max().flatten();
+        let lsns = lsns?;
+        let at_ack = watch::lags(&lsns, writer).into_iter().max().flatten();
         caught_up(&admins, writer, Instant::now() + args.index_timeout).await?;
         Some(Lag {
             max: sampled.max_lag.max(at_ack),
             last_ack: at_ack,
+            writer_lsn: lsns[writer],
             catch_up_s: acked.elapsed().as_secs_f64(),
             rounds: sampled.rounds,
         })

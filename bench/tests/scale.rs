@@ -30,6 +30,27 @@ fn larch_bin() -> PathBuf {
     bin
 }
 
+/// The last lines of every `.log` file under `dir` (the processes' logs), for a failure.
+fn log_tails(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push_str(&log_tails(&path));
+        } else if path.extension().is_some_and(|ext| ext == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {}\n", path.display()));
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn number(json: &serde_json::Value, field: &str) -> f64 {
     json[field]
         .as_f64()
@@ -55,6 +76,7 @@ fn scale_measures_one_and_two_data_planes_over_a_bucket() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scale.json");
+    let work = dir.path().join("work");
     let mut command = Command::new(env!("CARGO_BIN_EXE_larch-bench"));
     command
         .args(["scale", "--larch-bin"])
@@ -71,7 +93,7 @@ fn scale_measures_one_and_two_data_planes_over_a_bucket() {
         // A graph for 2,000 vectors, so the run waits for every pod's "fully indexed".
         .args(["--ann-min-rows", "500"])
         .arg("--dir")
-        .arg(dir.path().join("work"))
+        .arg(&work)
         .arg("--out")
         .arg(&out);
     for (name, _) in std::env::vars_os() {
@@ -83,9 +105,10 @@ fn scale_measures_one_and_two_data_planes_over_a_bucket() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "larch-bench scale: {}\n{stdout}\n{}",
+        "larch-bench scale: {}\n{stdout}\n{}\n{}",
         output.status,
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&output.stderr),
+        log_tails(&work)
     );
 
     // The table: one row per count of data planes, and the local-disk baseline.

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::load::BOTTLENECK_SHARE;
+
 /// Follower lag during and after ingest (rows with followers only).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lag {
@@ -11,6 +13,8 @@ pub(super) struct Lag {
     pub(super) max: Option<u64>,
     /// The largest follower lag read right after the last upsert was acknowledged.
     pub(super) last_ack: Option<u64>,
+    /// The writer's LSN then: how many log batches the ingest made (plus the fence).
+    pub(super) writer_lsn: Option<u64>,
     /// Seconds from the last acknowledged upsert until every follower's LSN equalled the
     /// writer's.
     pub(super) catch_up_s: f64,
@@ -83,6 +87,11 @@ impl Row {
         self.cpu_ms_per_query(|p| !p.writer)
     }
 
+    /// QPS as a share of the tool's ceiling (`None` if no health check succeeded).
+    fn ceiling_share(&self) -> Option<f64> {
+        (self.ceiling_qps > 0.0).then(|| self.qps / self.ceiling_qps)
+    }
+
     /// The lines printed once the row is measured.
     pub(super) fn details(&self) -> String {
         let mut s = String::new();
@@ -95,10 +104,12 @@ impl Row {
         if let Some(lag) = &self.lag {
             let _ = writeln!(
                 s,
-                "  follower lag: max {} batches over {} samples, {} at the last ack, caught up {:.2} s after it",
+                "  follower lag: max {} batches over {} samples, {} at the last ack (the writer \
+                 at LSN {}), caught up {:.2} s after it",
                 opt(lag.max),
                 lag.rounds,
                 opt(lag.last_ack),
+                opt(lag.writer_lsn),
                 lag.catch_up_s
             );
         }
@@ -122,6 +133,25 @@ impl Row {
         );
         for (code, (n, message)) in &self.errors {
             let _ = writeln!(s, "    {code}: {n} (first: {message})");
+        }
+        match self.ceiling_share() {
+            Some(share) if share >= BOTTLENECK_SHARE => {
+                let _ = writeln!(
+                    s,
+                    "  {:.0}% of the ceiling: the load tool may be the bottleneck",
+                    share * 100.0
+                );
+            }
+            Some(share) => {
+                let _ = writeln!(
+                    s,
+                    "  {:.0}% of the ceiling: the servers, not the tool, set the pace",
+                    share * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  the ceiling's health check never succeeded");
+            }
         }
         for pod in &self.pods {
             let per_query = pod
@@ -195,6 +225,7 @@ impl Row {
             "ingest_s": self.ingest_s,
             "lag_max_batches": self.lag.and_then(|l| l.max),
             "lag_final_batches": self.lag.and_then(|l| l.last_ack),
+            "writer_lsn_at_last_ack": self.lag.and_then(|l| l.writer_lsn),
             "lag_samples": self.lag.map(|l| l.rounds),
             "catch_up_s": self.lag.map(|l| l.catch_up_s),
             "indexed_s": self.indexed_s,
@@ -207,6 +238,8 @@ impl Row {
             "distinct_queries_answered": self.answered,
             "empty_answers": self.empty_answers,
             "ceiling_qps": self.ceiling_qps,
+            "ratio_to_ceiling": self.ceiling_share(),
+            "tool_may_be_bottleneck": self.ceiling_share().map(|x| x >= BOTTLENECK_SHARE),
             "cpu_ms_per_query_writer": self.writer_cpu_ms(),
             "cpu_ms_per_query_followers": self.follower_cpu_ms(),
             "pods": pods,
