@@ -188,18 +188,22 @@ pub(crate) fn run(args: ScaleArgs) -> anyhow::Result<()> {
     runtime.block_on(run_rows(&args))
 }
 
+/// Runs every row in `--dir`, or in a temporary directory that is kept if the run fails (its
+/// logs say why).
 async fn run_rows(args: &ScaleArgs) -> anyhow::Result<()> {
-    let temp;
-    let dir = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            dir.clone()
+    let Some(dir) = &args.dir else {
+        let temp = tempfile::Builder::new().prefix("larch-scale-").tempdir()?;
+        let result = run_in(args, temp.path()).await;
+        if result.is_err() {
+            eprintln!("the processes' logs are kept in {}", temp.keep().display());
         }
-        None => {
-            temp = tempfile::Builder::new().prefix("larch-scale-").tempdir()?;
-            temp.path().to_path_buf()
-        }
+        return result;
     };
+    std::fs::create_dir_all(dir)?;
+    run_in(args, dir).await
+}
+
+async fn run_in(args: &ScaleArgs, dir: &Path) -> anyhow::Result<()> {
     let work = Workload::build(args)?;
     println!(
         "larch-bench scale: {} vectors of dimension {} ({}), batches of {}, {} writer(s); \
@@ -219,9 +223,9 @@ async fn run_rows(args: &ScaleArgs) -> anyhow::Result<()> {
     println!("work dir: {}", dir.display());
 
     let baseline = baseline(args, &work, &dir.join("local")).await?;
+    let baseline_rate = baseline.vectors as f64 / baseline.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "local-disk larch serve: ingest {:.0} vectors/s ({:.2} s)",
-        baseline.vectors as f64 / baseline.elapsed.as_secs_f64(),
+        "local-disk larch serve: ingest {baseline_rate:.0} vectors/s ({:.2} s)",
         baseline.elapsed.as_secs_f64()
     );
     let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -236,7 +240,6 @@ async fn run_rows(args: &ScaleArgs) -> anyhow::Result<()> {
         print!("{}", row.details());
         rows.push(row);
     }
-    let baseline_rate = baseline.vectors as f64 / baseline.elapsed.as_secs_f64().max(1e-9);
     println!();
     print!("{}", report::table(&rows, baseline_rate));
     if let Some(out) = &args.out {
