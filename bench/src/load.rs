@@ -18,6 +18,10 @@
 //! larch-bench load --addr 127.0.0.1:6334 --target qdrant --collection bench --hnsw-ef 64 --queries queries.npy --json
 //! ```
 //!
+//! `larch-bench scale` drives the same machinery from code: [`connect`] (optionally naming an
+//! index's host as `:authority`) and a [`Phase`] per step, whose outcome it reads per connection
+//! ([`Phase::run_by_channel`]) to tell the data-plane pods apart.
+//!
 //! # Layout
 //! - this module: the arguments, the phases (warm-up, measured run, ceiling) and the report;
 //! - [`input`]: vector files and the requests encoded from them;
@@ -27,7 +31,7 @@
 
 mod codec;
 mod histogram;
-mod input;
+pub(crate) mod input;
 mod qdrant;
 
 use std::collections::BTreeMap;
@@ -52,13 +56,13 @@ use histogram::Histogram;
 use input::QueryShape;
 
 /// Larch's (Pinecone's) query method.
-const LARCH_QUERY: &str = "/VectorService/Query";
+pub(crate) const LARCH_QUERY: &str = "/VectorService/Query";
 /// Larch's (Pinecone's) upsert method.
-const LARCH_UPSERT: &str = "/VectorService/Upsert";
+pub(crate) const LARCH_UPSERT: &str = "/VectorService/Upsert";
 /// The standard gRPC health check; an empty request asks for the server's overall status.
-const GRPC_HEALTH: &str = "/grpc.health.v1.Health/Check";
+pub(crate) const GRPC_HEALTH: &str = "/grpc.health.v1.Health/Check";
 /// A result at or above this share of the ceiling is flagged: the tool may be the limit.
-const BOTTLENECK_SHARE: f64 = 0.7;
+pub(crate) const BOTTLENECK_SHARE: f64 = 0.7;
 /// The run length when neither `--duration` nor `--requests` is given (query and health).
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
@@ -326,35 +330,36 @@ fn ceiling_path(args: &LoadArgs) -> anyhow::Result<PathAndQuery> {
 
 /// When a phase stops.
 #[derive(Debug, Clone, Copy)]
-struct Bounds {
-    duration: Option<Duration>,
-    requests: Option<u64>,
+pub(crate) struct Bounds {
+    pub(crate) duration: Option<Duration>,
+    pub(crate) requests: Option<u64>,
 }
 
 /// The outcome of one phase.
 #[derive(Debug, Default)]
-struct Outcome {
-    latency: Histogram,
+pub(crate) struct Outcome {
+    pub(crate) latency: Histogram,
     /// Failed calls by gRPC status name, with the first message seen.
-    errors: BTreeMap<&'static str, (u64, String)>,
-    vectors: u64,
-    elapsed: Duration,
+    pub(crate) errors: BTreeMap<&'static str, (u64, String)>,
+    pub(crate) vectors: u64,
+    pub(crate) elapsed: Duration,
 }
 
 impl Outcome {
-    fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.latency.count()
     }
 
-    fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.errors.values().map(|(n, _)| n).sum()
     }
 
-    fn qps(&self) -> f64 {
+    pub(crate) fn qps(&self) -> f64 {
         self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn add(&mut self, other: Outcome) {
+    /// Adds `other`'s calls (not its elapsed time: phases run side by side).
+    pub(crate) fn add(&mut self, other: Outcome) {
         self.latency.merge(&other.latency);
         for (code, (n, message)) in other.errors {
             let entry = self.errors.entry(code).or_insert((0, message));
@@ -391,20 +396,9 @@ async fn drive(args: &LoadArgs, connections: usize, work: &Work) -> anyhow::Resu
     } else {
         format!("http://{}", args.addr)
     };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--addr {}", args.addr))?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(args.timeout)
-        .tcp_nodelay(true);
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connect to {url}"))?,
-        );
-    }
+    let channels = connect(&url, None, connections, args.timeout)
+        .await
+        .with_context(|| format!("--addr {}", args.addr))?;
     let bodies = Arc::new(work.bodies.clone());
     let vectors = Arc::new(work.vectors.clone());
     let load = |collect: Option<Arc<Vec<OnceLock<Bytes>>>>, bounds: Bounds| Phase {
@@ -487,18 +481,69 @@ async fn drive(args: &LoadArgs, connections: usize, work: &Work) -> anyhow::Resu
     })
 }
 
+/// `connections` HTTP/2 connections to `url` (`http://host:port`), each call with the deadline
+/// `timeout`; with `authority`, every request names that host as its `:authority` (an index's
+/// host on a data plane that routes by host) instead of the dialled address.
+pub(crate) async fn connect(
+    url: &str,
+    authority: Option<&str>,
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Channel>> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("{url} is not a URL"))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .tcp_nodelay(true);
+    if let Some(authority) = authority {
+        let origin = format!("http://{authority}")
+            .parse()
+            .with_context(|| format!("{authority} is not a host"))?;
+        endpoint = endpoint.origin(origin);
+    }
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connect to {url}"))?,
+        );
+    }
+    Ok(channels)
+}
+
 /// One phase: the same requests from `concurrency` tasks until the bounds are reached.
-struct Phase {
-    path: PathAndQuery,
-    bodies: Arc<Vec<Bytes>>,
-    vectors: Arc<Vec<u64>>,
-    key: Option<MetadataValue<Ascii>>,
-    collect: Option<Arc<Vec<OnceLock<Bytes>>>>,
-    bounds: Bounds,
+pub(crate) struct Phase {
+    pub(crate) path: PathAndQuery,
+    pub(crate) bodies: Arc<Vec<Bytes>>,
+    /// Vectors carried by each body (upserts), else empty.
+    pub(crate) vectors: Arc<Vec<u64>>,
+    pub(crate) key: Option<MetadataValue<Ascii>>,
+    /// The first answer to each body, kept when set.
+    pub(crate) collect: Option<Arc<Vec<OnceLock<Bytes>>>>,
+    pub(crate) bounds: Bounds,
 }
 
 impl Phase {
-    async fn run(self, channels: &[Channel], concurrency: usize) -> Outcome {
+    pub(crate) async fn run(self, channels: &[Channel], concurrency: usize) -> Outcome {
+        let mut total = Outcome::default();
+        let mut elapsed = Duration::ZERO;
+        for outcome in self.run_by_channel(channels, concurrency).await {
+            elapsed = outcome.elapsed;
+            total.add(outcome);
+        }
+        total.elapsed = elapsed;
+        total
+    }
+
+    /// Runs the phase and returns the outcome of each channel's tasks (task `i` uses channel
+    /// `i % channels.len()`), each with the whole phase's elapsed time.
+    pub(crate) async fn run_by_channel(
+        self,
+        channels: &[Channel],
+        concurrency: usize,
+    ) -> Vec<Outcome> {
         let phase = Arc::new(self);
         let next = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
@@ -510,8 +555,9 @@ impl Phase {
                 tokio::spawn(Arc::clone(&phase).task(grpc, Arc::clone(&next), deadline))
             })
             .collect();
-        let mut total = Outcome::default();
-        for task in tasks {
+        let mut by_channel: Vec<Outcome> = channels.iter().map(|_| Outcome::default()).collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let total = &mut by_channel[i % channels.len()];
             match task.await {
                 Ok(outcome) => total.add(outcome),
                 Err(err) => {
@@ -523,8 +569,11 @@ impl Phase {
                 }
             }
         }
-        total.elapsed = started.elapsed();
-        total
+        let elapsed = started.elapsed();
+        for outcome in &mut by_channel {
+            outcome.elapsed = elapsed;
+        }
+        by_channel
     }
 
     /// One request in flight at a time until the shared counter or the clock says stop.

@@ -7,6 +7,9 @@
 //!   acknowledged write is readable (see `bench/soak/README.md`).
 //! - `load` ([`load`]): a gRPC load generator (pre-encoded requests, N in flight) that reports
 //!   QPS, latency percentiles and its own ceiling; `bench/ann` measures every gRPC server with it.
+//! - `scale` ([`scale`]): 1, 2, 3… data-plane pods over one S3-compatible bucket — ingest
+//!   through the writer, follower lag, queries spread over every pod with CPU per query, and the
+//!   bucket's requests at idle.
 //!
 //! `larch-bench restart` fills one durable index with random vectors (every batch is
 //! acknowledged only after its log record is fsynced, exactly as the server does it), closes
@@ -36,6 +39,7 @@ use larch_engine::{
 };
 
 mod load;
+mod scale;
 mod soak;
 
 #[derive(Debug, Parser)]
@@ -58,6 +62,9 @@ enum Command {
     /// gRPC load against any server (Larch's Pinecone API, Qdrant) from pre-encoded requests:
     /// QPS, latency percentiles, errors by status and the tool's own ceiling.
     Load(Box<load::LoadArgs>),
+    /// N data-plane pods over one S3-compatible bucket, for each N: ingest through the writer,
+    /// follower lag, queries over every pod (CPU per query), the bucket's requests at idle.
+    Scale(Box<scale::ScaleArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Restart(args) => restart(args),
         Command::Soak(args) => soak::run(*args),
         Command::Load(args) => load::run(*args),
+        Command::Scale(args) => scale::run(*args),
     }
 }
 

@@ -29,10 +29,10 @@
 //! - [`verify`]: the final check of every id.
 
 mod churn;
-mod load;
+pub(crate) mod load;
 mod model;
-mod probe;
-mod server;
+pub(crate) mod probe;
+pub(crate) mod server;
 pub(crate) mod stats;
 mod verify;
 
@@ -615,7 +615,7 @@ async fn start(args: &SoakArgs, dir: &Path) -> anyhow::Result<Target> {
 }
 
 /// `larch --version`, or the path when that fails.
-fn version(bin: &Path) -> String {
+pub(crate) fn version(bin: &Path) -> String {
     std::process::Command::new(bin)
         .arg("--version")
         .output()
@@ -645,8 +645,9 @@ async fn control_client(
     Ok(IndexServiceClient::with_interceptor(channel, key.clone()))
 }
 
-/// Creates the soak's index and returns its data plane's `host:port`.
-async fn create_index(
+/// Creates the soak's index at the control plane `control` (`http://host:port`) and returns its
+/// data plane's `host:port`.
+pub(crate) async fn create_index(
     control: &str,
     key: &ApiKey,
     name: &str,

@@ -28,7 +28,7 @@ pub(crate) fn sample(pid: Option<u32>, data_dir: Option<&Path>) -> Sample {
 }
 
 /// User plus system CPU time of a process, in clock ticks, from its `/proc/…/stat`.
-fn cpu_ticks(path: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(path: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces; the fields after it are plain numbers.
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -17,13 +17,13 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// The log message carrying the bound control-plane address (field `addr`).
-const CONTROL_LISTENING: &str = "larch control plane listening";
+pub(crate) const CONTROL_LISTENING: &str = "larch control plane listening";
 
 /// The log message carrying the bound admin address (field `addr`).
-const ADMIN_LISTENING: &str = "larch admin listening";
+pub(crate) const ADMIN_LISTENING: &str = "larch admin listening";
 
 /// The log message carrying a split-mode data plane's bound address (field `addr`).
-const DATA_LISTENING: &str = "larch data plane listening";
+pub(crate) const DATA_LISTENING: &str = "larch data plane listening";
 
 /// A running `larch serve`. Dropping it kills the process (SIGKILL) if it still runs.
 pub(crate) struct Server {
@@ -125,17 +125,14 @@ impl Server {
             .port();
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
-        let mut data_plane = command(bin, api_key, &log, &dir.join("server.stdout"))?;
-        data_plane
-            .arg("data-plane")
-            .args(["--data-addr", "127.0.0.1:0"])
-            .args([
-                "--control-plane-url",
-                &format!("http://127.0.0.1:{control_port}"),
-            ])
-            .args(["--wal-flush-mb", &wal_flush_mb.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir);
+        let mut data_plane = data_plane_command(
+            bin,
+            api_key,
+            (&log, &dir.join("server.stdout")),
+            control_port,
+            &data_dir,
+        )?;
+        data_plane.args(["--wal-flush-mb", &wal_flush_mb.to_string()]);
         let child = data_plane
             .spawn()
             .with_context(|| format!("cannot start {} data-plane", bin.display()))?;
@@ -220,7 +217,12 @@ impl Server {
 
 /// Builds `bin` with its stderr in `log`, its stdout in `stdout`, the `LARCH_…` environment
 /// cleared but for `api_key`, logging JSON lines, its admin server on any port.
-fn command(bin: &Path, api_key: &str, log: &Path, stdout: &Path) -> anyhow::Result<Command> {
+pub(crate) fn command(
+    bin: &Path,
+    api_key: &str,
+    log: &Path,
+    stdout: &Path,
+) -> anyhow::Result<Command> {
     let stderr = File::create(log).with_context(|| format!("create {}", log.display()))?;
     let stdout = File::create(stdout).with_context(|| format!("create {}", stdout.display()))?;
     let mut command = Command::new(bin);
@@ -239,8 +241,30 @@ fn command(bin: &Path, api_key: &str, log: &Path, stdout: &Path) -> anyhow::Resu
     Ok(command)
 }
 
+/// `bin data-plane` on any port of 127.0.0.1, following the control plane on `control_port`,
+/// its data in `data_dir` and its output in `(stderr, stdout)` (otherwise as [`command`]).
+pub(crate) fn data_plane_command(
+    bin: &Path,
+    api_key: &str,
+    (log, stdout): (&Path, &Path),
+    control_port: u16,
+    data_dir: &Path,
+) -> anyhow::Result<Command> {
+    let mut data_plane = command(bin, api_key, log, stdout)?;
+    data_plane
+        .arg("data-plane")
+        .args(["--data-addr", "127.0.0.1:0"])
+        .args([
+            "--control-plane-url",
+            &format!("http://127.0.0.1:{control_port}"),
+        ])
+        .arg("--data-dir")
+        .arg(data_dir);
+    Ok(data_plane)
+}
+
 /// Polls `log` (of `child`) for a line containing `message` and returns its `addr` field.
-async fn logged_addr(
+pub(crate) async fn logged_addr(
     log: &Path,
     child: &mut Child,
     message: &str,
@@ -268,7 +292,7 @@ async fn logged_addr(
 }
 
 /// Sends SIGTERM to `child` and waits up to `timeout` for the exit; kills it after that.
-async fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
     // std has no signal API and the workspace forbids unsafe code: use kill(1).
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -345,7 +369,7 @@ fn addr_in(line: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
