@@ -168,7 +168,8 @@ pub(crate) struct DataPlaneArgs {
     server: ServerArgs,
     #[command(flatten)]
     internal: InternalArgs,
-    /// PEM CA certificate(s) to trust when --control-plane-url is https.
+    /// PEM CA certificate(s) to trust when --control-plane-url is https, and for other pods'
+    /// certificates when writes are forwarded between pods over https (on a bucket with TLS).
     #[arg(long, env = "LARCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
 }
@@ -333,6 +334,9 @@ pub(crate) struct DataPlaneConfig {
     tls: Option<Tls>,
     limits: Limits,
     ca: Option<Vec<u8>>,
+    /// The CA other pods' certificates are checked against when a write is forwarded to an
+    /// index's writer over https.
+    peer_ca: Option<Vec<u8>>,
     timeouts: CallTimeouts,
     key_max_age: Duration,
     key_file: Option<PathBuf>,
@@ -373,6 +377,12 @@ impl DataPlaneArgs {
             self.tls_ca.as_ref(),
             "--control-plane-url",
         )?;
+        let peer_ca = peer_ca(
+            self.advertise_url.as_deref(),
+            tls.is_some(),
+            bucket.is_some(),
+            self.tls_ca.as_ref(),
+        )?;
         let timeouts = self.internal.timeouts()?;
         let key_max_age = self
             .key_max_age_secs
@@ -395,10 +405,37 @@ impl DataPlaneArgs {
             tls,
             limits,
             ca,
+            peer_ca,
             timeouts,
             key_max_age: Duration::from_secs(key_max_age),
             key_file,
         })
+    }
+}
+
+/// The CA to check other pods' certificates with (`--tls-ca`), needed when this data plane
+/// keeps indexes on a bucket and advertises an https address (`--advertise-url`, or TLS on its
+/// port): followers forward writes to the writer's advertised address, so the pods must trust
+/// each other.
+fn peer_ca(
+    advertise_url: Option<&str>,
+    tls: bool,
+    bucket: bool,
+    ca: Option<&PathBuf>,
+) -> Result<Option<Vec<u8>>, String> {
+    let https = match advertise_url.map(str::trim).filter(|url| !url.is_empty()) {
+        Some(url) => url.starts_with("https://"),
+        None => tls,
+    };
+    match (https && bucket, ca) {
+        (false, _) => Ok(None),
+        (true, Some(path)) => std::fs::read(path)
+            .map(Some)
+            .map_err(|err| format!("--tls-ca: cannot read {}: {err}", path.display())),
+        (true, None) => Err(
+            "this data plane keeps indexes on a bucket and advertises an https address, so              other pods forward writes to it over TLS and it to them: give the CA that signed              the pods' certificates with --tls-ca"
+                .to_owned(),
+        ),
     }
 }
 
@@ -604,6 +641,7 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         tls,
         limits,
         ca,
+        peer_ca,
         timeouts,
         key_max_age,
         key_file,
@@ -663,9 +701,12 @@ async fn data_plane(config: DataPlaneConfig) -> anyhow::Result<()> {
         args.imports.import_allow_s3,
         data_dir,
     );
-    let data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)
+    let mut data_plane = RoutedDataPlane::with_limits(engine, keys, metrics, limits)
         .with_pod_name(pod.clone())
         .with_imports(imports);
+    if let Some(ca) = peer_ca {
+        data_plane = data_plane.with_peer_ca(ca);
+    }
     let control_plane = ControlPlane {
         url: args.control_plane_url.clone(),
         admin_key: send_key(&key).map_err(anyhow::Error::msg)?,
@@ -739,6 +780,34 @@ fn advertise_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_serving_tls_on_a_bucket_need_a_ca_to_forward_writes_to_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, b"pem").unwrap();
+        // Plain http, or no bucket (nothing is forwarded): no CA needed.
+        assert_eq!(peer_ca(None, false, true, None), Ok(None));
+        assert_eq!(
+            peer_ca(Some("http://10.0.0.7:5081"), true, true, None),
+            Ok(None)
+        );
+        assert_eq!(peer_ca(None, true, false, None), Ok(None));
+        // TLS on the port, or an https advertised URL, on a bucket: the CA is read.
+        assert_eq!(
+            peer_ca(None, true, true, Some(&ca)),
+            Ok(Some(b"pem".to_vec()))
+        );
+        assert_eq!(
+            peer_ca(Some("https://dp-0.larch:5081"), false, true, Some(&ca)),
+            Ok(Some(b"pem".to_vec()))
+        );
+        let err = peer_ca(None, true, true, None).unwrap_err();
+        assert!(err.contains("--tls-ca"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = peer_ca(None, true, true, Some(&missing)).unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+    }
 
     #[test]
     fn the_advertised_url_is_the_flag_or_the_pod_ip_or_the_listening_address() {

@@ -196,3 +196,104 @@ async fn split_planes_call_each_other_over_tls() {
     assert_eq!(upsert_and_query(channel).await, 1);
     drop((data, control));
 }
+
+/// Pods serving TLS on one bucket: a write sent to the follower is forwarded to the writer's
+/// https address, checked against `--tls-ca` and the index host, and read back on the follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_writes_to_the_writer_over_tls() {
+    let Some(test) = larch_state::testing::s3("tls_forwarding") else {
+        return;
+    };
+    let env = tls_env();
+    let control_port = free_port();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let planes: Vec<Larch> = dirs
+        .iter()
+        .enumerate()
+        .map(|(pod, dir)| {
+            let name = format!("dp-{pod}");
+            let mut env = env_refs(&env);
+            env.extend([
+                ("LARCH_OBJECT_STORE_URL", test.url.as_str()),
+                ("LARCH_LEASE_TTL_SECS", "2"),
+                ("LARCH_TAIL_INTERVAL_MS", "100"),
+                ("LARCH_POD_NAME", name.as_str()),
+            ]);
+            Larch::spawn(
+                &[
+                    "data-plane",
+                    "--data-dir",
+                    dir.path().to_str().unwrap(),
+                    "--data-addr",
+                    "127.0.0.1:0",
+                    "--control-plane-url",
+                    &format!("https://localhost:{control_port}"),
+                    "--key-refresh-secs",
+                    "1",
+                ],
+                &env,
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = planes
+        .iter()
+        .map(|plane| plane.logged_addr("larch data plane listening").to_string())
+        .collect();
+    let port = addrs[0].rsplit(':').next().unwrap().to_owned();
+    let control_dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "control-plane".to_owned(),
+        "--data-dir".to_owned(),
+        control_dir.path().to_str().unwrap().to_owned(),
+        "--control-addr".to_owned(),
+        format!("127.0.0.1:{control_port}"),
+        "--host-template".to_owned(),
+        format!("{{index}}.{{project}}.larch.test:{port}"),
+    ];
+    for (pod, addr) in addrs.iter().enumerate() {
+        args.push("--data-plane-url".to_owned());
+        args.push(format!("dp-{pod}=https://{addr}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let control = Larch::spawn(&args, &env_refs(&env));
+    let control_addr = control.control_addr().to_string();
+    wait_serving_tls(&control_addr).await;
+    for addr in &addrs {
+        wait_serving_tls(addr).await;
+    }
+    let model = IndexServiceClient::new(tls_channel(&control_addr, None).await)
+        .create_index(with_key(
+            CreateIndexRequest {
+                name: "secure".into(),
+                dimension: Some(2),
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let follower = loop {
+        let following = planes.iter().position(|plane| {
+            plane
+                .stderr()
+                .contains("opened the object log as a follower")
+        });
+        if let Some(follower) = following {
+            break follower;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pod follows the index"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let channel = tls_channel(&addrs[follower], Some(&model.host)).await;
+    assert_eq!(
+        upsert_and_query(channel).await,
+        1,
+        "the write, forwarded over TLS, is read back on the follower"
+    );
+    drop((planes, control));
+}

@@ -64,9 +64,13 @@ pub struct Forwarder {
 }
 
 /// Channels to writers, by writer address and index host (each channel sends its requests to
-/// one host, as the writer routes them by `:authority`).
+/// one host, as the writer routes them by `:authority`), and the CA an `https` writer's
+/// certificate must be signed by.
 #[derive(Clone, Default)]
-pub struct Channels(Arc<Mutex<HashMap<(String, String), Channel>>>);
+pub struct Channels {
+    open: Arc<Mutex<HashMap<(String, String), Channel>>>,
+    trusted: Arc<std::sync::OnceLock<tonic::transport::Certificate>>,
+}
 
 impl Forwarder {
     /// Forwards the writes to index `index` of `engine`, when a follower, through `channels`.
@@ -80,8 +84,17 @@ impl Forwarder {
 }
 
 impl Channels {
+    /// Trusts writers whose certificate `ca_pem` (PEM, one or more CAs) signed, for writers
+    /// advertising an `https` address (pods serving TLS). Set once, before serving; later
+    /// calls are ignored.
+    pub fn trust(&self, ca_pem: Vec<u8>) {
+        let _ = self
+            .trusted
+            .set(tonic::transport::Certificate::from_pem(ca_pem));
+    }
+
     fn get(&self, address: &str, host: &str) -> Result<Channel, String> {
-        let mut channels = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (address.to_owned(), host.to_owned());
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
@@ -89,18 +102,43 @@ impl Channels {
         let origin: http::Uri = format!("http://{host}")
             .parse()
             .map_err(|err| format!("bad index host '{host}': {err}"))?;
-        let channel = Endpoint::from_shared(address.to_owned())
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
             .map_err(|err| format!("bad writer address '{address}': {err}"))?
-            .origin(origin)
+            .origin(origin.clone())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(FORWARD_TIMEOUT)
-            .connect_lazy();
+            .timeout(FORWARD_TIMEOUT);
+        if address.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.tls(address, &origin)?)
+                .map_err(|err| format!("cannot set up TLS to the writer at {address}: {err}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(key, channel.clone());
         Ok(channel)
     }
 
+    /// TLS to the writer at `address`: its certificate must be signed by the trusted CA and
+    /// name the index host (`origin`'s host), as it does for every client of the index — the
+    /// pods serve one certificate for the hosts of their indexes.
+    fn tls(
+        &self,
+        address: &str,
+        origin: &http::Uri,
+    ) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let Some(ca) = self.trusted.get() else {
+            return Err(format!(
+                "the writer's address {address} is https, and this pod trusts no CA for it: start the data planes with --tls-ca"
+            ));
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone());
+        if let Some(name) = origin.host() {
+            tls = tls.domain_name(name);
+        }
+        Ok(tls)
+    }
+
     fn forget(&self, address: &str, host: &str) {
-        self.0
+        self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(address.to_owned(), host.to_owned()));

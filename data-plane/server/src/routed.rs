@@ -199,6 +199,14 @@ impl RoutedDataPlane {
         self
     }
 
+    /// Trusts `ca_pem` (its `--tls-ca`) for the certificates of other pods when a write is
+    /// forwarded to an index's writer over `https` (pods serving TLS; see `forward`). Set
+    /// once, before serving.
+    pub fn with_peer_ca(self, ca_pem: Vec<u8>) -> RoutedDataPlane {
+        self.inner.channels.trust(ca_pem);
+        self
+    }
+
     /// This data plane's pod name (empty if unnamed).
     pub fn pod_name(&self) -> &str {
         self.inner.pod.get().map_or("", String::as_str)
