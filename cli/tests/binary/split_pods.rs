@@ -19,6 +19,17 @@ use super::split::{KEY, eventually, start_data_plane_with, upsert_a, via_host};
 /// pods `dp-0`, `dp-1`, … at `addrs`. Hosts name the first pod's port; routing uses only the
 /// host name, so every pod serves them when dialled with that authority.
 pub(super) fn control_plane_over(dir: &Path, control_port: u16, addrs: &[String]) -> Larch {
+    control_plane_with(dir, control_port, addrs, "http", &[("LARCH_API_KEY", KEY)])
+}
+
+/// [`control_plane_over`] reaching the pods with `scheme` (`http` or `https`), with `env`.
+pub(super) fn control_plane_with(
+    dir: &Path,
+    control_port: u16,
+    addrs: &[String],
+    scheme: &str,
+    env: &[(&str, &str)],
+) -> Larch {
     let port = addrs[0].rsplit(':').next().unwrap();
     let mut args = vec![
         "control-plane".to_owned(),
@@ -31,10 +42,10 @@ pub(super) fn control_plane_over(dir: &Path, control_port: u16, addrs: &[String]
     ];
     for (pod, addr) in addrs.iter().enumerate() {
         args.push("--data-plane-url".to_owned());
-        args.push(format!("dp-{pod}=http://{addr}"));
+        args.push(format!("dp-{pod}={scheme}://{addr}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Larch::spawn(&args, &[("LARCH_API_KEY", KEY)])
+    Larch::spawn(&args, env)
 }
 
 /// `larch data-plane` named `pod`, keeping its data in `dir`, on `addr`.

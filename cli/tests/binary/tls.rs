@@ -85,6 +85,22 @@ async fn upsert_and_query(channel: Channel) -> usize {
     .len()
 }
 
+/// Index "secure" (2 dimensions), created through the control plane at `addr` over TLS.
+async fn create_secure(addr: &str) -> larch_proto::control::IndexModel {
+    IndexServiceClient::new(tls_channel(addr, None).await)
+        .create_index(with_key(
+            CreateIndexRequest {
+                name: "secure".into(),
+                dimension: Some(2),
+                ..Default::default()
+            },
+            Some(KEY),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn tls_env() -> Vec<(&'static str, String)> {
     vec![
         ("LARCH_API_KEY", KEY.to_owned()),
@@ -105,18 +121,7 @@ async fn serve_speaks_tls_on_every_port_and_refuses_plaintext() {
     let mut larch = Larch::serve(data_dir.path(), &env_refs(&env[..3]));
     let addr = larch.control_addr().to_string();
     wait_serving_tls(&addr).await;
-    let model = IndexServiceClient::new(tls_channel(&addr, None).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "secure".into(),
-                dimension: Some(2),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let model = create_secure(&addr).await;
     wait_serving_tls(&model.host).await;
     assert_eq!(
         upsert_and_query(tls_channel(&model.host, None).await).await,
@@ -179,18 +184,7 @@ async fn split_planes_call_each_other_over_tls() {
     let control_addr = control.control_addr().to_string();
     wait_serving_tls(&control_addr).await;
     wait_serving_tls(&data_addr).await;
-    let model = IndexServiceClient::new(tls_channel(&control_addr, None).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "secure".into(),
-                dimension: Some(2),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let model = create_secure(&control_addr).await;
     assert_eq!(model.host, format!("secure.default.larch.test:{data_port}"));
     let channel = tls_channel(&data_addr, Some(&model.host)).await;
     assert_eq!(upsert_and_query(channel).await, 1);
@@ -239,40 +233,20 @@ async fn a_follower_forwards_writes_to_the_writer_over_tls() {
         .iter()
         .map(|plane| plane.logged_addr("larch data plane listening").to_string())
         .collect();
-    let port = addrs[0].rsplit(':').next().unwrap().to_owned();
     let control_dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "control-plane".to_owned(),
-        "--data-dir".to_owned(),
-        control_dir.path().to_str().unwrap().to_owned(),
-        "--control-addr".to_owned(),
-        format!("127.0.0.1:{control_port}"),
-        "--host-template".to_owned(),
-        format!("{{index}}.{{project}}.larch.test:{port}"),
-    ];
-    for (pod, addr) in addrs.iter().enumerate() {
-        args.push("--data-plane-url".to_owned());
-        args.push(format!("dp-{pod}=https://{addr}"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let control = Larch::spawn(&args, &env_refs(&env));
+    let control = super::split_pods::control_plane_with(
+        control_dir.path(),
+        control_port,
+        &addrs,
+        "https",
+        &env_refs(&env),
+    );
     let control_addr = control.control_addr().to_string();
     wait_serving_tls(&control_addr).await;
     for addr in &addrs {
         wait_serving_tls(addr).await;
     }
-    let model = IndexServiceClient::new(tls_channel(&control_addr, None).await)
-        .create_index(with_key(
-            CreateIndexRequest {
-                name: "secure".into(),
-                dimension: Some(2),
-                ..Default::default()
-            },
-            Some(KEY),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let model = create_secure(&control_addr).await;
     let deadline = std::time::Instant::now() + TIMEOUT;
     let follower = loop {
         let following = planes.iter().position(|plane| {

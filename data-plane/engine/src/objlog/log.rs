@@ -423,6 +423,16 @@ mod tests {
     use super::*;
     use crate::objlog::faulty::{Failure, Fault, FaultyStore, Op};
 
+    /// The sequence numbers of every batch `reader` reads to the end of the log.
+    fn read_seqs(reader: &mut LogReader) -> Vec<u64> {
+        reader
+            .read_to_end()
+            .unwrap()
+            .iter()
+            .map(|b| b.seq)
+            .collect()
+    }
+
     fn batch(seq: u64, epoch: u64, records: &[&[u8]]) -> Batch {
         Batch {
             seq,
@@ -483,21 +493,11 @@ mod tests {
             ));
         }
         let mut reader = LogReader::new(bucket.clone(), 3);
-        let seqs: Vec<u64> = reader
-            .read_to_end()
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect();
+        let seqs = read_seqs(&mut reader);
         assert_eq!(seqs, [3, 4]);
         assert_eq!(reader.next_seq(), 5);
         create_batch(&bucket, &batch(5, 1, &[b"y"]), ONCE).unwrap();
-        let seqs: Vec<u64> = reader
-            .read_to_end()
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect();
+        let seqs = read_seqs(&mut reader);
         assert_eq!(seqs, [5, 6]);
         assert_eq!(reader.next_seq(), 7);
         assert_eq!(reader.last_epoch(), 1);
@@ -512,12 +512,7 @@ mod tests {
         }
         let before = faulty.counts().gets;
         let mut reader = LogReader::new(bucket.clone(), 0);
-        let seqs: Vec<u64> = reader
-            .read_to_end()
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect();
+        let seqs = read_seqs(&mut reader);
         assert_eq!(seqs, (0..40).collect::<Vec<_>>());
         // Windows 1, 2, 4, 8, 16 (seqs 0..31), then 16 more ending past the end: each batch
         // read once, and at most a window's worth of misses.
@@ -537,12 +532,7 @@ mod tests {
         for seq in 40..43 {
             create_batch(&bucket, &batch(seq, 1, &[b"y"]), ONCE).unwrap();
         }
-        let seqs: Vec<u64> = reader
-            .read_to_end()
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect();
+        let seqs = read_seqs(&mut reader);
         assert_eq!(seqs, [40, 41, 42]);
     }
 
@@ -571,12 +561,7 @@ mod tests {
         assert_eq!(read, [0, 1, 2, 3, 4]);
         assert!(err.to_string().contains("00000000000000000005"), "{err}");
         assert_eq!(reader.next_seq(), 5);
-        let rest: Vec<u64> = reader
-            .read_to_end()
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect();
+        let rest = read_seqs(&mut reader);
         assert_eq!(rest, (5..10).collect::<Vec<_>>());
     }
 
