@@ -10,6 +10,9 @@ use larch_proto::control::index_service_client::IndexServiceClient;
 use larch_proto::pinecone::DescribeIndexStatsRequest;
 use larch_proto::pinecone::vector_service_client::VectorServiceClient;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use super::harness::*;
 use super::replicas::create;
@@ -210,4 +213,62 @@ async fn issue_17_index_changes_reach_every_data_plane_and_a_missed_one_catches_
     )
     .await;
     drop(control);
+}
+
+/// A starting data plane is not ready while an index the control plane lists cannot be opened
+/// (it would answer NOT_FOUND for it): here its description file is moved away. Once the file
+/// is back, the next pull opens it and the pod becomes SERVING with the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_is_not_ready_until_it_serves_every_listed_index() {
+    let control_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let control_port = free_port();
+    let mut plane = data_plane("dp-0", dir.path(), "127.0.0.1:0", control_port);
+    let addr = plane.logged_addr("larch data plane listening").to_string();
+    let control = control_plane_over(
+        control_dir.path(),
+        control_port,
+        std::slice::from_ref(&addr),
+    );
+    let control_addr = control.control_addr().to_string();
+    wait_serving(&addr, "").await;
+    let movies = create(&control_addr, "movies").await.unwrap().host;
+    assert_eq!(stats(&addr, &movies).await.unwrap(), 2);
+    assert!(plane.terminate().success());
+
+    let [storage] = stored(dir.path(), "movies").try_into().unwrap();
+    let meta = dir
+        .path()
+        .join(larch::embedded::INDEXES_DIR)
+        .join(storage)
+        .join("index.meta");
+    let aside = meta.with_extension("aside");
+    std::fs::rename(&meta, &aside).unwrap();
+    let plane = data_plane("dp-0", dir.path(), &addr, control_port);
+    plane.logged_addr("larch data plane listening");
+    // Several pulls (one a second) fail to open it: never SERVING meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        let mut health = HealthClient::new(connect(&addr).await);
+        let status = health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status);
+        assert_ne!(
+            status.ok(),
+            Some(ServingStatus::Serving as i32),
+            "SERVING without the listed index:\n{}",
+            plane.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        plane.stderr().contains("not ready yet"),
+        "{}",
+        plane.stderr()
+    );
+    std::fs::rename(&aside, &meta).unwrap();
+    wait_serving(&addr, "").await;
+    assert_eq!(stats(&addr, &movies).await.unwrap(), 2);
+    drop((plane, control));
 }

@@ -416,12 +416,14 @@ impl RoutedDataPlane {
 
     /// Makes the served set equal to `assignments`: attaches what is missing or changed and
     /// stops serving what the control plane no longer lists (keeping its data); deletes the
-    /// data of `tombstones` and returns those it deleted (or found gone).
+    /// data of `tombstones`. Returns the tombstones it deleted (or found gone) and the listed
+    /// indexes it could not serve (logged; tried again at the next pull).
     fn reconcile(
         &self,
         assignments: &[IndexAssignment],
         tombstones: &[IndexTombstone],
-    ) -> Vec<IndexTombstone> {
+    ) -> (Vec<IndexTombstone>, Vec<String>) {
+        let mut unserved = Vec::new();
         let served: HashMap<String, IndexKey> = self
             .read()
             .iter()
@@ -443,6 +445,7 @@ impl RoutedDataPlane {
             };
             if let Err(err) = result {
                 tracing::error!(index = %assignment.name, project = %assignment.project, error = %err, "cannot serve an index the control plane lists");
+                unserved.push(format!("{}/{}", assignment.project, assignment.name));
             }
         }
         let mut routes = self.write();
@@ -473,7 +476,7 @@ impl RoutedDataPlane {
                 }
             }
         }
-        removed
+        (removed, unserved)
     }
 
     /// How long ago the keys were last pulled; `None` before the first pull.
@@ -526,7 +529,9 @@ impl RoutedDataPlane {
     }
 
     /// Pulls indexes and keys once.
-    async fn sync(&self, client: &mut SyncClient) -> Result<(), SyncError> {
+    /// One pull: the keys, then the indexes. Returns the listed indexes this pod could not
+    /// serve (see [`RoutedDataPlane::reconcile`]).
+    async fn sync(&self, client: &mut SyncClient) -> Result<Vec<String>, SyncError> {
         let keys = Self::pull_keys(client).await?;
         if keys.is_empty() {
             return Err(SyncError::NoKeys);
@@ -557,13 +562,13 @@ impl RoutedDataPlane {
             tombstones,
         } = pulled;
         let me = self.clone();
-        let removed = tokio::task::spawn_blocking(move || {
+        let (removed, unserved) = tokio::task::spawn_blocking(move || {
             me.serialized(|me| me.reconcile(&indexes, &tombstones))
         })
         .await
         .map_err(SyncError::Reconcile)?;
         self.removed().extend(removed);
-        Ok(())
+        Ok(unserved)
     }
 
     /// Dispatches a request that is neither health, reflection nor internal to the index
@@ -820,6 +825,9 @@ impl From<ControlError> for Status {
     }
 }
 
+/// How many pulls a listed index that cannot be opened holds back a starting pod's readiness.
+const UNSERVED_PULLS: u32 = 30;
+
 /// Why one pull from the control plane failed; the sync loop logs it and retries at the next
 /// refresh, keeping the last indexes and keys.
 #[derive(Debug, thiserror::Error)]
@@ -1058,6 +1066,8 @@ pub async fn serve_routed(
     let sync = tokio::spawn(async move {
         let health = reporter;
         let mut synced = false;
+        // Pulls that left a listed index unserved before this pod first became ready.
+        let mut first_pulls = 0u32;
         let mut failing = false;
         let mut serving = false;
         // What the key file held when last read (`None`: not read yet; the key given at start
@@ -1086,18 +1096,36 @@ pub async fn serve_routed(
                 }
             }
             match syncing.sync(&mut client).await {
-                Ok(()) if !synced => {
+                // Not ready while an index the control plane lists is not served yet (its
+                // open failed, e.g. a flush swapped the segments it was reading): it would
+                // answer NOT_FOUND for it. An index that still cannot be served after
+                // UNSERVED_PULLS pulls stops holding the pod back (logged at every pull).
+                Ok(unserved) if !synced && !unserved.is_empty() && first_pulls < UNSERVED_PULLS => {
+                    first_pulls += 1;
+                    tracing::warn!(
+                        ?unserved,
+                        "not ready yet: indexes the control plane lists are not served yet; trying again at the next pull"
+                    );
+                }
+                Ok(unserved) if !synced => {
                     synced = true;
+                    if !unserved.is_empty() {
+                        tracing::error!(
+                            ?unserved,
+                            pulls = first_pulls,
+                            "serving without indexes that could not be opened"
+                        );
+                    }
                     tracing::info!(
                         indexes = syncing.served().len(),
                         "in sync with the control plane; serving"
                     );
                 }
-                Ok(()) if failing => {
+                Ok(_) if failing => {
                     failing = false;
                     tracing::info!(url = %control_plane.url, "in sync with the control plane again");
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(err) if err.code() == Code::Unauthenticated => {
                     failing = synced;
                     tracing::warn!(
