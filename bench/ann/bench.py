@@ -931,7 +931,12 @@ class Qdrant(System):
             data=None if body is None else json.dumps(body).encode(),
             headers={"content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"{}")
+            body = resp.read()
+        # Most answers are JSON; /readyz answers plain text ("all shards are ready").
+        try:
+            return json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            return {"text": body.decode(errors="replace")}
 
     def start(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -1145,32 +1150,37 @@ def table(results: list[dict], clients: int) -> str:
 
 
 def targets(results: list[dict], target_recall: float) -> list[dict]:
+    """Issue 15's targets (item 6), each measured in this run."""
     ok = {r["system"]: r for r in results if "error" not in r}
     larch = ok.get("larch")
     out = []
     if not larch:
         return [{"target": "all", "status": "larch did not run"}]
-    servers = [r for r in ok.values() if r["server"] and r["system"] != "larch"
-               and r["recall_at_10"] >= target_recall]
     lq = larch["n_clients"]["qps"]
-    if servers:
-        best = max(servers, key=lambda r: r["n_clients"]["qps"])
-        ratio = lq / best["n_clients"]["qps"]
-        out.append({"target": f"QPS ≥ 2× best server peer at recall@10 ≥ {target_recall}",
-                    "measured": f"{ratio:.2f}× {best['system']} ({lq:,.0f} vs {best['n_clients']['qps']:,.0f} QPS)",
-                    "met": ratio >= 2.0})
+    qdrant = ok.get("qdrant")
+    if qdrant and qdrant["recall_at_10"] >= target_recall:
+        q = qdrant["n_clients"]["qps"]
+        out.append({"target": f"QPS ≥ 1.5× Qdrant's at recall@10 ≥ {target_recall}",
+                    "measured": f"{lq / q:.2f}× ({lq:,.0f} vs {q:,.0f} QPS)", "met": lq / q >= 1.5})
+        lw, qw = larch["index_wait_s"], qdrant["index_wait_s"]
+        out.append({"target": "fully indexed after the last upsert ≤ Qdrant's",
+                    "measured": f"{lw:.2f} s vs {qw:.2f} s", "met": lw <= qw})
     else:
-        out.append({"target": "QPS ≥ 2× best server peer", "measured": "no server peer ran", "met": None})
+        out.append({"target": "QPS ≥ 1.5× Qdrant's", "measured": "Qdrant did not run (no binary)", "met": None})
+    if "faiss" in ok:
+        f = ok["faiss"]["n_clients"]["qps"]
+        out.append({"target": "QPS ≥ 0.6× in-process faiss HNSW", "measured": f"{lq / f:.3f}× ({lq:,.0f} vs {f:,.0f} QPS)",
+                    "met": lq / f >= 0.6})
     if "hnswlib" in ok:
         h = ok["hnswlib"]["n_clients"]["qps"]
-        out.append({"target": "QPS ≥ 0.6× in-process hnswlib", "measured": f"{lq / h:.3f}× ({lq:,.0f} vs {h:,.0f} QPS)",
+        out.append({"target": "QPS ≥ 0.6× in-process hnswlib (issue 5)", "measured": f"{lq / h:.3f}× ({lq:,.0f} vs {h:,.0f} QPS)",
                     "met": lq / h >= 0.6})
     p99 = larch["one_client"]["p99_ms"]
-    out.append({"target": "p99 at one client < 2 ms", "measured": f"{p99:.2f} ms", "met": p99 < 2.0})
+    out.append({"target": "p99 at one client ≤ 1 ms", "measured": f"{p99:.2f} ms", "met": p99 <= 1.0})
     up = larch["load"]["vectors_per_s"]
-    out.append({"target": "durable upsert ≥ 20,000 vectors/s at d=384",
+    out.append({"target": "durable upsert ≥ 50,000 vectors/s at d=384",
                 "measured": f"{up:,.0f} vectors/s ({larch['load']['writers']} writer(s), batch {larch['load']['batch']})",
-                "met": up >= 20_000})
+                "met": up >= 50_000})
     out.append({"target": f"recall@10 ≥ {target_recall}", "measured": f"{larch['recall_at_10']:.4f} (HNSW, ef={larch.get('ef')})",
                 "met": larch["recall_at_10"] >= target_recall})
     return out
@@ -1301,7 +1311,7 @@ def main() -> None:
     plot(results, plot_path, title)
     info["loadavg_at_end"] = os.getloadavg()
     md = [f"Search benchmark, {started:%Y-%m-%d %H:%M %Z}: {title}.", "",
-          table(results, args.clients), "", "| target (issue 5, item 6) | measured | met |", "|---|---|---|"]
+          table(results, args.clients), "", "| target (issue 15, item 6) | measured | met |", "|---|---|---|"]
     for t in tgt:
         md.append(f"| {t['target']} | {t.get('measured', t.get('status'))} | "
                   f"{ {True: 'met', False: 'missed', None: 'n/a'}[t.get('met')] } |")
