@@ -403,7 +403,9 @@ async fn killing_the_writer_of_three_pods_under_load_loses_no_acknowledged_write
                     let read = held(addr, &host, &["v1".to_owned()]).await;
                     // Marked down just now: not a failure of a live pod.
                     if read.is_none() && alive[pod].load(std::sync::atomic::Ordering::Acquire) {
-                        failed.push(pod);
+                        // Why, for the failure message: the same read once more.
+                        let why = fetch_error(addr, &host).await;
+                        failed.push(format!("dp-{pod}: {why}"));
                     }
                     reads += 1;
                 }
@@ -448,6 +450,16 @@ async fn killing_the_writer_of_three_pods_under_load_loses_no_acknowledged_write
     }
     let (reads, failed) = reader.await.unwrap();
     assert!(reads > 100, "{reads}");
+    if !failed.is_empty() {
+        for (pod, plane) in pods.planes.iter().enumerate() {
+            let stderr = plane.stderr();
+            let notable: Vec<&str> = stderr
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .collect();
+            eprintln!("--- dp-{pod} warnings and errors:\n{}", notable.join("\n"));
+        }
+    }
     assert!(
         failed.is_empty(),
         "reads on live pods failed: {failed:?} of {reads}"
@@ -535,6 +547,34 @@ async fn serving(addr: &str) -> bool {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await;
     matches!(status, Ok(answer) if answer.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+}
+
+/// What a fetch from the data plane at `addr` for the index at `host` fails with now (for a
+/// failure message; "no error" if it works this time).
+async fn fetch_error(addr: &str, host: &str) -> String {
+    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map(|endpoint| endpoint.origin(format!("http://{host}").parse().unwrap()))
+    {
+        Ok(endpoint) => endpoint.connect().await,
+        Err(err) => return format!("bad address: {err}"),
+    };
+    let channel = match channel {
+        Ok(channel) => channel,
+        Err(err) => return format!("cannot connect: {err}"),
+    };
+    let fetched = VectorServiceClient::new(channel)
+        .fetch(with_key(
+            larch_proto::pinecone::FetchRequest {
+                ids: vec!["v1".to_owned()],
+                namespace: String::new(),
+            },
+            Some(super::split::KEY),
+        ))
+        .await;
+    match fetched {
+        Ok(_) => "no error".to_owned(),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
