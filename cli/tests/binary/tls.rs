@@ -248,13 +248,17 @@ async fn a_follower_forwards_writes_to_the_writer_over_tls() {
     }
     let model = create_secure(&control_addr).await;
     let deadline = std::time::Instant::now() + TIMEOUT;
+    // The follower, once both pods route the index's host (a route is added after the open).
     let follower = loop {
+        let routed = planes
+            .iter()
+            .all(|plane| plane.stderr().contains("data plane serving index"));
         let following = planes.iter().position(|plane| {
             plane
                 .stderr()
                 .contains("opened the object log as a follower")
         });
-        if let Some(follower) = following {
+        if let (true, Some(follower)) = (routed, following) {
             break follower;
         }
         assert!(
