@@ -76,20 +76,24 @@ impl Pods {
             wait_serving(addr, "").await;
         }
         let host = create(&control_addr, "movies").await.unwrap().host;
-        // Every pod but the writer follows the index before a test starts.
+        // Every pod but the writer follows the index, and every pod routes its host (the
+        // route is added after the open is logged), before a test starts.
         eventually(
             Duration::from_secs(60),
-            "every other pod following",
+            "every other pod following, every pod serving the index",
             async || {
-                planes
+                let following = planes
                     .iter()
                     .filter(|plane| {
                         plane
                             .stderr()
                             .contains("opened the object log as a follower")
                     })
-                    .count()
-                    == n - 1
+                    .count();
+                let routed = planes
+                    .iter()
+                    .all(|plane| plane.stderr().contains("data plane serving index"));
+                following == n - 1 && routed
             },
         )
         .await;
