@@ -66,7 +66,7 @@ use crate::load::{
 use crate::soak::load::ApiKey;
 use crate::soak::server::{Server, wait_serving};
 use cluster::{Cluster, S3};
-use report::{IdleS3, Lag, PodLoad, Row};
+use report::{IdleS3, Lag, PodLoad, Queried, Row};
 use watch::{LagSampler, S3Counts};
 
 /// The admin key every process of the run is started with.
@@ -509,8 +509,8 @@ async fn measure(
         ingest_s: ingested.elapsed.as_secs_f64(),
         lag,
         indexed_s,
+        queried,
         idle_s3,
-        ..queried
     })
 }
 
@@ -611,14 +611,13 @@ async fn indexed(
 }
 
 /// The query load over every pod: warm-up, measured run with each pod's CPU time, ceiling.
-/// Returns the query figures of the row (the rest left at zero).
 async fn query_load(
     args: &ScaleArgs,
     work: &Workload,
     cluster: &Cluster,
     host: &str,
     writer: usize,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Queried> {
     let n = cluster.pods.len();
     // Channel `c * n + pod` goes to `pod`, so task `i` (on channel `i % len`) goes to pod
     // `i % n`: the tasks are dealt round-robin over the pods.
@@ -702,12 +701,7 @@ async fn query_load(
             empty_answers += 1;
         }
     }
-    Ok(Row {
-        data_planes: n,
-        ingest_vectors_per_s: 0.0,
-        ingest_s: 0.0,
-        lag: None,
-        indexed_s: 0.0,
+    Ok(Queried {
         qps: total.qps(),
         p50_ms: total.latency.quantile(0.5) as f64 / 1e6,
         p99_ms: total.latency.quantile(0.99) as f64 / 1e6,
@@ -722,7 +716,6 @@ async fn query_load(
         empty_answers,
         ceiling_qps: ceiling.qps(),
         pods,
-        idle_s3: None,
     })
 }
 

@@ -53,6 +53,14 @@ pub(super) struct Row {
     /// Seconds from the last acknowledged upsert until every pod held every vector (and,
     /// when the namespace is large enough for a graph, logged it fully indexed).
     pub(super) indexed_s: f64,
+    pub(super) queried: Queried,
+    /// `None` when the S3 server is not our own (no request counts).
+    pub(super) idle_s3: Option<IdleS3>,
+}
+
+/// The query load's figures, over every pod.
+#[derive(Debug, Clone)]
+pub(super) struct Queried {
     pub(super) qps: f64,
     pub(super) p50_ms: f64,
     pub(super) p99_ms: f64,
@@ -66,14 +74,21 @@ pub(super) struct Row {
     /// The load tool's ceiling: health checks per second at the same concurrency.
     pub(super) ceiling_qps: f64,
     pub(super) pods: Vec<PodLoad>,
-    /// `None` when the S3 server is not our own (no request counts).
-    pub(super) idle_s3: Option<IdleS3>,
+}
+
+impl PodLoad {
+    /// Its CPU milliseconds per query answered (`None` without a CPU time or a query).
+    fn cpu_ms_per_query(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| self.queries > 0)
+            .map(|cpu| cpu * 1e3 / self.queries as f64)
+    }
 }
 
 impl Row {
     /// CPU milliseconds per query of the pods chosen by `which` together.
     fn cpu_ms_per_query(&self, which: impl Fn(&PodLoad) -> bool) -> Option<f64> {
-        let pods: Vec<&PodLoad> = self.pods.iter().filter(|p| which(p)).collect();
+        let pods: Vec<&PodLoad> = self.queried.pods.iter().filter(|p| which(p)).collect();
         let cpu: f64 = pods.iter().map(|p| p.cpu_s).sum::<Option<f64>>()?;
         let queries: u64 = pods.iter().map(|p| p.queries).sum();
         (queries > 0).then(|| cpu * 1e3 / queries as f64)
@@ -89,7 +104,7 @@ impl Row {
 
     /// QPS as a share of the tool's ceiling (`None` if no health check succeeded).
     fn ceiling_share(&self) -> Option<f64> {
-        (self.ceiling_qps > 0.0).then(|| self.qps / self.ceiling_qps)
+        (self.queried.ceiling_qps > 0.0).then(|| self.queried.qps / self.queried.ceiling_qps)
     }
 
     /// The lines printed once the row is measured.
@@ -122,16 +137,16 @@ impl Row {
             s,
             "  queries: {} ok, {} failed, {:.0} QPS, p50 {:.3} ms, p99 {:.3} ms; {} distinct \
              queries answered, {} with no match; tool's ceiling {:.0} QPS (health, same load)",
-            self.queries_ok,
-            self.queries_failed,
-            self.qps,
-            self.p50_ms,
-            self.p99_ms,
-            self.answered,
-            self.empty_answers,
-            self.ceiling_qps
+            self.queried.queries_ok,
+            self.queried.queries_failed,
+            self.queried.qps,
+            self.queried.p50_ms,
+            self.queried.p99_ms,
+            self.queried.answered,
+            self.queried.empty_answers,
+            self.queried.ceiling_qps
         );
-        for (code, (n, message)) in &self.errors {
+        for (code, (n, message)) in &self.queried.errors {
             let _ = writeln!(s, "    {code}: {n} (first: {message})");
         }
         match self.ceiling_share() {
@@ -153,11 +168,7 @@ impl Row {
                 let _ = writeln!(s, "  the ceiling's health check never succeeded");
             }
         }
-        for pod in &self.pods {
-            let per_query = pod
-                .cpu_s
-                .filter(|_| pod.queries > 0)
-                .map(|cpu| cpu * 1e3 / pod.queries as f64);
+        for pod in &self.queried.pods {
             let _ = writeln!(
                 s,
                 "  {} ({}): {} queries, {} failed, CPU {} s, {} ms CPU/query",
@@ -167,7 +178,7 @@ impl Row {
                 pod.failed,
                 pod.cpu_s
                     .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
-                fixed(per_query, 3)
+                fixed(pod.cpu_ms_per_query(), 3)
             );
         }
         match &self.idle_s3 {
@@ -194,6 +205,7 @@ impl Row {
 
     pub(super) fn json(&self) -> serde_json::Value {
         let pods: Vec<serde_json::Value> = self
+            .queried
             .pods
             .iter()
             .map(|pod| {
@@ -203,13 +215,12 @@ impl Row {
                     "queries": pod.queries,
                     "failed": pod.failed,
                     "cpu_s": pod.cpu_s,
-                    "cpu_ms_per_query": pod.cpu_s
-                        .filter(|_| pod.queries > 0)
-                        .map(|cpu| cpu * 1e3 / pod.queries as f64),
+                    "cpu_ms_per_query": pod.cpu_ms_per_query(),
                 })
             })
             .collect();
         let errors: serde_json::Map<String, serde_json::Value> = self
+            .queried
             .errors
             .iter()
             .map(|(code, (n, message))| {
@@ -229,15 +240,15 @@ impl Row {
             "lag_samples": self.lag.map(|l| l.rounds),
             "catch_up_s": self.lag.map(|l| l.catch_up_s),
             "indexed_s": self.indexed_s,
-            "qps": self.qps,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "queries_ok": self.queries_ok,
-            "queries_failed": self.queries_failed,
+            "qps": self.queried.qps,
+            "p50_ms": self.queried.p50_ms,
+            "p99_ms": self.queried.p99_ms,
+            "queries_ok": self.queried.queries_ok,
+            "queries_failed": self.queried.queries_failed,
             "errors": errors,
-            "distinct_queries_answered": self.answered,
-            "empty_answers": self.empty_answers,
-            "ceiling_qps": self.ceiling_qps,
+            "distinct_queries_answered": self.queried.answered,
+            "empty_answers": self.queried.empty_answers,
+            "ceiling_qps": self.queried.ceiling_qps,
             "ratio_to_ceiling": self.ceiling_share(),
             "tool_may_be_bottleneck": self.ceiling_share().map(|x| x >= BOTTLENECK_SHARE),
             "cpu_ms_per_query_writer": self.writer_cpu_ms(),
@@ -269,9 +280,9 @@ pub(super) fn table(rows: &[Row], baseline_vectors_per_s: f64) -> String {
             row.ingest_vectors_per_s,
             row.lag.map_or_else(|| "–".to_owned(), |l| opt(l.last_ack)),
             fixed(row.lag.map(|l| l.catch_up_s), 2),
-            row.qps,
-            row.p50_ms,
-            row.p99_ms,
+            row.queried.qps,
+            row.queried.p50_ms,
+            row.queried.p99_ms,
             fixed(row.writer_cpu_ms(), 3),
             fixed(row.follower_cpu_ms(), 3),
             fixed(row.idle_s3.as_ref().map(|i| i.total), 2),
@@ -316,16 +327,18 @@ mod tests {
             ingest_s: 2.0,
             lag: None,
             indexed_s: 0.5,
-            qps: 100.0,
-            p50_ms: 1.0,
-            p99_ms: 2.0,
-            queries_ok: pods.iter().map(|p| p.queries).sum(),
-            queries_failed: 0,
-            errors: BTreeMap::new(),
-            answered: 10,
-            empty_answers: 0,
-            ceiling_qps: 1000.0,
-            pods,
+            queried: Queried {
+                qps: 100.0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                queries_ok: pods.iter().map(|p| p.queries).sum(),
+                queries_failed: 0,
+                errors: BTreeMap::new(),
+                answered: 10,
+                empty_answers: 0,
+                ceiling_qps: 1000.0,
+                pods,
+            },
             idle_s3: None,
         }
     }

@@ -13,18 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::soak::probe::{cpu_ticks, scrape_metrics};
+use crate::soak::probe::{cpu_ticks, metric_sum, scrape_metrics};
 
-/// The value of the first series of gauge `name` in Prometheus text (one index per cluster,
-/// so there is one series).
+/// The value of gauge `name` in Prometheus text (one index per cluster, so one series).
 pub(super) fn gauge(metrics: &str, name: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .find_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+    // LSNs and record counts stay far below 2^53: exact as f64.
+    metric_sum(metrics, name, "").map(|value| value as u64)
 }
 
 /// The index's LSN on the pod whose admin server is `admin` (`None` if it cannot be read).

@@ -113,23 +113,26 @@ pub(crate) fn scrape_metrics(addr: std::net::SocketAddr) -> std::io::Result<Stri
         .to_owned())
 }
 
+/// The sum of every series of metric `name` in Prometheus `text` whose labels contain
+/// `labels` (`""`: every series); `None` if there is none.
+pub(crate) fn metric_sum(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, number)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        if series_name == name && series_labels.contains(labels) {
+            *found.get_or_insert(0.0) += number.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    found
+}
+
 /// The server metrics worth a line in the report: write-ahead-log fsyncs, flushes and
 /// compactions (count and mean duration), and the sizes of `index`.
 pub(crate) fn metrics_summary(text: &str, index: &str) -> String {
-    // Sum of every series of `name` whose labels contain `labels`.
-    let value = |name: &str, labels: &str| -> Option<f64> {
-        let mut found = None;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, number)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-            if series_name == name && series_labels.contains(labels) {
-                *found.get_or_insert(0.0) += number.parse::<f64>().unwrap_or(0.0);
-            }
-        }
-        found
-    };
+    let value = |name: &str, labels: &str| metric_sum(text, name, labels);
     let timed = |what: &str, name: &str| {
         let count = value(&format!("{name}_count"), "");
         let sum = value(&format!("{name}_sum"), "");
