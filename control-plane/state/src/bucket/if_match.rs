@@ -30,8 +30,14 @@ const QUOTED: u8 = 1;
 const BARE: u8 = 2;
 
 /// What one store has shown about the form of `If-Match` it accepts (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IfMatchForm(AtomicU8);
+
+impl Default for IfMatchForm {
+    fn default() -> Self {
+        IfMatchForm(AtomicU8::new(UNKNOWN))
+    }
+}
 
 impl IfMatchForm {
     /// Whether this store is known to want bare ETags (for logs and tests).
@@ -54,20 +60,21 @@ impl IfMatchForm {
         let Some(bare) = bare_tag(&opts.mode) else {
             return put(payload, opts).await;
         };
-        let form = self.0.load(Ordering::Relaxed);
-        if form == BARE {
-            set_tag(&mut opts.mode, bare);
-            return put(payload, opts).await;
+        match self.0.load(Ordering::Relaxed) {
+            BARE => {
+                set_tag(&mut opts.mode, bare);
+                return put(payload, opts).await;
+            }
+            QUOTED => return put(payload, opts).await,
+            _ => {}
         }
-        let first = put(payload.clone(), opts.clone()).await;
-        match first {
+        // Not known yet: as given, and bare after a refusal.
+        match put(payload.clone(), opts.clone()).await {
             Ok(result) => {
-                if form == UNKNOWN {
-                    self.0.store(QUOTED, Ordering::Relaxed);
-                }
+                self.0.store(QUOTED, Ordering::Relaxed);
                 Ok(result)
             }
-            Err(object_store::Error::Precondition { .. }) if form == UNKNOWN => {
+            Err(object_store::Error::Precondition { .. }) => {
                 set_tag(&mut opts.mode, bare);
                 let second = put(payload, opts).await;
                 if second.is_ok() {

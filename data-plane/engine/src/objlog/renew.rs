@@ -40,8 +40,6 @@ struct Entry {
     lease: Arc<Lease>,
     /// Set by [`Renewer::stop`]: no renewal starts after it.
     stopped: AtomicBool,
-    /// Set once the lease was found lost (taken over, released, its object gone).
-    finished: AtomicBool,
     /// Held while this entry's renewal runs, so `stop` can wait for one in flight.
     renewing: Mutex<()>,
     /// Set while a renewal of this entry is handed out and not finished.
@@ -61,8 +59,10 @@ impl Entry {
         Some(self.lease.renew_in().max(retry))
     }
 
+    /// A lost lease (taken over, released, its object gone) is never renewed again; a
+    /// renewal that finds it lost marks it so.
     fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire) || self.lease.is_lost()
+        self.lease.is_lost()
     }
 
     /// One renewal, unless the entry was stopped meanwhile.
@@ -76,7 +76,6 @@ impl Entry {
             Ok(()) => *lock(&self.not_before) = None,
             Err(err) if err.is_not_writer() => {
                 tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "stopped renewing the lease");
-                self.finished.store(true, Ordering::Release);
             }
             Err(err) => {
                 tracing::warn!(holder = %lease.holder(), epoch = lease.epoch(), error = %err, "lease renewal failed; retrying");
@@ -92,7 +91,6 @@ impl Renewer {
         let entry = Arc::new(Entry {
             lease,
             stopped: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
             renewing: Mutex::new(()),
             in_flight: AtomicBool::new(false),
             not_before: Mutex::new(None),
