@@ -16,7 +16,7 @@
 //! to every pod, and a pod that misses one catches up at its next pull.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,9 +219,7 @@ fn internal_ca(url: &str, ca: Option<&PathBuf>, flag: &str) -> Result<Option<Vec
         ));
     }
     match (url.starts_with("https://"), ca) {
-        (true, Some(path)) => std::fs::read(path)
-            .map(Some)
-            .map_err(|err| format!("--tls-ca: cannot read {}: {err}", path.display())),
+        (true, Some(path)) => read_ca(path).map(Some),
         (true, None) => Err(format!(
             "{flag} is https: give the CA that signed its certificate with --tls-ca"
         )),
@@ -423,20 +421,25 @@ fn peer_ca(
     bucket: bool,
     ca: Option<&PathBuf>,
 ) -> Result<Option<Vec<u8>>, String> {
-    let https = match advertise_url.map(str::trim).filter(|url| !url.is_empty()) {
+    let https = match configured_advertise(advertise_url) {
         Some(url) => url.starts_with("https://"),
         None => tls,
     };
     match (https && bucket, ca) {
         (false, _) => Ok(None),
-        (true, Some(path)) => std::fs::read(path)
-            .map(Some)
-            .map_err(|err| format!("--tls-ca: cannot read {}: {err}", path.display())),
-        (true, None) => Err(
-            "this data plane keeps indexes on a bucket and advertises an https address, so              other pods forward writes to it over TLS and it to them: give the CA that signed              the pods' certificates with --tls-ca"
-                .to_owned(),
-        ),
+        (true, Some(path)) => read_ca(path).map(Some),
+        (true, None) => Err(concat!(
+            "this data plane keeps indexes on a bucket and advertises an https address, so ",
+            "other pods forward writes to it over TLS and it to them: give the CA that signed ",
+            "the pods' certificates with --tls-ca"
+        )
+        .to_owned()),
     }
+}
+
+/// The PEM CA certificate(s) in `path` (`--tls-ca`).
+fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("--tls-ca: cannot read {}: {err}", path.display()))
 }
 
 /// Runs `larch control-plane` until SIGINT or SIGTERM, then drains and returns.
@@ -765,7 +768,7 @@ fn advertise_url(
     listening: SocketAddr,
     tls: bool,
 ) -> String {
-    if let Some(url) = configured.map(str::trim).filter(|url| !url.is_empty()) {
+    if let Some(url) = configured_advertise(configured) {
         return url.to_owned();
     }
     let scheme = if tls { "https" } else { "http" };
@@ -775,6 +778,11 @@ fn advertise_url(
         Some(ip) => format!("{scheme}://{ip}:{port}"),
         None => format!("{scheme}://{listening}"),
     }
+}
+
+/// `--advertise-url` when it is set (blank counts as unset), trimmed.
+fn configured_advertise(configured: Option<&str>) -> Option<&str> {
+    configured.map(str::trim).filter(|url| !url.is_empty())
 }
 
 #[cfg(test)]
