@@ -812,6 +812,7 @@ mod tests {
         );
         let err = peer_ca(None, true, true, None).unwrap_err();
         assert!(err.contains("--tls-ca"), "{err}");
+        assert!(!err.contains("  "), "one space between words: {err}");
         let missing = dir.path().join("missing.pem");
         let err = peer_ca(None, true, true, Some(&missing)).unwrap_err();
         assert!(err.contains("cannot read"), "{err}");
