@@ -45,13 +45,47 @@ fn data_plane(
 ) -> Larch {
     let name = format!("dp-{pod}");
     let ttl = TTL_SECS.to_string();
-    let env = [
+    start_data_plane_with(dir, addr, control_port, &pod_env(url, &name, &ttl))
+}
+
+/// The settings of data-plane pod `name` on the bucket at `url`: a lease of `ttl` seconds, the
+/// log tailed every 100 ms.
+pub(super) fn pod_env<'a>(
+    url: &'a str,
+    name: &'a str,
+    ttl: &'a str,
+) -> [(&'static str, &'a str); 4] {
+    [
         ("LARCH_OBJECT_STORE_URL", url),
-        ("LARCH_LEASE_TTL_SECS", ttl.as_str()),
+        ("LARCH_LEASE_TTL_SECS", ttl),
         ("LARCH_TAIL_INTERVAL_MS", "100"),
-        ("LARCH_POD_NAME", name.as_str()),
-    ];
-    start_data_plane_with(dir, addr, control_port, &env)
+        ("LARCH_POD_NAME", name),
+    ]
+}
+
+/// Waits until every pod of `planes` but one follows the index and every pod routes its host
+/// (a route is added after the open is logged); returns a follower.
+pub(super) async fn wait_followed(planes: &[Larch]) -> usize {
+    let follows = |plane: &Larch| {
+        plane
+            .stderr()
+            .contains("opened the object log as a follower")
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every other pod following, every pod serving the index",
+        async || {
+            let routed = planes
+                .iter()
+                .all(|plane| plane.stderr().contains("data plane serving index"));
+            routed && planes.iter().filter(|plane| follows(plane)).count() == planes.len() - 1
+        },
+    )
+    .await;
+    planes
+        .iter()
+        .position(follows)
+        .expect("a follower, as just seen")
 }
 
 impl Pods {
@@ -76,27 +110,8 @@ impl Pods {
             wait_serving(addr, "").await;
         }
         let host = create(&control_addr, "movies").await.unwrap().host;
-        // Every pod but the writer follows the index, and every pod routes its host (the
-        // route is added after the open is logged), before a test starts.
-        eventually(
-            Duration::from_secs(60),
-            "every other pod following, every pod serving the index",
-            async || {
-                let following = planes
-                    .iter()
-                    .filter(|plane| {
-                        plane
-                            .stderr()
-                            .contains("opened the object log as a follower")
-                    })
-                    .count();
-                let routed = planes
-                    .iter()
-                    .all(|plane| plane.stderr().contains("data plane serving index"));
-                following == n - 1 && routed
-            },
-        )
-        .await;
+        // Every pod but the writer follows the index before a test starts.
+        wait_followed(&planes).await;
         Some(Pods {
             test,
             _control: control,

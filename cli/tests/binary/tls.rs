@@ -101,6 +101,25 @@ async fn create_secure(addr: &str) -> larch_proto::control::IndexModel {
         .into_inner()
 }
 
+/// `larch data-plane` keeping its data in `dir`, on a port of its own, calling the control
+/// plane at `https://localhost:<control_port>`, with `env`.
+fn tls_data_plane(dir: &std::path::Path, control_port: u16, env: &[(&str, &str)]) -> Larch {
+    Larch::spawn(
+        &[
+            "data-plane",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--data-addr",
+            "127.0.0.1:0",
+            "--control-plane-url",
+            &format!("https://localhost:{control_port}"),
+            "--key-refresh-secs",
+            "1",
+        ],
+        env,
+    )
+}
+
 fn tls_env() -> Vec<(&'static str, String)> {
     vec![
         ("LARCH_API_KEY", KEY.to_owned()),
@@ -151,20 +170,7 @@ async fn split_planes_call_each_other_over_tls() {
     let (control_dir, data_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let env = tls_env();
     let control_port = free_port();
-    let data = Larch::spawn(
-        &[
-            "data-plane",
-            "--data-dir",
-            data_dir.path().to_str().unwrap(),
-            "--data-addr",
-            "127.0.0.1:0",
-            "--control-plane-url",
-            &format!("https://localhost:{control_port}"),
-            "--key-refresh-secs",
-            "1",
-        ],
-        &env_refs(&env),
-    );
+    let data = tls_data_plane(data_dir.path(), control_port, &env_refs(&env));
     let data_addr = data.logged_addr("larch data plane listening").to_string();
     let data_port = data_addr.rsplit(':').next().unwrap().to_owned();
     let control = Larch::spawn(
@@ -207,26 +213,8 @@ async fn a_follower_forwards_writes_to_the_writer_over_tls() {
         .map(|(pod, dir)| {
             let name = format!("dp-{pod}");
             let mut env = env_refs(&env);
-            env.extend([
-                ("LARCH_OBJECT_STORE_URL", test.url.as_str()),
-                ("LARCH_LEASE_TTL_SECS", "2"),
-                ("LARCH_TAIL_INTERVAL_MS", "100"),
-                ("LARCH_POD_NAME", name.as_str()),
-            ]);
-            Larch::spawn(
-                &[
-                    "data-plane",
-                    "--data-dir",
-                    dir.path().to_str().unwrap(),
-                    "--data-addr",
-                    "127.0.0.1:0",
-                    "--control-plane-url",
-                    &format!("https://localhost:{control_port}"),
-                    "--key-refresh-secs",
-                    "1",
-                ],
-                &env,
-            )
+            env.extend(super::s3_followers::pod_env(&test.url, &name, "2"));
+            tls_data_plane(dir.path(), control_port, &env)
         })
         .collect();
     let addrs: Vec<String> = planes
@@ -247,26 +235,7 @@ async fn a_follower_forwards_writes_to_the_writer_over_tls() {
         wait_serving_tls(addr).await;
     }
     let model = create_secure(&control_addr).await;
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    // The follower, once both pods route the index's host (a route is added after the open).
-    let follower = loop {
-        let routed = planes
-            .iter()
-            .all(|plane| plane.stderr().contains("data plane serving index"));
-        let following = planes.iter().position(|plane| {
-            plane
-                .stderr()
-                .contains("opened the object log as a follower")
-        });
-        if let (true, Some(follower)) = (routed, following) {
-            break follower;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no pod follows the index"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let follower = super::s3_followers::wait_followed(&planes).await;
     let channel = tls_channel(&addrs[follower], Some(&model.host)).await;
     assert_eq!(
         upsert_and_query(channel).await,

@@ -366,25 +366,35 @@ mod tests {
         bytes
     }
 
+    /// The header of a graph file (version 1, namespace "", cosine over f32 of width 2, m 4, no
+    /// norm bound) with `ef_construction`, `over_bound` and the entry node (`u32::MAX`: none)
+    /// and level, before the node count.
+    fn header(ef_construction: u32, over_bound: u64, entry: u32) -> Vec<u8> {
+        [
+            b"LGRF".as_slice(),
+            &1u32.to_le_bytes(), // version
+            &0u32.to_le_bytes(), // namespace ""
+            &[0, 0],             // cosine, f32
+            &2u32.to_le_bytes(), // width
+            &4u32.to_le_bytes(), // m
+            &ef_construction.to_le_bytes(),
+            &f32::NAN.to_le_bytes(), // no norm bound
+            &over_bound.to_le_bytes(),
+            &1u64.to_le_bytes(), // rng
+            &entry.to_le_bytes(),
+            &entry.to_le_bytes(), // entry level: 0 for node 0, none without a node
+        ]
+        .concat()
+    }
+
     /// Found by `fuzz/` (storage_decode): a checksummed graph file whose `ef_construction`
     /// says 134 million decoded, and inserting into it allocated a 1 GiB candidate heap.
     #[test]
     fn fuzz_regression_graph_ef_construction_allocation() {
         let body = [
-            b"LGRF".as_slice(),
-            &1u32.to_le_bytes(),           // version
-            &0u32.to_le_bytes(),           // namespace ""
-            &[0, 0],                       // cosine, f32
-            &2u32.to_le_bytes(),           // width
-            &4u32.to_le_bytes(),           // m
-            &0x0800_0080u32.to_le_bytes(), // ef_construction
-            &f32::NAN.to_le_bytes(),       // no norm bound
-            &0u64.to_le_bytes(),           // over bound
-            &1u64.to_le_bytes(),           // rng
-            &0u32.to_le_bytes(),           // entry node
-            &0u32.to_le_bytes(),           // entry level
-            &1u64.to_le_bytes(),           // nodes
-            &1u32.to_le_bytes(),           // id "v"
+            header(0x0800_0080, 0, 0).as_slice(),
+            &1u64.to_le_bytes(), // nodes
+            &1u32.to_le_bytes(), // id "v"
             b"v",
             &[0],                  // levels
             &0u32.to_le_bytes(),   // no links
@@ -448,19 +458,8 @@ mod tests {
     fn fuzz_regression_graph_over_bound_count() {
         let body = |over_bound: u64| {
             [
-                b"LGRF".as_slice(),
-                &1u32.to_le_bytes(),     // version
-                &0u32.to_le_bytes(),     // namespace ""
-                &[0, 0],                 // cosine, f32
-                &2u32.to_le_bytes(),     // width
-                &4u32.to_le_bytes(),     // m
-                &128u32.to_le_bytes(),   // ef_construction
-                &f32::NAN.to_le_bytes(), // no norm bound
-                &over_bound.to_le_bytes(),
-                &1u64.to_le_bytes(),     // rng
-                &u32::MAX.to_le_bytes(), // no entry node
-                &u32::MAX.to_le_bytes(),
-                &0u64.to_le_bytes(), // no nodes
+                header(128, over_bound, u32::MAX).as_slice(), // no entry node
+                &0u64.to_le_bytes(),                          // no nodes
             ]
             .concat()
         };
