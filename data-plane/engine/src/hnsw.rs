@@ -27,8 +27,10 @@
 //! the squared distance is `|q|² + M² - 2 q·x` and ranks exactly as the
 //! inner product does, while the graph stays a metric one (HNSW's
 //! neighbour heuristic needs the triangle inequality to hold roughly). With int8 quantization each
-//! vector is held as signed bytes with one scale, and distances multiply the
-//! full-precision query with the codes; the caller rescores candidates with
+//! vector is held as signed bytes with one scale, the query is quantized the
+//! same way, and a distance is the integer inner product of the two codes
+//! times both scales: a quarter of the memory to read per neighbour, and 32
+//! products per AVX2 step instead of 8. The caller rescores candidates with
 //! the exact values.
 
 use std::{
@@ -122,6 +124,10 @@ enum Vectors {
 pub(crate) struct Prepared {
     values: Vec<f32>,
     sq_norm: f32,
+    /// For an int8 graph: `values` quantized as the stored vectors are, and
+    /// the value of code 1; empty otherwise.
+    codes: Vec<i8>,
+    code_scale: f32,
 }
 
 /// A node and its distance, ordered by distance (as `f32::total_cmp`) then node.
@@ -307,15 +313,15 @@ impl Scorer for L2F32<'_> {
     }
 }
 
-/// Int8 codes, either space: the full-precision query times the codes,
-/// scaled per node (the same arithmetic as [`Graph::dist`]).
+/// Int8 codes, either space: the query's codes times the node's, scaled by
+/// both (the same arithmetic as [`Graph::dist`]).
 struct Int8<'a> {
     query: &'a Prepared,
     codes: &'a Chunked<i8>,
     scales: &'a [f32],
     sq_norms: &'a [f32],
     space: Space,
-    dot: distance::Kernel<i8>,
+    dot: distance::CodeKernel,
 }
 
 impl Scorer for Int8<'_> {
@@ -332,7 +338,8 @@ impl Scorer for Int8<'_> {
     #[inline]
     fn dist_at(&self, row: &[i8], node: Node) -> f32 {
         let node = node as usize;
-        let dot = self.dot.run(&self.query.values, row) * self.scales[node];
+        let dot = self.dot.run(&self.query.codes, row) as f32
+            * (self.query.code_scale * self.scales[node]);
         match self.space {
             Space::Cosine => -dot,
             Space::L2 => self.query.sq_norm + self.sq_norms[node] - 2.0 * dot,
@@ -477,7 +484,16 @@ impl Graph {
             values.push(0.0);
         }
         let sq_norm = distance::dot(&values, &values);
-        Prepared { values, sq_norm }
+        let (codes, code_scale) = match self.vectors {
+            Vectors::Int8 { .. } => quantize(&values),
+            Vectors::F32(_) => (Vec::new(), 0.0),
+        };
+        Prepared {
+            values,
+            sq_norm,
+            codes,
+            code_scale,
+        }
     }
 
     /// A vector to store, as the graph holds it: as a query, but for
@@ -493,6 +509,9 @@ impl Graph {
             let extra = extra.max(0.0);
             *prepared.values.last_mut().expect("one value was appended") = extra.sqrt();
             prepared.sq_norm += extra;
+            if !prepared.codes.is_empty() {
+                (prepared.codes, prepared.code_scale) = quantize(&prepared.values);
+            }
         }
         (prepared, over)
     }
@@ -510,7 +529,8 @@ impl Graph {
                 scales,
                 sq_norms,
             } => {
-                let dot = distance::dot_i8(&query.values, codes.get(node)) * scales[node];
+                let dot = distance::dot_codes(&query.codes, codes.get(node)) as f32
+                    * (query.code_scale * scales[node]);
                 match self.space {
                     Space::Cosine => -dot,
                     Space::L2 => query.sq_norm + sq_norms[node] - 2.0 * dot,
@@ -529,23 +549,20 @@ impl Graph {
                     Space::L2 => distance::squared_euclidean(a, b),
                 }
             }
-            Vectors::Int8 { .. } => self.dist(&self.node_query(a), b),
+            Vectors::Int8 {
+                codes,
+                scales,
+                sq_norms,
+            } => {
+                let (a, b) = (a as usize, b as usize);
+                let dot = distance::dot_codes(codes.get(a), codes.get(b)) as f32
+                    * (scales[a] * scales[b]);
+                match self.space {
+                    Space::Cosine => -dot,
+                    Space::L2 => sq_norms[a] + sq_norms[b] - 2.0 * dot,
+                }
+            }
         }
-    }
-
-    /// The vector of `node` as a query (decoded if quantized).
-    fn node_query(&self, node: Node) -> Prepared {
-        let node = node as usize;
-        let values = match &self.vectors {
-            Vectors::F32(values) => values.get(node).to_vec(),
-            Vectors::Int8 { codes, scales, .. } => codes
-                .get(node)
-                .iter()
-                .map(|c| f32::from(*c) * scales[node])
-                .collect(),
-        };
-        let sq_norm = distance::dot(&values, &values);
-        Prepared { values, sq_norm }
     }
 
     fn links(&self, node: Node, level: usize) -> &[Node] {
@@ -593,9 +610,8 @@ impl Graph {
                 scales,
                 sq_norms,
             } => {
-                let (code, scale) = quantize(&query.values);
-                codes.push(&code);
-                scales.push(scale);
+                codes.push(&query.codes);
+                scales.push(query.code_scale);
                 sq_norms.push(query.sq_norm);
             }
         }
@@ -714,7 +730,7 @@ impl Graph {
                 scales,
                 sq_norms,
                 space,
-                dot: distance::Kernel::dot_i8(self.width),
+                dot: distance::CodeKernel::dot(self.width),
             }),
         }
     }

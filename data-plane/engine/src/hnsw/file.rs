@@ -20,7 +20,7 @@
 //! ```
 //! where `str` is a `u32` byte length and UTF-8 bytes.
 
-use super::{CHUNK, Chunked, Graph, Node, Space, Vectors, quantize};
+use super::{CHUNK, Chunked, Graph, Node, Space, Vectors};
 use crate::{SearchParams, distance, limits};
 
 const MAGIC: &[u8; 4] = b"LGRF";
@@ -246,7 +246,7 @@ impl Graph {
             }
             Vectors::Int8 { codes, scales, .. } => {
                 // A value on the edge between two codes may round either way.
-                let (code, scale) = quantize(&prepared.values);
+                let (code, scale) = (&prepared.codes, prepared.code_scale);
                 codes.get(node)[..own]
                     .iter()
                     .zip(&code[..own])

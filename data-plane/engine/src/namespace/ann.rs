@@ -59,7 +59,7 @@ use super::{
     search::{Hit, SearchQuery},
 };
 use crate::{
-    IndexConfig, Metric, Namespace, Quantization, SearchParams, VectorId,
+    IndexConfig, Metric, Namespace, SearchParams, VectorId,
     flush::Segments,
     hnsw::{Graph, Loaded, Node},
     interrupt,
@@ -290,13 +290,7 @@ impl Ann {
                     row != NONE && accepts(row)
                 };
                 // Candidates are rescored with the exact values (which also
-                // undoes quantization: a quantized graph is asked for twice
-                // as many), so scores match an exact scan's.
-                let ef = if params.quantization() == Quantization::None {
-                    ef
-                } else {
-                    2 * ef
-                };
+                // undoes quantization), so scores match an exact scan's.
                 let mut offered = 0;
                 graph.search_each(&prepared, ef, accept, |node, _| {
                     offer(self.node_row[node as usize] as usize);

@@ -100,15 +100,29 @@ fn records(data: &[Vec<f32>]) -> Vec<VectorInput> {
         .collect()
 }
 
+/// Every metric with every vector format of the graph.
+fn every_format() -> impl Iterator<Item = (Metric, Quantization)> {
+    Metric::ALL.into_iter().flat_map(|metric| {
+        [Quantization::None, Quantization::Int8].map(|quantization| (metric, quantization))
+    })
+}
+
 /// Two indexes holding the 16-dimensional `data` under `metric`: one that builds a graph
-/// (when the test says so) and one searched exactly.
-fn graph_and_exact(data: &[Vec<f32>], metric: Metric) -> (Index, Index) {
+/// holding its vectors as `quantization` says (when the test says so) and one searched exactly.
+fn graph_and_exact(
+    data: &[Vec<f32>],
+    metric: Metric,
+    quantization: Quantization,
+) -> (Index, Index) {
     let ann = ann_index(16, metric, 1000);
-    if metric == Metric::DotProduct {
+    let params = SearchParams::default().with_quantization(quantization);
+    ann.set_search_params(if metric == Metric::DotProduct {
         // Inner products of unnormalized vectors are harder to navigate
         // (see `hnsw`): such indexes want a larger ef_search.
-        ann.set_search_params(SearchParams::default().with_ef_search(160).expect("valid"));
-    }
+        params.with_ef_search(160).expect("valid")
+    } else {
+        params
+    });
     let exact = index(16, metric);
     upsert(&ann, records(data));
     upsert(&exact, records(data));
@@ -119,28 +133,31 @@ fn graph_and_exact(data: &[Vec<f32>], metric: Metric) -> (Index, Index) {
 fn graph_search_matches_exact_search_on_a_seeded_dataset() {
     let data = dataset(6000, 16, 42);
     let queries = dataset(30, 16, 7);
-    for metric in Metric::ALL {
-        let (ann, exact) = graph_and_exact(&data, metric);
+    for (metric, quantization) in every_format() {
+        let what = format!("{metric}, {quantization}");
+        let (ann, exact) = graph_and_exact(&data, metric, quantization);
         let before = ann.indexing_status().expect("status");
         assert_eq!((before.pending, before.graph_nodes), (6000, 0));
         ann.build_pending();
         let after = ann.indexing_status().expect("status");
-        assert_eq!((after.pending, after.graph_nodes), (0, 6000), "{metric}");
-        assert!(after.index_bytes > 6000 * 16 * 4);
+        assert_eq!((after.pending, after.graph_nodes), (0, 6000), "{what}");
+        assert!(after.index_bytes > 6000 * 16, "{what}");
         let r = recall(&ann, &exact, &queries);
-        assert!(r >= 0.95, "{metric}: recall@10 {r}");
+        assert!(r >= 0.95, "{what}: recall@10 {r}");
     }
 }
 
 /// Issue 15 (item 7): where the exact scan has a clear winner, the graph path returns the
-/// same top-1 with the same score, for every metric (the recall bound above covers the rest).
+/// same top-1 with the same score, for every metric and vector format (the recall bound above
+/// covers the rest).
 /// Queries are stored vectors nudged by a fixed pattern; "clear" means the winner leads the
 /// runner-up by 1 % of its score.
 #[test]
 fn issue_15_graph_top_1_is_the_exact_top_1_on_clear_queries_for_every_metric() {
     let data = dataset(6000, 16, 42);
-    for metric in Metric::ALL {
-        let (ann, exact) = graph_and_exact(&data, metric);
+    for (metric, quantization) in every_format() {
+        let what = format!("{metric}, {quantization}");
+        let (ann, exact) = graph_and_exact(&data, metric, quantization);
         ann.build_pending();
         assert_eq!(ann.indexing_status().expect("status").pending, 0);
         let mut clear = 0;
@@ -157,28 +174,11 @@ fn issue_15_graph_top_1_is_the_exact_top_1_on_clear_queries_for_every_metric() {
             }
             clear += 1;
             let found = query(&ann, &q, 1, None);
-            assert_eq!(ids(&found), ids(&truth)[..1], "{metric}: query {i}");
-            assert_eq!(found.matches[0].score, best, "{metric}: query {i}");
+            assert_eq!(ids(&found), ids(&truth)[..1], "{what}: query {i}");
+            assert_eq!(found.matches[0].score, best, "{what}: query {i}");
         }
-        assert!(
-            clear >= 40,
-            "{metric}: only {clear} of 114 queries are clear"
-        );
+        assert!(clear >= 40, "{what}: only {clear} of 114 queries are clear");
     }
-}
-
-#[test]
-fn int8_quantized_graph_keeps_recall_with_exact_scores() {
-    let data = dataset(6000, 16, 42);
-    let queries = dataset(30, 16, 9);
-    let ann = ann_index(16, Metric::Cosine, 1000);
-    ann.set_search_params(SearchParams::default().with_quantization(Quantization::Int8));
-    let exact = index(16, Metric::Cosine);
-    upsert(&ann, records(&data));
-    upsert(&exact, records(&data));
-    ann.build_pending();
-    let r = recall(&ann, &exact, &queries);
-    assert!(r >= 0.9, "recall@10 {r}");
 }
 
 #[test]
