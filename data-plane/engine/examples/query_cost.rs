@@ -40,8 +40,8 @@ use std::{
 };
 
 use larch_engine::{
-    Dimension, Engine, Index, IndexConfig, Metric, Quantization, QueryRequest, SearchParams,
-    UpsertRequest, VectorInput,
+    Dimension, Engine, Index, IndexConfig, Metric, Preference, Quantization, QueryRequest,
+    SearchParams, UpsertRequest, VectorInput,
 };
 
 const INDEX: &str = "bench";
@@ -158,16 +158,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let engine = Engine::open(&options.dir);
     let started = Instant::now();
-    // Graph parameters are not stored with the index (the control plane keeps them): set them
-    // before the indexer looks at the saved graph, or it rebuilds it.
+    // Graph parameters are not stored with the index (the control plane keeps them): they are
+    // given when opening it, or the indexer may rebuild the saved graph with the defaults.
     let params = if options.int8 {
         SearchParams::default().with_quantization(Quantization::Int8)
     } else {
         SearchParams::default()
     };
-    let opened = engine
-        .open_index(INDEX, config)
-        .inspect(|index| index.set_search_params(params));
+    let opened = engine.open_index_preferring(INDEX, config, Preference::Write, params);
     let index = match opened {
         Ok(index) => {
             wait_indexed(&index);
@@ -179,8 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             index
         }
         Err(_) => {
-            let index = engine.create_index(INDEX, config)?;
-            index.set_search_params(params);
+            let index = engine.create_index_preferring(INDEX, config, Preference::Write, params)?;
             let mut data = Embeddings::new(options.dim, 1);
             for start in (0..options.vectors).step_by(1000) {
                 let vectors = (start..options.vectors.min(start + 1000))

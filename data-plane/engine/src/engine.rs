@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    CatchUp, Error, FlushPolicy, Index, IndexConfig, Result,
+    CatchUp, Error, FlushPolicy, Index, IndexConfig, Result, SearchParams,
     backup::{self, BackupInfo},
     dir::{self, Role},
     indexer::Indexer,
@@ -214,18 +214,20 @@ impl Engine {
     /// once, and if this incarnation is already in the store with the same
     /// dimension and metric (a repeated create), opens it as it is.
     pub fn create_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
-        self.create_index_preferring(name, config, Preference::Write)
+        self.create_index_preferring(name, config, Preference::Write, SearchParams::default())
     }
 
     /// [`Engine::create_index`]; on a shared store, with `preference` saying whether this
     /// process should write the index or follow it (it follows anyway while another live
     /// process writes it). A followed index serves reads from the bucket, tails its log and
-    /// refuses changes ("not the writer"; see [`Index::writer_address`]).
+    /// refuses changes ("not the writer"; see [`Index::writer_address`]). `search` is in
+    /// force before the indexer first sees the index (see [`Engine::open_index_preferring`]).
     pub fn create_index_preferring(
         &self,
         name: &str,
         config: IndexConfig,
         preference: Preference,
+        search: SearchParams,
     ) -> Result<Arc<Index>> {
         dir::check_name(name)?;
         let _lifecycle = self.lifecycle()?;
@@ -238,7 +240,7 @@ impl Engine {
                 Index::durable(name, config, namespaces, durable)
             }
         };
-        self.register(name, index)
+        self.register(name, index, search)
     }
 
     /// Recovers an index created by an earlier run: checks that its stored
@@ -250,16 +252,20 @@ impl Engine {
     /// nothing is served. An in-memory engine has nothing to open
     /// (`FailedPrecondition`).
     pub fn open_index(&self, name: &str, config: IndexConfig) -> Result<Arc<Index>> {
-        self.open_index_preferring(name, config, Preference::Write)
+        self.open_index_preferring(name, config, Preference::Write, SearchParams::default())
     }
 
     /// [`Engine::open_index`], with a [`Preference`] as for
-    /// [`Engine::create_index_preferring`].
+    /// [`Engine::create_index_preferring`] and the index's ANN parameters, in force before the
+    /// indexer first looks at the index: set afterwards, the indexer could meet a saved graph
+    /// built with other than the defaults (another degree or quantization), rebuild it with the
+    /// defaults and then again with `search`.
     pub fn open_index_preferring(
         &self,
         name: &str,
         config: IndexConfig,
         preference: Preference,
+        search: SearchParams,
     ) -> Result<Arc<Index>> {
         dir::check_name(name)?;
         let Some(root) = &self.root else {
@@ -271,7 +277,11 @@ impl Engine {
         self.check_free(name)?;
         let (namespaces, durable) =
             dir::open(root, name, config, self.keeping(), preference.role())?;
-        self.register(name, Index::durable(name, config, namespaces, durable))
+        self.register(
+            name,
+            Index::durable(name, config, namespaces, durable),
+            search,
+        )
     }
 
     /// The index called `name`; `NotFound` if there is none.
@@ -455,7 +465,10 @@ impl Engine {
         self
     }
 
-    fn register(&self, name: &str, index: Index) -> Result<Arc<Index>> {
+    /// Makes `index` (with its ANN parameters `search`) reachable by name and by the indexer.
+    fn register(&self, name: &str, index: Index, search: SearchParams) -> Result<Arc<Index>> {
+        // Before the indexer can see the index: nothing to wake yet.
+        index.set_search_params(search);
         let index = Arc::new(index);
         if self.placement.is_shared() {
             self.start_following();
@@ -610,9 +623,8 @@ impl Engine {
         match opened {
             Ok((namespaces, durable)) => {
                 let index = Index::durable(name, config, namespaces, durable);
-                index.set_search_params(old.search_params());
                 old.close();
-                self.register(name, index).is_ok()
+                self.register(name, index, old.search_params()).is_ok()
             }
             Err(err) => {
                 tracing::warn!(index = %name, error = %err, "cannot open the index afresh; going on following it");

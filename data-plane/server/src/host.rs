@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use larch_auth::KeyStore;
 use larch_engine::object_store::{ObjectStore, path::Path as ObjectPath};
-use larch_engine::{BackupInfo, Engine, FlushPolicy, IndexConfig, SearchParams};
+use larch_engine::{BackupInfo, Engine, FlushPolicy, IndexConfig, Preference, SearchParams};
 use larch_model::{AttachError, AttachMode, Cause, HostError, IndexKey};
 use larch_observe::{Limits, Metrics};
 use tokio::runtime::Handle;
@@ -281,13 +281,17 @@ impl DataPlane {
             .map_err(|err| AttachError::Failed(format!("cannot read bound address: {err}")))?;
         let engine = &self.inner.engine;
         let storage = key.storage_name();
-        let index = match mode {
-            AttachMode::Create => engine.create_index(&storage, config),
-            AttachMode::Recover => engine.open_index(&storage, config),
+        // With its parameters from the start, so neither the indexer nor a query sees the
+        // engine's defaults instead.
+        match mode {
+            AttachMode::Create => {
+                engine.create_index_preferring(&storage, config, Preference::Write, search)
+            }
+            AttachMode::Recover => {
+                engine.open_index_preferring(&storage, config, Preference::Write, search)
+            }
         }
         .map_err(|err| AttachError::Refused(Cause::new(err)))?;
-        // Before the server starts, so no query runs with the engine's defaults instead.
-        index.set_search_params(search);
         let engine = Arc::clone(&self.inner.engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let keys = self.inner.keys.clone();

@@ -344,9 +344,9 @@ impl RoutedDataPlane {
                     if !create && !engine.is_on_store() {
                         tracing::warn!(index = %key, "the control plane lists an index this data plane has no data for; serving it empty");
                     }
-                    engine.create_index_preferring(&storage, config, preference)
+                    engine.create_index_preferring(&storage, config, preference, search)
                 } else {
-                    engine.open_index_preferring(&storage, config, preference)
+                    engine.open_index_preferring(&storage, config, preference, search)
                 }?
             }
         };

@@ -457,7 +457,12 @@ fn a_follower_leaves_a_new_index_to_its_preferred_writer_for_a_ttl() {
     let clock = FakeClock::new();
     let (engine, _root) = engine_on(&store, &clock);
     let followed = engine
-        .create_index_preferring(NAME, config(), crate::Preference::Follow)
+        .create_index_preferring(
+            NAME,
+            config(),
+            crate::Preference::Follow,
+            crate::SearchParams::default(),
+        )
         .unwrap();
     assert!(followed.follower_status().is_some());
     assert_eq!(

@@ -486,35 +486,47 @@ fn graph_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
+/// An 8-dimensional euclidean index.
+fn small() -> crate::IndexConfig {
+    crate::IndexConfig {
+        dimension: crate::Dimension::new(8).expect("dimension"),
+        metric: Metric::Euclidean,
+    }
+}
+
+/// Fills index `idx` of a fresh engine in `dir` with `data` under `search`, waits until its
+/// graph is saved, then deletes the first 100 records: a reopened index that loads the graph
+/// holds them as stale nodes (2,000), one that rebuilds it does not (1,900).
+fn save_a_graph_then_delete(dir: &std::path::Path, data: &[Vec<f32>], search: SearchParams) {
+    let engine = crate::Engine::open(dir).with_ann_min_rows(100);
+    let index = engine
+        .create_index_preferring("idx", small(), crate::Preference::Write, search)
+        .expect("create");
+    upsert(&index, records(data));
+    wait_indexed(&index);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while graph_files(dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no graph file saved");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Deleted after the save: their nodes come back stale, never as results.
+    index
+        .delete(DeleteRequest {
+            namespace: "ns".into(),
+            ids: (0..100).map(|i| format!("v{i}")).collect(),
+            ..Default::default()
+        })
+        .expect("delete");
+    assert_eq!(graph_files(dir).len(), 1);
+}
+
 #[test]
 fn a_saved_graph_is_loaded_after_a_restart_and_a_damaged_one_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = crate::IndexConfig {
-        dimension: crate::Dimension::new(8).expect("dimension"),
-        metric: Metric::Euclidean,
-    };
+    let config = small();
     let data = dataset(2000, 8, 21);
     let open = || crate::Engine::open(dir.path()).with_ann_min_rows(100);
-    {
-        let engine = open();
-        let index = engine.create_index("idx", config).expect("create");
-        upsert(&index, records(&data));
-        wait_indexed(&index);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while graph_files(dir.path()).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "no graph file saved");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // Deleted after the save: their nodes come back stale, never as results.
-        index
-            .delete(DeleteRequest {
-                namespace: "ns".into(),
-                ids: (0..100).map(|i| format!("v{i}")).collect(),
-                ..Default::default()
-            })
-            .expect("delete");
-    }
-    assert_eq!(graph_files(dir.path()).len(), 1);
+    save_a_graph_then_delete(dir.path(), &data, SearchParams::default());
     {
         let engine = open();
         let index = engine.open_index("idx", config).expect("open");
@@ -539,6 +551,28 @@ fn a_saved_graph_is_loaded_after_a_restart_and_a_damaged_one_rebuilt() {
     let index = engine.open_index("idx", config).expect("open");
     assert_eq!(wait_indexed(&index).graph_nodes, 1900);
     assert_eq!(ids(&query(&index, &data[150], 1, None)), ["v150"]);
+}
+
+/// An index opened with parameters other than the defaults (here a smaller degree) loads the
+/// graph it saved under them. They used to be set just after opening, and an indexer that looked
+/// at the index in between rebuilt the graph with the defaults, then again with the index's own
+/// parameters: seen under `valgrind`, where the threads run one at a time.
+#[test]
+fn an_index_opened_with_its_own_parameters_loads_the_graph_it_saved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dataset(2000, 8, 21);
+    let search = SearchParams::default().with_m(8).expect("valid");
+    save_a_graph_then_delete(dir.path(), &data, search);
+    let engine = crate::Engine::open(dir.path()).with_ann_min_rows(100);
+    let index = engine
+        .open_index_preferring("idx", small(), crate::Preference::Write, search)
+        .expect("open");
+    assert_eq!(index.search_params(), search);
+    assert_eq!(
+        wait_indexed(&index).graph_nodes,
+        2000,
+        "loaded, not rebuilt"
+    );
 }
 
 /// A gate a test sets on one namespace's rebuild (see [`rebuild_started`]).
