@@ -1185,7 +1185,7 @@ mod tests {
         request.search = SearchSettings {
             m: Some(24),
             ef_search: Some(100),
-            quantization: Some("int8".into()),
+            quantization: Some("none".into()),
             ..Default::default()
         };
         let created = catalog.create_index(P, request).unwrap().search;
@@ -1193,7 +1193,7 @@ mod tests {
             .with_m(24)
             .and_then(|p| p.with_ef_search(100))
             .unwrap()
-            .with_quantization(Quantization::Int8);
+            .with_quantization(Quantization::None);
         assert_eq!(created, expected);
         assert_eq!(dp.search_of("a"), Some(expected));
 

@@ -995,14 +995,20 @@ mod tests {
 
     #[test]
     fn recall_is_high_for_every_metric() {
-        // Dotproduct ranks by an unbounded score, which a graph navigates
-        // less well: it gets a larger candidate list for the same bound.
+        // The f32 graph, unrescored (int8: below, and rescored through the
+        // index in `namespace::ann`'s tests). Dotproduct ranks by an unbounded
+        // score, which a graph navigates less well: it gets a larger candidate
+        // list for the same bound.
         for (metric, ef) in [
             (Metric::Cosine, 64),
             (Metric::Euclidean, 64),
             (Metric::DotProduct, 128),
         ] {
-            let r = recall(metric, SearchParams::default(), ef);
+            let r = recall(
+                metric,
+                SearchParams::default().with_quantization(Quantization::None),
+                ef,
+            );
             assert!(r >= 0.95, "{metric}: recall {r}");
         }
     }
@@ -1078,7 +1084,8 @@ mod tests {
     #[test]
     fn clones_share_vector_chunks_and_stay_independent() {
         let data = dataset(CHUNK + 10, 4, 5);
-        let mut graph = Graph::new(4, Metric::Euclidean, &SearchParams::default(), 0.0);
+        let f32_graph = SearchParams::default().with_quantization(Quantization::None);
+        let mut graph = Graph::new(4, Metric::Euclidean, &f32_graph, 0.0);
         for v in &data[..CHUNK + 5] {
             graph.insert(v);
         }

@@ -15,10 +15,13 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Quantization {
     /// Full 32-bit floats in the graph.
-    #[default]
     None,
-    /// One signed byte per dimension in the graph (4× less graph memory),
-    /// candidates rescored with the full-precision values.
+    /// One signed byte per dimension in the graph, candidates rescored with
+    /// the full-precision values: the default, as on real sentence embeddings
+    /// it reaches the same recall with a quarter of the graph memory, about
+    /// 1.7× the queries per second and a graph built 2.5× sooner (see the
+    /// README's benchmarks).
+    #[default]
     Int8,
 }
 
@@ -35,7 +38,8 @@ impl Quantization {
     /// field in the error.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         match value.to_ascii_lowercase().as_str() {
-            "none" | "" => Ok(Quantization::None),
+            "" => Ok(Quantization::default()),
+            "none" => Ok(Quantization::None),
             "int8" => Ok(Quantization::Int8),
             _ => Err(Error::invalid(
                 field,
@@ -113,13 +117,13 @@ impl SearchParams {
 }
 
 impl Default for SearchParams {
-    /// `m` 16, `ef_construction` 128, `ef_search` 64, no quantization.
+    /// `m` 16, `ef_construction` 128, `ef_search` 64, int8 quantization.
     fn default() -> Self {
         SearchParams {
             m: 16,
             ef_construction: 128,
             ef_search: 64,
-            quantization: Quantization::None,
+            quantization: Quantization::default(),
         }
     }
 }
@@ -166,6 +170,11 @@ mod tests {
             Quantization::parse("q", "none").ok(),
             Some(Quantization::None)
         );
+        assert_eq!(
+            Quantization::parse("q", "").ok(),
+            Some(Quantization::default())
+        );
+        assert_eq!(SearchParams::default().quantization(), Quantization::Int8);
         let err = Quantization::parse("q", "pq").expect_err("unknown");
         assert_eq!(err.to_string(), r#"q: must be one of none, int8; got "pq""#);
     }

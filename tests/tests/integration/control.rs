@@ -98,13 +98,13 @@ fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 /// The ANN parameters of an index created without any: m 16, ef_construction 128,
-/// ef_search 64, no quantization.
+/// ef_search 64, int8 quantization.
 fn default_search() -> Option<SearchParams> {
     Some(SearchParams {
         m: Some(16),
         ef_construction: Some(128),
         ef_search: Some(64),
-        quantization: Some("none".into()),
+        quantization: Some("int8".into()),
     })
 }
 
@@ -734,7 +734,7 @@ async fn search_params_are_set_at_create_changed_by_configure_and_kept_across_re
                 m: Some(24),
                 ef_construction: None,
                 ef_search: Some(100),
-                quantization: Some("int8".into()),
+                quantization: Some("none".into()),
             }),
             ..create_request("tuned", 4)
         },
@@ -745,7 +745,7 @@ async fn search_params_are_set_at_create_changed_by_configure_and_kept_across_re
         m: Some(24),
         ef_construction: Some(128),
         ef_search: Some(100),
-        quantization: Some("int8".into()),
+        quantization: Some("none".into()),
     };
     assert_eq!(model.search, Some(created.clone()), "absent fields default");
     assert_eq!(describe(&server, "tuned").await.unwrap(), model);
@@ -753,7 +753,7 @@ async fn search_params_are_set_at_create_changed_by_configure_and_kept_across_re
         .with_m(24)
         .and_then(|p| p.with_ef_search(100))
         .unwrap()
-        .with_quantization(larch_engine::Quantization::Int8);
+        .with_quantization(larch_engine::Quantization::None);
     assert_eq!(engine_search(&server, "tuned"), in_engine);
 
     // Configure changes only the fields given.

@@ -301,6 +301,7 @@ fn writes_after_a_build_are_seen_and_deleted_ids_never_return() {
 fn changing_the_graph_shape_rebuilds_it_without_a_write() {
     let data = dataset(3000, 8, 4);
     let ann = ann_index(8, Metric::Cosine, 1000);
+    ann.set_search_params(SearchParams::default().with_quantization(Quantization::None));
     upsert(&ann, records(&data));
     ann.build_pending();
     let before = ann.indexing_status().expect("status").index_bytes;
