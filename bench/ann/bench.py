@@ -459,7 +459,7 @@ class Larch(System):
     name = "larch"
     tunable = True  # ef_search per index, through ConfigureIndex
 
-    def __init__(self, binary: Path, writers: int, quantization: str = "none"):
+    def __init__(self, binary: Path, writers: int, quantization: str | None = None):
         self.binary = binary
         self.writers = writers
         self.quantization = quantization
@@ -516,6 +516,8 @@ class Larch(System):
             deletion_protection="disabled",
             search=pb.SearchParams(quantization=self.quantization),
         )
+        # What the server chose when the run left it to its default.
+        self.quantization = model.search.quantization
         self.host = model.host
         assert self.host.startswith("127.0.0.1:"), self.host
 
@@ -1249,8 +1251,9 @@ def main() -> None:
                     help="the load generator that measures every gRPC server")
     ap.add_argument("--qdrant-bin", help="a qdrant binary (default: `qdrant` on PATH; skipped if none)")
     ap.add_argument("--no-restart", action="store_true")
-    ap.add_argument("--larch-quantization", default="none", choices=["none", "int8"],
-                    help="how Larch's graph holds vectors (rescored with full precision either way)")
+    ap.add_argument("--larch-quantization", choices=["none", "int8"],
+                    help="how Larch's graph holds vectors (rescored with full precision either way; "
+                         "default: the server's default, int8)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     args.size = args.size or (10_000 if args.quick else 100_000)
