@@ -8,6 +8,12 @@ shuffled with a fixed seed. The first `--queries` sentences are held out as quer
 cached in chunks under `.cache/`, so a later run (or a larger `--size`) embeds only what is new.
 Ground truth: exact top-100 by cosine with numpy, computed in chunks and cached per size.
 
+A `--size` beyond the sentences this machine has (about 140k) is made up of the standard run's
+100,000 real base vectors and seeded noisy copies of them: copy `j` of sentence `i` is `i`'s
+embedding plus a gaussian of norm about `NOISE`, normalised again. A 1,000,000-vector run thus
+keeps the real vectors' directions and embeds (and commits) nothing new. The queries stay real
+held-out sentences.
+
     python dataset.py --size 10000        # quick
     python dataset.py                      # 100,000 base vectors + 1,000 queries
 """
@@ -37,6 +43,12 @@ CHUNK = 10_000  # embeddings are cached per 10k sentences of the shuffled list
 SEED = 20261126
 GT_K = 100
 MAX_SEQ_LENGTH = 128
+# Norm of the noise added to a real embedding (of norm 1) to make a copy: the copy keeps a
+# cosine of about 0.74 with its source (1 / sqrt(1 + 0.9²)), the median cosine of a real base
+# vector's nearest neighbour here, so copies sit about as far apart as real neighbours do.
+NOISE = 0.9
+# Real base vectors under an augmented base: the standard run's, embedded already.
+REAL_FOR_COPIES = 100_000
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 CHANGELOG_HEADER = re.compile(r"^\S+ \([^)]*\) [^;]*; urgency=")
@@ -205,6 +217,20 @@ def ground_truth(base: np.ndarray, queries: np.ndarray, k: int = GT_K, chunk: in
     return np.take_along_axis(best_i, order, axis=1).astype(np.int32)
 
 
+def augmented(real: np.ndarray, size: int, chunk: int = 100_000) -> np.ndarray:
+    """`size` base vectors: the `real` ones, then seeded noisy copies of them in turn."""
+    out = np.empty((size, real.shape[1]), dtype=np.float32)
+    out[:len(real)] = real
+    rng = np.random.default_rng(SEED)
+    scale = NOISE / np.sqrt(real.shape[1])
+    for lo in range(len(real), size, chunk):
+        hi = min(size, lo + chunk)
+        copies = real[np.arange(lo, hi) % len(real)] + scale * rng.standard_normal(
+            (hi - lo, real.shape[1]), dtype=np.float32)
+        out[lo:hi] = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+    return out
+
+
 def load(size: int = 100_000, n_queries: int = 1_000, batch: int = 256) -> dict:
     """Returns {base, queries, gt, texts_base, texts_queries, manifest}; builds/caches as needed."""
     t0 = time.perf_counter()
@@ -219,11 +245,14 @@ def load(size: int = 100_000, n_queries: int = 1_000, batch: int = 256) -> dict:
         for old in CACHE.glob("*.npy"):
             old.unlink()
         manifest = {}
-    needed = n_queries + size
-    if needed > len(texts):
+    # Every sentence after the queries is a real base vector; the rest are noisy copies.
+    real_size = len(texts) - n_queries
+    real_size = size if size <= real_size else min(real_size, REAL_FOR_COPIES)
+    needed = n_queries + real_size
+    if real_size < 1:
         raise SystemExit(
-            f"only {len(texts)} unique sentences on this machine; need {needed} "
-            f"(--size {size} + --queries {n_queries})"
+            f"only {len(texts)} unique sentences on this machine; need more than {n_queries} "
+            f"for --queries {n_queries}"
         )
     log(f"corpus: {len(texts)} unique sentences ({info}) in {time.perf_counter() - t0:.1f}s")
     vectors = embed_chunks(texts, needed, batch)
@@ -241,6 +270,12 @@ def load(size: int = 100_000, n_queries: int = 1_000, batch: int = 256) -> dict:
         "sources": info,
     })
     queries, base = vectors[:n_queries], vectors[n_queries:needed]
+    if size > real_size:
+        base = augmented(base, size)
+        log(f"base: {real_size} real embeddings and {size - real_size} seeded noisy copies "
+            f"(noise norm {NOISE})")
+    manifest_run = dict(manifest, real_base=real_size, noisy_copies=size - real_size,
+                        noise_norm=NOISE)
     gt_path = CACHE / f"gt_{size}_{n_queries}_{GT_K}.npy"
     if gt_path.exists():
         gt = np.load(gt_path)
@@ -257,7 +292,7 @@ def load(size: int = 100_000, n_queries: int = 1_000, batch: int = 256) -> dict:
         "queries": np.ascontiguousarray(queries),
         "gt": gt,
         "texts_queries": texts[:n_queries],
-        "manifest": manifest,
+        "manifest": manifest_run,
     }
 
 
