@@ -26,12 +26,10 @@
 //! through a fixed random linear map plus a little noise, so that, like
 //! sentence embeddings, they have a low intrinsic dimension; queries come
 //! from the same distribution with another seed. Cosine, the index's
-//! default parameters, or `--ef` for `ef_search`; `--int8` quantizes the
-//! graph (use another `--dir`: a graph is saved with its quantization).
-//! Index parameters are not stored with the index, so `--int8` sets them
-//! right after opening it; natively that is before the indexer reads the
-//! saved graph, but under valgrind it is not, and the graph is rebuilt
-//! (hours): time int8 natively against f32 at the same recall instead.
+//! default parameters (an int8 graph), or `--ef` for `ef_search`;
+//! `--quantization none` keeps full floats in the graph (use another
+//! `--dir`: a graph is saved with its quantization, and opening it with
+//! another has it rebuilt).
 
 use std::{
     hint::black_box,
@@ -54,7 +52,7 @@ struct Options {
     queries: usize,
     dim: usize,
     ef: Option<u32>,
-    int8: bool,
+    quantization: Quantization,
     recall: bool,
 }
 
@@ -65,7 +63,7 @@ fn options() -> Result<Options, String> {
         queries: 500,
         dim: 384,
         ef: None,
-        int8: false,
+        quantization: Quantization::default(),
         recall: false,
     };
     let mut args = std::env::args().skip(1);
@@ -82,7 +80,10 @@ fn options() -> Result<Options, String> {
             "--dim" => options.dim = number(value()?)?,
             "--ef" => options.ef = Some(number(value()?)? as u32),
             "--recall" => options.recall = true,
-            "--int8" => options.int8 = true,
+            "--quantization" => {
+                options.quantization = Quantization::parse("--quantization", &value()?)
+                    .map_err(|err| err.to_string())?
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -160,11 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     // Graph parameters are not stored with the index (the control plane keeps them): they are
     // given when opening it, or the indexer may rebuild the saved graph with the defaults.
-    let params = if options.int8 {
-        SearchParams::default().with_quantization(Quantization::Int8)
-    } else {
-        SearchParams::default()
-    };
+    let params = SearchParams::default().with_quantization(options.quantization);
     let opened = engine.open_index_preferring(INDEX, config, Preference::Write, params);
     let index = match opened {
         Ok(index) => {

@@ -385,8 +385,9 @@ mod avx2 {
         }
         let steps = if STEPS > 0 { STEPS } else { len / CODE_STEP };
         let ones = _mm256_set1_epi16(1);
-        // Two chains of additions; the multiplies of neighbouring steps overlap anyway.
-        let mut lanes: [__m256i; 2] = [_mm256_setzero_si256(); 2];
+        // One chain of one-cycle additions: the multiplies of successive steps overlap
+        // anyway. (An array of accumulators indexed by the step kept them in memory.)
+        let mut sum: __m256i = _mm256_setzero_si256();
         for step in 0..steps {
             let i = step * CODE_STEP;
             // SAFETY: `i + 32 <= len`, in bounds of both slices.
@@ -397,9 +398,8 @@ mod avx2 {
                 )
             };
             let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-            lanes[step % 2] = _mm256_add_epi32(lanes[step % 2], _mm256_madd_epi16(pairs, ones));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, ones));
         }
-        let sum = _mm256_add_epi32(lanes[0], lanes[1]);
         let half = _mm_add_epi32(
             _mm256_castsi256_si128(sum),
             _mm256_extracti128_si256::<1>(sum),
