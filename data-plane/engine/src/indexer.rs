@@ -13,6 +13,13 @@
 //! idle worker also looks round on its own when no worker has for a few hundred
 //! milliseconds (once per period, not once per worker); they stop when the
 //! engine is dropped. Queries never wait for them.
+//!
+//! On Linux the workers run at a lower scheduling priority (nice [`NICE`]) than
+//! the rest of the process: while writes arrive, the threads that decode, log
+//! and acknowledge them and the ones answering queries get the cores first,
+//! and the graph catches up with whatever is left, then with everything once
+//! the writes stop. Indexing is background work; an acknowledged write is
+//! searchable at once either way (exactly, until its graph catches up).
 
 use std::{
     num::NonZero,
@@ -23,6 +30,28 @@ use std::{
 
 /// How long the workers go without a round when nothing wakes them.
 const IDLE: Duration = Duration::from_millis(250);
+
+/// The workers' nice value on Linux: the kernel then gives a busy worker about a tenth of
+/// the CPU time of a busy thread at the default 0 on the same core.
+const NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`NICE`] (Linux: a thread's own
+/// nice value); elsewhere, or if the call fails, it keeps the process' priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: `gettid` has no preconditions; `setpriority` only reads its integer
+        // arguments, and `PRIO_PROCESS` with a thread id changes that thread alone.
+        let failed = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE) != 0
+        };
+        if failed {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower an indexer thread's priority");
+        }
+    }
+}
 
 /// Indexer workers per engine: one per core, at least two so that a long
 /// rebuild never holds up the other namespaces even on one core, and at most
@@ -116,7 +145,10 @@ impl Indexer {
             let (signal, round) = (Arc::clone(&self.signal), Arc::clone(&round));
             let spawned = thread::Builder::new()
                 .name(format!("larch-indexer-{worker}"))
-                .spawn(move || run(&signal, &*round));
+                .spawn(move || {
+                    lower_priority();
+                    run(&signal, &*round)
+                });
             if let Err(err) = spawned {
                 tracing::error!(worker, error = %err, "cannot start an indexer thread");
             }
@@ -175,5 +207,38 @@ mod tests {
             "{rounds} idle rounds in {periods} periods of {IDLE:?} with {} workers",
             workers()
         );
+    }
+
+    /// Each worker runs its rounds at nice [`NICE`], read back from the kernel: `round`
+    /// records the nice value of the thread running it (field 19 of its `stat` file).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn workers_run_at_a_lower_priority() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let indexer = Indexer::default();
+        indexer.start(move || {
+            #[allow(unsafe_code)]
+            // SAFETY: `gettid` has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .expect("the thread's stat file");
+            // After the command name in parentheses: state is field 3, nice field 19.
+            let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+                .split(' ')
+                .collect();
+            let nice: i32 = fields[19 - 3].parse().expect("nice value");
+            record.lock().expect("lock").push(nice);
+            Some(false)
+        });
+        indexer.signal().wake();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().expect("lock").is_empty() {
+            assert!(Instant::now() < deadline, "no worker ran a round");
+            thread::sleep(Duration::from_millis(5));
+        }
+        drop(indexer);
+        let seen = seen.lock().expect("lock");
+        assert!(seen.iter().all(|nice| *nice == NICE), "{seen:?}");
     }
 }
