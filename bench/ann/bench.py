@@ -663,9 +663,11 @@ class Larch(System):
         # over what is not indexed yet, so answers stay complete meanwhile).
         self._indexed(self._count(), 900)
         reindexed_s = time.perf_counter() - t0
+        # A fresh process holding what was recovered: no ingest or flush buffers in its heap.
+        rss = self.rss()
         return {"exit_code": rc, "stop_s": stop_s, "listening_s": listen_s, "health_serving_s": serving_s,
                 "first_query_s": first_query_s, "first_query_matches": len(ids),
-                "fully_indexed_again_s": reindexed_s}
+                "fully_indexed_again_s": reindexed_s, "rss_after_restart_bytes": rss}
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -1127,7 +1129,9 @@ def measure(system: System, data: dict, args, workdir: Path) -> dict:
             f"({args.writers} thread(s), batches of {args.batch})")
     if isinstance(system, Larch) and not args.no_restart:
         res["restart"] = system.restart(queries)
-        log(f"larch: restart {res['restart']['first_query_s']:.3f}s to the first answer")
+        log(f"larch: restart {res['restart']['first_query_s']:.3f}s to the first answer, "
+            f"{res['restart']['fully_indexed_again_s']:.2f}s to fully indexed, "
+            f"then RSS {fmt_bytes(res['restart']['rss_after_restart_bytes'])}")
     res["versions"] = system.versions()
     return res
 
