@@ -144,16 +144,26 @@ async fn sigterm_drains_accepted_requests_and_loses_no_acknowledged_write() {
     // before it was sent (hyper's `Canceled`, "a pending item was dropped before ever being
     // processed"), or a stream above the last one the server's GOAWAY (NO_ERROR) says it
     // processed (HTTP/2: such streams were not processed and are safe to retry; tonic's client
-    // reports them as INTERNAL "h2 protocol error"). A request cut off mid-way would show up as a
-    // reset stream or a broken response instead.
+    // reports them as INTERNAL "h2 protocol error"), or one written after the server closed the
+    // drained connection (a broken pipe). A request cut off mid-way would show up as a reset
+    // stream or a broken response instead.
     for status in calls.iter().filter_map(|c| c.result.as_ref().err()) {
         let debug = format!("{status:?}");
         let never_sent = status.code() == Code::Cancelled
             && debug.contains("hyper::Error(Canceled, \"connection closed\")");
         let refused_by_goaway =
             status.code() == Code::Internal && debug.contains("GoAway(b\"\", NO_ERROR, Remote)");
+        // The connection was gone when the client wrote the request: a graceful drain closes a
+        // connection only after answering every stream it took, so a stream still open on it
+        // then is one the server never took (seen once under fresh-clone CI load).
+        let written_after_close = status.code() == Code::Unknown
+            && debug
+                .contains("kind: BrokenPipe, error: \"stream closed because of a broken pipe\"");
         assert!(
-            status.code() == Code::Unavailable || never_sent || refused_by_goaway,
+            status.code() == Code::Unavailable
+                || never_sent
+                || refused_by_goaway
+                || written_after_close,
             "an accepted request failed: {status:?}"
         );
     }
