@@ -1177,6 +1177,27 @@ mod tests {
         assert_eq!(again.describe_index(P, "b").unwrap().host, "127.0.0.1:6001");
     }
 
+    /// Absent settings take the defaults of the index's metric: an int8 graph, but an f32 one
+    /// for dotproduct (see `SearchParams::default_for`).
+    #[test]
+    fn a_new_index_gets_its_metrics_default_graph_format() {
+        let dp = Arc::new(FakeDataPlane::default());
+        let catalog = Catalog::new(dp.clone(), PortPolicy::Ephemeral, "127.0.0.1");
+        for (name, metric, quantization) in [
+            ("cos", "cosine", Quantization::Int8),
+            ("l2", "euclidean", Quantization::Int8),
+            ("dot", "dotproduct", Quantization::None),
+        ] {
+            let request = CreateIndex {
+                metric: Some(metric.into()),
+                ..create(name)
+            };
+            let created = catalog.create_index(P, request).unwrap().search;
+            assert_eq!(created.quantization(), quantization, "{metric}");
+            assert_eq!(dp.search_of(name), Some(created), "{metric}");
+        }
+    }
+
     #[test]
     fn search_params_reach_the_data_plane_at_create_and_configure() {
         let dp = Arc::new(FakeDataPlane::default());

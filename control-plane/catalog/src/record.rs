@@ -147,7 +147,7 @@ pub struct CreateIndex {
     pub tags: BTreeMap<String, String>,
     /// `dense` when absent.
     pub vector_type: Option<String>,
-    /// ANN parameters; absent fields take [`SearchParams::default`]'s values.
+    /// ANN parameters; absent fields take [`SearchParams::default_for`] the index's metric.
     pub search: SearchSettings,
 }
 
@@ -257,7 +257,9 @@ impl CreateIndex {
             .unwrap_or_default();
         let mut tags = BTreeMap::new();
         merge_tags(&mut tags, self.tags)?;
-        let search = self.search.apply_to(SearchParams::default())?;
+        let search = self
+            .search
+            .apply_to(SearchParams::default_for(config.metric))?;
         Ok(IndexRecord {
             project_id: project.to_owned(),
             name,

@@ -116,6 +116,21 @@ impl SearchParams {
     }
 }
 
+impl SearchParams {
+    /// The defaults for a new index of `metric`: [`SearchParams::default`], except that a
+    /// dotproduct index keeps 32-bit floats in its graph. Its graph vectors carry one more
+    /// value, `sqrt(M² - |x|²)` (see `hnsw`), which shares the one int8 scale of each vector
+    /// with the others, so a vector of small norm keeps little precision: with norms spread
+    /// 20× the engine's test measured recall@10 0.85 with int8 against 0.95 without.
+    pub fn default_for(metric: crate::Metric) -> Self {
+        let params = SearchParams::default();
+        match metric {
+            crate::Metric::DotProduct => params.with_quantization(Quantization::None),
+            crate::Metric::Cosine | crate::Metric::Euclidean => params,
+        }
+    }
+}
+
 impl Default for SearchParams {
     /// `m` 16, `ef_construction` 128, `ef_search` 64, int8 quantization.
     fn default() -> Self {

@@ -810,3 +810,45 @@ fn sparse_indexes_build_no_graph_and_owe_none() {
     assert_eq!(answer.matches.len(), 7);
     assert!(answer.matches.iter().all(|m| m.score == 2.0));
 }
+
+/// Why a dotproduct index keeps an f32 graph by default ([`SearchParams::default_for`]): with
+/// norms spread 20×, int8 codes lose the small vectors' precision to the extra value the graph
+/// appends (see `hnsw`), while the metrics without it keep their recall in either format.
+#[test]
+fn int8_loses_recall_on_spread_norms_only_for_dotproduct_which_defaults_to_f32() {
+    let mut data = dataset(6000, 16, 42);
+    for (i, v) in data.iter_mut().enumerate() {
+        let factor = 0.05 + 0.95 * ((i * 7919) % 1000) as f32 / 1000.0;
+        v.iter_mut().for_each(|x| *x *= factor);
+    }
+    let queries = dataset(30, 16, 7);
+    let recall_of = |metric, quantization| {
+        let (ann, exact) = graph_and_exact(&data, metric, quantization);
+        ann.build_pending();
+        recall(&ann, &exact, &queries)
+    };
+    for metric in [Metric::Cosine, Metric::Euclidean] {
+        let (f32_graph, int8) = (
+            recall_of(metric, Quantization::None),
+            recall_of(metric, Quantization::Int8),
+        );
+        assert!(
+            int8 >= 0.9 && int8 >= f32_graph - 0.02,
+            "{metric}: {int8} vs {f32_graph}"
+        );
+        assert_eq!(
+            SearchParams::default_for(metric).quantization(),
+            Quantization::Int8
+        );
+    }
+    let dot = SearchParams::default_for(Metric::DotProduct).quantization();
+    assert_eq!(dot, Quantization::None);
+    let (chosen, int8) = (
+        recall_of(Metric::DotProduct, dot),
+        recall_of(Metric::DotProduct, Quantization::Int8),
+    );
+    assert!(
+        chosen >= 0.9 && chosen > int8,
+        "default {chosen}, int8 {int8}"
+    );
+}
