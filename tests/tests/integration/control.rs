@@ -97,14 +97,22 @@ fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// The ANN parameters of an index created without any: m 16, ef_construction 128,
-/// ef_search 64, int8 quantization.
+/// The ANN parameters of a cosine or euclidean index created without any: m 16,
+/// ef_construction 128, ef_search 64, int8 quantization.
 fn default_search() -> Option<SearchParams> {
     Some(SearchParams {
         m: Some(16),
         ef_construction: Some(128),
         ef_search: Some(64),
         quantization: Some("int8".into()),
+    })
+}
+
+/// [`default_search`] for a dotproduct index: its graph keeps 32-bit floats.
+fn default_dotproduct_search() -> Option<SearchParams> {
+    default_search().map(|search| SearchParams {
+        quantization: Some("none".into()),
+        ..search
     })
 }
 
@@ -224,7 +232,7 @@ async fn create_index_records_every_given_setting() {
         deletion_protection: "enabled".into(),
         tags: tags(&[("env", "dev"), ("team", "search")]),
         vector_type: "dense".into(),
-        search: default_search(),
+        search: default_dotproduct_search(),
     };
     assert_eq!(model, expected);
     assert_eq!(describe(&server, "docs-2").await.unwrap(), expected);
