@@ -367,9 +367,9 @@ mod tests {
     }
 
     /// The header of a graph file (version 1, namespace "", cosine over f32 of width 2, m 4, no
-    /// norm bound) with `ef_construction`, `over_bound` and the entry node (`u32::MAX`: none)
-    /// and level, before the node count.
-    fn header(ef_construction: u32, over_bound: u64, entry: u32) -> Vec<u8> {
+    /// norm bound) with `ef_construction`, `over_bound`, the entry node (`u32::MAX`: none) and
+    /// its level, before the node count.
+    fn header(ef_construction: u32, over_bound: u64, entry: u32, level: u32) -> Vec<u8> {
         [
             b"LGRF".as_slice(),
             &1u32.to_le_bytes(), // version
@@ -382,7 +382,7 @@ mod tests {
             &over_bound.to_le_bytes(),
             &1u64.to_le_bytes(), // rng
             &entry.to_le_bytes(),
-            &entry.to_le_bytes(), // entry level: 0 for node 0, none without a node
+            &level.to_le_bytes(),
         ]
         .concat()
     }
@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn fuzz_regression_graph_ef_construction_allocation() {
         let body = [
-            header(0x0800_0080, 0, 0).as_slice(),
+            header(0x0800_0080, 0, 0, 0).as_slice(),
             &1u64.to_le_bytes(), // nodes
             &1u32.to_le_bytes(), // id "v"
             b"v",
@@ -458,8 +458,8 @@ mod tests {
     fn fuzz_regression_graph_over_bound_count() {
         let body = |over_bound: u64| {
             [
-                header(128, over_bound, u32::MAX).as_slice(), // no entry node
-                &0u64.to_le_bytes(),                          // no nodes
+                header(128, over_bound, u32::MAX, u32::MAX).as_slice(), // no entry node
+                &0u64.to_le_bytes(),                                    // no nodes
             ]
             .concat()
         };
@@ -493,19 +493,8 @@ mod tests {
         };
         let body = |upper_link: &[u32]| {
             [
-                b"LGRF".as_slice(),
-                &1u32.to_le_bytes(),     // version
-                &0u32.to_le_bytes(),     // namespace ""
-                &[0, 0],                 // cosine, f32
-                &2u32.to_le_bytes(),     // width
-                &4u32.to_le_bytes(),     // m
-                &128u32.to_le_bytes(),   // ef_construction
-                &f32::NAN.to_le_bytes(), // no norm bound
-                &0u64.to_le_bytes(),     // over bound
-                &1u64.to_le_bytes(),     // rng
-                &0u32.to_le_bytes(),     // entry node
-                &1u32.to_le_bytes(),     // entry level
-                &2u64.to_le_bytes(),     // nodes
+                header(128, 0, 0, 1).as_slice(), // entry: node 0 on layer 1
+                &2u64.to_le_bytes(),             // nodes
                 &node(b"a", &[&[1], upper_link]),
                 &node(b"b", &[&[0]]),
                 &0.0f32.to_le_bytes(), // vectors: a, far from the query
