@@ -479,6 +479,11 @@ impl Graph {
     /// A query as the graph compares it: normalized for cosine, a `0`
     /// appended for dotproduct.
     pub(crate) fn prepare(&self, values: &[f32]) -> Prepared {
+        self.prepared(self.query_values(values))
+    }
+
+    /// `values` normalized for cosine, with a `0` appended for dotproduct.
+    fn query_values(&self, values: &[f32]) -> Vec<f32> {
         let mut values = values.to_vec();
         if self.space == Space::Cosine {
             let norm = distance::norm(&values);
@@ -489,6 +494,11 @@ impl Graph {
         if self.norm_bound.is_some() {
             values.push(0.0);
         }
+        values
+    }
+
+    /// Final `values` with their squared norm and, for an int8 graph, their codes.
+    fn prepared(&self, values: Vec<f32>) -> Prepared {
         let sq_norm = distance::dot(&values, &values);
         let (codes, code_scale) = match self.vectors {
             Vectors::Int8 { .. } => quantize(&values),
@@ -506,20 +516,15 @@ impl Graph {
     /// dotproduct the extra value lifts it onto the sphere of radius `M`.
     /// Also says whether its norm is above that bound.
     fn stored_form(&self, values: &[f32]) -> (Prepared, bool) {
-        let mut prepared = self.prepare(values);
+        let mut values = self.query_values(values);
         let mut over = false;
         if let Some(bound) = self.norm_bound {
-            let extra = bound - prepared.sq_norm;
+            let extra = bound - distance::dot(&values, &values);
             // Rounding may leave the largest vector a hair above its own norm.
             over = extra < -1e-4 * bound;
-            let extra = extra.max(0.0);
-            *prepared.values.last_mut().expect("one value was appended") = extra.sqrt();
-            prepared.sq_norm += extra;
-            if !prepared.codes.is_empty() {
-                (prepared.codes, prepared.code_scale) = quantize(&prepared.values);
-            }
+            *values.last_mut().expect("one value was appended") = extra.max(0.0).sqrt();
         }
-        (prepared, over)
+        (self.prepared(values), over)
     }
 
     /// Distance from a prepared query to `node`.
