@@ -1195,6 +1195,32 @@ mod tests {
             let created = catalog.create_index(P, request).unwrap().search;
             assert_eq!(created.quantization(), quantization, "{metric}");
             assert_eq!(dp.search_of(name), Some(created), "{metric}");
+            // An empty value is absent, at create and at configure.
+            let request = CreateIndex {
+                metric: Some(metric.into()),
+                search: SearchSettings {
+                    quantization: Some(String::new()),
+                    ..Default::default()
+                },
+                ..create(&format!("{name}-empty"))
+            };
+            let created = catalog.create_index(P, request).unwrap().search;
+            assert_eq!(created.quantization(), quantization, "{metric}");
+            let configured = catalog
+                .configure_index(
+                    P,
+                    ConfigureIndex {
+                        name: name.into(),
+                        search: SearchSettings {
+                            quantization: Some(String::new()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .search;
+            assert_eq!(configured.quantization(), quantization, "{metric}");
         }
     }
 

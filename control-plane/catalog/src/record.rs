@@ -161,7 +161,7 @@ pub struct SearchSettings {
     pub ef_construction: Option<u32>,
     /// Candidate list size while searching.
     pub ef_search: Option<u32>,
-    /// `none` or `int8`.
+    /// `none` or `int8`; empty is the same as absent.
     pub quantization: Option<String>,
 }
 
@@ -189,7 +189,8 @@ impl SearchSettings {
                 .with_ef_search(ef)
                 .map_err(search_error("search.ef_search"))?;
         }
-        if let Some(quantization) = quantization {
+        // Empty is absent, as from clients that cannot leave a string field unset.
+        if let Some(quantization) = quantization.filter(|q| !q.is_empty()) {
             let field = "search.quantization";
             let quantization =
                 Quantization::parse(field, &quantization).map_err(search_error(field))?;

@@ -34,8 +34,10 @@ impl Quantization {
         }
     }
 
-    /// Parses `none` / `int8` (case-insensitive); `field` names the request
-    /// field in the error.
+    /// Parses `none` / `int8` (case-insensitive); empty is the engine-wide
+    /// default (callers that know the index's metric treat an empty value as
+    /// absent and take [`SearchParams::default_for`] it); `field` names the
+    /// request field in the error.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         match value.to_ascii_lowercase().as_str() {
             "" => Ok(Quantization::default()),
@@ -114,9 +116,7 @@ impl SearchParams {
         self.quantization = quantization;
         self
     }
-}
 
-impl SearchParams {
     /// The defaults for a new index of `metric`: [`SearchParams::default`], except that a
     /// dotproduct index keeps 32-bit floats in its graph. Its graph vectors carry one more
     /// value, `sqrt(M² - |x|²)` (see `hnsw`), which shares the one int8 scale of each vector

@@ -738,22 +738,31 @@ fn parse_assignment(
     let metric = metric.parse::<Metric>().map_err(ControlError::Invalid)?;
     let config =
         IndexConfig::new(vector_type, *dimension, metric).map_err(ControlError::Invalid)?;
-    let search = search_params(search.as_ref()).map_err(ControlError::Invalid)?;
+    let search = search_params(search.as_ref(), metric).map_err(ControlError::Invalid)?;
     if host.is_empty() {
         return Err(ControlError::NoHost);
     }
     Ok((key, config, search, host_name(host)))
 }
 
-fn search_params(search: Option<&internal::SearchParams>) -> larch_engine::Result<SearchParams> {
+/// The assignment's ANN parameters; what it leaves out (all of them, or an empty quantization
+/// from a control plane older than the setting) takes the defaults of the index's `metric`.
+fn search_params(
+    search: Option<&internal::SearchParams>,
+    metric: Metric,
+) -> larch_engine::Result<SearchParams> {
+    let defaults = SearchParams::default_for(metric);
     let Some(search) = search else {
-        return Ok(SearchParams::default());
+        return Ok(defaults);
     };
-    Ok(SearchParams::default()
+    let params = defaults
         .with_m(search.m)?
         .with_ef_construction(search.ef_construction)?
-        .with_ef_search(search.ef_search)?
-        .with_quantization(Quantization::parse("quantization", &search.quantization)?))
+        .with_ef_search(search.ef_search)?;
+    if search.quantization.is_empty() {
+        return Ok(params);
+    }
+    Ok(params.with_quantization(Quantization::parse("quantization", &search.quantization)?))
 }
 
 /// Why `DataPlaneControl` refused a call of the control plane (or why [`RoutedDataPlane`]
@@ -896,7 +905,9 @@ impl DataPlaneControl for RoutedDataPlane {
             incarnation,
         } = request.into_inner();
         let key = index_key(&project, &name, &incarnation)?;
-        let search = search_params(search.as_ref()).map_err(ControlError::Invalid)?;
+        let served = self.inner.engine.index(&key.storage_name());
+        let metric = served.map_err(ControlError::from)?.config().metric;
+        let search = search_params(search.as_ref(), metric).map_err(ControlError::Invalid)?;
         self.configure(&key, search)?;
         Ok(GrpcResponse::new(ConfigureIndexResponse {}))
     }
@@ -1282,6 +1293,34 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(key.storage_name(), "movies@default@9f3c2a1b7d4e6f80");
+        // What an assignment leaves out takes its metric's defaults: an int8 graph, an f32
+        // one for dotproduct.
+        for (metric, quantization) in [
+            ("cosine", Quantization::Int8),
+            ("dotproduct", Quantization::None),
+        ] {
+            let (_, _, absent, _) = parse_assignment(&IndexAssignment {
+                metric: metric.into(),
+                search: None,
+                ..good.clone()
+            })
+            .expect("valid");
+            assert_eq!(absent, SearchParams::default_for(metric.parse().unwrap()));
+            let (_, _, empty, _) = parse_assignment(&IndexAssignment {
+                metric: metric.into(),
+                search: Some(internal::SearchParams {
+                    quantization: String::new(),
+                    ..good.search.clone().unwrap()
+                }),
+                ..good.clone()
+            })
+            .expect("valid");
+            assert_eq!(
+                (empty.quantization(), empty.ef_search()),
+                (quantization, 50),
+                "{metric}"
+            );
+        }
         for bad in [
             IndexAssignment {
                 name: "Movies".into(),
