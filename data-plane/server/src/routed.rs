@@ -738,31 +738,34 @@ fn parse_assignment(
     let metric = metric.parse::<Metric>().map_err(ControlError::Invalid)?;
     let config =
         IndexConfig::new(vector_type, *dimension, metric).map_err(ControlError::Invalid)?;
-    let search = search_params(search.as_ref(), metric).map_err(ControlError::Invalid)?;
+    let search = search_params(search.as_ref(), || Ok(metric))?;
     if host.is_empty() {
         return Err(ControlError::NoHost);
     }
     Ok((key, config, search, host_name(host)))
 }
 
-/// The assignment's ANN parameters; what it leaves out (all of them, or an empty quantization
-/// from a control plane older than the setting) takes the defaults of the index's `metric`.
+/// The ANN parameters of an assignment or a configure call, each given value checked first;
+/// what the call leaves out (all of them, or an empty quantization from a control plane older
+/// than the setting) takes the defaults of the index's metric, which `metric` finds only then.
 fn search_params(
     search: Option<&internal::SearchParams>,
-    metric: Metric,
-) -> larch_engine::Result<SearchParams> {
-    let defaults = SearchParams::default_for(metric);
+    metric: impl FnOnce() -> Result<Metric, ControlError>,
+) -> Result<SearchParams, ControlError> {
     let Some(search) = search else {
-        return Ok(defaults);
+        return Ok(SearchParams::default_for(metric()?));
     };
-    let params = defaults
-        .with_m(search.m)?
-        .with_ef_construction(search.ef_construction)?
-        .with_ef_search(search.ef_search)?;
-    if search.quantization.is_empty() {
-        return Ok(params);
-    }
-    Ok(params.with_quantization(Quantization::parse("quantization", &search.quantization)?))
+    let params = SearchParams::default()
+        .with_m(search.m)
+        .and_then(|params| params.with_ef_construction(search.ef_construction))
+        .and_then(|params| params.with_ef_search(search.ef_search))
+        .map_err(ControlError::Invalid)?;
+    let quantization = if search.quantization.is_empty() {
+        SearchParams::default_for(metric()?).quantization()
+    } else {
+        Quantization::parse("quantization", &search.quantization).map_err(ControlError::Invalid)?
+    };
+    Ok(params.with_quantization(quantization))
 }
 
 /// Why `DataPlaneControl` refused a call of the control plane (or why [`RoutedDataPlane`]
@@ -905,9 +908,10 @@ impl DataPlaneControl for RoutedDataPlane {
             incarnation,
         } = request.into_inner();
         let key = index_key(&project, &name, &incarnation)?;
-        let served = self.inner.engine.index(&key.storage_name());
-        let metric = served.map_err(ControlError::from)?.config().metric;
-        let search = search_params(search.as_ref(), metric).map_err(ControlError::Invalid)?;
+        let search = search_params(search.as_ref(), || {
+            let served = self.inner.engine.index(&key.storage_name())?;
+            Ok(served.config().metric)
+        })?;
         self.configure(&key, search)?;
         Ok(GrpcResponse::new(ConfigureIndexResponse {}))
     }
